@@ -1,0 +1,77 @@
+# KeyLedger developer tasks. Needs only python3 (>= 3.11) and network access to PyPI.
+#
+#   make run     install (if needed) and run the service (embedded PostgreSQL by default)
+#   make test    install dev tools (if needed), then ruff, mypy and pytest
+#   make bench   run the benchmark
+#   make lint    ruff and mypy only
+#   make clean   remove caches and build output (keeps .venv and the .keyledger data dir)
+#
+# Installs are redone only when pyproject.toml changes (stamp files in .venv).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --no-input -q
+RUN_STAMP := $(VENV)/.keyledger-run.stamp
+DEV_STAMP := $(VENV)/.keyledger-dev.stamp
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: help run test bench lint clean distclean
+
+help:
+	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
+
+# The virtualenv. Debian's python3 without python3-venv has no ensurepip: then build
+# the venv without pip and install pip into it with the system pip.
+$(BIN)/python:
+	@echo "creating $(VENV) with $$($(PYTHON) --version)"
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "error: $(PYTHON) is older than 3.11 (set PYTHON=python3.11)" >&2; exit 1; }
+	@if ! $(PYTHON) -m venv $(VENV) >/dev/null 2>&1; then \
+		rm -rf $(VENV); \
+		$(PYTHON) -m venv --without-pip $(VENV); \
+		$(PYTHON) -m pip --disable-pip-version-check -q --python $(BIN)/python install pip; \
+	fi
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing keyledger with dev tools into $(VENV)"
+	@$(PIP) install -e '.[dev]'
+	@touch $@ $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@if [ ! $(DEV_STAMP) -nt pyproject.toml ]; then \
+		echo "installing keyledger into $(VENV)"; \
+		$(PIP) install -e .; \
+	fi
+	@touch $@
+
+run: $(RUN_STAMP)
+	exec $(BIN)/keyledger run $(ARGS)
+
+bench: $(RUN_STAMP)
+	exec $(BIN)/keyledger bench $(ARGS)
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# `python -m pytest` puts the repo root on sys.path, so `tests.support` imports work.
+# pytest exit code 5 ("no tests collected") fails the target like any other failure.
+test: lint
+	@status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; \
+	exit $$status
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -f $(RUN_STAMP) $(DEV_STAMP)
+
+distclean: clean
+	rm -rf $(VENV)

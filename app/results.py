@@ -1,0 +1,145 @@
+"""What use cases answer: plain values the adapters translate to their wire shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from domain import key_states
+from domain.keys import Key
+
+
+@dataclass(frozen=True)
+class KeyDescription:
+    account_id: str
+    key_id: str
+    arn: str
+    creation_date: datetime
+    enabled: bool
+    description: str
+    key_usage: str
+    key_state: str
+    deletion_date: datetime | None
+    origin: str
+    key_manager: str
+    key_spec: str
+    encryption_algorithms: tuple[str, ...]
+    multi_region: bool
+    current_material_id: str | None
+
+    @classmethod
+    def of(cls, key: Key) -> KeyDescription:
+        return cls(
+            account_id=key.account_id,
+            key_id=key.key_id,
+            arn=key.arn,
+            creation_date=key.creation_date,
+            enabled=key.state == key_states.ENABLED,
+            description=key.description,
+            key_usage=key.key_usage,
+            key_state=key.state,
+            deletion_date=key.deletion_date,
+            origin=key.origin,
+            key_manager=key.key_manager,
+            key_spec=key.key_spec,
+            encryption_algorithms=("SYMMETRIC_DEFAULT",),
+            multi_region=False,
+            current_material_id=key.current_material.material_id if key.materials else None,
+        )
+
+
+@dataclass(frozen=True)
+class Encrypted:
+    ciphertext: bytes
+    key_arn: str
+    algorithm: str
+    material_id: str
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    plaintext: bytes
+    key_arn: str
+    algorithm: str
+    material_id: str
+
+
+@dataclass(frozen=True)
+class DataKey:
+    ciphertext: bytes
+    plaintext: bytes | None
+    key_arn: str
+    material_id: str
+
+
+@dataclass(frozen=True)
+class ReEncrypted:
+    ciphertext: bytes
+    source_key_arn: str
+    key_arn: str
+    source_algorithm: str
+    destination_algorithm: str
+    source_material_id: str
+    destination_material_id: str
+
+
+@dataclass(frozen=True)
+class DeletionScheduled:
+    key_arn: str
+    deletion_date: datetime
+    key_state: str
+    pending_window_days: int
+
+
+@dataclass(frozen=True)
+class RotationStatus:
+    key_id: str
+    rotation_enabled: bool
+    rotation_period_days: int | None
+    next_rotation_date: datetime | None
+
+
+@dataclass(frozen=True)
+class RotationEntry:
+    key_id: str
+    material_id: str
+    rotation_date: datetime
+    rotation_type: str | None
+
+
+@dataclass(frozen=True)
+class AliasEntry:
+    alias_name: str
+    alias_arn: str
+    target_key_id: str | None
+    creation_date: datetime | None
+    last_updated: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    key_id: str
+    key_arn: str
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_marker: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.next_marker is not None
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    version: int
+    name: str
+    timestamp: datetime
+    actor: dict[str, object]
+    details: dict[str, object] = field(default_factory=dict)

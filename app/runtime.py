@@ -1,0 +1,104 @@
+"""Wiring: builds the service's parts from settings, starts and stops them in order."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from psycopg_pool import ConnectionPool
+
+from app.clock import Clock
+from app.database import connection_params, resolve_database_url
+from app.identity import IdentityDirectory
+from app.ledger import Ledger
+from app.migrate import apply_migrations
+from app.service import KeyService
+from app.settings import Settings
+from app.vault import Vault, load_root_key
+from app.writer import LedgerWriter
+from projections.key_directory import KeyDirectoryProjection
+
+log = logging.getLogger("keyledger")
+
+
+def migrate(database_url: str) -> list[str]:
+    """Create the event store's tables (the library's) and apply our migrations."""
+    env = connection_params(database_url) | {"CREATE_TABLE": "y"}
+    Ledger(env=env).close()
+    return apply_migrations(database_url)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database_url: str
+    ledger: Ledger
+    pool: ConnectionPool
+    vault: Vault
+    writer: LedgerWriter
+    identity: IdentityDirectory
+    directory: KeyDirectoryProjection
+    service: KeyService
+    clock: Clock
+    _scheduler_stop: threading.Event = field(default_factory=threading.Event)
+    _scheduler: threading.Thread | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
+        database_url = resolve_database_url(settings)
+        if run_migrations:
+            migrate(database_url)
+        root_key = settings.root_key_bytes() or load_root_key(
+            data_dir=settings.data_dir, embedded=settings.database_url is None
+        )
+        ledger = Ledger(env=connection_params(database_url) | {"CREATE_TABLE": "n"})
+        pool = ConnectionPool(database_url, min_size=1, max_size=8, open=True)
+        vault = Vault(root_key, pool)
+        vault.check_root_key()
+        clock = Clock(adjustable=settings.test_clock)
+        writer = LedgerWriter(ledger)
+        directory = KeyDirectoryProjection(ledger, pool, database_url)
+        writer.commit_listeners.append(directory.notify)
+        identity = IdentityDirectory(writer, vault, clock, settings.partition)
+        service = KeyService(
+            writer=writer, vault=vault, clock=clock, pool=pool, directory=directory,
+            partition=settings.partition,
+        )  # fmt: skip
+        return cls(settings, database_url, ledger, pool, vault, writer, identity, directory,
+                   service, clock)  # fmt: skip
+
+    def start(self) -> None:
+        self.writer.start()
+        self.directory.start()
+        self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        self._scheduler_stop.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
+        self.directory.stop()
+        self.writer.stop()
+        self.pool.close()
+        self.ledger.close()
+
+    def _schedule(self) -> None:
+        interval = self.settings.scheduler_interval_seconds
+        while not self._scheduler_stop.wait(interval):
+            try:
+                done = self.service.run_due_jobs()
+                if done:
+                    log.info("scheduler: %d rotation/deletion job(s) done", done)
+            except Exception:
+                log.exception("scheduler run failed; retrying next interval")
+
+    def bootstrap(self) -> tuple[str, tuple[str, str] | None]:
+        """The default account and its administrator (with the bootstrap key pair if set)."""
+        settings = self.settings
+        secret = settings.bootstrap_secret_access_key
+        return self.identity.ensure_administrator(
+            settings.default_account_id,
+            settings.bootstrap_access_key_id,
+            secret.get_secret_value() if secret else None,
+        )

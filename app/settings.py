@@ -1,0 +1,205 @@
+"""Service configuration, read from `KEYLEDGER_*` environment variables.
+
+Every field can be set from the environment (``KEYLEDGER_PORT=9000``) or passed to
+`load_settings` (``load_settings(port=9000)``); explicit overrides win over the
+environment. ``KEYLEDGER_REGIONS`` accepts a JSON list (``["us-east-1","eu-west-1"]``)
+or a comma-separated list (``us-east-1,eu-west-1``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ROOT_KEY_BYTES = 32
+
+#: The AWS commercial regions served by default.
+DEFAULT_REGIONS: tuple[str, ...] = (
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "sa-east-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-east-1",
+    "me-south-1",
+    "me-central-1",
+    "il-central-1",
+    "af-south-1",
+)
+
+LOG_LEVELS = frozenset({"critical", "error", "warning", "info", "debug", "trace"})
+
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+
+
+def _decode_root_key(text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("root key must be base64 of 32 bytes") from exc
+    if len(raw) != ROOT_KEY_BYTES:
+        raise ValueError(f"root key must be base64 of 32 bytes, got {len(raw)} bytes")
+    return raw
+
+
+class Settings(BaseSettings):
+    """KeyLedger settings. Environment variables are ``KEYLEDGER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEYLEDGER_",
+        case_sensitive=False,
+        extra="forbid",
+        validate_default=True,
+        # Validation errors must never echo secrets (root key, secret access key).
+        hide_input_in_errors=True,
+    )
+
+    #: libpq URL of the event store; None runs an embedded PostgreSQL in ``data_dir/pgdata``.
+    database_url: str | None = None
+    data_dir: Path = Path(".keyledger")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    #: base64 of 32 random bytes (e.g. ``openssl rand -base64 32``).
+    root_key: SecretStr | None = None
+    #: A file holding the root key: base64 text or exactly 32 raw bytes.
+    root_key_file: Path | None = None
+    bootstrap_access_key_id: str | None = None
+    bootstrap_secret_access_key: SecretStr | None = None
+    default_account_id: str = "111122223333"
+    default_region: str = "us-east-1"
+    partition: str = "aws"
+    #: The regions this deployment serves.
+    regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_REGIONS))
+    scheduler_interval_seconds: float = Field(default=30.0, gt=0)
+    log_level: str = "info"
+    workers: int = Field(default=1, ge=1)
+    #: Lets tests move the service clock. Never enable in production.
+    test_clock: bool = False
+
+    @field_validator("database_url", "bootstrap_access_key_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("root_key", "bootstrap_secret_access_key", mode="before")
+    @classmethod
+    def _blank_secret_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("root_key_file", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("root_key")
+    @classmethod
+    def _check_root_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _decode_root_key(value.get_secret_value())
+        return value
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _parse_regions(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _check_regions(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one region is required")
+        for region in value:
+            if not _REGION_RE.match(region):
+                raise ValueError(f"invalid region name: {region!r}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("default_account_id")
+    @classmethod
+    def _check_account(cls, value: str) -> str:
+        if not _ACCOUNT_RE.match(value):
+            raise ValueError("default_account_id must be 12 digits")
+        return value
+
+    @field_validator("partition")
+    @classmethod
+    def _check_partition(cls, value: str) -> str:
+        if not value or not re.fullmatch(r"[a-z0-9-]+", value):
+            raise ValueError(f"invalid partition: {value!r}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}")
+        return level
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.default_region not in self.regions:
+            raise ValueError(
+                f"default_region {self.default_region!r} is not in regions {self.regions!r}"
+            )
+        if self.root_key is not None and self.root_key_file is not None:
+            raise ValueError("set only one of root_key and root_key_file")
+        if (self.bootstrap_access_key_id is None) != (self.bootstrap_secret_access_key is None):
+            raise ValueError(
+                "bootstrap_access_key_id and bootstrap_secret_access_key must be set together"
+            )
+        return self
+
+    def root_key_bytes(self) -> bytes | None:
+        """The 32-byte root key from ``root_key`` or ``root_key_file``; None if neither is set."""
+        if self.root_key is not None:
+            return _decode_root_key(self.root_key.get_secret_value())
+        if self.root_key_file is not None:
+            data = self.root_key_file.read_bytes()
+            if len(data) == ROOT_KEY_BYTES:
+                return data
+            return _decode_root_key(data.decode("ascii", errors="replace"))
+        return None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with keyword ``overrides`` taking precedence."""
+    return Settings(**overrides)

@@ -1,0 +1,128 @@
+"""Domain errors: one class per AWS KMS error, named for what went wrong.
+
+Adapters map each class to its wire shape in one table per protocol
+(`app/wire_errors.py`). Messages never contain key material or plaintext.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the service answers to a caller (a client fault)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- input -----------------------------------------------------------------
+class ValidationError(DomainError):
+    """A request member breaks a model constraint or a semantic rule."""
+
+
+class InvalidArnError(DomainError):
+    """An ARN is malformed."""
+
+
+class InvalidMarkerError(DomainError):
+    """A pagination marker was not issued by this service."""
+
+
+class InvalidAliasNameError(DomainError):
+    """An alias name is malformed or reserved."""
+
+
+class TagError(DomainError):
+    """A tag key or value is not acceptable."""
+
+
+class MalformedPolicyDocumentError(DomainError):
+    """A key policy document is not valid."""
+
+
+class LimitExceededError(DomainError):
+    """A quota or size limit would be exceeded."""
+
+
+class InvalidGrantTokenError(DomainError):
+    """A grant token is not valid."""
+
+
+class InvalidGrantIdError(DomainError):
+    """A grant id is not valid."""
+
+
+# --- keys and their state ----------------------------------------------------
+class NotFoundError(DomainError):
+    """The named key, alias or other entity does not exist."""
+
+
+class AlreadyExistsError(DomainError):
+    """The entity to be created exists already."""
+
+
+class DisabledError(DomainError):
+    """The key is disabled."""
+
+
+class InvalidStateError(DomainError):
+    """The key's state does not allow the operation."""
+
+
+class InvalidKeyUsageError(DomainError):
+    """The key's usage or spec does not allow the operation or algorithm."""
+
+
+class UnsupportedOperationError(DomainError):
+    """The operation is not supported for this key."""
+
+
+class ConflictError(DomainError):
+    """The operation conflicts with one in progress."""
+
+
+class DryRunSucceededError(DomainError):
+    """DryRun was set and the request would have succeeded."""
+
+
+# --- cryptography ------------------------------------------------------------
+class InvalidCiphertextError(DomainError):
+    """The ciphertext, or its encryption context, is not valid (no detail is given)."""
+
+
+class IncorrectKeyError(DomainError):
+    """The key in the request is not the key that produced the ciphertext."""
+
+
+# --- identity ----------------------------------------------------------------
+class AccessDeniedError(DomainError):
+    """The caller is authenticated but not allowed to perform the action."""
+
+
+class AuthenticationError(DomainError):
+    """Base of the errors raised before a caller is known."""
+
+
+class MissingAuthenticationTokenError(AuthenticationError):
+    """The request carries no credentials."""
+
+
+class IncompleteSignatureError(AuthenticationError):
+    """The Authorization header is malformed."""
+
+
+class UnrecognizedClientError(AuthenticationError):
+    """The access key id is unknown or inactive."""
+
+
+class InvalidSignatureError(AuthenticationError):
+    """The signature does not match, or the request time is out of range."""
+
+
+# --- the service itself ------------------------------------------------------
+class InternalError(Exception):
+    """A server fault: the caller may retry; the ledger is unchanged."""
+
+
+class DependencyTimeoutError(InternalError):
+    """The event store did not answer in time."""

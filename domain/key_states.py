@@ -1,0 +1,58 @@
+"""Key states and which operations each allows, with AWS KMS's errors and messages."""
+
+from __future__ import annotations
+
+from domain.errors import (
+    DisabledError,
+    InvalidStateError,
+    NotFoundError,
+    UnsupportedOperationError,
+)
+
+ENABLED = "Enabled"
+DISABLED = "Disabled"
+PENDING_DELETION = "PendingDeletion"
+PENDING_IMPORT = "PendingImport"
+# Internal: the deletion window ended and the material is destroyed; callers see NotFound.
+DELETED = "Deleted"
+
+CRYPTOGRAPHIC = frozenset(
+    {
+        "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext", "Sign", "Verify", "GenerateMac", "VerifyMac",
+        "GetPublicKey", "DeriveSharedSecret", "CreateGrant",
+    }
+)  # fmt: skip
+ANY_STATE = frozenset(
+    {
+        "DescribeKey", "DeleteAlias", "GetKeyPolicy", "PutKeyPolicy", "ListKeyPolicies",
+        "ListResourceTags", "ListGrants", "RetireGrant", "RevokeGrant", "GetKeyRotationStatus",
+        "ScheduleKeyDeletionCheck", "GetKeyLastUsage", "ListAliases",
+    }
+)  # fmt: skip
+NOT_PENDING_DELETION = frozenset(
+    {"CreateAlias", "UpdateAlias", "TagResource", "UntagResource", "UpdateKeyDescription"}
+)
+
+
+def check_operation_allowed(state: str, operation: str, key_arn: str) -> None:
+    """Raise the error AWS answers when ``operation`` meets a key in ``state``."""
+    if state == DELETED:
+        raise NotFoundError(f"Key '{key_arn}' does not exist")
+    if operation in ANY_STATE:
+        return
+    if state == PENDING_DELETION:
+        raise InvalidStateError(f"{key_arn} is pending deletion.")
+    if operation in NOT_PENDING_DELETION:
+        return
+    if state == PENDING_IMPORT:
+        if operation in ("EnableKeyRotation", "DisableKeyRotation"):
+            raise UnsupportedOperationError(
+                f"{key_arn} origin is EXTERNAL which is not valid for this operation."
+            )
+        raise InvalidStateError(f"{key_arn} is pending import.")
+    if operation in ("EnableKey", "DisableKey", "ScheduleKeyDeletion", "ListKeyRotations"):
+        return
+    if state == DISABLED:
+        raise DisabledError(f"{key_arn} is disabled.")

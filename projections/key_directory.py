@@ -1,0 +1,273 @@
+"""The key directory: keys and aliases by account and Region, for listing and scheduling.
+
+A batched consumer of the ledger's notification log. Each batch of events and the
+tracking position are written in one transaction, so the view is exactly-once and
+resumes where it stopped after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from eventsourcing.application import Application
+from psycopg_pool import ConnectionPool
+
+from domain import key_states
+from domain.keys import Alias, Key
+
+log = logging.getLogger("keyledger.projections")
+
+PROJECTION_NAME = "key_directory"
+BATCH_SIZE = 1000
+# Only one process writes the view; the others read it.
+LEADER_LOCK_ID = 0x6B6C6472  # "kldr"
+
+Handler = Callable[[psycopg.Connection[Any], Any], None]
+
+
+def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
+    state = key_states.ENABLED if event.material is not None else key_states.PENDING_IMPORT
+    conn.execute(
+        "INSERT INTO kms_keys (key_id, account_id, region, arn, key_state, key_manager, key_spec,"
+        " key_usage, description, creation_date, rotation_enabled, next_rotation_date)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        "  CASE WHEN %s THEN %s::timestamptz + interval '365 days' END)"
+        " ON CONFLICT (key_id) DO NOTHING",
+        (event.originator_id, event.account_id, event.region, event.arn, state,
+         event.key_manager, event.key_spec, event.key_usage, event.description, event.timestamp,
+         event.key_manager == "AWS", event.key_manager == "AWS", event.timestamp),
+    )  # fmt: skip
+
+
+def _set_state(state: str) -> Handler:
+    def handler(conn: psycopg.Connection[Any], event: Any) -> None:
+        conn.execute(
+            "UPDATE kms_keys SET key_state = %s, deletion_date = NULL WHERE key_id = %s",
+            (state, event.originator_id),
+        )
+
+    return handler
+
+
+def _deletion_scheduled(conn: psycopg.Connection[Any], event: Key.DeletionScheduled) -> None:
+    conn.execute(
+        "UPDATE kms_keys SET key_state = %s, deletion_date = %s WHERE key_id = %s",
+        (key_states.PENDING_DELETION, event.deletion_date, event.originator_id),
+    )
+
+
+def _material_destroyed(conn: psycopg.Connection[Any], event: Key.MaterialDestroyed) -> None:
+    conn.execute(
+        "UPDATE kms_keys SET key_state = %s, next_rotation_date = NULL WHERE key_id = %s",
+        (key_states.DELETED, event.originator_id),
+    )
+
+
+def _description_changed(conn: psycopg.Connection[Any], event: Key.DescriptionChanged) -> None:
+    conn.execute(
+        "UPDATE kms_keys SET description = %s WHERE key_id = %s",
+        (event.description, event.originator_id),
+    )
+
+
+def _rotation_schedule_changed(
+    conn: psycopg.Connection[Any], event: Key.RotationScheduleChanged
+) -> None:
+    conn.execute(
+        "UPDATE kms_keys SET rotation_enabled = %s, next_rotation_date = %s WHERE key_id = %s",
+        (event.rotation_enabled, event.next_rotation_date, event.originator_id),
+    )
+
+
+def _rotated(conn: psycopg.Connection[Any], event: Key.Rotated) -> None:
+    conn.execute(
+        "UPDATE kms_keys SET next_rotation_date = %s WHERE key_id = %s",
+        (event.next_rotation_date, event.originator_id),
+    )
+    conn.execute(
+        "INSERT INTO kms_rotations (key_id, material_id, rotation_date, rotation_type)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (event.originator_id, event.material.material_id, event.timestamp,
+         event.material.rotation_type or "AUTOMATIC"),
+    )  # fmt: skip
+
+
+def _alias_created(conn: psycopg.Connection[Any], event: Alias.Created) -> None:
+    conn.execute(
+        "INSERT INTO kms_aliases (account_id, region, alias_name, target_key_id, creation_date,"
+        " last_updated) VALUES (%s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (account_id, region, alias_name) DO UPDATE SET"
+        " target_key_id = EXCLUDED.target_key_id, last_updated = EXCLUDED.last_updated",
+        (event.account_id, event.region, event.alias_name, event.target_key_id,
+         event.timestamp, event.timestamp),
+    )  # fmt: skip
+
+
+def _alias_retargeted(conn: psycopg.Connection[Any], event: Alias.Retargeted) -> None:
+    # A re-created alias (deleted, then assigned again) has no row: insert it.
+    conn.execute(
+        "INSERT INTO kms_aliases (account_id, region, alias_name, target_key_id, creation_date,"
+        " last_updated) SELECT account_id, region, alias_name, %s, %s, %s FROM alias_names"
+        " WHERE alias_id = %s"
+        " ON CONFLICT (account_id, region, alias_name) DO UPDATE SET"
+        " target_key_id = EXCLUDED.target_key_id, last_updated = EXCLUDED.last_updated",
+        (event.target_key_id, event.timestamp, event.timestamp, event.originator_id),
+    )
+
+
+def _alias_deleted(conn: psycopg.Connection[Any], event: Alias.Deleted) -> None:
+    conn.execute(
+        "DELETE FROM kms_aliases USING alias_names WHERE alias_names.alias_id = %s"
+        " AND kms_aliases.account_id = alias_names.account_id"
+        " AND kms_aliases.region = alias_names.region"
+        " AND kms_aliases.alias_name = alias_names.alias_name",
+        (event.originator_id,),
+    )
+
+
+def _alias_name_recorded(conn: psycopg.Connection[Any], event: Alias.Created) -> None:
+    conn.execute(
+        "INSERT INTO alias_names (alias_id, account_id, region, alias_name)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (event.originator_id, event.account_id, event.region, event.alias_name),
+    )
+
+
+HANDLERS: dict[type, list[Handler]] = {
+    Key.Created: [_key_created],
+    Key.Enabled: [_set_state(key_states.ENABLED)],
+    Key.Disabled: [_set_state(key_states.DISABLED)],
+    Key.DeletionCancelled: [_set_state(key_states.DISABLED)],
+    Key.DeletionScheduled: [_deletion_scheduled],
+    Key.MaterialDestroyed: [_material_destroyed],
+    Key.DescriptionChanged: [_description_changed],
+    Key.RotationScheduleChanged: [_rotation_schedule_changed],
+    Key.Rotated: [_rotated],
+    Alias.Created: [_alias_name_recorded, _alias_created],
+    Alias.Retargeted: [_alias_retargeted],
+    Alias.Deleted: [_alias_deleted],
+}
+
+
+def apply_events(conn: psycopg.Connection[Any], events: Sequence[Any]) -> None:
+    """Apply decoded events in order; Used events only move 'last used' (once per key)."""
+    last_used: dict[uuid.UUID, datetime] = {}
+    for event in events:
+        if isinstance(event, Key.Used):
+            last_used[event.originator_id] = event.timestamp
+            continue
+        for handler in HANDLERS.get(type(event), ()):
+            handler(conn, event)
+    for key_id, used_at in last_used.items():
+        conn.execute(
+            "UPDATE kms_keys SET last_used_at = greatest(last_used_at, %s) WHERE key_id = %s",
+            (used_at, key_id),
+        )
+
+
+class KeyDirectoryProjection:
+    """Runs the projection in a background thread of whichever process holds the lock."""
+
+    def __init__(self, ledger: Application, pool: ConnectionPool, database_url: str) -> None:
+        self._ledger = ledger
+        self._pool = pool
+        self._database_url = database_url
+        self._wake = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="key-directory", daemon=True)
+        self._position = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.notify(0)
+        self._thread.join(timeout=5)
+
+    def notify(self, _notification_id: int) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    # --- reading ------------------------------------------------------------------
+    def position(self) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT notification_id FROM projection_tracking WHERE projection_name = %s",
+                (PROJECTION_NAME,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def wait_for(self, notification_id: int, timeout: float = 10.0) -> bool:
+        """Block until the view includes ``notification_id`` (read-your-writes)."""
+        deadline = time.monotonic() + timeout
+        while self._position < notification_id:
+            self._position = max(self._position, self.position())
+            if self._position >= notification_id:
+                break
+            if time.monotonic() > deadline:
+                return False
+            self.notify(notification_id)
+            time.sleep(0.005)
+        return True
+
+    def wait_for_current(self, timeout: float = 10.0) -> bool:
+        max_id = self._ledger.recorder.max_notification_id() or 0
+        return self.wait_for(max_id, timeout)
+
+    # --- writing ------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self._database_url, autocommit=True) as lock_conn:
+                    row = lock_conn.execute(
+                        "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_ID,)
+                    ).fetchone()
+                    if row and row[0]:
+                        self._lead()
+                        continue
+            except psycopg.Error as error:
+                log.warning("key directory projection paused: %s", error)
+            self._stopping.wait(1.0)
+
+    def _lead(self) -> None:
+        while not self._stopping.is_set():
+            if self.catch_up() == 0:
+                with self._wake:
+                    self._wake.wait(timeout=0.1)
+
+    def catch_up(self) -> int:
+        """Process one batch; return how many notifications it covered."""
+        position = self.position()
+        notifications = self._ledger.recorder.select_notifications(
+            start=position + 1, limit=BATCH_SIZE
+        )
+        if not notifications:
+            self._position = position
+            return 0
+        events = [self._ledger.mapper.to_domain_event(n) for n in notifications]
+        last = notifications[-1].id
+        with self._pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT notification_id FROM projection_tracking WHERE projection_name = %s"
+                " FOR UPDATE",
+                (PROJECTION_NAME,),
+            ).fetchone()
+            if row is not None and row[0] != position:
+                return 0  # someone else moved it; read again
+            apply_events(conn, events)
+            conn.execute(
+                "INSERT INTO projection_tracking (projection_name, notification_id)"
+                " VALUES (%s, %s) ON CONFLICT (projection_name)"
+                " DO UPDATE SET notification_id = EXCLUDED.notification_id",
+                (PROJECTION_NAME, last),
+            )
+        self._position = last
+        return len(notifications)

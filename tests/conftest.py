@@ -1,0 +1,118 @@
+"""Shared fixtures: a real PostgreSQL (embedded, and the local server when present), a
+real uvicorn server in a thread, and real AWS clients pointed at it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+import uvicorn
+from botocore.config import Config
+
+from app.main import KeyLedgerApp
+from app.runtime import Runtime
+from app.settings import load_settings
+from tests.support.databases import database_backends, drop, fresh_database
+
+ACCOUNT_ID = "111122223333"
+REGION = "us-east-1"
+ACCESS_KEY_ID = "AKLGTESTADMIN0000001"
+SECRET_ACCESS_KEY = "test-secret-" + "x" * 28
+
+
+@dataclass
+class Service:
+    runtime: Runtime
+    endpoint: str
+    access_key_id: str
+    secret_access_key: str
+    log_path: Path
+
+    def client(self, service: str = "kms", **overrides: str):  # type: ignore[no-untyped-def]
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=overrides.get("region", REGION),
+            aws_access_key_id=overrides.get("access_key_id", self.access_key_id),
+            aws_secret_access_key=overrides.get("secret_access_key", self.secret_access_key),
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_service(
+    database_url: str, tmp: Path, **settings: object
+) -> tuple[Service, uvicorn.Server, threading.Thread]:
+    log_path = tmp / "service.log"
+    config = load_settings(
+        database_url=database_url,
+        data_dir=tmp,
+        root_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        test_clock=True,
+        scheduler_interval_seconds=3600,
+        bootstrap_access_key_id=ACCESS_KEY_ID,
+        bootstrap_secret_access_key=SECRET_ACCESS_KEY,
+        **settings,
+    )
+    runtime = Runtime.build(config)
+    runtime.start()
+    runtime.bootstrap()
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            KeyLedgerApp(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    service = Service(
+        runtime, f"http://127.0.0.1:{port}", ACCESS_KEY_ID, SECRET_ACCESS_KEY, log_path
+    )
+    return service, server, thread
+
+
+@pytest.fixture(scope="session", params=database_backends())
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """One running KeyLedger per database backend, shared by the session's tests."""
+    url = fresh_database(request.param)
+    tmp = tmp_path_factory.mktemp(f"keyledger-{request.param}")
+    svc, server, thread = start_service(url, tmp)
+    yield svc
+    server.should_exit = True
+    thread.join(timeout=10)
+    svc.runtime.stop()
+    drop(url)
+
+
+@pytest.fixture
+def kms(service: Service):  # type: ignore[no-untyped-def]
+    return service.client("kms")
+
+
+@pytest.fixture
+def key_id(kms) -> str:  # type: ignore[no-untyped-def]
+    return str(kms.create_key(Description="test key")["KeyMetadata"]["KeyId"])
+
+
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
