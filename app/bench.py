@@ -574,26 +574,37 @@ class _CellRaw:
     ok: int = 0
     errors: int = 0
     first_error: str | None = None
+    error_kinds: dict[str, tuple[int, str]] = field(default_factory=dict)  # kind: (n, first)
     cpu_seconds: float = 0.0
-    window: float = 0.0
     fatal: str | None = None
 
 
 class _Stats:
-    __slots__ = ("errors", "first_error", "latencies", "m_end", "m_start")
+    __slots__ = ("errors", "first_error", "kinds", "latencies", "m_end", "m_start")
 
     def __init__(self, m_start: float, m_end: float) -> None:
         self.latencies: list[float] = []
         self.errors = 0
         self.first_error: str | None = None
+        self.kinds: dict[str, tuple[int, str]] = {}
         self.m_start = m_start
         self.m_end = m_end
 
-    def error(self, now: float, message: str) -> None:
+    def error(self, now: float, kind: str, message: str | bytes) -> None:
+        """Count an error of ``kind`` if it happened inside the measurement window.
+
+        ``message`` (a response body as bytes, or text) is kept for the first error of each kind.
+        """
         if self.m_start <= now < self.m_end:
             self.errors += 1
+            seen = self.kinds.get(kind)
+            if seen is not None:
+                self.kinds[kind] = (seen[0] + 1, seen[1])
+                return
+            text = _show_body(message) if isinstance(message, bytes) else message
+            self.kinds[kind] = (1, text)
             if self.first_error is None:
-                self.first_error = message
+                self.first_error = f"{kind}: {text}"
 
 
 class _Lane:
@@ -606,7 +617,6 @@ class _Lane:
         "_stats",
         "busy",
         "conn",
-        "done",
         "sent_at",
         "stopping",
         "task",
@@ -618,7 +628,6 @@ class _Lane:
         self._stats = stats
         self.conn: _HTTPConnection | None = None
         self.busy = False
-        self.done = False
         self.stopping = False
         self.sent_at = 0.0
         self._reconnecting = False
@@ -648,10 +657,9 @@ class _Lane:
             if stats.m_start <= now < stats.m_end:
                 stats.latencies.append(now - self.sent_at)
         else:
-            stats.error(now, f"HTTP {status}: {_show_body(body)}")
+            stats.error(now, f"HTTP {status}", body)
         if now >= stats.m_end or self.stopping:
-            self.done = True
-            return
+            return  # the window is over: this lane stays idle
         if keep_alive:
             self.fire()
         elif self.conn is not None:
@@ -661,7 +669,8 @@ class _Lane:
     def _on_lost(self, exc: BaseException | None) -> None:
         if self.busy:
             self.busy = False
-            self._stats.error(time.perf_counter(), f"connection lost mid-request: {exc!r}")
+            why = "closed by the server" if exc is None else repr(exc)
+            self._stats.error(time.perf_counter(), "connection lost", why)
             if not self.stopping:
                 self._schedule_reconnect(0.05)
 
@@ -679,21 +688,19 @@ class _Lane:
                 try:
                     await asyncio.wait_for(self.connect(), self._spec.timeout)
                 except (TimeoutError, OSError) as exc:
-                    self._stats.error(time.perf_counter(), f"connect failed: {exc!r}")
+                    self._stats.error(time.perf_counter(), "connect failed", repr(exc))
                     delay = 0.1
                     continue
                 break
         finally:
             self._reconnecting = False
-        if self.stopping or time.perf_counter() >= self._stats.m_end:
-            self.done = True
-            return
-        self.fire()
+        if not self.stopping and time.perf_counter() < self._stats.m_end:
+            self.fire()
 
     def check_timeout(self, now: float) -> None:
         if self.busy and now - self.sent_at > self._spec.timeout:
             self.busy = False
-            self._stats.error(now, f"no response within {self._spec.timeout:g} s")
+            self._stats.error(now, "timeout", f"no response within {self._spec.timeout:g} s")
             if self.conn is not None:
                 self.conn.abort()
             self._schedule_reconnect(0.0)
@@ -749,8 +756,8 @@ async def _run_cell_async(spec: _CellSpec) -> _CellRaw:
         ok=len(stats.latencies),
         errors=stats.errors,
         first_error=stats.first_error,
+        error_kinds=stats.kinds,
         cpu_seconds=cpu1 - cpu0,
-        window=spec.duration,
     )
 
 
@@ -792,6 +799,7 @@ class CellResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     client_cpu_pct: float = 0.0
     first_error: str | None = None
+    error_kinds: dict[str, dict[str, Any]] = field(default_factory=dict)  # count, first
     samples_us: list[int] | None = None
 
 
@@ -814,13 +822,17 @@ def _merge(
     result = CellResult(target.name, target.url, operation, concurrency, len(raws), duration)
     samples = array.array("d")
     for raw in raws:
+        kinds = dict(raw.error_kinds)
         if raw.fatal:
-            result.errors += 1
-            result.first_error = result.first_error or raw.fatal
+            kinds["fatal"] = (1, raw.fatal)
+        for kind, (count, first) in kinds.items():
+            entry = result.error_kinds.setdefault(kind, {"count": 0, "first": first})
+            entry["count"] += count
+            result.errors += count
+        result.first_error = result.first_error or raw.first_error or raw.fatal
+        if raw.fatal:
             continue
         samples.frombytes(raw.latencies)
-        result.errors += raw.errors
-        result.first_error = result.first_error or raw.first_error
         result.client_cpu_pct += 100.0 * raw.cpu_seconds / duration if duration else 0.0
     ordered = sorted(samples)
     result.ok = len(ordered)
@@ -1099,11 +1111,14 @@ def main(args: argparse.Namespace) -> int:
 
     if results:
         print(_format_table(results))
-    shown: set[tuple[str, str]] = set()
+    shown: set[tuple[str, str, str]] = set()  # print each kind's first body once per target/op
     for r in results:
-        if r.first_error and (r.target, r.operation) not in shown:
-            shown.add((r.target, r.operation))
-            print(f"first error, {r.target} {r.operation} c={r.concurrency}: {r.first_error}")
+        for kind, entry in r.error_kinds.items():
+            key = (r.target, r.operation, kind)
+            first = "" if key in shown else f"; first: {entry['first']}"
+            shown.add(key)
+            where = f"{r.target} {r.operation} c={r.concurrency}"
+            print(f"errors {where}: {entry['count']} x {kind}{first}")
 
     if args.json:
         document = {

