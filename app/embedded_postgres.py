@@ -45,8 +45,8 @@ SUPERUSER = "postgres"
 
 #: Settings applied with ALTER SYSTEM on every start. All take effect on reload (no
 #: restart). Durability stays on: fsync, synchronous_commit and full_page_writes are
-#: pinned ON explicitly; speed comes from fewer, spread-out checkpoints and WAL
-#: compression.
+#: pinned ON explicitly; speed comes from fewer, spread-out checkpoints (less
+#: full-page-write WAL) and SSD-friendly planner costs.
 TUNING: dict[str, str] = {
     "fsync": "on",
     "synchronous_commit": "on",
