@@ -6,8 +6,7 @@ import base64
 from typing import Any, ClassVar
 
 from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Transcoder, Transcoding
+from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from domain.keys import Key, KeyMaterial
 
@@ -53,10 +52,10 @@ class Ledger(Application):
     """All KeyLedger aggregates share one application, so one transaction spans them."""
 
     name = "keyledger"
-    snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Key: 1000}
-    snapshotting_projectors: ClassVar[dict[type[Aggregate], Any]] = {Key: project_fast}
+    snapshotting_intervals: ClassVar[dict[Any, int]] = {Key: 1000}
+    snapshotting_projectors: ClassVar[dict[Any, Any]] = {Key: project_fast}
 
-    def register_transcodings(self, transcoder: Transcoder) -> None:
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(BytesAsBase64())
         transcoder.register(KeyMaterialAsDict())

@@ -13,6 +13,7 @@ import base64
 import os
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,14 +133,15 @@ class KeyService:
         if ref.is_alias:
             key = self._key_for_alias(uow, caller, ref)
         else:
-            key = uow.get(uuid.UUID(ref.name), fresh=fresh)
+            found = uow.get(uuid.UUID(ref.name), fresh=fresh)
             if (
-                key is None
-                or not isinstance(key, Key)
-                or key.account_id != ref.account_id
-                or key.region != ref.region
+                found is None
+                or not isinstance(found, Key)
+                or found.account_id != ref.account_id
+                or found.region != ref.region
             ):
                 raise NotFoundError(f"Key '{self._arn(ref)}' does not exist")
+            key = found
         if key.is_deleted:
             raise NotFoundError(f"Key '{key.arn}' does not exist")
         authorize(caller, action, key)
@@ -754,14 +756,14 @@ class KeyService:
         self.directory.wait_for_current()
         done = 0
         for key_uuid, job in queries.keys_due(self.pool, now):
-            command = self._deletion_job if job == "delete" else self._rotation_job
+            job_function = self._deletion_job if job == "delete" else self._rotation_job
             try:
-                done += self.writer.run_sync(lambda uow, k=key_uuid, c=command: c(uow, k))
+                done += self.writer.run_sync(partial(job_function, key_uuid=key_uuid))
             except (InvalidStateError, NotFoundError):
                 continue
         return done
 
-    def _deletion_job(self, uow: UnitOfWork, key_uuid: uuid.UUID) -> int:
+    def _deletion_job(self, uow: UnitOfWork, *, key_uuid: uuid.UUID) -> int:
         key: Key | None = uow.get(key_uuid, fresh=True)
         now = self.clock.now()
         if key is None or not key.is_due_for_deletion(now):
@@ -778,7 +780,7 @@ class KeyService:
         key.destroy_material(now=now, actor=SERVICE_ACTOR)
         return 1
 
-    def _rotation_job(self, uow: UnitOfWork, key_uuid: uuid.UUID) -> int:
+    def _rotation_job(self, uow: UnitOfWork, *, key_uuid: uuid.UUID) -> int:
         key: Key | None = uow.get(key_uuid, fresh=True)
         now = self.clock.now()
         if key is None or not key.is_due_for_rotation(now):
