@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any, ClassVar
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from domain.keys import Key, KeyMaterial
@@ -54,6 +54,28 @@ class Ledger(Application):
     name = "keyledger"
     snapshotting_intervals: ClassVar[dict[Any, int]] = {Key: 1000}
     snapshotting_projectors: ClassVar[dict[Any, Any]] = {Key: project_fast}
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[Any]) -> None:
+        """Snapshot from the aggregate in memory, not by replaying it from the database.
+
+        The library's default re-reads up to ``interval`` events in the writer's commit
+        path; the committed aggregate is already at hand.
+        """
+        if self.snapshots is None:
+            return
+        crossed: set[Any] = set()
+        for event in processing_event.events:
+            aggregate = processing_event.aggregates.get(event.originator_id)
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval and event.originator_version % interval == 0:
+                crossed.add(event.originator_id)
+        snapshots = [
+            type(aggregate).Snapshot.take(aggregate)  # type: ignore[attr-defined]
+            for aggregate_id, aggregate in processing_event.aggregates.items()
+            if aggregate_id in crossed
+        ]
+        if snapshots:
+            self.snapshots.put(snapshots)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

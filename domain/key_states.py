@@ -42,6 +42,10 @@ def check_operation_allowed(state: str, operation: str, key_arn: str) -> None:
         raise NotFoundError(f"Key '{key_arn}' does not exist")
     if operation in ANY_STATE:
         return
+    if operation == "CancelKeyDeletion":  # the one operation that needs PendingDeletion
+        if state != PENDING_DELETION:
+            raise InvalidStateError(f"{key_arn} is not pending deletion.")
+        return
     if state == PENDING_DELETION:
         raise InvalidStateError(f"{key_arn} is pending deletion.")
     if operation in NOT_PENDING_DELETION:

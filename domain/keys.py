@@ -471,6 +471,9 @@ class Key(Aggregate):
             if self.rotation_enabled and self.rotation_period_days
             else None
         )
+        if material.rotation_type == "ON_DEMAND":
+            next_date = self.next_rotation_date  # on-demand leaves the automatic schedule
+
         self.trigger_event(
             self.Rotated, timestamp=now, actor=actor, material=material,
             next_rotation_date=next_date,
