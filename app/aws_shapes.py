@@ -159,7 +159,8 @@ class RequestParser:
             return
         self._length(shape, value, len(value), path)
         pattern = shape.metadata.get("pattern")
-        if pattern and not _pattern(pattern).search(value):
+        # AWS matches the whole value: '[\w]+' refuses 'a-b', as it does on AWS.
+        if pattern and not _pattern(pattern).fullmatch(value):
             rule = f"satisfy regular expression pattern: {pattern}"
             self._violation(shape, value, path, rule)
 

@@ -122,7 +122,13 @@ class IdentityDirectory:
         return credential.secret_access_key
 
     def authenticate(
-        self, request: IncomingRequest, *, source_ip: str, user_agent: str, service: str = "kms"
+        self,
+        request: IncomingRequest,
+        *,
+        source_ip: str,
+        user_agent: str,
+        request_id: str | None = None,
+        service: str = "kms",
     ) -> Caller:
         # Request freshness is about the client's real clock: a test clock moved forward to
         # make key windows pass must not make every real SDK's signature look expired.
@@ -136,6 +142,7 @@ class IdentityDirectory:
             region=verified.region,
             source_ip=source_ip,
             user_agent=user_agent,
+            request_id=request_id or str(uuid.uuid4()),
         )
 
     # --- administration ---------------------------------------------------------------

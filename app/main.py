@@ -21,8 +21,35 @@ class KeyLedgerApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
             await self.aws(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/metrics":
+            await self._metrics(send)
         else:
             await self.rest(scope, receive, send)
+
+    async def _metrics(self, send: Any) -> None:
+        """Prometheus text format: the writer's group-commit counters."""
+        stats = self.runtime.writer.stats
+        lines = [
+            "# TYPE keyledger_writer_commands_total counter",
+            f"keyledger_writer_commands_total {stats.commands}",
+            "# TYPE keyledger_writer_batches_total counter",
+            f"keyledger_writer_batches_total {stats.batches}",
+            "# TYPE keyledger_writer_events_total counter",
+            f"keyledger_writer_events_total {stats.events}",
+            "# TYPE keyledger_writer_conflicts_total counter",
+            f"keyledger_writer_conflicts_total {stats.conflicts}",
+            "# TYPE keyledger_writer_commit_seconds_total counter",
+            f"keyledger_writer_commit_seconds_total {stats.commit_seconds:.6f}",
+        ]
+        body = ("\n".join(lines) + "\n").encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain; version=0.0.4")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 class WorkerApp:

@@ -36,6 +36,8 @@ MAX_MARKER = 1024
 
 
 def _from_base64(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value  # building a response from a result; JSON input is never bytes
     if not isinstance(value, str):
         raise PydanticCustomError("base64_type", "Input should be a base64-encoded string")
     try:

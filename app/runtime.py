@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from app.writer import LedgerWriter
 from projections.key_directory import KeyDirectoryProjection
 
 log = logging.getLogger("keyledger")
+GIL_SWITCH_INTERVAL = 0.0005
 
 
 def migrate(database_url: str) -> list[str]:
@@ -69,6 +71,9 @@ class Runtime:
                    service, clock)  # fmt: skip
 
     def start(self) -> None:
+        # The writer thread re-takes the GIL after each database round trip; with the
+        # default 5 ms switch interval it queues behind the event loop on every one.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.writer.start()
         self.directory.start()
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)

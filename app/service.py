@@ -130,6 +130,8 @@ class KeyService:
         ref = parse_key_reference(
             key_id, account_id=caller.account_id, region=caller.region, allow_alias=allow_alias
         )
+        if ref.region != caller.region:  # an ARN naming another Region
+            raise NotFoundError(f"Invalid arn {ref.region}")
         if ref.is_alias:
             key = self._key_for_alias(uow, caller, ref)
         else:
@@ -447,7 +449,10 @@ class KeyService:
         if key is None or not isinstance(key, Key):
             raise InvalidCiphertextError()
         if key_id is not None:
-            named = self._resolve(uow, caller, key_id, action)
+            # ReEncrypt may name a source in another Region of this deployment by its ARN.
+            named_region = key.region if any_region and key_id.startswith("arn:") else None
+            regional = Caller(**{**caller.__dict__, "region": named_region or caller.region})
+            named = self._resolve(uow, regional, key_id, action)
             if named.id != key.id:
                 raise IncorrectKeyError(
                     "The key ID in the request does not identify a CMK that can perform this "
@@ -886,7 +891,7 @@ def _page(items: list[Any], limit: int, marker: str | None) -> Page[Any]:
     start = 0
     if marker is not None:
         decoded = _decode_marker(marker)
-        if decoded is None or not decoded.isdigit():
+        if decoded is None or not (decoded.isascii() and decoded.isdigit()):
             raise InvalidMarkerError("Invalid marker")
         start = int(decoded)
     end = start + limit

@@ -18,9 +18,11 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError
@@ -36,6 +38,17 @@ T = TypeVar("T")
 Command = Callable[["UnitOfWork"], T]
 MAX_BATCH = 512
 MAX_ATTEMPTS = 8
+
+
+@dataclass
+class WriterStats:
+    """Counters for /metrics: how well group commit is batching."""
+
+    commands: int = 0
+    batches: int = 0
+    events: int = 0
+    conflicts: int = 0
+    commit_seconds: float = 0.0
 
 
 class UnitOfWork:
@@ -78,8 +91,7 @@ class LedgerWriter:
         self._stopping = threading.Event()
         self.last_notification_id = 0
         self.commit_listeners: list[Callable[[int], None]] = []
-        self.batches = 0
-        self.conflicts = 0
+        self.stats = WriterStats()
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -148,6 +160,7 @@ class LedgerWriter:
 
     def _process(self, batch: list[tuple[Command[Any], concurrent.futures.Future[Any]]]) -> None:
         live = [(c, f) for c, f in batch if f.set_running_or_notify_cancel()]
+        self.stats.commands += len(live)
         for _attempt in range(MAX_ATTEMPTS):
             outcomes, uow, poisoned = self._execute(live)
             if poisoned:
@@ -165,7 +178,7 @@ class LedgerWriter:
             try:
                 self._commit(uow)
             except IntegrityError:
-                self.conflicts += 1
+                self.stats.conflicts += 1
                 self.evict(uow.touched)
                 continue
             except PersistenceError as error:
@@ -220,8 +233,11 @@ class LedgerWriter:
     def _commit(self, uow: UnitOfWork) -> None:
         pending = uow.pending()
         if pending:
+            started = time.perf_counter()
             recordings = self.ledger.save(*pending)
-            self.batches += 1
+            self.stats.commit_seconds += time.perf_counter() - started
+            self.stats.batches += 1
+            self.stats.events += len(recordings)
             if recordings:
                 self.last_notification_id = max(
                     self.last_notification_id,

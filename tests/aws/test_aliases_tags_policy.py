@@ -117,6 +117,34 @@ def test_update_alias_answers_not_found_for_an_unknown_alias(kms, key_id):
         kms.update_alias(AliasName=alias, TargetKeyId=key_id)
 
 
+def test_update_alias_refuses_a_target_pending_deletion(kms, key_id):
+    alias = new_alias()
+    kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+    target = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.schedule_key_deletion(KeyId=target, PendingWindowInDays=7)
+
+    with aws_error("KMSInvalidStateException", f"{ARN_PREFIX}{target} is pending deletion."):
+        kms.update_alias(AliasName=alias, TargetKeyId=target)
+
+
+def test_update_alias_moves_an_alias_away_from_a_key_pending_deletion(kms, key_id):
+    alias = new_alias()
+    kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    target = kms.create_key()["KeyMetadata"]["KeyId"]
+
+    kms.update_alias(AliasName=alias, TargetKeyId=target)
+
+    assert kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"] == target
+
+
+def test_create_alias_refuses_an_aws_managed_target(kms):
+    managed = kms.describe_key(KeyId="alias/aws/s3")["KeyMetadata"]["KeyId"]
+
+    with aws_error("AccessDeniedException"):
+        kms.create_alias(AliasName=new_alias(), TargetKeyId=managed)
+
+
 # --- DeleteAlias ----------------------------------------------------------------------------
 def test_delete_alias_removes_the_alias(kms, key_id):
     alias = new_alias()
@@ -345,7 +373,8 @@ def policy(sid: str = "Admins", padding: int = 0) -> str:
                     "Resource": "*",
                 }
             ],
-        }
+        },
+        ensure_ascii=False,
     )
 
 
@@ -404,6 +433,15 @@ def test_put_key_policy_refuses_a_document_over_32_kb(kms, key_id, service):
 
     with ledger_unchanged(service), aws_error("LimitExceededException"):
         kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=document)
+
+
+def test_put_key_policy_refuses_characters_beyond_latin_1(kms, key_id, service):
+    with ledger_unchanged(service), aws_error("ValidationException") as error:
+        kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy("Euro\u20ac"))
+
+    assert "at 'policy' failed to satisfy constraint: Member must satisfy regular expression" in (
+        error["message"]
+    )
 
 
 @pytest.mark.parametrize("operation", ["get", "put"])

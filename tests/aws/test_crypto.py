@@ -409,3 +409,47 @@ def test_generate_random_refuses_1025_bytes(kms):
 def test_generate_random_requires_number_of_bytes(kms):
     with aws_error("ValidationException", "NumberOfBytes is required."):
         kms.generate_random()
+
+
+def test_a_key_arn_of_another_region_is_not_found(service, kms):
+    london = service.client("kms", region="eu-west-2")
+    arn = london.create_key()["KeyMetadata"]["Arn"]
+
+    with aws_error("NotFoundException", "Invalid arn eu-west-2"):
+        kms.describe_key(KeyId=arn)
+
+
+def test_encrypt_refuses_a_key_arn_of_another_region(service, kms):
+    london = service.client("kms", region="eu-west-2")
+    arn = london.create_key()["KeyMetadata"]["Arn"]
+
+    with aws_error("NotFoundException", "Invalid arn eu-west-2"):
+        kms.encrypt(KeyId=arn, Plaintext=b"x")
+
+
+# --- DryRun ------------------------------------------------------------------------------------
+def test_encrypt_dry_run_answers_that_it_would_have_succeeded(kms, key_id, service):
+    with (
+        ledger_unchanged(service),
+        aws_error(
+            "DryRunOperationException",
+            "The request would have succeeded, but the DryRun option is set.",
+        ),
+    ):
+        kms.encrypt(KeyId=key_id, Plaintext=b"x", DryRun=True)
+
+
+def test_encrypt_dry_run_still_reports_a_disabled_key(kms, key_id):
+    kms.disable_key(KeyId=key_id)
+
+    with aws_error("DisabledException"):
+        kms.encrypt(KeyId=key_id, Plaintext=b"x", DryRun=True)
+
+
+def test_generate_data_key_refuses_zero_bytes(unvalidated_kms, key_id):
+    with aws_error(
+        "ValidationException",
+        "1 validation error detected: Value '0' at 'numberOfBytes' failed to satisfy "
+        "constraint: Member must have value greater than or equal to 1",
+    ):
+        unvalidated_kms.generate_data_key(KeyId=key_id, NumberOfBytes=0)

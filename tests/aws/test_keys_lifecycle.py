@@ -229,7 +229,10 @@ def test_describe_key_on_a_predefined_aws_alias_creates_an_aws_managed_key(kms):
 def test_aws_managed_key_has_rotation_enabled(kms):
     key_id = kms.describe_key(KeyId="alias/aws/s3")["KeyMetadata"]["KeyId"]
 
-    assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
+    status = kms.get_key_rotation_status(KeyId=key_id)
+    assert status["KeyRotationEnabled"] is True
+    assert status["RotationPeriodInDays"] == 365
+    assert "NextRotationDate" in status
 
 
 def test_aws_managed_key_can_encrypt_through_its_alias(kms):
@@ -304,6 +307,16 @@ def test_list_keys_returns_every_key_on_one_page_by_default(other_account):
 
     assert {k["KeyId"] for k in page["Keys"]} == created
     assert page["Truncated"] is False
+
+
+def test_list_keys_includes_disabled_keys_and_keys_pending_deletion(other_account):
+    kms = other_account.kms
+    disabled = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.disable_key(KeyId=disabled)
+    pending = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.schedule_key_deletion(KeyId=pending, PendingWindowInDays=7)
+
+    assert {k["KeyId"] for k in kms.list_keys()["Keys"]} == {disabled, pending}
 
 
 def test_list_keys_rejects_a_marker_it_did_not_issue(kms):

@@ -295,6 +295,18 @@ def test_enable_key_rotation_on_a_disabled_key_answers_disabled(kms, key_id):
         kms.enable_key_rotation(KeyId=key_id)
 
 
+def test_enable_key_rotation_while_pending_deletion_answers_invalid_state(kms, key_id):
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+
+    with aws_error("KMSInvalidStateException", f"{ARN_PREFIX}{key_id} is pending deletion."):
+        kms.enable_key_rotation(KeyId=key_id)
+
+
+def test_get_key_rotation_status_answers_not_found_for_an_unknown_key(kms):
+    with aws_error("NotFoundException"):
+        kms.get_key_rotation_status(KeyId="00000000-0000-4000-8000-0000000000cc")
+
+
 def test_rotation_status_reads_false_while_pending_deletion(kms, key_id):
     kms.enable_key_rotation(KeyId=key_id)
     kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
@@ -375,6 +387,18 @@ def test_a_disabled_key_is_not_rotated(kms, key_id, service):
     pass_time(service, timedelta(days=90, minutes=1))
 
     assert kms.list_key_rotations(KeyId=key_id)["Rotations"] == []
+
+
+def test_an_overdue_rotation_happens_once_the_key_is_enabled_again(kms, key_id, service):
+    kms.enable_key_rotation(KeyId=key_id, RotationPeriodInDays=90)
+    kms.disable_key(KeyId=key_id)
+    pass_time(service, timedelta(days=90, minutes=1))
+
+    kms.enable_key(KeyId=key_id)
+    pass_time(service, timedelta(minutes=1))
+
+    rotations = kms.list_key_rotations(KeyId=key_id)["Rotations"]
+    assert [r["RotationType"] for r in rotations] == ["AUTOMATIC"]
 
 
 def test_a_key_with_rotation_disabled_is_not_rotated(kms, key_id, service):
