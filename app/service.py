@@ -13,8 +13,8 @@ import base64
 import os
 import uuid
 from collections.abc import Mapping
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
