@@ -55,6 +55,21 @@ class Ledger(Application):
     snapshotting_intervals: ClassVar[dict[Any, int]] = {Key: 1000}
     snapshotting_projectors: ClassVar[dict[Any, Any]] = {Key: project_fast}
 
+    def _record(self, processing_event: ProcessingEvent[Any]) -> Any:
+        """Record, then move aggregates to the versions the store settled on.
+
+        The recorder may renumber our events after other processes' Used events on
+        the same key (see app.event_store); the aggregates in memory must follow.
+        """
+        recordings = super()._record(processing_event)
+        settled = getattr(self.recorder, "settled_heads", None)
+        if settled is not None:
+            for aggregate_id, version in settled().items():
+                aggregate = processing_event.aggregates.get(aggregate_id)
+                if aggregate is not None and aggregate.version != version:
+                    aggregate.version = version  # type: ignore[misc]
+        return recordings
+
     def _take_snapshots(self, processing_event: ProcessingEvent[Any]) -> None:
         """Snapshot from the aggregate in memory, not by replaying it from the database.
 

@@ -58,10 +58,10 @@ def start_service(
     database_url: str, tmp: Path, **settings: object
 ) -> tuple[Service, uvicorn.Server, threading.Thread]:
     log_path = tmp / "service.log"
+    settings.setdefault("root_key", base64.b64encode(secrets.token_bytes(32)).decode())
     config = load_settings(
         database_url=database_url,
         data_dir=tmp,
-        root_key=base64.b64encode(secrets.token_bytes(32)).decode(),
         test_clock=True,
         scheduler_interval_seconds=3600,
         bootstrap_access_key_id=ACCESS_KEY_ID,
