@@ -568,6 +568,9 @@ class _CellSpec:
     insecure: bool
     use_uvloop: bool
     start_at: float | None  # wall-clock time to start sending (aligns processes), None: asap
+    # When set, the lanes of this process take these bodies in turn (one shared cursor),
+    # instead of ``body``: e.g. Encrypt over many keys, each used once before any repeats.
+    bodies: tuple[bytes, ...] = ()
 
 
 @dataclass(slots=True)
@@ -581,13 +584,27 @@ class _CellRaw:
     error_kinds: dict[str, tuple[int, str]] = field(default_factory=dict)  # kind: (n, first)
     cpu_seconds: float = 0.0
     fatal: str | None = None
+    # Every answer, including warm-up and drain (to reconcile with what the server stored).
+    all_ok: int = 0
+    all_errors: int = 0
 
 
 class _Stats:
-    __slots__ = ("errors", "first_error", "kinds", "latencies", "m_end", "m_start")
+    __slots__ = (
+        "all_errors",
+        "all_ok",
+        "errors",
+        "first_error",
+        "kinds",
+        "latencies",
+        "m_end",
+        "m_start",
+    )
 
     def __init__(self, m_start: float, m_end: float) -> None:
         self.latencies: list[float] = []
+        self.all_ok = 0
+        self.all_errors = 0
         self.errors = 0
         self.first_error: str | None = None
         self.kinds: dict[str, tuple[int, str]] = {}
@@ -599,6 +616,7 @@ class _Stats:
 
         ``message`` (a response body as bytes, or text) is kept for the first error of each kind.
         """
+        self.all_errors += 1
         if self.m_start <= now < self.m_end:
             self.errors += 1
             seen = self.kinds.get(kind)
@@ -611,12 +629,28 @@ class _Stats:
                 self.first_error = f"{kind}: {text}"
 
 
+class _Rotation:
+    """Prepared requests taken in turn by every lane of one process."""
+
+    __slots__ = ("_index", "_prepared")
+
+    def __init__(self, prepared: list[_PreparedRequest]) -> None:
+        self._prepared = prepared
+        self._index = 0
+
+    def next(self) -> _PreparedRequest:
+        prepared = self._prepared[self._index % len(self._prepared)]
+        self._index += 1
+        return prepared
+
+
 class _Lane:
     """One connection sending requests back to back until the measurement window closes."""
 
     __slots__ = (
         "_prepared",
         "_reconnecting",
+        "_rotation",
         "_spec",
         "_stats",
         "busy",
@@ -626,9 +660,16 @@ class _Lane:
         "task",
     )
 
-    def __init__(self, spec: _CellSpec, prepared: _PreparedRequest, stats: _Stats) -> None:
+    def __init__(
+        self,
+        spec: _CellSpec,
+        prepared: _PreparedRequest,
+        stats: _Stats,
+        rotation: _Rotation | None = None,
+    ) -> None:
         self._spec = spec
         self._prepared = prepared
+        self._rotation = rotation
         self._stats = stats
         self.conn: _HTTPConnection | None = None
         self.busy = False
@@ -648,7 +689,8 @@ class _Lane:
             self._schedule_reconnect(0.0)
             return
         now = time.time()
-        data = self._prepared.wire(now)
+        prepared = self._prepared if self._rotation is None else self._rotation.next()
+        data = prepared.wire(now)
         self.busy = True
         self.sent_at = time.perf_counter()
         conn.write(data)
@@ -658,6 +700,7 @@ class _Lane:
         self.busy = False
         stats = self._stats
         if status == 200:
+            stats.all_ok += 1
             if stats.m_start <= now < stats.m_end:
                 stats.latencies.append(now - self.sent_at)
         else:
@@ -714,7 +757,11 @@ async def _run_cell_async(spec: _CellSpec) -> _CellRaw:
     signer = _Signer(spec.creds, spec.target.host_header)
     prepared = signer.prepare(f"TrentService.{spec.operation}", spec.body)
     stats = _Stats(float("inf"), float("inf"))
-    lanes = [_Lane(spec, prepared, stats) for _ in range(spec.connections)]
+    rotation = None
+    if spec.bodies:
+        operation = f"TrentService.{spec.operation}"
+        rotation = _Rotation([signer.prepare(operation, body) for body in spec.bodies])
+    lanes = [_Lane(spec, prepared, stats, rotation) for _ in range(spec.connections)]
     try:
         await asyncio.wait_for(asyncio.gather(*(lane.connect() for lane in lanes)), spec.timeout)
     except (TimeoutError, OSError) as exc:
@@ -762,6 +809,8 @@ async def _run_cell_async(spec: _CellSpec) -> _CellRaw:
         first_error=stats.first_error,
         error_kinds=stats.kinds,
         cpu_seconds=cpu1 - cpu0,
+        all_ok=stats.all_ok,
+        all_errors=stats.all_errors,
     )
 
 
@@ -805,6 +854,8 @@ class CellResult:
     first_error: str | None = None
     error_kinds: dict[str, dict[str, Any]] = field(default_factory=dict)  # count, first
     samples_us: list[int] | None = None
+    all_ok: int = 0  # successes including warm-up and drain
+    all_errors: int = 0  # errors including warm-up and drain
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -826,6 +877,8 @@ def _merge(
     result = CellResult(target.name, target.url, operation, concurrency, len(raws), duration)
     samples = array.array("d")
     for raw in raws:
+        result.all_ok += raw.all_ok
+        result.all_errors += raw.all_errors + (1 if raw.fatal else 0)
         kinds = dict(raw.error_kinds)
         if raw.fatal:
             kinds["fatal"] = (1, raw.fatal)

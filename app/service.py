@@ -450,9 +450,13 @@ class KeyService:
             raise InvalidCiphertextError()
         if key_id is not None:
             # ReEncrypt may name a source in another Region of this deployment by its ARN.
-            named_region = key.region if any_region and key_id.startswith("arn:") else None
-            regional = Caller(**{**caller.__dict__, "region": named_region or caller.region})
-            named = self._resolve(uow, regional, key_id, action)
+            scope = caller
+            if any_region and key_id.startswith("arn:"):
+                ref = parse_key_reference(
+                    key_id, account_id=caller.account_id, region=caller.region
+                )
+                scope = Caller(**{**caller.__dict__, "region": ref.region})
+            named = self._resolve(uow, scope, key_id, action)
             if named.id != key.id:
                 raise IncorrectKeyError(
                     "The key ID in the request does not identify a CMK that can perform this "

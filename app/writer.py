@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
@@ -38,6 +39,30 @@ T = TypeVar("T")
 Command = Callable[["UnitOfWork"], T]
 MAX_BATCH = 512
 MAX_ATTEMPTS = 8
+
+
+class Reply:
+    """Where a command's outcome goes: a thread waiting on a future, or an event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self.future: Any = loop.create_future() if loop else concurrent.futures.Future()
+
+    def claim(self) -> bool:
+        """False when the caller has given up (cancelled) before the command ran."""
+        if self.loop is None:
+            return bool(self.future.set_running_or_notify_cancel())
+        return not self.future.cancelled()
+
+
+def _settle(outcomes: list[tuple[Any, bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 @dataclass
@@ -85,8 +110,7 @@ class LedgerWriter:
         self.ledger = ledger
         self._cache: OrderedDict[uuid.UUID, Aggregate] = OrderedDict()
         self._cache_size = cache_size
-        self._queue: queue.SimpleQueue[tuple[Command[Any], concurrent.futures.Future[Any]]]
-        self._queue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Command[Any], Reply]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._stopping = threading.Event()
         self.last_notification_id = 0
@@ -99,23 +123,25 @@ class LedgerWriter:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._queue.put((_stop_command, concurrent.futures.Future()))
+        self._queue.put((_stop_command, Reply()))
         self._thread.join(timeout=10)
 
     # --- submitting ----------------------------------------------------------------
-    def submit(self, command: Command[T]) -> concurrent.futures.Future[T]:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+    def _submit(self, command: Command[T], reply: Reply) -> Any:
         if self._stopping.is_set():
-            future.set_exception(DependencyTimeoutError("the service is shutting down"))
+            reply.future.set_exception(DependencyTimeoutError("the service is shutting down"))
         else:
-            self._queue.put((command, future))
-        return future
+            self._queue.put((command, reply))
+        return reply.future
 
     async def run(self, command: Command[T]) -> T:
-        return await asyncio.wrap_future(self.submit(command))
+        """Run ``command`` on the writer; its answer arrives after its events commit."""
+        result: T = await self._submit(command, Reply(asyncio.get_running_loop()))
+        return result
 
     def run_sync(self, command: Command[T], timeout: float = 30.0) -> T:
-        return self.submit(command).result(timeout=timeout)
+        result: T = self._submit(command, Reply()).result(timeout=timeout)
+        return result
 
     # --- the cache -------------------------------------------------------------------
     def _cached(self, aggregate_id: uuid.UUID, *, fresh: bool) -> Aggregate | None:
@@ -152,15 +178,22 @@ class LedgerWriter:
                 except queue.Empty:
                     break
             if any(command is _stop_command for command, _ in batch):
-                for command, future in batch:
-                    if command is not _stop_command:
-                        self._process([(command, future)])
+                self._process([item for item in batch if item[0] is not _stop_command])
                 return
             self._process(batch)
 
-    def _process(self, batch: list[tuple[Command[Any], concurrent.futures.Future[Any]]]) -> None:
-        live = [(c, f) for c, f in batch if f.set_running_or_notify_cancel()]
+    def _process(self, batch: list[tuple[Command[Any], Reply]]) -> None:
+        live = [(command, reply) for command, reply in batch if reply.claim()]
         self.stats.commands += len(live)
+        answers: list[tuple[Reply, bool, Any]] = []
+        try:
+            self._run_batch(live, answers)
+        finally:
+            self._deliver(answers)
+
+    def _run_batch(
+        self, live: list[tuple[Command[Any], Reply]], answers: list[tuple[Reply, bool, Any]]
+    ) -> None:
         for _attempt in range(MAX_ATTEMPTS):
             outcomes, uow, poisoned = self._execute(live)
             if poisoned:
@@ -168,11 +201,11 @@ class LedgerWriter:
                 # and run the others again from committed state.
                 self.evict(uow.touched)
                 remaining = []
-                for (command, future), (ok, value) in zip(live, outcomes, strict=True):
+                for (command, reply), (ok, value) in zip(live, outcomes, strict=True):
                     if ok:
-                        remaining.append((command, future))
-                    elif not future.done():
-                        future.set_exception(value)
+                        remaining.append((command, reply))
+                    else:
+                        answers.append((reply, False, value))
                 live = remaining
                 continue
             try:
@@ -184,24 +217,35 @@ class LedgerWriter:
             except PersistenceError as error:
                 log.error("event store unavailable: %s", type(error).__name__)
                 self.evict(uow.touched)
-                self._fail(live, DependencyTimeoutError("the event store did not answer"))
+                failure: Exception = DependencyTimeoutError("the event store did not answer")
+                answers.extend((reply, False, failure) for _, reply in live)
                 return
             except Exception:
                 log.exception("commit failed")
                 self.evict(uow.touched)
-                self._fail(live, InternalError("internal error"))
+                answers.extend((reply, False, InternalError("internal error")) for _, reply in live)
                 return
-            for (_, future), (ok, value) in zip(live, outcomes, strict=True):
-                if not future.done():
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+            for (_, reply), (ok, value) in zip(live, outcomes, strict=True):
+                answers.append((reply, ok, value))
             return
-        self._fail(live, InternalError("too many concurrent modifications; retry"))
+        failure = InternalError("too many concurrent modifications; retry")
+        answers.extend((reply, False, failure) for _, reply in live)
+
+    @staticmethod
+    def _deliver(answers: list[tuple[Reply, bool, Any]]) -> None:
+        """Answer waiting threads directly, and each event loop with one wake-up."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, bool, Any]]] = {}
+        for reply, ok, value in answers:
+            if reply.loop is None:
+                _settle([(reply.future, ok, value)])
+            else:
+                by_loop.setdefault(reply.loop, []).append((reply.future, ok, value))
+        for loop, outcomes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+                loop.call_soon_threadsafe(_settle, outcomes)
 
     def _execute(
-        self, live: list[tuple[Command[Any], concurrent.futures.Future[Any]]]
+        self, live: list[tuple[Command[Any], Reply]]
     ) -> tuple[list[tuple[bool, Any]], UnitOfWork, bool]:
         uow = UnitOfWork(self)
         outcomes: list[tuple[bool, Any]] = []
@@ -249,12 +293,6 @@ class LedgerWriter:
             self._remember(aggregate)
         for callback in uow.after_commit:
             callback()
-
-    @staticmethod
-    def _fail(live: list[Any], error: Exception) -> None:
-        for _, future in live:
-            if not future.done():
-                future.set_exception(error)
 
 
 def _stop_command(uow: UnitOfWork) -> None:

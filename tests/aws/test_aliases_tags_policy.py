@@ -439,8 +439,9 @@ def test_put_key_policy_refuses_characters_beyond_latin_1(kms, key_id, service):
     with ledger_unchanged(service), aws_error("ValidationException") as error:
         kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy("Euro\u20ac"))
 
-    assert "at 'policy' failed to satisfy constraint: Member must satisfy regular expression" in (
-        error["message"]
+    assert (
+        "at 'policy' failed to satisfy constraint: Member must satisfy regular expression"
+        in (error["message"])
     )
 
 

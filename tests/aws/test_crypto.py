@@ -263,14 +263,13 @@ def test_re_encrypt_accepts_a_source_from_another_region_of_the_deployment(servi
     """A ciphertext made in eu-west-2 re-encrypts, from a us-east-1 client, under a
     us-east-1 key. This deployment holds every Region's keys, so ReEncrypt accepts a
     source from another Region of the same account (a snapshot copied between Regions),
-    named by its key ARN; the destination is named by key ARN too. Decrypt stays
-    Region-bound (next test)."""
+    named by its key ARN; the destination is named by key ARN too. Every other use of
+    another Region's key stays refused: Decrypt of its ciphertext, its bare key id, and
+    its ARN in any other operation (tests below)."""
     london = service.client("kms", region="eu-west-2")
     source = london.create_key()["KeyMetadata"]
     assert source["Arn"] == f"arn:aws:kms:eu-west-2:{ACCOUNT_ID}:key/{source['KeyId']}"
-    ciphertext = london.encrypt(KeyId=source["KeyId"], Plaintext=b"snapshot key")[
-        "CiphertextBlob"
-    ]
+    ciphertext = london.encrypt(KeyId=source["KeyId"], Plaintext=b"snapshot key")["CiphertextBlob"]
     destination = kms.create_key()["KeyMetadata"]
 
     moved = kms.re_encrypt(
@@ -280,6 +279,17 @@ def test_re_encrypt_accepts_a_source_from_another_region_of_the_deployment(servi
     assert moved["SourceKeyId"] == source["Arn"]
     assert moved["KeyId"] == destination["Arn"]
     assert kms.decrypt(CiphertextBlob=moved["CiphertextBlob"])["Plaintext"] == b"snapshot key"
+
+
+def test_re_encrypt_names_a_wrong_source_in_another_region_as_incorrect(service, kms, key_id):
+    london = service.client("kms", region="eu-west-2")
+    source = london.create_key()["KeyMetadata"]["KeyId"]
+    ciphertext = london.encrypt(KeyId=source, Plaintext=b"x")["CiphertextBlob"]
+
+    with aws_error("IncorrectKeyException"):
+        kms.re_encrypt(
+            CiphertextBlob=ciphertext, SourceKeyId=ARN_PREFIX + key_id, DestinationKeyId=key_id
+        )
 
 
 def test_decrypt_refuses_a_ciphertext_from_another_region(service, kms):
@@ -385,7 +395,9 @@ def test_generate_random_returns_the_number_of_bytes_asked_for(kms, size):
 
 
 def test_generate_random_returns_different_bytes_each_call(kms):
-    assert kms.generate_random(NumberOfBytes=32) != kms.generate_random(NumberOfBytes=32)
+    first = kms.generate_random(NumberOfBytes=32)["Plaintext"]
+
+    assert kms.generate_random(NumberOfBytes=32)["Plaintext"] != first
 
 
 def test_generate_random_refuses_zero_bytes(unvalidated_kms):

@@ -113,8 +113,7 @@ def test_create_key_rejects_a_key_usage_the_symmetric_spec_cannot_have(kms, serv
 def test_create_key_requires_a_key_usage_for_non_symmetric_specs(kms):
     with aws_error(
         "ValidationException",
-        "You must specify a KeyUsage value for all KMS keys except for symmetric "
-        "encryption keys.",
+        "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.",
     ):
         kms.create_key(KeySpec="RSA_2048")
 

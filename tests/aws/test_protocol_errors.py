@@ -81,7 +81,10 @@ def test_a_body_that_is_a_json_array_answers_serialization(raw):
         ("TrentService.CreateKey", {"Tags": {"TagKey": "a", "TagValue": "b"}}),
         ("TrentService.Encrypt", {"KeyId": "alias/x", "Plaintext": "%%% not base64 %%%"}),
         ("TrentService.Encrypt", {"KeyId": "alias/x", "Plaintext": "aGk=", "DryRun": "yes"}),
-        ("TrentService.Encrypt", {"KeyId": "alias/x", "Plaintext": "aGk=", "EncryptionContext": []}),
+        (
+            "TrentService.Encrypt",
+            {"KeyId": "alias/x", "Plaintext": "aGk=", "EncryptionContext": []},
+        ),
     ],
 )
 def test_a_member_of_the_wrong_json_type_answers_serialization(raw, service, target, body):

@@ -175,7 +175,9 @@ def test_deleting_a_key_deletes_its_aliases(kms, key_id, service):
 
     with aws_error("NotFoundException"):
         kms.describe_key(KeyId=alias)
-    listed = [a["AliasName"] for a in kms.get_paginator("list_aliases").paginate().search("Aliases")]
+    listed = [
+        a["AliasName"] for a in kms.get_paginator("list_aliases").paginate().search("Aliases")
+    ]
     assert alias not in listed
 
 
@@ -440,9 +442,10 @@ def test_list_key_rotations_lists_only_rotations_by_default(kms, key_id, service
     assert rotations[0]["KeyMaterialId"] == current
     assert rotations[0]["RotationType"] == "ON_DEMAND"
     assert abs(rotations[0]["RotationDate"] - service_now(service)) < CLOSE
-    assert kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ROTATIONS_ONLY")[
-        "Rotations"
-    ] == rotations
+    assert (
+        kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ROTATIONS_ONLY")["Rotations"]
+        == rotations
+    )
 
 
 def test_list_key_rotations_with_all_key_material_includes_the_original(kms, key_id):
