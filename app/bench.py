@@ -45,6 +45,7 @@ SERVICE = "kms"
 USER_AGENT = "keyledger-bench/1"
 PLAINTEXT = bytes(range(64))  # the 64-byte plaintext of the Encrypt workload
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
+DEFAULT_DURATION = 10.0
 ERROR_BODY_LIMIT = 600
 
 _T = TypeVar("_T")
@@ -794,6 +795,7 @@ async def _run_cell_async(spec: _CellSpec) -> _CellRaw:
     drain_until = time.perf_counter() + min(spec.timeout, 5.0)
     while any(lane.busy for lane in lanes) and time.perf_counter() < drain_until:
         await asyncio.sleep(0.01)
+    stats.all_errors += sum(lane.busy for lane in lanes)  # abandoned: outcome unknown
     for lane in lanes:
         lane.stopping = True
         if lane.conn is not None:
@@ -1009,7 +1011,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated concurrency levels, one connection each (default 1,16,64)",
     )
     parser.add_argument(
-        "--duration", type=float, default=10.0, help="measured seconds per cell (default 10)"
+        "--duration",
+        type=float,
+        default=None,
+        help="measured seconds per cell (default 10; 60 with --suite)",
     )
     parser.add_argument(
         "--warmup", type=float, default=1.0, help="unmeasured warm-up seconds per cell (default 1)"
@@ -1077,6 +1082,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"MISMATCH {problem}", file=sys.stderr)
         print("signer matches botocore" if not problems else "signer differs from botocore")
         return 1 if problems else 0
+    if args.duration is None:
+        args.duration = DEFAULT_DURATION
     try:
         targets = _parse_targets(args)
         operations = _parse_operations(args.operations)
@@ -1217,6 +1224,123 @@ def main(args: argparse.Namespace) -> int:
     failed = any(s.error for s in states) or len(results) < len(cells)
     failed = failed or any(r.errors or not r.ok for r in results)
     return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- programmatic use
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One stream of load in a cell: ``connections`` connections sending ``operation``.
+
+    ``bodies`` holds one request body, or several taken in turn (e.g. one per key).
+    """
+
+    target: Target
+    operation: str
+    bodies: tuple[bytes, ...]
+    connections: int
+
+
+def setup_key(
+    target: Target, creds: Credentials, key_id: str | None = None, *, timeout: float = 30.0
+) -> tuple[str, dict[str, bytes]]:
+    """Create a key (unless ``key_id`` is given), check a round trip; return it and the
+    request body of each operation (Encrypt, Decrypt, GenerateDataKey, Noop) on it."""
+    state = _TargetState(target)
+    _run(lambda: _setup_target(state, creds, key_id, False, timeout), True)
+    if state.error:
+        raise RuntimeError(f"{target.name} ({target.url}): {state.error}")
+    return state.key_id, state.bodies
+
+
+def operation_bodies(key_id: str, ciphertext_b64: str = "") -> dict[str, bytes]:
+    """The request body of each benchmark operation on ``key_id``."""
+    return _operation_bodies(key_id, ciphertext_b64)
+
+
+def call(
+    target: Target,
+    creds: Credentials,
+    operation: str,
+    payload: dict[str, Any],
+    *,
+    timeout: float = 30.0,
+) -> Any:
+    """Call one KMS operation and return its decoded answer; RuntimeError on failure."""
+
+    async def once() -> Any:
+        client = _OneShotClient(target, creds, False)
+        try:
+            return await client.call(operation, payload, timeout)
+        finally:
+            client.close()
+
+    try:
+        return _run(once, True)
+    except (_SetupError, TimeoutError, OSError) as exc:
+        raise RuntimeError(f"{target.name} {operation}: {type(exc).__name__}: {exc}") from None
+
+
+def run_loads(
+    loads: Sequence[Load],
+    creds: Credentials,
+    *,
+    duration: float,
+    warmup: float = 1.0,
+    timeout: float = 30.0,
+    processes: int = 1,
+    pool: ProcessPoolExecutor | None = None,
+    use_uvloop: bool = True,
+) -> list[CellResult]:
+    """Run every load at once (aligned start) for ``warmup`` + ``duration`` seconds.
+
+    Each load's connections are spread over up to ``processes`` processes of ``pool``
+    (which needs at least that many workers per load for them all to run at once);
+    without a pool a single load runs in this process. One result per load.
+    """
+    if pool is None and len(loads) != 1:
+        raise ValueError("several loads at once need a process pool")
+    start_at = time.time() + 0.5 if pool is not None else None
+    specs: list[_CellSpec] = []
+    owners: list[int] = []
+    for index, load in enumerate(loads):
+        procs = max(1, min(processes, load.connections))
+        shares = [
+            load.connections // procs + (1 if i < load.connections % procs else 0)
+            for i in range(procs)
+        ]
+        for i, share in enumerate(shares):
+            # Each process walks its own slice of the bodies, so none is sent twice early.
+            bodies = load.bodies[i::procs] if len(load.bodies) > 1 else ()
+            specs.append(
+                _CellSpec(
+                    target=load.target,
+                    creds=creds,
+                    operation=load.operation,
+                    body=load.bodies[0],
+                    connections=share,
+                    warmup=warmup,
+                    duration=duration,
+                    timeout=timeout,
+                    insecure=False,
+                    use_uvloop=use_uvloop,
+                    start_at=start_at,
+                    bodies=bodies,
+                )
+            )
+            owners.append(index)
+    raws = [_run_cell(specs[0])] if pool is None else list(pool.map(_run_cell, specs))
+    results: list[CellResult] = []
+    for index, load in enumerate(loads):
+        mine = [raw for raw, owner in zip(raws, owners, strict=True) if owner == index]
+        results.append(_merge(load.target, load.operation, load.connections, duration, mine, False))
+    return results
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of load-generating processes, all started up front."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    list(pool.map(_noop, [0.2] * workers))
+    return pool
 
 
 def _cli(argv: list[str] | None = None) -> int:

@@ -169,6 +169,10 @@ def cmd_access_keys_deactivate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite:
+        from app import bench_scenarios
+
+        return bench_scenarios.main(args)
     from app import bench
 
     return bench.main(args)
@@ -216,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     deactivate.set_defaults(handler=cmd_access_keys_deactivate)
 
     bench_parser = commands.add_parser("bench", help="benchmark KMS operations over HTTP")
-    from app import bench
+    from app import bench, bench_scenarios
 
     bench.add_arguments(bench_parser)
+    bench_scenarios.add_arguments(bench_parser)
     bench_parser.set_defaults(handler=cmd_bench)
     return parser
 

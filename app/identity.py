@@ -34,6 +34,7 @@ from domain.identity import (
 )
 
 CREDENTIAL_CACHE_SECONDS = 30.0
+MISS_CACHE_SECONDS = 1.0
 ACCESS_KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
@@ -94,10 +95,9 @@ class IdentityDirectory:
         with self._lock:
             if len(self._credentials) > 100_000:
                 self._credentials.clear()
-            self._credentials[access_key_id] = (
-                time.monotonic() + CREDENTIAL_CACHE_SECONDS,
-                credential,
-            )
+            # A miss is remembered only briefly: a key issued elsewhere works at once.
+            ttl = CREDENTIAL_CACHE_SECONDS if credential is not None else MISS_CACHE_SECONDS
+            self._credentials[access_key_id] = (time.monotonic() + ttl, credential)
         return credential
 
     def _load_credential(self, access_key_id: str) -> Credential | None:

@@ -83,7 +83,8 @@ class Runtime:
         self._scheduler_stop.set()
         if self._scheduler is not None:
             self._scheduler.join(timeout=5)
-        self.directory.stop()
+            # Started by start() only: the identity commands run just the writer.
+            self.directory.stop()
         self.writer.stop()
         self.pool.close()
         self.ledger.close()
