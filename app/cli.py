@@ -54,14 +54,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         return 0
     runtime = Runtime.build(settings)
-    runtime.start()
-    try:
+    runtime.start(writer_on_own_loop=False)
+
+    def on_started() -> None:
         _print_credentials(settings, runtime.bootstrap(), runtime)
-        print(f"KeyLedger listening on http://{settings.host}:{settings.port}", flush=True)
-        uvicorn.run(
-            KeyLedgerApp(runtime), host=settings.host, port=settings.port,
-            log_level=settings.log_level, lifespan="off", access_log=False,
-        )  # fmt: skip
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # listening now: say so (tools wait for this line)
+                print(f"KeyLedger listening on http://{settings.host}:{settings.port}", flush=True)
+
+    config = uvicorn.Config(
+        KeyLedgerApp(runtime, on_started=on_started), host=settings.host, port=settings.port,
+        log_level=settings.log_level, lifespan="on", access_log=False,
+    )  # fmt: skip
+    try:
+        Server(config).run()
     finally:
         runtime.stop()
     return 0

@@ -17,11 +17,13 @@ two changes:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import (
     PostgresApplicationRecorder,
@@ -117,3 +119,130 @@ class LedgerRecorder(PostgresApplicationRecorder):
 
 class LedgerPostgresFactory(PostgresFactory):
     application_recorder_class = LedgerRecorder
+
+
+class AsyncEventStore:
+    """The writer's asynchronous path to the same tables, on the event loop.
+
+    Writes take the same table lock, NOTIFY and insert statement as LedgerRecorder;
+    reads return domain events decoded by the application's own mapper.
+    """
+
+    def __init__(self, ledger: Any, database_url: str) -> None:
+        recorder = ledger.recorder
+        schema = Identifier(recorder.datastore.schema)
+        events = Identifier(recorder.events_table_name)
+        self._mapper = ledger.mapper
+        self._url = database_url
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock_timeout = SQL("SET LOCAL lock_timeout = '{0}s'").format(
+            recorder.datastore.lock_timeout
+        )
+        self._lock = SQL("LOCK TABLE {0}.{1} IN EXCLUSIVE MODE").format(schema, events)
+        self._notify = SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))
+        self._insert = SQL(INSERT_WITH_SETTLED_VERSIONS).format(schema=schema, table=events)  # type: ignore[arg-type]
+        self._select = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {0}.{1}"
+            " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version"
+        ).format(schema, events)
+        snapshots = ledger.snapshots
+        self._snapshots_table: Any = None
+        if snapshots is not None:
+            table = Identifier(snapshots.recorder.events_table_name)
+            self._select_snapshot = SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {0}.{1}"
+                " WHERE originator_id = %s ORDER BY originator_version DESC LIMIT 1"
+            ).format(schema, table)
+            self._insert_snapshots = SQL(
+                "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state)"
+                " SELECT * FROM unnest(%b::uuid[], %b::int8[], %b::text[], %b::bytea[])"
+                " ON CONFLICT DO NOTHING"
+            ).format(schema, table)
+            self._snapshots_table = table
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        return self._conn
+
+    async def reset(self) -> None:
+        """Drop the connection after a failure; the next call reconnects."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def close(self) -> None:
+        await self.reset()
+
+    async def insert(self, events: Sequence[Any]) -> tuple[list[int], dict[uuid.UUID, int]]:
+        """Append events in one transaction; return notification ids and settled heads."""
+        stored = [self._mapper.to_stored_event(event) for event in events]
+        conn = await self._connection()
+        params = (
+            [e.originator_id for e in stored],
+            [e.originator_version for e in stored],
+            [e.topic for e in stored],
+            [e.state for e in stored],
+            list(COMMUTATIVE_TOPICS),
+        )
+        failure: Exception | None = None
+        rows: list[Any] = []
+        async with conn.pipeline() as pipeline, conn.transaction():
+            await conn.execute(self._lock_timeout)
+            await conn.execute(self._lock)
+            await conn.execute(self._notify)
+            cursor = conn.cursor()
+            try:
+                await cursor.execute(self._insert, params, prepare=True)
+                await pipeline.sync()
+                rows = await cursor.fetchall()
+            except Exception as error:  # re-raised outside the pipeline (psycopg's advice)
+                failure = error
+        if failure is not None:
+            raise failure
+        heads: dict[uuid.UUID, int] = {}
+        for _, originator_id, version in rows:
+            heads[originator_id] = version
+        return [row[0] for row in rows], heads
+
+    async def events_after(self, aggregate_id: uuid.UUID, version: int) -> list[Any]:
+        conn = await self._connection()
+        cursor = await conn.execute(self._select, (aggregate_id, version))
+        return [self._decode(row) for row in await cursor.fetchall()]
+
+    async def load(self, aggregate_id: uuid.UUID) -> Any | None:
+        """The aggregate from its latest snapshot and the events after it; None if absent."""
+        aggregate: Any = None
+        after = 0
+        if self._snapshots_table is not None:
+            conn = await self._connection()
+            cursor = await conn.execute(self._select_snapshot, (aggregate_id,))
+            row = await cursor.fetchone()
+            if row is not None:
+                aggregate = self._decode(row).mutate(None)
+                after = aggregate.version
+        events = await self.events_after(aggregate_id, after)
+        for event in events:
+            aggregate = event.mutate(aggregate)
+        return aggregate
+
+    async def put_snapshots(self, snapshots: Sequence[Any]) -> None:
+        stored = [self._mapper.to_stored_event(snapshot) for snapshot in snapshots]
+        conn = await self._connection()
+        await conn.execute(
+            self._insert_snapshots,
+            (
+                [e.originator_id for e in stored],
+                [e.originator_version for e in stored],
+                [e.topic for e in stored],
+                [e.state for e in stored],
+            ),
+        )
+
+    def _decode(self, row: Any) -> Any:
+        return self._mapper.to_domain_event(
+            StoredEvent(
+                originator_id=row[0], originator_version=row[1], topic=row[2], state=bytes(row[3])
+            )
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from app.aws_json import AwsJsonHandler
@@ -11,20 +13,46 @@ from app.settings import load_settings
 
 
 class KeyLedgerApp:
-    """Routes AWS protocol calls to the lean handler before FastAPI sees them."""
+    """Routes AWS protocol calls to the lean handler before FastAPI sees them.
 
-    def __init__(self, runtime: Runtime) -> None:
+    With lifespan events on, the ledger writer runs on the server's own event loop (see
+    app.writer for why), and ``on_started`` runs in a thread once it is up.
+    """
+
+    def __init__(self, runtime: Runtime, on_started: Callable[[], None] | None = None) -> None:
         self.runtime = runtime
+        self.on_started = on_started
         self.aws = AwsJsonHandler(runtime.service, runtime.identity)
         self.rest = create_rest_app(runtime)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
             await self.aws(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == "/metrics":
             await self._metrics(send)
         else:
             await self.rest(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if not self.runtime.writer.started:
+                        await self.runtime.writer.start_async()
+                    if self.on_started is not None:
+                        await asyncio.to_thread(self.on_started)
+                except Exception as error:
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.writer.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def _metrics(self, send: Any) -> None:
         """Prometheus text format: the writer's group-commit counters."""
@@ -59,25 +87,17 @@ class WorkerApp:
         self.app: KeyLedgerApp | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        if scope["type"] == "lifespan" and self.app is None:
+            runtime = Runtime.build(load_settings(), run_migrations=False)
+            runtime.start(writer_on_own_loop=False)
+            self.app = KeyLedgerApp(runtime)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                await asyncio.to_thread(runtime.stop)
             return
         assert self.app is not None
         await self.app(scope, receive, send)
-
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                runtime = Runtime.build(load_settings(), run_migrations=False)
-                runtime.start()
-                self.app = KeyLedgerApp(runtime)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.app is not None:
-                    self.app.runtime.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
 
 def create_app() -> WorkerApp:

@@ -59,7 +59,7 @@ class Runtime:
         vault = Vault(root_key, pool)
         vault.check_root_key()
         clock = Clock(adjustable=settings.test_clock)
-        writer = LedgerWriter(ledger)
+        writer = LedgerWriter(ledger, database_url)
         directory = KeyDirectoryProjection(ledger, pool, database_url)
         writer.commit_listeners.append(directory.notify)
         identity = IdentityDirectory(writer, vault, clock, settings.partition)
@@ -70,11 +70,14 @@ class Runtime:
         return cls(settings, database_url, ledger, pool, vault, writer, identity, directory,
                    service, clock)  # fmt: skip
 
-    def start(self) -> None:
-        # The writer thread re-takes the GIL after each database round trip; with the
-        # default 5 ms switch interval it queues behind the event loop on every one.
+    def start(self, *, writer_on_own_loop: bool = True) -> None:
+        """Start the background parts. A server passes ``writer_on_own_loop=False`` and
+        starts the writer on its own event loop (KeyLedgerApp's lifespan)."""
+        # Background threads (projection, scheduler) hand the GIL back to the event
+        # loop sooner than the default 5 ms.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        self.writer.start()
+        if writer_on_own_loop:
+            self.writer.start()
         self.directory.start()
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         self._scheduler.start()
