@@ -10,12 +10,15 @@ import base64
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from app.auth.sigv4 import IncomingRequest
+from app.aws_json_grants import OPERATIONS as GRANT_OPERATIONS
+from app.aws_json_keyspecs import OPERATIONS as KEY_SPEC_OPERATIONS
 from app.aws_shapes import UnknownOperationError, parse_request
 from app.identity import Caller, IdentityDirectory
 from app.results import KeyDescription, Page
@@ -54,11 +57,22 @@ def key_metadata(key: KeyDescription) -> dict[str, Any]:
         "KeyManager": key.key_manager,
         "CustomerMasterKeySpec": key.key_spec,
         "KeySpec": key.key_spec,
-        "EncryptionAlgorithms": list(key.encryption_algorithms),
         "MultiRegion": key.multi_region,
     }
+    algorithm_lists = {
+        "EncryptionAlgorithms": key.encryption_algorithms,
+        "SigningAlgorithms": key.signing_algorithms,
+        "MacAlgorithms": key.mac_algorithms,
+        "KeyAgreementAlgorithms": key.key_agreement_algorithms,
+        "EncapsulationAlgorithms": key.encapsulation_algorithms,
+    }
+    metadata.update({name: list(found) for name, found in algorithm_lists.items() if found})
     if key.deletion_date is not None:
         metadata["DeletionDate"] = _epoch(key.deletion_date)
+    if key.expiration_model is not None:
+        metadata["ExpirationModel"] = key.expiration_model
+    if key.valid_to is not None:
+        metadata["ValidTo"] = _epoch(key.valid_to)
     if key.current_material_id is not None:
         metadata["CurrentKeyMaterialId"] = key.current_material_id
     return metadata
@@ -259,8 +273,11 @@ async def list_key_rotations(s: KeyService, c: Caller, p: dict[str, Any]) -> dic
         entry: dict[str, Any] = {
             "KeyId": r.key_id,
             "KeyMaterialId": r.material_id,
-            "ImportState": None,
-            "KeyMaterialState": None,
+            "KeyMaterialDescription": r.description or None,
+            "ImportState": r.import_state,
+            "KeyMaterialState": r.material_state,
+            "ExpirationModel": r.expiration_model,
+            "ValidTo": _epoch(r.valid_to),
         }
         entry = {k: v for k, v in entry.items() if v is not None}
         if r.rotation_type is not None:
@@ -322,7 +339,10 @@ async def get_key_policy(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[st
 
 
 async def put_key_policy(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.put_key_policy(c, p["KeyId"], p.get("PolicyName"), p["Policy"])
+    await s.put_key_policy(
+        c, p["KeyId"], p.get("PolicyName"), p["Policy"],
+        bypass_lockout=bool(p.get("BypassPolicyLockoutSafetyCheck")),
+    )  # fmt: skip
     return {}
 
 
@@ -361,6 +381,8 @@ OPERATIONS: dict[str, Operation] = {
     "GetKeyPolicy": get_key_policy,
     "PutKeyPolicy": put_key_policy,
     "ListKeyPolicies": list_key_policies,
+    **GRANT_OPERATIONS,
+    **KEY_SPEC_OPERATIONS,
 }
 
 
@@ -385,6 +407,8 @@ class AwsJsonHandler:
             if operation is None:
                 raise UnknownOperationError("")
             params = parse_request("kms", name, body)
+            if params.get("GrantTokens"):  # request context the service's checks read
+                caller = replace(caller, grant_tokens=tuple(params["GrantTokens"]))
             answer = await operation(self.service, caller, params)
             await _respond(send, 200, orjson.dumps(answer), request_id)
         except Exception as error:  # every failure gets AWS's shape, never a bare 500

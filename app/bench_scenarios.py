@@ -70,8 +70,11 @@ CRYPTO_OPERATIONS = ("Encrypt", "Decrypt", "GenerateDataKey")
 FULL = {"duration": 60.0, "history": 1_000_000, "store": 10_000_000, "keys": 100_000}
 QUICK = {"duration": 5.0, "history": 20_000, "store": 0, "keys": 2_000}
 SHORT_CELL_S = 20.0  # secondary cells (c=1, c=16, comparisons) run at most this long
-HISTORY_BATCH = 5_000  # Used events per save when seeding a long history
-KEYS_BATCH = 1_000  # keys per save when seeding many keys
+# Events per save when seeding. The recorder inserts in psycopg's pipeline mode, which
+# deadlocks once one statement carries more than ~1.2 MB over a unix socket (~25 MB over
+# TCP): a Used event is ~0.5 kB, a Created event ~2 kB.
+HISTORY_BATCH = 1_000
+KEYS_BATCH = 250
 STORE_EVENTS_PER_KEY = 1_000  # the store is grown with keys of this many events
 STORE_KEYS_PER_STATEMENT = 200
 STORE_WORKERS = 2
@@ -192,10 +195,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the suite dies without cleaning up (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A pre-exec hook that makes the child get SIGTERM when the suite dies (Linux).
+
+    prctl is looked up here, in the parent: the child between fork and exec does no lookups.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return hook
 
 
 def _http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -253,7 +266,7 @@ class Server:
                 stderr=out,
                 cwd=self.log_path.parent,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent_hook(),
             )
         deadline = started + timeout
         while time.perf_counter() < deadline:
@@ -414,6 +427,7 @@ class Cell:
     conflicts: int | None = None
     service_cpu_pct: float | None = None
     machine_cpu_pct: float | None = None
+    client_cpu_pct: float | None = None
     store_events: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -618,27 +632,17 @@ class Suite:
         cell.machine_cpu_pct = 100.0 * (busy1 - busy0) / max(total1 - total0, 1e-9)
         if servers:
             after = [s.metrics() for s in servers]
-            commands = sum(
-                _delta(a, b, "keyledger_writer_commands_total")
-                for a, b in zip(after, before, strict=True)
-            )
-            batches = sum(
-                _delta(a, b, "keyledger_writer_batches_total")
-                for a, b in zip(after, before, strict=True)
-            )
-            commit = sum(
-                _delta(a, b, "keyledger_writer_commit_seconds_total")
-                for a, b in zip(after, before, strict=True)
-            )
-            conflicts = sum(
-                _delta(a, b, "keyledger_writer_conflicts_total")
-                for a, b in zip(after, before, strict=True)
-            )
+            pairs = list(zip(after, before, strict=True))
+
+            def delta(name: str) -> float:
+                return sum(a.get(name, 0.0) - b.get(name, 0.0) for a, b in pairs)
+
+            batches = delta("keyledger_writer_batches_total")
             if batches:
-                cell.commands_per_batch = commands / batches
-                cell.commit_ms = 1e3 * commit / batches
-            if after and all(after):
-                cell.conflicts = int(conflicts)
+                cell.commands_per_batch = delta("keyledger_writer_commands_total") / batches
+                cell.commit_ms = 1e3 * delta("keyledger_writer_commit_seconds_total") / batches
+            if all(after):
+                cell.conflicts = int(delta("keyledger_writer_conflicts_total"))
             cpu = sum(s.cpu_seconds() for s in servers) - sum(cpu_before)
             cell.service_cpu_pct = 100.0 * cpu / elapsed
         if self.db is not None and servers:
@@ -677,11 +681,11 @@ class Suite:
         except KeyboardInterrupt:
             raise
         except Exception as error:
-            message = f"{name}: {type(error).__name__}: {error}"
-            log(f"FAILED {message}\n{traceback.format_exc()}")
-            self.failures.append(message)
+            first_line = (str(error).strip().splitlines() or [""])[0][:160]
+            log(f"FAILED {name}:\n{traceback.format_exc()}")
+            self.failures.append(f"{name}: {type(error).__name__}: {first_line}")
             self.rows.append(
-                Row(f"{name}: FAILED", f"{type(error).__name__}: {error}"[:200], met=False)
+                Row(f"{name}: FAILED", f"{type(error).__name__}: {first_line}", met=False)
             )
             for server in self.services.values():
                 if server.proc is not None and not server.running():
@@ -790,9 +794,18 @@ class Suite:
         second.start()
         try:
             key_uuid = uuid.UUID(self.hot_key)
-            before = self._stream(key_uuid)
             half = HOT_CONCURRENCY // 2
             body = self.hot_bodies["Encrypt"]
+            # The baseline: the same two load generators, both on the first process.
+            baseline = self.run(
+                f"one process Encrypt c={half}+{HOT_CONCURRENCY - half}{tag}",
+                "two-processes" + tag,
+                [Load(self.service.target, "Encrypt", (body,), half),
+                 Load(self.service.target, "Encrypt", (body,), HOT_CONCURRENCY - half)],
+                self.options.duration,
+                [self.service],
+            )  # fmt: skip
+            before = self._stream(key_uuid)
             loads = [
                 Load(self.service.target, "Encrypt", (body,), half),
                 Load(second.target, "Encrypt", (body,), HOT_CONCURRENCY - half),
@@ -812,20 +825,15 @@ class Suite:
         exact = added == cell.all_ok and cell.all_errors == 0
         unique = after["requests"] is None or after["requests"] == after["used"]
         cell.extra.update(stream_before=before, stream_after=after, events_added=added)
-        one = self.one_process_ops.get("Encrypt", 0.0)
-        if tag:
-            one = self._last_ops(f"Encrypt c={HOT_CONCURRENCY}{tag}") or one
+        one = baseline.ops_per_s
         verdict = (
-            f"{_summary(cell)} (one process {_fmt_ops(one)}); stream {before['count']:,} + "
-            f"{added:,} events for {cell.all_ok:,} successes"
-            + (f" and {cell.all_errors} unknown outcomes" if cell.all_errors else "")
-            + f", versions 1..{after['max']:,} {'contiguous' if contiguous else 'NOT contiguous'}"
-            + (
-                ""
-                if after["requests"] is None
-                else f", {after['requests']:,} request ids in {after['used']:,} Used events"
-            )
-        )
+            f"{_fmt_ops(cell.ops_per_s)} (1 process: {_fmt_ops(one)}), p99 "
+            f"{_fmt_ms(cell.p99_ms)}, {cell.errors} err; +{added:,} events for "
+            f"{cell.all_ok:,} ok" + (f" + {cell.all_errors} unknown" if cell.all_errors else "")
+            + f", v1..{after['max']:,} {'contiguous' if contiguous else 'WITH GAPS'}"
+            + ("" if after["requests"] is None else
+               f", request ids {'unique' if unique else 'DUPLICATED'}")
+        )  # fmt: skip
         met = cell.errors == 0 and contiguous and exact and unique and cell.ops_per_s >= one
         self.rows.append(
             Row(
@@ -836,7 +844,7 @@ class Suite:
             )
         )
 
-    def _stream(self, key_uuid: uuid.UUID, after_version: int = 0) -> dict[str, Any]:
+    def _stream(self, key_uuid: uuid.UUID) -> dict[str, Any]:
         assert self.db is not None
         with self.db.connect() as conn:
             row = conn.execute(
@@ -862,12 +870,6 @@ class Suite:
             "used": used,
             "requests": requests,
         }
-
-    def _last_ops(self, label: str) -> float | None:
-        for cell in reversed(self.cells):
-            if cell.label == label:
-                return cell.ops_per_s
-        return None
 
     def history(self) -> None:
         """A key with N Used events, appended through the application layer; restart."""
@@ -915,9 +917,11 @@ class Suite:
                 target="(info)",
             )
         )
-        for level in sorted({1, HOT_CONCURRENCY}, reverse=True):
+        order = [("history", self.history_key), ("fresh", self.fresh_key)]
+        for level in (HOT_CONCURRENCY, 1):
             cells = {}
-            for name, key_id in (("history", self.history_key), ("fresh", self.fresh_key)):
+            order.reverse()  # neither key always goes first
+            for name, key_id in order:
                 body = bench.operation_bodies(key_id)["Encrypt"]
                 cells[name] = self.single(
                     f"Encrypt {name} key c={level}{tag}",
@@ -973,13 +977,15 @@ class Suite:
         """Create ``count`` keys through the application layer, usable by the service.
 
         Their wrapping keys are stored with the service's root key in bulk, and the Key
-        aggregates are saved in batches: CreateKey over HTTP would take minutes.
+        aggregates are saved in batches: CreateKey over HTTP would take minutes. The layers
+        are wrapped as the vault wraps them (its root-key wrapping, `material_aad`), and the
+        first key is opened back through the vault's public ``cipher`` as a check.
         """
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        from app.vault import root_key_id
+        from app.vault import material_aad, root_key_id
         from domain.identifiers import key_arn
-        from domain.keys import Key
+        from domain.keys import Key, KeyMaterial
 
         assert self.db is not None and self.hot_key
         ledger, vault = self.ledger, self.vault
@@ -1005,9 +1011,14 @@ class Suite:
                 conn.commit()  # wrapping keys before the events that need them
                 keys = []
                 for key_id in ids:
-                    vault._wrapping_keys[key_id] = AESGCM(raw[key_id])
-                    material = vault.new_material(key_id, version=1, now=now, rotation_type=None)
-                    vault._wrapping_keys.pop(key_id, None)
+                    material_id, nonce = secrets.token_hex(32), secrets.token_bytes(12)
+                    sealed = AESGCM(raw[key_id]).encrypt(
+                        nonce, AESGCM.generate_key(256), material_aad(key_id, 1, material_id)
+                    )
+                    material = KeyMaterial(
+                        version=1, material_id=material_id, wrapped=nonce + sealed, created=now,
+                        rotation_type=None,
+                    )  # fmt: skip
                     keys.append(
                         Key.create(
                             key_id=key_id,
@@ -1029,7 +1040,8 @@ class Suite:
                         )
                     )
                 ledger.save(*keys)
-                vault._ciphers.clear()
+                if not created and vault.cipher(keys[0].id, keys[0].current_material) is None:
+                    raise RuntimeError("the vault cannot open a seeded key")
                 created.extend(str(key_id) for key_id in ids)
                 if time.perf_counter() - last_report > PROGRESS_EVERY_S:
                     last_report = time.perf_counter()
@@ -1078,6 +1090,7 @@ class Suite:
             used += cell.all_ok
             if cell.all_ok == 0:
                 break
+        cold_seconds = time.perf_counter() - started
         rss_cold = self.service.rss_mb()
         warm = self.run(
             f"Encrypt over {len(bodies):,} keys, warm{tag}",
@@ -1095,17 +1108,16 @@ class Suite:
         )
         rss_warm = self.service.rss_mb()
         distinct = min(used, len(bodies))
-        cold_ok = sum(c.ok for c in passes)
-        cold_s = sum(c.extra.get("elapsed_s", 0.0) for c in passes)
         cold_errors = sum(c.errors for c in passes)
         rss = max(rss_cold, rss_warm)
         warm.extra.update(rss_before_mb=rss_before, rss_cold_mb=rss_cold, rss_warm_mb=rss_warm)
         self.rows.append(
             Row(
                 f"{len(bodies):,} distinct keys used (Encrypt, c={HOT_CONCURRENCY}){tag}",
-                f"RSS {rss:,.0f} MB (before {rss_before:,.0f}); {distinct:,} keys used; "
-                f"first use {cold_ok / max(cold_s, 1e-9):,.0f} ops/s, then {_summary(warm)}"
-                + (f", {cold_errors} err in first use" if cold_errors else ""),
+                f"RSS {rss:,.0f} MB (was {rss_before:,.0f}); {distinct:,} used in "
+                f"{cold_seconds:.0f} s; cold {_fmt_ops(passes[0].ops_per_s)} "
+                f"p50 {_fmt_ms(passes[0].p50_ms)}, warm {_fmt_ops(warm.ops_per_s)} p99 "
+                f"{_fmt_ms(warm.p99_ms)}; {warm.errors + cold_errors} err",
                 target=f"RSS < {TARGET_RSS_MB:g} MB, every key used",
                 met=rss < TARGET_RSS_MB
                 and distinct == len(bodies)
@@ -1262,6 +1274,7 @@ class Suite:
             "commit ms",
             "conflicts",
             "svc cpu%",
+            "client cpu%",
             "host cpu%",
             "events",
         ]
@@ -1280,6 +1293,7 @@ class Suite:
                 num(c.commit_ms, 2),
                 "-" if c.conflicts is None else str(c.conflicts),
                 num(c.service_cpu_pct, 0),
+                num(c.client_cpu_pct, 0),
                 num(c.machine_cpu_pct, 0),
                 "-" if c.store_events is None else f"{c.store_events:,}",
             ]
@@ -1310,10 +1324,6 @@ def _created_actor(ledger: Ledger, key_uuid: uuid.UUID) -> dict[str, Any]:
     """The actor of a key's Created event: who the seeded events say acted."""
     created = next(iter(ledger.events.get(originator_id=key_uuid, lte=1)))
     return dict(created.actor)  # type: ignore[attr-defined]
-
-
-def _delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
-    return after.get(name, 0.0) - before.get(name, 0.0)
 
 
 def _combine(
@@ -1349,6 +1359,7 @@ def _combine(
         all_ok=sum(r.all_ok for r in results),
         all_errors=sum(r.all_errors for r in results),
         first_error=first,
+        client_cpu_pct=sum(r.client_cpu_pct for r in results),
         extra={"elapsed_s": duration},
     )
 
@@ -1373,6 +1384,13 @@ def _render(headers: list[str], rows: list[list[str]], left: int = 4) -> str:
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
 
 
+def _host_busy_pct(seconds: float = 2.0) -> float:
+    busy0, total0 = _machine_busy()
+    time.sleep(seconds)
+    busy1, total1 = _machine_busy()
+    return 100.0 * (busy1 - busy0) / max(total1 - total0, 1e-9)
+
+
 def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -1394,6 +1412,12 @@ def main(args: argparse.Namespace) -> int:
             f"levels {','.join(map(str, options.levels))}, history {options.history_events:,}, "
             f"keys {options.keys:,}, store {options.store_events:,}"
         )
+        busy = _host_busy_pct()
+        if busy > 20:
+            suite.notes.append(
+                f"the host was {busy:.0f}% busy before the suite started: other processes "
+                "compete with the service, PostgreSQL and the load generator"
+            )
         suite.open()
         suite.phase("throughput and moto", suite.throughput)
         suite.phase("two processes", suite.two_processes)

@@ -148,13 +148,143 @@ def cmd_accounts_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_text(value: str) -> str:
+    """A policy document given inline, or as ``@path`` to read it from a file."""
+    if value.startswith("@"):
+        with open(value[1:], encoding="utf-8") as handle:
+            return handle.read()
+    return value
+
+
+def _named_policies(pairs: list[str] | None, administrator: bool) -> dict[str, str]:
+    from app.identity import ADMINISTRATOR_POLICY_NAME
+    from domain.errors import ValidationError
+    from domain.policy import administrator_policy
+
+    policies = {ADMINISTRATOR_POLICY_NAME: administrator_policy()} if administrator else {}
+    for pair in pairs or []:
+        name, separator, document = pair.partition("=")
+        if not separator:
+            raise ValidationError(f"--policy takes NAME=JSON or NAME=@FILE, not '{pair}'")
+        policies[name] = _policy_text(document)
+    return policies
+
+
 def cmd_principals_create(args: argparse.Namespace) -> int:
+    policies = _named_policies(args.policy, args.administrator)
     runtime = _identity_runtime(args)
     try:
-        print(runtime.identity.create_principal(args.account, args.name, args.type))
+        print(
+            runtime.identity.create_principal(
+                args.account,
+                args.name,
+                args.type,
+                policies=policies or None,
+                service_name=args.service,
+            )
+        )
     finally:
         runtime.stop()
     return 0
+
+
+def cmd_principals_put_policy(args: argparse.Namespace) -> int:
+    document = _policy_text(args.document)
+    runtime = _identity_runtime(args)
+    try:
+        runtime.identity.put_principal_policy(args.principal, args.name, document)
+        print(f"put policy {args.name} on {args.principal}")
+    finally:
+        runtime.stop()
+    return 0
+
+
+def cmd_principals_delete_policy(args: argparse.Namespace) -> int:
+    runtime = _identity_runtime(args)
+    try:
+        runtime.identity.delete_principal_policy(args.principal, args.name)
+        print(f"deleted policy {args.name} of {args.principal}")
+    finally:
+        runtime.stop()
+    return 0
+
+
+def cmd_principals_set_service(args: argparse.Namespace) -> int:
+    service = None if args.service == "none" else args.service
+    runtime = _identity_runtime(args)
+    try:
+        runtime.identity.designate_service(args.principal, service)
+        print(f"{args.principal} is " + (f"trusted as {service}" if service else "no service"))
+    finally:
+        runtime.stop()
+    return 0
+
+
+def cmd_principals_show(args: argparse.Namespace) -> int:
+    import json
+
+    from app.identity_admin import principal_public
+
+    runtime = _identity_runtime(args)
+    try:
+        print(json.dumps(principal_public(runtime.identity.principal(args.principal)), indent=2))
+    finally:
+        runtime.stop()
+    return 0
+
+
+def _pairs(values: list[str] | None) -> dict[str, str]:
+    return dict(value.split("=", 1) for value in values or [] if "=" in value)
+
+
+def _trace_line(trace: Any) -> str:
+    if trace.applies:
+        return "applies"
+    if trace.principal == "not named":
+        return "does not name the principal"
+    if not trace.action_matches:
+        return "the action does not match"
+    if not trace.resource_matches:
+        return "the resource does not match"
+    return f"condition not met: {trace.failed_condition}"
+
+
+def cmd_authz_explain(args: argparse.Namespace) -> int:
+    """Why may (or may not) a principal do this? Evaluated locally, as the operator."""
+    import asyncio
+    import json
+    from datetime import datetime
+
+    from app.service_explain import ExplainQuery
+    from app.settings import load_settings
+
+    conditions: dict[str, str | list[str]] = {}
+    for name, value in _pairs(args.condition).items():
+        conditions[name] = value.split(",") if "," in value else value
+    query = ExplainQuery(
+        principal_arn=args.principal, action=args.action, key_id=args.key,
+        encryption_context=_pairs(args.encryption_context) or None,
+        algorithm=args.encryption_algorithm, source_ip=args.source_ip,
+        via_service=args.via_service, region=args.region or load_settings().default_region,
+        grant_operations=args.grant_operations.split(",") if args.grant_operations else None,
+        conditions=conditions, at=datetime.fromisoformat(args.at) if args.at else None,
+    )  # fmt: skip
+    runtime = _identity_runtime(args)
+    try:
+        answer = asyncio.run(runtime.service.explain_access(None, query))
+    finally:
+        runtime.stop()
+    decision = answer.decision
+    print(f"{decision.outcome}: {decision.reason}")
+    if answer.message:
+        print(f"  AccessDeniedException: {answer.message}")
+    for trace in decision.trace:
+        print(f"  - {trace.statement.describe()}: {_trace_line(trace)}")
+    for grant in decision.grant_trace:
+        print(f"  - grant {grant.grant_id}: {'applies' if grant.applies else grant.why_not}")
+    if args.json:
+        print(json.dumps({"allowed": decision.allowed, "context": answer.context}, indent=2))
+    return 0 if decision.allowed else 1
 
 
 def cmd_access_keys_create(args: argparse.Namespace) -> int:
@@ -216,7 +346,59 @@ def build_parser() -> argparse.ArgumentParser:
     create_principal.add_argument("--account", required=True)
     create_principal.add_argument("--name", required=True)
     create_principal.add_argument("--type", choices=("user", "role"), default="user")
+    create_principal.add_argument(
+        "--policy", action="append", metavar="NAME=JSON|@FILE",
+        help="an inline identity policy (repeatable); without one the principal may do nothing",
+    )  # fmt: skip
+    create_principal.add_argument(
+        "--administrator", action="store_true", help="attach AdministratorAccess (Action *)"
+    )
+    create_principal.add_argument(
+        "--service", help="trust it as this service principal (e.g. ec2.amazonaws.com)"
+    )
     create_principal.set_defaults(handler=cmd_principals_create)
+    put_policy = principals.add_parser("put-policy", help="create or replace an inline policy")
+    put_policy.add_argument("--principal", required=True, help="principal ARN")
+    put_policy.add_argument("--name", required=True, help="policy name")
+    put_policy.add_argument("--document", required=True, metavar="JSON|@FILE")
+    put_policy.set_defaults(handler=cmd_principals_put_policy)
+    delete_policy = principals.add_parser("delete-policy", help="delete an inline policy")
+    delete_policy.add_argument("--principal", required=True, help="principal ARN")
+    delete_policy.add_argument("--name", required=True, help="policy name")
+    delete_policy.set_defaults(handler=cmd_principals_delete_policy)
+    set_service = principals.add_parser(
+        "set-service", help="trust a principal as a service that may act for others"
+    )
+    set_service.add_argument("--principal", required=True, help="principal ARN")
+    set_service.add_argument(
+        "--service", required=True, help="e.g. ec2.amazonaws.com, or none to stop trusting it"
+    )
+    set_service.set_defaults(handler=cmd_principals_set_service)
+    show = principals.add_parser("show", help="a principal, its policies and service")
+    show.add_argument("principal", help="principal ARN")
+    show.set_defaults(handler=cmd_principals_show)
+
+    authz = commands.add_parser("authz", help="explain access decisions").add_subparsers(
+        dest="action", required=True
+    )
+    explain = authz.add_parser(
+        "explain", help="would a principal be allowed an action on a key, and why"
+    )
+    explain.add_argument("--principal", required=True, help="principal ARN")
+    explain.add_argument("--action", required=True, help="e.g. kms:Decrypt")
+    explain.add_argument("--key", help="key id, key ARN, alias or alias ARN")
+    explain.add_argument("--encryption-context", action="append", metavar="K=V")
+    explain.add_argument("--encryption-algorithm")
+    explain.add_argument("--via-service", help="e.g. ec2.amazonaws.com")
+    explain.add_argument("--source-ip")
+    explain.add_argument("--region")
+    explain.add_argument("--grant-operations", help="comma-separated, for kms:CreateGrant")
+    explain.add_argument(
+        "--condition", action="append", metavar="KEY=VALUE", help="further condition keys"
+    )
+    explain.add_argument("--at", help="answer as of this past time (ISO 8601)")
+    explain.add_argument("--json", action="store_true", help="also print the request context")
+    explain.set_defaults(handler=cmd_authz_explain)
 
     keys = commands.add_parser("access-keys", help="manage access keys").add_subparsers(
         dest="action", required=True

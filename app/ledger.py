@@ -35,10 +35,11 @@ class KeyMaterialAsDict(Transcoding):
             "wrapped": obj.wrapped,
             "created": obj.created,
             "rotation_type": obj.rotation_type,
+            "imported": obj.imported,
         }
 
     def decode(self, data: dict[str, Any]) -> KeyMaterial:
-        return KeyMaterial(**data)
+        return KeyMaterial(**data)  # events from before "imported" existed default to False
 
 
 def project_fast(aggregate: Any, events: Any) -> Any:

@@ -242,6 +242,7 @@ async def create_key(body: KeyCreate, caller: CallerDep, service: ServiceDep) ->
         description=body.description,
         key_usage=body.key_usage,
         key_spec=body.key_spec,
+        origin=body.origin,
         policy=body.policy,
         bypass_policy_lockout_safety_check=body.bypass_policy_lockout_safety_check,
         tags=tuple(body.tags.items()),
@@ -391,7 +392,10 @@ async def get_policy(
 async def put_policy(
     key_id: KeyId, body: PolicyUpdate, caller: CallerDep, service: ServiceDep
 ) -> None:
-    await service.put_key_policy(caller, key_id, body.policy_name, body.policy)
+    await service.put_key_policy(
+        caller, key_id, body.policy_name, body.policy,
+        bypass_lockout=body.bypass_policy_lockout_safety_check,
+    )  # fmt: skip
 
 
 @router.get(KEY + "/rotation", tags=["rotation"])
@@ -593,7 +597,13 @@ def _without_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
 def create_rest_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="KeyLedger", version="0.1.0", description=DESCRIPTION)
     app.state.runtime = runtime
+    from app.rest_keyspecs import router as key_spec_router  # it uses this module's routes
+
+    app.include_router(key_spec_router)  # first: `router` ends in a /keys/{key_id} catch-all
     app.include_router(router)
+    from app.rest_access import router as access_router  # it uses this module's routes
+
+    app.include_router(access_router)
 
     async def http_error(request: Request, error: Exception) -> Response:
         return await error_response(request, error)

@@ -90,6 +90,9 @@ class KeyCreate(RequestBody):
     description: str = Field("", max_length=MAX_DESCRIPTION)
     key_usage: ShortText | None = Field(None, examples=["ENCRYPT_DECRYPT"])
     key_spec: ShortText | None = Field(None, examples=["SYMMETRIC_DEFAULT"])
+    origin: Literal["AWS_KMS", "EXTERNAL"] = Field(
+        "AWS_KMS", description="EXTERNAL: no material; import it (PendingImport until then)."
+    )
     policy: str | None = Field(
         None, min_length=1, max_length=MAX_POLICY, description="A key policy (JSON text)."
     )
@@ -119,6 +122,12 @@ class KeyPublic(BaseModel):
     encryption_algorithms: list[str]
     multi_region: bool
     current_material_id: str | None
+    signing_algorithms: list[str] = []
+    mac_algorithms: list[str] = []
+    key_agreement_algorithms: list[str] = []
+    encapsulation_algorithms: list[str] = []
+    expiration_model: str | None = None
+    valid_to: datetime | None = None
 
 
 class KeyEntryPublic(BaseModel):
@@ -199,6 +208,9 @@ class PolicyPublic(BaseModel):
 class PolicyUpdate(RequestBody):
     policy: str = Field(min_length=1, max_length=MAX_POLICY)
     policy_name: str | None = Field(None, description="Only `default` exists.")
+    bypass_policy_lockout_safety_check: bool = Field(
+        False, description="Skip the check that the new policy lets you change it again."
+    )
 
 
 # --- aliases ---------------------------------------------------------------------------

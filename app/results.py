@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from domain import key_states
+from domain.key_specs import key_algorithms
 from domain.keys import Key
 
 
@@ -27,9 +28,19 @@ class KeyDescription:
     encryption_algorithms: tuple[str, ...]
     multi_region: bool
     current_material_id: str | None
+    signing_algorithms: tuple[str, ...] = ()
+    mac_algorithms: tuple[str, ...] = ()
+    key_agreement_algorithms: tuple[str, ...] = ()
+    encapsulation_algorithms: tuple[str, ...] = ()
+    expiration_model: str | None = None  # imported material only
+    valid_to: datetime | None = None
 
     @classmethod
     def of(cls, key: Key) -> KeyDescription:
+        algorithms = key_algorithms(key.key_spec, key.key_usage)
+        current_import = key.current_import
+        if current_import is not None and not current_import["imported"]:
+            current_import = None  # expired or deleted: the key is PendingImport
         return cls(
             account_id=key.account_id,
             key_id=key.key_id,
@@ -43,9 +54,15 @@ class KeyDescription:
             origin=key.origin,
             key_manager=key.key_manager,
             key_spec=key.key_spec,
-            encryption_algorithms=("SYMMETRIC_DEFAULT",),
+            encryption_algorithms=algorithms.encryption,
             multi_region=False,
             current_material_id=key.current_material.material_id if key.materials else None,
+            signing_algorithms=algorithms.signing,
+            mac_algorithms=algorithms.mac,
+            key_agreement_algorithms=algorithms.key_agreement,
+            encapsulation_algorithms=algorithms.encapsulation,
+            expiration_model=current_import["expiration_model"] if current_import else None,
+            valid_to=current_import["valid_to"] if current_import else None,
         )
 
 
@@ -106,6 +123,12 @@ class RotationEntry:
     material_id: str
     rotation_date: datetime
     rotation_type: str | None
+    # Imported material only (AWS's RotationsListEntry members for Origin EXTERNAL keys).
+    import_state: str | None = None  # IMPORTED or PENDING_IMPORT
+    material_state: str | None = None  # CURRENT, NON_CURRENT or PENDING_ROTATION
+    expiration_model: str | None = None
+    valid_to: datetime | None = None
+    description: str | None = None
 
 
 @dataclass(frozen=True)

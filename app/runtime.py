@@ -67,6 +67,10 @@ class Runtime:
             writer=writer, vault=vault, clock=clock, pool=pool, directory=directory,
             partition=settings.partition,
         )  # fmt: skip
+        # Access control: denials found while authenticating go to the service's log, and
+        # the default account administers (and may explain) every account.
+        identity.denials = service.access.denials
+        service.operator_account = settings.default_account_id
         return cls(settings, database_url, ledger, pool, vault, writer, identity, directory,
                    service, clock)  # fmt: skip
 
@@ -89,6 +93,7 @@ class Runtime:
             # Started by start() only: the identity commands run just the writer.
             self.directory.stop()
         self.writer.stop()
+        self.service.access.denials.close()
         self.pool.close()
         self.ledger.close()
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from psycopg_pool import ConnectionPool
 
-from app.authorization import authorize
+from app.authorization import AccessControl, AccessRequest, default_algorithm
 from app.clock import Clock
 from app.identity import SERVICE_ACTOR, Caller
 from app.results import (
@@ -36,9 +36,13 @@ from app.results import (
     RotationEntry,
     RotationStatus,
 )
+from app.service_explain import ExplainOperations
+from app.service_grants import GrantOperations
+from app.service_keyspecs import AsymmetricOperations, imported_rotation_entries
 from app.vault import Vault
 from app.writer import LedgerWriter, UnitOfWork
 from domain import key_states
+from domain.algorithms import generate_material
 from domain.ciphertext import open_blob, read_header, seal
 from domain.errors import (
     AccessDeniedError,
@@ -64,8 +68,10 @@ from domain.identifiers import (
     validate_alias_name,
 )
 from domain.key_specs import (
+    AWS_KMS,
     DATA_KEY_SPECS,
     ENCRYPT_DECRYPT,
+    EXTERNAL,
     SUPPORTED_SPECS,
     SYMMETRIC_DEFAULT,
     USAGES_BY_SPEC,
@@ -92,7 +98,7 @@ class CreateKeyRequest:
     custom_key_store_id: str | None = None
 
 
-class KeyService:
+class KeyService(AsymmetricOperations, GrantOperations, ExplainOperations):
     def __init__(
         self,
         *,
@@ -109,6 +115,9 @@ class KeyService:
         self.pool = pool
         self.directory = directory
         self.partition = partition
+        self.access = AccessControl(
+            writer=writer, vault=vault, clock=clock, pool=pool, partition=partition
+        )
 
     # ==== key resolution =============================================================
     def _arn(self, ref: KeyReference) -> str:
@@ -125,8 +134,13 @@ class KeyService:
         *,
         allow_alias: bool = True,
         fresh: bool = False,
+        request: AccessRequest | None = None,
     ) -> Key:
-        """Find the key a KeyId member names and check the caller may ``action`` it."""
+        """Find the key a KeyId member names and check the caller may ``action`` it.
+
+        A key of another account is found only by its key ARN or alias ARN (a bare id or
+        alias name means the caller's own account); its key policy then decides.
+        """
         ref = parse_key_reference(
             key_id, account_id=caller.account_id, region=caller.region, allow_alias=allow_alias
         )
@@ -146,7 +160,8 @@ class KeyService:
             key = found
         if key.is_deleted:
             raise NotFoundError(f"Key '{key.arn}' does not exist")
-        authorize(caller, action, key)
+        alias_name = ref.name if ref.is_alias else None
+        self.access.authorize(uow, caller, action, key, request, alias_name=alias_name)
         return key
 
     def _key_for_alias(self, uow: UnitOfWork, caller: Caller, ref: KeyReference) -> Key:
@@ -189,10 +204,19 @@ class KeyService:
         key_spec: str,
         key_usage: str,
         origin: str,
+        material_bytes: bytes | None = None,
     ) -> Key:
+        """A new key with fresh material (``material_bytes``, or AES-256 when None); keys of
+        Origin EXTERNAL start without material, PendingImport."""
         key_uuid = uuid.uuid4()
         now = self.clock.now()
-        material = self.vault.new_material(key_uuid, version=1, now=now, rotation_type=None)
+        material = (
+            None
+            if origin == EXTERNAL
+            else self.vault.new_material(
+                key_uuid, version=1, now=now, rotation_type=None, plaintext=material_bytes
+            )
+        )
         key = Key.create(
             key_id=key_uuid, now=now, actor=caller.actor(),
             arn=key_arn(self.partition, region, account_id, str(key_uuid)),
@@ -232,7 +256,7 @@ class KeyService:
     # ==== key lifecycle ===============================================================
     async def create_key(self, caller: Caller, request: CreateKeyRequest) -> KeyDescription:
         key_spec, key_usage = _check_key_spec(request)
-        if request.origin != "AWS_KMS":
+        if request.origin not in (AWS_KMS, EXTERNAL):
             raise UnsupportedOperationError(
                 f"Origin {request.origin} is not supported by this KeyLedger version."
             )
@@ -244,13 +268,41 @@ class KeyService:
             validate_policy_document(request.policy)
         tags = tags_from_pairs(request.tags)
         policy = request.policy or default_key_policy(self.partition, caller.account_id)
+        material_bytes = None
+        if request.origin == AWS_KMS and key_spec != SYMMETRIC_DEFAULT:
+            # RSA generation takes up to seconds: never on the writer thread.
+            material_bytes = await asyncio.to_thread(generate_material, key_spec)
+
+        key_conditions = {
+            "kms:KeySpec": key_spec, "kms:KeyUsage": key_usage, "kms:KeyOrigin": request.origin,
+            "kms:CustomerMasterKeySpec": key_spec, "kms:CustomerMasterKeyUsage": key_usage,
+            "kms:MultiRegion": "false",
+            "kms:BypassPolicyLockoutSafetyCheck": str(
+                request.bypass_policy_lockout_safety_check
+            ).lower(),
+        }  # fmt: skip
 
         def command(uow: UnitOfWork) -> KeyDescription:
-            authorize(caller, "CreateKey", None)
+            self.access.authorize(
+                uow, caller, "CreateKey", None,
+                AccessRequest(request_tags=tags or None, conditions=key_conditions),
+            )  # fmt: skip
+            if tags:  # AWS: creating a key with tags also needs kms:TagResource
+                self.access.authorize(
+                    uow, caller, "TagResource", None, AccessRequest(request_tags=tags)
+                )
+            if request.policy is not None:
+                self.access.check_policy(
+                    uow, caller, request.policy, key=None,
+                    key_arn=key_arn(self.partition, caller.region, caller.account_id, "*"),
+                    key_account=caller.account_id,
+                    bypass_lockout=request.bypass_policy_lockout_safety_check,
+                )  # fmt: skip
             key = self._new_key(
                 uow, caller, region=caller.region, account_id=caller.account_id,
                 key_manager=CUSTOMER, description=request.description, policy=policy,
                 tags=tags, key_spec=key_spec, key_usage=key_usage, origin=request.origin,
+                material_bytes=material_bytes,
             )  # fmt: skip
             return KeyDescription.of(key)
 
@@ -263,12 +315,21 @@ class KeyService:
         return await self.writer.run(command)
 
     async def _change(
-        self, caller: Caller, key_id: str, action: str, change: Any, *, allow_alias: bool = False
+        self,
+        caller: Caller,
+        key_id: str,
+        action: str,
+        change: Any,
+        *,
+        allow_alias: bool = False,
+        request: AccessRequest | None = None,
     ) -> Key:
         """Resolve a key, check ``action`` on it, and apply ``change(key, now, actor)``."""
 
         def command(uow: UnitOfWork) -> Key:
-            key = self._resolve(uow, caller, key_id, action, allow_alias=allow_alias)
+            key = self._resolve(
+                uow, caller, key_id, action, allow_alias=allow_alias, request=request
+            )
             change(key, self.clock.now(), caller.actor())
             return key
 
@@ -297,6 +358,9 @@ class KeyService:
         key = await self._change(
             caller, key_id, "ScheduleKeyDeletion",
             lambda k, now, a: k.schedule_deletion(now=now, actor=a, pending_window_days=days),
+            request=AccessRequest(
+                conditions={"kms:ScheduleKeyDeletionPendingWindowInDays": str(days)}
+            ),
         )  # fmt: skip
         assert key.deletion_date is not None
         return DeletionScheduled(key.arn, key.deletion_date, key.state, days)
@@ -312,9 +376,11 @@ class KeyService:
     async def enable_key_rotation(
         self, caller: Caller, key_id: str, period_days: int | None
     ) -> None:
+        period = {"kms:RotationPeriodInDays": str(period_days)} if period_days else {}
         await self._change(
             caller, key_id, "EnableKeyRotation",
             lambda k, now, a: k.enable_rotation(now=now, actor=a, period_days=period_days),
+            request=AccessRequest(conditions=period),
         )  # fmt: skip
 
     async def disable_key_rotation(self, caller: Caller, key_id: str) -> None:
@@ -342,8 +408,13 @@ class KeyService:
 
     async def rotate_key_on_demand(self, caller: Caller, key_id: str) -> str:
         def change(key: Key, now: Any, actor: Any) -> None:
-            material = self.vault.new_material(
-                key.id, version=len(key.materials) + 1, now=now, rotation_type="ON_DEMAND"
+            # An imported key rotates to the material imported for it (NEW_KEY_MATERIAL).
+            material = (
+                None
+                if key.is_external
+                else self.vault.new_material(
+                    key.id, version=len(key.materials) + 1, now=now, rotation_type="ON_DEMAND"
+                )
             )
             key.rotate_on_demand(now=now, actor=actor, material=material)
 
@@ -361,6 +432,8 @@ class KeyService:
         def command(uow: UnitOfWork) -> list[RotationEntry]:
             key = self._resolve(uow, caller, key_id, "ListKeyRotations", allow_alias=False)
             key.check_allowed("ListKeyRotations")
+            if key.is_external and key.key_spec == SYMMETRIC_DEFAULT:
+                return imported_rotation_entries(key, include_key_material == "ALL_KEY_MATERIAL")
             if not key.can_rotate_automatically:
                 raise UnsupportedOperationError(
                     f"{key.arn} key spec is {key.key_spec} which is not valid for this operation."
@@ -388,10 +461,17 @@ class KeyService:
         return blob, material.material_id
 
     def _check_usable(self, key: Key, operation: str, dry_run: bool) -> None:
+        """For the symmetric paths: the key's state, usage and spec allow ``operation``."""
         key.check_allowed(operation)
         if key.key_usage != ENCRYPT_DECRYPT:
             raise InvalidKeyUsageError(
                 f"{key.arn} key usage is {key.key_usage} which is not valid for {operation}."
+            )
+        if key.key_spec != SYMMETRIC_DEFAULT:
+            raise InvalidKeyUsageError(
+                f"Algorithm {SYMMETRIC_DEFAULT} is incompatible with key spec {key.key_spec}."
+                if operation in ("Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo")
+                else f"{key.arn} key spec is {key.key_spec} which is not valid for {operation}."
             )
         if dry_run:
             raise DryRunSucceededError(
@@ -408,10 +488,16 @@ class KeyService:
         dry_run: bool = False,
     ) -> Encrypted:
         _check_plaintext(plaintext)
+        if algorithm not in (None, SYMMETRIC_DEFAULT):  # RSAES_OAEP_*: an RSA key
+            return await self.encrypt_asymmetric(
+                caller, key_id, plaintext, encryption_context, algorithm, dry_run
+            )
         _check_symmetric_algorithm(algorithm, "encryptionAlgorithm")
 
+        access = AccessRequest(encryption_context, default_algorithm(algorithm))
+
         def command(uow: UnitOfWork) -> Encrypted:
-            key = self._resolve(uow, caller, key_id, "Encrypt")
+            key = self._resolve(uow, caller, key_id, "Encrypt", request=access)
             self._check_usable(key, "Encrypt", dry_run)
             blob, material_id = self._seal(key, plaintext, encryption_context)
             self._record(key, "Encrypt", caller, key.current_material.version, encryption_context)
@@ -444,6 +530,7 @@ class KeyService:
         any_region: bool = False,
     ) -> tuple[Key, int]:
         """Find the key that sealed ``blob`` and check the caller may ``action`` it."""
+        access = AccessRequest(context, SYMMETRIC_DEFAULT)
         header = read_header(blob)
         key: Key | None = uow.get(header.key_id)
         if key is None or not isinstance(key, Key):
@@ -456,7 +543,7 @@ class KeyService:
                     key_id, account_id=caller.account_id, region=caller.region
                 )
                 scope = Caller(**{**caller.__dict__, "region": ref.region})
-            named = self._resolve(uow, scope, key_id, action)
+            named = self._resolve(uow, scope, key_id, action, request=access)
             if named.id != key.id:
                 raise IncorrectKeyError(
                     "The key ID in the request does not identify a CMK that can perform this "
@@ -466,7 +553,8 @@ class KeyService:
             raise NotFoundError(f"Key '{key.arn}' does not exist")
         if key.region != caller.region and not any_region:
             raise InvalidCiphertextError()
-        authorize(caller, action, key)
+        if key_id is None:  # a named key was authorized when it was resolved
+            self.access.authorize(uow, caller, action, key, access)
         return key, header.material_version
 
     def _decrypt_blob(
@@ -489,6 +577,10 @@ class KeyService:
         algorithm: str | None = None,
         dry_run: bool = False,
     ) -> Decrypted:
+        if algorithm not in (None, SYMMETRIC_DEFAULT):  # RSAES_OAEP_*: an RSA key
+            return await self.decrypt_asymmetric(
+                caller, blob, key_id, encryption_context, algorithm, dry_run
+            )
         _check_symmetric_algorithm(algorithm, "encryptionAlgorithm")
         read_header(blob)  # a malformed blob fails before any key is touched
 
@@ -514,6 +606,13 @@ class KeyService:
         destination_algorithm: str | None = None,
         dry_run: bool = False,
     ) -> ReEncrypted:
+        if {source_algorithm, destination_algorithm} - {None, SYMMETRIC_DEFAULT}:
+            return await self.re_encrypt_asymmetric(
+                caller, blob, source_key_id=source_key_id,
+                destination_key_id=destination_key_id, source_context=source_context,
+                destination_context=destination_context, source_algorithm=source_algorithm,
+                destination_algorithm=destination_algorithm, dry_run=dry_run,
+            )  # fmt: skip
         _check_symmetric_algorithm(source_algorithm, "sourceEncryptionAlgorithm")
         _check_symmetric_algorithm(destination_algorithm, "destinationEncryptionAlgorithm")
         read_header(blob)
@@ -523,7 +622,10 @@ class KeyService:
             source, version = self._open(
                 uow, caller, blob, source_key_id, source_context, "ReEncryptFrom", any_region=True
             )
-            destination = self._resolve_destination(uow, caller, destination_key_id)
+            destination = self._resolve_destination(
+                uow, caller, destination_key_id,
+                request=AccessRequest(destination_context, SYMMETRIC_DEFAULT),
+            )  # fmt: skip
             self._check_usable(source, "ReEncryptFrom", False)
             self._check_usable(destination, "ReEncryptTo", dry_run)
             plaintext, source_material = self._decrypt_blob(source, blob, version, source_context)
@@ -540,14 +642,16 @@ class KeyService:
 
         return await self.writer.run(command)
 
-    def _resolve_destination(self, uow: UnitOfWork, caller: Caller, key_id: str) -> Key:
+    def _resolve_destination(
+        self, uow: UnitOfWork, caller: Caller, key_id: str, request: AccessRequest | None = None
+    ) -> Key:
         """A destination may be named by ARN in another Region of this deployment."""
         if key_id.startswith("arn:"):
             ref = parse_key_reference(key_id, account_id=caller.account_id, region=caller.region)
             if ref.region != caller.region:
                 regional = Caller(**{**caller.__dict__, "region": ref.region})
-                return self._resolve(uow, regional, key_id, "ReEncryptTo")
-        return self._resolve(uow, caller, key_id, "ReEncryptTo")
+                return self._resolve(uow, regional, key_id, "ReEncryptTo", request=request)
+        return self._resolve(uow, caller, key_id, "ReEncryptTo", request=request)
 
     async def generate_data_key(
         self,
@@ -563,8 +667,10 @@ class KeyService:
         size = _data_key_size(number_of_bytes, key_spec)
         operation = "GenerateDataKey" if with_plaintext else "GenerateDataKeyWithoutPlaintext"
 
+        access = AccessRequest(encryption_context, SYMMETRIC_DEFAULT)
+
         def command(uow: UnitOfWork) -> DataKey:
-            key = self._resolve(uow, caller, key_id, operation)
+            key = self._resolve(uow, caller, key_id, operation, request=access)
             self._check_usable(key, operation, dry_run)
             data_key = os.urandom(size)
             blob, material_id = self._seal(key, data_key, encryption_context)
@@ -576,7 +682,7 @@ class KeyService:
     async def generate_random(self, caller: Caller, number_of_bytes: int | None) -> bytes:
         if number_of_bytes is None:
             raise ValidationError("NumberOfBytes is required.")
-        authorize(caller, "GenerateRandom", None)
+        await self.access.authorize_account_action(caller, "GenerateRandom")
         return os.urandom(number_of_bytes)
 
     # ==== aliases ========================================================================
@@ -637,7 +743,7 @@ class KeyService:
                 raise NotFoundError(f"Alias {arn} is not found.")
             key: Key | None = uow.get(uuid.UUID(alias.target_key_id))
             if key is not None:
-                authorize(caller, "DeleteAlias", key)
+                self.access.authorize(uow, caller, "DeleteAlias", key, alias_name=alias_name)
                 _check_customer_managed(key, caller, "DeleteAlias")
             now, actor = self.clock.now(), caller.actor()
             alias.delete(now=now, actor=actor, alias_arn=arn)
@@ -649,7 +755,7 @@ class KeyService:
     async def list_aliases(
         self, caller: Caller, key_id: str | None, limit: int | None, marker: str | None
     ) -> Page[AliasEntry]:
-        authorize(caller, "ListAliases", None)
+        await self.access.authorize_account_action(caller, "ListAliases")
         target: str | None = None
         if key_id is not None:
             target = (await self.describe_key(caller, key_id)).key_id
@@ -681,7 +787,7 @@ class KeyService:
     async def list_keys(
         self, caller: Caller, limit: int | None, marker: str | None
     ) -> Page[KeyEntry]:
-        authorize(caller, "ListKeys", None)
+        await self.access.authorize_account_action(caller, "ListKeys")
         after = _decode_marker(marker)
         if after is not None:
             try:
@@ -708,14 +814,18 @@ class KeyService:
             _check_customer_managed(key, caller, "TagResource")
             key.tag(now=now, actor=actor, tags=new_tags)
 
-        await self._change(caller, key_id, "TagResource", change)
+        await self._change(
+            caller, key_id, "TagResource", change, request=AccessRequest(request_tags=new_tags)
+        )
 
     async def untag_resource(self, caller: Caller, key_id: str, tag_keys: list[str]) -> None:
         def change(key: Key, now: Any, actor: Any) -> None:
             _check_customer_managed(key, caller, "UntagResource")
             key.untag(now=now, actor=actor, tag_keys=tag_keys)
 
-        await self._change(caller, key_id, "UntagResource", change)
+        await self._change(
+            caller, key_id, "UntagResource", change, request=AccessRequest(tag_keys=tag_keys)
+        )
 
     async def list_resource_tags(
         self, caller: Caller, key_id: str, limit: int | None, marker: str | None
@@ -736,16 +846,34 @@ class KeyService:
         return (await self._read(caller, key_id, "GetKeyPolicy")).policy
 
     async def put_key_policy(
-        self, caller: Caller, key_id: str, policy_name: str | None, policy: str
+        self,
+        caller: Caller,
+        key_id: str,
+        policy_name: str | None,
+        policy: str,
+        *,
+        bypass_lockout: bool = False,
     ) -> None:
+        """Replace the key policy. Unless ``bypass_lockout``, the new policy must let the
+        caller change it again (AWS's policy lockout safety check)."""
         _check_policy_name(policy_name)
         validate_policy_document(policy)
+        access = AccessRequest(
+            conditions={"kms:BypassPolicyLockoutSafetyCheck": str(bypass_lockout).lower()}
+        )
 
-        def change(key: Key, now: Any, actor: Any) -> None:
+        def command(uow: UnitOfWork) -> None:
+            key = self._resolve(
+                uow, caller, key_id, "PutKeyPolicy", allow_alias=False, request=access
+            )
             _check_customer_managed(key, caller, "PutKeyPolicy")
-            key.put_policy(now=now, actor=actor, policy=policy)
+            self.access.check_policy(
+                uow, caller, policy, key=key, key_arn=key.arn, key_account=key.account_id,
+                bypass_lockout=bypass_lockout,
+            )  # fmt: skip
+            key.put_policy(now=self.clock.now(), actor=caller.actor(), policy=policy)
 
-        await self._change(caller, key_id, "PutKeyPolicy", change)
+        await self.writer.run(command)
 
     async def list_key_policies(
         self, caller: Caller, key_id: str, limit: int | None, marker: str | None
@@ -760,12 +888,15 @@ class KeyService:
 
     # ==== scheduled work =================================================================
     def run_due_jobs(self) -> int:
-        """Delete keys whose window ended and rotate keys that are due. Returns jobs done."""
+        """Delete keys whose window ended, rotate keys that are due, delete imported
+        material that expired. Returns jobs done."""
         now = self.clock.now()
         self.directory.wait_for_current()
         done = 0
+        jobs = {"delete": self._deletion_job, "rotate": self._rotation_job,
+                "expire": self._expiry_job}  # fmt: skip
         for key_uuid, job in queries.keys_due(self.pool, now):
-            job_function = self._deletion_job if job == "delete" else self._rotation_job
+            job_function = jobs[job]
             try:
                 done += self.writer.run_sync(partial(job_function, key_uuid=key_uuid))
             except (InvalidStateError, NotFoundError):

@@ -85,6 +85,13 @@ def root_key_id(root_key: bytes) -> str:
     return hmac.new(root_key, b"keyledger root key id", hashlib.sha256).hexdigest()[:16]
 
 
+def material_owner(key_id: uuid.UUID, material: KeyMaterial) -> uuid.UUID:
+    """Whose wrapping key wraps ``material``: the key's, or its own when imported."""
+    if material.imported:
+        return uuid.uuid5(key_id, "imported:" + material.material_id)
+    return key_id
+
+
 def material_aad(key_id: uuid.UUID, version: int, material_id: str) -> bytes:
     return b"keyledger:material:" + key_id.bytes + struct.pack(">I", version) + material_id.encode()
 
@@ -101,6 +108,8 @@ class Vault:
         self._wrapping_keys: dict[uuid.UUID, bytes] = {}
         self._materials: OrderedDict[tuple[uuid.UUID, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
+        # Grant tokens are MACed under a key derived from the root key (see grant_token_mac).
+        self._grant_token_key = hmac.new(root_key, b"keyledger grant tokens", hashlib.sha256)
 
     # --- start-up ----------------------------------------------------------------
     def check_root_key(self) -> None:
@@ -152,35 +161,112 @@ class Vault:
 
     # --- key material ------------------------------------------------------------
     def new_material(
-        self, key_id: uuid.UUID, *, version: int, now: datetime, rotation_type: str | None
+        self,
+        key_id: uuid.UUID,
+        *,
+        version: int,
+        now: datetime,
+        rotation_type: str | None,
+        plaintext: bytes | None = None,
+        material_id: str | None = None,
+        imported: bool = False,
     ) -> KeyMaterial:
-        """Generate fresh AES-256 material for ``key_id``, returned wrapped."""
-        wrapping_key = self._wrapping_key(key_id, create=True)
+        """Wrap ``plaintext`` (default: fresh AES-256 material) as ``key_id``'s material.
+
+        Any material: AES or HMAC key bytes, a PKCS#8 private key. Imported material gets
+        a wrapping key of its own, so that deleting or expiring it shreds only it.
+        """
+        material_id = material_id or secrets.token_hex(32)
+        if imported:
+            wrapping_key = self._material_wrapping_key(key_id, material_id)
+        else:
+            wrapping_key = self._wrapping_key(key_id, create=True)
         if wrapping_key is None:
             raise RootKeyError(f"key {key_id} has been shredded")
-        material_id = secrets.token_hex(32)
-        plaintext = AESGCM.generate_key(256)
+        if plaintext is None:
+            plaintext = AESGCM.generate_key(256)
         nonce = secrets.token_bytes(12)
         wrapped = nonce + wrapping_key.encrypt(
             nonce, plaintext, material_aad(key_id, version, material_id)
         )
         self._remember((key_id, version), plaintext)
-        return KeyMaterial(version, material_id, wrapped, now, rotation_type)
+        return KeyMaterial(version, material_id, wrapped, now, rotation_type, imported)
 
     def cipher(self, key_id: uuid.UUID, material: KeyMaterial) -> AESGCM | None:
         """The AES-GCM cipher of one material version; None once the key is shredded."""
+        plaintext = self.unwrap_material(key_id, material)
+        return AESGCM(plaintext) if plaintext is not None else None
+
+    def unwrap_material(self, key_id: uuid.UUID, material: KeyMaterial) -> bytes | None:
+        """One material version's bytes; None once it (or its key) is shredded."""
         cached = self._materials.get((key_id, material.version))
         if cached is not None:
-            return AESGCM(cached)
+            return cached
+        owner = material_owner(key_id, material)
+        aad = material_aad(key_id, material.version, material.material_id)
+        wrapped = material.wrapped
+        for _attempt in range(2):
+            wrapping_key = self._wrapping_key(owner)
+            if wrapping_key is None:
+                return None
+            try:
+                plaintext = wrapping_key.decrypt(wrapped[:12], wrapped[12:], aad)
+            except InvalidTag:
+                # Re-imported material has a new wrapping key: drop the cached one, re-read.
+                with self._lock:
+                    self._wrapping_keys.pop(owner, None)
+                continue
+            self._remember((key_id, material.version), plaintext)
+            return plaintext
+        return None
+
+    def _material_wrapping_key(self, key_id: uuid.UUID, material_id: str) -> AESGCM | None:
+        """The wrapping key of one imported material, created (or, after it was shredded by
+        a deletion or expiry, created anew) for a fresh import."""
+        owner = uuid.uuid5(key_id, "imported:" + material_id)
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO wrapping_keys (owner_id, wrapped_key, root_key_id, parent_id) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (owner_id) DO UPDATE SET "
+                "wrapped_key = EXCLUDED.wrapped_key, root_key_id = EXCLUDED.root_key_id, "
+                "destroyed_at = NULL WHERE wrapping_keys.wrapped_key IS NULL",
+                (owner, self._wrap_under_root(owner, AESGCM.generate_key(256)),
+                 self._root_key_id, key_id),
+            )  # fmt: skip
+        with self._lock:
+            self._wrapping_keys.pop(owner, None)
+        return self._wrapping_key(owner)
+
+    def shred_material(self, key_id: uuid.UUID, material: KeyMaterial, now: datetime) -> None:
+        """Destroy one imported material's wrapping key (DeleteImportedKeyMaterial, expiry)."""
+        owner = material_owner(key_id, material)
+        if owner == key_id:
+            raise ValueError("only imported material can be shredded on its own")
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE wrapping_keys SET wrapped_key = NULL, destroyed_at = %s "
+                "WHERE owner_id = %s",
+                (now, owner),
+            )
+        with self._lock:
+            self._wrapping_keys.pop(owner, None)
+            self._materials.pop((key_id, material.version), None)
+
+    def seal_for_key(self, key_id: uuid.UUID, label: bytes, data: bytes) -> bytes:
+        """Wrap a secret that belongs to a key (an import wrapping key) under the key's
+        wrapping key: it is shredded with the key."""
+        wrapping_key = self._wrapping_key(key_id, create=True)
+        if wrapping_key is None:
+            raise RootKeyError(f"key {key_id} has been shredded")
+        nonce = secrets.token_bytes(12)
+        return nonce + wrapping_key.encrypt(nonce, data, b"keyledger:" + label + key_id.bytes)
+
+    def open_for_key(self, key_id: uuid.UUID, label: bytes, wrapped: bytes) -> bytes | None:
         wrapping_key = self._wrapping_key(key_id)
         if wrapping_key is None:
             return None
-        wrapped = material.wrapped
-        plaintext = wrapping_key.decrypt(
-            wrapped[:12], wrapped[12:], material_aad(key_id, material.version, material.material_id)
-        )
-        self._remember((key_id, material.version), plaintext)
-        return AESGCM(plaintext)
+        aad = b"keyledger:" + label + key_id.bytes
+        return wrapping_key.decrypt(wrapped[:12], wrapped[12:], aad)
 
     def _remember(self, cache_key: tuple[uuid.UUID, int], material: bytes) -> None:
         with self._lock:
@@ -191,13 +277,16 @@ class Vault:
     def shred(self, key_id: uuid.UUID, now: datetime) -> None:
         """Destroy the key's wrapping key: no byte anywhere opens its material again."""
         with self._pool.connection() as conn:
-            conn.execute(
+            # parent_id: the wrapping keys of the key's imported materials go with it.
+            owners = conn.execute(
                 "UPDATE wrapping_keys SET wrapped_key = NULL, destroyed_at = %s "
-                "WHERE owner_id = %s",
-                (now, key_id),
-            )
+                "WHERE owner_id = %s OR parent_id = %s RETURNING owner_id",
+                (now, key_id, key_id),
+            ).fetchall()
         with self._lock:
             self._wrapping_keys.pop(key_id, None)
+            for (owner,) in owners:
+                self._wrapping_keys.pop(owner, None)
             for cache_key in [k for k in self._materials if k[0] == key_id]:
                 del self._materials[cache_key]
 
@@ -215,6 +304,13 @@ class Vault:
             raise RootKeyError("the identity wrapping key is missing")
         aad = b"keyledger:secret:" + access_key_id.encode()
         return wrapping_key.decrypt(wrapped[:12], wrapped[12:], aad).decode()
+
+    # --- grant tokens --------------------------------------------------------------
+    def grant_token_mac(self, payload: bytes) -> bytes:
+        """HMAC-SHA256 of a grant token's payload; tokens die with a root-key rotation."""
+        mac = self._grant_token_key.copy()
+        mac.update(payload)
+        return mac.digest()
 
     # --- root key rotation -------------------------------------------------------
     def rewrap_all(self, new_root_key: bytes) -> int:

@@ -94,6 +94,27 @@ class IncorrectKeyError(DomainError):
     """The key in the request is not the key that produced the ciphertext."""
 
 
+class KMSInvalidSignature(DomainError):
+    """A signature does not verify (no detail is given)."""
+
+
+class KMSInvalidMac(DomainError):
+    """A MAC does not verify (no detail is given)."""
+
+
+# --- imported key material ----------------------------------------------------
+class ExpiredImportToken(DomainError):
+    """The import token (and its wrapping key) is past its 24 hours."""
+
+
+class InvalidImportToken(DomainError):
+    """The import token is malformed, already used, or was issued for another key."""
+
+
+class IncorrectKeyMaterial(DomainError):
+    """The imported material is not the key's material, or not valid for its key spec."""
+
+
 # --- identity ----------------------------------------------------------------
 class AccessDeniedError(DomainError):
     """The caller is authenticated but not allowed to perform the action."""

@@ -9,11 +9,14 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import ValidationError
+from domain.errors import NotFoundError, ValidationError
 from domain.identifiers import ACCOUNT_ID_PATTERN
+from domain.policy import IDENTITY_POLICY, SERVICE_PRINCIPAL, parse_policy
 
 PRINCIPAL_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,64}$")
+POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
 PRINCIPAL_TYPES = ("user", "role")
+MAX_INLINE_POLICIES = 10
 
 
 def root_arn(partition: str, account_id: str) -> str:
@@ -56,7 +59,11 @@ class Account(Aggregate):
 
 
 class Principal(Aggregate):
-    """An IAM-style user or role; identity policies arrive with the access-control work."""
+    """An IAM-style user or role, with its inline identity policies.
+
+    A principal may also be designated a trusted service principal (``ec2.amazonaws.com``):
+    it may then sign requests on behalf of other principals (kms:ViaService).
+    """
 
     class Created(Aggregate.Created):
         arn: str
@@ -88,6 +95,79 @@ class Principal(Aggregate):
             cls.Created, id=aggregate_id, timestamp=now, arn=arn, account_id=account_id,
             principal_type=principal_type, name=name,
         )  # fmt: skip
+
+    # Read through properties: principals recorded before policies existed have none.
+    @property
+    def policies(self) -> dict[str, str]:
+        """Inline identity policies by name (documents as JSON text)."""
+        policies: dict[str, str] = self.__dict__.get("_policies", {})
+        return policies
+
+    @property
+    def service_name(self) -> str | None:
+        """The service this principal stands for (``ec2.amazonaws.com``), if it is trusted."""
+        service: str | None = self.__dict__.get("_service_name")
+        return service
+
+    class PolicyPut(Aggregate.Event):
+        actor: dict[str, Any]
+        policy_name: str
+        policy: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._policies = {**aggregate.policies, self.policy_name: self.policy}
+
+    class PolicyDeleted(Aggregate.Event):
+        actor: dict[str, Any]
+        policy_name: str
+
+        def apply(self, aggregate: Any) -> None:
+            remaining = {k: v for k, v in aggregate.policies.items() if k != self.policy_name}
+            aggregate._policies = remaining
+
+    class ServiceDesignated(Aggregate.Event):
+        actor: dict[str, Any]
+        service_name: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._service_name = self.service_name
+
+    def put_policy(
+        self, *, now: datetime, actor: dict[str, Any], policy_name: str, policy: str
+    ) -> None:
+        """Create or replace an inline identity policy (validated; no Principal element)."""
+        if not POLICY_NAME_PATTERN.match(policy_name):
+            raise ValidationError(
+                f"Policy name '{policy_name}' must be 1-128 letters, digits and +=,.@_-"
+            )
+        parse_policy(policy, kind=IDENTITY_POLICY, source=f"identity policy {policy_name}")
+        if policy_name not in self.policies and len(self.policies) >= MAX_INLINE_POLICIES:
+            raise ValidationError(f"A principal may have at most {MAX_INLINE_POLICIES} policies.")
+        if self.policies.get(policy_name) != policy:
+            self.trigger_event(
+                self.PolicyPut, timestamp=now, actor=actor, policy_name=policy_name,
+                policy=policy,
+            )  # fmt: skip
+
+    def delete_policy(self, *, now: datetime, actor: dict[str, Any], policy_name: str) -> None:
+        if policy_name not in self.policies:
+            raise NotFoundError(f"The principal {self.arn} has no policy named {policy_name}.")
+        self.trigger_event(self.PolicyDeleted, timestamp=now, actor=actor, policy_name=policy_name)
+
+    def designate_service(
+        self, *, now: datetime, actor: dict[str, Any], service_name: str | None
+    ) -> None:
+        """Trust this principal as ``service_name`` (None: no longer a service principal)."""
+        if service_name is not None and not (
+            SERVICE_PRINCIPAL.match(service_name) and service_name.endswith(".amazonaws.com")
+        ):
+            raise ValidationError(
+                f"Service principal '{service_name}' must look like ec2.amazonaws.com."
+            )
+        if service_name != self.service_name:
+            self.trigger_event(
+                self.ServiceDesignated, timestamp=now, actor=actor, service_name=service_name
+            )
 
 
 class AccessKey(Aggregate):

@@ -21,7 +21,7 @@ CRYPTOGRAPHIC = frozenset(
         "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
         "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair",
         "GenerateDataKeyPairWithoutPlaintext", "Sign", "Verify", "GenerateMac", "VerifyMac",
-        "GetPublicKey", "DeriveSharedSecret", "CreateGrant",
+        "GetPublicKey", "DeriveSharedSecret", "CreateGrant", "Encapsulate", "Decapsulate",
     }
 )  # fmt: skip
 ANY_STATE = frozenset(
@@ -29,11 +29,15 @@ ANY_STATE = frozenset(
         "DescribeKey", "DeleteAlias", "GetKeyPolicy", "PutKeyPolicy", "ListKeyPolicies",
         "ListResourceTags", "ListGrants", "RetireGrant", "RevokeGrant", "GetKeyRotationStatus",
         "ScheduleKeyDeletionCheck", "GetKeyLastUsage", "ListAliases",
+        "DeleteImportedKeyMaterial",
     }
 )  # fmt: skip
 NOT_PENDING_DELETION = frozenset(
-    {"CreateAlias", "UpdateAlias", "TagResource", "UntagResource", "UpdateKeyDescription"}
-)
+    {
+        "CreateAlias", "UpdateAlias", "TagResource", "UntagResource", "UpdateKeyDescription",
+        "GetParametersForImport", "ImportKeyMaterial",
+    }
+)  # fmt: skip
 
 
 def check_operation_allowed(state: str, operation: str, key_arn: str) -> None:
@@ -51,6 +55,8 @@ def check_operation_allowed(state: str, operation: str, key_arn: str) -> None:
     if operation in NOT_PENDING_DELETION:
         return
     if state == PENDING_IMPORT:
+        if operation == "ScheduleKeyDeletion":  # a key awaiting its material may be deleted
+            return
         if operation in ("EnableKeyRotation", "DisableKeyRotation"):
             raise UnsupportedOperationError(
                 f"{key_arn} origin is EXTERNAL which is not valid for this operation."

@@ -7,16 +7,21 @@ already wrapped (the domain never sees plaintext material).
 
 from __future__ import annotations
 
+import struct
+import sys
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypedDict
 
 from eventsourcing.domain import Aggregate
 
 from domain import key_states
 from domain.errors import (
     AlreadyExistsError,
+    ExpiredImportToken,
+    IncorrectKeyMaterial,
+    InvalidImportToken,
     InvalidStateError,
     LimitExceededError,
     NotFoundError,
@@ -24,7 +29,7 @@ from domain.errors import (
     UnsupportedOperationError,
     ValidationError,
 )
-from domain.key_specs import SYMMETRIC_DEFAULT
+from domain.key_specs import EXTERNAL, SYMMETRIC_DEFAULT
 from domain.key_states import check_operation_allowed
 
 Actor = dict[str, Any]
@@ -39,6 +44,11 @@ MIN_ROTATION_PERIOD_DAYS, MAX_ROTATION_PERIOD_DAYS = 90, 2560
 MIN_DELETION_WINDOW_DAYS, MAX_DELETION_WINDOW_DAYS = 7, 30
 CUSTOMER = "CUSTOMER"
 AWS_MANAGED = "AWS"
+IMPORT_PARAMETERS_VALID_FOR = timedelta(hours=24)
+MAX_VALID_TO = timedelta(days=365)
+KEY_MATERIAL_EXPIRES = "KEY_MATERIAL_EXPIRES"
+KEY_MATERIAL_DOES_NOT_EXPIRE = "KEY_MATERIAL_DOES_NOT_EXPIRE"
+NEW_KEY_MATERIAL, EXISTING_KEY_MATERIAL = "NEW_KEY_MATERIAL", "EXISTING_KEY_MATERIAL"
 
 
 @dataclass(frozen=True)
@@ -50,9 +60,72 @@ class KeyMaterial:
     wrapped: bytes
     created: datetime
     rotation_type: str | None  # None for the original material; AUTOMATIC or ON_DEMAND
+    # True for material imported from outside (Origin EXTERNAL): it is wrapped under a
+    # wrapping key of its own, so deleting or expiring it shreds just that material.
+    imported: bool = False
+
+
+class ImportedMaterialState(TypedDict):
+    """Where one imported material stands (AWS's ImportState and expiration)."""
+
+    imported: bool  # False once expired or deleted (PENDING_IMPORT) until re-imported
+    expiration_model: str
+    valid_to: datetime | None
+    description: str
+
+
+class ImportParameters(TypedDict):
+    """What GetParametersForImport issued: the RSA wrapping key, itself wrapped."""
+
+    wrapping_algorithm: str
+    wrapping_key_spec: str
+    wrapped_private_key: bytes
+    valid_to: datetime
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """Where imported material goes: its version, and whether it waits for a rotation."""
+
+    version: int
+    pending_rotation: bool
+    import_type: str
+
+
+_IMPORT_TOKEN = struct.Struct(">4sB16s16sq")
+_IMPORT_TOKEN_MAGIC = b"KLIT"
+
+
+def encode_import_token(key_id: uuid.UUID, token_id: str, valid_to: datetime) -> bytes:
+    """The opaque ImportToken: names its key and its parameters (not a secret: the
+    parameters live in the key's stream and are usable once, within 24 hours)."""
+    return _IMPORT_TOKEN.pack(
+        _IMPORT_TOKEN_MAGIC, 1, key_id.bytes, bytes.fromhex(token_id), int(valid_to.timestamp())
+    )
+
+
+def decode_import_token(token: bytes) -> tuple[uuid.UUID, str, datetime]:
+    """(key id, token id, valid to), or InvalidImportToken for anything malformed."""
+    if len(token) != _IMPORT_TOKEN.size:
+        raise InvalidImportToken("The import token is not valid.")
+    magic, version, key_bytes, token_bytes, valid_to = _IMPORT_TOKEN.unpack(token)
+    if magic != _IMPORT_TOKEN_MAGIC or version != 1:
+        raise InvalidImportToken("The import token is not valid.")
+    try:
+        expires = datetime.fromtimestamp(valid_to, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidImportToken("The import token is not valid.") from None
+    return uuid.UUID(bytes=key_bytes), token_bytes.hex(), expires
 
 
 class Key(Aggregate):
+    # Class-level defaults serve aggregates restored from snapshots taken before these
+    # attributes existed; events always assign new values, never mutate these in place.
+    # (Type comments, not annotations: annotations would make them dataclass fields.)
+    pending_material = None  # type: KeyMaterial | None
+    imported_materials = {}  # type: dict[str, ImportedMaterialState]
+    import_parameters = {}  # type: dict[str, ImportParameters]
+
     class Event(Aggregate.Event):
         actor: Actor
 
@@ -93,9 +166,12 @@ class Key(Aggregate):
         self.key_usage = key_usage
         self.origin = origin
         self.key_manager = key_manager
-        self.policy = policy
+        self.policy = sys.intern(policy)  # most keys share a few policies: keep one copy
         self.tags = dict(tags)
         self.materials: list[KeyMaterial] = [material] if material else []
+        self.pending_material = None
+        self.imported_materials = {}
+        self.import_parameters = {}
         self.state = key_states.ENABLED if material else key_states.PENDING_IMPORT
         self.deletion_date: datetime | None = None
         self.pending_window_days: int | None = None
@@ -167,9 +243,29 @@ class Key(Aggregate):
         return self.materials[-1]
 
     def material(self, version: int) -> KeyMaterial | None:
+        """A material version that can still be used: not imported material that expired
+        or was deleted (its ciphertexts stay unreadable until it is re-imported)."""
         if 1 <= version <= len(self.materials):
-            return self.materials[version - 1]
+            found = self.materials[version - 1]
+            if found.imported and not self.is_material_imported(found.material_id):
+                return None
+            return found
         return None
+
+    @property
+    def is_external(self) -> bool:
+        return self.origin == EXTERNAL
+
+    def is_material_imported(self, material_id: str) -> bool:
+        state = self.imported_materials.get(material_id)
+        return state is not None and state["imported"]
+
+    @property
+    def current_import(self) -> ImportedMaterialState | None:
+        """The current imported material's expiration (DescribeKey's ExpirationModel, ValidTo)."""
+        if not self.is_external or not self.materials:
+            return None
+        return self.imported_materials.get(self.current_material.material_id)
 
     @property
     def is_deleted(self) -> bool:
@@ -251,7 +347,11 @@ class Key(Aggregate):
 
     class DeletionCancelled(Event):
         def apply(self, aggregate: Any) -> None:
-            aggregate.state = key_states.DISABLED
+            usable = bool(aggregate.materials) and (
+                not aggregate.is_external
+                or aggregate.is_material_imported(aggregate.current_material.material_id)
+            )
+            aggregate.state = key_states.DISABLED if usable else key_states.PENDING_IMPORT
             aggregate.deletion_date = None
             aggregate.pending_window_days = None
 
@@ -341,13 +441,57 @@ class Key(Aggregate):
         policy: str
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.policy = self.policy
+            aggregate.policy = sys.intern(self.policy)
 
     def put_policy(self, *, now: datetime, actor: Actor, policy: str) -> None:
         self.check_allowed("PutKeyPolicy")
         self.trigger_event(
             self.PolicyChanged, timestamp=now, actor=actor, policy_name="default", policy=policy
         )
+
+    # --- grants (domain.grants holds the values) --------------------------------
+    @property
+    def grants(self) -> dict[str, dict[str, Any]]:
+        """Grant records by grant id, as plain JSON values (keys and snapshots from before
+        grants have none; events assign new dicts, never mutate one)."""
+        grants: dict[str, dict[str, Any]] = self.__dict__.get("_grants", {})
+        return grants
+
+    class GrantCreated(Event):
+        grant: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            record = {**self.grant, "creation_date": self.timestamp}
+            aggregate._grants = {**aggregate.grants, self.grant["grant_id"]: record}
+
+    class GrantRetired(Event):
+        grant_id: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._grants = {k: v for k, v in aggregate.grants.items() if k != self.grant_id}
+
+    class GrantRevoked(Event):
+        grant_id: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._grants = {k: v for k, v in aggregate.grants.items() if k != self.grant_id}
+
+    def create_grant(self, *, now: datetime, actor: Actor, grant: dict[str, Any]) -> None:
+        """Record a grant (``domain.grants.Grant.record()``); the caller was authorized."""
+        from domain.grants import MAX_GRANTS_PER_KEY
+
+        self.check_allowed("CreateGrant")
+        if len(self.grants) >= MAX_GRANTS_PER_KEY:
+            raise LimitExceededError(f"The grants limit has been reached for key {self.arn}")
+        self.trigger_event(self.GrantCreated, timestamp=now, actor=actor, grant=dict(grant))
+
+    def end_grant(self, *, now: datetime, actor: Actor, grant_id: str, revoke: bool) -> None:
+        """Retire (by its retiring principal or grantee) or revoke (by policy) a grant."""
+        self.check_allowed("RevokeGrant" if revoke else "RetireGrant")
+        if grant_id not in self.grants:
+            raise NotFoundError(f"Grant ID {grant_id} not found")
+        event = self.GrantRevoked if revoke else self.GrantRetired
+        self.trigger_event(event, timestamp=now, actor=actor, grant_id=grant_id)
 
     # --- aliases ---------------------------------------------------------------
     class AliasAdded(Event):
@@ -390,6 +534,9 @@ class Key(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.materials.append(self.material)
             aggregate.next_rotation_date = self.next_rotation_date
+            pending = aggregate.pending_material
+            if pending is not None and pending.material_id == self.material.material_id:
+                aggregate.pending_material = None
             if self.material.rotation_type == "ON_DEMAND":
                 aggregate.on_demand_rotations += 1
 
@@ -441,8 +588,22 @@ class Key(Aggregate):
                 next_rotation_date=None,
             )
 
-    def rotate_on_demand(self, *, now: datetime, actor: Actor, material: KeyMaterial) -> None:
-        self._check_rotatable("RotateKeyOnDemand")
+    def rotate_on_demand(
+        self, *, now: datetime, actor: Actor, material: KeyMaterial | None
+    ) -> None:
+        """Rotate now: to ``material`` (fresh), or for an imported symmetric key to the
+        material imported with ImportType NEW_KEY_MATERIAL (then ``material`` is None)."""
+        if self.is_external and self.key_spec == SYMMETRIC_DEFAULT and not self.is_aws_managed:
+            self.check_allowed("RotateKeyOnDemand")
+            if self.pending_material is None:
+                raise InvalidStateError(
+                    f"No available key material pending rotation for the key: {self.arn}."
+                )
+            material = replace(self.pending_material, created=now, rotation_type="ON_DEMAND")
+        else:
+            self._check_rotatable("RotateKeyOnDemand")
+        if material is None:
+            raise ValueError("fresh material is needed to rotate a key of origin AWS_KMS")
         if self.on_demand_rotations >= MAX_ON_DEMAND_ROTATIONS:
             raise LimitExceededError(
                 "The on-demand rotations limit has been reached for the given keyId. "
@@ -478,6 +639,293 @@ class Key(Aggregate):
             self.Rotated, timestamp=now, actor=actor, material=material,
             next_rotation_date=next_date,
         )  # fmt: skip
+
+
+    # --- imported key material (Origin EXTERNAL) ---------------------------------------
+    class ImportParametersIssued(Event):
+        """GetParametersForImport: a wrapping key pair and token, usable once for 24 hours."""
+
+        token_id: str
+        wrapping_algorithm: str
+        wrapping_key_spec: str
+        wrapped_private_key: bytes
+        valid_to: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            live = {
+                token_id: parameters
+                for token_id, parameters in aggregate.import_parameters.items()
+                if parameters["valid_to"] > self.timestamp
+            }
+            live[self.token_id] = ImportParameters(
+                wrapping_algorithm=self.wrapping_algorithm,
+                wrapping_key_spec=self.wrapping_key_spec,
+                wrapped_private_key=self.wrapped_private_key,
+                valid_to=self.valid_to,
+            )
+            aggregate.import_parameters = live
+
+    class MaterialImported(Event):
+        """Material imported (or re-imported, possibly with a new expiration)."""
+
+        material: KeyMaterial
+        token_id: str
+        import_type: str
+        pending_rotation: bool  # NEW_KEY_MATERIAL for a key that has material: waits
+        expiration_model: str
+        valid_to: datetime | None
+        description: str
+
+        def apply(self, aggregate: Any) -> None:
+            parameters = dict(aggregate.import_parameters)
+            parameters.pop(self.token_id, None)
+            aggregate.import_parameters = parameters
+            if self.pending_rotation:
+                aggregate.pending_material = self.material
+            else:
+                materials = list(aggregate.materials)
+                index = self.material.version - 1
+                if index < len(materials):
+                    materials[index] = self.material  # re-imported: a fresh wrapped copy
+                else:
+                    materials.append(self.material)
+                aggregate.materials = materials
+            aggregate.imported_materials = {
+                **aggregate.imported_materials,
+                self.material.material_id: ImportedMaterialState(
+                    imported=True,
+                    expiration_model=self.expiration_model,
+                    valid_to=self.valid_to,
+                    description=self.description,
+                ),
+            }
+            current = aggregate.materials[-1].material_id if aggregate.materials else None
+            if (
+                aggregate.state == key_states.PENDING_IMPORT
+                and current == self.material.material_id
+            ):
+                aggregate.state = key_states.ENABLED
+
+    class MaterialExpired(Event):
+        """The scheduler deleted material whose ValidTo passed (AWS's DeleteExpiredKeyMaterial)."""
+
+        material_id: str
+        current: bool
+
+        def apply(self, aggregate: Any) -> None:
+            _material_gone(aggregate, self.material_id, self.current)
+
+    class ImportedMaterialDeleted(Event):
+        """DeleteImportedKeyMaterial: the material is gone until it is re-imported."""
+
+        material_id: str
+        current: bool
+
+        def apply(self, aggregate: Any) -> None:
+            _material_gone(aggregate, self.material_id, self.current)
+
+    def _check_external(self, operation: str) -> None:
+        if not self.is_external:
+            raise UnsupportedOperationError(
+                f"{self.arn} origin is {self.origin} which is not valid for this operation."
+            )
+        self.check_allowed(operation)
+
+    def check_can_import(self, operation: str) -> None:
+        """GetParametersForImport, ImportKeyMaterial: EXTERNAL keys not pending deletion."""
+        self._check_external(operation)
+
+    def issue_import_parameters(
+        self,
+        *,
+        now: datetime,
+        actor: Actor,
+        token_id: str,
+        wrapping_algorithm: str,
+        wrapping_key_spec: str,
+        wrapped_private_key: bytes,
+    ) -> datetime:
+        """Record new import parameters; returns when they stop being valid."""
+        self._check_external("GetParametersForImport")
+        valid_to = now + IMPORT_PARAMETERS_VALID_FOR
+        self.trigger_event(
+            self.ImportParametersIssued, timestamp=now, actor=actor, token_id=token_id,
+            wrapping_algorithm=wrapping_algorithm, wrapping_key_spec=wrapping_key_spec,
+            wrapped_private_key=wrapped_private_key, valid_to=valid_to,
+        )  # fmt: skip
+        return valid_to
+
+    def import_parameters_for(self, token: bytes, now: datetime) -> tuple[str, ImportParameters]:
+        """The parameters an ImportToken names: InvalidImportToken when it is malformed,
+        used, or another key's; ExpiredImportToken after its 24 hours."""
+        key_id, token_id, valid_to = decode_import_token(token)
+        if key_id != self.id:
+            raise InvalidImportToken("The import token was issued for another KMS key.")
+        parameters = self.import_parameters.get(token_id)
+        if valid_to <= now or (parameters is not None and parameters["valid_to"] <= now):
+            raise ExpiredImportToken("The import token has expired.")
+        if parameters is None:
+            raise InvalidImportToken("The import token is not valid or has already been used.")
+        return token_id, parameters
+
+    def plan_import(
+        self,
+        *,
+        now: datetime,
+        material_id: str,
+        import_type: str | None,
+        key_material_id: str | None,
+        expiration_model: str,
+        valid_to: datetime | None,
+    ) -> ImportPlan:
+        """Check an import against AWS's rules; raises before anything is recorded."""
+        self._check_external("ImportKeyMaterial")
+        _check_expiration(now, expiration_model, valid_to)
+        first = not self.materials
+        default_type = NEW_KEY_MATERIAL if first else EXISTING_KEY_MATERIAL
+        chosen = import_type or default_type
+        if self.key_spec != SYMMETRIC_DEFAULT and (chosen != default_type or key_material_id):
+            raise ValidationError(
+                "ImportType and KeyMaterialId are valid only for symmetric encryption keys; "
+                "other keys can only re-import their one key material."
+            )
+        pending = self.pending_material
+        known = {m.material_id: m for m in self.materials}
+        if chosen == NEW_KEY_MATERIAL:
+            if key_material_id:
+                raise ValidationError(
+                    "KeyMaterialId cannot be specified when ImportType is NEW_KEY_MATERIAL."
+                )
+            if first:
+                return ImportPlan(1, False, chosen)
+            if material_id in known or (pending and pending.material_id == material_id):
+                raise IncorrectKeyMaterial(
+                    "This key material is already associated with the KMS key; import it "
+                    "with ImportType EXISTING_KEY_MATERIAL."
+                )
+            if pending is not None:
+                raise InvalidStateError(
+                    f"New key material (id: {material_id}) cannot be imported into KMS key "
+                    f"{self.key_id}, because another key material (id: "
+                    f"{pending.material_id}) is pending rotation."
+                )
+            return ImportPlan(len(self.materials) + 1, True, chosen)
+        if first:
+            raise IncorrectKeyMaterial(
+                "The KMS key has no key material yet; import with ImportType NEW_KEY_MATERIAL."
+            )
+        if key_material_id is not None and key_material_id != material_id:
+            raise IncorrectKeyMaterial(
+                f"The key material does not match the key material ID {key_material_id}."
+            )
+        if material_id in known:
+            return ImportPlan(known[material_id].version, False, chosen)
+        if pending is not None and pending.material_id == material_id:
+            return ImportPlan(pending.version, True, chosen)
+        raise IncorrectKeyMaterial(
+            "The key material does not match the key material previously imported into "
+            "this KMS key."
+        )
+
+    def import_material(
+        self,
+        *,
+        now: datetime,
+        actor: Actor,
+        token_id: str,
+        plan: ImportPlan,
+        material: KeyMaterial,
+        expiration_model: str,
+        valid_to: datetime | None,
+        description: str,
+    ) -> None:
+        """Record an import that plan_import accepted."""
+        if material.version != plan.version or not material.imported:
+            raise ValueError("imported material must follow its plan")
+        self.trigger_event(
+            self.MaterialImported, timestamp=now, actor=actor, material=material,
+            token_id=token_id, import_type=plan.import_type,
+            pending_rotation=plan.pending_rotation, expiration_model=expiration_model,
+            valid_to=valid_to if expiration_model == KEY_MATERIAL_EXPIRES else None,
+            description=description,
+        )  # fmt: skip
+
+    def imported_material(self, material_id: str) -> KeyMaterial | None:
+        """Any material of this key by id, including material pending rotation."""
+        for material in [*self.materials, self.pending_material]:
+            if material is not None and material.material_id == material_id:
+                return material
+        return None
+
+    def material_to_delete(self, material_id: str | None) -> KeyMaterial | None:
+        """DeleteImportedKeyMaterial's target (default: the current material), or None
+        when there is nothing to delete."""
+        self._check_external("DeleteImportedKeyMaterial")
+        if material_id is None:
+            return self.current_material if self.materials else None
+        found = self.imported_material(material_id)
+        if found is None:
+            raise NotFoundError(
+                f"Key material {material_id} is not associated with KMS key {self.arn}."
+            )
+        return found
+
+    def delete_imported_material(self, *, now: datetime, actor: Actor, material_id: str) -> None:
+        """Record the deletion (the caller shredded the material first); a no-op when the
+        material is already gone."""
+        if self.is_material_imported(material_id):
+            self.trigger_event(
+                self.ImportedMaterialDeleted, timestamp=now, actor=actor,
+                material_id=material_id, current=self._is_current(material_id),
+            )  # fmt: skip
+
+    def materials_due_for_expiry(self, now: datetime) -> list[str]:
+        return [
+            material_id
+            for material_id, state in self.imported_materials.items()
+            if state["imported"] and state["valid_to"] is not None and state["valid_to"] <= now
+        ]
+
+    def expire_material(self, *, now: datetime, actor: Actor, material_id: str) -> None:
+        if material_id not in self.materials_due_for_expiry(now):
+            raise InvalidStateError(f"Key material {material_id} of {self.arn} is not due.")
+        self.trigger_event(
+            self.MaterialExpired, timestamp=now, actor=actor, material_id=material_id,
+            current=self._is_current(material_id),
+        )  # fmt: skip
+
+    def _is_current(self, material_id: str) -> bool:
+        return bool(self.materials) and self.current_material.material_id == material_id
+
+
+def _material_gone(aggregate: Any, material_id: str, current: bool) -> None:
+    state = aggregate.imported_materials.get(material_id)
+    if state is not None:
+        aggregate.imported_materials = {
+            **aggregate.imported_materials, material_id: {**state, "imported": False}
+        }
+    pending = aggregate.pending_material
+    if pending is not None and pending.material_id == material_id:
+        aggregate.pending_material = None
+    if current and aggregate.state in (key_states.ENABLED, key_states.DISABLED):
+        aggregate.state = key_states.PENDING_IMPORT
+
+
+def _check_expiration(now: datetime, expiration_model: str, valid_to: datetime | None) -> None:
+    if expiration_model == KEY_MATERIAL_EXPIRES:
+        if valid_to is None:
+            raise ValidationError(
+                "A validTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES"
+            )
+        if valid_to <= now:
+            raise ValidationError("The validTo date must be in the future.")
+        if valid_to > now + MAX_VALID_TO:
+            raise ValidationError("The validTo date must be no more than 365 days in the future.")
+    elif valid_to is not None:
+        raise ValidationError(
+            "A validTo date must not be set if the ExpirationModel is "
+            "KEY_MATERIAL_DOES_NOT_EXPIRE"
+        )
 
 
 def check_tags(tags: dict[str, str], *, existing: dict[str, str]) -> None:

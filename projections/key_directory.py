@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from domain import key_states
 from domain.keys import Alias, Key
+from projections.grants import GRANT_HANDLERS
 
 log = logging.getLogger("keyledger.projections")
 
@@ -98,6 +99,38 @@ def _rotated(conn: psycopg.Connection[Any], event: Key.Rotated) -> None:
     )  # fmt: skip
 
 
+def _material_imported(conn: psycopg.Connection[Any], event: Key.MaterialImported) -> None:
+    conn.execute(
+        "INSERT INTO kms_key_materials (key_id, material_id, imported, valid_to)"
+        " VALUES (%s, %s, true, %s) ON CONFLICT (key_id, material_id)"
+        " DO UPDATE SET imported = true, valid_to = EXCLUDED.valid_to",
+        (event.originator_id, event.material.material_id, event.valid_to),
+    )
+    if not event.pending_rotation:
+        conn.execute(
+            "UPDATE kms_keys SET key_state = %s WHERE key_id = %s AND key_state = %s",
+            (key_states.ENABLED, event.originator_id, key_states.PENDING_IMPORT),
+        )
+
+
+def _material_gone(conn: psycopg.Connection[Any], event: Any) -> None:
+    """MaterialExpired, ImportedMaterialDeleted."""
+    conn.execute(
+        "UPDATE kms_key_materials SET imported = false WHERE key_id = %s AND material_id = %s",
+        (event.originator_id, event.material_id),
+    )
+    if event.current:
+        conn.execute(
+            "UPDATE kms_keys SET key_state = %s WHERE key_id = %s AND key_state IN (%s, %s)",
+            (key_states.PENDING_IMPORT, event.originator_id, key_states.ENABLED,
+             key_states.DISABLED),
+        )  # fmt: skip
+
+
+def _key_materials_destroyed(conn: psycopg.Connection[Any], event: Any) -> None:
+    conn.execute("DELETE FROM kms_key_materials WHERE key_id = %s", (event.originator_id,))
+
+
 def _alias_created(conn: psycopg.Connection[Any], event: Alias.Created) -> None:
     conn.execute(
         "INSERT INTO kms_aliases (account_id, region, alias_name, target_key_id, creation_date,"
@@ -147,7 +180,10 @@ HANDLERS: dict[type, list[Handler]] = {
     Key.Disabled: [_set_state(key_states.DISABLED)],
     Key.DeletionCancelled: [_set_state(key_states.DISABLED)],
     Key.DeletionScheduled: [_deletion_scheduled],
-    Key.MaterialDestroyed: [_material_destroyed],
+    Key.MaterialDestroyed: [_material_destroyed, _key_materials_destroyed],
+    Key.MaterialImported: [_material_imported],
+    Key.MaterialExpired: [_material_gone],
+    Key.ImportedMaterialDeleted: [_material_gone],
     Key.DescriptionChanged: [_description_changed],
     Key.RotationScheduleChanged: [_rotation_schedule_changed],
     Key.Rotated: [_rotated],
@@ -156,6 +192,10 @@ HANDLERS: dict[type, list[Handler]] = {
     Alias.Deleted: [_alias_deleted],
 }
 
+
+# Grants by retiring principal (ListRetirableGrants) live in projections/grants.py.
+for _event_type, _grant_handlers in GRANT_HANDLERS.items():
+    HANDLERS.setdefault(_event_type, []).extend(_grant_handlers)
 
 RELEVANT_TOPICS = tuple(get_topic(cls) for cls in HANDLERS)
 

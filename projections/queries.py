@@ -47,12 +47,15 @@ def list_aliases(
 
 
 def keys_due(pool: ConnectionPool, now: datetime) -> list[tuple[uuid.UUID, str]]:
-    """Keys whose deletion window ended or whose rotation date passed, with the job."""
+    """Keys whose deletion window ended, whose rotation date passed, or whose imported
+    material expired, with the job."""
     with pool.connection() as conn:
         rows: list[Any] = conn.execute(
             "SELECT key_id, 'delete' FROM kms_keys WHERE key_state = %s AND deletion_date <= %s"
             " UNION ALL SELECT key_id, 'rotate' FROM kms_keys"
-            " WHERE key_state = %s AND next_rotation_date <= %s",
-            (key_states.PENDING_DELETION, now, key_states.ENABLED, now),
+            " WHERE key_state = %s AND next_rotation_date <= %s"
+            " UNION ALL SELECT DISTINCT key_id, 'expire' FROM kms_key_materials"
+            " WHERE imported AND valid_to <= %s",
+            (key_states.PENDING_DELETION, now, key_states.ENABLED, now, now),
         ).fetchall()
     return [(row[0], row[1]) for row in rows]

@@ -123,6 +123,30 @@ def unvalidated_kms(service: Service):  # type: ignore[no-untyped-def]
     )
 
 
+# Like an IAM user, a new principal may do nothing until an identity policy allows it.
+KMS_FULL_ACCESS = json.dumps(
+    {"Version": "2012-10-17",
+     "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
+)  # fmt: skip
+ON_BEHALF_OF = "X-KeyLedger-On-Behalf-Of"
+
+
+def client_on_behalf_of(
+    service: Service, access_key_id: str, secret: str, principal_arn: str, **overrides: str
+) -> Any:
+    """A KMS client signed by a trusted service principal acting for ``principal_arn``
+    (the header is added before signing, so the signature covers it)."""
+    client = service.client(
+        "kms", access_key_id=access_key_id, secret_access_key=secret, **overrides
+    )
+
+    def add_header(request: Any, **_: Any) -> None:
+        request.headers[ON_BEHALF_OF] = principal_arn
+
+    client.meta.events.register("before-sign.kms.*", add_header)
+    return client
+
+
 @dataclass
 class OtherAccount:
     account_id: str
@@ -132,11 +156,13 @@ class OtherAccount:
 
 @pytest.fixture
 def other_account(service: Service) -> OtherAccount:
-    """A second account with its own principal and access key."""
+    """A second account with its own principal (allowed kms:* by its identity policy)."""
     identity = service.runtime.identity
     account_id = "".join(secrets.choice("0123456789") for _ in range(12))
     identity.create_account(account_id)
-    principal = identity.create_principal(account_id, f"user{uuid.uuid4().hex[:8]}")
+    principal = identity.create_principal(
+        account_id, f"user{uuid.uuid4().hex[:8]}", policies={"KmsFullAccess": KMS_FULL_ACCESS}
+    )
     access_key_id, secret = identity.create_access_key(principal)
     client = service.client("kms", access_key_id=access_key_id, secret_access_key=secret)
     return OtherAccount(account_id, principal, client)

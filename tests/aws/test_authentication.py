@@ -13,7 +13,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 
 from app.auth.sigv4 import sign_request
-from tests.aws.conftest import aws_error, ledger_unchanged, new_alias
+from tests.aws.conftest import KMS_FULL_ACCESS, aws_error, ledger_unchanged, new_alias
 from tests.conftest import ACCOUNT_ID, REGION
 
 SIGNATURE_MISMATCH = (
@@ -134,7 +134,10 @@ def test_a_malformed_authorization_header_is_an_incomplete_signature(raw):
 
 def test_a_deactivated_access_key_is_unrecognized(service):
     identity = service.runtime.identity
-    principal = identity.create_principal(ACCOUNT_ID, f"temp-{datetime.now().timestamp():.0f}")
+    principal = identity.create_principal(
+        ACCOUNT_ID, f"temp-{datetime.now().timestamp():.0f}",
+        policies={"KmsFullAccess": KMS_FULL_ACCESS},
+    )  # fmt: skip
     access_key_id, secret = identity.create_access_key(principal)
     client = service.client("kms", access_key_id=access_key_id, secret_access_key=secret)
     client.list_keys(Limit=1)
@@ -158,7 +161,10 @@ def test_authentication_comes_before_validation(service, raw):
 
 def test_a_second_principal_of_the_account_uses_the_accounts_keys(service, key_id):
     identity = service.runtime.identity
-    principal = identity.create_principal(ACCOUNT_ID, f"colleague-{new_alias()[-12:]}")
+    # The default key policy delegates to the account's identity policies.
+    principal = identity.create_principal(
+        ACCOUNT_ID, f"colleague-{new_alias()[-12:]}", policies={"KmsFullAccess": KMS_FULL_ACCESS}
+    )
     access_key_id, secret = identity.create_access_key(principal)
     colleague = service.client("kms", access_key_id=access_key_id, secret_access_key=secret)
 

@@ -9,7 +9,13 @@ from datetime import timedelta
 
 from botocore.session import get_session
 
-from tests.aws.conftest import aws_error, ledger_unchanged, new_alias, service_now
+from tests.aws.conftest import (
+    aws_error,
+    client_on_behalf_of,
+    ledger_unchanged,
+    new_alias,
+    service_now,
+)
 from tests.conftest import ACCOUNT_ID, REGION
 
 KEY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -154,13 +160,16 @@ def test_create_key_rejects_an_unknown_key_spec_with_the_enum_message(kms):
 
 
 def test_create_key_answers_unsupported_for_a_valid_spec_this_build_cannot_create(kms, service):
+    # SM2 is offered in AWS's China Regions only; ML_KEM_512 awaits the cryptography library.
     with ledger_unchanged(service), aws_error("UnsupportedOperationException"):
-        kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")
+        kms.create_key(KeySpec="SM2", KeyUsage="SIGN_VERIFY")
+    with ledger_unchanged(service), aws_error("UnsupportedOperationException"):
+        kms.create_key(KeySpec="ML_KEM_512", KeyUsage="ENCAPSULATE_DECAPSULATE")
 
 
-def test_create_key_answers_unsupported_for_an_external_origin(kms):
+def test_create_key_answers_unsupported_for_a_custom_key_store_origin(kms):
     with aws_error("UnsupportedOperationException"):
-        kms.create_key(Origin="EXTERNAL")
+        kms.create_key(Origin="AWS_CLOUDHSM")
 
 
 # --- DescribeKey -----------------------------------------------------------------------
@@ -234,10 +243,26 @@ def test_aws_managed_key_has_rotation_enabled(kms):
     assert "NextRotationDate" in status
 
 
-def test_aws_managed_key_can_encrypt_through_its_alias(kms):
-    ciphertext = kms.encrypt(KeyId="alias/aws/s3", Plaintext=b"managed")["CiphertextBlob"]
+def test_aws_managed_key_can_encrypt_through_its_alias(service):
+    # As on AWS, an AWS managed key is used through its service (kms:ViaService), here a
+    # trusted service principal acting for the administrator.
+    identity = service.runtime.identity
+    s3 = identity.create_principal(
+        ACCOUNT_ID, f"s3-{new_alias()[-12:]}", service_name="s3.amazonaws.com"
+    )
+    s3_for_admin = client_on_behalf_of(
+        service, *identity.create_access_key(s3), f"arn:aws:iam::{ACCOUNT_ID}:user/admin"
+    )
 
-    assert kms.decrypt(CiphertextBlob=ciphertext)["Plaintext"] == b"managed"
+    ciphertext = s3_for_admin.encrypt(KeyId="alias/aws/s3", Plaintext=b"managed")
+    blob = ciphertext["CiphertextBlob"]
+
+    assert s3_for_admin.decrypt(CiphertextBlob=blob)["Plaintext"] == b"managed"
+
+
+def test_aws_managed_key_cannot_be_used_directly(kms, service):
+    with ledger_unchanged(service), aws_error("AccessDeniedException"):
+        kms.encrypt(KeyId="alias/aws/s3", Plaintext=b"managed")
 
 
 def test_customer_cannot_disable_an_aws_managed_key(kms, service):

@@ -96,9 +96,12 @@ def first_run(workspace: Workspace) -> FirstRun:
         # The identity commands, while the server runs, share its embedded PostgreSQL.
         account = "444455556666"
         workspace.keyledger("accounts", "create", account, "--name", "apps")
+        # Like an IAM user, the new principal may do only what its identity policy allows.
+        kms_full_access = '{"Statement": {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}}'
         principal = workspace.keyledger(
-            "principals", "create", "--account", account, "--name", "app"
-        ).strip()
+            "principals", "create", "--account", account, "--name", "app",
+            "--policy", f"KmsFullAccess={kms_full_access}",
+        ).strip()  # fmt: skip
         assert principal == f"arn:aws:iam::{account}:user/app"
         issued = dict(
             line.split("=", 1)

@@ -203,9 +203,10 @@ def test_no_secret_reaches_the_database_or_the_log(deployment: Deployment):
         deployment.kms(secret=deployment.secret_access_key[:-1] + "!").list_keys()
 
     # A second access key, issued by the CLI against the same database, used once.
+    kms_full_access = '{"Statement": {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}}'
     principal = keyledger(
         "principals", "create", "--account", ACCOUNT_ID, "--name", "leaky",
-        cwd=deployment.cwd, env=deployment.env,
+        "--policy", f"KmsFullAccess={kms_full_access}", cwd=deployment.cwd, env=deployment.env,
     ).strip()  # fmt: skip
     issued = keyledger(
         "access-keys", "create", "--principal", principal, cwd=deployment.cwd, env=deployment.env
@@ -214,7 +215,7 @@ def test_no_secret_reaches_the_database_or_the_log(deployment: Deployment):
     issued_id, issued_secret = pair["AWS_ACCESS_KEY_ID"], pair["AWS_SECRET_ACCESS_KEY"]
     issued_blob = deployment.kms(issued_id, issued_secret).encrypt(
         KeyId=kms.create_key()["KeyMetadata"]["Arn"], Plaintext=marker_bytes
-    )  # a new principal may use its own account's keys
+    )  # its identity policy lets a new principal use its own account's keys
 
     assert deployment.process.interrupt() in (0, 130)
     log = deployment.process.log_path.read_bytes()
