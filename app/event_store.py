@@ -138,8 +138,9 @@ class AsyncEventStore:
         self._lock_timeout = SQL("SET LOCAL lock_timeout = '{0}s'").format(
             recorder.datastore.lock_timeout
         )
-        self._lock = SQL("LOCK TABLE {0}.{1} IN EXCLUSIVE MODE").format(schema, events)
-        self._notify = SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))
+        self._begin = SQL("BEGIN; {0}; LOCK TABLE {1}.{2} IN EXCLUSIVE MODE; NOTIFY {3}").format(
+            self._lock_timeout, schema, events, Identifier(recorder.channel_name)
+        )
         self._insert = SQL(INSERT_WITH_SETTLED_VERSIONS).format(schema=schema, table=events)  # type: ignore[arg-type]
         self._select = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {0}.{1}"
@@ -186,21 +187,17 @@ class AsyncEventStore:
             [e.state for e in stored],
             list(COMMUTATIVE_TOPICS),
         )
-        failure: Exception | None = None
-        rows: list[Any] = []
-        async with conn.pipeline() as pipeline, conn.transaction():
-            await conn.execute(self._lock_timeout)
-            await conn.execute(self._lock)
-            await conn.execute(self._notify)
-            cursor = conn.cursor()
-            try:
-                await cursor.execute(self._insert, params, prepare=True)
-                await pipeline.sync()
-                rows = await cursor.fetchall()
-            except Exception as error:  # re-raised outside the pipeline (psycopg's advice)
-                failure = error
-        if failure is not None:
-            raise failure
+        # Three round trips, no pipeline machinery: the lock and NOTIFY travel with
+        # BEGIN in one simple-protocol message, then the insert, then COMMIT.
+        await conn.execute(self._begin)
+        try:
+            cursor = await conn.execute(self._insert, params, prepare=True)
+            rows: list[Any] = await cursor.fetchall()
+            await conn.execute(b"COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.execute(b"ROLLBACK")
+            raise
         heads: dict[uuid.UUID, int] = {}
         for _, originator_id, version in rows:
             heads[originator_id] = version
