@@ -68,6 +68,12 @@ RETURNING notification_id, originator_id, originator_version
 """
 
 
+APPEND_CALL = (
+    b"SELECT * FROM keyledger_append(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], %b::text[])"
+)
+APPEND_TABLE = "keyledger_events"  # the table keyledger_append is written for
+
+
 class LedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -124,8 +130,9 @@ class LedgerPostgresFactory(PostgresFactory):
 class AsyncEventStore:
     """The writer's asynchronous path to the same tables, on the event loop.
 
-    Writes take the same table lock, NOTIFY and insert statement as LedgerRecorder;
-    reads return domain events decoded by the application's own mapper.
+    Writes call keyledger_append (migrations/010_append_function.sql): the same table
+    lock, NOTIFY and settled-version insert as LedgerRecorder, in one round trip. Reads
+    return domain events decoded by the application's own mapper.
     """
 
     def __init__(self, ledger: Any, database_url: str) -> None:
@@ -135,13 +142,10 @@ class AsyncEventStore:
         self._mapper = ledger.mapper
         self._url = database_url
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock_timeout = SQL("SET LOCAL lock_timeout = '{0}s'").format(
-            recorder.datastore.lock_timeout
-        )
-        self._begin = SQL("BEGIN; {0}; LOCK TABLE {1}.{2} IN EXCLUSIVE MODE; NOTIFY {3}").format(
-            self._lock_timeout, schema, events, Identifier(recorder.channel_name)
-        )
-        self._insert = SQL(INSERT_WITH_SETTLED_VERSIONS).format(schema=schema, table=events)  # type: ignore[arg-type]
+        if recorder.events_table_name != APPEND_TABLE:
+            raise RuntimeError(
+                f"keyledger_append writes {APPEND_TABLE}, not {recorder.events_table_name}"
+            )
         self._select = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {0}.{1}"
             " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version"
@@ -187,17 +191,10 @@ class AsyncEventStore:
             [e.state for e in stored],
             list(COMMUTATIVE_TOPICS),
         )
-        # Three round trips, no pipeline machinery: the lock and NOTIFY travel with
-        # BEGIN in one simple-protocol message, then the insert, then COMMIT.
-        await conn.execute(self._begin)
-        try:
-            cursor = await conn.execute(self._insert, params, prepare=True)
-            rows: list[Any] = await cursor.fetchall()
-            await conn.execute(b"COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.execute(b"ROLLBACK")
-            raise
+        # One round trip: keyledger_append (migrations/010) locks, notifies, settles
+        # versions and inserts inside the statement's own transaction.
+        cursor = await conn.execute(APPEND_CALL, params, prepare=True)
+        rows: list[Any] = await cursor.fetchall()
         heads: dict[uuid.UUID, int] = {}
         for _, originator_id, version in rows:
             heads[originator_id] = version
