@@ -146,17 +146,20 @@ class AsyncEventStore:
             raise RuntimeError(
                 f"keyledger_append writes {APPEND_TABLE}, not {recorder.events_table_name}"
             )
-        self._select = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {0}.{1}"
-            " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version"
+        self._select_many = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state"
+            " FROM unnest(%s::uuid[], %s::int8[]) AS t(id, after)"
+            " JOIN {0}.{1} e ON e.originator_id = t.id AND e.originator_version > t.after"
+            " ORDER BY e.originator_id, e.originator_version"
         ).format(schema, events)
         snapshots = ledger.snapshots
         self._snapshots_table: Any = None
         if snapshots is not None:
             table = Identifier(snapshots.recorder.events_table_name)
-            self._select_snapshot = SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {0}.{1}"
-                " WHERE originator_id = %s ORDER BY originator_version DESC LIMIT 1"
+            self._select_snapshots = SQL(
+                "SELECT DISTINCT ON (originator_id)"
+                " originator_id, originator_version, topic, state FROM {0}.{1}"
+                " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version DESC"
             ).format(schema, table)
             self._insert_snapshots = SQL(
                 "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state)"
@@ -200,26 +203,24 @@ class AsyncEventStore:
             heads[originator_id] = version
         return [row[0] for row in rows], heads
 
-    async def events_after(self, aggregate_id: uuid.UUID, version: int) -> list[Any]:
+    async def latest_snapshots(self, aggregate_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+        """Each aggregate's latest snapshot, for those that have one (one query)."""
+        if self._snapshots_table is None:
+            return {}
         conn = await self._connection()
-        cursor = await conn.execute(self._select, (aggregate_id, version))
-        return [self._decode(row) for row in await cursor.fetchall()]
+        cursor = await conn.execute(self._select_snapshots, (list(aggregate_ids),))
+        return {row[0]: self._decode(row) for row in await cursor.fetchall()}
 
-    async def load(self, aggregate_id: uuid.UUID) -> Any | None:
-        """The aggregate from its latest snapshot and the events after it; None if absent."""
-        aggregate: Any = None
-        after = 0
-        if self._snapshots_table is not None:
-            conn = await self._connection()
-            cursor = await conn.execute(self._select_snapshot, (aggregate_id,))
-            row = await cursor.fetchone()
-            if row is not None:
-                aggregate = self._decode(row).mutate(None)
-                after = aggregate.version
-        events = await self.events_after(aggregate_id, after)
-        for event in events:
-            aggregate = event.mutate(aggregate)
-        return aggregate
+    async def events_after_many(self, after: dict[uuid.UUID, int]) -> dict[uuid.UUID, list[Any]]:
+        """Events of several aggregates after a version each, in order (one query)."""
+        conn = await self._connection()
+        cursor = await conn.execute(
+            self._select_many, (list(after), list(after.values())), prepare=True
+        )
+        found: dict[uuid.UUID, list[Any]] = {}
+        for row in await cursor.fetchall():
+            found.setdefault(row[0], []).append(self._decode(row))
+        return found
 
     async def put_snapshots(self, snapshots: Sequence[Any]) -> None:
         stored = [self._mapper.to_stored_event(snapshot) for snapshot in snapshots]

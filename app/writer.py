@@ -42,6 +42,7 @@ T = TypeVar("T")
 Command = Callable[["UnitOfWork"], T]
 MAX_BATCH = 512
 MAX_ATTEMPTS = 8
+MAX_LOAD_ROUNDS = 4  # an alias, then its key, then a grant's principal...
 
 
 class NeedsLoad(Exception):
@@ -191,20 +192,35 @@ class LedgerWriter:
         for aggregate_id in list(aggregate_ids):
             self._cache.pop(aggregate_id, None)
 
-    async def _load(self, uow: UnitOfWork, aggregate_id: uuid.UUID) -> None:
-        """Read an aggregate (or the events a cached copy lacks) into the cache."""
-        self.stats.loads += 1
-        cached = self._cache.get(aggregate_id)
-        if cached is not None and not cached.pending_events:
-            newer = await self.store.events_after(aggregate_id, cached.version)
-            project_fast(cached, newer)
-        else:
-            loaded = await self.store.load(aggregate_id)
-            if loaded is None:
-                uow.missing.add(aggregate_id)
-                return
-            self._remember(loaded)
-        uow.read.add(aggregate_id)
+    async def _load(self, uow: UnitOfWork, aggregate_ids: set[uuid.UUID]) -> None:
+        """Read aggregates (or the events cached copies lack) into the cache, in bulk."""
+        self.stats.loads += len(aggregate_ids)
+        cached = {
+            aggregate_id: aggregate
+            for aggregate_id in aggregate_ids
+            if (aggregate := self._cache.get(aggregate_id)) is not None
+            and not aggregate.pending_events
+        }
+        absent = [aggregate_id for aggregate_id in aggregate_ids if aggregate_id not in cached]
+        snapshots = await self.store.latest_snapshots(absent) if absent else {}
+        after = {aggregate_id: aggregate.version for aggregate_id, aggregate in cached.items()}
+        for aggregate_id in absent:
+            snapshot = snapshots.get(aggregate_id)
+            after[aggregate_id] = snapshot.originator_version if snapshot is not None else 0
+        newer = await self.store.events_after_many(after)
+        for aggregate_id in aggregate_ids:
+            events = newer.get(aggregate_id, [])
+            if aggregate_id in cached:
+                project_fast(cached[aggregate_id], events)
+            else:
+                snapshot = snapshots.get(aggregate_id)
+                start = snapshot.mutate(None) if snapshot is not None else None
+                loaded = project_fast(start, events)
+                if loaded is None:
+                    uow.missing.add(aggregate_id)
+                    continue
+                self._remember(loaded)
+            uow.read.add(aggregate_id)
 
     # --- the loop ----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -269,47 +285,55 @@ class LedgerWriter:
     async def _execute(
         self, live: list[tuple[Command[Any], asyncio.Future[Any]]]
     ) -> tuple[list[tuple[bool, Any]], UnitOfWork, bool]:
+        """Run the batch's commands; those that need aggregates the cache lacks wait
+        while everything they need is read in one go, then run again.
+
+        Commands of one batch are concurrent (none is answered yet), so running a
+        deferred one after later ones is a valid serial order."""
         uow = UnitOfWork(self)
-        outcomes: list[tuple[bool, Any]] = []
-        for command, _ in live:
-            while True:
+        outcomes: list[tuple[bool, Any] | None] = [None] * len(live)
+        waiting = list(range(len(live)))
+        for _round in range(MAX_LOAD_ROUNDS):
+            needed: set[uuid.UUID] = set()
+            deferred: list[int] = []
+            for index in waiting:
                 before = uow.pending_count()
                 try:
-                    outcomes.append((True, command(uow)))
-                except NeedsLoad as need:
-                    if uow.pending_count() != before:
-                        outcomes.append((True, None))  # run it again after the reset
-                        return self._poison(outcomes, live, uow)
-                    try:
-                        await self._load(uow, need.aggregate_id)
-                    except Exception as error:
-                        log.error("loading %s failed: %s", need.aggregate_id, type(error).__name__)
-                        await self.store.reset()
-                        unavailable = DependencyTimeoutError("the event store did not answer")
-                        outcomes.append((False, unavailable))
-                        break
+                    outcomes[index] = (True, live[index][0](uow))
                     continue
+                except NeedsLoad as need:
+                    needed.add(need.aggregate_id)
+                    deferred.append(index)
                 except DomainError as error:
-                    outcomes.append((False, error))
-                    if uow.pending_count() != before:
-                        return self._poison(outcomes, live, uow)
+                    outcomes[index] = (False, error)
                 except Exception as error:
                     if not isinstance(error, InternalError):
                         log.exception("command failed")
                         error = InternalError("internal error")
-                    outcomes.append((False, error))
-                    if uow.pending_count() != before:
-                        return self._poison(outcomes, live, uow)
+                    outcomes[index] = (False, error)
+                if uow.pending_count() != before:
+                    return self._poison(outcomes, uow)
+            if not deferred:
                 break
-        return outcomes, uow, False
+            try:
+                await self._load(uow, needed)
+            except Exception as error:
+                log.error("loading %d aggregate(s) failed: %s", len(needed), type(error).__name__)
+                await self.store.reset()
+                unavailable = DependencyTimeoutError("the event store did not answer")
+                for index in deferred:
+                    outcomes[index] = (False, unavailable)
+                break
+            waiting = deferred
+        return [o or (False, InternalError("internal error")) for o in outcomes], uow, False
 
     @staticmethod
     def _poison(
-        outcomes: list[tuple[bool, Any]], live: list[Any], uow: UnitOfWork
+        outcomes: list[tuple[bool, Any] | None], uow: UnitOfWork
     ) -> tuple[list[tuple[bool, Any]], UnitOfWork, bool]:
-        # Commands after the failed one have not run: mark them to run again.
-        outcomes.extend((True, None) for _ in range(len(live) - len(outcomes)))
-        return outcomes, uow, True
+        # A command changed state and then failed: every command that did not fail
+        # runs again from committed state.
+        return [o if o is not None else (True, None) for o in outcomes], uow, True
 
     async def _commit(self, uow: UnitOfWork) -> None:
         pending = uow.pending()
