@@ -16,7 +16,9 @@ from typing import Any
 
 import orjson
 
+from app.audit import Auditor
 from app.auth.sigv4 import IncomingRequest
+from app.aws_json_audit import OPERATIONS as AUDIT_OPERATIONS
 from app.aws_json_grants import OPERATIONS as GRANT_OPERATIONS
 from app.aws_json_keyspecs import OPERATIONS as KEY_SPEC_OPERATIONS
 from app.aws_shapes import UnknownOperationError, parse_request
@@ -383,11 +385,14 @@ OPERATIONS: dict[str, Operation] = {
     "ListKeyPolicies": list_key_policies,
     **GRANT_OPERATIONS,
     **KEY_SPEC_OPERATIONS,
+    **AUDIT_OPERATIONS,
 }
 
 
 # --- the ASGI handler -------------------------------------------------------------------
 class AwsJsonHandler:
+    auditor: Auditor | None = None  # records every call (app.audit); set by the app
+
     def __init__(self, service: KeyService, identity: IdentityDirectory) -> None:
         self.service = service
         self.identity = identity
@@ -402,17 +407,36 @@ class AwsJsonHandler:
             return
         request_id = str(uuid.uuid4())
         try:
-            caller = self._authenticate(scope, headers, body, request_id)
-            operation = OPERATIONS.get(name)
-            if operation is None:
-                raise UnknownOperationError("")
-            params = parse_request("kms", name, body)
-            if params.get("GrantTokens"):  # request context the service's checks read
-                caller = replace(caller, grant_tokens=tuple(params["GrantTokens"]))
-            answer = await operation(self.service, caller, params)
+            async with self._audit(name or target, scope, headers, body, request_id) as audit:
+                caller = audit.caller = self._authenticate(scope, headers, body, request_id)
+                operation = OPERATIONS.get(name)
+                if operation is None:
+                    raise UnknownOperationError("")
+                params = audit.parameters = parse_request("kms", name, body)
+                if params.get("GrantTokens"):  # request context the service's checks read
+                    caller = replace(caller, grant_tokens=tuple(params["GrantTokens"]))
+                answer = await operation(self.service, caller, params)
             await _respond(send, 200, orjson.dumps(answer), request_id)
         except Exception as error:  # every failure gets AWS's shape, never a bare 500
             await self._fail(send, error, request_id)
+
+    def _audit(
+        self,
+        name: str,
+        scope: dict[str, Any],
+        headers: list[tuple[str, str]],
+        body: bytes,
+        request_id: str,
+    ) -> Any:
+        if self.auditor is None:
+            return _NotAudited()
+        client = scope.get("client") or ("", 0)
+        return self.auditor.call(
+            name, request_id=request_id, headers=headers, body=body,
+            query_string=scope.get("query_string", b"").decode("latin-1"),
+            source_ip=client[0],
+            user_agent=next((v for k, v in headers if k.lower() == "user-agent"), ""),
+        )  # fmt: skip
 
     def _authenticate(
         self, scope: dict[str, Any], headers: list[tuple[str, str]], body: bytes, request_id: str
@@ -441,6 +465,17 @@ class AwsJsonHandler:
                 log.error("request %s failed: %s", request_id, type(error).__name__)
         body = orjson.dumps({"__type": code, "message": message})
         await _respond(send, status, body, request_id)
+
+
+class _NotAudited:
+    caller: Caller | None = None
+    parameters: Any = None
+
+    async def __aenter__(self) -> _NotAudited:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        return None
 
 
 async def _read_body(receive: Any) -> bytes:

@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from app.bench_lag import LagSampler
+
 OPERATIONS: tuple[str, ...] = ("Encrypt", "Decrypt", "GenerateDataKey")
 # KeyLedger answers TrentService.Noop with {} before authentication: the ceiling of its
 # HTTP stack on this machine. Other endpoints answer it with an error.
@@ -1118,6 +1120,7 @@ def main(args: argparse.Namespace) -> int:
 
     cells = [(op, c, s) for op in operations for c in levels for s in ready]
     results: list[CellResult] = []
+    audit_lag: dict[str, dict[str, float] | None] = {}
     pool: ProcessPoolExecutor | None = None
     if args.processes > 1 and cells:
         pool = ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn"))
@@ -1144,13 +1147,15 @@ def main(args: argparse.Namespace) -> int:
                 )
                 for share in shares
             ]
-            raws = [_run_cell(specs[0])] if pool is None else list(pool.map(_run_cell, specs))
+            with LagSampler(state.target.url) as lag:  # the audit trail's lag, from /metrics
+                raws = [_run_cell(specs[0])] if pool is None else list(pool.map(_run_cell, specs))
             result = _merge(state.target, op, conc, args.duration, raws, args.json_samples)
             results.append(result)
+            audit_lag[f"{state.target.name} {op} c={conc}"] = lag.summary()
             print(
                 f"bench: [{index}/{len(cells)}] {state.target.name} {op} c={conc}: "
                 f"{result.ops_per_s:,.1f} ops/s, {result.errors} errors, "
-                f"client cpu {result.client_cpu_pct:.0f}%",
+                f"client cpu {result.client_cpu_pct:.0f}%{lag.describe()}",
                 file=log,
             )
     except KeyboardInterrupt:
@@ -1215,6 +1220,7 @@ def main(args: argparse.Namespace) -> int:
                 {k: v for k, v in asdict(r).items() if k != "samples_us" or v is not None}
                 for r in results
             ],
+            "audit_lag": audit_lag,
         }
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(document, fh, indent=2)

@@ -1082,7 +1082,7 @@ class Suite:
                 f"Encrypt over {len(bodies):,} keys, cold pass {len(passes) + 1}{tag}",
                 "keys" + tag,
                 [Load(self.service.target, "Encrypt", rotated, HOT_CONCURRENCY)],
-                options.short,
+                options.duration,  # long passes: fewer cells while keys load
                 [self.service],
             )
             passes.append(cell)
@@ -1444,14 +1444,14 @@ def main(args: argparse.Namespace) -> int:
         f"\nKeyLedger hot-path suite ({mode}, {elapsed / 60:.1f} min, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()})\n"
     )
+    for note in suite.notes:
+        print(f"note: {note}\n")
     print(suite.table())
     if suite.cells:
         print("\nprofile (per cell; cmds/batch and commit ms from /metrics):\n")
         print(suite.profile())
     met = [r.met for r in suite.rows if r.met is not None]
     print(f"\ntargets met: {sum(met)}/{len(met)}" + (" (interrupted)" if interrupted else ""))
-    for note in suite.notes:
-        print(f"note: {note}")
     for failure in suite.failures:
         print(f"failed: {failure}")
     if options.json_path:

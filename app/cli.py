@@ -414,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     deactivate.add_argument("access_key_id")
     deactivate.set_defaults(handler=cmd_access_keys_deactivate)
 
+    from app import cli_audit
+
+    cli_audit.add_commands(commands)  # projections run, audit replay/export/events/key/report
+
     bench_parser = commands.add_parser("bench", help="benchmark KMS operations over HTTP")
     from app import bench, bench_scenarios
 

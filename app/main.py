@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.aws_json import AwsJsonHandler
+from app.cloudtrail_json import CloudTrailHandler, is_cloudtrail_target
 from app.rest import create_rest_app
 from app.runtime import Runtime
 from app.settings import load_settings
@@ -23,6 +24,12 @@ class KeyLedgerApp:
         self.runtime = runtime
         self.on_started = on_started
         self.aws = AwsJsonHandler(runtime.service, runtime.identity)
+        self.aws.auditor = runtime.auditor
+        self.cloudtrail = (
+            CloudTrailHandler(runtime.audit_service, runtime.identity, runtime.auditor)
+            if runtime.audit_service is not None
+            else None
+        )
         self.rest = create_rest_app(runtime)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -30,6 +37,9 @@ class KeyLedgerApp:
             await self._lifespan(receive, send)
             return
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
+            if self.cloudtrail is not None and _is_cloudtrail(scope):  # X-Amz-Target decides
+                await self.cloudtrail(scope, receive, send)
+                return
             await self.aws(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == "/metrics":
             await self._metrics(send)
@@ -69,6 +79,16 @@ class KeyLedgerApp:
             "# TYPE keyledger_writer_commit_seconds_total counter",
             f"keyledger_writer_commit_seconds_total {stats.commit_seconds:.6f}",
         ]
+        if self.runtime.audit is not None:
+            try:
+                lag = await asyncio.to_thread(self.runtime.audit.lag)
+            except Exception:  # the metrics page must answer even when the store does not
+                lag = float("nan")
+            lines += [
+                "# HELP keyledger_audit_lag_seconds newest event time minus newest audited",
+                "# TYPE keyledger_audit_lag_seconds gauge",
+                f"keyledger_audit_lag_seconds {lag:.6f}",
+            ]
         body = ("\n".join(lines) + "\n").encode()
         await send(
             {
@@ -78,6 +98,13 @@ class KeyLedgerApp:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _is_cloudtrail(scope: dict[str, Any]) -> bool:
+    for name, value in scope["headers"]:
+        if name.lower() == b"x-amz-target":
+            return is_cloudtrail_target(value.decode("latin-1"))
+    return False
 
 
 class WorkerApp:

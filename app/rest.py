@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.audit_rest import audited
 from app.auth.sigv4 import IncomingRequest
 from app.identity import Caller
 from app.rest_schemas import (
@@ -208,7 +209,8 @@ class LedgerRoute(APIRoute):
         async def route(request: Request) -> Response:
             request = _JsonRequest(request.scope, request.receive)
             try:
-                response = await handler(request)
+                async with audited(request, self.name):  # every KMS call leaves a record
+                    response = await handler(request)
             except Exception as error:
                 response = await error_response(request, error)
             caller: Caller | None = getattr(request.state, "caller", None)
@@ -604,6 +606,9 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
     from app.rest_access import router as access_router  # it uses this module's routes
 
     app.include_router(access_router)
+    from app.rest_audit import router as audit_router  # it uses this module's routes
+
+    app.include_router(audit_router)
 
     async def http_error(request: Request, error: Exception) -> Response:
         return await error_response(request, error)

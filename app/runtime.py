@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import ConnectionPool
 
+from app.audit import Auditor
+from app.audit_service import AuditService
 from app.clock import Clock
 from app.database import connection_params, resolve_database_url
 from app.identity import IdentityDirectory
@@ -19,6 +21,7 @@ from app.service import KeyService
 from app.settings import Settings
 from app.vault import Vault, load_root_key
 from app.writer import LedgerWriter
+from projections.audit_trail import AuditTrailProjection
 from projections.key_directory import KeyDirectoryProjection
 
 log = logging.getLogger("keyledger")
@@ -47,6 +50,11 @@ class Runtime:
     clock: Clock
     _scheduler_stop: threading.Event = field(default_factory=threading.Event)
     _scheduler: threading.Thread | None = None
+    # The audit trail and the key views auditors read (projections/audit_trail.py), and
+    # the Auditor that records every API call (app/audit.py).
+    audit: AuditTrailProjection | None = None
+    auditor: Auditor | None = None
+    audit_service: AuditService | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
@@ -73,8 +81,16 @@ class Runtime:
         # the default account administers (and may explain) every account.
         identity.denials = service.access.denials
         service.operator_account = settings.default_account_id
-        return cls(settings, database_url, ledger, pool, vault, writer, identity, directory,
-                   service, clock)  # fmt: skip
+        runtime = cls(settings, database_url, ledger, pool, vault, writer, identity, directory,
+                      service, clock)  # fmt: skip
+        runtime.audit = AuditTrailProjection(ledger, pool, database_url)
+        writer.commit_listeners.append(runtime.audit.notify)
+        runtime.auditor = Auditor(writer, identity, clock)
+        runtime.audit_service = service.audit_queries = AuditService(
+            pool=pool, ledger=ledger, trail=runtime.audit, clock=clock,
+            operator_account=settings.default_account_id, service=service,
+        )  # fmt: skip
+        return runtime
 
     def start(self, *, writer_on_own_loop: bool = True) -> None:
         """Start the background parts. A server passes ``writer_on_own_loop=False`` and
@@ -92,6 +108,8 @@ class Runtime:
         if writer_on_own_loop:
             self.writer.start()
         self.directory.start()
+        if self.audit is not None:
+            self.audit.start()
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         self._scheduler.start()
 
@@ -101,6 +119,8 @@ class Runtime:
             self._scheduler.join(timeout=5)
             # Started by start() only: the identity commands run just the writer.
             self.directory.stop()
+            if self.audit is not None:
+                self.audit.stop()
         self.writer.stop()
         self.service.access.denials.close()
         self.pool.close()

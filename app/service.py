@@ -99,6 +99,8 @@ class CreateKeyRequest:
 
 
 class KeyService(AsymmetricOperations, GrantOperations, ExplainOperations):
+    audit_queries: Any = None  # app.audit_service.AuditService, set by the runtime
+
     def __init__(
         self,
         *,

@@ -20,6 +20,7 @@ touched aggregates are reloaded, and the commands re-run.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -43,6 +44,21 @@ Command = Callable[["UnitOfWork"], T]
 MAX_BATCH = 512
 MAX_ATTEMPTS = 8
 MAX_LOAD_ROUNDS = 4  # an alias, then its key, then a grant's principal...
+
+# A context may ask that every command submitted within it be wrapped: app.audit records
+# each API call this way (a wrapped command may also define ``after_failure(uow, error)``,
+# called when it failed without appending anything, and ``failure_retry(error)``, a command
+# that records the failure when the batch has to be run again without it).
+command_wrapper: contextvars.ContextVar[Callable[[Command[Any]], Command[Any]] | None] = (
+    contextvars.ContextVar("keyledger_command_wrapper", default=None)
+)
+
+
+@dataclass(frozen=True)
+class CommandFailed:
+    """A command's outcome that must reach its caller as ``error`` (after a commit)."""
+
+    error: Exception
 
 
 class NeedsLoad(Exception):
@@ -74,11 +90,14 @@ class UnitOfWork:
         self.after_commit: list[Callable[[], None]] = []
         self.read: set[uuid.UUID] = set()  # read from the database during this batch
         self.missing: set[uuid.UUID] = set()
+        # Every aggregate handed out, with its pending event count then (for app.audit).
+        self.accessed: list[tuple[Aggregate, int]] = []
 
     def get(self, aggregate_id: uuid.UUID, *, fresh: bool = False) -> Any | None:
         """The aggregate as of this batch, or None. ``fresh`` re-reads newer events first."""
         aggregate = self.touched.get(aggregate_id)
         if aggregate is not None:
+            self.accessed.append((aggregate, len(aggregate.pending_events)))
             return aggregate
         if aggregate_id in self.missing:
             return None
@@ -87,12 +106,14 @@ class UnitOfWork:
             raise NeedsLoad(aggregate_id)
         self._writer._cache.move_to_end(aggregate_id)
         self.touched[aggregate_id] = cached
+        self.accessed.append((cached, len(cached.pending_events)))
         return cached
 
     def add(self, aggregate: Aggregate) -> None:
         """A newly created aggregate; saving it fails if its id is taken (AlreadyExists)."""
         self.touched[aggregate.id] = aggregate
         self.missing.discard(aggregate.id)
+        self.accessed.append((aggregate, 0))
 
     def pending(self) -> list[Aggregate]:
         return [a for a in self.touched.values() if a.pending_events]
@@ -176,6 +197,9 @@ class LedgerWriter:
     async def _submit(self, command: Command[T]) -> T:
         if self._stopping or self._wake is None:
             raise DependencyTimeoutError("the service is shutting down")
+        wrap = command_wrapper.get()
+        if wrap is not None:
+            command = wrap(command)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((command, future))
         self._wake.set()
@@ -253,8 +277,11 @@ class LedgerWriter:
                 self.evict(uow.touched)
                 remaining = []
                 for (command, future), (ok, value) in zip(live, outcomes, strict=True):
+                    retry = getattr(command, "failure_retry", None)
                     if ok:
                         remaining.append((command, future))
+                    elif retry is not None:  # its failure is recorded before it is answered
+                        remaining.append((retry(value), future))
                     else:
                         _answer(future, False, value)
                 live = remaining
@@ -313,6 +340,9 @@ class LedgerWriter:
                     outcomes[index] = (False, error)
                 if uow.pending_count() != before:
                     return self._poison(outcomes, uow)
+                failed = outcomes[index]
+                if failed is not None:
+                    _after_failure(live[index][0], uow, failed[1])
             if not deferred:
                 break
             try:
@@ -354,7 +384,8 @@ class LedgerWriter:
                     listener(self.last_notification_id)
             await self._snapshot(pending, events)
         for aggregate in uow.touched.values():
-            self._remember(aggregate)
+            if not getattr(aggregate, "write_once", False):  # never read again: not cached
+                self._remember(aggregate)
         for callback in uow.after_commit:
             callback()
 
@@ -379,10 +410,21 @@ class LedgerWriter:
                 log.warning("snapshot not stored: %s", type(error).__name__)
 
 
+def _after_failure(command: Command[Any], uow: UnitOfWork, error: Exception) -> None:
+    hook = getattr(command, "after_failure", None)
+    if hook is not None:
+        try:
+            hook(uow, error)
+        except Exception:  # recording a failure must never fail the batch
+            log.exception("after_failure hook failed")
+
+
 def _answer(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.done():
         return
-    if ok:
+    if ok and isinstance(value, CommandFailed):
+        future.set_exception(value.error)
+    elif ok:
         future.set_result(value)
     else:
         future.set_exception(value)

@@ -1,0 +1,388 @@
+"""The Auditor: every API call leaves a record in the ledger, in one place.
+
+Calls that change a key are audited from the events they append (the projection turns a
+``Used`` event into the Encrypt record, ``Disabled`` into DisableKey's). Every other call
+(read-only calls, denied calls, failures, calls that changed nothing) is recorded here as
+one ``CallRecorded`` event (``domain.audit.AuditedCall``):
+
+* A service call runs inside ``Auditor.call(...)`` (an async context manager). Within it,
+  every writer command is wrapped (``app.writer.command_wrapper``): a read-only call's
+  record is added to the very batch that answers it, and a failed command's record to the
+  batch that fails it, so the record is durable before the answer and costs no extra
+  commit. Commands of cryptographic calls do nothing more when they succeed (their ``Used``
+  event is the record).
+* A failure the writer never saw (authentication, an unknown operation, validation, a check
+  before the first command) is recorded when the call ends, before the error is answered.
+
+Request parameters are kept in AWS's shape (lowerCamelCase member names) with KMS's logging
+rules applied: no plaintext, ciphertext, message, signature, MAC, key material, import
+token or public key (the model's sensitive and blob members), and no policy text. Adapters
+hand over what they parsed; they never shape records.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from contextvars import Token
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from botocore.model import Shape
+
+from app.aws_shapes import SerializationError, UnknownOperationError, service_model
+from app.identity import Caller
+from app.wire_errors import aws_error
+from app.writer import Command, CommandFailed, UnitOfWork, command_wrapper
+from domain.audit import (
+    CLOUDTRAIL_SOURCE,
+    CRYPTOGRAPHIC_CALLS,
+    KMS_SOURCE,
+    AuditedCall,
+    audited_call_id,
+    is_read_only,
+)
+from domain.keys import Key
+
+if TYPE_CHECKING:
+    from app.clock import Clock
+    from app.identity import IdentityDirectory
+    from app.writer import LedgerWriter
+
+log = logging.getLogger("keyledger.audit")
+
+SERVICE_OF_SOURCE = {KMS_SOURCE: "kms", CLOUDTRAIL_SOURCE: "cloudtrail"}
+# Calls whose success appends key events: those events are their records.
+EVENT_AUDITED_CALLS = (CRYPTOGRAPHIC_CALLS - {"GenerateRandom"}) | frozenset(
+    {
+        "CreateKey", "EnableKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion",
+        "UpdateKeyDescription", "TagResource", "UntagResource", "PutKeyPolicy",
+        "EnableKeyRotation", "DisableKeyRotation", "RotateKeyOnDemand", "CreateAlias",
+        "UpdateAlias", "DeleteAlias", "CreateGrant", "RetireGrant", "RevokeGrant",
+        "GetParametersForImport", "ImportKeyMaterial", "DeleteImportedKeyMaterial",
+    }
+)  # fmt: skip
+# Never in a record, whatever the model says: the policy text (KMS logs no GetKeyPolicy
+# answer, and a refused policy is not the key's) and grant tokens (bearer values).
+WITHHELD_MEMBERS = frozenset({"Policy", "GrantTokens", "GrantToken"})
+MAX_MESSAGE = 1024
+_CREDENTIAL = re.compile(r"Credential=([A-Za-z0-9]+)/\d{8}/([a-z0-9-]+)/")
+_QUERY_CREDENTIAL = re.compile(
+    r"(?:^|&)X-Amz-Credential=([A-Za-z0-9]+)(?:%2F|/)\d{8}(?:%2F|/)([a-z0-9-]+)"
+)
+
+
+def error_code_of(error: BaseException) -> tuple[str, str]:
+    """(CloudTrail errorCode, errorMessage) of a failed call: the API's __type, except that
+    CloudTrail writes a denial as ``AccessDenied``."""
+    if isinstance(error, UnknownOperationError):
+        return "UnknownOperationException", ""
+    if isinstance(error, SerializationError):
+        code, message = "SerializationException", error.message
+    elif isinstance(error, Exception):
+        code, _, message = aws_error(error)
+    else:
+        code, message = "InternalFailure", ""
+    if code == "AccessDeniedException":
+        code = "AccessDenied"
+    return code, message[:MAX_MESSAGE]
+
+
+# ==== request parameters as CloudTrail logs them ===============================================
+def _lower_camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def _redacted_value(shape: Shape, value: Any) -> Any:
+    """``value`` as logged, or ``_DROP`` when it must not (or cannot) appear."""
+    if shape.metadata.get("sensitive") or shape.type_name == "blob":
+        return _DROP
+    kind = shape.type_name
+    if kind == "structure":
+        return _redacted_structure(shape, value) if isinstance(value, dict) else _DROP
+    if kind == "list":
+        if not isinstance(value, list):
+            return _DROP
+        member = shape.member  # type: ignore[attr-defined]
+        items = [_redacted_value(member, item) for item in value]
+        return [item for item in items if item is not _DROP]
+    if kind == "map":
+        if not isinstance(value, dict):
+            return _DROP
+        return {str(k): v for k, v in value.items() if isinstance(v, str | int | float | bool)}
+    if kind == "string":
+        return value if isinstance(value, str) else _DROP
+    if kind in ("integer", "long", "float", "double", "timestamp"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return value if ok else _DROP
+    if kind == "boolean":
+        return value if isinstance(value, bool) else _DROP
+    return _DROP
+
+
+def _redacted_structure(shape: Shape, body: dict[str, Any]) -> dict[str, Any]:
+    members = shape.members  # type: ignore[attr-defined]
+    logged: dict[str, Any] = {}
+    for name, value in body.items():
+        member = members.get(name)
+        if member is None or name in WITHHELD_MEMBERS or value is None:
+            continue
+        shown = _redacted_value(member, value)
+        if shown is not _DROP:
+            logged[_lower_camel(name)] = shown
+    return logged
+
+
+_DROP: Any = object()
+
+
+def request_parameters(service: str, operation: str, params: Any) -> dict[str, Any] | None:
+    """A request's members as CloudTrail logs them, from the parsed (or raw JSON) request:
+    lowerCamelCase names, the model's sensitive and binary members and the policy text left
+    out. None when the operation is unknown or the request not an object."""
+    model = service_model(service)
+    if operation not in model.operation_names or not isinstance(params, dict):
+        return None
+    shape = model.operation_model(operation).input_shape
+    if shape is None:
+        return {}
+    return _redacted_structure(shape, params)
+
+
+def _credential_scope(headers: Sequence[tuple[str, str]], query_string: str) -> tuple[str, str]:
+    """(access key id, Region) the request claims, or ("", "")."""
+    for name, value in headers:
+        if name.lower() == "authorization":
+            match = _CREDENTIAL.search(value)
+            if match:
+                return match.group(1), match.group(2)
+    match = _QUERY_CREDENTIAL.search(query_string)
+    if match:
+        return match.group(1), match.group(2)
+    return "", ""
+
+
+# ==== one call ===================================================================================
+class AuditedRequest:
+    """One API call being audited. The adapter sets ``caller`` once authenticated and
+    ``parameters`` once parsed; everything else happens here."""
+
+    def __init__(
+        self,
+        auditor: Auditor,
+        event_name: str,
+        *,
+        event_source: str,
+        request_id: str,
+        headers: Sequence[tuple[str, str]],
+        query_string: str,
+        source_ip: str,
+        user_agent: str,
+        body: bytes = b"",
+    ) -> None:
+        self.auditor = auditor
+        self.event_name = event_name[:128] or "UnknownOperation"
+        self.event_source = event_source
+        self.request_id = request_id or str(uuid.uuid4())
+        self.headers = headers
+        self.query_string = query_string
+        self.source_ip = source_ip
+        self.user_agent = user_agent
+        self.body = body  # parsed only if the call is refused before ``parameters`` is set
+        self._caller: Caller | None = None
+        # Where the caller is found once known, when the adapter cannot set it (REST).
+        self.resolve_caller: Callable[[], Caller | None] | None = None
+        self.parameters: Any = None
+        self.event_audited = event_source == KMS_SOURCE and self.event_name in EVENT_AUDITED_CALLS
+        self.records = 0  # CallRecorded events committed for this call
+        self.failure_recorded = False
+        self.appended = False  # a command of this call appended key events
+        self.resources: list[dict[str, str]] = []  # the keys it touched, if it changed nothing
+        self._token: Token[Any] | None = None
+
+    @property
+    def caller(self) -> Caller | None:
+        if self._caller is None and self.resolve_caller is not None:
+            self._caller = self.resolve_caller()
+        return self._caller
+
+    @caller.setter
+    def caller(self, caller: Caller | None) -> None:
+        self._caller = caller
+
+    # --- the context --------------------------------------------------------------------------
+    async def __aenter__(self) -> AuditedRequest:
+        self._token = command_wrapper.set(self._wrap)
+        return self
+
+    async def __aexit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
+        if self._token is not None:
+            command_wrapper.reset(self._token)
+            self._token = None
+        try:
+            if error is not None:
+                if isinstance(error, Exception) and not self.failure_recorded:
+                    await self._record_later(error)
+            elif not self.records and not (self.event_audited and self.appended):
+                await self._record_later(None)  # e.g. DisableKey on a disabled key
+        except Exception as failure:  # the call's own answer matters more than its record
+            log.error("call %s not recorded: %s", self.request_id, type(failure).__name__)
+
+    # --- records ---------------------------------------------------------------------------------
+    def _wrap(self, command: Command[Any]) -> Command[Any]:
+        return _AuditedCommand(command, self)
+
+    def record(self, resources: list[dict[str, str]], error: BaseException | None) -> AuditedCall:
+        caller = self.caller
+        assert caller is not None
+        code, message = error_code_of(error) if error is not None else (None, None)
+        given = self.parameters if self.parameters is not None else raw_parameters(self.body)
+        parameters = request_parameters(
+            SERVICE_OF_SOURCE.get(self.event_source, "kms"), self.event_name, given
+        )
+        return AuditedCall.record(
+            call_id=audited_call_id(caller.request_id or self.request_id, self.records),
+            now=self.auditor.clock.now(), event_name=self.event_name,
+            event_source=self.event_source, actor=caller.actor(),
+            request_parameters=parameters, error_code=code, error_message=message,
+            resources=resources, read_only=is_read_only(self.event_name),
+        )  # fmt: skip
+
+    def add(self, uow: UnitOfWork, resources: list[dict[str, str]], error: Any) -> None:
+        """Add this call's record to the batch; count it once the batch commits."""
+        uow.add(self.record(resources, error))
+
+        def committed() -> None:
+            self.records += 1
+            if error is not None:
+                self.failure_recorded = True
+
+        uow.after_commit.append(committed)
+
+    async def _record_later(self, error: BaseException | None) -> None:
+        if self.caller is None:
+            if error is not None:
+                await self.auditor.authentication_failed(self, error)
+            return
+
+        def command(uow: UnitOfWork) -> None:
+            self.add(uow, self.resources, error)
+
+        await self.auditor.writer.run(command)
+
+
+class _AuditedCommand:
+    """A writer command of an audited call (see app.writer.command_wrapper)."""
+
+    __slots__ = ("_call", "_command", "_resources", "_start")
+
+    def __init__(self, command: Command[Any], call: AuditedRequest) -> None:
+        self._command = command
+        self._call = call
+        self._start = 0
+        self._resources: list[dict[str, str]] = []
+
+    def __call__(self, uow: UnitOfWork) -> Any:
+        start = self._start = len(uow.accessed)
+        try:
+            result = self._command(uow)
+        except Exception:
+            self._resources = _resources(uow, start)
+            raise
+        call = self._call
+        if call.event_audited:
+            if _appended(uow, start):  # its events are its record
+                uow.after_commit.append(lambda: setattr(call, "appended", True))
+            elif not call.appended:  # it changed nothing: the record made at the end names
+                call.resources = _resources(uow, start)  # the keys it touched
+        elif not call.records and call.caller is not None:
+            call.add(uow, _resources(uow, start), None)
+        return result
+
+    def after_failure(self, uow: UnitOfWork, error: Exception) -> None:
+        if self._call.caller is not None:
+            self._call.add(uow, self._resources, error)
+
+    def failure_retry(self, error: Exception) -> Command[Any]:
+        """The command that records this failure when its batch runs again without it."""
+        call, resources = self._call, self._resources
+
+        def record_failure(uow: UnitOfWork) -> CommandFailed:
+            if call.caller is not None:
+                call.add(uow, resources, error)
+            return CommandFailed(error)
+
+        return record_failure
+
+
+def _appended(uow: UnitOfWork, start: int) -> bool:
+    return any(len(aggregate.pending_events) > count for aggregate, count in uow.accessed[start:])
+
+
+def _resources(uow: UnitOfWork, start: int) -> list[dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for aggregate, _ in uow.accessed[start:]:
+        if isinstance(aggregate, Key) and aggregate.arn not in found:
+            found[aggregate.arn] = {"arn": aggregate.arn, "account_id": aggregate.account_id}
+    return list(found.values())
+
+
+# ==== the auditor ==========================================================================
+class Auditor:
+    def __init__(self, writer: LedgerWriter, identity: IdentityDirectory, clock: Clock) -> None:
+        self.writer = writer
+        self.identity = identity
+        self.clock = clock
+
+    def call(
+        self,
+        event_name: str,
+        *,
+        request_id: str,
+        headers: Sequence[tuple[str, str]] = (),
+        query_string: str = "",
+        source_ip: str = "",
+        user_agent: str = "",
+        event_source: str = KMS_SOURCE,
+        caller: Caller | None = None,
+        body: bytes = b"",
+    ) -> AuditedRequest:
+        """The audit context of one API call (``async with``)."""
+        audited = AuditedRequest(
+            self, event_name, event_source=event_source, request_id=request_id,
+            headers=headers, query_string=query_string, source_ip=source_ip,
+            user_agent=user_agent, body=body,
+        )  # fmt: skip
+        audited.caller = caller
+        return audited
+
+    async def authentication_failed(self, call: AuditedRequest, error: BaseException) -> None:
+        """Record a call refused before its caller was known, when the access key it was
+        signed with is one of ours (an unknown key names nobody to attribute it to)."""
+        access_key_id, region = _credential_scope(call.headers, call.query_string)
+        if not access_key_id:
+            return
+        credential = self.identity.credential(access_key_id)
+        if credential is None:
+            return
+        call.caller = Caller(
+            account_id=credential.account_id, principal_arn=credential.principal_arn,
+            access_key_id=access_key_id, region=region, source_ip=call.source_ip,
+            user_agent=call.user_agent, request_id=call.request_id,
+        )  # fmt: skip
+
+        def command(uow: UnitOfWork) -> None:
+            call.add(uow, [], error)
+
+        await self.writer.run(command)
+
+
+def raw_parameters(body: bytes) -> Any:
+    """The members of a request body that could not be validated, for its record."""
+    try:
+        document = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError:
+        return None
+    return document if isinstance(document, dict) else None

@@ -1,0 +1,66 @@
+"""The audit trail's lag during a benchmark: ``keyledger_audit_lag_seconds`` from /metrics.
+
+``LagSampler`` polls a target's /metrics every ``interval`` seconds while a cell runs (in a
+thread, so the load generator is not slowed) and reports the lag's p50, p99 and maximum.
+A target without that metric (moto, say) yields no samples.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+import httpx
+
+LAG = re.compile(rb"^keyledger_audit_lag_seconds ([0-9.eE+-]+|nan)$", re.MULTILINE)
+
+
+class LagSampler:
+    def __init__(self, url: str, interval: float = 0.1) -> None:
+        self.url = url.rstrip("/") + "/metrics"
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LagSampler:
+        self._thread = threading.Thread(target=self._run, name="lag-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=2.0, verify=False) as client:
+            while not self._stop.wait(self.interval):
+                try:
+                    found = LAG.search(client.get(self.url).content)
+                except httpx.HTTPError:
+                    continue
+                if found and found.group(1) != b"nan":
+                    self.samples.append(float(found.group(1)))
+
+    def summary(self) -> dict[str, float] | None:
+        """p50, p99 and max lag in seconds, or None without samples."""
+        if not self.samples:
+            return None
+        ordered = sorted(self.samples)
+
+        def percentile(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return {"p50_s": percentile(0.50), "p99_s": percentile(0.99), "max_s": ordered[-1],
+                "samples": float(len(ordered))}  # fmt: skip
+
+    def describe(self) -> str:
+        found = self.summary()
+        if found is None:
+            return ""
+        return (
+            f", audit lag p50 {found['p50_s']:.3f}s p99 {found['p99_s']:.3f}s"
+            f" max {found['max_s']:.3f}s"
+        )

@@ -1,0 +1,209 @@
+"""The CloudTrail JSON 1.1 protocol at ``POST /``: LookupEvents over the audit trail.
+
+``boto3.client("cloudtrail", endpoint_url=...)`` works unchanged: botocore sends
+``X-Amz-Target: com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents``,
+signed for the service ``cloudtrail``. An adapter like app/aws_json.py: it authenticates,
+validates against botocore's own model of CloudTrail, calls the auditors' use case
+(app/audit_service.py) and shapes the answer; the call itself is audited (app/audit.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from app.auth.sigv4 import IncomingRequest
+from app.aws_shapes import SerializationError, UnknownOperationError, parse_request
+from app.wire_errors import aws_error
+from domain.audit import (
+    CLOUDTRAIL_SOURCE,
+    InvalidLookupAttributesError,
+    InvalidMaxResultsError,
+    InvalidNextTokenError,
+    InvalidTimeRangeError,
+)
+from domain.errors import DomainError
+from projections.audit_queries import AuditFilter, AuditRow
+
+if TYPE_CHECKING:
+    from app.audit import Auditor
+    from app.audit_service import AuditService
+    from app.identity import IdentityDirectory
+
+log = logging.getLogger("keyledger.cloudtrail")
+
+TARGET_PREFIX = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101."
+CONTENT_TYPE = b"application/x-amz-json-1.1"
+MAX_RESULTS = 50
+# CloudTrail's error names for the audit queries' errors (the rest as app/wire_errors says).
+ERRORS: dict[type[Exception], str] = {
+    InvalidTimeRangeError: "InvalidTimeRangeException",
+    InvalidLookupAttributesError: "InvalidLookupAttributesException",
+    InvalidMaxResultsError: "InvalidMaxResultsException",
+    InvalidNextTokenError: "InvalidNextTokenException",
+}
+ATTRIBUTES = {
+    "EventId": "event_id", "EventName": "event_name", "ReadOnly": "read_only",
+    "Username": "username", "ResourceType": "resource_type", "ResourceName": "resource",
+    "EventSource": "event_source", "AccessKeyId": "access_key_id",
+}  # fmt: skip
+
+
+def is_cloudtrail_target(target: str) -> bool:
+    return target.startswith(TARGET_PREFIX)
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+def lookup_filter(params: dict[str, Any]) -> AuditFilter:
+    """LookupEvents' members as a query over the trail."""
+    attributes = params.get("LookupAttributes") or []
+    if len(attributes) > 1:
+        raise InvalidLookupAttributesError("You cannot specify more than one lookup attribute.")
+    values: dict[str, Any] = {}
+    for attribute in attributes:
+        name = ATTRIBUTES.get(attribute.get("AttributeKey", ""))
+        if name is None:
+            raise InvalidLookupAttributesError(
+                f"Invalid lookup attribute key: {attribute.get('AttributeKey')}"
+            )
+        value: Any = attribute.get("AttributeValue", "")
+        if name == "read_only":
+            if value not in ("true", "false"):
+                raise InvalidLookupAttributesError("ReadOnly must be 'true' or 'false'.")
+            value = value == "true"
+        values[name] = value
+    return AuditFilter(start=_time(params.get("StartTime")), end=_time(params.get("EndTime")),
+                       **values)  # fmt: skip
+
+
+def event_entry(row: AuditRow) -> dict[str, Any]:
+    """One Events member of LookupEvents' answer."""
+    entry: dict[str, Any] = {
+        "EventId": str(row.event_id),
+        "EventName": row.event_name,
+        "ReadOnly": "true" if row.read_only else "false",
+    }
+    if row.access_key_id:
+        entry["AccessKeyId"] = row.access_key_id
+    entry["EventTime"] = row.event_time.timestamp()
+    entry["EventSource"] = row.event_source
+    if row.username:
+        entry["Username"] = row.username
+    entry["Resources"] = [
+        {"ResourceType": row.resource_type, "ResourceName": arn} for arn in row.resources
+    ]
+    entry["CloudTrailEvent"] = row.record
+    return entry
+
+
+class CloudTrailHandler:
+    def __init__(
+        self, audit: AuditService, identity: IdentityDirectory, auditor: Auditor | None
+    ) -> None:
+        self.audit = audit
+        self.identity = identity
+        self.auditor = auditor
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = await _read_body(receive)
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        target = next((v for k, v in headers if k.lower() == "x-amz-target"), "")
+        name = target[len(TARGET_PREFIX) :]
+        request_id = str(uuid.uuid4())
+        client = scope.get("client") or ("", 0)
+        user_agent = next((v for k, v in headers if k.lower() == "user-agent"), "")
+        query_string = scope.get("query_string", b"").decode("latin-1")
+        try:
+            if self.auditor is None:
+                raise RuntimeError("no auditor")
+            async with self.auditor.call(
+                name, event_source=CLOUDTRAIL_SOURCE, request_id=request_id, headers=headers,
+                query_string=query_string, source_ip=client[0], user_agent=user_agent,
+                body=body,
+            ) as audit:  # fmt: skip
+                request = IncomingRequest(
+                    method=scope["method"],
+                    path=scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0] or "/",
+                    query_string=query_string, headers=headers, body=body,
+                )  # fmt: skip
+                caller = audit.caller = self.identity.authenticate(
+                    request, source_ip=client[0], user_agent=user_agent,
+                    request_id=request_id, service="cloudtrail",
+                )  # fmt: skip
+                if name != "LookupEvents":
+                    raise UnknownOperationError("")
+                _check_max_results(body)
+                params = audit.parameters = parse_request("cloudtrail", name, body)
+                if params.get("EventCategory"):  # Insights events: KeyLedger has none
+                    answer: dict[str, Any] = {"Events": []}
+                else:
+                    page = await self.audit.lookup(
+                        caller, lookup_filter(params), params.get("MaxResults") or MAX_RESULTS,
+                        params.get("NextToken"),
+                    )  # fmt: skip
+                    answer = {"Events": [event_entry(row) for row in page.rows]}
+                    if page.next_token:
+                        answer["NextToken"] = page.next_token
+            await _respond(send, 200, orjson.dumps(answer), request_id)
+        except Exception as error:
+            await _fail(send, error, request_id)
+
+
+def _check_max_results(body: bytes) -> None:
+    """botocore checks only the minimum; CloudTrail answers InvalidMaxResultsException."""
+    try:
+        document = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError:
+        return  # parse_request answers SerializationException
+    value = document.get("MaxResults") if isinstance(document, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= MAX_RESULTS:
+        raise InvalidMaxResultsError(f"MaxResults must be between 1 and {MAX_RESULTS}.")
+
+
+async def _fail(send: Any, error: Exception, request_id: str) -> None:
+    code = next((ERRORS[cls] for cls in type(error).__mro__ if cls in ERRORS), None)
+    if code is not None:
+        status, message = 400, getattr(error, "message", "")
+    elif isinstance(error, UnknownOperationError):
+        code, status, message = "UnknownOperationException", 400, ""
+    elif isinstance(error, SerializationError):
+        code, status, message = "SerializationException", 400, error.message
+    else:
+        code, status, message = aws_error(error)
+        if code == "KMSInternalException":
+            code = "InternalFailure"
+        if not isinstance(error, DomainError):
+            log.error("request %s failed: %s", request_id, type(error).__name__)
+    body = orjson.dumps({"__type": code, "message": message})
+    await _respond(send, status, body, request_id)
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Any, status: int, body: bytes, request_id: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", CONTENT_TYPE),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-amzn-requestid", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

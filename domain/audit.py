@@ -1,0 +1,121 @@
+"""Audited calls: the record of an API call that changed nothing in the ledger.
+
+Calls that change a key are audited from the key's own events (a ``Used`` event is the
+record of its Encrypt). Every other call (DescribeKey, the List and Get operations,
+GenerateRandom, denied calls, calls refused by validation, failed authentication with a
+known access key) is recorded as one ``CallRecorded`` event in a stream of its own, so it
+is durable before the answer and never bloats a key's stream.
+
+The values are what an auditor may see: request parameters arrive already redacted
+(no plaintext, ciphertext, key material or policy text).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import InvalidMarkerError, ValidationError
+from domain.identifiers import NAMESPACE
+
+KMS_SOURCE = "kms.amazonaws.com"
+CLOUDTRAIL_SOURCE = "cloudtrail.amazonaws.com"
+CRYPTOGRAPHIC_CALLS = frozenset(
+    {
+        "Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateRandom",
+        "GenerateMac", "VerifyMac", "Sign", "Verify", "DeriveSharedSecret", "Encapsulate",
+        "Decapsulate",
+    }
+)  # fmt: skip
+
+
+def is_read_only(event_name: str) -> bool:
+    """CloudTrail's readOnly for a KMS call: cryptographic calls and Describe/Get/List."""
+    return event_name.startswith(("Describe", "Get", "List", "Lookup")) or (
+        event_name in CRYPTOGRAPHIC_CALLS
+    )
+
+
+def audited_call_id(request_id: str, sequence: int = 0) -> uuid.UUID:
+    """The stream of a request's ``sequence``-th call record (almost always the only one)."""
+    return uuid.uuid5(NAMESPACE, f"call:{request_id}:{sequence}")
+
+
+class AuditedCall(Aggregate):
+    """One API call that appended nothing else: its single event is its record."""
+
+    write_once = True  # recorded, never loaded again (the writer does not cache it)
+
+    class CallRecorded(Aggregate.Created):
+        event_name: str  # the API action ("DescribeKey")
+        event_source: str  # "kms.amazonaws.com"
+        actor: dict[str, Any]  # as on key events: principal ARN, account, access key, ...
+        request_parameters: dict[str, Any] | None  # AWS's shape, lowerCamelCase, redacted
+        error_code: str | None  # the API's __type ("AccessDeniedException"), None on success
+        error_message: str | None
+        resources: list[dict[str, str]]  # [{"arn": key ARN, "account_id": key's account}]
+        read_only: bool
+
+    def __init__(
+        self,
+        *,
+        event_name: str,
+        event_source: str,
+        actor: dict[str, Any],
+        request_parameters: dict[str, Any] | None,
+        error_code: str | None,
+        error_message: str | None,
+        resources: list[dict[str, str]],
+        read_only: bool,
+    ) -> None:
+        self.event_name = event_name
+        self.event_source = event_source
+        self.actor = actor
+        self.request_parameters = request_parameters
+        self.error_code = error_code
+        self.error_message = error_message
+        self.resources = resources
+        self.read_only = read_only
+
+    @classmethod
+    def record(
+        cls,
+        *,
+        call_id: uuid.UUID,
+        now: datetime,
+        event_name: str,
+        event_source: str,
+        actor: dict[str, Any],
+        request_parameters: dict[str, Any] | None,
+        error_code: str | None,
+        error_message: str | None,
+        resources: list[dict[str, str]],
+        read_only: bool,
+    ) -> AuditedCall:
+        return cls._create(
+            cls.CallRecorded, id=call_id, timestamp=now, event_name=event_name,
+            event_source=event_source, actor=dict(actor),
+            request_parameters=request_parameters, error_code=error_code,
+            error_message=error_message, resources=list(resources), read_only=read_only,
+        )  # fmt: skip
+
+
+# ==== errors of the audit queries (CloudTrail's LookupEvents names them) ===============
+class InvalidTimeRangeError(ValidationError):
+    """The start time is after the end time."""
+
+
+class InvalidLookupAttributesError(ValidationError):
+    """More than one lookup attribute, or one CloudTrail does not know."""
+
+
+class InvalidMaxResultsError(ValidationError):
+    """MaxResults is not between 1 and 50."""
+
+
+class InvalidNextTokenError(InvalidMarkerError):
+    """The paging token was not issued for this query."""

@@ -1,0 +1,833 @@
+"""The audit trail: every event of the ledger as a CloudTrail record, plus usage rollups,
+each key's last use, and (projections.key_views) the key state auditors read.
+
+A batched consumer of ALL events (projections.batched): a ``Used`` event becomes the record
+of its Encrypt, Decrypt, Sign..., a ``Disabled`` event DisableKey's, a ``CallRecorded``
+event (domain.audit) the record of a call that changed nothing (read-only, denied, failed).
+Records are written with COPY, rollups and last use as one upsert per batch, all in the
+batch's transaction with the tracking position: exactly once, resumable after a crash,
+and identical when rebuilt from the event store (``keyledger audit replay``), since every
+value (event ids included) derives from the events alone.
+
+A cross-account call gets one copy per account that receives it (the caller's, and the
+key owner's unless it was refused), as CloudTrail delivers it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import orjson
+import psycopg
+
+from domain.audit import KMS_SOURCE, AuditedCall, is_read_only
+from domain.identity import AccessKey, Account, Principal
+from domain.key_specs import key_algorithms
+from domain.keys import AWS_MANAGED, Alias, Key
+from domain.policy import default_key_policy
+from projections import key_views
+from projections.batched import BatchedProjection
+
+log = logging.getLogger("keyledger.audit")
+
+PROJECTION_NAME = "audit_trail"
+LEADER_LOCK_ID = 0x6B6C6174  # "klat"
+EVENT_VERSION = "1.11"
+KEY_RESOURCE = "AWS::KMS::Key"
+IAM_SOURCE = "iam.amazonaws.com"
+AWS_INTERNAL = "AWS Internal"
+# eventIDs are name-based UUIDs of the ledger event (and the receiving account for a copy).
+EVENT_ID_NAMESPACE = uuid.UUID("0c7a1f9e-5d2b-4c1e-9a57-6b6579a0d17e")
+MAX_CACHED = 200_000
+MAX_USER_AGENT = 1024
+
+COLUMNS = (
+    "notification_id", "recipient_account_id", "event_id", "shared_event_id", "event_time",
+    "event_source", "event_name", "read_only", "account_id", "principal_arn", "username",
+    "access_key_id", "source_ip", "region", "request_id", "error_code", "resource_type",
+    "resource_arn", "resources", "encryption_context_keys", "record",
+)  # fmt: skip
+COPY_SQL = f"COPY audit_events ({', '.join(COLUMNS)}) FROM STDIN"
+# COPY's text format is written directly: a few times cheaper than adapting each value.
+ROLLUP_SQL = (
+    "INSERT INTO audit_usage_hourly (hour, key_arn, principal_arn, operation,"
+    " caller_account_id, key_account_id, requests, errors) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (hour, key_arn, principal_arn, operation) DO UPDATE SET"
+    " requests = audit_usage_hourly.requests + EXCLUDED.requests,"
+    " errors = audit_usage_hourly.errors + EXCLUDED.errors"
+)
+LAST_USED_SQL = (
+    "INSERT INTO audit_key_last_usage (key_id, operation, used_at, event_id, request_id)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO UPDATE SET"
+    " operation = EXCLUDED.operation, used_at = EXCLUDED.used_at,"
+    " event_id = EXCLUDED.event_id, request_id = EXCLUDED.request_id"
+)
+
+# Used.operation -> (eventName, keyId member, context member, algorithm member or None)
+USED_SHAPES: dict[str, tuple[str, str, str, str | None]] = {
+    "Encrypt": ("Encrypt", "keyId", "encryptionContext", "encryptionAlgorithm"),
+    "Decrypt": ("Decrypt", "keyId", "encryptionContext", "encryptionAlgorithm"),
+    "ReEncryptFrom": (
+        "ReEncrypt", "sourceKeyId", "sourceEncryptionContext", "sourceEncryptionAlgorithm"
+    ),
+    "ReEncryptTo": (
+        "ReEncrypt", "destinationKeyId", "destinationEncryptionContext",
+        "destinationEncryptionAlgorithm",
+    ),
+    "GenerateDataKey": ("GenerateDataKey", "keyId", "encryptionContext", None),
+    "GenerateDataKeyWithoutPlaintext": (
+        "GenerateDataKeyWithoutPlaintext", "keyId", "encryptionContext", None
+    ),
+    "GenerateDataKeyPair": ("GenerateDataKeyPair", "keyId", "encryptionContext", None),
+    "GenerateDataKeyPairWithoutPlaintext": (
+        "GenerateDataKeyPairWithoutPlaintext", "keyId", "encryptionContext", None
+    ),
+    "Sign": ("Sign", "keyId", "", "signingAlgorithm"),
+    "Verify": ("Verify", "keyId", "", "signingAlgorithm"),
+    "GenerateMac": ("GenerateMac", "keyId", "", "macAlgorithm"),
+    "VerifyMac": ("VerifyMac", "keyId", "", "macAlgorithm"),
+    "DeriveSharedSecret": ("DeriveSharedSecret", "keyId", "", "keyAgreementAlgorithm"),
+    "Encapsulate": ("Encapsulate", "keyId", "", "encapsulationAlgorithm"),
+    "Decapsulate": ("Decapsulate", "keyId", "", "encapsulationAlgorithm"),
+}  # fmt: skip
+CONTEXT_MEMBERS = ("encryptionContext", "sourceEncryptionContext", "destinationEncryptionContext")
+
+
+def event_time(moment: datetime) -> str:
+    """CloudTrail's eventTime: UTC to the second."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@lru_cache(maxsize=65536)
+def principal_id(arn: str) -> str:
+    """A stable principal id in AWS's style (AIDA... users, AROA... roles)."""
+    prefix = "AROA" if ":role/" in arn else "AIDA"
+    digest = base64.b32encode(hashlib.sha256(arn.encode()).digest()).decode()
+    return prefix + digest[:17]
+
+
+def user_identity(actor: dict[str, Any], account_id: str) -> tuple[dict[str, Any], str]:
+    """CloudTrail's userIdentity for an event's actor, and the user (or role) name (shared
+    by every record of the same caller: never to be changed)."""
+    return _user_identity(
+        str(actor.get("principal_arn") or ""), str(actor.get("account_id") or account_id),
+        str(actor.get("access_key_id") or ""), str(actor.get("via_service") or ""),
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=65536)
+def _user_identity(arn: str, account: str, access_key: str, via: str) -> tuple[dict[str, Any], str]:
+    if not arn.startswith("arn:"):
+        return {"type": "Unknown", "accountId": account}, ""
+    resource = arn.split(":", 5)[-1]
+    name = resource.rsplit("/", 1)[-1]
+    identity: dict[str, Any]
+    if resource == "root":
+        identity = {"type": "Root", "principalId": account, "arn": arn, "accountId": account}
+        name = "root"
+    else:
+        kind = "Role" if resource.startswith("role/") else "IAMUser"
+        identity = {"type": kind, "principalId": principal_id(arn), "arn": arn,
+                    "accountId": account}  # fmt: skip
+    if access_key:
+        identity["accessKeyId"] = access_key
+    if identity["type"] == "IAMUser":
+        identity["userName"] = name
+    if via:
+        identity["invokedBy"] = via.split(".", 1)[0] + ".amazonaws.com"
+    return identity, name
+
+
+@dataclass
+class KeyFacts:
+    """What the trail needs of a key beyond its events: ARN, owner, spec, materials."""
+
+    arn: str
+    account_id: str
+    region: str
+    key_spec: str
+    key_manager: str
+    materials: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class AliasFacts:
+    alias_name: str
+    account_id: str
+    region: str
+    target_key_id: str | None
+
+
+@dataclass
+class Described:
+    """One API call (or service event), before it is shaped into record copies."""
+
+    event_name: str
+    actor: dict[str, Any]
+    account_id: str  # the account of a service event, or of an actor without one
+    region: str
+    request_parameters: dict[str, Any] | None
+    resources: list[tuple[str, str, str]]  # (ARN, account id, type)
+    read_only: bool
+    event_source: str = KMS_SOURCE
+    response_elements: dict[str, Any] | None = None
+    additional: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    service_event: bool = False
+    service_details: dict[str, Any] | None = None
+    context_keys: list[str] = field(default_factory=list)
+
+
+def _is_service_actor(actor: dict[str, Any] | None) -> bool:
+    return bool(actor) and bool(actor.get("service"))  # type: ignore[union-attr]
+
+
+def _text(value: str | None) -> str:
+    if value is None:
+        return "\\N"
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\n" in value or "\r" in value or "\t" in value:
+        value = value.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return value
+
+
+def _copy_line(row: tuple[Any, ...]) -> str:
+    """One audit_events row in COPY's text format (COLUMNS order)."""
+    (notification_id, recipient, event_id, shared_id, moment, *texts, record) = row
+    event_source, event_name, read_only = texts[0], texts[1], texts[2]
+    fields = [
+        str(notification_id), _text(recipient), str(event_id),
+        "\\N" if shared_id is None else str(shared_id), moment.isoformat(),
+        _text(event_source), _text(event_name), "t" if read_only else "f",
+        *(_text(value) for value in texts[3:]), _text(record),
+    ]  # fmt: skip
+    return "\t".join(fields) + "\n"
+
+
+def _array(items: list[str]) -> str:
+    """A PostgreSQL text[] literal (every element quoted)."""
+    if not items:
+        return "{}"
+    quoted = (item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
+    return "{" + ",".join(f'"{item}"' for item in quoted) + "}"
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+class AuditTrailProjection(BatchedProjection):
+    name: ClassVar[str] = PROJECTION_NAME
+    lock_id: ClassVar[int] = LEADER_LOCK_ID
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keys: dict[uuid.UUID, KeyFacts] = {}
+        self._aliases: dict[uuid.UUID, AliasFacts] = {}
+        self._principals: dict[uuid.UUID, tuple[str, str, str]] = {}  # arn, account, type
+        self._access_keys: dict[uuid.UUID, tuple[str, str, str]] = {}  # id, principal, account
+        self._describers: dict[type, Callable[[Any], Described | None]] = self._describer_table()
+
+    def reset(self) -> None:
+        self._keys.clear()
+        self._aliases.clear()
+        self._principals.clear()
+        self._access_keys.clear()
+
+    # ==== the batch ===========================================================================
+    def apply(
+        self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
+    ) -> None:
+        if len(self._keys) > MAX_CACHED:
+            self.reset()
+        self._prefetch(conn, events)
+        rows: list[tuple[Any, ...]] = []
+        rollups: dict[tuple[datetime, str, str, str], list[Any]] = {}
+        last_used: dict[uuid.UUID, tuple[Any, ...]] = {}
+        used = Key.Used
+        handlers = key_views.HANDLERS
+        for event, notification_id in zip(events, ids, strict=True):
+            if type(event) is used:
+                self._used(event, notification_id, rows, rollups, last_used)
+                continue
+            describe = self._describers.get(type(event))
+            described = describe(event) if describe is not None else self._generic(event)
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(conn, event)
+            self._learn(event)
+            if described is not None:
+                self._emit(event, notification_id, described, rows, rollups)
+        if rows:
+            with conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
+                copy.write("".join(_copy_line(row) for row in rows))
+        if rollups:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    ROLLUP_SQL, [(*group, *totals) for group, totals in rollups.items()]
+                )
+        if last_used:
+            with conn.cursor() as cursor:
+                cursor.executemany(LAST_USED_SQL, list(last_used.values()))
+
+    # ==== facts ===============================================================================
+    def _prefetch(self, conn: psycopg.Connection[Any], events: Sequence[Any]) -> None:
+        """Load, in one query per kind, the facts the batch's events need and lack."""
+        keys: set[uuid.UUID] = set()
+        aliases: set[uuid.UUID] = set()
+        access_keys: set[uuid.UUID] = set()
+        principals: set[uuid.UUID] = set()
+        for event in events:
+            oid = event.originator_id
+            if isinstance(event, Key.Event):
+                if oid not in self._keys and not isinstance(event, Key.Created):
+                    keys.add(oid)
+            elif isinstance(event, Alias.Event):
+                if oid not in self._aliases and not isinstance(event, Alias.Created):
+                    aliases.add(oid)
+            elif isinstance(event, AccessKey.Deactivated):
+                if oid not in self._access_keys:
+                    access_keys.add(oid)
+            elif (
+                type(event).__qualname__.startswith("Principal.")
+                and not isinstance(event, Principal.Created)
+                and oid not in self._principals
+            ):
+                principals.add(oid)
+        if keys:
+            for row in conn.execute(
+                "SELECT k.key_id, k.arn, k.account_id, k.region, k.key_spec, k.key_manager,"
+                " coalesce(jsonb_object_agg(m.version, m.material_id)"
+                "  FILTER (WHERE m.version IS NOT NULL), '{}'::jsonb)"
+                " FROM audit_keys k LEFT JOIN audit_key_materials m USING (key_id)"
+                " WHERE k.key_id = ANY(%s) GROUP BY k.key_id",
+                (list(keys),),
+            ):
+                materials = {int(version): str(mid) for version, mid in row[6].items()}
+                self._keys[row[0]] = KeyFacts(row[1], row[2], row[3], row[4], row[5], materials)
+        if aliases:
+            for row in conn.execute(
+                "SELECT alias_id, alias_name, account_id, region, target_key_id::text"
+                " FROM audit_alias_targets WHERE alias_id = ANY(%s)",
+                (list(aliases),),
+            ):
+                self._aliases[row[0]] = AliasFacts(row[1], row[2], row[3], row[4])
+        if access_keys:
+            for row in conn.execute(
+                "SELECT aggregate_id, access_key_id, principal_arn, account_id"
+                " FROM audit_access_keys WHERE aggregate_id = ANY(%s)",
+                (list(access_keys),),
+            ):
+                self._access_keys[row[0]] = (row[1], row[2], row[3])
+        if principals:
+            for row in conn.execute(
+                "SELECT principal_id, arn, account_id, principal_type FROM audit_principals"
+                " WHERE principal_id = ANY(%s)",
+                (list(principals),),
+            ):
+                self._principals[row[0]] = (row[1], row[2], row[3])
+
+    def _learn(self, event: Any) -> None:
+        """Update the facts after an event (records are described from the facts before)."""
+        kind = type(event)
+        oid = event.originator_id
+        if kind is Key.Created:
+            materials = (
+                {event.material.version: event.material.material_id} if event.material else {}
+            )
+            self._keys[oid] = KeyFacts(
+                event.arn, event.account_id, event.region, event.key_spec, event.key_manager,
+                materials,
+            )  # fmt: skip
+        elif kind in (Key.Rotated, Key.MaterialImported):
+            facts = self._keys.get(oid)
+            if facts is not None:
+                facts.materials[event.material.version] = event.material.material_id
+        elif kind is Alias.Created:
+            self._aliases[oid] = AliasFacts(
+                event.alias_name, event.account_id, event.region, event.target_key_id
+            )
+        elif kind is Alias.Retargeted:
+            alias = self._aliases.get(oid)
+            if alias is not None:
+                alias.target_key_id = event.target_key_id
+        elif kind is Alias.Deleted:
+            alias = self._aliases.get(oid)
+            if alias is not None:
+                alias.target_key_id = None
+        elif kind is Principal.Created:
+            self._principals[oid] = (event.arn, event.account_id, event.principal_type)
+        elif kind is AccessKey.Created:
+            self._access_keys[oid] = (event.access_key_id, event.principal_arn, event.account_id)
+
+    def _key(self, event: Any) -> KeyFacts:
+        facts = self._keys.get(event.originator_id)
+        if facts is None:  # never expected: a key's Created precedes its other events
+            actor = getattr(event, "actor", None) or {}
+            log.warning("audit trail: no facts for key %s", event.originator_id)
+            facts = KeyFacts(
+                f"arn:aws:kms:{actor.get('region', '')}:{actor.get('account_id', '')}:key/"
+                f"{event.originator_id}",
+                str(actor.get("account_id", "")), str(actor.get("region", "")), "", "",
+            )  # fmt: skip
+            self._keys[event.originator_id] = facts
+        return facts
+
+    # ==== the hot path: Used ==================================================================
+    def _used(
+        self,
+        event: Any,
+        notification_id: int,
+        rows: list[tuple[Any, ...]],
+        rollups: dict[tuple[datetime, str, str, str], list[Any]],
+        last_used: dict[uuid.UUID, tuple[Any, ...]],
+    ) -> None:
+        facts = self._key(event)
+        shape = USED_SHAPES.get(event.operation)
+        if shape is None:
+            shape = (event.operation, "keyId", "encryptionContext", None)
+        event_name, key_member, context_member, algorithm_member = shape
+        parameters: dict[str, Any] = {key_member: facts.arn}
+        context = event.encryption_context
+        if context_member and context:
+            parameters[context_member] = context
+        if algorithm_member is not None:
+            parameters[algorithm_member] = event.algorithm
+        material_id = facts.materials.get(event.material_version)
+        described = Described(
+            event_name=event_name, actor=event.actor, account_id=facts.account_id,
+            region=facts.region, request_parameters=parameters,
+            resources=[(facts.arn, facts.account_id, KEY_RESOURCE)], read_only=True,
+            additional={"keyMaterialId": material_id} if material_id else None,
+            context_keys=list(context) if context else [],
+        )  # fmt: skip
+        owner_event_id = self._emit(event, notification_id, described, rows, rollups)
+        last_used[event.originator_id] = (
+            event.originator_id, event_name, event.timestamp, owner_event_id,
+            str(event.actor.get("request_id") or event.request_id or ""),
+        )  # fmt: skip
+
+    # ==== records =============================================================================
+    def _emit(
+        self,
+        event: Any,
+        notification_id: int,
+        described: Described,
+        rows: list[tuple[Any, ...]],
+        rollups: dict[tuple[datetime, str, str, str], list[Any]],
+    ) -> uuid.UUID:
+        """Append the record's copies to ``rows`` and count it; return the eventID of the
+        copy delivered to the (first) resource's owner."""
+        actor = described.actor or {}
+        service = described.service_event
+        if service:
+            identity: dict[str, Any] = {"accountId": described.account_id,
+                                        "invokedBy": AWS_INTERNAL}  # fmt: skip
+            username, caller_account = "", described.account_id
+        else:
+            identity, username = user_identity(actor, described.account_id)
+            caller_account = identity["accountId"]
+        base = f"{event.originator_id}:{event.originator_version}"
+        base_id = uuid.uuid5(EVENT_ID_NAMESPACE, base)
+        recipients = [caller_account]
+        if described.error_code is None and not service:
+            for _, resource_account, _ in described.resources:
+                if resource_account and resource_account not in recipients:
+                    recipients.append(resource_account)
+        via = str(actor.get("via_service") or "")
+        source_ip = identity.get("invokedBy") if via else actor.get("source_ip")
+        user_agent = identity.get("invokedBy") if via else actor.get("user_agent")
+        record: dict[str, Any] = {
+            "eventVersion": EVENT_VERSION,
+            "userIdentity": identity,
+            "eventTime": event_time(event.timestamp),
+            "eventSource": described.event_source,
+            "eventName": described.event_name,
+            "awsRegion": str(actor.get("region") or described.region),
+            "sourceIPAddress": AWS_INTERNAL if service else str(source_ip or ""),
+            "userAgent": AWS_INTERNAL if service else str(user_agent or "")[:MAX_USER_AGENT],
+        }
+        if described.error_code is not None:
+            record["errorCode"] = described.error_code
+            record["errorMessage"] = described.error_message or ""
+        record["requestParameters"] = None if service else described.request_parameters
+        record["responseElements"] = described.response_elements
+        if described.additional:
+            record["additionalEventData"] = described.additional
+        request_id = (
+            "" if service and not actor.get("request_id") else str(actor.get("request_id") or "")
+        )
+        if request_id:
+            record["requestID"] = request_id
+        record["eventID"] = ""
+        record["readOnly"] = described.read_only
+        record["resources"] = [
+            {"accountId": account, "type": kind, "ARN": arn}
+            for arn, account, kind in described.resources
+        ]
+        record["eventType"] = "AwsServiceEvent" if service else "AwsApiCall"
+        record["managementEvent"] = True
+        record["recipientAccountId"] = ""
+        if len(recipients) > 1:
+            record["sharedEventID"] = str(base_id)
+        record["eventCategory"] = "Management"
+        if described.service_details is not None:
+            record["serviceEventDetails"] = described.service_details
+        first = described.resources[0] if described.resources else ("", "", None)
+        principal_arn = "" if service else str(actor.get("principal_arn") or "")
+        owner_id = base_id
+        for index, recipient in enumerate(recipients):
+            event_id = (
+                base_id if index == 0 else uuid.uuid5(EVENT_ID_NAMESPACE, f"{base}:{recipient}")
+            )
+            if recipient == first[1]:
+                owner_id = event_id
+            record["eventID"] = str(event_id)
+            record["recipientAccountId"] = recipient
+            rows.append((
+                notification_id, recipient, event_id, base_id if len(recipients) > 1 else None,
+                event.timestamp, described.event_source, described.event_name,
+                described.read_only, caller_account, principal_arn, username,
+                str(actor.get("access_key_id") or "") if not service else "",
+                record["sourceIPAddress"], record["awsRegion"], request_id,
+                described.error_code, first[2], first[0],
+                _array([arn for arn, _, _ in described.resources]),
+                _array(described.context_keys), orjson.dumps(record).decode(),
+            ))  # fmt: skip
+        if not service and described.event_source == KMS_SOURCE:
+            group = (_hour(event.timestamp), first[0], principal_arn, described.event_name)
+            totals = rollups.get(group)
+            if totals is None:
+                rollups[group] = [caller_account, first[1] or "", 1,
+                                  0 if described.error_code is None else 1]  # fmt: skip
+            else:
+                totals[2] += 1
+                if described.error_code is not None:
+                    totals[3] += 1
+        return owner_id
+
+    # ==== describing each event ==================================================================
+    def _describer_table(self) -> dict[type, Callable[[Any], Described | None]]:
+        return {
+            AuditedCall.CallRecorded: self._call_recorded,
+            Key.Created: self._key_created,
+            Key.Enabled: self._key_call("EnableKey"),
+            Key.Disabled: self._key_call("DisableKey"),
+            Key.DeletionScheduled: self._deletion_scheduled,
+            Key.DeletionCancelled: self._key_call("CancelKeyDeletion", respond=True),
+            Key.MaterialDestroyed: self._service_event("DeleteKey"),
+            Key.DescriptionChanged: self._key_call(
+                "UpdateKeyDescription", lambda e: {"description": e.description}
+            ),
+            Key.Tagged: self._key_call(
+                "TagResource",
+                lambda e: {"tags": [{"tagKey": k, "tagValue": v} for k, v in e.tags.items()]},
+            ),
+            Key.Untagged: self._key_call("UntagResource", lambda e: {"tagKeys": list(e.tag_keys)}),
+            Key.PolicyChanged: self._key_call(
+                "PutKeyPolicy",
+                lambda e: {
+                    "policyName": e.policy_name,
+                    "policy": e.policy,
+                    "bypassPolicyLockoutSafetyCheck": False,
+                },
+            ),
+            Key.GrantCreated: self._grant_created,
+            Key.GrantRetired: self._key_call("RetireGrant", lambda e: {"grantId": e.grant_id}),
+            Key.GrantRevoked: self._key_call("RevokeGrant", lambda e: {"grantId": e.grant_id}),
+            Key.AliasAdded: lambda e: None,  # the alias's own events are the records
+            Key.AliasRemoved: lambda e: None,
+            Key.RotationScheduleChanged: self._rotation_schedule,
+            Key.Rotated: self._rotated,
+            Key.ImportParametersIssued: self._key_call(
+                "GetParametersForImport",
+                lambda e: {
+                    "wrappingAlgorithm": e.wrapping_algorithm,
+                    "wrappingKeySpec": e.wrapping_key_spec,
+                },
+                respond=False,
+            ),
+            Key.MaterialImported: self._material_imported,
+            Key.MaterialExpired: self._service_event("DeleteExpiredKeyMaterial"),
+            Key.ImportedMaterialDeleted: self._key_call(
+                "DeleteImportedKeyMaterial", lambda e: {"keyMaterialId": e.material_id}
+            ),
+            Alias.Created: self._alias_call,
+            Alias.Retargeted: self._alias_call,
+            Alias.Deleted: self._alias_call,
+            Account.Created: lambda e: None,  # made by the operator's CLI, with no actor
+            Principal.Created: lambda e: None,
+            Principal.PolicyPut: self._principal_policy("Put"),
+            Principal.PolicyDeleted: self._principal_policy("Delete"),
+            Principal.ServiceDesignated: lambda e: None,
+            AccessKey.Created: self._access_key_created,
+            AccessKey.Deactivated: self._access_key_deactivated,
+        }
+
+    def _generic(self, event: Any) -> Described | None:
+        """An event this version does not know: recorded under its own name, never lost."""
+        if not isinstance(event, Key.Event):
+            return None
+        facts = self._key(event)
+        return self._on_key(event, facts, type(event).__name__, {"keyId": facts.arn})
+
+    def _on_key(
+        self,
+        event: Any,
+        facts: KeyFacts,
+        event_name: str,
+        parameters: dict[str, Any] | None,
+        response: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> Described:
+        return Described(
+            event_name=event_name, actor=getattr(event, "actor", None) or {},
+            account_id=facts.account_id, region=facts.region, request_parameters=parameters,
+            resources=[(facts.arn, facts.account_id, KEY_RESOURCE)],
+            read_only=is_read_only(event_name), response_elements=response, **extra,
+        )  # fmt: skip
+
+    def _key_call(
+        self,
+        event_name: str,
+        parameters: Callable[[Any], dict[str, Any]] | None = None,
+        *,
+        respond: bool = True,
+    ) -> Callable[[Any], Described]:
+        def describe(event: Any) -> Described:
+            facts = self._key(event)
+            if _is_service_actor(event.actor):
+                return self._service(event, facts, event_name)
+            given = {"keyId": facts.arn, **(parameters(event) if parameters else {})}
+            response = {"keyId": facts.arn} if respond else None
+            return self._on_key(event, facts, event_name, given, response)
+
+        return describe
+
+    def _service(self, event: Any, facts: KeyFacts, event_name: str, **extra: Any) -> Described:
+        return Described(
+            event_name=event_name, actor={}, account_id=facts.account_id, region=facts.region,
+            request_parameters=None, resources=[(facts.arn, facts.account_id, KEY_RESOURCE)],
+            read_only=False, service_event=True, **extra,
+        )  # fmt: skip
+
+    def _service_event(self, event_name: str) -> Callable[[Any], Described]:
+        def describe(event: Any) -> Described:
+            facts = self._key(event)
+            details: dict[str, Any] = {"keyId": str(event.originator_id)}
+            material_id = getattr(event, "material_id", None)
+            if material_id:
+                details["keyMaterialId"] = material_id
+            return self._service(event, facts, event_name, service_details=details)
+
+        return describe
+
+    def _call_recorded(self, event: AuditedCall.CallRecorded) -> Described:
+        parameters = event.request_parameters
+        context_keys: list[str] = []
+        if parameters:
+            for member in CONTEXT_MEMBERS:
+                found = parameters.get(member)
+                if isinstance(found, dict):
+                    context_keys.extend(found)
+        actor = event.actor or {}
+        return Described(
+            event_name=event.event_name, actor=actor,
+            account_id=str(actor.get("account_id") or ""), region=str(actor.get("region") or ""),
+            request_parameters=parameters,
+            resources=[(r["arn"], r.get("account_id", ""), KEY_RESOURCE) for r in event.resources],
+            read_only=event.read_only, event_source=event.event_source,
+            error_code=event.error_code, error_message=event.error_message,
+            context_keys=context_keys,
+        )  # fmt: skip
+
+    def _key_created(self, event: Key.Created) -> Described:
+        facts = KeyFacts(event.arn, event.account_id, event.region, event.key_spec,
+                         event.key_manager)  # fmt: skip
+        if event.key_manager == AWS_MANAGED:  # made by KMS on first use of alias/aws/...
+            return self._service(event, facts, "CreateKey",
+                                 service_details={"keyId": str(event.originator_id)})  # fmt: skip
+        parameters: dict[str, Any] = {
+            "description": event.description, "keySpec": event.key_spec,
+            "customerMasterKeySpec": event.key_spec, "keyUsage": event.key_usage,
+            "origin": event.origin, "bypassPolicyLockoutSafetyCheck": False,
+            "multiRegion": False,
+        }  # fmt: skip
+        partition = event.arn.split(":", 2)[1]
+        if event.policy != default_key_policy(partition, event.account_id):
+            parameters["policy"] = event.policy
+        if event.tags:
+            parameters["tags"] = [{"tagKey": k, "tagValue": v} for k, v in event.tags.items()]
+        algorithms = key_algorithms(event.key_spec, event.key_usage)
+        metadata: dict[str, Any] = {
+            "AWSAccountId": event.account_id, "keyId": str(event.originator_id),
+            "arn": event.arn, "creationDate": event_time(event.timestamp),
+            "enabled": event.material is not None, "description": event.description,
+            "keyUsage": event.key_usage,
+            "keyState": "Enabled" if event.material is not None else "PendingImport",
+            "origin": event.origin, "keyManager": event.key_manager,
+            "customerMasterKeySpec": event.key_spec, "keySpec": event.key_spec,
+        }  # fmt: skip
+        for name, values in (
+            ("encryptionAlgorithms", algorithms.encryption),
+            ("signingAlgorithms", algorithms.signing),
+            ("macAlgorithms", algorithms.mac),
+            ("keyAgreementAlgorithms", algorithms.key_agreement),
+        ):
+            if values:
+                metadata[name] = list(values)
+        metadata["multiRegion"] = False
+        return self._on_key(event, facts, "CreateKey", parameters, {"keyMetadata": metadata})
+
+    def _deletion_scheduled(self, event: Key.DeletionScheduled) -> Described:
+        facts = self._key(event)
+        parameters = {"keyId": facts.arn, "pendingWindowInDays": event.pending_window_days}
+        response = {
+            "keyId": facts.arn, "deletionDate": event_time(event.deletion_date),
+            "keyState": "PendingDeletion", "pendingWindowInDays": event.pending_window_days,
+        }  # fmt: skip
+        return self._on_key(event, facts, "ScheduleKeyDeletion", parameters, response)
+
+    def _grant_created(self, event: Key.GrantCreated) -> Described:
+        facts = self._key(event)
+        grant = event.grant
+        parameters: dict[str, Any] = {
+            "keyId": facts.arn, "granteePrincipal": grant["grantee_principal"],
+            "operations": list(grant["operations"]),
+        }  # fmt: skip
+        if grant.get("retiring_principal"):
+            parameters["retiringPrincipal"] = grant["retiring_principal"]
+        if grant.get("constraints"):
+            parameters["constraints"] = {
+                name[:1].lower() + name[1:]: value for name, value in grant["constraints"].items()
+            }
+        if grant.get("name"):
+            parameters["name"] = grant["name"]
+        response = {"grantId": grant["grant_id"], "keyId": facts.arn}
+        return self._on_key(event, facts, "CreateGrant", parameters, response)
+
+    def _rotation_schedule(self, event: Key.RotationScheduleChanged) -> Described:
+        facts = self._key(event)
+        if not event.rotation_enabled:
+            return self._on_key(event, facts, "DisableKeyRotation", {"keyId": facts.arn},
+                                {"keyId": facts.arn})  # fmt: skip
+        parameters = {"keyId": facts.arn, "rotationPeriodInDays": event.rotation_period_days}
+        return self._on_key(event, facts, "EnableKeyRotation", parameters, {"keyId": facts.arn})
+
+    def _rotated(self, event: Key.Rotated) -> Described:
+        facts = self._key(event)
+        additional = {"keyMaterialId": event.material.material_id}
+        if _is_service_actor(event.actor) or event.material.rotation_type == "AUTOMATIC":
+            return self._service(
+                event, facts, "RotateKey", service_details={"keyId": str(event.originator_id)},
+                additional=additional,
+            )  # fmt: skip
+        return self._on_key(event, facts, "RotateKeyOnDemand", {"keyId": facts.arn},
+                            {"keyId": facts.arn}, additional=additional)  # fmt: skip
+
+    def _material_imported(self, event: Key.MaterialImported) -> Described:
+        facts = self._key(event)
+        parameters: dict[str, Any] = {
+            "keyId": facts.arn, "expirationModel": event.expiration_model,
+            "importType": event.import_type,
+        }  # fmt: skip
+        if event.valid_to is not None:
+            parameters["validTo"] = event_time(event.valid_to)
+        if event.description:
+            parameters["keyMaterialDescription"] = event.description
+        return self._on_key(
+            event, facts, "ImportKeyMaterial", parameters, {"keyId": facts.arn},
+            additional={"keyMaterialId": event.material.material_id},
+        )  # fmt: skip
+
+    def _alias_call(self, event: Any) -> Described | None:
+        kind = type(event)
+        if kind is Alias.Created:
+            alias = AliasFacts(event.alias_name, event.account_id, event.region,
+                               event.target_key_id)  # fmt: skip
+            event_name, target = "CreateAlias", event.target_key_id
+        else:
+            found = self._aliases.get(event.originator_id)
+            if found is None:
+                return None
+            alias = found
+            if kind is Alias.Deleted:
+                event_name, target = "DeleteAlias", alias.target_key_id
+            else:
+                event_name = "UpdateAlias" if alias.target_key_id else "CreateAlias"
+                target = event.target_key_id
+        actor = event.actor or {}
+        if _is_service_actor(actor):
+            return None  # aliases deleted with their key: the DeleteKey record covers them
+        partition = str(actor.get("principal_arn") or "arn:aws:").split(":", 2)[1] or "aws"
+        target_facts = self._keys.get(uuid.UUID(target)) if target else None
+        key_arn = (
+            target_facts.arn if target_facts is not None
+            else f"arn:{partition}:kms:{alias.region}:{alias.account_id}:key/{target}"
+        )  # fmt: skip
+        parameters: dict[str, Any] = {"aliasName": alias.alias_name}
+        if event_name != "DeleteAlias":
+            parameters["targetKeyId"] = target
+        service = alias.alias_name.startswith("alias/aws/")
+        described = Described(
+            event_name=event_name, actor={} if service else actor, account_id=alias.account_id,
+            region=alias.region, request_parameters=parameters,
+            resources=[(key_arn, alias.account_id, KEY_RESOURCE)] if target else [],
+            read_only=False, service_event=service,
+        )  # fmt: skip
+        return described
+
+    def _principal_policy(self, verb: str) -> Callable[[Any], Described | None]:
+        def describe(event: Any) -> Described | None:
+            found = self._principals.get(event.originator_id)
+            if found is None:
+                return None
+            arn, account, principal_type = found
+            noun = "Role" if principal_type == "role" else "User"
+            name = arn.rsplit("/", 1)[-1]
+            parameters: dict[str, Any] = {f"{noun.lower()}Name": name,
+                                          "policyName": event.policy_name}  # fmt: skip
+            if verb == "Put":
+                parameters["policyDocument"] = event.policy
+            return Described(
+                event_name=f"{verb}{noun}Policy", actor=event.actor or {}, account_id=account,
+                region="us-east-1", request_parameters=parameters,
+                resources=[(arn, account, f"AWS::IAM::{noun}")], read_only=False,
+                event_source=IAM_SOURCE,
+            )  # fmt: skip
+
+        return describe
+
+    def _access_key_created(self, event: AccessKey.Created) -> Described:
+        name = event.principal_arn.rsplit("/", 1)[-1]
+        return Described(
+            event_name="CreateAccessKey", actor={}, account_id=event.account_id,
+            region="us-east-1", request_parameters={"userName": name},
+            resources=[(event.principal_arn, event.account_id, "AWS::IAM::AccessKey")],
+            read_only=False, event_source=IAM_SOURCE,
+            response_elements={"accessKey": {"accessKeyId": event.access_key_id,
+                                              "status": "Active", "userName": name}},
+        )  # fmt: skip
+
+    def _access_key_deactivated(self, event: AccessKey.Deactivated) -> Described | None:
+        found = self._access_keys.get(event.originator_id)
+        if found is None:
+            return None
+        access_key_id, principal_arn, account = found
+        return Described(
+            event_name="UpdateAccessKey", actor={}, account_id=account, region="us-east-1",
+            request_parameters={"accessKeyId": access_key_id, "status": "Inactive",
+                                "userName": principal_arn.rsplit("/", 1)[-1]},
+            resources=[(principal_arn, account, "AWS::IAM::AccessKey")], read_only=False,
+            event_source=IAM_SOURCE,
+        )  # fmt: skip

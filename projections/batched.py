@@ -1,0 +1,208 @@
+"""A batched consumer of the ledger's notification log (ARCHITECTURE.md section 6).
+
+Each batch of events and the projection's tracking position are written in ONE
+transaction, so every event is applied exactly once and a runner killed mid-stream resumes
+where the last committed batch left off. One process at a time writes a view (a
+PostgreSQL advisory lock elects it); the others read it, and ``wait_for`` gives
+read-your-writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.persistence import Notification, StoredEvent
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger("keyledger.projections")
+
+TRACKING_SELECT = "SELECT notification_id FROM projection_tracking WHERE projection_name = %s"
+TRACKING_UPSERT = (
+    "INSERT INTO projection_tracking (projection_name, notification_id) VALUES (%s, %s)"
+    " ON CONFLICT (projection_name) DO UPDATE SET notification_id = EXCLUDED.notification_id"
+)
+
+
+class BatchedProjection:
+    """Subclasses name the projection, its lock and topics, and apply decoded events."""
+
+    name: ClassVar[str]
+    lock_id: ClassVar[int]
+    topics: ClassVar[tuple[str, ...]] = ()  # () means every event
+    batch_size: int = 1000
+    pass_interval = 0.02  # let commits accumulate: one pass per interval, not per commit
+    until: datetime | None = None  # replays only: apply no event recorded after this time
+
+    def __init__(
+        self,
+        ledger: Application,
+        pool: ConnectionPool,
+        database_url: str,
+        *,
+        batch_size: int | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._pool = pool
+        self._database_url = database_url
+        if batch_size is not None:
+            self.batch_size = batch_size
+        self._wake = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._position = 0
+        self.leading = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Run in a background thread (it writes only while it holds the leader lock)."""
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.notify(0)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def notify(self, _notification_id: int) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def run(self) -> None:
+        """Lead whenever the lock is free, until stopped (the ``projections run`` loop)."""
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self._database_url, autocommit=True) as lock_conn:
+                    row = lock_conn.execute(
+                        "SELECT pg_try_advisory_lock(%s)", (self.lock_id,)
+                    ).fetchone()
+                    if row and row[0]:
+                        self.leading = True
+                        try:
+                            self._lead()
+                        finally:
+                            self.leading = False
+                        continue
+            except psycopg.Error as error:
+                log.warning("%s projection paused: %s", self.name, error)
+            self._stopping.wait(1.0)
+
+    def _lead(self) -> None:
+        self._position = self.position()
+        while not self._stopping.is_set():
+            try:
+                done = self.catch_up()
+            except psycopg.OperationalError:
+                raise  # the lock connection may be gone too: re-elect
+            except Exception:
+                log.exception("%s projection failed a batch; retrying", self.name)
+                self.reset()
+                self._position = self.position()
+                self._stopping.wait(1.0)
+                continue
+            if done == 0:
+                with self._wake:
+                    self._wake.wait(timeout=0.1)
+                self._stopping.wait(self.pass_interval)
+
+    # --- reading ------------------------------------------------------------------------
+    def position(self) -> int:
+        """The last notification id the view includes (committed)."""
+        with self._pool.connection() as conn:
+            row = conn.execute(TRACKING_SELECT, (self.name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def wait_for(self, notification_id: int, timeout: float = 10.0) -> bool:
+        """Block until the view includes ``notification_id`` (read-your-writes)."""
+        deadline = time.monotonic() + timeout
+        while self._position < notification_id:
+            self._position = max(self._position, self.position())
+            if self._position >= notification_id:
+                break
+            if time.monotonic() > deadline:
+                return False
+            self.notify(notification_id)
+            time.sleep(0.005)
+        return True
+
+    def wait_for_current(self, timeout: float = 10.0) -> bool:
+        head = self._ledger.recorder.max_notification_id() or 0
+        return self.wait_for(head, timeout)
+
+    def lag(self) -> float:
+        """Seconds between the newest event's time and the newest projected event's time
+        (0 when the view is at the head of the log)."""
+        head = self._ledger.recorder.max_notification_id() or 0
+        position = self.position()
+        if position >= head:
+            return 0.0
+        newest = self._event_time(head)
+        projected = self._event_time(position) if position else None
+        if newest is None:
+            return 0.0
+        if projected is None:
+            first = self._ledger.recorder.select_notifications(start=1, limit=1)
+            projected = self._decode(first[0]).timestamp if first else newest
+        return max(0.0, (newest - projected).total_seconds())
+
+    def _event_time(self, notification_id: int) -> datetime | None:
+        found = self._ledger.recorder.select_notifications(
+            start=notification_id, limit=1, stop=notification_id
+        )
+        return self._decode(found[0]).timestamp if found else None
+
+    def _decode(self, notification: Notification | StoredEvent) -> Any:
+        return self._ledger.mapper.to_domain_event(notification)
+
+    # --- writing ------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget whatever a failed batch left in memory (subclasses keep caches)."""
+
+    def apply(
+        self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
+    ) -> None:
+        """Apply decoded events (with their notification ids) in the batch's transaction."""
+        raise NotImplementedError
+
+    def catch_up(self, stop: int | None = None) -> int:
+        """Process one batch, up to ``stop`` (default: the head); return how many
+        notifications it covered."""
+        position = self._position or self.position()
+        head = stop if stop is not None else (self._ledger.recorder.max_notification_id() or 0)
+        if head <= position:
+            return 0
+        notifications = self._ledger.recorder.select_notifications(
+            start=position + 1, limit=self.batch_size, stop=head, topics=self.topics
+        )
+        last = notifications[-1].id if len(notifications) == self.batch_size else head
+        events = [self._decode(n) for n in notifications]
+        ids = [n.id for n in notifications]
+        if self.until is not None:
+            kept = [(e, i) for e, i in zip(events, ids, strict=True) if e.timestamp <= self.until]
+            events, ids = [e for e, _ in kept], [i for _, i in kept]
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                row = conn.execute(TRACKING_SELECT + " FOR UPDATE", (self.name,)).fetchone()
+                if row is not None and row[0] != position:
+                    self._position = int(row[0])
+                    return 0  # someone else moved it; continue from there
+                self.apply(conn, events, ids)
+                conn.execute(TRACKING_UPSERT, (self.name, last))
+        except BaseException:
+            self.reset()
+            raise
+        self._position = last
+        return last - position
+
+    def catch_up_to(self, stop: int | None = None) -> None:
+        """Process batches until the view includes ``stop`` (default: the head now)."""
+        target = stop if stop is not None else (self._ledger.recorder.max_notification_id() or 0)
+        while (self._position or self.position()) < target:
+            self.catch_up(target)
