@@ -129,6 +129,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--keys", type=int, help="distinct keys to use (100,000)")
     group.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of each service (keyledger run --workers; default 1)",
+    )
+    group.add_argument(
         "--short-duration",
         type=float,
         help=f"seconds of the secondary cells (default min(--duration, {SHORT_CELL_S:g}))",
@@ -150,6 +156,7 @@ class Options:
     data_dir: Path
     json_path: str | None
     quick: bool
+    workers: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -180,6 +187,7 @@ class Options:
             data_dir=args.data_dir,
             json_path=args.json,
             quick=bool(args.quick),
+            workers=max(1, int(args.workers)),
         )
         if options.duration <= 0 or options.short <= 0 or options.warmup < 0:
             raise ValueError("--duration and --short-duration must be > 0, --warmup >= 0")
@@ -522,7 +530,7 @@ class Suite:
         }
         for name in ("keyledger", "keyledger-2"):
             port = _free_port()
-            argv = [*base, "run", "--port", str(port)]
+            argv = [*base, "run", "--port", str(port), "--workers", str(self.options.workers)]
             self.services[name] = Server(
                 name, argv, env | {"KEYLEDGER_PORT": str(port)}, port, "/readyz", self.tmp
             )
