@@ -172,7 +172,7 @@ def _alias_name_recorded(conn: psycopg.Connection[Any], event: Alias.Created) ->
     )
 
 
-MIN_PASS_INTERVAL = 0.02
+MIN_PASS_INTERVAL = 0.05
 
 HANDLERS: dict[type, list[Handler]] = {
     Key.Created: [_key_created],

@@ -57,6 +57,8 @@ def test_replay_reports_a_view_row_altered_by_hand(
     service: Service, ledger_with_history: dict[str, Any]
 ) -> None:
     key_id = ledger_with_history["KeyId"]
+    assert service.runtime.audit is not None
+    assert service.runtime.audit.wait_for_current()  # the rows to alter must be there
     with psycopg.connect(service.runtime.database_url, autocommit=True) as conn:
         conn.execute("UPDATE audit_keys SET description = 'tampered' WHERE key_id = %s", (key_id,))
         conn.execute(
