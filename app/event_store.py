@@ -168,6 +168,10 @@ class AsyncEventStore:
             ).format(schema, table)
             self._snapshots_table = table
 
+    async def connection(self) -> psycopg.AsyncConnection[Any]:
+        """The writer's connection (autocommit), for reads that belong with a batch."""
+        return await self._connection()
+
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)

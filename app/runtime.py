@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from psycopg_pool import ConnectionPool
 
@@ -21,6 +22,7 @@ from app.service import KeyService
 from app.settings import Settings
 from app.vault import Vault, load_root_key
 from app.writer import LedgerWriter
+from domain.keys import Key
 from projections.audit_trail import AuditTrailProjection
 from projections.key_directory import KeyDirectoryProjection
 
@@ -72,6 +74,15 @@ class Runtime:
         writer = LedgerWriter(ledger, database_url)
         directory = KeyDirectoryProjection(ledger, pool, database_url)
         writer.commit_listeners.append(directory.notify)
+
+        async def prefetch_wrapping_keys(conn: Any, aggregates: list[Any]) -> None:
+            keys = [a.id for a in aggregates if isinstance(a, Key)]
+            try:
+                await vault.prefetch(conn, keys)
+            except Exception as error:  # first uses then read them one by one
+                log.warning("wrapping keys not prefetched: %s", type(error).__name__)
+
+        writer.after_load.append(prefetch_wrapping_keys)
         identity = IdentityDirectory(writer, vault, clock, settings.partition)
         service = KeyService(
             writer=writer, vault=vault, clock=clock, pool=pool, directory=directory,

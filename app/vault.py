@@ -27,6 +27,7 @@ import uuid
 from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -158,6 +159,22 @@ class Vault:
         with self._lock:
             self._wrapping_keys[owner_id] = key
         return AESGCM(key)
+
+    async def prefetch(self, conn: Any, owner_ids: list[uuid.UUID]) -> None:
+        """Unwrap, in one query on the writer's connection, the wrapping keys of keys just
+        read into the writer's cache, so their first use reads nothing more."""
+        missing = [owner_id for owner_id in owner_ids if owner_id not in self._wrapping_keys]
+        if not missing:
+            return
+        cursor = await conn.execute(
+            "SELECT owner_id, wrapped_key FROM wrapping_keys"
+            " WHERE owner_id = ANY(%s) AND wrapped_key IS NOT NULL",
+            (missing,),
+        )
+        for owner_id, wrapped in await cursor.fetchall():
+            key = self._unwrap_under_root(owner_id, bytes(wrapped))
+            with self._lock:
+                self._wrapping_keys[owner_id] = key
 
     # --- key material ------------------------------------------------------------
     def new_material(

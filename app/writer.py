@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -136,6 +136,9 @@ class LedgerWriter:
         self._stopping = False
         self.last_notification_id = 0
         self.commit_listeners: list[Callable[[int], None]] = []
+        # Called with the aggregates each bulk read brought into the cache (e.g. the vault
+        # unwraps their keys' wrapping keys in one query instead of one per first use).
+        self.after_load: list[Callable[[Any, list[Aggregate]], Awaitable[None]]] = []
         self.stats = WriterStats()
 
     # --- lifecycle ---------------------------------------------------------------
@@ -232,6 +235,7 @@ class LedgerWriter:
             snapshot = snapshots.get(aggregate_id)
             after[aggregate_id] = snapshot.originator_version if snapshot is not None else 0
         newer = await self.store.events_after_many(after)
+        fetched: list[Aggregate] = []
         for aggregate_id in aggregate_ids:
             events = newer.get(aggregate_id, [])
             if aggregate_id in cached:
@@ -244,7 +248,10 @@ class LedgerWriter:
                     uow.missing.add(aggregate_id)
                     continue
                 self._remember(loaded)
+                fetched.append(loaded)
             uow.read.add(aggregate_id)
+        for hook in self.after_load:
+            await hook(await self.store.connection(), fetched)
 
     # --- the loop ----------------------------------------------------------------------
     async def _run(self) -> None:
