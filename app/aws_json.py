@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from app.asgi_json import read_body as _read_body
+from app.asgi_json import respond as _respond
 from app.audit import Auditor
 from app.auth.sigv4 import IncomingRequest
 from app.aws_json_audit import OPERATIONS as AUDIT_OPERATIONS
@@ -33,7 +35,6 @@ log = logging.getLogger("keyledger.aws")
 TARGET_PREFIX = "TrentService."
 # Answered with {} before authentication: measures the HTTP stack's ceiling (keyledger bench).
 NOOP = "Noop"
-CONTENT_TYPE = b"application/x-amz-json-1.1"
 Operation = Callable[[KeyService, Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -476,27 +477,3 @@ class _NotAudited:
 
     async def __aexit__(self, *_: Any) -> None:
         return None
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _respond(send: Any, status: int, body: bytes, request_id: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", CONTENT_TYPE),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-amzn-requestid", request_id.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

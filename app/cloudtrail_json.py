@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.asgi_json import read_body as _read_body
+from app.asgi_json import respond as _respond
 from app.auth.sigv4 import IncomingRequest
 from app.aws_shapes import SerializationError, UnknownOperationError, parse_request
 from app.wire_errors import aws_error
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("keyledger.cloudtrail")
 
 TARGET_PREFIX = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101."
-CONTENT_TYPE = b"application/x-amz-json-1.1"
 MAX_RESULTS = 50
 # CloudTrail's error names for the audit queries' errors (the rest as app/wire_errors says).
 ERRORS: dict[type[Exception], str] = {
@@ -183,27 +184,3 @@ async def _fail(send: Any, error: Exception, request_id: str) -> None:
             log.error("request %s failed: %s", request_id, type(error).__name__)
     body = orjson.dumps({"__type": code, "message": message})
     await _respond(send, status, body, request_id)
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _respond(send: Any, status: int, body: bytes, request_id: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", CONTENT_TYPE),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-amzn-requestid", request_id.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
