@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -30,7 +31,7 @@ TRACKING_UPSERT = (
 )
 
 
-class BatchedProjection:
+class BatchedProjection(ABC):
     """Subclasses name the projection, its lock and topics, and apply decoded events."""
 
     name: ClassVar[str]
@@ -165,14 +166,14 @@ class BatchedProjection:
         return self._ledger.mapper.to_domain_event(notification)
 
     # --- writing ------------------------------------------------------------------------
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - a hook with nothing to forget by default
         """Forget whatever a failed batch left in memory (subclasses keep caches)."""
 
+    @abstractmethod
     def apply(
         self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
     ) -> None:
         """Apply decoded events (with their notification ids) in the batch's transaction."""
-        raise NotImplementedError
 
     def catch_up(self, stop: int | None = None) -> int:
         """Process one batch, up to ``stop`` (default: the head); return how many

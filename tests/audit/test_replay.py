@@ -46,6 +46,8 @@ def ledger_with_history(kms: Any) -> dict[str, Any]:
 def test_replay_finds_no_difference_on_the_test_suites_ledger(
     service: Service, ledger_with_history: dict[str, Any]
 ) -> None:
+    assert service.runtime.audit is not None
+    assert service.runtime.audit.wait_for_current()  # the trail includes the history
     result = replay(service.runtime.ledger, service.runtime.database_url)
     assert result.identical, result.report()
     assert result.rows["audit_events"][0] > 0
