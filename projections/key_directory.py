@@ -8,18 +8,15 @@ resumes where it stopped after a crash.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
-from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
-from psycopg_pool import ConnectionPool
 
 from domain import key_states
 from domain.keys import Alias, Key
+from projections.batched import BatchedProjection
 from projections.grants import GRANT_HANDLERS
 
 log = logging.getLogger("keyledger.projections")
@@ -207,110 +204,18 @@ def apply_events(conn: psycopg.Connection[Any], events: Sequence[Any]) -> None:
             handler(conn, event)
 
 
-class KeyDirectoryProjection:
-    """Runs the projection in a background thread of whichever process holds the lock."""
+class KeyDirectoryProjection(BatchedProjection):
+    """Keys and aliases by account and Region: a batched consumer that skips Used events
+    by topic (its tracking still advances to the head, which releases readers waiting
+    for read-your-writes)."""
 
-    def __init__(self, ledger: Application, pool: ConnectionPool, database_url: str) -> None:
-        self._ledger = ledger
-        self._pool = pool
-        self._database_url = database_url
-        self._wake = threading.Condition()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="key-directory", daemon=True)
-        self._position = 0
+    name: ClassVar[str] = PROJECTION_NAME
+    lock_id: ClassVar[int] = LEADER_LOCK_ID
+    topics: ClassVar[tuple[str, ...]] = RELEVANT_TOPICS
+    batch_size = BATCH_SIZE
+    pass_interval = MIN_PASS_INTERVAL  # list calls wait for it: keep it short
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.notify(0)
-        self._thread.join(timeout=5)
-
-    def notify(self, _notification_id: int) -> None:
-        with self._wake:
-            self._wake.notify_all()
-
-    # --- reading ------------------------------------------------------------------
-    def position(self) -> int:
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT notification_id FROM projection_tracking WHERE projection_name = %s",
-                (PROJECTION_NAME,),
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    def wait_for(self, notification_id: int, timeout: float = 10.0) -> bool:
-        """Block until the view includes ``notification_id`` (read-your-writes)."""
-        deadline = time.monotonic() + timeout
-        while self._position < notification_id:
-            self._position = max(self._position, self.position())
-            if self._position >= notification_id:
-                break
-            if time.monotonic() > deadline:
-                return False
-            self.notify(notification_id)
-            time.sleep(0.005)
-        return True
-
-    def wait_for_current(self, timeout: float = 10.0) -> bool:
-        max_id = self._ledger.recorder.max_notification_id() or 0
-        return self.wait_for(max_id, timeout)
-
-    # --- writing ------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(self._database_url, autocommit=True) as lock_conn:
-                    row = lock_conn.execute(
-                        "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_ID,)
-                    ).fetchone()
-                    if row and row[0]:
-                        self._lead()
-                        continue
-            except psycopg.Error as error:
-                log.warning("key directory projection paused: %s", error)
-            self._stopping.wait(1.0)
-
-    def _lead(self) -> None:
-        self._position = self.position()
-        while not self._stopping.is_set():
-            if self.catch_up() == 0:
-                with self._wake:
-                    self._wake.wait(timeout=0.1)
-                # Let commits accumulate: one pass per interval, not one per commit.
-                self._stopping.wait(MIN_PASS_INTERVAL)
-
-    def catch_up(self) -> int:
-        """Process one batch of relevant events; return how many it covered.
-
-        Used events (the bulk of the log) are skipped by topic; the tracking position
-        still advances to the head, so readers waiting on it are released.
-        """
-        position = self._position or self.position()
-        head = self._ledger.recorder.max_notification_id() or 0
-        if head <= position:
-            return 0
-        notifications = self._ledger.recorder.select_notifications(
-            start=position + 1, limit=BATCH_SIZE, stop=head, topics=RELEVANT_TOPICS
-        )
-        last = notifications[-1].id if len(notifications) == BATCH_SIZE else head
-        events = [self._ledger.mapper.to_domain_event(n) for n in notifications]
-        with self._pool.connection() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT notification_id FROM projection_tracking WHERE projection_name = %s"
-                " FOR UPDATE",
-                (PROJECTION_NAME,),
-            ).fetchone()
-            if row is not None and row[0] != position:
-                self._position = int(row[0])
-                return 0  # someone else moved it; continue from there
-            apply_events(conn, events)
-            conn.execute(
-                "INSERT INTO projection_tracking (projection_name, notification_id)"
-                " VALUES (%s, %s) ON CONFLICT (projection_name)"
-                " DO UPDATE SET notification_id = EXCLUDED.notification_id",
-                (PROJECTION_NAME, last),
-            )
-        self._position = last
-        return last - position
+    def apply(
+        self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
+    ) -> None:
+        apply_events(conn, events)

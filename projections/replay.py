@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 import psycopg
@@ -50,17 +49,8 @@ READ_MODELS: dict[str, tuple[str, ...]] = {
 PERIOD_TABLES = {"audit_events": "event_time", "audit_usage_hourly": "hour"}
 
 
-class KeyDirectoryReplay(BatchedProjection):
-    """The key directory's handlers, run by the batched consumer (no leader needed)."""
-
-    name: ClassVar[str] = key_directory.PROJECTION_NAME
-    lock_id: ClassVar[int] = key_directory.LEADER_LOCK_ID
-    topics: ClassVar[tuple[str, ...]] = key_directory.RELEVANT_TOPICS
-
-    def apply(
-        self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
-    ) -> None:
-        key_directory.apply_events(conn, events)
+# The live projection runs unchanged into the scratch schema.
+KeyDirectoryReplay = key_directory.KeyDirectoryProjection
 
 
 @dataclass
