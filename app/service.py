@@ -502,7 +502,10 @@ class KeyService(AsymmetricOperations, GrantOperations, ExplainOperations):
             key = self._resolve(uow, caller, key_id, "Encrypt", request=access)
             self._check_usable(key, "Encrypt", dry_run)
             blob, material_id = self._seal(key, plaintext, encryption_context)
-            self._record(key, "Encrypt", caller, key.current_material.version, encryption_context)
+            self._record(
+                key, "Encrypt", caller, key.current_material.version, encryption_context,
+                {"keyId": key_id},
+            )  # fmt: skip
             return Encrypted(blob, key.arn, SYMMETRIC_DEFAULT, material_id)
 
         return await self.writer.run(command)
@@ -514,10 +517,14 @@ class KeyService(AsymmetricOperations, GrantOperations, ExplainOperations):
         caller: Caller,
         material_version: int,
         encryption_context: dict[str, str] | None,
+        request_parameters: dict[str, Any],
     ) -> None:
+        """Record a use; ``request_parameters``: what its record logs besides the context
+        and algorithm (domain.keys.Key.Used), the KeyId as the caller gave it first."""
         key.record_use(
             operation=operation, now=self.clock.now(), actor=caller.actor(),
             material_version=material_version, encryption_context=encryption_context,
+            request_parameters=request_parameters,
         )  # fmt: skip
 
     def _open(
@@ -590,7 +597,10 @@ class KeyService(AsymmetricOperations, GrantOperations, ExplainOperations):
             key, version = self._open(uow, caller, blob, key_id, encryption_context, "Decrypt")
             self._check_usable(key, "Decrypt", dry_run)
             plaintext, material_id = self._decrypt_blob(key, blob, version, encryption_context)
-            self._record(key, "Decrypt", caller, version, encryption_context)
+            self._record(
+                key, "Decrypt", caller, version, encryption_context,
+                {} if key_id is None else {"keyId": key_id},
+            )  # fmt: skip
             return Decrypted(plaintext, key.arn, SYMMETRIC_DEFAULT, material_id)
 
         return await self.writer.run(command)
@@ -632,10 +642,12 @@ class KeyService(AsymmetricOperations, GrantOperations, ExplainOperations):
             self._check_usable(destination, "ReEncryptTo", dry_run)
             plaintext, source_material = self._decrypt_blob(source, blob, version, source_context)
             new_blob, material_id = self._seal(destination, plaintext, destination_context)
-            self._record(source, "ReEncryptFrom", caller, version, source_context)
-            self._record(
-                destination, "ReEncryptTo", caller, destination.current_material.version,
-                destination_context,
+            source.record_re_encryption(
+                destination=destination, now=self.clock.now(), actor=caller.actor(),
+                material_version=version, source_key_id=source_key_id,
+                source_context=source_context, source_algorithm=SYMMETRIC_DEFAULT,
+                destination_key_id=destination_key_id, destination_context=destination_context,
+                destination_algorithm=SYMMETRIC_DEFAULT,
             )  # fmt: skip
             return ReEncrypted(
                 new_blob, source.arn, destination.arn, SYMMETRIC_DEFAULT, SYMMETRIC_DEFAULT,
@@ -676,7 +688,14 @@ class KeyService(AsymmetricOperations, GrantOperations, ExplainOperations):
             self._check_usable(key, operation, dry_run)
             data_key = os.urandom(size)
             blob, material_id = self._seal(key, data_key, encryption_context)
-            self._record(key, operation, caller, key.current_material.version, encryption_context)
+            given: dict[str, Any] = {"keyId": key_id}
+            if key_spec is not None:
+                given["keySpec"] = key_spec
+            else:
+                given["numberOfBytes"] = number_of_bytes
+            self._record(
+                key, operation, caller, key.current_material.version, encryption_context, given
+            )
             return DataKey(blob, data_key if with_plaintext else None, key.arn, material_id)
 
         return await self.writer.run(command)

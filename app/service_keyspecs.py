@@ -237,6 +237,7 @@ class AsymmetricOperations:
             caller: Caller,
             material_version: int,
             encryption_context: dict[str, str] | None,
+            request_parameters: dict[str, Any],
         ) -> None: ...
 
     # ==== material ======================================================================
@@ -250,11 +251,21 @@ class AsymmetricOperations:
     def _private_key(self, key: Key) -> Any:
         return algorithms.load_private_key(key.key_spec, self._material_bytes(key))
 
-    def _record_use(self, key: Key, operation: str, caller: Caller, algorithm: str) -> None:
+    def _record_use(
+        self,
+        key: Key,
+        operation: str,
+        caller: Caller,
+        algorithm: str,
+        key_id: str,
+        **logged: str,
+    ) -> None:
+        """Record a use of the current material; its record logs ``key_id`` as given, the
+        algorithm, and ``logged`` (lowerCamelCase members, never a secret)."""
         key.record_use(
             operation=operation, now=self.clock.now(), actor=caller.actor(),
             material_version=key.current_material.version, encryption_context=None,
-            algorithm=algorithm,
+            algorithm=algorithm, request_parameters={"keyId": key_id, **logged},
         )  # fmt: skip
 
     # ==== GetPublicKey ==================================================================
@@ -295,7 +306,7 @@ class AsymmetricOperations:
             algorithms.check_signing_request(key.key_spec, algorithm, kind, message)
             _dry_run(dry_run)
             signature = algorithms.sign(self._private_key(key), algorithm, kind, message)
-            self._record_use(key, "Sign", caller, algorithm)
+            self._record_use(key, "Sign", caller, algorithm, key_id, messageType=kind)
             return Signed(key.arn, signature, algorithm)
 
         return await self.writer.run(command)
@@ -322,7 +333,7 @@ class AsymmetricOperations:
             public_key = self._private_key(key).public_key()
             if not algorithms.verify(public_key, algorithm, kind, message, signature):
                 raise KMSInvalidSignature()
-            self._record_use(key, "Verify", caller, algorithm)
+            self._record_use(key, "Verify", caller, algorithm, key_id, messageType=kind)
             return Verified(key.arn, algorithm)
 
         return await self.writer.run(command)
@@ -337,7 +348,7 @@ class AsymmetricOperations:
             algorithms.check_mac_algorithm(key.key_spec, algorithm)
             _dry_run(dry_run)
             tag = algorithms.mac(self._material_bytes(key), algorithm, message)
-            self._record_use(key, "GenerateMac", caller, algorithm)
+            self._record_use(key, "GenerateMac", caller, algorithm, key_id)
             return Mac(key.arn, tag, algorithm)
 
         return await self.writer.run(command)
@@ -360,7 +371,7 @@ class AsymmetricOperations:
             _dry_run(dry_run)
             if not algorithms.mac_matches(self._material_bytes(key), algorithm, message, mac):
                 raise KMSInvalidMac()
-            self._record_use(key, "VerifyMac", caller, algorithm)
+            self._record_use(key, "VerifyMac", caller, algorithm, key_id)
             return Mac(key.arn, mac, algorithm)
 
         return await self.writer.run(command)
@@ -386,7 +397,7 @@ class AsymmetricOperations:
             ciphertext = algorithms.rsa_encrypt(
                 self._private_key(key).public_key(), chosen, plaintext
             )
-            self._record_use(key, "Encrypt", caller, chosen)
+            self._record_use(key, "Encrypt", caller, chosen, key_id)
             return Encrypted(ciphertext, key.arn, chosen, key.current_material.material_id)
 
         return await self.writer.run(command)
@@ -413,7 +424,7 @@ class AsymmetricOperations:
             _no_encryption_context(encryption_context)
             _dry_run(dry_run)
             plaintext = algorithms.rsa_decrypt(self._private_key(key), chosen, ciphertext)
-            self._record_use(key, "Decrypt", caller, chosen)
+            self._record_use(key, "Decrypt", caller, chosen, key_id)
             return Decrypted(plaintext, key.arn, chosen, key.current_material.material_id)
 
         return await self.writer.run(command)
@@ -485,15 +496,12 @@ class AsymmetricOperations:
                     self._private_key(destination).public_key(), destination_chosen, plaintext
                 )
                 material_id = destination.current_material.material_id
-            source.record_use(
-                operation="ReEncryptFrom", now=self.clock.now(), actor=caller.actor(),
-                material_version=version, encryption_context=source_context,
-                algorithm=source_chosen,
-            )  # fmt: skip
-            destination.record_use(
-                operation="ReEncryptTo", now=self.clock.now(), actor=caller.actor(),
-                material_version=destination.current_material.version,
-                encryption_context=destination_context, algorithm=destination_chosen,
+            source.record_re_encryption(
+                destination=destination, now=self.clock.now(), actor=caller.actor(),
+                material_version=version, source_key_id=source_key_id,
+                source_context=source_context, source_algorithm=source_chosen,
+                destination_key_id=destination_key_id, destination_context=destination_context,
+                destination_algorithm=destination_chosen,
             )  # fmt: skip
             return ReEncrypted(
                 new_blob, source.arn, destination.arn, source_chosen, destination_chosen,
@@ -537,7 +545,10 @@ class AsymmetricOperations:
             key = self._resolve(uow, caller, key_id, operation)
             self._check_usable(key, operation, dry_run)
             blob, material_id = self._seal(key, private_key, encryption_context)
-            self._record(key, operation, caller, key.current_material.version, encryption_context)
+            self._record(
+                key, operation, caller, key.current_material.version, encryption_context,
+                {"keyId": key_id, "keyPairSpec": key_pair_spec},
+            )  # fmt: skip
             return DataKeyPair(
                 blob, private_key if with_plaintext else None, public_key, key.arn,
                 key_pair_spec, material_id,
@@ -565,7 +576,7 @@ class AsymmetricOperations:
             # Parse the peer's key before the dry run: a bad key fails either way.
             secret = algorithms.derive_shared_secret(private_key, public_key)
             _dry_run(dry_run)
-            self._record_use(key, "DeriveSharedSecret", caller, algorithm)
+            self._record_use(key, "DeriveSharedSecret", caller, algorithm, key_id)
             return SharedSecret(key.arn, secret, algorithm, key.origin)
 
         return await self.writer.run(command)
@@ -586,7 +597,7 @@ class AsymmetricOperations:
             self._check_encapsulation(key, "Encapsulate", algorithm)
             _dry_run(dry_run)
             result = algorithms.encapsulate(self._private_key(key).public_key())
-            self._record_use(key, "Encapsulate", caller, algorithm)
+            self._record_use(key, "Encapsulate", caller, algorithm, key_id)
             return Encapsulation(key.arn, result.shared_secret, result.ciphertext, algorithm)
 
         return await self.writer.run(command)
@@ -604,7 +615,7 @@ class AsymmetricOperations:
             self._check_encapsulation(key, "Decapsulate", algorithm)
             _dry_run(dry_run)
             secret = algorithms.decapsulate(self._private_key(key), ciphertext)
-            self._record_use(key, "Decapsulate", caller, algorithm)
+            self._record_use(key, "Decapsulate", caller, algorithm, key_id)
             return Encapsulation(key.arn, secret, ciphertext, algorithm)
 
         return await self.writer.run(command)

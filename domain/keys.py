@@ -49,6 +49,8 @@ MAX_VALID_TO = timedelta(days=365)
 KEY_MATERIAL_EXPIRES = "KEY_MATERIAL_EXPIRES"
 KEY_MATERIAL_DOES_NOT_EXPIRE = "KEY_MATERIAL_DOES_NOT_EXPIRE"
 NEW_KEY_MATERIAL, EXISTING_KEY_MATERIAL = "NEW_KEY_MATERIAL", "EXISTING_KEY_MATERIAL"
+# In a ReEncryptTo event's request_parameters: [source key id, material version] (not logged).
+SOURCE_USE = "_source"
 
 
 @dataclass(frozen=True)
@@ -284,11 +286,35 @@ class Key(Aggregate):
 
     # --- cryptographic use -----------------------------------------------------
     class Used(Event):
+        """One cryptographic use of the key: it is also the call's CloudTrail record.
+
+        ``request_parameters`` holds what that record logs beyond the other fields, in
+        CloudTrail's lowerCamelCase and never a secret: the KeyId as the caller gave it (key
+        id, key ARN, alias name or alias ARN; absent when the call named no key, as Decrypt
+        may), ``keySpec``/``numberOfBytes``, ``keyPairSpec``, ``messageType``. ``None`` on
+        events recorded before the field existed (class version 1): their record names the
+        key by its ARN.
+
+        A ReEncrypt is one call but two uses, one per key, and gets one record: the
+        destination's ``ReEncryptTo`` event carries the whole call's parameters (the
+        source's ``sourceKeyId``, ``sourceEncryptionContext``, ``sourceEncryptionAlgorithm``)
+        and, under ``SOURCE_USE`` (never logged), the source key's id and the material
+        version it decrypted with; the source's ``ReEncryptFrom`` event then has no record
+        of its own (its ``request_parameters`` is ``{}``).
+        """
+
+        class_version = 2
+
         operation: str
         material_version: int
         encryption_context: dict[str, str]
         algorithm: str
         request_id: str
+        request_parameters: dict[str, Any] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["request_parameters"] = None
 
         def apply(self, aggregate: Any) -> None:
             aggregate.last_used_at = self.timestamp
@@ -304,8 +330,10 @@ class Key(Aggregate):
         material_version: int,
         encryption_context: dict[str, str] | None,
         algorithm: str = SYMMETRIC_DEFAULT,
+        request_parameters: dict[str, Any] | None = None,
     ) -> None:
-        """Record a cryptographic use. The caller checked the state with check_allowed."""
+        """Record a cryptographic use. The caller checked the state with check_allowed, and
+        gives ``request_parameters`` already shaped as logged (see ``Used``)."""
         self.trigger_event(
             self.Used,
             timestamp=now,
@@ -315,7 +343,44 @@ class Key(Aggregate):
             encryption_context=dict(encryption_context or {}),
             algorithm=algorithm,
             request_id=str(actor.get("request_id", "")),
+            request_parameters=request_parameters,
         )
+
+    def record_re_encryption(
+        self,
+        *,
+        destination: Key,
+        now: datetime,
+        actor: Actor,
+        material_version: int,
+        source_key_id: str | None,
+        source_context: dict[str, str] | None,
+        source_algorithm: str,
+        destination_key_id: str,
+        destination_context: dict[str, str] | None,
+        destination_algorithm: str,
+    ) -> None:
+        """Record a ReEncrypt from this key (``material_version``: the ciphertext's) to
+        ``destination`` (possibly this key): a use of each key, with one record."""
+        self.record_use(
+            operation="ReEncryptFrom", now=now, actor=actor, material_version=material_version,
+            encryption_context=source_context, algorithm=source_algorithm,
+            request_parameters={},
+        )  # fmt: skip
+        parameters: dict[str, Any] = {}
+        if source_key_id is not None:
+            parameters["sourceKeyId"] = source_key_id
+        if source_context:
+            parameters["sourceEncryptionContext"] = dict(source_context)
+        parameters["sourceEncryptionAlgorithm"] = source_algorithm
+        parameters["destinationKeyId"] = destination_key_id
+        parameters[SOURCE_USE] = [str(self.id), material_version]
+        destination.record_use(
+            operation="ReEncryptTo", now=now, actor=actor,
+            material_version=destination.current_material.version,
+            encryption_context=destination_context, algorithm=destination_algorithm,
+            request_parameters=parameters,
+        )  # fmt: skip
 
     # --- lifecycle -------------------------------------------------------------
     class Enabled(Event):

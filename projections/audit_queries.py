@@ -106,7 +106,11 @@ def _where(conn: Any, query: AuditFilter, after: Position | None) -> tuple[str, 
                 "SELECT arn FROM audit_keys WHERE key_id = %s", (query.resource,)
             ).fetchall()
             arns = [row[0] for row in rows] or arns
-        add("resource_arn = ANY(%s)", arns)
+        # the first resource, or any of a record that names several (ReEncrypt: two keys)
+        add(
+            "(resource_arn = ANY(%s) OR (cardinality(resources) > 1 AND resources && %s))",
+            arns, arns,
+        )  # fmt: skip
     if query.error_code == "*":
         add("error_code IS NOT NULL")
     elif query.error_code is not None:

@@ -31,7 +31,7 @@ import psycopg
 from domain.audit import KMS_SOURCE, AuditedCall, is_read_only
 from domain.identity import AccessKey, Account, Principal
 from domain.key_specs import key_algorithms
-from domain.keys import AWS_MANAGED, Alias, Key
+from domain.keys import AWS_MANAGED, SOURCE_USE, Alias, Key
 from domain.policy import default_key_policy
 from projections import key_views
 from projections.batched import BatchedProjection
@@ -69,7 +69,8 @@ LAST_USED_SQL = (
     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO UPDATE SET"
     " operation = EXCLUDED.operation, used_at = EXCLUDED.used_at,"
     " event_id = EXCLUDED.event_id, request_id = EXCLUDED.request_id"
-)
+    " WHERE audit_key_last_usage.used_at <= EXCLUDED.used_at"
+)  # the latest use wins: a ReEncrypt's source key is noted at its destination's event
 
 # Used.operation -> (eventName, keyId member, context member, algorithm member or None)
 USED_SHAPES: dict[str, tuple[str, str, str, str | None]] = {
@@ -185,6 +186,8 @@ class Described:
     service_event: bool = False
     service_details: dict[str, Any] | None = None
     context_keys: list[str] = field(default_factory=list)
+    # Usage rollups count the call under its first resource, or under each key it names.
+    count_each_resource: bool = False
 
 
 def _is_service_actor(actor: dict[str, Any] | None) -> bool:
@@ -224,6 +227,15 @@ def _array(items: list[str]) -> str:
 
 def _hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _source_use(event: Any) -> tuple[uuid.UUID, int] | None:
+    """(source key id, material version) a ReEncryptTo event names, if it does."""
+    given = event.request_parameters
+    found = given.get(SOURCE_USE) if given else None
+    if not found:
+        return None
+    return uuid.UUID(str(found[0])), int(found[1])
 
 
 class AuditTrailProjection(BatchedProjection):
@@ -287,11 +299,16 @@ class AuditTrailProjection(BatchedProjection):
         aliases: set[uuid.UUID] = set()
         access_keys: set[uuid.UUID] = set()
         principals: set[uuid.UUID] = set()
+        used = Key.Used
         for event in events:
             oid = event.originator_id
             if isinstance(event, Key.Event):
                 if oid not in self._keys and not isinstance(event, Key.Created):
                     keys.add(oid)
+                if type(event) is used and event.operation == "ReEncryptTo":
+                    source = _source_use(event)
+                    if source is not None and source[0] not in self._keys:
+                        keys.add(source[0])
             elif isinstance(event, Alias.Event):
                 if oid not in self._aliases and not isinstance(event, Alias.Created):
                     aliases.add(oid)
@@ -370,17 +387,18 @@ class AuditTrailProjection(BatchedProjection):
         elif kind is AccessKey.Created:
             self._access_keys[oid] = (event.access_key_id, event.principal_arn, event.account_id)
 
-    def _key(self, event: Any) -> KeyFacts:
-        facts = self._keys.get(event.originator_id)
+    def _key(self, event: Any, key_id: uuid.UUID | None = None) -> KeyFacts:
+        """The facts of the event's key (or of ``key_id``, a key the event names)."""
+        key = event.originator_id if key_id is None else key_id
+        facts = self._keys.get(key)
         if facts is None:  # never expected: a key's Created precedes its other events
             actor = getattr(event, "actor", None) or {}
-            log.warning("audit trail: no facts for key %s", event.originator_id)
+            log.warning("audit trail: no facts for key %s", key)
             facts = KeyFacts(
-                f"arn:aws:kms:{actor.get('region', '')}:{actor.get('account_id', '')}:key/"
-                f"{event.originator_id}",
+                f"arn:aws:kms:{actor.get('region', '')}:{actor.get('account_id', '')}:key/{key}",
                 str(actor.get("account_id", "")), str(actor.get("region", "")), "", "",
             )  # fmt: skip
-            self._keys[event.originator_id] = facts
+            self._keys[key] = facts
         return facts
 
     # ==== the hot path: Used ==================================================================
@@ -392,30 +410,59 @@ class AuditTrailProjection(BatchedProjection):
         rollups: dict[tuple[datetime, str, str, str], list[Any]],
         last_used: dict[uuid.UUID, tuple[Any, ...]],
     ) -> None:
+        given: dict[str, Any] | None = event.request_parameters
+        operation = event.operation
+        if given is not None and operation == "ReEncryptFrom":
+            return  # the ReEncryptTo event of the same call writes its record (domain.keys.Used)
         facts = self._key(event)
-        shape = USED_SHAPES.get(event.operation)
+        shape = USED_SHAPES.get(operation)
         if shape is None:
-            shape = (event.operation, "keyId", "encryptionContext", None)
+            shape = (operation, "keyId", "encryptionContext", None)
         event_name, key_member, context_member, algorithm_member = shape
-        parameters: dict[str, Any] = {key_member: facts.arn}
+        if given is None:  # recorded before the caller's parameters were kept
+            parameters: dict[str, Any] = {key_member: facts.arn}
+        else:
+            parameters = dict(given)
         context = event.encryption_context
         if context_member and context:
             parameters[context_member] = context
         if algorithm_member is not None:
             parameters[algorithm_member] = event.algorithm
         material_id = facts.materials.get(event.material_version)
+        resources = [(facts.arn, facts.account_id, KEY_RESOURCE)]
+        additional = {"keyMaterialId": material_id} if material_id else None
+        context_keys = list(context) if context else []
+        source = _source_use(event) if operation == "ReEncryptTo" else None
+        source_facts: KeyFacts | None = None
+        if source is not None:  # the call's one ReEncrypt record: source key first
+            del parameters[SOURCE_USE]
+            source_facts = self._key(event, source[0])
+            resources.insert(0, (source_facts.arn, source_facts.account_id, KEY_RESOURCE))
+            additional = {}
+            source_material = source_facts.materials.get(source[1])
+            if source_material:
+                additional["sourceKeyMaterialId"] = source_material
+            if material_id:
+                additional["destinationKeyMaterialId"] = material_id
+            source_context = parameters.get("sourceEncryptionContext") or {}
+            context_keys = list(dict.fromkeys([*source_context, *context_keys]))
         described = Described(
             event_name=event_name, actor=event.actor, account_id=facts.account_id,
-            region=facts.region, request_parameters=parameters,
-            resources=[(facts.arn, facts.account_id, KEY_RESOURCE)], read_only=True,
-            additional={"keyMaterialId": material_id} if material_id else None,
-            context_keys=list(context) if context else [],
+            region=facts.region, request_parameters=parameters, resources=resources,
+            read_only=True, additional=additional or None, context_keys=context_keys,
+            count_each_resource=source is not None,
         )  # fmt: skip
-        owner_event_id = self._emit(event, notification_id, described, rows, rollups)
-        last_used[event.originator_id] = (
-            event.originator_id, event_name, event.timestamp, owner_event_id,
-            str(event.actor.get("request_id") or event.request_id or ""),
-        )  # fmt: skip
+        copies = self._emit(event, notification_id, described, rows, rollups)
+        request_id = str(event.actor.get("request_id") or event.request_id or "")
+        keys = [(event.originator_id, facts)]
+        if source is not None and source_facts is not None:
+            keys.append((source[0], source_facts))
+        for key_id, key in keys:  # each key's last use: the copy its owner receives
+            use = (key_id, event_name, event.timestamp, copies.get(key.account_id, copies[None]),
+                   request_id)  # fmt: skip
+            known = last_used.get(key_id)
+            if known is None or known[2] <= use[2]:
+                last_used[key_id] = use
 
     # ==== records =============================================================================
     def _emit(
@@ -425,9 +472,9 @@ class AuditTrailProjection(BatchedProjection):
         described: Described,
         rows: list[tuple[Any, ...]],
         rollups: dict[tuple[datetime, str, str, str], list[Any]],
-    ) -> uuid.UUID:
+    ) -> dict[str | None, uuid.UUID]:
         """Append the record's copies to ``rows`` and count it; return the eventID of the
-        copy delivered to the (first) resource's owner."""
+        copy each account receives (None: the caller's copy)."""
         actor = described.actor or {}
         service = described.service_event
         if service:
@@ -485,13 +532,12 @@ class AuditTrailProjection(BatchedProjection):
             record["serviceEventDetails"] = described.service_details
         first = described.resources[0] if described.resources else ("", "", None)
         principal_arn = "" if service else str(actor.get("principal_arn") or "")
-        owner_id = base_id
+        copies: dict[str | None, uuid.UUID] = {None: base_id}
         for index, recipient in enumerate(recipients):
             event_id = (
                 base_id if index == 0 else uuid.uuid5(EVENT_ID_NAMESPACE, f"{base}:{recipient}")
             )
-            if recipient == first[1]:
-                owner_id = event_id
+            copies[recipient] = event_id
             record["eventID"] = str(event_id)
             record["recipientAccountId"] = recipient
             rows.append((
@@ -505,16 +551,20 @@ class AuditTrailProjection(BatchedProjection):
                 _array(described.context_keys), orjson.dumps(record).decode(),
             ))  # fmt: skip
         if not service and described.event_source == KMS_SOURCE:
-            group = (_hour(event.timestamp), first[0], principal_arn, described.event_name)
-            totals = rollups.get(group)
-            if totals is None:
-                rollups[group] = [caller_account, first[1] or "", 1,
-                                  0 if described.error_code is None else 1]  # fmt: skip
-            else:
-                totals[2] += 1
-                if described.error_code is not None:
-                    totals[3] += 1
-        return owner_id
+            counted = [first]
+            if described.count_each_resource:  # once per key (a ReEncrypt uses two)
+                counted = list({r[0]: r for r in described.resources}.values())
+            for key_arn, key_account, _ in counted:
+                group = (_hour(event.timestamp), key_arn, principal_arn, described.event_name)
+                totals = rollups.get(group)
+                if totals is None:
+                    rollups[group] = [caller_account, key_account or "", 1,
+                                      0 if described.error_code is None else 1]  # fmt: skip
+                else:
+                    totals[2] += 1
+                    if described.error_code is not None:
+                        totals[3] += 1
+        return copies
 
     # ==== describing each event ==================================================================
     def _describer_table(self) -> dict[type, Callable[[Any], Described | None]]:

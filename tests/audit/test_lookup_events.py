@@ -133,13 +133,16 @@ def test_cryptographic_records_log_the_context_and_never_plaintext_or_ciphertext
     (encrypt,) = by_request(found, calls["encrypt"])
     (decrypt,) = by_request(found, calls["decrypt"])
     (create,) = by_request(found, calls["create"])
-    assert encrypt["requestParameters"] == {
-        "keyId": calls["key"]["Arn"], "encryptionContext": {"tenant": "acme"},
+    assert encrypt["requestParameters"] == {  # keyId as given; resources name the key ARN
+        "keyId": calls["key"]["KeyId"], "encryptionContext": {"tenant": "acme"},
         "encryptionAlgorithm": "SYMMETRIC_DEFAULT",
     }  # fmt: skip
+    assert [r["ARN"] for r in encrypt["resources"]] == [calls["key"]["Arn"]]
     assert encrypt["responseElements"] is None
     assert len(encrypt["additionalEventData"]["keyMaterialId"]) == 64
-    assert decrypt["requestParameters"]["encryptionContext"] == {"tenant": "acme"}
+    assert decrypt["requestParameters"] == {  # called without a KeyId: none logged
+        "encryptionContext": {"tenant": "acme"}, "encryptionAlgorithm": "SYMMETRIC_DEFAULT"
+    }  # fmt: skip
     assert create["responseElements"]["keyMetadata"]["keyId"] == calls["key"]["KeyId"]
     assert create["readOnly"] is False
     text = json.dumps(found, default=str)

@@ -35,6 +35,12 @@ def ledger_with_history(kms: Any) -> dict[str, Any]:
     kms.create_alias(AliasName=f"alias/replay-{key_id[:8]}", TargetKeyId=key_id)
     blob = kms.encrypt(KeyId=key_id, Plaintext=b"x", EncryptionContext={"a": "b"})
     kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"a": "b"})
+    other = kms.create_key(Description="re-encrypted into")["KeyMetadata"]["KeyId"]
+    kms.re_encrypt(  # one record naming two keys, counted under each
+        CiphertextBlob=blob["CiphertextBlob"], SourceEncryptionContext={"a": "b"},
+        DestinationKeyId=other,
+    )  # fmt: skip
+    kms.generate_data_key(KeyId=f"alias/replay-{key_id[:8]}", KeySpec="AES_256")
     kms.enable_key_rotation(KeyId=key_id)
     kms.rotate_key_on_demand(KeyId=key_id)
     kms.untag_resource(KeyId=key_id, TagKeys=["team"])
