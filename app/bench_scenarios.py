@@ -84,6 +84,7 @@ PROJECTION_TIMEOUT_S = 600.0
 MAX_KEYS_PASS_S = 900.0  # give up using every key once after this long
 PROGRESS_EVERY_S = 5.0
 USED_TOPIC = "domain.keys:Key.Used"
+PHASES = ("throughput", "processes", "history", "keys", "store")
 REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
 
@@ -135,6 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="worker processes of each service (keyledger run --workers; default 1)",
     )
     group.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated phases to run (default all: {','.join(PHASES)}); the "
+        "throughput phase always creates the hot key the others use",
+    )
+    group.add_argument(
         "--short-duration",
         type=float,
         help=f"seconds of the secondary cells (default min(--duration, {SHORT_CELL_S:g}))",
@@ -157,6 +164,7 @@ class Options:
     json_path: str | None
     quick: bool
     workers: int = 1
+    phases: tuple[str, ...] = PHASES
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -188,7 +196,11 @@ class Options:
             json_path=args.json,
             quick=bool(args.quick),
             workers=max(1, int(args.workers)),
+            phases=tuple(p.strip() for p in str(args.phases).split(",") if p.strip()),
         )
+        unknown = set(options.phases) - set(PHASES)
+        if unknown:
+            raise ValueError(f"unknown --phases {','.join(sorted(unknown))}")
         if options.duration <= 0 or options.short <= 0 or options.warmup < 0:
             raise ValueError("--duration and --short-duration must be > 0, --warmup >= 0")
         if min(options.history_events, options.store_events, options.keys) < 0:
@@ -699,6 +711,11 @@ class Suite:
                 if server.proc is not None and not server.running():
                     log(f"{server.name} died; its log:\n{server.log_tail()}")
         log(f"=== {name} took {time.perf_counter() - started:.0f} s")
+
+    def create_hot_key(self) -> None:
+        """Without the throughput phase: a fresh service and the hot key the others use."""
+        self.start_service("fresh database")
+        self.hot_key, self.hot_bodies = bench.setup_key(self.service.target, self.creds)
 
     def throughput(self) -> None:
         options = self.options
@@ -1427,13 +1444,18 @@ def main(args: argparse.Namespace) -> int:
                 "compete with the service, PostgreSQL and the load generator"
             )
         suite.open()
-        suite.phase("throughput and moto", suite.throughput)
-        suite.phase("two processes", suite.two_processes)
-        if options.history_events:
+        phases = options.phases
+        if "throughput" in phases:
+            suite.phase("throughput and moto", suite.throughput)
+        else:
+            suite.phase("hot key", suite.create_hot_key)
+        if "processes" in phases:
+            suite.phase("two processes", suite.two_processes)
+        if options.history_events and "history" in phases:
             suite.phase("long history", suite.history)
-        if options.keys:
+        if options.keys and "keys" in phases:
             suite.phase("many keys", suite.many_keys_phase)
-        if options.store_events:
+        if options.store_events and "store" in phases:
             suite.phase("large event store", suite.store_phase)
     except KeyboardInterrupt:
         interrupted = True
