@@ -39,6 +39,7 @@ from app.writer import Command, CommandFailed, UnitOfWork, command_wrapper
 from domain.audit import (
     CLOUDTRAIL_SOURCE,
     CRYPTOGRAPHIC_CALLS,
+    IAM_SOURCE,
     KMS_SOURCE,
     AuditedCall,
     audited_call_id,
@@ -53,7 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keyledger.audit")
 
-SERVICE_OF_SOURCE = {KMS_SOURCE: "kms", CLOUDTRAIL_SOURCE: "cloudtrail"}
+# The botocore model a source's request parameters are shaped and redacted by. A source
+# without one (KeyLedger's own endpoints) hands over parameters already in AWS's shape.
+SERVICE_OF_SOURCE = {KMS_SOURCE: "kms", CLOUDTRAIL_SOURCE: "cloudtrail", IAM_SOURCE: "iam"}
 # Calls whose success appends key events: those events are their records.
 EVENT_AUDITED_CALLS = (CRYPTOGRAPHIC_CALLS - {"GenerateRandom"}) | frozenset(
     {
@@ -64,6 +67,15 @@ EVENT_AUDITED_CALLS = (CRYPTOGRAPHIC_CALLS - {"GenerateRandom"}) | frozenset(
         "GetParametersForImport", "ImportKeyMaterial", "DeleteImportedKeyMaterial",
     }
 )  # fmt: skip
+# Identity administration whose success appends events the trail describes (a principal's
+# PolicyPut, an AccessKey's Created): those events are their records too.
+EVENT_AUDITED_IAM_CALLS = frozenset(
+    {
+        "PutUserPolicy", "PutRolePolicy", "DeleteUserPolicy", "DeleteRolePolicy",
+        "CreateAccessKey", "UpdateAccessKey",
+    }
+)  # fmt: skip
+EVENT_AUDITED = {KMS_SOURCE: EVENT_AUDITED_CALLS, IAM_SOURCE: EVENT_AUDITED_IAM_CALLS}
 # Never in a record, whatever the model says: the policy text (KMS logs no GetKeyPolicy
 # answer, and a refused policy is not the key's) and grant tokens (bearer values).
 WITHHELD_MEMBERS = frozenset({"Policy", "GrantTokens", "GrantToken"})
@@ -138,6 +150,38 @@ def _redacted_structure(shape: Shape, body: dict[str, Any]) -> dict[str, Any]:
 _DROP: Any = object()
 
 
+def plain_parameters(params: Any) -> dict[str, Any] | None:
+    """The parameters of a call no botocore model describes (KeyLedger's own endpoints),
+    handed over in AWS's shape: only plain values (text, numbers, flags, lists and maps of
+    them), never a withheld member (policy text, grant tokens)."""
+    if not isinstance(params, dict):
+        return None
+    withheld = {_lower_camel(name) for name in WITHHELD_MEMBERS} | WITHHELD_MEMBERS
+    logged: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None or name in withheld:
+            continue
+        shown = _plain_value(value)
+        if shown is not _DROP:
+            logged[str(name)] = shown
+    return logged
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str | int | float | bool)]
+    if isinstance(value, dict):
+        return {
+            str(k): v
+            for k, v in value.items()
+            if isinstance(v, str | int | float | bool)
+            or (isinstance(v, list) and all(isinstance(i, str) for i in v))
+        }
+    return _DROP
+
+
 def request_parameters(service: str, operation: str, params: Any) -> dict[str, Any] | None:
     """A request's members as CloudTrail logs them, from the parsed (or raw JSON) request:
     lowerCamelCase names, the model's sensitive and binary members and the policy text left
@@ -195,11 +239,19 @@ class AuditedRequest:
         # Where the caller is found once known, when the adapter cannot set it (REST).
         self.resolve_caller: Callable[[], Caller | None] | None = None
         self.parameters: Any = None
-        self.event_audited = event_source == KMS_SOURCE and self.event_name in EVENT_AUDITED_CALLS
+        self.event_audited = self.event_name in EVENT_AUDITED.get(event_source, frozenset())
+        # Record success once the call is done, not in its first command's batch: for calls
+        # whose first command only authorizes (LookupEvents, identity administration,
+        # KeyLedger's own endpoints), a later failure must not leave a record saying it
+        # succeeded. KMS calls keep their record in the batch that answers them (no extra
+        # commit on the hot path).
+        self.record_when_done = event_source != KMS_SOURCE
         self.records = 0  # CallRecorded events committed for this call
         self.failure_recorded = False
         self.appended = False  # a command of this call appended key events
-        self.resources: list[dict[str, str]] = []  # the keys it touched, if it changed nothing
+        # The keys it touched, if it changed nothing; or what the adapter names (the
+        # principal of an IAM call) when it touches no key.
+        self.resources: list[dict[str, str]] = []
         self._token: Token[Any] | None = None
 
     @property
@@ -239,8 +291,11 @@ class AuditedRequest:
         assert caller is not None
         code, message = error_code_of(error) if error is not None else (None, None)
         given = self.parameters if self.parameters is not None else raw_parameters(self.body)
-        parameters = request_parameters(
-            SERVICE_OF_SOURCE.get(self.event_source, "kms"), self.event_name, given
+        service = SERVICE_OF_SOURCE.get(self.event_source)
+        parameters = (
+            request_parameters(service, self.event_name, given)
+            if service is not None
+            else plain_parameters(given)
         )
         return AuditedCall.record(
             call_id=audited_call_id(caller.request_id or self.request_id, self.records),
@@ -252,7 +307,7 @@ class AuditedRequest:
 
     def add(self, uow: UnitOfWork, resources: list[dict[str, str]], error: Any) -> None:
         """Add this call's record to the batch; count it once the batch commits."""
-        uow.add(self.record(resources, error))
+        uow.add(self.record(resources or self.resources, error))
 
         def committed() -> None:
             self.records += 1
@@ -296,7 +351,9 @@ class _AuditedCommand:
             if _appended(uow, start):  # its events are its record
                 uow.after_commit.append(lambda: setattr(call, "appended", True))
             elif not call.appended:  # it changed nothing: the record made at the end names
-                call.resources = _resources(uow, start)  # the keys it touched
+                call.resources = _resources(uow, start) or call.resources  # what it touched
+        elif call.record_when_done:
+            call.resources = _resources(uow, start) or call.resources
         elif not call.records and call.caller is not None:
             call.add(uow, _resources(uow, start), None)
         return result

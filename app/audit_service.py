@@ -15,12 +15,12 @@ import base64
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from domain.audit import InvalidNextTokenError, InvalidTimeRangeError
+from domain.audit import LOOKUP_EVENTS_WINDOW, InvalidNextTokenError, InvalidTimeRangeError
 from domain.errors import InternalError, NotFoundError, ValidationError
 from domain.identifiers import KEY_ID_PATTERN, parse_key_reference
 from projections import reports
@@ -125,18 +125,38 @@ class AuditService:
 
     # ==== the trail ===========================================================================
     async def lookup(
-        self, caller: Caller | None, query: AuditFilter, limit: int, token: str | None
+        self,
+        caller: Caller | None,
+        query: AuditFilter,
+        limit: int,
+        token: str | None,
+        *,
+        window: timedelta | None = None,
     ) -> EventPage:
-        """Records matching ``query`` in the caller's scope, newest first, a page at a time."""
+        """Records matching ``query`` in the caller's scope, newest first, a page at a time;
+        with ``window``, only those of that long before now (the service clock)."""
         if query.start is not None and query.end is not None and query.start > query.end:
             raise InvalidTimeRangeError("Start time must not be after end time.")
         account = await self.scope(caller)
         scoped = replace(query, recipient_account=account) if account else query
         after = decode_token(token, scoped) if token else None
+        searched = scoped  # the token names the query asked, not the window's moving start
+        if window is not None:
+            oldest = self.clock.now() - window
+            if scoped.start is None or scoped.start < oldest:
+                searched = replace(scoped, start=oldest)
         await self._current()
-        rows = await asyncio.to_thread(find_events, self.pool, scoped, limit + 1, after)
+        rows = await asyncio.to_thread(find_events, self.pool, searched, limit + 1, after)
         next_token = encode_token(rows[limit - 1].position, scoped) if len(rows) > limit else None
         return EventPage(rows[:limit], next_token)
+
+    async def lookup_events(
+        self, caller: Caller | None, query: AuditFilter, limit: int, token: str | None
+    ) -> EventPage:
+        """CloudTrail's LookupEvents: as ``lookup``, over the last 90 days only (Event
+        history's window). A start time older than that finds what the window holds, as on
+        AWS; the auditors' REST query and exports are not limited."""
+        return await self.lookup(caller, query, limit, token, window=LOOKUP_EVENTS_WINDOW)
 
     async def export(self, caller: Caller | None, query: AuditFilter) -> Iterator[AuditRow]:
         """Every matching record in the caller's scope, oldest first (for files)."""

@@ -23,9 +23,9 @@ from app.aws_shapes import SerializationError, UnknownOperationError, parse_requ
 from app.wire_errors import aws_error
 from domain.audit import (
     CLOUDTRAIL_SOURCE,
+    InvalidEventCategoryError,
     InvalidLookupAttributesError,
     InvalidMaxResultsError,
-    InvalidNextTokenError,
     InvalidTimeRangeError,
 )
 from domain.errors import DomainError
@@ -40,13 +40,8 @@ log = logging.getLogger("keyledger.cloudtrail")
 
 TARGET_PREFIX = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101."
 MAX_RESULTS = 50
-# CloudTrail's error names for the audit queries' errors (the rest as app/wire_errors says).
-ERRORS: dict[type[Exception], str] = {
-    InvalidTimeRangeError: "InvalidTimeRangeException",
-    InvalidLookupAttributesError: "InvalidLookupAttributesException",
-    InvalidMaxResultsError: "InvalidMaxResultsException",
-    InvalidNextTokenError: "InvalidNextTokenException",
-}
+MAX_ATTRIBUTE_VALUE = 2000  # CloudTrail counts "_", " ", "," and a newline as two
+EVENT_CATEGORIES = ("insight",)
 ATTRIBUTES = {
     "EventId": "event_id", "EventName": "event_name", "ReadOnly": "read_only",
     "Username": "username", "ResourceType": "resource_type", "ResourceName": "resource",
@@ -59,29 +54,70 @@ def is_cloudtrail_target(target: str) -> bool:
 
 
 def _time(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value is not None else None
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidTimeRangeError(
+            "The time range is outside the range of possible values."
+        ) from None
 
 
 def lookup_filter(params: dict[str, Any]) -> AuditFilter:
-    """LookupEvents' members as a query over the trail."""
-    attributes = params.get("LookupAttributes") or []
-    if len(attributes) > 1:
-        raise InvalidLookupAttributesError("You cannot specify more than one lookup attribute.")
+    """LookupEvents' members (validated by ``check_lookup``) as a query over the trail."""
     values: dict[str, Any] = {}
-    for attribute in attributes:
-        name = ATTRIBUTES.get(attribute.get("AttributeKey", ""))
-        if name is None:
-            raise InvalidLookupAttributesError(
-                f"Invalid lookup attribute key: {attribute.get('AttributeKey')}"
-            )
-        value: Any = attribute.get("AttributeValue", "")
+    for attribute in params.get("LookupAttributes") or []:
+        name = ATTRIBUTES[attribute["AttributeKey"]]
+        value: Any = attribute["AttributeValue"]
         if name == "read_only":
-            if value not in ("true", "false"):
-                raise InvalidLookupAttributesError("ReadOnly must be 'true' or 'false'.")
             value = value == "true"
         values[name] = value
     return AuditFilter(start=_time(params.get("StartTime")), end=_time(params.get("EndTime")),
                        **values)  # fmt: skip
+
+
+def check_lookup(body: bytes) -> None:
+    """CloudTrail's own answers to a bad LookupEvents request, before the model's generic
+    ones (botocore checks only MaxResults' minimum, and not at all with validation off)."""
+    try:
+        document = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError:
+        return  # parse_request answers SerializationException
+    if not isinstance(document, dict):
+        return
+    value = document.get("MaxResults")
+    if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= MAX_RESULTS:
+        raise InvalidMaxResultsError(f"MaxResults must be between 1 and {MAX_RESULTS}.")
+    category = document.get("EventCategory")
+    if isinstance(category, str) and category not in EVENT_CATEGORIES:
+        raise InvalidEventCategoryError(f"Invalid EventCategory: {category}")
+    attributes = document.get("LookupAttributes")
+    if isinstance(attributes, list):
+        _check_attributes(attributes)
+
+
+def _check_attributes(attributes: list[Any]) -> None:
+    if len(attributes) > 1:
+        raise InvalidLookupAttributesError("You cannot specify more than one lookup attribute.")
+    for attribute in attributes:
+        if not isinstance(attribute, dict):
+            continue  # parse_request answers SerializationException
+        key = attribute.get("AttributeKey")
+        if not isinstance(key, str) or key not in ATTRIBUTES:
+            raise InvalidLookupAttributesError(f"Invalid lookup attribute key: {key}")
+        value = attribute.get("AttributeValue")
+        if value is not None and not isinstance(value, str):
+            continue  # parse_request answers SerializationException
+        if not value:
+            raise InvalidLookupAttributesError(f"The value of the {key} attribute is empty.")
+        weight = len(value) + sum(value.count(c) for c in ("_", " ", ",", "\n"))
+        if weight > MAX_ATTRIBUTE_VALUE:
+            raise InvalidLookupAttributesError(
+                f"The value of the {key} attribute is longer than {MAX_ATTRIBUTE_VALUE}."
+            )
+        if key == "ReadOnly" and value not in ("true", "false"):
+            raise InvalidLookupAttributesError("ReadOnly must be 'true' or 'false'.")
 
 
 def event_entry(row: AuditRow) -> dict[str, Any]:
@@ -140,12 +176,12 @@ class CloudTrailHandler:
                 )  # fmt: skip
                 if name != "LookupEvents":
                     raise UnknownOperationError("")
-                _check_max_results(body)
+                check_lookup(body)
                 params = audit.parameters = parse_request("cloudtrail", name, body)
                 if params.get("EventCategory"):  # Insights events: KeyLedger has none
                     answer: dict[str, Any] = {"Events": []}
                 else:
-                    page = await self.audit.lookup(
+                    page = await self.audit.lookup_events(
                         caller, lookup_filter(params), params.get("MaxResults") or MAX_RESULTS,
                         params.get("NextToken"),
                     )  # fmt: skip
@@ -157,27 +193,13 @@ class CloudTrailHandler:
             await _fail(send, error, request_id)
 
 
-def _check_max_results(body: bytes) -> None:
-    """botocore checks only the minimum; CloudTrail answers InvalidMaxResultsException."""
-    try:
-        document = orjson.loads(body) if body.strip() else {}
-    except orjson.JSONDecodeError:
-        return  # parse_request answers SerializationException
-    value = document.get("MaxResults") if isinstance(document, dict) else None
-    if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= MAX_RESULTS:
-        raise InvalidMaxResultsError(f"MaxResults must be between 1 and {MAX_RESULTS}.")
-
-
 async def _fail(send: Any, error: Exception, request_id: str) -> None:
-    code = next((ERRORS[cls] for cls in type(error).__mro__ if cls in ERRORS), None)
-    if code is not None:
-        status, message = 400, getattr(error, "message", "")
-    elif isinstance(error, UnknownOperationError):
+    if isinstance(error, UnknownOperationError):
         code, status, message = "UnknownOperationException", 400, ""
     elif isinstance(error, SerializationError):
         code, status, message = "SerializationException", 400, error.message
     else:
-        code, status, message = aws_error(error)
+        code, status, message = aws_error(error)  # CloudTrail's names for its own errors
         if code == "KMSInternalException":
             code = "InternalFailure"
         if not isinstance(error, DomainError):

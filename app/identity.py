@@ -368,6 +368,7 @@ class IdentityDirectory:
         *,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
+        actor: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Issue an access key pair for a principal ARN; the secret is shown only here."""
         access_key_id = access_key_id or new_access_key_id()
@@ -388,18 +389,21 @@ class IdentityDirectory:
                     aggregate_id=aggregate_id, now=self._clock.now(),
                     access_key_id=access_key_id, principal_arn=principal,
                     account_id=owner.account_id, wrapped_secret=wrapped,
+                    actor=actor or OPERATOR_ACTOR,
                 )
             )  # fmt: skip
 
         self._writer.run_sync(command)
         return access_key_id, secret_access_key
 
-    def deactivate_access_key(self, access_key_id: str) -> None:
+    def deactivate_access_key(
+        self, access_key_id: str, *, actor: dict[str, Any] | None = None
+    ) -> None:
         def command(uow: UnitOfWork) -> None:
             access_key: AccessKey | None = uow.get(access_key_aggregate_id(access_key_id))
             if access_key is None:
                 raise NotFoundError(f"Access key {access_key_id} does not exist")
-            access_key.deactivate(now=self._clock.now())
+            access_key.deactivate(now=self._clock.now(), actor=actor or OPERATOR_ACTOR)
 
         self._writer.run_sync(command)
         self._credentials.pop(access_key_id, None)

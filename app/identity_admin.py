@@ -107,12 +107,14 @@ class IdentityAdministration:
     # ---- access keys -------------------------------------------------------------------------
     async def create_access_key(self, caller: Caller, arn: str) -> tuple[str, str]:
         await self._authorize(caller, "iam:CreateAccessKey", arn, self._account(arn))
-        return await asyncio.to_thread(self.identity.create_access_key, arn)
+        return await asyncio.to_thread(self.identity.create_access_key, arn, actor=caller.actor())
 
     async def deactivate_access_key(self, caller: Caller, access_key_id: str) -> None:
         owner = await asyncio.to_thread(self.identity.access_key_owner, access_key_id)
         await self._authorize(caller, "iam:UpdateAccessKey", owner, self._account(owner))
-        await asyncio.to_thread(self.identity.deactivate_access_key, access_key_id)
+        await asyncio.to_thread(
+            self.identity.deactivate_access_key, access_key_id, actor=caller.actor()
+        )
 
     # ---- the denial log ----------------------------------------------------------------------
     async def denials(

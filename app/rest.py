@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.audit_rest import audited
 from app.auth.sigv4 import IncomingRequest
+from app.aws_shapes import SerializationError
 from app.identity import Caller
 from app.rest_schemas import (
     MAX_KEY_ID,
@@ -71,7 +72,7 @@ from app.rest_schemas import (
 from app.runtime import Runtime
 from app.service import CreateKeyRequest, KeyService
 from app.wire_errors import aws_error, rest_status
-from domain.errors import AuthenticationError
+from domain.errors import AuthenticationError, DomainError, ValidationError
 from domain.keys import KeyMaterial
 
 log = logging.getLogger("keyledger.rest")
@@ -161,9 +162,19 @@ def _validation_error(error: RequestValidationError) -> tuple[str, int, str]:
     return "ValidationException", 400, f"{len(problems)} validation {noun} detected: {details}"
 
 
+def refusal(error: RequestValidationError) -> DomainError:
+    """A request FastAPI refused, as the domain error it is answered with (and recorded as)."""
+    code, _, message = _validation_error(error)
+    if code == "SerializationException":
+        return SerializationError(message)
+    return ValidationError(message)
+
+
 def _error_shape(error: Exception, request_id: str) -> tuple[str, int, str]:
     if isinstance(error, RequestValidationError):
         return _validation_error(error)
+    if isinstance(error, SerializationError):
+        return "SerializationException", 400, error.message
     if isinstance(error, StarletteHTTPException):
         status = error.status_code
         fallback = "ValidationException" if status < 500 else "KMSInternalException"
@@ -209,8 +220,12 @@ class LedgerRoute(APIRoute):
         async def route(request: Request) -> Response:
             request = _JsonRequest(request.scope, request.receive)
             try:
-                async with audited(request, self.name):  # every KMS call leaves a record
-                    response = await handler(request)
+                # every call leaves a record
+                async with audited(request, self.name, authenticated_caller):
+                    try:
+                        response = await handler(request)
+                    except RequestValidationError as refused:  # recorded as it is answered
+                        raise refusal(refused) from None
             except Exception as error:
                 response = await error_response(request, error)
             caller: Caller | None = getattr(request.state, "caller", None)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from domain import errors
+from domain import audit, errors
 
 # (AWS __type, HTTP status). Real AWS answers 400 for every client error; server
 # faults are 500 (retryable) and 503 for dependency time-outs.
 AWS_ERRORS: dict[type[Exception], tuple[str, int]] = {
+    # CloudTrail's names for the audit queries' errors (LookupEvents, and the REST trail).
+    audit.InvalidTimeRangeError: ("InvalidTimeRangeException", 400),
+    audit.InvalidLookupAttributesError: ("InvalidLookupAttributesException", 400),
+    audit.InvalidMaxResultsError: ("InvalidMaxResultsException", 400),
+    audit.InvalidEventCategoryError: ("InvalidEventCategoryException", 400),
+    audit.InvalidNextTokenError: ("InvalidNextTokenException", 400),
     errors.ValidationError: ("ValidationException", 400),
     errors.InvalidArnError: ("InvalidArnException", 400),
     errors.InvalidMarkerError: ("InvalidMarkerException", 400),

@@ -13,7 +13,7 @@ The values are what an auditor may see: request parameters arrive already redact
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from eventsourcing.domain import Aggregate
@@ -23,6 +23,13 @@ from domain.identifiers import NAMESPACE
 
 KMS_SOURCE = "kms.amazonaws.com"
 CLOUDTRAIL_SOURCE = "cloudtrail.amazonaws.com"
+IAM_SOURCE = "iam.amazonaws.com"  # identity administration, as CloudTrail records IAM's calls
+# KeyLedger's own endpoints (explain, the denial log, reports, keys as of a time, accounts,
+# service designations): named like AWS's sources, after the IAM prefix of its own actions
+# ("keyledger:DesignateServicePrincipal").
+KEYLEDGER_SOURCE = "keyledger.amazonaws.com"
+# CloudTrail's Event history: LookupEvents sees the last 90 days of management events.
+LOOKUP_EVENTS_WINDOW = timedelta(days=90)
 CRYPTOGRAPHIC_CALLS = frozenset(
     {
         "Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
@@ -31,13 +38,13 @@ CRYPTOGRAPHIC_CALLS = frozenset(
         "Decapsulate",
     }
 )  # fmt: skip
+READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Lookup", "Simulate", "Explain")
 
 
 def is_read_only(event_name: str) -> bool:
-    """CloudTrail's readOnly for a KMS call: cryptographic calls and Describe/Get/List."""
-    return event_name.startswith(("Describe", "Get", "List", "Lookup")) or (
-        event_name in CRYPTOGRAPHIC_CALLS
-    )
+    """CloudTrail's readOnly for a call: cryptographic calls and Describe/Get/List (and the
+    questions that change nothing: LookupEvents, IAM's Simulate..., KeyLedger's Explain...)."""
+    return event_name.startswith(READ_ONLY_PREFIXES) or event_name in CRYPTOGRAPHIC_CALLS
 
 
 def audited_call_id(request_id: str, sequence: int = 0) -> uuid.UUID:
@@ -106,15 +113,19 @@ class AuditedCall(Aggregate):
 
 # ==== errors of the audit queries (CloudTrail's LookupEvents names them) ===============
 class InvalidTimeRangeError(ValidationError):
-    """The start time is after the end time."""
+    """The start time is after the end time, or a time is outside the possible values."""
 
 
 class InvalidLookupAttributesError(ValidationError):
-    """More than one lookup attribute, or one CloudTrail does not know."""
+    """More than one lookup attribute, a key CloudTrail does not know, or a bad value."""
 
 
 class InvalidMaxResultsError(ValidationError):
     """MaxResults is not between 1 and 50."""
+
+
+class InvalidEventCategoryError(ValidationError):
+    """An EventCategory other than ``insight``."""
 
 
 class InvalidNextTokenError(InvalidMarkerError):

@@ -178,6 +178,13 @@ class AccessKey(Aggregate):
         principal_arn: str
         account_id: str
         wrapped_secret: bytes
+        actor: dict[str, Any]  # who issued it (the audit trail's CreateAccessKey record)
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["actor"] = {}  # issued before keys recorded their issuer
 
     def __init__(
         self, *, access_key_id: str, principal_arn: str, account_id: str, wrapped_secret: bytes
@@ -198,16 +205,26 @@ class AccessKey(Aggregate):
         principal_arn: str,
         account_id: str,
         wrapped_secret: bytes,
+        actor: dict[str, Any] | None = None,
     ) -> AccessKey:
         return cls._create(
             cls.Created, id=aggregate_id, timestamp=now, access_key_id=access_key_id,
             principal_arn=principal_arn, account_id=account_id, wrapped_secret=wrapped_secret,
+            actor=dict(actor or {}),
         )  # fmt: skip
 
     class Deactivated(Aggregate.Event):
+        actor: dict[str, Any]  # who deactivated it
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["actor"] = {}
+
         def apply(self, aggregate: Any) -> None:
             aggregate.active = False
 
-    def deactivate(self, *, now: datetime) -> None:
+    def deactivate(self, *, now: datetime, actor: dict[str, Any] | None = None) -> None:
         if self.active:
-            self.trigger_event(self.Deactivated, timestamp=now)
+            self.trigger_event(self.Deactivated, timestamp=now, actor=dict(actor or {}))

@@ -695,7 +695,8 @@ class AuditTrailProjection(BatchedProjection):
             event_name=event.event_name, actor=actor,
             account_id=str(actor.get("account_id") or ""), region=str(actor.get("region") or ""),
             request_parameters=parameters,
-            resources=[(r["arn"], r.get("account_id", ""), KEY_RESOURCE) for r in event.resources],
+            resources=[(r["arn"], r.get("account_id", ""), r.get("type") or KEY_RESOURCE)
+                       for r in event.resources],  # a key, unless the call names a type
             read_only=event.read_only, event_source=event.event_source,
             error_code=event.error_code, error_message=event.error_message,
             context_keys=context_keys,
@@ -861,7 +862,7 @@ class AuditTrailProjection(BatchedProjection):
     def _access_key_created(self, event: AccessKey.Created) -> Described:
         name = event.principal_arn.rsplit("/", 1)[-1]
         return Described(
-            event_name="CreateAccessKey", actor={}, account_id=event.account_id,
+            event_name="CreateAccessKey", actor=event.actor, account_id=event.account_id,
             region="us-east-1", request_parameters={"userName": name},
             resources=[(event.principal_arn, event.account_id, "AWS::IAM::AccessKey")],
             read_only=False, event_source=IAM_SOURCE,
@@ -875,7 +876,8 @@ class AuditTrailProjection(BatchedProjection):
             return None
         access_key_id, principal_arn, account = found
         return Described(
-            event_name="UpdateAccessKey", actor={}, account_id=account, region="us-east-1",
+            event_name="UpdateAccessKey", actor=event.actor, account_id=account,
+            region="us-east-1",
             request_parameters={"accessKeyId": access_key_id, "status": "Inactive",
                                 "userName": principal_arn.rsplit("/", 1)[-1]},
             resources=[(principal_arn, account, "AWS::IAM::AccessKey")], read_only=False,
