@@ -42,18 +42,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging(settings.log_level)
     if settings.workers > 1:
-        # Each worker process builds its own runtime; migrate once, here, first.
-        from app.database import resolve_database_url
-        from app.runtime import migrate
-
-        migrate(resolve_database_url(settings))
-        _announce_credentials(settings, bootstrap_in_process=True)
-        uvicorn.run(
-            "app.main:create_app", factory=True, host=settings.host, port=settings.port,
-            workers=settings.workers, log_level=settings.log_level, access_log=False,
-            proxy_headers=False, server_header=False, date_header=False,
-        )  # fmt: skip
-        return 0
+        # Become the small supervisor (app/supervisor.py): this process has the whole
+        # application imported, which the supervisor would keep for nothing.
+        for name in ("host", "port", "workers"):
+            os.environ[f"KEYLEDGER_{name.upper()}"] = str(getattr(settings, name))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "app.supervisor"])
     runtime = Runtime.build(settings)
     runtime.start(writer_on_own_loop=False)
 
@@ -78,6 +73,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         runtime.stop()
     return 0
+
+
+def prepare_database(settings: Settings) -> None:
+    """Migrate, then bootstrap the administrator and print its credentials (a child of
+    ``keyledger run --workers N``'s supervisor)."""
+    from app.database import resolve_database_url
+    from app.runtime import migrate
+
+    _configure_logging(settings.log_level)
+    migrate(resolve_database_url(settings))
+    _announce_credentials(settings, bootstrap_in_process=True)
 
 
 def _announce_credentials(settings: Settings, *, bootstrap_in_process: bool) -> None:
@@ -444,4 +450,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +71,9 @@ class KeyLedgerApp:
         lines = [
             "# TYPE keyledger_writer_commands_total counter",
             f"keyledger_writer_commands_total {stats.commands}",
+            "# HELP keyledger_process_id the worker process that answered (one per worker)",
+            "# TYPE keyledger_process_id gauge",
+            f"keyledger_process_id {os.getpid()}",
             "# TYPE keyledger_writer_batches_total counter",
             f"keyledger_writer_batches_total {stats.batches}",
             "# TYPE keyledger_writer_events_total counter",

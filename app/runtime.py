@@ -68,10 +68,10 @@ class Runtime:
         )
         ledger = Ledger(env=connection_params(database_url) | {"CREATE_TABLE": "n"})
         pool = ConnectionPool(database_url, min_size=1, max_size=8, open=True)
-        vault = Vault(root_key, pool)
+        vault = Vault(root_key, pool, cache_size=settings.key_cache_size)
         vault.check_root_key()
         clock = Clock(adjustable=settings.test_clock)
-        writer = LedgerWriter(ledger, database_url)
+        writer = LedgerWriter(ledger, database_url, cache_size=settings.key_cache_size)
         directory = KeyDirectoryProjection(ledger, pool, database_url)
         writer.commit_listeners.append(directory.notify)
 

@@ -15,6 +15,7 @@ Rotating the root key re-wraps only the ``wrapping_keys`` rows.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -39,7 +40,7 @@ log = logging.getLogger("keyledger.vault")
 
 ROOT_KEY_BYTES = 32
 IDENTITY_WRAPPING_KEY_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
-MATERIAL_CACHE_SIZE = 200_000
+DEFAULT_CACHE_SIZE = 10_000  # keys whose wrapping key and materials stay unwrapped
 
 
 class RootKeyError(RuntimeError):
@@ -100,13 +101,18 @@ def material_aad(key_id: uuid.UUID, version: int, material_id: str) -> bytes:
 class Vault:
     """Wraps, unwraps and shreds. Unwrapped material exists only in this process's memory."""
 
-    def __init__(self, root_key: bytes, pool: ConnectionPool) -> None:
+    def __init__(
+        self, root_key: bytes, pool: ConnectionPool, *, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> None:
         self._root = AESGCM(root_key)
         self._root_key_id = root_key_id(root_key)
         self._pool = pool
         # Raw key bytes, not AESGCM objects: each of those holds ~2.4 KB of native state,
         # while building one per use costs ~1.5 us.
-        self._wrapping_keys: dict[uuid.UUID, bytes] = {}
+        # Both least-recently-used and bounded (as the writer's key cache is), so a
+        # process's memory does not grow with the number of keys ever used.
+        self._cache_size = cache_size
+        self._wrapping_keys: OrderedDict[uuid.UUID, bytes] = OrderedDict()
         self._materials: OrderedDict[tuple[uuid.UUID, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
         # Grant tokens are MACed under a key derived from the root key (see grant_token_mac).
@@ -139,7 +145,7 @@ class Vault:
             ) from None
 
     def _wrapping_key(self, owner_id: uuid.UUID, *, create: bool = False) -> AESGCM | None:
-        cached = self._wrapping_keys.get(owner_id)
+        cached = _recall(self._wrapping_keys, owner_id)
         if cached is not None:
             return AESGCM(cached)
         with self._pool.connection() as conn:
@@ -156,9 +162,15 @@ class Vault:
         if row is None or row[0] is None:
             return None  # never created, or shredded
         key = self._unwrap_under_root(owner_id, bytes(row[0]))
+        self._keep_wrapping_key(owner_id, key)
+        return AESGCM(key)
+
+    def _keep_wrapping_key(self, owner_id: uuid.UUID, key: bytes) -> None:
         with self._lock:
             self._wrapping_keys[owner_id] = key
-        return AESGCM(key)
+            self._wrapping_keys.move_to_end(owner_id)
+            while len(self._wrapping_keys) > self._cache_size:
+                self._wrapping_keys.popitem(last=False)
 
     async def prefetch(self, conn: Any, owner_ids: list[uuid.UUID]) -> None:
         """Unwrap, in one query on the writer's connection, the wrapping keys of keys just
@@ -172,9 +184,7 @@ class Vault:
             (missing,),
         )
         for owner_id, wrapped in await cursor.fetchall():
-            key = self._unwrap_under_root(owner_id, bytes(wrapped))
-            with self._lock:
-                self._wrapping_keys[owner_id] = key
+            self._keep_wrapping_key(owner_id, self._unwrap_under_root(owner_id, bytes(wrapped)))
 
     # --- key material ------------------------------------------------------------
     def new_material(
@@ -216,7 +226,7 @@ class Vault:
 
     def unwrap_material(self, key_id: uuid.UUID, material: KeyMaterial) -> bytes | None:
         """One material version's bytes; None once it (or its key) is shredded."""
-        cached = self._materials.get((key_id, material.version))
+        cached = _recall(self._materials, (key_id, material.version))
         if cached is not None:
             return cached
         owner = material_owner(key_id, material)
@@ -288,7 +298,9 @@ class Vault:
     def _remember(self, cache_key: tuple[uuid.UUID, int], material: bytes) -> None:
         with self._lock:
             self._materials[cache_key] = material
-            if len(self._materials) > MATERIAL_CACHE_SIZE:
+            self._materials.move_to_end(cache_key)
+            # Room for a rotated key's older versions beside every cached key's current one.
+            while len(self._materials) > 2 * self._cache_size:
                 self._materials.popitem(last=False)
 
     def shred(self, key_id: uuid.UUID, now: datetime) -> None:
@@ -350,3 +362,13 @@ class Vault:
                 )
                 count += 1
         return count
+
+
+def _recall(cache: OrderedDict[Any, bytes], key: Any) -> bytes | None:
+    """A cached value, marked most recently used. Lock-free: another thread may evict
+    the entry between the two steps, which only makes this a miss."""
+    value = cache.get(key)
+    if value is not None:
+        with contextlib.suppress(KeyError):
+            cache.move_to_end(key)
+    return value

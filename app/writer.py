@@ -123,7 +123,7 @@ class UnitOfWork:
 
 
 class LedgerWriter:
-    def __init__(self, ledger: Ledger, database_url: str, *, cache_size: int = 100_000) -> None:
+    def __init__(self, ledger: Ledger, database_url: str, *, cache_size: int = 10_000) -> None:
         self.ledger = ledger
         self.store = AsyncEventStore(ledger, database_url)
         self._cache: OrderedDict[uuid.UUID, Aggregate] = OrderedDict()

@@ -46,7 +46,7 @@ IAM_SOURCE = "iam.amazonaws.com"
 AWS_INTERNAL = "AWS Internal"
 # eventIDs are name-based UUIDs of the ledger event (and the receiving account for a copy).
 EVENT_ID_NAMESPACE = uuid.UUID("0c7a1f9e-5d2b-4c1e-9a57-6b6579a0d17e")
-MAX_CACHED = 200_000
+MAX_CACHED = 20_000  # facts of keys, aliases...: the rest are read back per batch
 MAX_USER_AGENT = 1024
 
 COLUMNS = (

@@ -18,6 +18,7 @@ from tests.conftest import start_service
 from tests.support.databases import drop, fresh_database
 
 KEYS = 40
+SMALL_CACHE = 100  # the smallest key cache the settings allow
 
 
 def test_cold_service_serves_many_uncached_keys_at_once(
@@ -72,4 +73,43 @@ def test_cold_service_serves_many_uncached_keys_at_once(
         server.should_exit = True
         thread.join(timeout=10)
         cold.runtime.stop()
+        drop(url)
+
+
+def test_a_key_cache_smaller_than_the_keys_in_use_stays_bounded_and_answers_right(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    url = fresh_database("embedded")
+    root_key = base64.b64encode(os.urandom(32)).decode()
+    service, server, thread = start_service(
+        url, Path(tmp_path_factory.mktemp("small-cache")), root_key=root_key,
+        key_cache_size=SMALL_CACHE,
+    )  # fmt: skip
+    try:
+        client = service.client()
+        keys = [client.create_key()["KeyMetadata"]["KeyId"] for _ in range(SMALL_CACHE + 30)]
+        blobs = {
+            key_id: client.encrypt(KeyId=key_id, Plaintext=key_id.encode())["CiphertextBlob"]
+            for key_id in keys
+        }
+        loads_before = service.runtime.writer.stats.loads
+        for _ in range(2):  # each pass evicts the keys the next one needs first
+            for key_id in keys:
+                assert client.decrypt(CiphertextBlob=blobs[key_id])["Plaintext"] == key_id.encode()
+
+        writer, vault = service.runtime.writer, service.runtime.vault
+        assert writer.stats.loads > loads_before  # evicted keys were read back
+        assert len(writer._cache) <= SMALL_CACHE
+        assert len(vault._wrapping_keys) <= SMALL_CACHE
+        assert len(vault._materials) <= 2 * SMALL_CACHE
+        for key_id in keys[:3]:
+            operations = [
+                e.operation for e in service.runtime.ledger.events.get(uuid.UUID(key_id))
+                if type(e).__name__ == "Used"
+            ]  # fmt: skip
+            assert operations == ["Encrypt", "Decrypt", "Decrypt"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        service.runtime.stop()
         drop(url)
