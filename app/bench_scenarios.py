@@ -572,12 +572,15 @@ class Suite:
             "KEYLEDGER_DEFAULT_REGION": REGION,
             "KEYLEDGER_HOST": "127.0.0.1",
         }
-        for name in ("keyledger", "keyledger-2"):
+        # "keyledger" runs --workers N; the two-process case compares single-process
+        # services: "keyledger-1" alone, then beside "keyledger-2".
+        servers = {"keyledger": self.options.workers, "keyledger-1": 1, "keyledger-2": 1}
+        for name, workers in servers.items():
             port = _free_port()
-            argv = [*base, "run", "--port", str(port), "--workers", str(self.options.workers)]
+            argv = [*base, "run", "--port", str(port), "--workers", str(workers)]
             self.services[name] = Server(
                 name, argv, env | {"KEYLEDGER_PORT": str(port)}, port, "/readyz", self.tmp,
-                workers=self.options.workers,
+                workers=workers,
             )  # fmt: skip
         moto = _venv_script("moto_server")
         if moto:
@@ -865,12 +868,13 @@ class Suite:
         )
 
     def two_processes(self, tag: str = "") -> None:
-        """Both service processes on one hot key at once; then check its stream."""
+        """Two single-process services on one hot key at once, against one of them alone
+        under the same load; then check the key's stream."""
         assert self.db is not None
-        if not self.service.running():
-            self.start_service("restart" + tag)
-        second = self.services["keyledger-2"]
-        second.start()
+        if self.service.running():
+            self.service.stop()  # its workers would compete for the CPU
+        first, second = self.services["keyledger-1"], self.services["keyledger-2"]
+        first.start()
         try:
             key_uuid = uuid.UUID(self.hot_key)
             half = HOT_CONCURRENCY // 2
@@ -879,14 +883,15 @@ class Suite:
             baseline = self.run(
                 f"one process Encrypt c={half}+{HOT_CONCURRENCY - half}{tag}",
                 "two-processes" + tag,
-                [Load(self.service.target, "Encrypt", (body,), half),
-                 Load(self.service.target, "Encrypt", (body,), HOT_CONCURRENCY - half)],
+                [Load(first.target, "Encrypt", (body,), half),
+                 Load(first.target, "Encrypt", (body,), HOT_CONCURRENCY - half)],
                 self.options.duration,
-                [self.service],
+                [first],
             )  # fmt: skip
+            second.start()
             before = self._stream(key_uuid)
             loads = [
-                Load(self.service.target, "Encrypt", (body,), half),
+                Load(first.target, "Encrypt", (body,), half),
                 Load(second.target, "Encrypt", (body,), HOT_CONCURRENCY - half),
             ]
             cell = self.run(
@@ -894,11 +899,12 @@ class Suite:
                 "two-processes" + tag,
                 loads,
                 self.options.duration,
-                [self.service, second],
+                [first, second],
             )
             after = self._stream(key_uuid)
         finally:
             second.stop()
+            first.stop()
         added = after["count"] - before["count"]
         contiguous = after["min"] == 1 and after["max"] == after["count"] == after["distinct"]
         exact = added == cell.all_ok and cell.all_errors == 0

@@ -224,7 +224,7 @@ def add_commands(commands: Any) -> None:
     run = projections.add_parser(
         "run", help="run the projections in the foreground (exactly once; resumable)"
     )
-    run.add_argument("--batch-size", type=int, default=1000)
+    run.add_argument("--batch-size", type=int, help="events per batch (default 2000)")
     run.add_argument("--audit-only", action="store_true", help="only the audit trail")
     run.set_defaults(handler=cmd_projections_run)
 

@@ -85,7 +85,7 @@ class KeyLedgerApp:
         ]
         if self.runtime.audit is not None:
             try:
-                lag = await asyncio.to_thread(self.runtime.audit.lag)
+                lag = await asyncio.to_thread(self.runtime.audit.lag, self.runtime.clock.now())
             except Exception:  # the metrics page must answer even when the store does not
                 lag = float("nan")
             lines += [

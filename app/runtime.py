@@ -119,7 +119,7 @@ class Runtime:
         if writer_on_own_loop:
             self.writer.start()
         self.directory.start()
-        if self.audit is not None:
+        if self.audit is not None and self.settings.run_audit_projection:
             self.audit.start()
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         self._scheduler.start()

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     #: recently used first out. Bounds memory whatever the number of keys; a key out of
     #: the cache is read back in bulk with others (~0.3 ms a batch) on its next use.
     key_cache_size: int = Field(default=10_000, ge=100)
+    #: Run the audit-trail projection inside this process. ``keyledger run --workers N``
+    #: turns it off in its workers and runs it in a process of its own instead, so that
+    #: its work does not wait on the workers' GIL (the trail stays within 1 s of the
+    #: ledger under full load).
+    run_audit_projection: bool = True
     #: Lets tests move the service clock. Never enable in production.
     test_clock: bool = False
 

@@ -14,7 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import psycopg
@@ -142,27 +142,20 @@ class BatchedProjection(ABC):
         head = self._ledger.recorder.max_notification_id() or 0
         return self.wait_for(head, timeout)
 
-    def lag(self) -> float:
-        """Seconds between the newest event's time and the newest projected event's time
-        (0 when the view is at the head of the log)."""
+    def lag(self, now: datetime | None = None) -> float:
+        """How long the oldest event not yet in the view has waited, in seconds (0 when
+        the view is at the head of the log). The age of the oldest pending event, not the
+        gap between the newest and the last projected event's times: after an idle
+        spell that gap spans the idleness although nothing has waited."""
         head = self._ledger.recorder.max_notification_id() or 0
         position = self.position()
         if position >= head:
             return 0.0
-        newest = self._event_time(head)
-        projected = self._event_time(position) if position else None
-        if newest is None:
+        pending = self._ledger.recorder.select_notifications(start=position + 1, limit=1)
+        if not pending:
             return 0.0
-        if projected is None:
-            first = self._ledger.recorder.select_notifications(start=1, limit=1)
-            projected = self._decode(first[0]).timestamp if first else newest
-        return max(0.0, (newest - projected).total_seconds())
-
-    def _event_time(self, notification_id: int) -> datetime | None:
-        found = self._ledger.recorder.select_notifications(
-            start=notification_id, limit=1, stop=notification_id
-        )
-        return self._decode(found[0]).timestamp if found else None
+        waiting_since = self._decode(pending[0]).timestamp
+        return max(0.0, ((now or datetime.now(UTC)) - waiting_since).total_seconds())
 
     def _decode(self, notification: Notification | StoredEvent) -> Any:
         return self._ledger.mapper.to_domain_event(notification)
