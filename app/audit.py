@@ -80,6 +80,14 @@ EVENT_AUDITED = {KMS_SOURCE: EVENT_AUDITED_CALLS, IAM_SOURCE: EVENT_AUDITED_IAM_
 # answer, and a refused policy is not the key's) and grant tokens (bearer values).
 WITHHELD_MEMBERS = frozenset({"Policy", "GrantTokens", "GrantToken"})
 MAX_MESSAGE = 1024
+# KMS calls that do more after their authorizing command (read a view, check a marker):
+# recorded when they end, at the cost of a commit of their own (none is on the hot path).
+KMS_CALLS_RECORDED_WHEN_DONE = frozenset(
+    {
+        "ListKeys", "ListAliases", "ListGrants", "ListRetirableGrants", "ListKeyPolicies",
+        "ListResourceTags", "ListKeyRotations",
+    }
+)  # fmt: skip
 _CREDENTIAL = re.compile(r"Credential=([A-Za-z0-9]+)/\d{8}/([a-z0-9-]+)/")
 _QUERY_CREDENTIAL = re.compile(
     r"(?:^|&)X-Amz-Credential=([A-Za-z0-9]+)(?:%2F|/)\d{8}(?:%2F|/)([a-z0-9-]+)"
@@ -245,7 +253,9 @@ class AuditedRequest:
         # KeyLedger's own endpoints), a later failure must not leave a record saying it
         # succeeded. KMS calls keep their record in the batch that answers them (no extra
         # commit on the hot path).
-        self.record_when_done = event_source != KMS_SOURCE
+        self.record_when_done = (
+            event_source != KMS_SOURCE or self.event_name in KMS_CALLS_RECORDED_WHEN_DONE
+        )
         self.records = 0  # CallRecorded events committed for this call
         self.failure_recorded = False
         self.appended = False  # a command of this call appended key events

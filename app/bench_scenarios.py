@@ -87,6 +87,7 @@ PROGRESS_EVERY_S = 5.0
 METRICS_POLLS = 40
 TARGET_AUDIT_LAG_S = 1.0
 USED_TOPIC = "domain.keys:Key.Used"
+PROJECTIONS = ("key_directory", "audit_trail")
 PHASES = ("throughput", "processes", "history", "keys", "store")
 REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
@@ -428,6 +429,10 @@ class Database:
         with psycopg.connect(self.url, autocommit=autocommit) as conn:
             yield conn
 
+    def rows_of(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.connect() as conn:
+            return [tuple(row) for row in conn.execute(query, params).fetchall()]
+
     def scalar(self, query: str, params: Sequence[Any] = ()) -> Any:
         with self.connect() as conn:
             row = conn.execute(query, params).fetchone()
@@ -438,19 +443,26 @@ class Database:
 
     def projection_lag(self) -> int:
         head = self.scalar("SELECT max(notification_id) FROM keyledger_events") or 0
-        position = self.scalar(
-            "SELECT notification_id FROM projection_tracking WHERE projection_name = %s",
-            ("key_directory",),
+        # Both projections: measuring while the audit trail works through a backlog (the
+        # events a phase seeded) would put that catch-up in the figures.
+        positions = dict(
+            self.rows_of(
+                "SELECT projection_name, notification_id FROM projection_tracking"
+                " WHERE projection_name = ANY(%s)",
+                (list(PROJECTIONS),),
+            )
         )
-        return int(head) - int(position or 0)
+        return int(head) - min(int(positions.get(name) or 0) for name in PROJECTIONS)
 
     def wait_for_projection(self, timeout: float = PROJECTION_TIMEOUT_S) -> float:
-        """Seconds until the key directory projection reaches the head of the log."""
+        """Seconds until both projections reach the head of the log (gives up, saying
+        so, after ``timeout``: the measurements then include the catch-up)."""
         started = time.perf_counter()
-        while self.projection_lag() > 0:
+        while (behind := self.projection_lag()) > 0:
             if time.perf_counter() - started > timeout:
-                raise RuntimeError(f"the projection did not catch up within {timeout:g} s")
-            time.sleep(0.1)
+                log(f"WARNING: projections still {behind:,} events behind after {timeout:g} s")
+                break
+            time.sleep(0.2)
         return time.perf_counter() - started
 
 
@@ -990,11 +1002,11 @@ class Suite:
         self.start_service(f"key with {self.history_seeded:,} events{tag}")
         target = self.service.target
         first: dict[str, float] = {}
-        for name, key_id in (("history", self.history_key), ("fresh", self.fresh_key)):
-            payload = {"KeyId": key_id, "Plaintext": base64.b64encode(bench.PLAINTEXT).decode()}
-            started = time.perf_counter()
-            bench.call(target, self.creds, "Encrypt", payload)
-            first[name] = 1e3 * (time.perf_counter() - started)
+        self._first_encrypts(target, first)
+        # Measure once the projections have caught up with the seeded events, as the
+        # store phase does: a million audit records being written would be in the numbers.
+        assert self.db is not None
+        log(f"projection caught up {self.db.wait_for_projection():.1f} s after restart")
         self.rows.append(
             Row(
                 f"first Encrypt after restart (cold cache){tag}",
@@ -1030,6 +1042,14 @@ class Suite:
                     met=ratio <= TARGET_HISTORY_P50_FACTOR and hist.errors + fresh.errors == 0,
                 )
             )
+
+    def _first_encrypts(self, target: Target, first: dict[str, float]) -> None:
+        """The first Encrypt of each key after a restart (cold cache), in ms."""
+        for name, key_id in (("history", self.history_key), ("fresh", self.fresh_key)):
+            payload = {"KeyId": key_id, "Plaintext": base64.b64encode(bench.PLAINTEXT).decode()}
+            started = time.perf_counter()
+            bench.call(target, self.creds, "Encrypt", payload)
+            first[name] = 1e3 * (time.perf_counter() - started)
 
     def _seed_history(self, key_uuid: uuid.UUID, events: int) -> int:
         from app.ledger import project_fast

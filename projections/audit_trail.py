@@ -197,6 +197,8 @@ def _is_service_actor(actor: dict[str, Any] | None) -> bool:
 def _text(value: str | None) -> str:
     if value is None:
         return "\\N"
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL (the JSON record escapes it)
+        value = value.replace("\x00", "\ufffd")
     if "\\" in value:
         value = value.replace("\\", "\\\\")
     if "\n" in value or "\r" in value or "\t" in value:
@@ -221,7 +223,10 @@ def _array(items: list[str]) -> str:
     """A PostgreSQL text[] literal (every element quoted)."""
     if not items:
         return "{}"
-    quoted = (item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
+    quoted = (
+        item.replace("\x00", "\ufffd").replace("\\", "\\\\").replace('"', '\\"')
+        for item in items
+    )
     return "{" + ",".join(f'"{item}"' for item in quoted) + "}"
 
 

@@ -676,7 +676,19 @@ def cost(pool: ConnectionPool, account: str | None, now: datetime, month: str) -
             " sum(u.requests - u.errors)::bigint FROM audit_usage_hourly u"
             " LEFT JOIN audit_keys k ON k.arn = u.key_arn AND u.key_arn <> ''"
             " WHERE u.hour >= %s AND u.hour < %s AND (%s::text IS NULL OR u.caller_account_id = %s)"
+            " AND u.operation <> 'ReEncrypt'"
             " GROUP BY 1, 2, 3",
+            (start, end, account, account),
+        ).fetchall()
+        # The rollups count a ReEncrypt under both its keys; AWS bills the call once: count
+        # the caller's copy of each record, priced by its source key.
+        usage += conn.execute(
+            "SELECT e.account_id, e.event_name, k.key_spec, count(*)::bigint"
+            " FROM audit_events e LEFT JOIN audit_keys k ON k.arn = e.resource_arn"
+            " WHERE e.event_name = 'ReEncrypt' AND e.event_source = 'kms.amazonaws.com'"
+            " AND e.error_code IS NULL AND e.recipient_account_id = e.account_id"
+            " AND e.event_time >= %s AND e.event_time < %s"
+            " AND (%s::text IS NULL OR e.account_id = %s) GROUP BY 1, 2, 3",
             (start, end, account, account),
         ).fetchall()
     accounts: dict[str, dict[str, Any]] = defaultdict(

@@ -253,3 +253,20 @@ def test_reports_from_the_cli(service: Service, estate: Estate) -> None:
     assert process.returncode == 0, process.stderr
     (row,) = json.loads(process.stdout)["rows"]
     assert row["key_arn"] == estate.keys["pending"]["Arn"]
+
+
+def test_a_re_encrypt_is_billed_as_one_request(service: Service, identities: Identities) -> None:
+    account = identities.account()
+    owner = identities.principal(account, policies={"Audit": AUDITOR_POLICY})
+    source, destination = (owner.kms.create_key()["KeyMetadata"]["KeyId"] for _ in range(2))
+    blob = owner.kms.encrypt(KeyId=source, Plaintext=b"moved")["CiphertextBlob"]
+    audit = service.runtime.audit_service
+    assert isinstance(audit, AuditService)
+
+    def billed() -> int:
+        (row,) = run(audit.report(None, "cost", account=account)).rows
+        return int(row["symmetric_requests"])
+
+    before = billed()
+    owner.kms.re_encrypt(CiphertextBlob=blob, DestinationKeyId=destination)
+    assert billed() == before + 1  # one call, though it uses two keys

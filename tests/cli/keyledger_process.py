@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 
 KEYLEDGER = Path(sys.executable).parent / "keyledger"
-LISTENING = re.compile(r"KeyLedger listening on (http://\S+)")
+# One process prints its own line; --workers N prints uvicorn's supervisor's.
+LISTENING = re.compile(r"(?:KeyLedger listening on|Uvicorn running on) (http://\S+)")
 
 
 def free_port() -> int:

@@ -8,11 +8,12 @@ import re
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import psutil
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -44,10 +45,10 @@ class Workspace:
     def data_dir(self) -> Path:
         return self.cwd / ".keyledger"
 
-    def start(self, **variables: str) -> KeyLedgerProcess:
+    def start(self, *args: str, **variables: str) -> KeyLedgerProcess:
         self.runs += 1
         return KeyLedgerProcess(
-            "--port", str(free_port()), cwd=self.cwd, env=self.env | variables,
+            "--port", str(free_port()), *args, cwd=self.cwd, env=self.env | variables,
             log_path=self.cwd.parent / f"run-{self.runs}.log",
         )  # fmt: skip
 
@@ -207,3 +208,62 @@ def test_bootstrap_variables_give_the_administrator_a_known_pair(
     output = process.output()
     assert f"uses the bootstrap access key {bootstrap_id}" in output
     assert bootstrap_secret not in output
+
+
+def _projectors(supervisor_pid: int) -> list[psutil.Process]:
+    """The supervisor's audit-projection processes (``projections run --audit-only``)."""
+    found = []
+    for child in psutil.Process(supervisor_pid).children(recursive=True):
+        try:
+            if "--audit-only" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # gone, or a zombie not reaped yet
+            continue
+    return found
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_workers_serve_with_the_audit_trail_in_a_process_of_its_own_restarted_if_it_dies(
+    workspace: Workspace, first_run: FirstRun
+):
+    process = workspace.start("--workers", "2")
+    try:
+        endpoint = process.wait_until_serving(timeout=60)
+        admin = kms(endpoint, first_run.access_key_id, first_run.secret)
+        trail = boto3.client(
+            "cloudtrail", endpoint_url=endpoint, region_name=REGION,
+            aws_access_key_id=first_run.access_key_id, aws_secret_access_key=first_run.secret,
+        )  # fmt: skip
+
+        def recorded(key_arn: str, event_name: str) -> Callable[[], bool]:
+            def check() -> bool:
+                events = trail.lookup_events(
+                    LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": key_arn}]
+                )["Events"]
+                return any(e["EventName"] == event_name for e in events)
+
+            return check
+
+        key = admin.create_key(Description="several workers")["KeyMetadata"]
+        assert _eventually(recorded(key["Arn"], "CreateKey"))
+        (projector,) = _projectors(process.process.pid)
+
+        projector.kill()
+        assert _eventually(
+            lambda: [p.pid for p in _projectors(process.process.pid)] not in ([], [projector.pid])
+        )
+        admin.encrypt(KeyId=key["KeyId"], Plaintext=b"after the restart")
+        assert _eventually(recorded(key["Arn"], "Encrypt"))
+        survivors = _projectors(process.process.pid)
+    finally:
+        status = process.interrupt(timeout=30)
+    assert status in (0, 130), process.output()
+    assert _eventually(lambda: not any(p.is_running() for p in survivors), timeout=10)
