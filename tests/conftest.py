@@ -4,6 +4,7 @@ real uvicorn server in a thread, and real AWS clients pointed at it."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import socket
@@ -88,6 +89,20 @@ def start_service(
         runtime, f"http://127.0.0.1:{port}", ACCESS_KEY_ID, SECRET_ACCESS_KEY, log_path
     )
     return service, server, thread
+
+
+@contextlib.contextmanager
+def running_service(tmp: Path, backend: str = "embedded", **settings: object) -> Iterator[Service]:
+    """A service of its own on a fresh database, stopped and the database dropped after."""
+    url = fresh_database(backend)
+    service, server, thread = start_service(url, tmp, **settings)
+    try:
+        yield service
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        service.runtime.stop()
+        drop(url)
 
 
 @pytest.fixture(scope="session", params=database_backends())

@@ -14,21 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Service, start_service
-from tests.support.databases import drop, fresh_database
+from tests.conftest import Service, running_service
 
 
 @pytest.fixture
 def service_without_projector(tmp_path: Path) -> Iterator[Service]:
-    url = fresh_database("embedded")
-    service, server, thread = start_service(url, tmp_path, run_audit_projection=False)
-    try:
+    with running_service(tmp_path, run_audit_projection=False) as service:
         yield service
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        service.runtime.stop()
-        drop(url)
 
 
 def test_lag_is_the_age_of_the_oldest_event_not_yet_in_the_trail(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_service
+from tests.conftest import running_service, start_service
 from tests.support.databases import drop, fresh_database
 
 KEYS = 40
@@ -79,13 +79,8 @@ def test_cold_service_serves_many_uncached_keys_at_once(
 def test_a_key_cache_smaller_than_the_keys_in_use_stays_bounded_and_answers_right(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    url = fresh_database("embedded")
-    root_key = base64.b64encode(os.urandom(32)).decode()
-    service, server, thread = start_service(
-        url, Path(tmp_path_factory.mktemp("small-cache")), root_key=root_key,
-        key_cache_size=SMALL_CACHE,
-    )  # fmt: skip
-    try:
+    tmp = Path(tmp_path_factory.mktemp("small-cache"))
+    with running_service(tmp, key_cache_size=SMALL_CACHE) as service:
         client = service.client()
         keys = [client.create_key()["KeyMetadata"]["KeyId"] for _ in range(SMALL_CACHE + 30)]
         blobs = {
@@ -108,8 +103,3 @@ def test_a_key_cache_smaller_than_the_keys_in_use_stays_bounded_and_answers_righ
                 if type(e).__name__ == "Used"
             ]  # fmt: skip
             assert operations == ["Encrypt", "Decrypt", "Decrypt"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        service.runtime.stop()
-        drop(url)
