@@ -19,6 +19,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from app import nul_safe_text
+
+nul_safe_text.install()
+
 if TYPE_CHECKING:
     from app.settings import Settings
 

@@ -18,3 +18,20 @@ def test_an_encryption_context_with_nul_is_recorded_and_the_trail_moves_on(
     (record,) = by_request(records(cloudtrail, "EventName", "Encrypt"), request_id(sealed))
     assert record["requestParameters"]["encryptionContext"] == context
     assert by_request(records(cloudtrail, "EventName", "DescribeKey"), request_id(after))
+
+
+def test_a_description_with_nul_reaches_the_trail_and_the_key_views(
+    kms: Any, cloudtrail: Any, service: Any
+) -> None:
+    made = kms.create_key(Description="before\x00after")
+    key_id = made["KeyMetadata"]["KeyId"]
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "before\x00after"
+
+    (record,) = by_request(records(cloudtrail, "EventName", "CreateKey"), request_id(made))
+    assert record["requestParameters"]["description"] == "before\x00after"
+    with service.runtime.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT description FROM audit_keys WHERE key_id = %s", (key_id,)
+        ).fetchone()
+    assert row == ("before\ufffdafter",)  # text columns cannot hold NUL
+
