@@ -79,16 +79,10 @@ def prepare_database(settings: Settings) -> None:
     """Migrate, then bootstrap the administrator and print its credentials (a child of
     ``keyledger run --workers N``'s supervisor)."""
     from app.database import resolve_database_url
-    from app.runtime import migrate
+    from app.runtime import Runtime, migrate
 
     _configure_logging(settings.log_level)
     migrate(resolve_database_url(settings))
-    _announce_credentials(settings, bootstrap_in_process=True)
-
-
-def _announce_credentials(settings: Settings, *, bootstrap_in_process: bool) -> None:
-    from app.runtime import Runtime
-
     runtime = Runtime.build(settings, run_migrations=False)
     runtime.writer.start()
     try:
