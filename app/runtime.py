@@ -73,7 +73,7 @@ class Runtime:
         clock = Clock(adjustable=settings.test_clock)
         writer = LedgerWriter(ledger, database_url, cache_size=settings.key_cache_size)
         directory = KeyDirectoryProjection(ledger, pool, database_url)
-        writer.commit_listeners.append(directory.notify)
+        writer.commit_listeners.append(directory.committed)
 
         async def prefetch_wrapping_keys(conn: Any, aggregates: list[Any]) -> None:
             keys = [a.id for a in aggregates if isinstance(a, Key)]
@@ -95,7 +95,7 @@ class Runtime:
         runtime = cls(settings, database_url, ledger, pool, vault, writer, identity, directory,
                       service, clock)  # fmt: skip
         runtime.audit = AuditTrailProjection(ledger, pool, database_url)
-        writer.commit_listeners.append(runtime.audit.notify)
+        writer.commit_listeners.append(runtime.audit.committed)
         runtime.auditor = Auditor(writer, identity, clock)
         runtime.audit_service = service.audit_queries = AuditService(
             pool=pool, ledger=ledger, trail=runtime.audit, clock=clock,

@@ -135,7 +135,8 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.last_notification_id = 0
-        self.commit_listeners: list[Callable[[int], None]] = []
+        # Called with the last notification id and the events of each commit.
+        self.commit_listeners: list[Callable[[int, list[Any]], None]] = []
         # Called with the aggregates each bulk read brought into the cache (e.g. the vault
         # unwraps their keys' wrapping keys in one query instead of one per first use).
         self.after_load: list[Callable[[Any, list[Aggregate]], Awaitable[None]]] = []
@@ -388,7 +389,7 @@ class LedgerWriter:
             if notification_ids:
                 self.last_notification_id = max(self.last_notification_id, *notification_ids)
                 for listener in self.commit_listeners:
-                    listener(self.last_notification_id)
+                    listener(self.last_notification_id, events)
             await self._snapshot(pending, events)
         for aggregate in uow.touched.values():
             if not getattr(aggregate, "write_once", False):  # never read again: not cached

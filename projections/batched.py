@@ -5,6 +5,12 @@ transaction, so every event is applied exactly once and a runner killed mid-stre
 where the last committed batch left off. One process at a time writes a view (a
 PostgreSQL advisory lock elects it); the others read it, and ``wait_for`` gives
 read-your-writes.
+
+The leader passes when woken and otherwise every ``idle_interval``: the writer of its
+own process wakes it for the events it applies (``committed``), and a reader in any
+process that waits for it sends a PostgreSQL NOTIFY on the view's channel, which the
+leader's lock connection LISTENs to. A view that skips most events (the key directory
+skips ``Used``) so costs nothing per hot-path commit.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from psycopg_pool import ConnectionPool
 
 log = logging.getLogger("keyledger.projections")
 
+NOTIFY_POLL_SECONDS = 0.05  # how often an idle leader looks for a NOTIFY
+RENOTIFY_SECONDS = 0.5  # a waiter repeats its NOTIFY (the leader may have changed)
 TRACKING_SELECT = "SELECT notification_id FROM projection_tracking WHERE projection_name = %s"
 TRACKING_UPSERT = (
     "INSERT INTO projection_tracking (projection_name, notification_id) VALUES (%s, %s)"
@@ -40,7 +48,10 @@ class BatchedProjection(ABC):
     # Under full load a pass sees ~1,000 events; larger batches only raise the memory
     # high-water mark of a catch-up (decoded events and their rows are held at once).
     batch_size: int = 2000
-    pass_interval = 0.25  # one pass per interval, not per commit (lag stays well under 1 s)
+    # Passes are at least pass_interval apart (the commits in between share one) and at
+    # most idle_interval apart (other processes' writes, which wake nobody here).
+    pass_interval = 0.25
+    idle_interval = 0.25
     until: datetime | None = None  # replays only: apply no event recorded after this time
 
     def __init__(
@@ -57,6 +68,7 @@ class BatchedProjection(ABC):
         if batch_size is not None:
             self.batch_size = batch_size
         self._wake = threading.Condition()
+        self._woken = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._position = 0
@@ -74,9 +86,20 @@ class BatchedProjection(ABC):
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def notify(self, _notification_id: int) -> None:
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel that wakes this view's leader in whichever process."""
+        return f"keyledger_{self.name}"
+
+    def notify(self, _notification_id: int = 0) -> None:
+        """Wake this process's leader for a pass now."""
         with self._wake:
+            self._woken = True
             self._wake.notify_all()
+
+    def committed(self, notification_id: int, events: Sequence[Any]) -> None:
+        """The writer's commit listener (subclasses wake only for events they apply)."""
+        self.notify(notification_id)
 
     def run(self) -> None:
         """Lead whenever the lock is free, until stopped (the ``projections run`` loop)."""
@@ -87,9 +110,10 @@ class BatchedProjection(ABC):
                         "SELECT pg_try_advisory_lock(%s)", (self.lock_id,)
                     ).fetchone()
                     if row and row[0]:
+                        lock_conn.execute(f"LISTEN {self.channel}")
                         self.leading = True
                         try:
-                            self._lead()
+                            self._lead(lock_conn)
                         finally:
                             self.leading = False
                         continue
@@ -97,7 +121,7 @@ class BatchedProjection(ABC):
                 log.warning("%s projection paused: %s", self.name, error)
             self._stopping.wait(1.0)
 
-    def _lead(self) -> None:
+    def _lead(self, lock_conn: psycopg.Connection[Any]) -> None:
         self._position = self.position()
         while not self._stopping.is_set():
             try:
@@ -110,13 +134,28 @@ class BatchedProjection(ABC):
                 self._position = self.position()
                 self._stopping.wait(1.0)
                 continue
-            if done == 0:
-                with self._wake:
-                    self._wake.wait(timeout=0.1)
             if done < self.batch_size:
                 # Let events accumulate: a pass costs a few round trips and a commit
                 # whatever its size, and its Python work competes with the hot path.
                 self._stopping.wait(self.pass_interval)
+                self._await_wake(lock_conn, self.idle_interval - self.pass_interval)
+
+    def _await_wake(self, lock_conn: psycopg.Connection[Any], timeout: float) -> None:
+        """Return when woken in this process or by a NOTIFY, or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self._stopping.is_set():
+            with self._wake:
+                if self._woken:
+                    self._woken = False
+                    return
+            if any(True for _ in lock_conn.notifies(timeout=0)):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with self._wake:
+                if not self._woken:  # a NOTIFY is seen at the latest one slice later
+                    self._wake.wait(timeout=min(remaining, NOTIFY_POLL_SECONDS))
 
     # --- reading ------------------------------------------------------------------------
     def position(self) -> int:
@@ -128,15 +167,25 @@ class BatchedProjection(ABC):
     def wait_for(self, notification_id: int, timeout: float = 10.0) -> bool:
         """Block until the view includes ``notification_id`` (read-your-writes)."""
         deadline = time.monotonic() + timeout
+        woken_at = 0.0
         while self._position < notification_id:
             self._position = max(self._position, self.position())
             if self._position >= notification_id:
                 break
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 return False
-            self.notify(notification_id)
+            if self.leading:
+                self.notify(notification_id)
+            elif now - woken_at > RENOTIFY_SECONDS:  # the leader is another process
+                self._wake_leader_elsewhere()
+                woken_at = now
             time.sleep(0.005)
         return True
+
+    def _wake_leader_elsewhere(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(f"NOTIFY {self.channel}")
 
     def wait_for_current(self, timeout: float = 10.0) -> bool:
         head = self._ledger.recorder.max_notification_id() or 0

@@ -170,6 +170,7 @@ def _alias_name_recorded(conn: psycopg.Connection[Any], event: Alias.Created) ->
 
 
 MIN_PASS_INTERVAL = 0.05
+IDLE_PASS_INTERVAL = 1.0
 
 HANDLERS: dict[type, list[Handler]] = {
     Key.Created: [_key_created],
@@ -214,6 +215,14 @@ class KeyDirectoryProjection(BatchedProjection):
     topics: ClassVar[tuple[str, ...]] = RELEVANT_TOPICS
     batch_size = BATCH_SIZE
     pass_interval = MIN_PASS_INTERVAL  # list calls wait for it: keep it short
+    # Only list calls and the rotation scheduler read it, and list calls wake it; a pass
+    # per second keeps other processes' writes fresh without scanning Used events 20
+    # times a second.
+    idle_interval = IDLE_PASS_INTERVAL
+
+    def committed(self, notification_id: int, events: Sequence[Any]) -> None:
+        if any(type(event) in HANDLERS for event in events):
+            self.notify(notification_id)
 
     def apply(
         self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
