@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 
 KEYLEDGER = Path(sys.executable).parent / "keyledger"
-# One process prints its own line; --workers N prints uvicorn's supervisor's.
-LISTENING = re.compile(r"(?:KeyLedger listening on|Uvicorn running on) (http://\S+)")
+# Printed once the service answers (by the supervisor of --workers N once a worker does).
+LISTENING = re.compile(r"KeyLedger listening on (http://\S+)")
 
 
 def free_port() -> int:
