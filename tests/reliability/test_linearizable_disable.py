@@ -14,17 +14,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from botocore.exceptions import ClientError
 
-from app.main import KeyLedgerApp
 from app.runtime import Runtime
-from app.settings import load_settings
-from tests.conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Service
+from tests.conftest import Service, start_service
 from tests.support.databases import database_backends, drop, fresh_database
 
 THREADS = 16
@@ -152,42 +148,16 @@ def test_disable_is_linearizable_with_concurrent_encrypts(service: Service):
 
 
 # --- two processes on one database ------------------------------------------------------------
-def start_peer(database_url: str, tmp: Path, root_key: bytes) -> tuple[Service, Any, Any]:
-    """Like tests.conftest.start_service, with a given root key (peers must share it)."""
-    config = load_settings(
-        database_url=database_url, data_dir=tmp, root_key=base64.b64encode(root_key).decode(),
-        test_clock=True, scheduler_interval_seconds=3600,
-        bootstrap_access_key_id=ACCESS_KEY_ID, bootstrap_secret_access_key=SECRET_ACCESS_KEY,
-    )  # fmt: skip
-    runtime = Runtime.build(config)
-    runtime.start()
-    runtime.bootstrap()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            KeyLedgerApp(runtime), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    service = Service(
-        runtime, f"http://127.0.0.1:{port}", ACCESS_KEY_ID, SECRET_ACCESS_KEY,
-        tmp / "service.log",
-    )  # fmt: skip
-    return service, server, thread
-
-
 @pytest.fixture(scope="module", params=database_backends())
 def two_processes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Service, Service]]:
     url = fresh_database(request.param)
-    root_key = secrets.token_bytes(32)
-    peers = [start_peer(url, tmp_path_factory.mktemp(f"peer-{name}"), root_key) for name in "ab"]
+    root_key = base64.b64encode(secrets.token_bytes(32)).decode()  # peers must share it
+    peers = [
+        start_service(url, tmp_path_factory.mktemp(f"peer-{name}"), root_key=root_key)
+        for name in "ab"
+    ]
     yield peers[0][0], peers[1][0]
     for service, server, thread in peers:
         server.should_exit = True
