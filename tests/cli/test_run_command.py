@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.cli.keyledger_process import KeyLedgerProcess, clean_env, free_port, keyledger
+from tests.support.waiting import eventually
 
 ADMIN_ACCOUNT = "111122223333"
 REGION = "us-east-1"
@@ -224,15 +225,6 @@ def _projectors(supervisor_pid: int) -> list[psutil.Process]:
     return found
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def test_workers_serve_with_the_audit_trail_in_a_process_of_its_own_restarted_if_it_dies(
     workspace: Workspace, first_run: FirstRun
 ):
@@ -255,20 +247,21 @@ def test_workers_serve_with_the_audit_trail_in_a_process_of_its_own_restarted_if
             return check
 
         key = admin.create_key(Description="several workers")["KeyMetadata"]
-        assert _eventually(recorded(key["Arn"], "CreateKey"))
+        assert eventually(recorded(key["Arn"], "CreateKey"), timeout=20, poll=0.1)
         (projector,) = _projectors(process.process.pid)
 
         projector.kill()
-        assert _eventually(
-            lambda: [p.pid for p in _projectors(process.process.pid)] not in ([], [projector.pid])
-        )
+        assert eventually(
+            lambda: [p.pid for p in _projectors(process.process.pid)] not in ([], [projector.pid]),
+            timeout=20, poll=0.1,
+        )  # fmt: skip
         admin.encrypt(KeyId=key["KeyId"], Plaintext=b"after the restart")
-        assert _eventually(recorded(key["Arn"], "Encrypt"))
+        assert eventually(recorded(key["Arn"], "Encrypt"), timeout=20, poll=0.1)
         survivors = _projectors(process.process.pid)
     finally:
         status = process.interrupt(timeout=30)
     assert status in (0, 130), process.output()
-    assert _eventually(lambda: not any(p.is_running() for p in survivors), timeout=10)
+    assert eventually(lambda: not any(p.is_running() for p in survivors), timeout=10)
 
 
 def _answering_process(endpoint: str) -> str:
@@ -294,5 +287,5 @@ def test_workers_share_the_connections_and_sigterm_stops_them_and_the_embedded_s
     finally:
         status = process.interrupt(timeout=40, signum=signal.SIGTERM)
     assert status == 0, process.output()
-    assert _eventually(lambda: not any(worker.is_running() for worker in workers), timeout=10)
+    assert eventually(lambda: not any(worker.is_running() for worker in workers), timeout=10)
     assert not (workspace.data_dir / "pgdata" / "postmaster.pid").exists(), process.output()

@@ -7,7 +7,7 @@ Each test makes the leader's idle pass an hour away, so only a wake-up can move 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,17 +17,9 @@ from projections import queries
 from projections.audit_trail import AuditTrailProjection
 from projections.key_directory import KeyDirectoryProjection
 from tests.conftest import ACCOUNT_ID, REGION, Service, running_service
+from tests.support.waiting import eventually
 
 AN_HOUR = 3600.0
-
-
-def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _head(runtime: Runtime) -> int:
@@ -47,7 +39,7 @@ def sleepy_trail_leader(service_without_projector: Service) -> Iterator[AuditTra
     leader = AuditTrailProjection(runtime.ledger, runtime.pool, runtime.database_url)
     leader.pass_interval, leader.idle_interval = 0.01, AN_HOUR
     leader.start()
-    assert _eventually(lambda: leader.leading and leader.position() >= _head(runtime))
+    assert eventually(lambda: leader.leading and leader.position() >= _head(runtime))
     yield leader
     leader.stop()
 
@@ -69,7 +61,7 @@ def service_with_sleepy_directory(
 ) -> Iterator[Service]:
     monkeypatch.setattr(KeyDirectoryProjection, "idle_interval", AN_HOUR)
     with running_service(tmp_path) as service:
-        assert _eventually(lambda: service.runtime.directory.leading)
+        assert eventually(lambda: service.runtime.directory.leading)
         yield service
 
 
@@ -104,4 +96,4 @@ def test_a_key_change_wakes_the_key_directory(service_with_sleepy_directory: Ser
         rows = queries.list_aliases(runtime.pool, ACCOUNT_ID, REGION, key_id, None, 10)
         return [name for name, *_ in rows]
 
-    assert _eventually(lambda: listed() == ["alias/woken"])
+    assert eventually(lambda: listed() == ["alias/woken"])
