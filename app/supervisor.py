@@ -138,25 +138,29 @@ def main() -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     port = int(port_holder.getsockname()[1])
-    children = _children(settings, port)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    for process in children:
-        process.start()
-    threading.Thread(target=_announce, args=(settings.host, port, stop), daemon=True).start()
-    while not stop.wait(1.0):
-        pass
-    for process in children:
-        process.terminate()
-    for process in children:
-        process.wait(timeout=STOP_TIMEOUT_S)
+    _supervise(_children(settings, port), settings.host, port)
     port_holder.close()
     if settings.database_url is None:  # the embedded server stops when this process exits
         from app.embedded_postgres import forget_exited_processes
 
         forget_exited_processes(settings.data_dir)
     return 0
+
+
+def _supervise(children: list[Supervised], host: str, port: int) -> None:
+    """Run the children until SIGTERM or SIGINT, then stop them all."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    for process in children:
+        process.start()
+    threading.Thread(target=_announce, args=(host, port, stop), daemon=True).start()
+    while not stop.wait(1.0):
+        pass
+    for process in children:
+        process.terminate()
+    for process in children:
+        process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _children(settings: Settings, port: int) -> list[Supervised]:
