@@ -1414,7 +1414,10 @@ class Suite:
             "tool": "keyledger bench --suite",
             "started_at": started,
             "python": platform.python_version(),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "code": _code_version(),
+            "machine": {
+                "cpus": os.cpu_count(), "cpu": _cpu_model(), "platform": platform.platform()
+            },
             "settings": {
                 k: str(v) if isinstance(v, Path) else v
                 for k, v in asdict(options).items()
@@ -1502,6 +1505,31 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _code_version() -> str:
+    """The checkout's commit (with ``+changes`` if it differs), so a table names its code."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+            text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return commit + ("+changes" if dirty else "")
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the suite; print the table; 0 when every step ran, 1 if one failed, 2 on bad usage."""
     try:
@@ -1554,7 +1582,8 @@ def main(args: argparse.Namespace) -> int:
     mode = "quick" if options.quick else "full"
     print(
         f"\nKeyLedger hot-path suite ({mode}, {elapsed / 60:.1f} min, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()})\n"
+        f"{os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}, "
+        f"code {_code_version()})\n"
     )
     for note in suite.notes:
         print(f"note: {note}\n")
