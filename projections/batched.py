@@ -167,7 +167,7 @@ class BatchedProjection(ABC):
     def wait_for(self, notification_id: int, timeout: float = 10.0) -> bool:
         """Block until the view includes ``notification_id`` (read-your-writes)."""
         deadline = time.monotonic() + timeout
-        woken_at = 0.0
+        woken_at = float("-inf")
         while self._position < notification_id:
             self._position = max(self._position, self.position())
             if self._position >= notification_id:
