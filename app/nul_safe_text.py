@@ -4,8 +4,8 @@ psycopg refuses such a string with a DataError wherever it is a query parameter:
 description, tag or encryption-context key with ``\\u0000`` then made the projection that
 writes it fail its batch forever, stalling the audit trail. The ledger stores events as
 bytes and keeps the exact value; everything written to or looked up in text columns gets
-U+FFFD in place of NUL instead. Installed
-once, for every connection of the process, by `install` (app.database calls it).
+U+FFFD in place of NUL instead (projections.pg_text.without_nul). Installed once, for
+every connection of the process, by `install` (app.database calls it).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any
 import psycopg
 from psycopg.types import string
 
-REPLACEMENT = "\ufffd"
+from projections.pg_text import without_nul
 
 
 def _nul_safe(base: type[Any]) -> type[Any]:
     class NulSafe(base):  # type: ignore[misc, valid-type]
         def dump(self, obj: str) -> Any:
-            return super().dump(obj.replace("\x00", REPLACEMENT) if "\x00" in obj else obj)
+            return super().dump(without_nul(obj))
 
     NulSafe.__name__ = NulSafe.__qualname__ = "NulSafe" + base.__name__
     return NulSafe

@@ -35,6 +35,7 @@ from domain.keys import AWS_MANAGED, SOURCE_USE, Alias, Key
 from domain.policy import default_key_policy
 from projections import key_views
 from projections.batched import BatchedProjection
+from projections.pg_text import without_nul
 
 log = logging.getLogger("keyledger.audit")
 
@@ -197,8 +198,7 @@ def _is_service_actor(actor: dict[str, Any] | None) -> bool:
 def _text(value: str | None) -> str:
     if value is None:
         return "\\N"
-    if "\x00" in value:  # PostgreSQL text cannot hold NUL (the JSON record escapes it)
-        value = value.replace("\x00", "\ufffd")
+    value = without_nul(value)  # the JSON record keeps (escapes) it
     if "\\" in value:
         value = value.replace("\\", "\\\\")
     if "\n" in value or "\r" in value or "\t" in value:
@@ -224,7 +224,7 @@ def _array(items: list[str]) -> str:
     if not items:
         return "{}"
     quoted = (
-        item.replace("\x00", "\ufffd").replace("\\", "\\\\").replace('"', '\\"')
+        without_nul(item).replace("\\", "\\\\").replace('"', '\\"')
         for item in items
     )
     return "{" + ",".join(f'"{item}"' for item in quoted) + "}"
