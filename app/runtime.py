@@ -95,7 +95,8 @@ class Runtime:
         runtime = cls(settings, database_url, ledger, pool, vault, writer, identity, directory,
                       service, clock)  # fmt: skip
         runtime.audit = AuditTrailProjection(ledger, pool, database_url)
-        writer.commit_listeners.append(runtime.audit.committed)
+        if settings.run_audit_projection:  # else another process leads it: no wake-ups here
+            writer.commit_listeners.append(runtime.audit.committed)
         runtime.auditor = Auditor(writer, identity, clock)
         runtime.audit_service = service.audit_queries = AuditService(
             pool=pool, ledger=ledger, trail=runtime.audit, clock=clock,

@@ -82,7 +82,7 @@ class BatchedProjection(ABC):
 
     def stop(self) -> None:
         self._stopping.set()
-        self.notify(0)
+        self.notify()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -91,7 +91,7 @@ class BatchedProjection(ABC):
         """The NOTIFY channel that wakes this view's leader in whichever process."""
         return f"keyledger_{self.name}"
 
-    def notify(self, _notification_id: int = 0) -> None:
+    def notify(self) -> None:
         """Wake this process's leader for a pass now."""
         with self._wake:
             self._woken = True
@@ -99,7 +99,7 @@ class BatchedProjection(ABC):
 
     def committed(self, notification_id: int, events: Sequence[Any]) -> None:
         """The writer's commit listener (subclasses wake only for events they apply)."""
-        self.notify(notification_id)
+        self.notify()
 
     def run(self) -> None:
         """Lead whenever the lock is free, until stopped (the ``projections run`` loop)."""
@@ -176,7 +176,7 @@ class BatchedProjection(ABC):
             if now > deadline:
                 return False
             if self.leading:
-                self.notify(notification_id)
+                self.notify()
             elif now - woken_at > RENOTIFY_SECONDS:  # the leader is another process
                 self._wake_leader_elsewhere()
                 woken_at = now

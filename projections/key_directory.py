@@ -222,7 +222,7 @@ class KeyDirectoryProjection(BatchedProjection):
 
     def committed(self, notification_id: int, events: Sequence[Any]) -> None:
         if any(type(event) in HANDLERS for event in events):
-            self.notify(notification_id)
+            self.notify()
 
     def apply(
         self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
