@@ -97,8 +97,9 @@ class KeyLedgerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+            name = signal.Signals(signum).name
             raise AssertionError(
-                f"keyledger run did not stop within {timeout}s of {signum}:\n{self.output()}"
+                f"keyledger run did not stop within {timeout}s of {name}:\n{self.output()}"
             ) from None
         finally:
             self._log.close()
