@@ -4,7 +4,8 @@ They run as the local operator (every account, no credentials) against the datab
 settings name, and need no root key: nothing here decrypts anything.
 
     keyledger projections run [--batch-size N]
-    keyledger audit replay [--until T] [--keep]
+    keyledger projections dead-letters [--limit N]
+    keyledger audit replay [--until T] [--keep] [--wait SECONDS]
     keyledger audit export --out DIR [--start T] [--end T] [--account A]
     keyledger audit events [--key K] [--principal ARN] [--event-name N] ... [--format F]
     keyledger audit key KEY --at T
@@ -36,7 +37,7 @@ from projections import reports
 from projections.audit_queries import AuditFilter
 from projections.audit_trail import AuditTrailProjection
 from projections.key_directory import KeyDirectoryProjection
-from projections.replay import replay
+from projections.replay import WAIT_SECONDS, replay
 
 
 @dataclass
@@ -115,13 +116,33 @@ def cmd_projections_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_projections_dead_letters(args: argparse.Namespace) -> int:
+    """List the events each projection set aside; exit 1 if there are any."""
+    context = open_context()
+    try:
+        views = [context.trail, KeyDirectoryProjection(context.ledger, context.pool,
+                                                       context.database_url)]  # fmt: skip
+        found = {view.name: view.dead_letters(args.limit) for view in views}
+    finally:
+        context.close()
+    for name, letters in found.items():
+        print(f"{name}: {letters.count} event(s) set aside")
+        for letter in letters.newest:
+            print(
+                f"  event {letter.notification_id}: {letter.topic} of {letter.originator_id}"
+                f" version {letter.originator_version}, {letter.failed_at.isoformat()},"
+                f" {letter.error_type}: {letter.error_message}"
+            )
+    return 1 if any(letters.count for letters in found.values()) else 0
+
+
 # --- audit replay / export ----------------------------------------------------------------
 def cmd_audit_replay(args: argparse.Namespace) -> int:
     context = open_context()
     try:
         result = replay(
             context.ledger, context.database_url, until=_time(args.until), keep=args.keep,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, wait=args.wait,
         )  # fmt: skip
     finally:
         context.close()
@@ -227,6 +248,11 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--batch-size", type=int, help="events per batch (default 2000)")
     run.add_argument("--audit-only", action="store_true", help="only the audit trail")
     run.set_defaults(handler=cmd_projections_run)
+    dead = projections.add_parser(
+        "dead-letters", help="the events each projection set aside (exit 1 if any)"
+    )
+    dead.add_argument("--limit", type=int, default=20, help="newest events listed per view")
+    dead.set_defaults(handler=cmd_projections_dead_letters)
 
     audit = commands.add_parser("audit", help="the auditor's tools").add_subparsers(
         dest="action", required=True
@@ -237,6 +263,11 @@ def add_commands(commands: Any) -> None:
     replay_parser.add_argument("--until", help="replay only events until this time (ISO 8601)")
     replay_parser.add_argument("--keep", action="store_true", help="keep the scratch schema")
     replay_parser.add_argument("--batch-size", type=int, default=2000)
+    replay_parser.add_argument(
+        "--wait", type=float, default=WAIT_SECONDS,
+        help="seconds the live views get to reach the ledger's head before the comparison"
+        " (a view still short of it is reported as a difference)",
+    )  # fmt: skip
     replay_parser.set_defaults(handler=cmd_audit_replay)
 
     export = audit.add_parser("export", help="write the audit trail of a period to files")

@@ -4,8 +4,10 @@ psycopg refuses such a string with a DataError wherever it is a query parameter:
 description, tag or encryption-context key with ``\\u0000`` then made the projection that
 writes it fail its batch forever, stalling the audit trail. The ledger stores events as
 bytes and keeps the exact value; everything written to or looked up in text columns gets
-U+FFFD in place of NUL instead (projections.pg_text.without_nul). Installed once, for
-every connection of the process, by `install` (app.database calls it).
+U+FFFD in place of NUL instead (projections.pg_text.without_nul). JSON adapted by psycopg
+(``Json``/``Jsonb`` parameters) goes through projections.pg_text.json_text, the same
+replacement in its strings and keys: jsonb refuses ``\\u0000``. Installed once, for every
+connection of the process, by `install` (app.database calls it).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 import psycopg
 from psycopg.types import string
+from psycopg.types.json import set_json_dumps
 
-from projections.pg_text import without_nul
+from projections.pg_text import json_text, without_nul
 
 
 def _nul_safe(base: type[Any]) -> type[Any]:
@@ -41,4 +44,5 @@ def install() -> None:
         return
     for dumper in _DUMPERS:
         psycopg.adapters.register_dumper(str, _nul_safe(dumper))
+    set_json_dumps(json_text)
     _installed = True

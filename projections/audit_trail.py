@@ -11,6 +11,10 @@ value (event ids included) derives from the events alone.
 
 A cross-account call gets one copy per account that receives it (the caller's, and the
 key owner's unless it was refused), as CloudTrail delivers it.
+
+An event the trail cannot apply even alone is set aside (projections.batched); in its
+place the trail holds an ``AuditRecordUnavailable`` record (eventSource
+keyledger.amazonaws.com) under the same notification id: the gap is in the trail itself.
 """
 
 from __future__ import annotations
@@ -21,20 +25,21 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, ClassVar
 
 import orjson
 import psycopg
+from eventsourcing.persistence import Notification
 
-from domain.audit import KMS_SOURCE, AuditedCall, is_read_only
+from domain.audit import KEYLEDGER_SOURCE, KMS_SOURCE, AuditedCall, is_read_only
 from domain.identity import AccessKey, Account, Principal
 from domain.key_specs import key_algorithms
 from domain.keys import AWS_MANAGED, SOURCE_USE, Alias, Key
 from domain.policy import default_key_policy
 from projections import key_views
-from projections.batched import BatchedProjection
+from projections.batched import BatchedProjection, error_type
 from projections.pg_text import without_nul
 
 log = logging.getLogger("keyledger.audit")
@@ -49,6 +54,8 @@ AWS_INTERNAL = "AWS Internal"
 EVENT_ID_NAMESPACE = uuid.UUID("0c7a1f9e-5d2b-4c1e-9a57-6b6579a0d17e")
 MAX_CACHED = 20_000  # facts of keys, aliases...: the rest are read back per batch
 MAX_USER_AGENT = 1024
+# The record written in place of one the trail could not write (projections.batched).
+UNAVAILABLE_EVENT_NAME = "AuditRecordUnavailable"
 
 COLUMNS = (
     "notification_id", "recipient_account_id", "event_id", "shared_event_id", "event_time",
@@ -234,6 +241,15 @@ def _hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+@dataclass(frozen=True)
+class _SetAside:
+    """What a record needs of an event that was set aside (it may not even decode)."""
+
+    originator_id: uuid.UUID | str
+    originator_version: int
+    timestamp: datetime
+
+
 def _source_use(event: Any) -> tuple[uuid.UUID, int] | None:
     """(source key id, material version) a ReEncryptTo event names, if it does."""
     given = event.request_parameters
@@ -301,6 +317,72 @@ class AuditTrailProjection(BatchedProjection):
         if last_used:
             with conn.cursor() as cursor:
                 cursor.executemany(LAST_USED_SQL, list(last_used.values()))
+
+    # ==== a gap in the trail ====================================================================
+    def set_aside(
+        self,
+        conn: psycopg.Connection[Any],
+        notification: Notification,
+        event: Any | None,
+        error: BaseException,
+    ) -> None:
+        """In place of the record of an event set aside, one that says it is missing: a
+        KeyLedger service event under the same notification id (so it sorts where the
+        missing record would) and eventID, naming the event, its key if known, and why."""
+        described = self._unavailable(conn, notification, event, error)
+        moment = event.timestamp if event is not None else self._time_before(conn, notification)
+        stand_in = _SetAside(notification.originator_id, notification.originator_version, moment)
+        rows: list[tuple[Any, ...]] = []
+        self._emit(stand_in, notification.id, described, rows, {})
+        with conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
+            copy.write("".join(_copy_line(row) for row in rows))
+
+    def _unavailable(
+        self,
+        conn: psycopg.Connection[Any],
+        notification: Notification,
+        event: Any | None,
+        error: BaseException,
+    ) -> Described:
+        actor = getattr(event, "actor", None) or {}
+        account = str(actor.get("account_id") or getattr(event, "account_id", "") or "")
+        region = str(actor.get("region") or getattr(event, "region", "") or "")
+        resources: list[tuple[str, str, str]] = []
+        key = conn.execute(
+            "SELECT arn, account_id, region FROM audit_keys WHERE key_id = %s",
+            (notification.originator_id,),
+        ).fetchone()
+        if key is not None:  # the key's owner receives it, as it receives the key's events
+            resources, account, region = [(key[0], key[1], KEY_RESOURCE)], key[1], key[2]
+        elif isinstance(event, Key.Created):
+            resources = [(event.arn, event.account_id, KEY_RESOURCE)]
+        elif isinstance(event, AuditedCall.CallRecorded):
+            resources = [(r["arn"], r.get("account_id", ""), r.get("type") or KEY_RESOURCE)
+                         for r in event.resources]  # fmt: skip
+        details = {
+            "notificationId": notification.id,
+            "originatorId": str(notification.originator_id),
+            "originatorVersion": notification.originator_version,
+            "topic": notification.topic,
+            "errorType": error_type(error),
+            "reason": "The audit trail could not apply this ledger event: its record (and"
+            " its change to the audit views) is missing. The ledger holds the event.",
+        }
+        return Described(
+            event_name=UNAVAILABLE_EVENT_NAME, actor={}, account_id=account, region=region,
+            request_parameters=None, resources=resources, read_only=True,
+            event_source=KEYLEDGER_SOURCE, service_event=True, service_details=details,
+        )  # fmt: skip
+
+    @staticmethod
+    def _time_before(conn: psycopg.Connection[Any], notification: Notification) -> datetime:
+        """An event that does not decode has no time of its own: the record before it's."""
+        row = conn.execute(
+            "SELECT event_time FROM audit_events WHERE notification_id < %s"
+            " ORDER BY notification_id DESC LIMIT 1",
+            (notification.id,),
+        ).fetchone()
+        return row[0] if row is not None else datetime.now(UTC)
 
     # ==== facts ===============================================================================
     def _prefetch(self, conn: psycopg.Connection[Any], events: Sequence[Any]) -> None:

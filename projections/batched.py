@@ -11,6 +11,13 @@ own process wakes it for the events it applies (``committed``), and a reader in 
 process that waits for it sends a PostgreSQL NOTIFY on the view's channel, which the
 leader's lock connection LISTENs to. A view that skips most events (the key directory
 skips ``Used``) so costs nothing per hot-path commit.
+
+A batch that keeps failing does not stop the view: after ``batch_attempts`` failures in
+a row its events are applied one by one, each in its own transaction with its own
+tracking position, and an event that still fails after ``event_attempts`` is set aside
+in ``projection_dead_letters`` (migrations/012) with an ERROR in the log; the view goes
+on with the next event. ``set_aside`` lets a view note the gap in itself (the audit
+trail writes a record that says its record is missing); ``dead_letters`` counts them.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -37,6 +46,54 @@ TRACKING_UPSERT = (
     "INSERT INTO projection_tracking (projection_name, notification_id) VALUES (%s, %s)"
     " ON CONFLICT (projection_name) DO UPDATE SET notification_id = EXCLUDED.notification_id"
 )
+# Failures of the connection or the server, not of the events: never a reason to set one
+# aside (the leader re-elects and retries).
+NOT_THE_EVENTS = (psycopg.OperationalError, psycopg.InterfaceError)
+MAX_ERROR_MESSAGE = 2000  # characters of an error kept with its dead letter
+DEAD_LETTER_INSERT = (
+    "INSERT INTO projection_dead_letters (projection_name, notification_id, originator_id,"
+    " originator_version, topic, error_type, error_message, attempts)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+DEAD_LETTER_COUNT = "SELECT count(*) FROM projection_dead_letters WHERE projection_name = %s"
+DEAD_LETTER_SELECT = (
+    "SELECT projection_name, notification_id, originator_id, originator_version, topic,"
+    " error_type, error_message, attempts, failed_at FROM projection_dead_letters"
+    " WHERE projection_name = %s ORDER BY notification_id DESC LIMIT %s"
+)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event a projection set aside: the view lacks it; the ledger holds it."""
+
+    projection: str
+    notification_id: int
+    originator_id: uuid.UUID
+    originator_version: int
+    topic: str
+    error_type: str
+    error_message: str
+    attempts: int
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    count: int
+    newest: tuple[DeadLetter, ...]  # newest (highest notification id) first
+
+
+def wake_channel(projection_name: str) -> str:
+    """The NOTIFY channel that wakes a view's leader in whichever process."""
+    return f"keyledger_{projection_name}"
+
+
+def error_type(error: BaseException) -> str:
+    """The error's class, with its module unless built in (``psycopg.errors.DataError``)."""
+    kind = type(error)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
 class BatchedProjection(ABC):
@@ -53,6 +110,11 @@ class BatchedProjection(ABC):
     pass_interval = 0.25
     idle_interval = 0.25
     until: datetime | None = None  # replays only: apply no event recorded after this time
+    # A failing batch is retried, then applied event by event; an event that fails alone
+    # this often is set aside. Bounded, so one event never stops the view for good.
+    batch_attempts = 3
+    event_attempts = 3
+    retry_delay = 1.0  # seconds between attempts
 
     def __init__(
         self,
@@ -89,7 +151,7 @@ class BatchedProjection(ABC):
     @property
     def channel(self) -> str:
         """The NOTIFY channel that wakes this view's leader in whichever process."""
-        return f"keyledger_{self.name}"
+        return wake_channel(self.name)
 
     def notify(self) -> None:
         """Wake this process's leader for a pass now."""
@@ -123,17 +185,20 @@ class BatchedProjection(ABC):
 
     def _lead(self, lock_conn: psycopg.Connection[Any]) -> None:
         self._position = self.position()
+        failures = 0
         while not self._stopping.is_set():
             try:
-                done = self.catch_up()
-            except psycopg.OperationalError:
+                done, failures = self._guarded_batch(None, failures)
+            except NOT_THE_EVENTS:
                 raise  # the lock connection may be gone too: re-elect
-            except Exception:
-                log.exception("%s projection failed a batch; retrying", self.name)
+            except Exception:  # even setting an event aside failed: start over, loudly
+                log.exception("%s projection could not set the failing event aside", self.name)
                 self.reset()
                 self._position = self.position()
-                self._stopping.wait(1.0)
+                self._stopping.wait(self.retry_delay)
                 continue
+            if failures:
+                continue  # _guarded_batch waited before the next attempt
             if done < self.batch_size:
                 # Let events accumulate: a pass costs a few round trips and a commit
                 # whatever its size, and its Python work competes with the hot path.
@@ -219,38 +284,176 @@ class BatchedProjection(ABC):
     ) -> None:
         """Apply decoded events (with their notification ids) in the batch's transaction."""
 
+    def set_aside(  # noqa: B027 - a hook with nothing to note by default
+        self,
+        conn: psycopg.Connection[Any],
+        notification: Notification,
+        event: Any | None,
+        error: BaseException,
+    ) -> None:
+        """Note in the view, in the transaction that sets ``notification`` aside, that its
+        event is missing (``event`` is None when it could not even be decoded)."""
+
     def catch_up(self, stop: int | None = None) -> int:
         """Process one batch, up to ``stop`` (default: the head); return how many
         notifications it covered."""
-        position = self._position or self.position()
-        head = stop if stop is not None else (self._ledger.recorder.max_notification_id() or 0)
-        if head <= position:
+        position = self._position = self._position or self.position()
+        notifications, last = self._next_batch(position, stop)
+        if last <= position:
             return 0
-        notifications = self._ledger.recorder.select_notifications(
-            start=position + 1, limit=self.batch_size, stop=head, topics=self.topics
-        )
-        last = notifications[-1].id if len(notifications) == self.batch_size else head
-        events = [self._decode(n) for n in notifications]
-        ids = [n.id for n in notifications]
-        if self.until is not None:
-            kept = [(e, i) for e, i in zip(events, ids, strict=True) if e.timestamp <= self.until]
-            events, ids = [e for e, _ in kept], [i for _, i in kept]
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                row = conn.execute(TRACKING_SELECT + " FOR UPDATE", (self.name,)).fetchone()
-                if row is not None and row[0] != position:
-                    self._position = int(row[0])
-                    return 0  # someone else moved it; continue from there
-                self.apply(conn, events, ids)
-                conn.execute(TRACKING_UPSERT, (self.name, last))
-        except BaseException:
-            self.reset()
-            raise
-        self._position = last
+        kept = [(self._decode(n), n.id) for n in notifications]
+        kept = [(event, i) for event, i in kept if self._included(event)]
+        events, ids = [e for e, _ in kept], [i for _, i in kept]
+        if not self._commit(last, lambda conn: self.apply(conn, events, ids)):
+            return 0  # someone else moved it; continue from there
         return last - position
 
     def catch_up_to(self, stop: int | None = None) -> None:
         """Process batches until the view includes ``stop`` (default: the head now)."""
         target = stop if stop is not None else (self._ledger.recorder.max_notification_id() or 0)
-        while (self._position or self.position()) < target:
-            self.catch_up(target)
+        failures = 0
+        while (self._position or self.position()) < target and not self._stopping.is_set():
+            _, failures = self._guarded_batch(target, failures)
+
+    def _next_batch(self, position: int, stop: int | None) -> tuple[Sequence[Notification], int]:
+        """The next batch's notifications after ``position`` and the position that covers it
+        (its last notification, or the head when the batch is not full: ids of other topics)."""
+        head = stop if stop is not None else (self._ledger.recorder.max_notification_id() or 0)
+        if head <= position:
+            return [], position
+        notifications = self._ledger.recorder.select_notifications(
+            start=position + 1, limit=self.batch_size, stop=head, topics=self.topics
+        )
+        last = notifications[-1].id if len(notifications) == self.batch_size else head
+        return notifications, last
+
+    def _included(self, event: Any) -> bool:
+        return self.until is None or event.timestamp <= self.until
+
+    def _commit(self, through: int, work: Callable[[psycopg.Connection[Any]], None]) -> bool:
+        """Run ``work`` and move the tracking position to ``through`` in ONE transaction
+        (exactly once); False, with nothing done, when another leader moved it first."""
+        position = self._position
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                row = conn.execute(TRACKING_SELECT + " FOR UPDATE", (self.name,)).fetchone()
+                if row is not None and row[0] != position:
+                    self._position = int(row[0])
+                    return False
+                work(conn)
+                conn.execute(TRACKING_UPSERT, (self.name, through))
+        except BaseException:
+            self.reset()
+            raise
+        self._position = through
+        return True
+
+    # --- failures -----------------------------------------------------------------------
+    def _guarded_batch(self, stop: int | None, failures: int) -> tuple[int, int]:
+        """One batch; after ``batch_attempts`` failures in a row, that batch event by event.
+        Returns the notifications covered and the failures in a row so far."""
+        try:
+            return self.catch_up(stop), 0
+        except NOT_THE_EVENTS:
+            raise  # the caller re-elects
+        except Exception:
+            failures += 1
+            self.reset()
+            self._position = self.position()
+            if failures < self.batch_attempts or self._stopping.is_set():
+                log.warning(
+                    "%s projection failed a batch (attempt %d of %d); retrying",
+                    self.name, failures, self.batch_attempts, exc_info=True,
+                )  # fmt: skip
+                self._stopping.wait(self.retry_delay)
+                return 0, failures
+            log.error(
+                "%s projection failed a batch %d times; applying its events one by one",
+                self.name, failures, exc_info=True,
+            )  # fmt: skip
+        return self._isolate(stop), 0
+
+    def _isolate(self, stop: int | None) -> int:
+        """Apply the next batch one event per transaction, setting aside any event that
+        keeps failing; return the notifications covered."""
+        position = self._position = self._position or self.position()
+        notifications, last = self._next_batch(position, stop)
+        for index, notification in enumerate(notifications):
+            if self._stopping.is_set():
+                break
+            through = last if index == len(notifications) - 1 else notification.id
+            if not self._apply_alone(notification, through):
+                break  # stopping, or another leader moved the position
+        else:
+            if not notifications and last > position:
+                self._commit(last, lambda conn: None)
+        return self._position - position
+
+    def _apply_alone(self, notification: Notification, through: int) -> bool:
+        """Apply one event in its own transaction, retried; set it aside if it keeps failing."""
+        failure: Exception | None = None
+        for attempt in range(1, self.event_attempts + 1):
+            try:
+                return self._apply_one(notification, through)
+            except NOT_THE_EVENTS:
+                raise
+            except Exception as error:
+                failure = error
+                log.warning(
+                    "%s projection failed event %d (attempt %d of %d)", self.name,
+                    notification.id, attempt, self.event_attempts, exc_info=True,
+                )  # fmt: skip
+                if self._stopping.is_set():
+                    return False  # a failure while stopping is no reason to set it aside
+                if attempt < self.event_attempts:
+                    self._stopping.wait(self.retry_delay)
+        assert failure is not None
+        return self._dead_letter(notification, through, failure)
+
+    def _apply_one(self, notification: Notification, through: int) -> bool:
+        event = self._decode(notification)  # inside the attempt: decoding may fail too
+        events = [event] if self._included(event) else []
+        ids = [notification.id] if events else []
+        return self._commit(through, lambda conn: self.apply(conn, events, ids) if events else None)
+
+    def _dead_letter(self, notification: Notification, through: int, error: Exception) -> bool:
+        """Record the event as set aside, let the view note the gap, and move past it."""
+        try:
+            event = self._decode(notification)
+        except Exception:
+            event = None
+        log.error(
+            "%s projection SET ASIDE event %d (%s of %s version %d) after %d failed attempts:"
+            " %s: %s; the view lacks it (projection_dead_letters)", self.name,
+            notification.id, notification.topic, notification.originator_id,
+            notification.originator_version, self.event_attempts, error_type(error),
+            str(error)[:MAX_ERROR_MESSAGE],
+        )  # fmt: skip
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(DEAD_LETTER_INSERT, (
+                self.name, notification.id, notification.originator_id,
+                notification.originator_version, notification.topic, error_type(error),
+                str(error)[:MAX_ERROR_MESSAGE], self.event_attempts,
+            ))  # fmt: skip
+            try:
+                with conn.transaction():  # a savepoint: the dead letter stands without the note
+                    self.set_aside(conn, notification, event, error)
+            except NOT_THE_EVENTS:
+                raise
+            except Exception:
+                log.exception("%s projection could not note the gap at event %d", self.name,
+                              notification.id)  # fmt: skip
+                self.reset()
+
+        return self._commit(through, work)
+
+    # --- dead letters -------------------------------------------------------------------
+    def dead_letters(self, newest: int = 5) -> DeadLetters:
+        """How many events this view has set aside, and the ``newest`` of them: two index
+        reads (for /readyz and /metrics; blocking I/O, so call it off the event loop)."""
+        with self._pool.connection() as conn:
+            row = conn.execute(DEAD_LETTER_COUNT, (self.name,)).fetchone()
+            count = int(row[0]) if row else 0
+            rows = conn.execute(DEAD_LETTER_SELECT, (self.name, newest)).fetchall() if count else []
+        return DeadLetters(count, tuple(DeadLetter(*r) for r in rows))

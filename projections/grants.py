@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import psycopg
 
 from domain.keys import Key
+from projections.pg_text import json_text
 
 GrantHandler = Callable[[psycopg.Connection[Any], Any], None]
 
@@ -26,8 +26,8 @@ def _grant_created(conn: psycopg.Connection[Any], event: Key.GrantCreated) -> No
         " ON CONFLICT (key_id, grant_id) DO NOTHING",
         (event.originator_id, grant["grant_id"], grant.get("name") or "",
          grant["grantee_principal"], grant.get("retiring_principal"),
-         orjson.dumps(grant["operations"]).decode(),
-         orjson.dumps(grant["constraints"]).decode() if grant.get("constraints") else None,
+         json_text(grant["operations"]),
+         json_text(grant["constraints"]) if grant.get("constraints") else None,
          grant["issuing_account"], event.timestamp, event.originator_id),
     )  # fmt: skip
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import orjson
 import psycopg
 
 from domain import key_states
 from domain.identity import AccessKey, Principal
 from domain.keys import AWS_MANAGED, Alias, Key
+from projections.pg_text import json_text
 
 Handler = Callable[[psycopg.Connection[Any], Any], None]
 IMPORTED, PENDING_IMPORT = "IMPORTED", "PENDING_IMPORT"
@@ -110,7 +110,7 @@ def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
          event.timestamp, material.version if material else 0,
          material.material_id if material else None, material.created if material else None,
          aws_managed, AWS_MANAGED_ROTATION_DAYS if aws_managed else None, next_rotation,
-         orjson.dumps(event.tags).decode(), event.policy, event.timestamp, actor_arn(event),
+         json_text(event.tags), event.policy, event.timestamp, actor_arn(event),
          event.timestamp),
     )  # fmt: skip
     if material is not None:
@@ -178,7 +178,7 @@ def _description_changed(conn: psycopg.Connection[Any], event: Key.DescriptionCh
 def _tagged(conn: psycopg.Connection[Any], event: Key.Tagged) -> None:
     conn.execute(
         "UPDATE audit_keys SET tags = tags || %s::jsonb, updated_at = %s WHERE key_id = %s",
-        (orjson.dumps(event.tags).decode(), event.timestamp, event.originator_id),
+        (json_text(event.tags), event.timestamp, event.originator_id),
     )
 
 
@@ -207,8 +207,8 @@ def _grant_created(conn: psycopg.Connection[Any], event: Key.GrantCreated) -> No
         " WHERE key_id = %s ON CONFLICT (key_id, grant_id) DO NOTHING",
         (event.originator_id, grant["grant_id"], grant.get("name") or "",
          grant["grantee_principal"], grant.get("retiring_principal"),
-         orjson.dumps(grant["operations"]).decode(),
-         orjson.dumps(grant["constraints"]).decode() if grant.get("constraints") else None,
+         json_text(grant["operations"]),
+         json_text(grant["constraints"]) if grant.get("constraints") else None,
          grant["issuing_account"], event.timestamp, actor_arn(event), event.originator_id),
     )  # fmt: skip
 
