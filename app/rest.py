@@ -493,17 +493,21 @@ async def generate_data_key(
     )
 
 
+MAX_EVENT_VERSION = 2**63 - 1  # a version is a PostgreSQL bigint: anything above is no token
+
+
 @router.get(KEY + "/events", tags=["history"])
 async def key_events(
     key_id: KeyId,
     caller: CallerDep,
     service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after_version: Annotated[int, Query(ge=0)] = 0,
+    after_version: Annotated[int, Query(ge=0, le=MAX_EVENT_VERSION)] = 0,
 ) -> EventList:
     """The key's recorded history, oldest first; key material shows only its version and id."""
-    history = await service.key_history(caller, key_id)
-    later = [event for event in history if event.originator_version > after_version]
+    # One more than the page tells whether another follows; the store reads just these.
+    later = await service.key_history(caller, key_id, after_version=after_version,
+                                      limit=limit + 1)  # fmt: skip
     page, truncated = later[:limit], len(later) > limit
     return EventList(
         events=[event_public(event) for event in page],

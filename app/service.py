@@ -903,9 +903,17 @@ class KeyService(AsymmetricOperations, GrantOperations, ExplainOperations):
         return _page(["default"], limit or 100, marker)
 
     # ==== history ======================================================================
-    async def key_history(self, caller: Caller, key_id: str) -> list[Any]:
+    async def key_history(
+        self, caller: Caller, key_id: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[Any]:
+        """The key's events after ``after_version``, oldest first, at most ``limit``: a
+        keyset read of the key's stream (``originator_version > v ... LIMIT n`` on its
+        primary key), so a page costs the same whatever the history's length."""
         key = await self._read(caller, key_id, "DescribeKey")
-        return await asyncio.to_thread(lambda: list(self.writer.ledger.events.get(key.id)))
+        events = self.writer.ledger.events
+        return await asyncio.to_thread(
+            lambda: list(events.get(key.id, gt=after_version, limit=limit))
+        )
 
     # ==== scheduled work =================================================================
     def run_due_jobs(self) -> int:
