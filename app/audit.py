@@ -13,6 +13,12 @@ one ``CallRecorded`` event (``domain.audit.AuditedCall``):
   event is the record).
 * A failure the writer never saw (authentication, an unknown operation, validation, a check
   before the first command) is recorded when the call ends, before the error is answered.
+* A call refused before its caller is known (authentication, an oversized body) is
+  recorded only when it names one of our access keys, and then with what the request could
+  not choose freely: the operation if it is one of the protocol's (else a placeholder),
+  the error code and the constant part of its message, the source IP, the access key id
+  and a Region name. Never its body, parameters or user agent: its record has a constant
+  bound whatever was sent.
 
 Request parameters are kept in AWS's shape (lowerCamelCase member names) with KMS's logging
 rules applied: no plaintext, ciphertext, message, signature, MAC, key material, import
@@ -22,6 +28,8 @@ hand over what they parsed; they never shape records.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import re
 import uuid
@@ -32,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from botocore.model import Shape
 
+from app.auth.sigv4 import is_region_name
 from app.aws_shapes import SerializationError, UnknownOperationError, service_model
 from app.identity import Caller
 from app.wire_errors import aws_error
@@ -88,6 +97,21 @@ KMS_CALLS_RECORDED_WHEN_DONE = frozenset(
         "ListResourceTags", "ListKeyRotations",
     }
 )  # fmt: skip
+# What a record of a call refused before its caller was known may hold of the request.
+UNKNOWN_OPERATION = "UnknownOperation"
+_ACCESS_KEY_ID = re.compile(r"[A-Za-z0-9]{1,128}")  # AWS's AccessKeyIdType: at most 128
+_OPERATION_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
+# The constant beginnings of refusal messages: a refused call's record keeps only these (the
+# rest of a message may echo what the request sent: a header, a date, a Region).
+REFUSAL_MESSAGES = (
+    "Request is missing Authentication Token",
+    "The security token included in the request is invalid.",
+    "The request signature we calculated does not match the signature you provided.",
+    "Signature expired",
+    "Signature not yet current",
+    "Credential should be scoped to a valid region",
+    "Request body exceeds the maximum size",
+)
 _CREDENTIAL = re.compile(r"Credential=([A-Za-z0-9]+)/\d{8}/([a-z0-9-]+)/")
 _QUERY_CREDENTIAL = re.compile(
     r"(?:^|&)X-Amz-Credential=([A-Za-z0-9]+)(?:%2F|/)\d{8}(?:%2F|/)([a-z0-9-]+)"
@@ -214,6 +238,32 @@ def _credential_scope(headers: Sequence[tuple[str, str]], query_string: str) -> 
     if match:
         return match.group(1), match.group(2)
     return "", ""
+
+
+def refused_operation(event_source: str, name: str) -> str:
+    """The operation a refused call is recorded under: ``name`` if it is one of its
+    source's operations (those of the source's botocore model, or a plain name for
+    KeyLedger's own endpoints, which adapters name themselves), else a placeholder."""
+    service = SERVICE_OF_SOURCE.get(event_source)
+    if service is not None:
+        known = name in service_model(service).operation_names
+    else:
+        known = _OPERATION_NAME.fullmatch(name) is not None
+    return name if known else UNKNOWN_OPERATION
+
+
+def refusal_message(message: str) -> str | None:
+    """The constant part of a refusal's message, or None when it has none."""
+    return next((text for text in REFUSAL_MESSAGES if message.startswith(text)), None)
+
+
+def _source_ip(value: str) -> str:
+    """The client address, if it is one (behind a trusted proxy the server takes it from
+    X-Forwarded-For, which the client writes)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return ""
 
 
 # ==== one call ===================================================================================
@@ -427,23 +477,62 @@ class Auditor:
 
     async def authentication_failed(self, call: AuditedRequest, error: BaseException) -> None:
         """Record a call refused before its caller was known, when the access key it was
-        signed with is one of ours (an unknown key names nobody to attribute it to)."""
+        signed with is one of ours (an unknown key names nobody to attribute it to). The
+        record is bounded whatever was sent: see ``refusal_record``."""
         access_key_id, region = _credential_scope(call.headers, call.query_string)
-        if not access_key_id:
+        if not _ACCESS_KEY_ID.fullmatch(access_key_id):
             return
-        credential = self.identity.credential(access_key_id)
+        credential = await asyncio.to_thread(self.identity.credential, access_key_id)
         if credential is None:
             return
-        call.caller = Caller(
+        claimed = Caller(
             account_id=credential.account_id, principal_arn=credential.principal_arn,
-            access_key_id=access_key_id, region=region, source_ip=call.source_ip,
-            user_agent=call.user_agent, request_id=call.request_id,
+            access_key_id=access_key_id, region=region if is_region_name(region) else "",
+            source_ip=_source_ip(call.source_ip), request_id=call.request_id,
         )  # fmt: skip
+        record = self.refusal_record(call, claimed, error)
 
         def command(uow: UnitOfWork) -> None:
-            call.add(uow, [], error)
+            uow.add(record)
 
         await self.writer.run(command)
+
+    def refusal_record(
+        self, call: AuditedRequest, claimed: Caller, error: BaseException
+    ) -> AuditedCall:
+        """The record of a refused call: nothing of its body or parameters, an operation
+        name only if it is one, the error's code and only the constant part of its
+        message (a refusal may echo the request: its Authorization header, its date)."""
+        code, message = error_code_of(error)
+        name = refused_operation(call.event_source, call.event_name)
+        return AuditedCall.record(
+            call_id=audited_call_id(call.request_id), now=self.clock.now(), event_name=name,
+            event_source=call.event_source, actor=claimed.actor(), request_parameters=None,
+            error_code=code, error_message=refusal_message(message), resources=[],
+            read_only=is_read_only(name),
+        )  # fmt: skip
+
+    async def refused(
+        self,
+        event_name: str,
+        *,
+        event_source: str,
+        request_id: str,
+        headers: Sequence[tuple[str, str]],
+        query_string: str,
+        source_ip: str,
+        error: BaseException,
+    ) -> None:
+        """Record a request refused before any handler saw it (an oversized body: app.main)
+        as a refusal at authentication; a failure to record it does not stop its answer."""
+        call = self.call(
+            event_name, request_id=request_id, headers=headers, query_string=query_string,
+            source_ip=source_ip, event_source=event_source,
+        )  # fmt: skip
+        try:
+            await self.authentication_failed(call, error)
+        except Exception as failure:
+            log.error("call %s not recorded: %s", request_id, type(failure).__name__)
 
 
 def raw_parameters(body: bytes) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ import orjson
 from app.asgi_json import read_body as _read_body
 from app.asgi_json import respond as _respond
 from app.audit import Auditor
-from app.auth.sigv4 import IncomingRequest
+from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_json_audit import OPERATIONS as AUDIT_OPERATIONS
 from app.aws_json_grants import OPERATIONS as GRANT_OPERATIONS
 from app.aws_json_keyspecs import OPERATIONS as KEY_SPEC_OPERATIONS
@@ -394,12 +394,22 @@ OPERATIONS: dict[str, Operation] = {
 class AwsJsonHandler:
     auditor: Auditor | None = None  # records every call (app.audit); set by the app
 
-    def __init__(self, service: KeyService, identity: IdentityDirectory) -> None:
+    def __init__(
+        self,
+        service: KeyService,
+        identity: IdentityDirectory,
+        regions: Collection[str] | None = None,
+    ) -> None:
         self.service = service
         self.identity = identity
+        # The Regions served (KEYLEDGER_REGIONS); None serves whatever a caller signs for.
+        self.regions = frozenset(regions) if regions is not None else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = await _read_body(receive)
+        await self.answer(scope, await _read_body(receive), send)
+
+    async def answer(self, scope: dict[str, Any], body: bytes, send: Any) -> None:
+        """Answer the request ``scope`` whose body (within its limit) was read already."""
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         target = next((v for k, v in headers if k.lower() == "x-amz-target"), "")
         name = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
@@ -451,9 +461,12 @@ class AwsJsonHandler:
         )
         client = scope.get("client") or ("", 0)
         user_agent = next((v for k, v in headers if k.lower() == "user-agent"), "")
-        return self.identity.authenticate(
+        caller = self.identity.authenticate(
             request, source_ip=client[0], user_agent=user_agent, request_id=request_id
         )
+        if self.regions is not None:
+            check_region(caller.region, self.regions)
+        return caller
 
     async def _fail(self, send: Any, error: Exception, request_id: str) -> None:
         if isinstance(error, UnknownOperationError):

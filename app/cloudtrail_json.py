@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import orjson
 
 from app.asgi_json import read_body as _read_body
 from app.asgi_json import respond as _respond
-from app.auth.sigv4 import IncomingRequest
+from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_shapes import SerializationError, UnknownOperationError, parse_request
 from app.wire_errors import aws_error
 from domain.audit import (
@@ -142,14 +143,23 @@ def event_entry(row: AuditRow) -> dict[str, Any]:
 
 class CloudTrailHandler:
     def __init__(
-        self, audit: AuditService, identity: IdentityDirectory, auditor: Auditor | None
+        self,
+        audit: AuditService,
+        identity: IdentityDirectory,
+        auditor: Auditor | None,
+        regions: Collection[str] | None = None,
     ) -> None:
         self.audit = audit
         self.identity = identity
         self.auditor = auditor
+        # The Regions served (KEYLEDGER_REGIONS); None serves whatever a caller signs for.
+        self.regions = frozenset(regions) if regions is not None else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = await _read_body(receive)
+        await self.answer(scope, await _read_body(receive), send)
+
+    async def answer(self, scope: dict[str, Any], body: bytes, send: Any) -> None:
+        """Answer the request ``scope`` whose body (within its limit) was read already."""
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         target = next((v for k, v in headers if k.lower() == "x-amz-target"), "")
         name = target[len(TARGET_PREFIX) :]
@@ -170,10 +180,13 @@ class CloudTrailHandler:
                     path=scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0] or "/",
                     query_string=query_string, headers=headers, body=body,
                 )  # fmt: skip
-                caller = audit.caller = self.identity.authenticate(
+                caller = self.identity.authenticate(
                     request, source_ip=client[0], user_agent=user_agent,
                     request_id=request_id, service="cloudtrail",
                 )  # fmt: skip
+                if self.regions is not None:  # before the caller counts as authenticated
+                    check_region(caller.region, self.regions)
+                audit.caller = caller
                 if name != "LookupEvents":
                     raise UnknownOperationError("")
                 check_lookup(body)

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+from app.aws_json import TARGET_PREFIX as KMS_TARGET_PREFIX
 from app.aws_json import AwsJsonHandler
+from app.cloudtrail_json import TARGET_PREFIX as CLOUDTRAIL_TARGET_PREFIX
 from app.cloudtrail_json import CloudTrailHandler, is_cloudtrail_target
-from app.rest import create_rest_app
+from app.request_limits import BODY_LIMITS, Protocol, read_body, replaying
+from app.request_limits import refuse as refuse_too_large
+from app.rest import create_rest_app, recorded_operation
 from app.runtime import Runtime
 from app.settings import load_settings
+from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
+from domain.errors import RequestTooLargeError
 
 
 class KeyLedgerApp:
@@ -24,10 +31,11 @@ class KeyLedgerApp:
     def __init__(self, runtime: Runtime, on_started: Callable[[], None] | None = None) -> None:
         self.runtime = runtime
         self.on_started = on_started
-        self.aws = AwsJsonHandler(runtime.service, runtime.identity)
+        regions = runtime.settings.regions
+        self.aws = AwsJsonHandler(runtime.service, runtime.identity, regions)
         self.aws.auditor = runtime.auditor
         self.cloudtrail = (
-            CloudTrailHandler(runtime.audit_service, runtime.identity, runtime.auditor)
+            CloudTrailHandler(runtime.audit_service, runtime.identity, runtime.auditor, regions)
             if runtime.audit_service is not None
             else None
         )
@@ -37,15 +45,66 @@ class KeyLedgerApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
-            if self.cloudtrail is not None and _is_cloudtrail(scope):  # X-Amz-Target decides
-                await self.cloudtrail(scope, receive, send)
-                return
-            await self.aws(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == "/metrics":
-            await self._metrics(send)
-        else:
+        if scope["type"] != "http":
             await self.rest(scope, receive, send)
+            return
+        protocol = self._protocol(scope)
+        if protocol is None:
+            await self._metrics(send)
+            return
+        # Every body is read here, within its protocol's limit, before any handler runs.
+        try:
+            body = await read_body(scope, receive, BODY_LIMITS[protocol])
+        except RequestTooLargeError as error:
+            await self._refuse(protocol, scope, send, error)
+            return
+        if body is None:  # the client left before sending all of it
+            return
+        if protocol is Protocol.KMS:
+            await self.aws.answer(scope, body, send)
+        elif protocol is Protocol.CLOUDTRAIL:
+            assert self.cloudtrail is not None  # _protocol says CloudTrail only when served
+            await self.cloudtrail.answer(scope, body, send)
+        else:
+            await self.rest(scope, replaying(body, receive), send)
+
+    def _protocol(self, scope: dict[str, Any]) -> Protocol | None:
+        """The protocol of an HTTP request (None: the metrics page). At ``POST /`` the
+        X-Amz-Target header decides between KMS and CloudTrail."""
+        if scope["method"] == "POST" and scope["path"] == "/":
+            if self.cloudtrail is not None and _is_cloudtrail(scope):
+                return Protocol.CLOUDTRAIL
+            return Protocol.KMS
+        if scope["path"] == "/metrics":
+            return None
+        return Protocol.REST
+
+    async def _refuse(
+        self, protocol: Protocol, scope: dict[str, Any], send: Any, error: RequestTooLargeError
+    ) -> None:
+        """Answer an oversized request, after a bounded record of it (app.audit) when it
+        names one of our access keys."""
+        request_id = str(uuid.uuid4())
+        auditor = self.runtime.auditor
+        if auditor is not None:
+            source, name = self._operation(protocol, scope)
+            client = scope.get("client") or ("", 0)
+            await auditor.refused(
+                name, event_source=source, request_id=request_id,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+                query_string=scope.get("query_string", b"").decode("latin-1"),
+                source_ip=client[0], error=error,
+            )  # fmt: skip
+        await refuse_too_large(send, protocol, error, request_id)
+
+    def _operation(self, protocol: Protocol, scope: dict[str, Any]) -> tuple[str, str]:
+        """(event source, operation) a request claims, from its target or its route."""
+        if protocol is Protocol.REST:
+            return recorded_operation(self.rest, scope)
+        target = _target(scope)
+        if protocol is Protocol.CLOUDTRAIL:
+            return CLOUDTRAIL_SOURCE, target.removeprefix(CLOUDTRAIL_TARGET_PREFIX)
+        return KMS_SOURCE, target.removeprefix(KMS_TARGET_PREFIX)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -104,11 +163,15 @@ class KeyLedgerApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def _is_cloudtrail(scope: dict[str, Any]) -> bool:
+def _target(scope: dict[str, Any]) -> str:
     for name, value in scope["headers"]:
         if name.lower() == b"x-amz-target":
-            return is_cloudtrail_target(value.decode("latin-1"))
-    return False
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _is_cloudtrail(scope: dict[str, Any]) -> bool:
+    return is_cloudtrail_target(_target(scope))
 
 
 class WorkerApp:

@@ -26,9 +26,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from app.audit_rest import audited
-from app.auth.sigv4 import IncomingRequest
+from app.audit_rest import CLOUDTRAIL_OPERATIONS, OPERATIONS, audited
+from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_shapes import SerializationError
 from app.identity import Caller
 from app.rest_schemas import (
@@ -72,6 +73,7 @@ from app.rest_schemas import (
 from app.runtime import Runtime
 from app.service import CreateKeyRequest, KeyService
 from app.wire_errors import aws_error, rest_status
+from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
 from domain.errors import AuthenticationError, DomainError, ValidationError
 from domain.keys import KeyMaterial
 
@@ -115,8 +117,21 @@ async def authenticated_caller(request: Request) -> Caller:
         source_ip=request.client.host if request.client else "",
         user_agent=request.headers.get("user-agent", ""),
     )
+    check_region(caller.region, runtime.settings.regions)  # before it counts as the caller
     request.state.caller = caller
     return caller
+
+
+def recorded_operation(app: FastAPI, scope: dict[str, Any]) -> tuple[str, str]:
+    """(event source, event name) of the AWS operation a request's route performs, known
+    from its method and path alone: for a request refused before it is read (app.main).
+    ("kms.amazonaws.com", "") when the route performs none."""
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.matches(scope)[0] is Match.FULL:
+            if route.name in CLOUDTRAIL_OPERATIONS:
+                return CLOUDTRAIL_SOURCE, CLOUDTRAIL_OPERATIONS[route.name]
+            return KMS_SOURCE, OPERATIONS.get(route.name, "")
+    return KMS_SOURCE, ""
 
 
 async def key_service(request: Request) -> KeyService:

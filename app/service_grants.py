@@ -23,6 +23,7 @@ from app.identity import Caller
 from app.results import Page
 from domain.errors import (
     DryRunSucceededError,
+    InvalidArnError,
     InvalidMarkerError,
     NotFoundError,
     ValidationError,
@@ -219,13 +220,13 @@ class GrantOperations:
         in the caller's account); IAM-authorized (kms:ListRetirableGrants)."""
         if not retiring_principal:
             raise ValidationError("RetiringPrincipal is required.")
+        principal_account = _principal_account(retiring_principal)
         after = _after(marker)
         if after is not None and not (
             isinstance(after, list) and len(after) == 2 and all(isinstance(a, str) for a in after)
         ):
             raise InvalidMarkerError("Invalid marker")
         await self.access.authorize_account_action(caller, "ListRetirableGrants")
-        principal_account = retiring_principal.split(":")[4] if ":" in retiring_principal else ""
         if principal_account != caller.account_id:
             self.access.deny(
                 caller, "kms:ListRetirableGrants", "*",
@@ -359,6 +360,14 @@ def _retirable_entry(row: Any) -> GrantEntry:
         tuple(operations),
         constraints or None,
     )
+
+
+def _principal_account(principal: str) -> str:
+    """The account of a principal ARN a caller named; InvalidArnException (the error AWS
+    lists for ListRetirableGrants) for anything else."""
+    if not IAM_PRINCIPAL.fullmatch(principal):
+        raise InvalidArnError(f"Invalid arn {principal}")
+    return principal.split(":")[4]  # the pattern guarantees arn:partition:service::account:
 
 
 def _check_principal_exists(uow: UnitOfWork, principal: str | None) -> None:

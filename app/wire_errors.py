@@ -5,7 +5,10 @@ from __future__ import annotations
 from domain import audit, errors
 
 # (AWS __type, HTTP status). Real AWS answers 400 for every client error; server
-# faults are 500 (retryable) and 503 for dependency time-outs.
+# faults are 500 (retryable) and 503 for dependency time-outs. An oversized body is the
+# exception: it is refused by the HTTP front end, before any service reads it, as 413 with
+# the __type AWS's JSON services give it (Lambda's RequestEntityTooLargeException; the KMS
+# reference records no answer of its own).
 AWS_ERRORS: dict[type[Exception], tuple[str, int]] = {
     # CloudTrail's names for the audit queries' errors (LookupEvents, and the REST trail).
     audit.InvalidTimeRangeError: ("InvalidTimeRangeException", 400),
@@ -22,6 +25,7 @@ AWS_ERRORS: dict[type[Exception], tuple[str, int]] = {
     errors.LimitExceededError: ("LimitExceededException", 400),
     errors.InvalidGrantTokenError: ("InvalidGrantTokenException", 400),
     errors.InvalidGrantIdError: ("InvalidGrantIdException", 400),
+    errors.RequestTooLargeError: ("RequestEntityTooLargeException", 413),
     errors.NotFoundError: ("NotFoundException", 400),
     errors.AlreadyExistsError: ("AlreadyExistsException", 400),
     errors.DisabledError: ("DisabledException", 400),
@@ -56,6 +60,7 @@ REST_STATUS: dict[type[Exception], int] = {
     errors.AccessDeniedError: 403,
     errors.AuthenticationError: 401,
     errors.DryRunSucceededError: 412,
+    errors.RequestTooLargeError: 413,
     errors.DependencyTimeoutError: 503,
     errors.InternalError: 500,
 }

@@ -52,6 +52,10 @@ class InvalidGrantIdError(DomainError):
     """A grant id is not valid."""
 
 
+class RequestTooLargeError(DomainError):
+    """The request body is over its protocol's size limit (app/request_limits.py)."""
+
+
 # --- keys and their state ----------------------------------------------------
 class NotFoundError(DomainError):
     """The named key, alias or other entity does not exist."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -37,6 +37,8 @@ __all__ = [
     "IncomingRequest",
     "SecretLookup",
     "VerifiedCaller",
+    "check_region",
+    "is_region_name",
     "sign_request",
     "verify_request",
 ]
@@ -49,6 +51,8 @@ _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _HEX_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 _AUTH_FIELD_SPLIT_RE = re.compile(r"[\s,]+")
+_REGION_NAME_RE = re.compile(r"(?:[a-z]+-){2,3}\d+")  # KMS's RegionType
+_MAX_REGION_NAME = 32
 _RFC3986_SAFE = "-_.~"
 # Characters a client may leave unescaped in a path (RFC 3986 pchar plus '/' and '%'); used
 # to put a caller's URL path into the form an HTTP client would send.
@@ -84,6 +88,8 @@ _PRESIGN_PARAMS = frozenset({*_PRESIGN_REQUIRED, "X-Amz-Expires", "X-Amz-Securit
 
 _MISSING_TOKEN = "Request is missing Authentication Token"
 _UNRECOGNIZED = "The security token included in the request is invalid."
+# AWS's answer to a scope naming no Region it serves (see check_region), without the name.
+_INVALID_REGION = "Credential should be scoped to a valid region."
 _MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
     "Check your AWS Secret Access Key and signing method. "
@@ -163,10 +169,11 @@ def verify_request(
             "Credential should be scoped with a valid terminator: "
             f"'{TERMINATOR}', not '{claim.terminator}'."
         )
-    if (
-        (service is not None and claim.scope_service != service)
-        or claim.scope_date != claim.amz_date[:8]
-        or not claim.region
+    if not is_region_name(claim.region):
+        # No Region's name at all; checked before the signing-key cache below keeps it.
+        raise InvalidSignatureError(_INVALID_REGION)
+    if (service is not None and claim.scope_service != service) or (
+        claim.scope_date != claim.amz_date[:8]
     ):
         raise InvalidSignatureError(_MISMATCH)
 
@@ -196,6 +203,25 @@ def verify_request(
                 session_token=claim.session_token,
             )
     raise InvalidSignatureError(_MISMATCH)
+
+
+def is_region_name(text: str) -> bool:
+    """Whether ``text`` has the form of a Region's name (KMS's RegionType)."""
+    return len(text) <= _MAX_REGION_NAME and _REGION_NAME_RE.fullmatch(text) is not None
+
+
+def check_region(region: str, regions: Collection[str]) -> None:
+    """Refuse a (verified) credential scoped to a Region this deployment does not serve.
+
+    AWS answers a scope naming a Region its endpoint does not serve as a signature that
+    does not match: InvalidSignatureException (reference aws-kms-api.md §1, "wrong
+    region/service in scope"), worded "Credential should be scoped to a valid region, not
+    '<region>'." as SDK users quote it (aws/aws-sdk-java#1097, aws/aws-sdk-js-v3#5576).
+    """
+    if region not in regions:
+        raise InvalidSignatureError(
+            f"Credential should be scoped to a valid region, not '{region}'."
+        )
 
 
 def sign_request(
