@@ -28,7 +28,6 @@ hand over what they parsed; they never shape records.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import re
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from botocore.model import Shape
 
+from app.auth.limiter import ThrottlingError
 from app.auth.sigv4 import is_region_name
 from app.aws_shapes import SerializationError, UnknownOperationError, service_model
 from app.identity import Caller
@@ -480,9 +480,9 @@ class Auditor:
         signed with is one of ours (an unknown key names nobody to attribute it to). The
         record is bounded whatever was sent: see ``refusal_record``."""
         access_key_id, region = _credential_scope(call.headers, call.query_string)
-        if not _ACCESS_KEY_ID.fullmatch(access_key_id):
-            return
-        credential = await asyncio.to_thread(self.identity.credential, access_key_id)
+        if not _ACCESS_KEY_ID.fullmatch(access_key_id) or isinstance(error, ThrottlingError):
+            return  # a refusal for its rate is counted (app.auth.limiter), not recorded
+        credential = await self.identity.credential_async(access_key_id)
         if credential is None:
             return
         claimed = Caller(

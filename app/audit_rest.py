@@ -265,9 +265,11 @@ async def audited(
     described = None
     if admin is not None:
         identity = runtime.identity  # type: ignore[union-attr]
+        if isinstance(values.get("access_key_id"), str):  # its owner, read off the loop
+            await identity.credential_async(values["access_key_id"])
 
         def owner(access_key_id: str) -> str:
-            credential = identity.credential(access_key_id)
+            credential = identity.cached_credential(access_key_id)
             return credential.principal_arn if credential is not None else ""
 
         described = admin(values, identity.partition, owner)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +21,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from app.access_denials import DenialLog, DenialRecord
-from app.ledger import project_fast
+from app.lru import BoundedLru
+from app.writer import NeedsLoad
 from domain.errors import AccessDeniedError, InvalidGrantTokenError, MalformedPolicyDocumentError
 from domain.grants import (
     TOKEN_NONCE_BYTES,
@@ -58,6 +58,7 @@ ACCESS_DENIED = "AccessDeniedException"
 # Identity policy changes made by another process are seen within this many seconds
 # (one small read per principal per interval); changes made here are seen at once.
 PRINCIPAL_REFRESH_SECONDS = 1.0
+PRINCIPAL_CACHE_SIZE = 100_000
 LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."
 ConditionValue = str | Sequence[str]
 
@@ -190,36 +191,25 @@ class AccessControl:
         self.clock = clock
         self.partition = partition
         self.denials = DenialLog(pool)
-        self._principal_ids: dict[str, uuid.UUID] = {}
-        self._refreshed: dict[uuid.UUID, float] = {}
+        self._principal_ids: BoundedLru[str, uuid.UUID] = BoundedLru(PRINCIPAL_CACHE_SIZE)
+        # Principals read from the store within the last interval.
+        self._refreshed: BoundedLru[uuid.UUID, bool] = BoundedLru(
+            PRINCIPAL_CACHE_SIZE, ttl=PRINCIPAL_REFRESH_SECONDS
+        )
 
     # ==== identity policies ====================================================================
     def principal(self, uow: UnitOfWork, principal_arn: str) -> Principal | None:
-        """The principal as of now: refreshed from the store at most once per interval."""
+        """The principal as of now: refreshed from the store at most once per interval, by
+        the writer's own (asynchronous) read, never by a read on the event loop."""
         principal_id = self._principal_ids.get(principal_arn)
         if principal_id is None:
             principal_id = principal_aggregate_id(principal_arn)
-            if len(self._principal_ids) > 100_000:
-                self._principal_ids.clear()
-            self._principal_ids[principal_arn] = principal_id
-        found = uow.get(principal_id)
-        if not isinstance(found, Principal):
-            return None
-        if self._refreshed.get(principal_id, 0.0) + PRINCIPAL_REFRESH_SECONDS < time.monotonic():
-            self._catch_up(found)
-            self._refreshed[principal_id] = time.monotonic()
-        return found
-
-    def _catch_up(self, aggregate: Any) -> bool:
-        """Apply events other processes committed since the cached copy was read."""
-        if aggregate.pending_events:
-            return False
-        newer = list(
-            self.writer.ledger.events.get(originator_id=aggregate.id, gt=aggregate.version)
-        )
-        if newer:
-            project_fast(aggregate, newer)
-        return bool(newer)
+            self._principal_ids.put(principal_arn, principal_id)
+        due = principal_id not in self._refreshed
+        found = uow.get(principal_id, fresh=due)  # NeedsLoad: the writer reads, then re-runs
+        if due:
+            self._refreshed.put(principal_id, True)
+        return found if isinstance(found, Principal) else None
 
     def identity_policies(self, principal: Principal | None) -> tuple[PolicyDocument, ...]:
         if principal is None:
@@ -293,17 +283,8 @@ class AccessControl:
             identity_policies=self.identity_policies(principal), grants=self.grants_of(key),
             explain=explain,
         )  # fmt: skip
-        # Before denying, make sure neither the key (its policy, its grants) nor the
-        # principal changed in another process since this process cached them.
         if not decision.allowed and decision.denial != DENIED_CROSS_ACCOUNT:
-            changed = key is not None and self._catch_up(key)
-            changed = (principal is not None and self._catch_up(principal)) or changed
-            if changed:
-                decision = evaluate(
-                    authorization, key_policy=self._key_policy(key),
-                    identity_policies=self.identity_policies(principal),
-                    grants=self.grants_of(key), explain=explain,
-                )  # fmt: skip
+            _read_before_denying(uow, key, principal)
         return authorization, decision
 
     def _key_policy(self, key: Key | None) -> PolicyDocument | None:
@@ -421,6 +402,16 @@ class AccessControl:
         """
         for token in caller.grant_tokens:
             self.read_grant_token(token)
+
+
+def _read_before_denying(uow: UnitOfWork, *aggregates: Any) -> None:
+    """Before denying, make sure neither the key (its policy, its grants) nor the principal
+    changed in another process since this process cached them: whichever this batch has
+    not read from the store, the writer reads (asynchronously) before running the command
+    again, which then decides on what it read."""
+    for aggregate in aggregates:
+        if aggregate is not None and not aggregate.pending_events and aggregate.id not in uow.read:
+            raise NeedsLoad(aggregate.id)
 
 
 def default_algorithm(algorithm: str | None) -> str:

@@ -19,6 +19,7 @@ import orjson
 from app.asgi_json import read_body as _read_body
 from app.asgi_json import respond as _respond
 from app.audit import Auditor
+from app.auth.limiter import THROTTLING_EXCEPTION, ThrottlingError
 from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_json_audit import OPERATIONS as AUDIT_OPERATIONS
 from app.aws_json_grants import OPERATIONS as GRANT_OPERATIONS
@@ -419,7 +420,7 @@ class AwsJsonHandler:
         request_id = str(uuid.uuid4())
         try:
             async with self._audit(name or target, scope, headers, body, request_id) as audit:
-                caller = audit.caller = self._authenticate(scope, headers, body, request_id)
+                caller = audit.caller = await self._authenticate(scope, headers, body, request_id)
                 operation = OPERATIONS.get(name)
                 if operation is None:
                     raise UnknownOperationError("")
@@ -449,7 +450,7 @@ class AwsJsonHandler:
             user_agent=next((v for k, v in headers if k.lower() == "user-agent"), ""),
         )  # fmt: skip
 
-    def _authenticate(
+    async def _authenticate(
         self, scope: dict[str, Any], headers: list[tuple[str, str]], body: bytes, request_id: str
     ) -> Caller:
         request = IncomingRequest(
@@ -461,7 +462,7 @@ class AwsJsonHandler:
         )
         client = scope.get("client") or ("", 0)
         user_agent = next((v for k, v in headers if k.lower() == "user-agent"), "")
-        caller = self.identity.authenticate(
+        caller = await self.identity.authenticate(
             request, source_ip=client[0], user_agent=user_agent, request_id=request_id
         )
         if self.regions is not None:
@@ -473,6 +474,8 @@ class AwsJsonHandler:
             code, status, message = "UnknownOperationException", 400, ""
         elif type(error).__name__ == "SerializationError":
             code, status, message = "SerializationException", 400, str(error)
+        elif isinstance(error, ThrottlingError):
+            code, status, message = THROTTLING_EXCEPTION, 400, error.message
         else:
             code, status, message = aws_error(error)
             if not isinstance(error, DomainError):

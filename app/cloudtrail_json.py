@@ -19,6 +19,7 @@ import orjson
 
 from app.asgi_json import read_body as _read_body
 from app.asgi_json import respond as _respond
+from app.auth.limiter import THROTTLING_EXCEPTION, ThrottlingError
 from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_shapes import SerializationError, UnknownOperationError, parse_request
 from app.wire_errors import aws_error
@@ -180,7 +181,7 @@ class CloudTrailHandler:
                     path=scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0] or "/",
                     query_string=query_string, headers=headers, body=body,
                 )  # fmt: skip
-                caller = self.identity.authenticate(
+                caller = await self.identity.authenticate(
                     request, source_ip=client[0], user_agent=user_agent,
                     request_id=request_id, service="cloudtrail",
                 )  # fmt: skip
@@ -211,6 +212,8 @@ async def _fail(send: Any, error: Exception, request_id: str) -> None:
         code, status, message = "UnknownOperationException", 400, ""
     elif isinstance(error, SerializationError):
         code, status, message = "SerializationException", 400, error.message
+    elif isinstance(error, ThrottlingError):
+        code, status, message = THROTTLING_EXCEPTION, 400, error.message
     else:
         code, status, message = aws_error(error)  # CloudTrail's names for its own errors
         if code == "KMSInternalException":

@@ -6,8 +6,6 @@ import base64
 import contextlib
 import re
 import secrets
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -15,13 +13,22 @@ from typing import Any
 from urllib.parse import unquote
 
 from eventsourcing.application import AggregateNotFoundError
+from psycopg_pool import ConnectionPool
 
 from app.access_denials import DenialLog, DenialRecord
-from app.auth.sigv4 import IncomingRequest, verify_request
+from app.auth.limiter import FailedAuthenticationLimiter
+from app.auth.sigv4 import IncomingRequest, VerifiedCaller, verify_request
 from app.clock import Clock
+from app.identity_reads import CachedReads, KnownAccessKeys, ReadSlots
 from app.vault import Vault
 from app.writer import LedgerWriter, UnitOfWork
-from domain.errors import AccessDeniedError, AlreadyExistsError, NotFoundError, ValidationError
+from domain.errors import (
+    AccessDeniedError,
+    AlreadyExistsError,
+    AuthenticationError,
+    NotFoundError,
+    ValidationError,
+)
 from domain.identifiers import (
     access_key_aggregate_id,
     account_aggregate_id,
@@ -38,7 +45,9 @@ from domain.identity import (
 from domain.policy import administrator_policy
 
 CREDENTIAL_CACHE_SECONDS = 30.0
-MISS_CACHE_SECONDS = 1.0
+# An unknown access key id or principal is remembered as unknown this long: a flood of
+# repeats costs no read, and a key issued by another process still works within seconds.
+MISS_CACHE_SECONDS = 2.0
 ACCESS_KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 # A trusted service principal names the principal it acts for in this (signed) header.
 ON_BEHALF_OF_HEADER = "x-keyledger-on-behalf-of"
@@ -106,36 +115,64 @@ class PrincipalInfo:
     service_name: str | None
 
 
-class IdentityDirectory:
-    """Creates identities through the writer; answers credential look-ups from a short cache."""
+class _NeedsRead(Exception):
+    """Raised from a SigV4 secret look-up: the credential must be read before verifying."""
 
-    def __init__(self, writer: LedgerWriter, vault: Vault, clock: Clock, partition: str) -> None:
+    def __init__(self, access_key_id: str) -> None:
+        super().__init__(access_key_id)
+        self.access_key_id = access_key_id
+
+
+class IdentityDirectory:
+    """Creates identities through the writer; authenticates requests from cached
+    credentials, reading unknown ones off the event loop (see CachedReads)."""
+
+    def __init__(
+        self,
+        writer: LedgerWriter,
+        vault: Vault,
+        clock: Clock,
+        partition: str,
+        *,
+        limiter: FailedAuthenticationLimiter | None = None,
+        slots: ReadSlots | None = None,
+        pool: ConnectionPool | None = None,
+    ) -> None:
         self._writer = writer
         self._vault = vault
         self._clock = clock
         self.partition = partition
-        self._credentials: dict[str, tuple[float, Credential | None]] = {}
-        self._principals: dict[str, tuple[float, Principal | None]] = {}
-        self._lock = threading.Lock()
+        self.limiter = limiter or FailedAuthenticationLimiter()
+        self._known_keys = KnownAccessKeys(pool)
+        self.read_slots = slots or ReadSlots()  # its pending count is worth watching
+        self._credentials = CachedReads(
+            self._read_credential, self.read_slots, ttl=CREDENTIAL_CACHE_SECONDS,
+            miss_ttl=MISS_CACHE_SECONDS,
+        )  # fmt: skip
+        self._principals = CachedReads(
+            self._read_principal,
+            self.read_slots,
+            ttl=PRINCIPAL_CACHE_SECONDS,
+            miss_ttl=MISS_CACHE_SECONDS,
+        )
         # Where denials found while authenticating go (wired by the runtime).
         self.denials: DenialLog | None = None
 
-    # --- authentication ------------------------------------------------------------
+    # --- credentials ------------------------------------------------------------------
     def credential(self, access_key_id: str) -> Credential | None:
-        """The access key's credential, cached briefly so deactivation takes effect soon."""
-        cached = self._credentials.get(access_key_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        credential = self._load_credential(access_key_id)
-        with self._lock:
-            if len(self._credentials) > 100_000:
-                self._credentials.clear()
-            # A miss is remembered only briefly: a key issued elsewhere works at once.
-            ttl = CREDENTIAL_CACHE_SECONDS if credential is not None else MISS_CACHE_SECONDS
-            self._credentials[access_key_id] = (time.monotonic() + ttl, credential)
-        return credential
+        """The access key's credential, cached briefly so deactivation takes effect soon.
+        Reads the ledger when not cached: for threads only (never on the event loop)."""
+        return self._credentials.get_sync(access_key_id)
 
-    def _load_credential(self, access_key_id: str) -> Credential | None:
+    async def credential_async(self, access_key_id: str) -> Credential | None:
+        """The access key's credential, read off the event loop when not cached."""
+        return await self._credentials.get(access_key_id)
+
+    def cached_credential(self, access_key_id: str) -> Credential | None:
+        """The credential if this process holds it; never reads."""
+        return self._credentials.cached(access_key_id)
+
+    def _read_credential(self, access_key_id: str) -> Credential | None:
         try:
             access_key: AccessKey = self._writer.ledger.repository.get(
                 access_key_aggregate_id(access_key_id)
@@ -150,13 +187,15 @@ class IdentityDirectory:
             active=access_key.active,
         )
 
-    def secret_for(self, access_key_id: str) -> str | None:
-        credential = self.credential(access_key_id)
-        if credential is None or not credential.active:
+    def _read_principal(self, arn: str) -> Principal | None:
+        try:
+            principal: Principal = self._writer.ledger.repository.get(principal_aggregate_id(arn))
+        except AggregateNotFoundError:
             return None
-        return credential.secret_access_key
+        return principal
 
-    def authenticate(
+    # --- authentication ------------------------------------------------------------
+    async def authenticate(
         self,
         request: IncomingRequest,
         *,
@@ -165,11 +204,17 @@ class IdentityDirectory:
         request_id: str | None = None,
         service: str = "kms",
     ) -> Caller:
-        # Request freshness is about the client's real clock: a test clock moved forward to
-        # make key windows pass must not make every real SDK's signature look expired.
-        verified = verify_request(request, self.secret_for, now=datetime.now(UTC), service=service)
-        credential = self.credential(verified.access_key_id)
-        assert credential is not None  # verify_request found its secret
+        """The caller who signed ``request``, or an AuthenticationError. A source that has
+        spent its failed-authentication budget gets ThrottlingError instead of any error,
+        and before any credential it names is read (unless that key was found valid
+        recently: see _check_budget)."""
+        try:
+            verified, credential = await self._verify(request, source_ip, service)
+        except AuthenticationError as error:
+            self._known_keys.refresh_if_stale()  # ready before any source spends its budget
+            if not self.limiter.charge(source_ip):
+                raise self.limiter.refuse(source_ip) from error
+            raise
         caller = Caller(
             account_id=credential.account_id,
             principal_arn=credential.principal_arn,
@@ -179,14 +224,54 @@ class IdentityDirectory:
             user_agent=user_agent,
             request_id=request_id or str(uuid.uuid4()),
         )
-        signer = self._cached_principal(caller.principal_arn)
+        signer = await self._principals.get(caller.principal_arn)
         service_name = signer.service_name if signer is not None else None
         on_behalf_of = [v for k, v in request.headers if k.lower() == ON_BEHALF_OF_HEADER]
         if not on_behalf_of:
             return replace(caller, service_name=service_name or "")
-        return self._acting_for(caller, service_name, on_behalf_of, request)
+        return await self._acting_for(caller, service_name, on_behalf_of, request)
 
-    def _acting_for(
+    async def _verify(
+        self, request: IncomingRequest, source_ip: str, service: str
+    ) -> tuple[VerifiedCaller, Credential]:
+        """Verify against cached credentials; read the one named (once) when not cached."""
+        read: dict[str, Credential | None] = {}
+        used: list[Credential] = []
+
+        def secret_for(access_key_id: str) -> str | None:
+            if access_key_id in read:
+                credential = read[access_key_id]
+            else:
+                credential = self._credentials.cached(access_key_id)
+                if credential is None and not self._credentials.known_missing(access_key_id):
+                    self._check_budget(access_key_id, source_ip)  # before any read
+                    raise _NeedsRead(access_key_id)
+            if credential is None or not credential.active:
+                return None
+            used.append(credential)
+            return credential.secret_access_key
+
+        # Request freshness is about the client's real clock: a test clock moved forward to
+        # make key windows pass must not make every real SDK's signature look expired.
+        try:
+            verified = verify_request(request, secret_for, now=datetime.now(UTC), service=service)
+        except _NeedsRead as need:
+            read[need.access_key_id] = await self._credentials.get(need.access_key_id)
+            verified = verify_request(request, secret_for, now=datetime.now(UTC), service=service)
+        return verified, used[-1]
+
+    def _check_budget(self, access_key_id: str, source_ip: str) -> None:
+        """A source over its failed-authentication budget gets no credential read, unless
+        the key it names is one this process found valid recently or one that was issued
+        (its owner's client keeps working)."""
+        if (
+            self.limiter.exhausted(source_ip)
+            and not self._credentials.vouched_for(access_key_id)
+            and access_key_id not in self._known_keys
+        ):
+            raise self.limiter.refuse(source_ip)
+
+    async def _acting_for(
         self,
         signer: Caller,
         service_name: str | None,
@@ -205,7 +290,7 @@ class IdentityDirectory:
             reason = "it is not a trusted service principal"
         elif len(on_behalf_of) != 1 or ON_BEHALF_OF_HEADER not in _signed_headers(request):
             reason = f"the {ON_BEHALF_OF_HEADER} header must appear once and be signed"
-        acting = self._cached_principal(target) if reason is None else None
+        acting = await self._principals.get(target) if reason is None else None
         if reason is None and acting is None:
             reason = f"{target} does not exist"
         if reason is not None or acting is None:
@@ -233,22 +318,6 @@ class IdentityDirectory:
                     access_key_id=caller.access_key_id,
                 )
             )  # fmt: skip
-
-    def _cached_principal(self, arn: str) -> Principal | None:
-        cached = self._principals.get(arn)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        try:
-            principal: Principal | None = self._writer.ledger.repository.get(
-                principal_aggregate_id(arn)
-            )
-        except AggregateNotFoundError:
-            principal = None
-        with self._lock:
-            if len(self._principals) > 100_000:
-                self._principals.clear()
-            self._principals[arn] = (time.monotonic() + PRINCIPAL_CACHE_SECONDS, principal)
-        return principal
 
     # --- administration ---------------------------------------------------------------
     def create_account(self, account_id: str, name: str = "") -> str:
@@ -301,7 +370,7 @@ class IdentityDirectory:
             return arn
 
         created = self._writer.run_sync(command)
-        self._principals.pop(arn, None)
+        self._principals.forget(arn)
         return created
 
     def _change_principal(self, arn: str, change: Any) -> None:
@@ -312,7 +381,7 @@ class IdentityDirectory:
             change(principal, self._clock.now())
 
         self._writer.run_sync(command)
-        self._principals.pop(arn, None)
+        self._principals.forget(arn)
 
     def put_principal_policy(
         self, arn: str, policy_name: str, policy: str, *, actor: dict[str, Any] | None = None
@@ -394,6 +463,7 @@ class IdentityDirectory:
             )  # fmt: skip
 
         self._writer.run_sync(command)
+        self._credentials.forget(access_key_id)  # were it remembered as unknown
         return access_key_id, secret_access_key
 
     def deactivate_access_key(
@@ -406,7 +476,7 @@ class IdentityDirectory:
             access_key.deactivate(now=self._clock.now(), actor=actor or OPERATOR_ACTOR)
 
         self._writer.run_sync(command)
-        self._credentials.pop(access_key_id, None)
+        self._credentials.forget(access_key_id)
 
     def ensure_account(self, account_id: str) -> None:
         with contextlib.suppress(AlreadyExistsError):
@@ -429,7 +499,6 @@ class IdentityDirectory:
             existing = self.credential(access_key_id)
             if existing is None:
                 self.create_access_key(arn, access_key_id=access_key_id, secret_access_key=secret)
-                self._credentials.pop(access_key_id, None)
             return arn, (access_key_id, secret)
         return arn, None
 

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.audit_rest import CLOUDTRAIL_OPERATIONS, OPERATIONS, audited
+from app.auth.limiter import THROTTLING_EXCEPTION, ThrottlingError
 from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_shapes import SerializationError
 from app.identity import Caller
@@ -102,6 +103,9 @@ async def authenticated_caller(request: Request) -> Caller:
     caller: Caller | None = getattr(request.state, "caller", None)
     if caller is not None:
         return caller
+    refused: DomainError | None = getattr(request.state, "refused", None)
+    if refused is not None:  # one authentication a request: its failure counts once
+        raise refused
     scope = request.scope
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
     incoming = IncomingRequest(
@@ -112,11 +116,15 @@ async def authenticated_caller(request: Request) -> Caller:
         body=await request.body(),
     )
     runtime: Runtime = request.app.state.runtime
-    caller = runtime.identity.authenticate(
-        incoming,
-        source_ip=request.client.host if request.client else "",
-        user_agent=request.headers.get("user-agent", ""),
-    )
+    try:
+        caller = await runtime.identity.authenticate(
+            incoming,
+            source_ip=request.client.host if request.client else "",
+            user_agent=request.headers.get("user-agent", ""),
+        )
+    except DomainError as error:
+        request.state.refused = error
+        raise
     check_region(caller.region, runtime.settings.regions)  # before it counts as the caller
     request.state.caller = caller
     return caller
@@ -190,6 +198,8 @@ def _error_shape(error: Exception, request_id: str) -> tuple[str, int, str]:
         return _validation_error(error)
     if isinstance(error, SerializationError):
         return "SerializationException", 400, error.message
+    if isinstance(error, ThrottlingError):
+        return THROTTLING_EXCEPTION, 429, error.message
     if isinstance(error, StarletteHTTPException):
         status = error.status_code
         fallback = "ValidationException" if status < 500 else "KMSInternalException"

@@ -79,11 +79,12 @@ class Runtime:
             keys = [a.id for a in aggregates if isinstance(a, Key)]
             try:
                 await vault.prefetch(conn, keys)
-            except Exception as error:  # first uses then read them one by one
+            except Exception as error:  # the commands that needed them ask again
                 log.warning("wrapping keys not prefetched: %s", type(error).__name__)
 
         writer.after_load.append(prefetch_wrapping_keys)
-        identity = IdentityDirectory(writer, vault, clock, settings.partition)
+        writer.commit_listeners.append(vault.committed)
+        identity = IdentityDirectory(writer, vault, clock, settings.partition, pool=pool)
         service = KeyService(
             writer=writer, vault=vault, clock=clock, pool=pool, directory=directory,
             partition=settings.partition,
@@ -135,6 +136,7 @@ class Runtime:
                 self.audit.stop()
         self.writer.stop()
         self.service.access.denials.close()
+        self.vault.close()
         self.pool.close()
         self.ledger.close()
 
