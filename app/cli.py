@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import stat
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from app.workers import PortHold
 
 log = logging.getLogger("keyledger")
 
@@ -50,6 +54,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "app.supervisor"])
+    port = _hold_port(settings)
+    if port is None:
+        return 1
     runtime = Runtime.build(settings)
     runtime.start(writer_on_own_loop=False)
 
@@ -70,11 +77,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         proxy_headers=False, server_header=False, date_header=False,
         http=CoalescingHttpToolsProtocol,
     )  # fmt: skip
+    # Uvicorn stops on SIGTERM, then raises it again: by default that kills this process
+    # before the runtime stops and before atexit stops the embedded PostgreSQL.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        Server(config).run()
+        Server(config).run(sockets=[port.socket])
     finally:
         runtime.stop()
+        port.close()
     return 0
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def _hold_port(settings: Settings) -> PortHold | None:
+    """The port to serve on, taken before anything starts; None (said why) if taken."""
+    from app.workers import PortInUseError, hold_port
+
+    try:
+        return hold_port(settings.host, settings.port)
+    except PortInUseError as error:
+        print(f"keyledger run: {error.strerror}", file=sys.stderr)
+    except OSError as error:
+        print(f"keyledger run: cannot listen on {settings.host}:{settings.port}: {error}",
+              file=sys.stderr)  # fmt: skip
+    return None
 
 
 def prepare_database(settings: Settings) -> None:

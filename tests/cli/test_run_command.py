@@ -14,13 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import httpx
 import psutil
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.cli.keyledger_process import KeyLedgerProcess, clean_env, free_port, keyledger
+from tests.cli.keyledger_process import (
+    KeyLedgerProcess,
+    answering_process,
+    clean_env,
+    free_port,
+    keyledger,
+)
 from tests.support.waiting import eventually
 
 ADMIN_ACCOUNT = "111122223333"
@@ -264,15 +269,6 @@ def test_workers_serve_with_the_audit_trail_in_a_process_of_its_own_restarted_if
     assert eventually(lambda: not any(p.is_running() for p in survivors), timeout=10)
 
 
-def _answering_process(endpoint: str) -> str:
-    """The worker that answers a request on a new connection."""
-    with httpx.Client() as client:  # one connection, closed after
-        metrics = client.get(endpoint + "/metrics", timeout=10).text
-    found = re.search(r"^keyledger_process_id (\d+)$", metrics, re.MULTILINE)
-    assert found, metrics
-    return found.group(1)
-
-
 def test_workers_share_the_connections_and_sigterm_stops_them_and_the_embedded_server(
     workspace: Workspace, first_run: FirstRun
 ):
@@ -281,9 +277,9 @@ def test_workers_share_the_connections_and_sigterm_stops_them_and_the_embedded_s
         endpoint = process.wait_until_serving(timeout=60)
         # Each worker listens on a socket of its own: the kernel spreads connections
         # over both (16 all on one worker: a chance of 1 in 32,768).
-        answered_by = {_answering_process(endpoint) for _ in range(16)}
+        answered_by = {answering_process(endpoint) for _ in range(16)}
         assert len(answered_by) == 2
-        workers = [psutil.Process(int(pid)) for pid in answered_by]
+        workers = [psutil.Process(pid) for pid in answered_by]
     finally:
         status = process.interrupt(timeout=40, signum=signal.SIGTERM)
     assert status == 0, process.output()
