@@ -10,10 +10,15 @@ and, beside it in another process, an open-loop flood at a fixed rate:
 * ``unknown-spread``: the same from many loopback addresses (127.0.x.y), one per flood
   connection, as a flood from many hosts would come.
 
-Prints, per phase, Encrypt ops/s and p50/p99 and what the flood was answered. Loopback
-only; every phase is bounded (warm-up + duration), and so is start-up.
+Prints, per phase, Encrypt ops/s and p50/p99 and what the flood was answered (with
+``--rounds N`` the phases run N times in turn, and the medians are printed too: on a busy
+machine, compare phases of one round). ``--cost`` also runs each flood alone and prints
+the CPU time the service (its processes and its PostgreSQL's) spent per flood request, a
+figure that other load on the machine disturbs far less. Loopback only; every phase is
+bounded (warm-up + duration), and so is start-up. With PYTHONPATH set to another
+checkout, the service runs that checkout's code (e.g. the commit before a change).
 
-    python -m tools.flood --rate 3000 --duration 10
+    python -m tools.flood --rate 3000 --duration 6 --rounds 3 --cost
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from app import bench
 from app.bench_scenarios import Server, _code_version, _cpu_model, _venv_script
@@ -187,30 +194,66 @@ def _service(tmp: Path, workers: int) -> Server:
     return Server("keyledger", argv, env, port, "/readyz", tmp, workers=workers)
 
 
+def _stack_cpu(server: Server, data_dir: Path) -> float:
+    """CPU seconds the service has used so far: keyledger's processes and its PostgreSQL's
+    (whose postmaster runs in a session of its own, found by its data directory)."""
+    processes = {}
+    roots = [psutil.Process(server.pid)]
+    for found in psutil.process_iter(["cmdline"]):
+        if str(data_dir) in " ".join(found.info["cmdline"] or []):
+            roots.append(found)
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            for process in (root, *root.children(recursive=True)):
+                processes[process.pid] = process
+    total = 0.0
+    for process in processes.values():
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _start_flood(
+    kind: str, server: Server, args: argparse.Namespace, seconds: float
+) -> tuple[multiprocessing.process.BaseProcess, Any, float]:
+    """The flood in a process of its own, from a second from now for ``seconds``."""
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    start = time.time() + 1.0
+    flood = context.Process(
+        target=_flood_process,
+        args=(kind, server.port, args.rate, args.flood_connections, start, start + seconds, out),
+    )
+    flood.start()
+    time.sleep(max(0.0, start - time.time()))
+    return flood, out, start
+
+
+def _flood_cost(kind: str, server: Server, args: argparse.Namespace, data_dir: Path) -> float:
+    """Server CPU microseconds per flood request, the flood alone (no other load)."""
+    flood, out, _ = _start_flood(kind, server, args, args.duration)
+    before = _stack_cpu(server, data_dir)
+    flooded = FloodResult(**out.get(timeout=args.duration + 60))
+    flood.join(timeout=10)
+    return (_stack_cpu(server, data_dir) - before) / max(1, flooded.answered) * 1e6
+
+
 def _phase(
     phase: str, server: Server, body: bytes, args: argparse.Namespace, pool: Any
 ) -> PhaseResult:
     creds = bench.Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY, REGION)
-    flood_out: Any = None
-    flood: multiprocessing.process.BaseProcess | None = None
-    if phase != "none":
-        context = multiprocessing.get_context("spawn")
-        flood_out = context.Queue()
-        start = time.time() + 1.0  # the flood is already running when the load warms up
-        stop = start + args.warmup + args.duration + 1.0
-        flood = context.Process(
-            target=_flood_process,
-            args=(phase, server.port, args.rate, args.flood_connections, start, stop, flood_out),
-        )
-        flood.start()
-        time.sleep(max(0.0, start - time.time()))
+    running = None
+    if phase != "none":  # already running when the load warms up, and after it ends
+        running = _start_flood(phase, server, args, args.warmup + args.duration + 1.0)
     load = bench.Load(server.target, "Encrypt", (body,), args.connections)
     result = bench.run_loads(
         [load], creds, duration=args.duration, warmup=args.warmup, pool=pool, processes=1
     )[0]
     flooded = None
-    if flood is not None:
-        flooded = FloodResult(**flood_out.get(timeout=60))
+    if running is not None:
+        flood, out, _ = running
+        flooded = FloodResult(**out.get(timeout=60))
         flood.join(timeout=10)
     return PhaseResult(
         phase, result.ops_per_s, result.latency_ms.get("p50", float("nan")),
@@ -255,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         "--phases", default=",".join(PHASES), help="comma-separated: " + ", ".join(PHASES)
     )
     parser.add_argument("--rounds", type=int, default=1, help="run the phases this many times")
+    parser.add_argument(
+        "--cost", action="store_true",
+        help="also run each flood alone and report the service's CPU time per flood request",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     phases = [p for p in args.phases.split(",") if p]
@@ -275,20 +322,30 @@ def main(argv: list[str] | None = None) -> int:
                 for _round in range(args.rounds)
                 for phase in phases
             ]
+            floods = [phase for phase in phases if phase != "none"] if args.cost else []
+            costs = {
+                kind: statistics.median(
+                    _flood_cost(kind, server, args, Path(tmp_name)) for _ in range(args.rounds)
+                )
+                for kind in floods
+            }
         finally:
             pool.shutdown(cancel_futures=True)
             server.stop()
-    header = f"commit {_code_version()} on {_cpu_model()} ({os.cpu_count()} CPUs); " + (
+    # PYTHONPATH names the checkout the service runs when it is not this one.
+    code = os.environ.get("PYTHONPATH") or f"commit {_code_version()}"
+    header = f"{code} on {_cpu_model()} ({os.cpu_count()} CPUs); " + (
         f"--workers {args.workers}, {args.connections} Encrypt connections, flood "
         f"{args.rate:,.0f}/s over {args.flood_connections} connections, {args.duration:g} s "
         f"a phase, {args.rounds} round(s)"
     )
     print(header)
     print(_table(results))
+    for kind, cost in costs.items():
+        print(f"{kind} flood alone: the service spent {cost:,.0f} us of CPU a request")
     if args.json:
-        args.json.write_text(
-            json.dumps({"header": header, "results": [asdict(r) for r in results]}, indent=2)
-        )
+        document = {"header": header, "results": [asdict(r) for r in results], "cpu_us": costs}
+        args.json.write_text(json.dumps(document, indent=2))
     return 0
 
 
