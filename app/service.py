@@ -210,7 +210,7 @@ class KeyService(AsymmetricOperations, GrantOperations, ExplainOperations):
     ) -> Key:
         """A new key with fresh material (``material_bytes``, or AES-256 when None); keys of
         Origin EXTERNAL start without material, PendingImport."""
-        key_uuid = uuid.uuid4()
+        key_uuid = self.vault.new_key_id()  # its wrapping key is stored already
         now = self.clock.now()
         material = (
             None

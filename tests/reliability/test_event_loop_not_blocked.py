@@ -218,3 +218,18 @@ def test_a_denial_rechecked_against_the_store_does_not_block_the_event_loop(serv
 
     with pytest.raises(ClientError, match="AccessDeniedException"):
         waiting.result(timeout=30)
+
+
+def test_a_new_key_is_created_without_waiting_on_the_wrapping_keys_table(service, background):
+    vault = service.runtime.vault
+    vault.new_key_id()  # the first asks for a stock
+    assert eventually(lambda: len(vault._stock) >= STOCK_LOW, timeout=10)
+    kms = service.client("kms")
+
+    with locked(service, "wrapping_keys"):
+        created = background.submit(kms.create_key)
+        key_id = created.result(timeout=PROMPT_SECONDS * 3)["KeyMetadata"]["KeyId"]
+        assert noop_seconds(service) < PROMPT_SECONDS
+
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"new")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"new"
