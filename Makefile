@@ -3,6 +3,7 @@
 #   make run     install (if needed) and run the service (embedded PostgreSQL by default)
 #   make test    install dev tools (if needed), then ruff, mypy and pytest
 #   make bench   run the benchmark
+#   make chaos   attack a real service: kill -9, outages, floods, fuzzing (ARGS=--short for CI)
 #   make lint    ruff and mypy only
 #   make clean   remove caches and build output (keeps .venv and the .keyledger data dir)
 #
@@ -22,7 +23,7 @@ DEV_STAMP := $(VENV)/.keyledger-dev.stamp
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help run test bench lint clean distclean
+.PHONY: help run test bench chaos lint clean distclean
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -56,6 +57,9 @@ run: $(RUN_STAMP)
 
 bench: $(RUN_STAMP)
 	exec $(BIN)/keyledger bench $(ARGS)
+
+chaos: $(DEV_STAMP)
+	$(BIN)/python -m tools.chaos $(ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,36 @@
+"""The chaos harness's short mode, as CI runs it (``make chaos ARGS=--short`` by hand).
+
+Against a real ``keyledger run --workers 2`` on a temporary data dir: kill -9 of the
+database and of the whole service under load, database outages with /readyz probed,
+floods and oversized bodies, hostile text in every member of every AWS JSON operation,
+and fuzzing of both APIs. Every invariant of tools/chaos must hold; the report (table and
+JSON) says which did not.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from tools.chaos.cli import SCENARIOS, run
+from tools.chaos.profile import SHORT
+
+SEED_ENV = "KEYLEDGER_CHAOS_SEED"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(
+    strict=False,
+    reason="fixes pending: calls wait up to ~10 s (not 5) while PostgreSQL is frozen; /readyz "
+    "stays 503 over 1 s after PostgreSQL returns from a kill; a lone surrogate inside a policy "
+    "document answers a bare 500; GrantTokens of the wrong type ([null]) answer 500",
+)
+def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
+    seed = int(os.environ.get(SEED_ENV) or random.randrange(2**31))
+    report = run(SHORT, list(SCENARIOS), seed)
+    report.write_json(tmp_path / "chaos-short.json")
+    assert not report.errors, f"seed {seed}: scenarios did not run:\n" + "\n".join(report.errors)
+    assert report.passed, f"seed {seed} ({SEED_ENV} to replay):\n{report.table()}"
