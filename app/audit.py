@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from botocore.model import Shape
 
-from app.auth.limiter import ThrottlingError
 from app.auth.sigv4 import is_region_name
 from app.aws_shapes import SerializationError, UnknownOperationError, service_model
 from app.identity import Caller
@@ -54,6 +53,7 @@ from domain.audit import (
     audited_call_id,
     is_read_only,
 )
+from domain.errors import ThrottlingError
 from domain.keys import Key
 
 if TYPE_CHECKING:

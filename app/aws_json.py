@@ -19,7 +19,6 @@ import orjson
 from app.asgi_json import read_body as _read_body
 from app.asgi_json import respond as _respond
 from app.audit import Auditor
-from app.auth.limiter import THROTTLING_EXCEPTION, ThrottlingError
 from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_json_audit import OPERATIONS as AUDIT_OPERATIONS
 from app.aws_json_grants import OPERATIONS as GRANT_OPERATIONS
@@ -474,8 +473,6 @@ class AwsJsonHandler:
             code, status, message = "UnknownOperationException", 400, ""
         elif type(error).__name__ == "SerializationError":
             code, status, message = "SerializationException", 400, str(error)
-        elif isinstance(error, ThrottlingError):
-            code, status, message = THROTTLING_EXCEPTION, 400, error.message
         else:
             code, status, message = aws_error(error)
             if not isinstance(error, DomainError):

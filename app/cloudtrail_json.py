@@ -19,7 +19,6 @@ import orjson
 
 from app.asgi_json import read_body as _read_body
 from app.asgi_json import respond as _respond
-from app.auth.limiter import THROTTLING_EXCEPTION, ThrottlingError
 from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_shapes import SerializationError, UnknownOperationError, parse_request
 from app.wire_errors import aws_error
@@ -212,8 +211,6 @@ async def _fail(send: Any, error: Exception, request_id: str) -> None:
         code, status, message = "UnknownOperationException", 400, ""
     elif isinstance(error, SerializationError):
         code, status, message = "SerializationException", 400, error.message
-    elif isinstance(error, ThrottlingError):
-        code, status, message = THROTTLING_EXCEPTION, 400, error.message
     else:
         code, status, message = aws_error(error)  # CloudTrail's names for its own errors
         if code == "KMSInternalException":

@@ -14,8 +14,8 @@ from typing import Any, Generic, TypeVar
 
 from psycopg_pool import ConnectionPool
 
-from app.auth.limiter import ThrottlingError
 from app.lru import BoundedLru
+from domain.errors import ThrottlingError
 
 log = logging.getLogger("keyledger.identity")
 

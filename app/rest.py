@@ -29,7 +29,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.audit_rest import CLOUDTRAIL_OPERATIONS, OPERATIONS, audited
-from app.auth.limiter import THROTTLING_EXCEPTION, ThrottlingError
 from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_shapes import SerializationError
 from app.identity import Caller
@@ -198,8 +197,6 @@ def _error_shape(error: Exception, request_id: str) -> tuple[str, int, str]:
         return _validation_error(error)
     if isinstance(error, SerializationError):
         return "SerializationException", 400, error.message
-    if isinstance(error, ThrottlingError):
-        return THROTTLING_EXCEPTION, 429, error.message
     if isinstance(error, StarletteHTTPException):
         status = error.status_code
         fallback = "ValidationException" if status < 500 else "KMSInternalException"

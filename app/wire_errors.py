@@ -26,6 +26,7 @@ AWS_ERRORS: dict[type[Exception], tuple[str, int]] = {
     errors.InvalidGrantTokenError: ("InvalidGrantTokenException", 400),
     errors.InvalidGrantIdError: ("InvalidGrantIdException", 400),
     errors.RequestTooLargeError: ("RequestEntityTooLargeException", 413),
+    errors.ThrottlingError: ("ThrottlingException", 400),
     errors.NotFoundError: ("NotFoundException", 400),
     errors.AlreadyExistsError: ("AlreadyExistsException", 400),
     errors.DisabledError: ("DisabledException", 400),
@@ -61,6 +62,7 @@ REST_STATUS: dict[type[Exception], int] = {
     errors.AuthenticationError: 401,
     errors.DryRunSucceededError: 412,
     errors.RequestTooLargeError: 413,
+    errors.ThrottlingError: 429,
     errors.DependencyTimeoutError: 503,
     errors.InternalError: 500,
 }

@@ -151,3 +151,16 @@ class InternalError(Exception):
 
 class DependencyTimeoutError(InternalError):
     """The event store did not answer in time."""
+
+
+# AWS's text for KMS's ThrottlingException (reference: sts-quotas-multiregion-emulators §2).
+THROTTLING_MESSAGE = (
+    "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."
+)
+
+
+class ThrottlingError(DomainError):
+    """Refused for its rate (AWS's ThrottlingException, HTTP 400; 429 over REST)."""
+
+    def __init__(self, message: str = THROTTLING_MESSAGE) -> None:
+        super().__init__(message)

@@ -19,26 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.lru import BoundedLru
-from domain.errors import DomainError
+from domain.errors import ThrottlingError
 
 log = logging.getLogger("keyledger.auth")
 
-THROTTLING_EXCEPTION = "ThrottlingException"
-# AWS's text for KMS's ThrottlingException (reference: sts-quotas-multiregion-emulators §2).
-THROTTLING_MESSAGE = (
-    "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."
-)
 DEFAULT_BURST = 100
 DEFAULT_PER_SECOND = 1.0
 DEFAULT_MAX_SOURCES = 10_000
 SUMMARY_SECONDS = 60.0
-
-
-class ThrottlingError(DomainError):
-    """Refused for its rate (AWS's ThrottlingException, HTTP 400; 429 over REST)."""
-
-    def __init__(self, message: str = THROTTLING_MESSAGE) -> None:
-        super().__init__(message)
 
 
 @dataclass

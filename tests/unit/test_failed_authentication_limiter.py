@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from app.auth.limiter import THROTTLING_MESSAGE, FailedAuthenticationLimiter, ThrottlingError
+from app.auth.limiter import FailedAuthenticationLimiter
+from domain.errors import THROTTLING_MESSAGE, ThrottlingError
 
 
 class FakeClock:

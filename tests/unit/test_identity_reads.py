@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from app.auth.limiter import ThrottlingError
 from app.identity_reads import CachedReads, ReadSlots
+from domain.errors import ThrottlingError
 
 
 class Reads:
