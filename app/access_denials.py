@@ -20,6 +20,9 @@ from psycopg_pool import ConnectionPool
 log = logging.getLogger("keyledger.access")
 
 BATCH = 500
+# Records waiting for the table. While the database is away they pile up; past this many
+# the newest are dropped (counted and logged) rather than growing the process's memory.
+MAX_PENDING = 50_000
 INSERT = (
     "INSERT INTO access_denials (denied_at, request_id, principal_arn, account_id, action,"
     " resource_arn, error_code, message, source_ip, access_key_id, via_service)"
@@ -51,10 +54,12 @@ class DenialRecord:
 
 
 class DenialLog:
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, *, max_pending: int = MAX_PENDING) -> None:
         self._pool = pool
         self._queue: queue.SimpleQueue[DenialRecord | None] = queue.SimpleQueue()
         self._pending = 0
+        self._max_pending = max_pending
+        self.dropped = 0  # records not stored because the queue was full
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -65,6 +70,12 @@ class DenialLog:
             log.warning("denial of %s after shutdown not recorded", record.request_id)
             return
         with self._idle:
+            if self._pending >= self._max_pending:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 10_000 == 0:
+                    log.error("denial log full (%d waiting): %d record(s) dropped",
+                              self._pending, self.dropped)  # fmt: skip
+                return
             self._pending += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="denial-log", daemon=True)
