@@ -39,7 +39,7 @@ CALL_RECORDED = get_topic(AuditedCall.CallRecorded)
 RECORD_FACTOR = 2
 RECORD_OVERHEAD = 8192
 RECORDS_PER_CALL = 4  # the record streams a call may use (audited_call_id's sequence)
-RECENT_CALLS = 4096
+RECENT_CALLS = 40_000  # record streams remembered (4 per call)
 EXAMPLES = 5
 
 
@@ -210,6 +210,10 @@ class CallChecks:
                 self.unbounded_records.add(
                     f"{what}: a {request_bytes:,}-byte request left a {record.size:,}-byte record"
                 )
+
+    def call_of(self, stream: str) -> str:
+        """The recent call whose record is in ``stream`` ("" if none is known)."""
+        return self._recent.get(stream, "")
 
     def unrecorded(self) -> Issues:
         """Refused calls that left no record at all (informational)."""
