@@ -11,15 +11,23 @@ are a multi-host list.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import Row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app import nul_safe_text
+from domain.errors import DependencyTimeoutError
 
 nul_safe_text.install()
 
@@ -152,3 +160,172 @@ def drop_database(admin_url: str, name: str, *, missing_ok: bool = True) -> None
         else:
             statement = sql.SQL("DROP DATABASE {} WITH (FORCE)")
         conn.execute(statement.format(sql.Identifier(name)))
+
+
+# --- bounds on waiting for PostgreSQL (docs/reliability.md) -----------------------------------
+# A stopped server refuses connections at once, but a frozen one (SIGSTOP, a partition, a
+# proxy that stops forwarding) accepts and acknowledges everything and answers nothing: no
+# socket option notices, so every round trip carries a client-side bound.
+
+DEFAULT_IO_TIMEOUT = 10.0
+WAIT_INTERVAL = 0.1  # psycopg's own default for its wait loops
+# psycopg_pool retries a failed connection with a doubling delay until this many seconds
+# have passed (its default, 300, let a pool wait minutes after the database came back);
+# then it gives up, and the next request that needs a connection tries at once.
+POOL_RECONNECT_TIMEOUT = 2.0
+# SQLSTATE classes that mean "not reachable now": connection exceptions, insufficient
+# resources (too many connections...), operator intervention (shutdown, statement timeout);
+# and lock_not_available (a lock timeout).
+UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55P03")
+UNAVAILABLE_ERRORS = (DependencyTimeoutError, PoolTimeout, ConnectionError, TimeoutError)
+RV = TypeVar("RV")
+
+_deadline: ContextVar[float | None] = ContextVar("keyledger_database_deadline", default=None)
+
+
+# The errors raised here are the driver's own kinds (their callers handle them as before)
+# and DependencyTimeoutErrors too, so that an API answers them 503, retry.
+class DatabaseTimeoutError(psycopg.errors.OperationalError, DependencyTimeoutError):
+    """PostgreSQL did not answer a round trip within its bound; the connection is closed."""
+
+
+class DeadlinePassedError(DatabaseTimeoutError):
+    """The deadline had passed before a round trip began: nothing was sent."""
+
+
+class PoolWaitTimeoutError(PoolTimeout, DependencyTimeoutError):
+    """No pooled connection was free (or could be made) within the wait's bound."""
+
+
+@contextlib.contextmanager
+def database_deadline(seconds: float) -> Iterator[float]:
+    """Within this block (and the threads it starts with ``asyncio.to_thread``), every
+    round trip on KeyLedger's connections ends by ``seconds`` from now, or raises
+    DatabaseTimeoutError. A deadline already set is never extended."""
+    deadline = time.monotonic() + seconds
+    outer = _deadline.get()
+    if outer is not None:
+        deadline = min(outer, deadline)
+    token = _deadline.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _deadline.reset(token)
+
+
+def time_left(default: float) -> float:
+    """Seconds left before the current deadline, at most ``default`` (which applies alone
+    when no deadline is set)."""
+    deadline = _deadline.get()
+    return default if deadline is None else min(default, deadline - time.monotonic())
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error``, or an error that caused it, says that the database could not be
+    reached or did not answer in time (retry later: 503 DependencyTimeoutException), as
+    opposed to an answer it gave."""
+    current: BaseException | None = error
+    for _ in range(8):  # a cause chain is short; never loop on a cyclic one
+        if current is None:
+            return False
+        if isinstance(current, UNAVAILABLE_ERRORS):
+            return True
+        if isinstance(current, psycopg.OperationalError):
+            state = current.sqlstate
+            return state is None or state.startswith(UNAVAILABLE_SQLSTATES)
+        current = current.__cause__
+    return False
+
+
+def _bound(io_timeout: float, gen: Any, conn: Any) -> float:
+    """The bound for one round trip; a deadline already passed closes the connection
+    before anything is sent (the generator has not started)."""
+    bound = time_left(io_timeout)
+    if bound <= 0:
+        gen.close()
+        conn.pgconn.finish()
+        raise DeadlinePassedError("the database deadline passed before the round trip")
+    return bound
+
+
+class BoundedConnection(psycopg.Connection[Row]):
+    """A connection whose every round trip is bounded: by the current deadline
+    (`database_deadline`), else by ``io_timeout``. When the bound passes, the connection is
+    closed (its state is unknown) and DatabaseTimeoutError raised."""
+
+    io_timeout: ClassVar[float] = DEFAULT_IO_TIMEOUT
+
+    def wait(
+        self, gen: PQGen[RV], interval: float = WAIT_INTERVAL, timeout: float | None = None
+    ) -> RV:
+        bound = _bound(self.io_timeout, gen, self)
+        if timeout is not None and timeout <= bound:  # the caller's own, shorter (notifies)
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, bound)
+        except psycopg.errors._WaitTimeout:  # psycopg's "timeout passed" (3.3+)
+            self.pgconn.finish()
+            raise DatabaseTimeoutError(f"no answer from the database in {bound:.2f} s") from None
+
+
+class BoundedAsyncConnection(psycopg.AsyncConnection[Row]):
+    """BoundedConnection's twin for the event loop. Bounding the wait itself, rather than
+    cancelling it, matters: psycopg answers a cancelled query by sending the server a
+    cancel request and waiting up to 10 s more, which a frozen server never answers."""
+
+    io_timeout: ClassVar[float] = DEFAULT_IO_TIMEOUT
+
+    async def wait(
+        self, gen: PQGen[RV], interval: float = WAIT_INTERVAL, timeout: float | None = None
+    ) -> RV:
+        bound = _bound(self.io_timeout, gen, self)
+        if timeout is not None and timeout <= bound:
+            return await super().wait(gen, interval, timeout)
+        try:
+            return await super().wait(gen, interval, bound)
+        except psycopg.errors._WaitTimeout:
+            self.pgconn.finish()
+            raise DatabaseTimeoutError(f"no answer from the database in {bound:.2f} s") from None
+
+
+def bounded_connection_class(io_timeout: float) -> type[BoundedConnection[Any]]:
+    """BoundedConnection with its own ``io_timeout`` (a pool makes its connections from
+    a class, so the bound travels with the class)."""
+    return cast(
+        "type[BoundedConnection[Any]]",
+        type("BoundedConnection", (BoundedConnection,), {"io_timeout": io_timeout}),
+    )
+
+
+def bounded_async_connection_class(io_timeout: float) -> type[BoundedAsyncConnection[Any]]:
+    return cast(
+        "type[BoundedAsyncConnection[Any]]",
+        type("BoundedAsyncConnection", (BoundedAsyncConnection,), {"io_timeout": io_timeout}),
+    )
+
+
+class BoundedPool(ConnectionPool[Any]):
+    """A pool whose wait for a connection also ends at the current deadline."""
+
+    def getconn(self, timeout: float | None = None) -> Any:
+        wait = time_left(self.timeout if timeout is None else timeout)
+        if wait <= 0:
+            raise PoolWaitTimeoutError("the deadline passed before a connection was free")
+        try:
+            return super().getconn(wait)
+        except PoolTimeout as error:
+            raise PoolWaitTimeoutError(f"no database connection within {wait:.2f} s") from error
+
+
+def libpq_options(connect_timeout: int, io_timeout: float) -> dict[str, Any]:
+    """libpq parameters for every connection: a connect timeout (libpq's minimum is 2 s),
+    and TCP keepalives and a user timeout, so that a connection to a host that vanished
+    dies in about ``io_timeout`` even when idle (no effect on unix sockets)."""
+    return {
+        "connect_timeout": max(2, connect_timeout),
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(io_timeout / 2)),
+        "keepalives_interval": max(1, int(io_timeout / 6)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(io_timeout * 1000),
+    }

@@ -141,12 +141,22 @@ class KeyLedgerApp:
             f"keyledger_writer_conflicts_total {stats.conflicts}",
             "# TYPE keyledger_writer_commit_seconds_total counter",
             f"keyledger_writer_commit_seconds_total {stats.commit_seconds:.6f}",
+            "# HELP keyledger_writer_retries_total batch attempts run again after the "
+            "database failed to answer",
+            "# TYPE keyledger_writer_retries_total counter",
+            f"keyledger_writer_retries_total {stats.retries}",
+            "# HELP keyledger_writer_settled_total lost commits found to have landed",
+            "# TYPE keyledger_writer_settled_total counter",
+            f"keyledger_writer_settled_total {stats.settled}",
+            "# HELP keyledger_writer_unavailable_total commands answered 503: no database",
+            "# TYPE keyledger_writer_unavailable_total counter",
+            f"keyledger_writer_unavailable_total {stats.unavailable}",
+            "# HELP keyledger_database_available 0 while the writer waits for the database",
+            "# TYPE keyledger_database_available gauge",
+            f"keyledger_database_available {int(self.runtime.writer.available)}",
         ]
         if self.runtime.audit is not None:
-            try:
-                lag = await asyncio.to_thread(self.runtime.audit.lag, self.runtime.clock.now())
-            except Exception:  # the metrics page must answer even when the store does not
-                lag = float("nan")
+            lag = await self.runtime.audit_lag()  # bounded: NaN when the store does not answer
             lines += [
                 "# HELP keyledger_audit_lag_seconds newest event time minus newest audited",
                 "# TYPE keyledger_audit_lag_seconds gauge",

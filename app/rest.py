@@ -13,7 +13,6 @@ routes are registered after every sub-resource route.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Coroutine
@@ -665,12 +664,12 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], response_model=None)
     async def readyz() -> dict[str, str] | JSONResponse:
-        """The event store answers."""
-        try:
-            await asyncio.to_thread(runtime.ledger.recorder.max_notification_id)
-        except Exception as error:
-            log.warning("not ready: %s", type(error).__name__)
-            return JSONResponse({"status": "unavailable"}, status_code=503)
+        """Ready when the event store answers in time (readiness_timeout_seconds); else
+        503, with a member per failed check (``database``: why) beside ``status``."""
+        problem = await runtime.database_problem()
+        if problem is not None:
+            log.warning("not ready: %s", problem)
+            return JSONResponse({"status": "unavailable", "database": problem}, status_code=503)
         return {"status": "ready"}
 
     return app

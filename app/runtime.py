@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
@@ -14,7 +15,19 @@ from psycopg_pool import ConnectionPool
 from app.audit import Auditor
 from app.audit_service import AuditService
 from app.clock import Clock
-from app.database import connection_params, resolve_database_url
+from app.database import (
+    POOL_RECONNECT_TIMEOUT,
+    BoundedPool,
+    DatabaseTimeoutError,
+    bounded_connection_class,
+    connection_params,
+    database_deadline,
+    is_unavailable,
+    libpq_options,
+    parse_url,
+    resolve_database_url,
+)
+from app.event_store import timeout_env
 from app.identity import IdentityDirectory
 from app.ledger import Ledger
 from app.migrate import apply_migrations
@@ -36,6 +49,27 @@ def migrate(database_url: str) -> list[str]:
     env = connection_params(database_url) | {"CREATE_TABLE": "y"}
     Ledger(env=env).close()
     return apply_migrations(database_url)
+
+
+def connection_pool(database_url: str, settings: Settings) -> ConnectionPool:
+    """The service's pool (vault, views, reports): a wait for a connection never outlasts
+    a request's deadline, every round trip is bounded (app.database), and a connection
+    is checked as it is handed out, so that none left dead by a database restart fails a
+    request."""
+    io_timeout = settings.database_io_timeout_seconds
+    return BoundedPool(
+        database_url, min_size=1, max_size=8, open=True,
+        timeout=settings.database_deadline_seconds,
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+        connection_class=bounded_connection_class(io_timeout),
+        kwargs=libpq_options(_connect_timeout(database_url), io_timeout),
+        check=ConnectionPool.check_connection,
+    )  # fmt: skip
+
+
+def _connect_timeout(database_url: str) -> int:
+    """The URL's own connect_timeout, if it sets one (0: the default)."""
+    return int(float(parse_url(database_url).get("connect_timeout") or 0))
 
 
 @dataclass
@@ -66,12 +100,21 @@ class Runtime:
         root_key = settings.root_key_bytes() or load_root_key(
             data_dir=settings.data_dir, embedded=settings.database_url is None
         )
-        ledger = Ledger(env=connection_params(database_url) | {"CREATE_TABLE": "n"})
-        pool = ConnectionPool(database_url, min_size=1, max_size=8, open=True)
+        ledger = Ledger(
+            env=connection_params(database_url)
+            | timeout_env(settings.database_deadline_seconds, settings.database_io_timeout_seconds)
+            | {"CREATE_TABLE": "n"}
+        )
+        pool = connection_pool(database_url, settings)
         vault = Vault(root_key, pool, cache_size=settings.key_cache_size)
         vault.check_root_key()
         clock = Clock(adjustable=settings.test_clock)
-        writer = LedgerWriter(ledger, database_url, cache_size=settings.key_cache_size)
+        writer = LedgerWriter(
+            ledger, database_url, cache_size=settings.key_cache_size,
+            deadline=settings.database_deadline_seconds,
+            io_timeout=settings.database_io_timeout_seconds,
+            retry_interval=settings.database_retry_interval_seconds,
+        )  # fmt: skip
         directory = KeyDirectoryProjection(ledger, pool, database_url)
         writer.commit_listeners.append(directory.committed)
 
@@ -80,6 +123,8 @@ class Runtime:
             try:
                 await vault.prefetch(conn, keys)
             except Exception as error:  # the commands that needed them ask again
+                if is_unavailable(error):  # unless the database is away: the batch waits
+                    raise
                 log.warning("wrapping keys not prefetched: %s", type(error).__name__)
 
         writer.after_load.append(prefetch_wrapping_keys)
@@ -140,6 +185,25 @@ class Runtime:
         self.pool.close()
         self.ledger.close()
 
+    async def database_problem(self) -> str | None:
+        """Why the database is not ready for requests, or None: the writer is not waiting
+        for it to come back and it answers a query within readiness_timeout_seconds."""
+        if not self.writer.available:
+            return "unavailable: the writer is reconnecting"
+        seconds = self.settings.readiness_timeout_seconds
+        return await _bounded_problem(self.ledger.recorder.max_notification_id, seconds)
+
+    async def audit_lag(self) -> float:
+        """The audit trail's lag in seconds (NaN when the database does not answer in time)."""
+        if self.audit is None:
+            return 0.0
+        seconds, now = self.settings.database_deadline_seconds, self.clock.now()
+        try:
+            with database_deadline(seconds):
+                return await asyncio.wait_for(asyncio.to_thread(self.audit.lag, now), seconds)
+        except Exception:  # the metrics page must answer even when the store does not
+            return float("nan")
+
     def _schedule(self) -> None:
         interval = self.settings.scheduler_interval_seconds
         while not self._scheduler_stop.wait(interval):
@@ -159,3 +223,15 @@ class Runtime:
             settings.bootstrap_access_key_id,
             secret.get_secret_value() if secret else None,
         )
+
+
+async def _bounded_problem(query: Any, seconds: float) -> str | None:
+    """Run ``query`` in a thread within ``seconds`` (its round trips too); what failed."""
+    try:
+        with database_deadline(seconds):
+            await asyncio.wait_for(asyncio.to_thread(query), seconds)
+    except (TimeoutError, DatabaseTimeoutError):
+        return f"no answer within {seconds:g} s"
+    except Exception as error:
+        return f"unavailable: {type(error).__name__}"
+    return None

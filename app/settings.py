@@ -111,6 +111,20 @@ class Settings(BaseSettings):
     #: Lets tests move the service clock. Never enable in production.
     test_clock: bool = False
 
+    # --- the database's absence: fail fast, recover by itself (docs/reliability.md) -------
+    #: How long a request may wait on the database: a writer batch's deadline (retries and
+    #: settling a lost commit included) and any wait for a pooled connection. Past it the
+    #: request is answered 503 DependencyTimeoutException.
+    database_deadline_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: /readyz answers 503 when the database has not answered within this.
+    readiness_timeout_seconds: float = Field(default=0.5, gt=0, le=60)
+    #: The longest a round trip to PostgreSQL may go unanswered when no deadline is set
+    #: (background work); then its connection is closed as lost. A frozen server accepts
+    #: and acknowledges everything and answers nothing: only this notices.
+    database_io_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: While the database is away, how often the writer tries to reconnect.
+    database_retry_interval_seconds: float = Field(default=0.1, gt=0, le=10)
+
     @field_validator("database_url", "bootstrap_access_key_id", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:

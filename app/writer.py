@@ -15,6 +15,15 @@ State checks are linearizable because each event is appended at the version of t
 state it was checked against: if another process appended first, the batch fails on
 the version conflict (unless the store could settle it, see app.event_store), the
 touched aggregates are reloaded, and the commands re-run.
+
+When the database goes away, a batch fails fast and the writer recovers by itself
+(docs/reliability.md). Each batch has a deadline (``deadline`` seconds for all its database
+work, retries included). A connection lost before a commit was sent, or a commit that
+the store settled as not landed, runs the batch again from committed state; a commit
+the store settled as landed is answered as committed. Past the deadline, or when a
+commit's outcome stays unknown, the batch is answered 503 DependencyTimeoutException and
+the writer is "away": later batches are answered the same at once, while a background
+task reconnects every ``retry_interval`` seconds; the first success ends it.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ from typing import Any, TypeVar
 import psycopg
 from eventsourcing.domain import Aggregate
 
-from app.event_store import AsyncEventStore
+from app.database import DEFAULT_IO_TIMEOUT, database_deadline, is_unavailable, time_left
+from app.event_store import AsyncEventStore, CommitOutcomeUnknown, NotCommitted
 from app.ledger import Ledger, project_fast
 from domain.errors import DependencyTimeoutError, DomainError, InternalError
 
@@ -44,6 +54,7 @@ Command = Callable[["UnitOfWork"], T]
 MAX_BATCH = 512
 MAX_ATTEMPTS = 8
 MAX_LOAD_ROUNDS = 4  # an alias, then its key, then a grant's principal...
+RETRY_PAUSE = 0.02  # between a batch's attempts while the database is away
 
 # A context may ask that every command submitted within it be wrapped: app.audit records
 # each API call this way (a wrapped command may also define ``after_failure(uow, error)``,
@@ -79,6 +90,9 @@ class WriterStats:
     conflicts: int = 0
     loads: int = 0
     commit_seconds: float = 0.0
+    retries: int = 0  # attempts run again after the database failed to answer
+    settled: int = 0  # commits whose connection was lost, found to have landed
+    unavailable: int = 0  # commands answered 503: the database did not answer in time
 
 
 class UnitOfWork:
@@ -92,6 +106,7 @@ class UnitOfWork:
         self.missing: set[uuid.UUID] = set()
         # Every aggregate handed out, with its pending event count then (for app.audit).
         self.accessed: list[tuple[Aggregate, int]] = []
+        self.appended: list[Aggregate] = []  # those whose events the batch committed
 
     def get(self, aggregate_id: uuid.UUID, *, fresh: bool = False) -> Any | None:
         """The aggregate as of this batch, or None. ``fresh`` re-reads newer events first."""
@@ -123,9 +138,23 @@ class UnitOfWork:
 
 
 class LedgerWriter:
-    def __init__(self, ledger: Ledger, database_url: str, *, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        database_url: str,
+        *,
+        cache_size: int = 10_000,
+        deadline: float = 1.0,
+        io_timeout: float = DEFAULT_IO_TIMEOUT,
+        retry_interval: float = 0.1,
+    ) -> None:
         self.ledger = ledger
-        self.store = AsyncEventStore(ledger, database_url)
+        self.store = AsyncEventStore(
+            ledger, database_url, io_timeout=io_timeout, statement_timeout=deadline
+        )
+        self.deadline = deadline
+        self.retry_interval = retry_interval
+        self._reconnecting: asyncio.Task[None] | None = None  # set while the store is away
         self._cache: OrderedDict[uuid.UUID, Aggregate] = OrderedDict()
         self._cache_size = cache_size
         self._pending: list[tuple[Command[Any], asyncio.Future[Any]]] = []
@@ -167,7 +196,14 @@ class LedgerWriter:
             self._wake.set()
         if self._task is not None:
             await self._task
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         await self.store.close()
+
+    @property
+    def available(self) -> bool:
+        """False while the database is away (batches are answered 503 at once)."""
+        return self._reconnecting is None
 
     def stop(self) -> None:
         loop = self._loop
@@ -277,55 +313,125 @@ class LedgerWriter:
     async def _process(self, batch: list[tuple[Command[Any], asyncio.Future[Any]]]) -> None:
         live = [(command, future) for command, future in batch if not future.done()]
         self.stats.commands += len(live)
-        for _attempt in range(MAX_ATTEMPTS):
-            outcomes, uow, poisoned = await self._execute(live)
-            if poisoned:
-                # A command failed half-way: drop every effect, answer the failures,
-                # and run the others again from committed state.
-                self.evict(uow.touched)
-                remaining = []
-                for (command, future), (ok, value) in zip(live, outcomes, strict=True):
-                    retry = getattr(command, "failure_retry", None)
-                    if ok:
-                        remaining.append((command, future))
-                    elif retry is not None:  # its failure is recorded before it is answered
-                        remaining.append((retry(value), future))
-                    else:
-                        _answer(future, False, value)
-                live = remaining
-                continue
+        if not self.available:  # fail fast while the store is away; it is being retried
+            self._answer_unavailable(live)
+            return
+        with database_deadline(self.deadline):
+            await self._attempt(live)
+
+    async def _attempt(self, live: list[tuple[Command[Any], asyncio.Future[Any]]]) -> None:
+        """Run the batch until it commits (then answer it) or cannot (answer why)."""
+        attempts = 0
+        while live:
+            if attempts >= MAX_ATTEMPTS:
+                _answer_all(live, InternalError("too many concurrent modifications; retry"))
+                return
+            uow = UnitOfWork(self)
             try:
-                await self._commit(uow)
+                outcomes, poisoned = await self._execute(live, uow)
+                if poisoned:
+                    attempts += 1
+                    live = self._without_failures(live, outcomes, uow)
+                    continue
+                appended = await self._append(uow)
             except psycopg.errors.IntegrityError:
+                attempts += 1
                 self.stats.conflicts += 1
                 self.evict(uow.touched)
                 continue
-            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as error:
-                log.error("event store unavailable: %s", type(error).__name__)
+            except Exception as error:
                 self.evict(uow.touched)
-                await self.store.reset()
-                _answer_all(live, DependencyTimeoutError("the event store did not answer"))
+                if await self._may_retry(error):
+                    continue
+                self._fail(live, error)
                 return
-            except Exception:
-                log.exception("commit failed")
-                self.evict(uow.touched)
-                await self.store.reset()
-                _answer_all(live, InternalError("internal error"))
-                return
+            self._committed(uow, appended)
             for (_, future), (ok, value) in zip(live, outcomes, strict=True):
                 _answer(future, ok, value)
+            if appended is not None:
+                await self._snapshot(uow.appended, appended[0])
             return
-        _answer_all(live, InternalError("too many concurrent modifications; retry"))
+
+    def _without_failures(
+        self,
+        live: list[tuple[Command[Any], asyncio.Future[Any]]],
+        outcomes: list[tuple[bool, Any]],
+        uow: UnitOfWork,
+    ) -> list[tuple[Command[Any], asyncio.Future[Any]]]:
+        """A command failed half-way: drop every effect, answer the failures, and keep
+        the others (and the records of failures) to run again from committed state."""
+        self.evict(uow.touched)
+        remaining = []
+        for (command, future), (ok, value) in zip(live, outcomes, strict=True):
+            retry = getattr(command, "failure_retry", None)
+            if ok:
+                remaining.append((command, future))
+            elif retry is not None:  # its failure is recorded before it is answered
+                remaining.append((retry(value), future))
+            else:
+                _answer(future, False, value)
+        return remaining
+
+    async def _may_retry(self, error: Exception) -> bool:
+        """After a failed attempt: whether to run the batch again. Yes when the database
+        did not answer, surely committed nothing, and may answer before the deadline."""
+        if isinstance(error, CommitOutcomeUnknown) or not is_unavailable(error):
+            return False
+        if not isinstance(error, NotCommitted):  # (settling it made a fresh connection)
+            await self.store.reset()
+        if time_left(self.deadline) <= RETRY_PAUSE:
+            return False
+        self.stats.retries += 1
+        await asyncio.sleep(RETRY_PAUSE)
+        return True
+
+    def _fail(self, live: list[tuple[Command[Any], asyncio.Future[Any]]], error: Exception) -> None:
+        if is_unavailable(error):
+            log.error("event store unavailable: %s: %s", type(error).__name__, error)
+            self._away()
+            self._answer_unavailable(live)
+        else:
+            log.error("commit failed", exc_info=error)
+            _answer_all(live, InternalError("internal error"))
+
+    def _answer_unavailable(self, live: list[tuple[Command[Any], asyncio.Future[Any]]]) -> None:
+        self.stats.unavailable += len(live)
+        _answer_all(live, DependencyTimeoutError("the event store did not answer; retry"))
+
+    # --- the store away -------------------------------------------------------------------
+    def _away(self) -> None:
+        """The store did not answer in time: answer batches at once until it does."""
+        if self._reconnecting is None and not self._stopping:
+            # A context of its own: not the failed batch's, whose deadline has passed.
+            self._reconnecting = asyncio.get_running_loop().create_task(
+                self._reconnect(), name="ledger-reconnect", context=contextvars.Context()
+            )
+
+    async def _reconnect(self) -> None:
+        try:
+            while not self._stopping:
+                await asyncio.sleep(self.retry_interval)
+                try:
+                    with database_deadline(self.deadline):
+                        await self.store.ping()
+                except Exception as error:
+                    log.debug("event store still away: %r", error)
+                    await self.store.reset()
+                    continue
+                log.warning("event store answers again")
+                return
+        finally:
+            self._reconnecting = None
 
     async def _execute(
-        self, live: list[tuple[Command[Any], asyncio.Future[Any]]]
-    ) -> tuple[list[tuple[bool, Any]], UnitOfWork, bool]:
+        self, live: list[tuple[Command[Any], asyncio.Future[Any]]], uow: UnitOfWork
+    ) -> tuple[list[tuple[bool, Any]], bool]:
         """Run the batch's commands; those that need aggregates the cache lacks wait
         while everything they need is read in one go, then run again.
 
         Commands of one batch are concurrent (none is answered yet), so running a
-        deferred one after later ones is a valid serial order."""
-        uow = UnitOfWork(self)
+        deferred one after later ones is a valid serial order. A command or read that
+        found the database away raises, so that the whole batch can run again."""
         outcomes: list[tuple[bool, Any] | None] = [None] * len(live)
         waiting = list(range(len(live)))
         for _round in range(MAX_LOAD_ROUNDS):
@@ -342,12 +448,14 @@ class LedgerWriter:
                 except DomainError as error:
                     outcomes[index] = (False, error)
                 except Exception as error:
+                    if is_unavailable(error):  # e.g. the vault's read of a wrapping key
+                        raise
                     if not isinstance(error, InternalError):
                         log.exception("command failed")
                         error = InternalError("internal error")
                     outcomes[index] = (False, error)
                 if uow.pending_count() != before:
-                    return self._poison(outcomes, uow)
+                    return self._poison(outcomes)
                 failed = outcomes[index]
                 if failed is not None:
                     _after_failure(live[index][0], uow, failed[1])
@@ -356,6 +464,8 @@ class LedgerWriter:
             try:
                 await self._load(uow, needed)
             except Exception as error:
+                if is_unavailable(error):
+                    raise
                 log.error("loading %d aggregate(s) failed: %s", len(needed), type(error).__name__)
                 await self.store.reset()
                 unavailable = DependencyTimeoutError("the event store did not answer")
@@ -363,26 +473,41 @@ class LedgerWriter:
                     outcomes[index] = (False, unavailable)
                 break
             waiting = deferred
-        return [o or (False, InternalError("internal error")) for o in outcomes], uow, False
+        return [o or (False, InternalError("internal error")) for o in outcomes], False
 
     @staticmethod
-    def _poison(
-        outcomes: list[tuple[bool, Any] | None], uow: UnitOfWork
-    ) -> tuple[list[tuple[bool, Any]], UnitOfWork, bool]:
+    def _poison(outcomes: list[tuple[bool, Any] | None]) -> tuple[list[tuple[bool, Any]], bool]:
         # A command changed state and then failed: every command that did not fail
         # runs again from committed state.
-        return [o if o is not None else (True, None) for o in outcomes], uow, True
+        return [o if o is not None else (True, None) for o in outcomes], True
 
-    async def _commit(self, uow: UnitOfWork) -> None:
+    async def _append(
+        self, uow: UnitOfWork
+    ) -> tuple[list[Any], list[int], dict[uuid.UUID, int]] | None:
+        """Append the batch's events (None if it has none): its events, their notification
+        ids and the versions the store settled. Raises if nothing was committed, or
+        CommitOutcomeUnknown; anything after a successful append must not raise here, or
+        the batch would run (and append) again."""
         pending = uow.pending()
-        if pending:
-            started = time.perf_counter()
-            events = [event for aggregate in pending for event in aggregate.collect_events()]
-            notification_ids, heads = await self.store.insert(events)
-            self.stats.commit_seconds += time.perf_counter() - started
+        if not pending:
+            return None
+        started = time.perf_counter()
+        events = [event for aggregate in pending for event in aggregate.collect_events()]
+        notification_ids, heads = await self.store.insert(events)
+        self.stats.commit_seconds += time.perf_counter() - started
+        self.stats.settled = self.store.settled
+        uow.appended = pending
+        return events, notification_ids, heads
+
+    def _committed(
+        self, uow: UnitOfWork, appended: tuple[list[Any], list[int], dict[uuid.UUID, int]] | None
+    ) -> None:
+        """Bring the cache and the listeners up to a committed batch."""
+        if appended is not None:
+            events, notification_ids, heads = appended
             self.stats.batches += 1
             self.stats.events += len(events)
-            for aggregate in pending:
+            for aggregate in uow.appended:
                 settled = heads.get(aggregate.id)
                 if settled is not None and settled != aggregate.version:
                     aggregate.version = settled  # the store renumbered after others' Used events
@@ -390,7 +515,6 @@ class LedgerWriter:
                 self.last_notification_id = max(self.last_notification_id, *notification_ids)
                 for listener in self.commit_listeners:
                     listener(self.last_notification_id, events)
-            await self._snapshot(pending, events)
         for aggregate in uow.touched.values():
             if not getattr(aggregate, "write_once", False):  # never read again: not cached
                 self._remember(aggregate)
