@@ -35,9 +35,11 @@ import psycopg
 from eventsourcing import persistence
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresDatastore,
     PostgresFactory,
+    PostgresRecorder,
 )
 from eventsourcing.utils import Environment, get_topic
 from psycopg import Cursor
@@ -170,37 +172,18 @@ class LedgerRecorder(PostgresApplicationRecorder):
         self._settled.heads = heads
         return [row["notification_id"] for row in rows]
 
-    # The library retries its reads ten times, 0.2 s apart, whatever each attempt cost: with
-    # bounded connections that is ~12 s per call while the database is away. Here a read
-    # is tried again only within the pool's wait (a request's deadline, 1 s by default).
     def max_notification_id(self) -> int | None:
         # A trivial query, which requests wait for (read-your-writes, /readyz): bounded
         # whoever asks.
         with database_deadline(self.datastore.pool.timeout):
-            return self._within_budget(PostgresApplicationRecorder.max_notification_id, self)
+            return _within_budget(self, PostgresApplicationRecorder.max_notification_id)
 
     def select_notifications(self, *args: Any, **kwargs: Any) -> Any:
         method = PostgresApplicationRecorder.select_notifications
-        return self._within_budget(method, self, *args, **kwargs)
+        return _within_budget(self, method, *args, **kwargs)
 
     def select_events(self, *args: Any, **kwargs: Any) -> Any:
-        method = PostgresApplicationRecorder.select_events
-        return self._within_budget(method, self, *args, **kwargs)
-
-    def _within_budget(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """The library's ``method`` without its own retries, tried again after an error
-        that says the database is away while the pool's wait has time left."""
-        call = getattr(method, "__wrapped__", method)
-        until = time.monotonic() + self.datastore.pool.timeout
-        while True:
-            try:
-                return call(*args, **kwargs)
-            except Exception as error:
-                if not is_unavailable(error):
-                    raise
-                if time.monotonic() + READ_RETRY_PAUSE > until:
-                    raise EventStoreUnavailableError("the event store did not answer") from error
-            time.sleep(READ_RETRY_PAUSE)
+        return _within_budget(self, PostgresApplicationRecorder.select_events, *args, **kwargs)
 
     def settled_heads(self) -> dict[uuid.UUID, int]:
         """Each aggregate's last version as the latest insert (on this thread) stored it."""
@@ -209,8 +192,35 @@ class LedgerRecorder(PostgresApplicationRecorder):
         return heads
 
 
+class SnapshotRecorder(PostgresAggregateRecorder):
+    """The snapshots' recorder, its reads retried as LedgerRecorder's are."""
+
+    def select_events(self, *args: Any, **kwargs: Any) -> Any:
+        return _within_budget(self, PostgresAggregateRecorder.select_events, *args, **kwargs)
+
+
+# The library retries its reads ten times, 0.2 s apart, whatever each attempt cost: with
+# bounded connections that is ~12 s per call while the database is away. Here a read is
+# tried again only within the pool's wait (a request's deadline, 1 s by default).
+def _within_budget(recorder: PostgresRecorder, method: Any, *args: Any, **kwargs: Any) -> Any:
+    """The library's ``method`` without its own retries, tried again after an error that
+    says the database is away while the pool's wait has time left."""
+    call = getattr(method, "__wrapped__", method)
+    until = time.monotonic() + recorder.datastore.pool.timeout
+    while True:
+        try:
+            return call(recorder, *args, **kwargs)
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            if time.monotonic() + READ_RETRY_PAUSE > until:
+                raise EventStoreUnavailableError("the event store did not answer") from error
+        time.sleep(READ_RETRY_PAUSE)
+
+
 class LedgerPostgresFactory(PostgresFactory):
     application_recorder_class = LedgerRecorder
+    aggregate_recorder_class = SnapshotRecorder
 
     def __init__(self, env: Environment | Mapping[str, str] | None) -> None:
         super().__init__(env)

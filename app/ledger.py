@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 from typing import Any, ClassVar
 
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import Application, ProcessingEvent, Repository
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
+from app.database import database_deadline
+from app.event_store import POOL_TIMEOUT_KEY
 from domain.keys import Key, KeyMaterial
 
 
@@ -49,12 +51,37 @@ def project_fast(aggregate: Any, events: Any) -> Any:
     return aggregate
 
 
+class BoundedRepository(Repository[Any]):
+    """Reads whole aggregates within a deadline. Requests read identities this way (an
+    access key's credential, a principal, when not cached): a frozen database fails them
+    in time instead of holding the request until it wakes."""
+
+    def __init__(self, plain: Repository[Any], deadline: float | None) -> None:
+        super().__init__(plain.event_store, snapshot_store=plain.snapshot_store)
+        self.cache = plain.cache  # and the library's settings, as it read them
+        self.fastforward = plain.fastforward
+        self.fastforward_skipping = plain.fastforward_skipping
+        self.deepcopy_from_cache = plain.deepcopy_from_cache
+        self.deadline = deadline
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        if self.deadline is None:
+            return super().get(*args, **kwargs)
+        with database_deadline(self.deadline):
+            return super().get(*args, **kwargs)
+
+
 class Ledger(Application):
     """All KeyLedger aggregates share one application, so one transaction spans them."""
 
     name = "keyledger"
     snapshotting_intervals: ClassVar[dict[Any, int]] = {Key: 1000}
     snapshotting_projectors: ClassVar[dict[Any, Any]] = {Key: project_fast}
+
+    def construct_repository(self) -> Repository[Any]:
+        deadline = self.env.get(POOL_TIMEOUT_KEY)  # the requests' deadline (app.runtime)
+        plain = super().construct_repository()
+        return BoundedRepository(plain, float(deadline) if deadline else None)
 
     def _record(self, processing_event: ProcessingEvent[Any]) -> Any:
         """Record, then move aggregates to the versions the store settled on.
