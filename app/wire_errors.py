@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.database import is_unavailable
 from domain import audit, errors
 
 # (AWS __type, HTTP status). Real AWS answers 400 for every client error; server
@@ -69,7 +70,10 @@ REST_STATUS: dict[type[Exception], int] = {
 
 
 def aws_error(error: Exception) -> tuple[str, int, str]:
-    """(__type, HTTP status, message) for any exception; unknown ones are internal."""
+    """(__type, HTTP status, message) for any exception; unknown ones are internal, but
+    a database that could not be reached is a retryable 503, wherever it surfaced."""
+    if is_unavailable(error) and not isinstance(error, errors.DomainError):
+        error = errors.DependencyTimeoutError("the event store did not answer")
     for cls in type(error).__mro__:
         if cls in AWS_ERRORS:
             code, status = AWS_ERRORS[cls]
@@ -81,6 +85,8 @@ def aws_error(error: Exception) -> tuple[str, int, str]:
 
 
 def rest_status(error: Exception) -> int:
+    if is_unavailable(error) and not isinstance(error, errors.DomainError):
+        return 503
     for cls in type(error).__mro__:
         if cls in REST_STATUS:
             return REST_STATUS[cls]
