@@ -176,7 +176,12 @@ def _mutate(data: st.DataObject, shape: Shape, request: dict[str, Any], texts: l
         wrong = data.draw(st.sampled_from([0, "text", [], {}, None]))
         kind = "wrong-type"
     request[name] = wrong
-    return f"{kind} {name}"
+    return f"{kind} {name}={_short(wrong)}"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text):,} chars)"
 
 
 def fuzz_kms(h: Harness) -> None:

@@ -156,9 +156,11 @@ class Load:
             worker.start()
 
     def stop(self) -> None:
+        """Stop and wait for the calls in flight (each ends within the client's timeout)."""
         self._stop.set()
+        deadline = time.monotonic() + self.timeout + 5.0
         for worker in self._workers:
-            worker.join(timeout=self.timeout + 5.0)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
         self._workers = []
 
     def _next_sequence(self) -> int:
