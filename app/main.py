@@ -155,6 +155,16 @@ class KeyLedgerApp:
             "# TYPE keyledger_database_available gauge",
             f"keyledger_database_available {int(self.runtime.writer.available)}",
         ]
+        gaps = await self.runtime.projection_gaps()
+        if gaps is not None:
+            lines += [
+                "# HELP keyledger_projection_events_set_aside events a view could not apply"
+                " and set aside (projection_dead_letters)",
+                "# TYPE keyledger_projection_events_set_aside gauge",
+            ] + [
+                f'keyledger_projection_events_set_aside{{projection="{name}"}} {gap.count}'
+                for name, gap in gaps.items()
+            ]
         if self.runtime.audit is not None:
             lag = await self.runtime.audit_lag()  # bounded: NaN when the store does not answer
             lines += [

@@ -75,6 +75,7 @@ from app.wire_errors import aws_error, rest_status
 from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
 from domain.errors import AuthenticationError, DomainError, ValidationError
 from domain.keys import KeyMaterial
+from projections.batched import DeadLetter
 
 log = logging.getLogger("keyledger.rest")
 
@@ -663,13 +664,31 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], response_model=None)
-    async def readyz() -> dict[str, str] | JSONResponse:
+    async def readyz() -> dict[str, Any] | JSONResponse:
         """Ready when the event store answers in time (readiness_timeout_seconds); else
-        503, with a member per failed check (``database``: why) beside ``status``."""
+        503, with a member per failed check (``database``: why) beside ``status``. A view
+        that set events aside still serves (200), but says so: ``degraded``, with the
+        views' gaps under ``projections``."""
         problem = await runtime.database_problem()
         if problem is not None:
             log.warning("not ready: %s", problem)
             return JSONResponse({"status": "unavailable", "database": problem}, status_code=503)
+        gaps = {name: gap for name, gap in (await runtime.projection_gaps() or {}).items()
+                if gap.count}  # fmt: skip
+        if gaps:
+            return {"status": "degraded", "projections": {
+                name: {"events_set_aside": gap.count,
+                       "newest": [_set_aside(letter) for letter in gap.newest]}
+                for name, gap in gaps.items()
+            }}  # fmt: skip
         return {"status": "ready"}
 
     return app
+
+
+def _set_aside(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "notification_id": letter.notification_id, "aggregate_id": str(letter.originator_id),
+        "version": letter.originator_version, "topic": letter.topic,
+        "error_type": letter.error_type, "failed_at": letter.failed_at.isoformat(),
+    }  # fmt: skip

@@ -37,6 +37,7 @@ from app.vault import Vault, load_root_key
 from app.writer import LedgerWriter
 from domain.keys import Key
 from projections.audit_trail import AuditTrailProjection
+from projections.batched import DeadLetters
 from projections.key_directory import KeyDirectoryProjection
 
 log = logging.getLogger("keyledger")
@@ -192,6 +193,21 @@ class Runtime:
             return "unavailable: the writer is reconnecting"
         seconds = self.settings.readiness_timeout_seconds
         return await _bounded_problem(self.ledger.recorder.max_notification_id, seconds)
+
+    async def projection_gaps(self) -> dict[str, DeadLetters] | None:
+        """Each view's events set aside (projections/batched.py), read within the
+        readiness bound; None when the database does not answer in time."""
+        views = [self.directory] + ([self.audit] if self.audit is not None else [])
+        seconds = self.settings.readiness_timeout_seconds
+
+        def read() -> dict[str, DeadLetters]:
+            return {view.name: view.dead_letters() for view in views}
+
+        try:
+            with database_deadline(seconds):
+                return await asyncio.wait_for(asyncio.to_thread(read), seconds)
+        except Exception:  # /readyz and /metrics answer without it
+            return None
 
     async def audit_lag(self) -> float:
         """The audit trail's lag in seconds (NaN when the database does not answer in time)."""

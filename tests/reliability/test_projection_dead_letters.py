@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -249,3 +250,29 @@ def test_replay_and_the_dead_letters_command_report_events_set_aside(
     assert listed.returncode == 1, listed.stdout + listed.stderr
     assert "key_directory: 1 event(s) set aside" in listed.stdout
     assert f"event {poison.id}: {poison.topic}" in listed.stdout
+
+
+def test_readyz_and_metrics_show_the_events_a_view_set_aside(
+    service_with_poisoned_trail: Service,
+) -> None:
+    service = service_with_poisoned_trail
+    assert httpx.get(service.endpoint + "/readyz").json() == {"status": "ready"}
+    kms = service.client("kms")
+    key = kms.create_key(Description="before")["KeyMetadata"]
+    kms.update_key_description(KeyId=key["KeyId"], Description=POISON)
+    poison = _poison_notification(service.runtime, key["KeyId"])
+
+    def degraded() -> dict[str, Any] | None:
+        response = httpx.get(service.endpoint + "/readyz")
+        body: dict[str, Any] = response.json()
+        return body if response.status_code == 200 and body["status"] == "degraded" else None
+
+    assert eventually(lambda: degraded() is not None, timeout=30)
+    gap = (degraded() or {})["projections"][AuditTrailProjection.name]
+    assert gap["events_set_aside"] == 1
+    assert gap["newest"][0]["notification_id"] == poison.id
+    assert gap["newest"][0]["error_type"] == "RuntimeError"
+    metrics = httpx.get(service.endpoint + "/metrics").text
+    trail = AuditTrailProjection.name
+    assert f'keyledger_projection_events_set_aside{{projection="{trail}"}} 1' in metrics
+    assert 'keyledger_projection_events_set_aside{projection="key_directory"} 0' in metrics
