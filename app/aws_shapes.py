@@ -44,6 +44,20 @@ def _pattern(expression: str) -> re.Pattern[str]:
     return re.compile(expression)
 
 
+# What each JSON type check of RequestParser expects, for a null where a value must be.
+_EXPECTED = {
+    "structure": "an object",
+    "map": "an object",
+    "list": "a list",
+    "string": "a string",
+    "blob": "a base64 string",
+    "integer": "an integer",
+    "long": "an integer",
+    "boolean": "a boolean",
+    "timestamp": "a timestamp (epoch seconds)",
+}
+
+
 def _path(parent: str, member: str) -> str:
     name = member[:1].lower() + member[1:]
     return f"{parent}.{name}" if parent else name
@@ -75,9 +89,17 @@ class RequestParser:
         self.violations.append(f"{shown} failed to satisfy constraint: Member must {rule}")
 
     def _value(self, shape: Shape, value: Any, path: str) -> Any:
-        kind = shape.type_name
+        """A structure's member: null is the member left out (AWS ignores it)."""
         if value is None:
             return None
+        return self._present(shape, value, path)
+
+    def _present(self, shape: Shape, value: Any, path: str) -> Any:
+        """A value that must be there: a list's item or a map's value. KMS's lists and
+        maps are dense (no sparse trait in the model), so null is the wrong JSON type."""
+        kind = shape.type_name
+        if value is None:
+            raise SerializationError(f"Expected {_EXPECTED.get(kind, 'a value')} at '{path}'.")
         if kind == "structure":
             if not isinstance(value, dict):
                 raise SerializationError(f"Expected an object at '{path}'.")
@@ -88,17 +110,16 @@ class RequestParser:
             self._length(shape, value, len(value), path)
             member = shape.member  # type: ignore[attr-defined]
             return [
-                self._value(member, item, f"{path}.{i}.member") for i, item in enumerate(value, 1)
+                self._present(member, item, f"{path}.{i}.member") for i, item in enumerate(value, 1)
             ]
         if kind == "map":
             if not isinstance(value, dict):
                 raise SerializationError(f"Expected an object at '{path}'.")
             self._length(shape, value, len(value), path)
+            key_shape, value_shape = shape.key, shape.value  # type: ignore[attr-defined]
             return {
-                self._value(shape.key, k, f"{path}.key"): self._value(  # type: ignore[attr-defined]
-                    shape.value,
-                    v,
-                    f"{path}.value",  # type: ignore[attr-defined]
+                self._present(key_shape, k, f"{path}.key"): self._present(
+                    value_shape, v, f"{path}.value"
                 )
                 for k, v in value.items()
             }

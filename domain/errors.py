@@ -11,6 +11,11 @@ class DomainError(Exception):
     """Base of every error the service answers to a caller (a client fault)."""
 
     def __init__(self, message: str = "") -> None:
+        if not message.isascii():
+            # A message may echo what a caller sent; a lone surrogate in it (which no
+            # adapter's encoder can write) is spelled as its escape: the answer, the audit
+            # record and the log line stay writable.
+            message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.message = message
 

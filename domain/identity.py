@@ -11,7 +11,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.errors import NotFoundError, ValidationError
 from domain.identifiers import ACCOUNT_ID_PATTERN
-from domain.policy import IDENTITY_POLICY, SERVICE_PRINCIPAL, parse_policy
+from domain.policy import IDENTITY_POLICY, SERVICE_PRINCIPAL, validate_policy_document
 
 PRINCIPAL_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,64}$")
 POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
@@ -140,7 +140,9 @@ class Principal(Aggregate):
             raise ValidationError(
                 f"Policy name '{policy_name}' must be 1-128 letters, digits and +=,.@_-"
             )
-        parse_policy(policy, kind=IDENTITY_POLICY, source=f"identity policy {policy_name}")
+        validate_policy_document(
+            policy, kind=IDENTITY_POLICY, source=f"identity policy {policy_name}"
+        )
         if policy_name not in self.policies and len(self.policies) >= MAX_INLINE_POLICIES:
             raise ValidationError(f"A principal may have at most {MAX_INLINE_POLICIES} policies.")
         if self.policies.get(policy_name) != policy:

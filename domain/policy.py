@@ -142,9 +142,46 @@ def aws_managed_key_policy(partition: str, account_id: str, service: str, region
     return json.dumps(document, indent=2)
 
 
-def validate_policy_document(policy: str) -> None:
-    """Raise MalformedPolicyDocumentError (or LimitExceededError) for a bad key policy."""
-    parse_policy(policy, kind=KEY_POLICY)
+def validate_policy_document(
+    policy: str, *, kind: str = KEY_POLICY, source: str = "key policy"
+) -> PolicyDocument:
+    """Validate a policy as it enters the system (CreateKey, PutKeyPolicy, an identity
+    policy put): MalformedPolicyDocumentError (or LimitExceededError) for a bad one.
+
+    Beyond the grammar of parse_policy, every string of a new policy must be Unicode text:
+    JSON's escapes can spell a lone surrogate ("\\ud800") that the request's own parser
+    never sees (the document is one string member) and no store, log or answer can encode.
+    Policies already stored are parsed as they were accepted.
+    """
+    _refuse_lone_surrogates(policy)
+    return parse_policy(policy, kind=kind, source=source)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+NOT_UNICODE = "The policy contains a string that is not valid Unicode (a lone surrogate)."
+
+
+def _refuse_lone_surrogates(policy: str) -> None:
+    if _SURROGATE.search(policy):
+        raise MalformedPolicyDocumentError(NOT_UNICODE)
+    if not _SURROGATE_ESCAPE.search(policy):
+        return  # no escape can spell one (the usual case: no parsing)
+    try:
+        document = json.loads(policy)
+    except (ValueError, RecursionError):
+        return  # parse_policy says what is wrong with it
+    pending: list[Any] = [document]
+    while pending:  # not recursive: a document may nest as deep as json.loads goes
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise MalformedPolicyDocumentError(NOT_UNICODE)
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
 
 
 def parse_policy(
@@ -167,7 +204,7 @@ def _parse_cached(policy: str, kind: str, source: str, partition: str) -> Policy
         raise LimitExceededError(f"Policy document exceeds the maximum size of {limit} bytes.")
     try:
         document = json.loads(policy)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than it can go
         raise MalformedPolicyDocumentError("The policy is not valid JSON.") from None
     if not isinstance(document, dict):
         raise MalformedPolicyDocumentError("The policy must be a JSON object.")

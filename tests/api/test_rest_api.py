@@ -594,6 +594,47 @@ def test_string_with_a_lone_surrogate_fails_with_400_serialization_exception(
     assert_error(response, 400, "SerializationException")
 
 
+def _policy_with_lone_surrogate() -> str:
+    """A key policy whose action spells a lone surrogate with a JSON escape ("\\ud800"):
+    the body's parser reads the document as plain text, the policy parser as a surrogate."""
+    return json.dumps(
+        {"Version": "2012-10-17",
+         "Statement": [{"Sid": "lone \ud800", "Effect": "Allow",
+                        "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+                        "Action": ["kms:*", "kms:\ud800"], "Resource": "*"}]}
+    )  # fmt: skip
+
+
+def test_key_policy_with_a_lone_surrogate_fails_with_400_malformed_policy_document(
+    rest: RestClient, key: dict
+) -> None:
+    put = rest.put(f"/v1/keys/{key['key_id']}/policy", {"policy": _policy_with_lone_surrogate()})
+    created = rest.post("/v1/keys", {"policy": _policy_with_lone_surrogate()})
+
+    for response in (put, created):
+        assert_error(response, 400, "MalformedPolicyDocumentException")
+        assert response.headers.get("x-amzn-requestid")
+
+
+def test_identity_policy_with_a_lone_surrogate_fails_with_400_malformed_policy_document(
+    rest: RestClient,
+) -> None:
+    name = f"surrogate{uuid.uuid4().hex[:8]}"
+    created = rest.post("/v1/iam/principals", {"account_id": "111122223333", "name": name})
+    assert created.status_code == 201, created.text
+    policy = json.dumps(
+        {"Version": "2012-10-17",
+         "Statement": [{"Effect": "Allow", "Action": "kms:\udfff", "Resource": "*"}]}
+    )  # fmt: skip
+
+    response = rest.put(
+        f"/v1/iam/principals/arn:aws:iam::111122223333:user/{name}/policies/Kms",
+        {"policy": policy},
+    )
+
+    assert_error(response, 400, "MalformedPolicyDocumentException")
+
+
 def test_body_sent_without_json_content_type_fails_with_400(service: Service) -> None:
     url = f"{service.endpoint}/v1/keys"
     headers = sign_request(
