@@ -12,7 +12,10 @@ one ``CallRecorded`` event (``domain.audit.AuditedCall``):
   commit. Commands of cryptographic calls do nothing more when they succeed (their ``Used``
   event is the record).
 * A failure the writer never saw (authentication, an unknown operation, validation, a check
-  before the first command) is recorded when the call ends, before the error is answered.
+  before the first command) is recorded when the call ends, before the error is answered;
+  except a failure because the database did not answer in time: its 503 is answered at
+  once and its record made meanwhile (it lands if the writer reaches the database within
+  its deadline), since waiting for the record would wait for the database a second time.
 * A call refused before its caller is known (authentication, an oversized body) is
   recorded only when it names one of our access keys, and then with what the request could
   not choose freely: the operation if it is one of the protocol's (else a placeholder),
@@ -28,11 +31,12 @@ hand over what they parsed; they never shape records.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +45,7 @@ from botocore.model import Shape
 
 from app.auth.sigv4 import is_region_name
 from app.aws_shapes import SerializationError, UnknownOperationError, service_model
+from app.database import is_unavailable
 from app.identity import Caller
 from app.wire_errors import aws_error
 from app.writer import Command, CommandFailed, UnitOfWork, command_wrapper
@@ -336,7 +341,10 @@ class AuditedRequest:
         try:
             if error is not None:
                 if isinstance(error, Exception) and not self.failure_recorded:
-                    await self._record_later(error)
+                    if is_unavailable(error):  # answered now, not after a second wait
+                        self.auditor.record_meanwhile(self._record_later(error), self.request_id)
+                    else:
+                        await self._record_later(error)
             elif not self.records and not (self.event_audited and self.appended):
                 await self._record_later(None)  # e.g. DisableKey on a disabled key
         except Exception as failure:  # the call's own answer matters more than its record
@@ -452,6 +460,20 @@ class Auditor:
         self.writer = writer
         self.identity = identity
         self.clock = clock
+        self._meanwhile: set[asyncio.Task[None]] = set()  # records not awaited by their call
+
+    def record_meanwhile(self, recording: Coroutine[Any, Any, None], request_id: str) -> None:
+        """Make a call's record without holding its answer."""
+
+        async def record() -> None:
+            try:
+                await recording
+            except Exception as failure:
+                log.error("call %s not recorded: %s", request_id, type(failure).__name__)
+
+        task = asyncio.get_running_loop().create_task(record())
+        self._meanwhile.add(task)
+        task.add_done_callback(self._meanwhile.discard)
 
     def call(
         self,
@@ -482,7 +504,10 @@ class Auditor:
         access_key_id, region = _credential_scope(call.headers, call.query_string)
         if not _ACCESS_KEY_ID.fullmatch(access_key_id) or isinstance(error, ThrottlingError):
             return  # a refusal for its rate is counted (app.auth.limiter), not recorded
-        credential = await self.identity.credential_async(access_key_id)
+        if is_unavailable(error):  # the credential could not be read just now: no new try
+            credential = self.identity.cached_credential(access_key_id)
+        else:
+            credential = await self.identity.credential_async(access_key_id)
         if credential is None:
             return
         claimed = Caller(

@@ -181,6 +181,7 @@ UNAVAILABLE_ERRORS = (DependencyTimeoutError, PoolTimeout, ConnectionError, Time
 RV = TypeVar("RV")
 
 _deadline: ContextVar[float | None] = ContextVar("keyledger_database_deadline", default=None)
+_wait_bound: ContextVar[float | None] = ContextVar("keyledger_database_wait_bound", default=None)
 
 
 # The errors raised here are the driver's own kinds (their callers handle them as before)
@@ -213,9 +214,28 @@ def database_deadline(seconds: float) -> Iterator[float]:
         _deadline.reset(token)
 
 
+@contextlib.contextmanager
+def bounded_waits(seconds: float) -> Iterator[None]:
+    """Within this block (and the threads it starts with ``asyncio.to_thread``), each wait
+    for the database (a round trip, a pooled connection, a connection) ends within
+    ``seconds``, or raises as past a deadline; the block itself may last longer, as long
+    as the database answers (a request waiting for a busy view). A bound already set is
+    never loosened."""
+    outer = _wait_bound.get()
+    token = _wait_bound.set(seconds if outer is None else min(outer, seconds))
+    try:
+        yield
+    finally:
+        _wait_bound.reset(token)
+
+
 def time_left(default: float) -> float:
-    """Seconds left before the current deadline, at most ``default`` (which applies alone
-    when no deadline is set)."""
+    """How long the next wait for the database may last: ``default``, or less when the
+    current deadline comes sooner or the current bound on each wait (`bounded_waits`) is
+    shorter."""
+    bound = _wait_bound.get()
+    if bound is not None:
+        default = min(default, bound)
     deadline = _deadline.get()
     return default if deadline is None else min(default, deadline - time.monotonic())
 
@@ -305,14 +325,17 @@ def bounded_async_connection_class(io_timeout: float) -> type[BoundedAsyncConnec
 
 
 class BoundedPool(ConnectionPool[Any]):
-    """A pool whose wait for a connection also ends at the current deadline."""
+    """A pool whose wait for a connection also ends at the current deadline (or within the
+    current bound on waits), the check of the connection handed out included: a frozen
+    server would otherwise hold the check for the whole io timeout."""
 
     def getconn(self, timeout: float | None = None) -> Any:
         wait = time_left(self.timeout if timeout is None else timeout)
         if wait <= 0:
             raise PoolWaitTimeoutError("the deadline passed before a connection was free")
         try:
-            return super().getconn(wait)
+            with database_deadline(wait):
+                return super().getconn(wait)
         except PoolTimeout as error:
             raise PoolWaitTimeoutError(f"no database connection within {wait:.2f} s") from error
 

@@ -12,6 +12,7 @@ from app.aws_json import TARGET_PREFIX as KMS_TARGET_PREFIX
 from app.aws_json import AwsJsonHandler
 from app.cloudtrail_json import TARGET_PREFIX as CLOUDTRAIL_TARGET_PREFIX
 from app.cloudtrail_json import CloudTrailHandler, is_cloudtrail_target
+from app.database import bounded_waits
 from app.request_limits import BODY_LIMITS, Protocol, read_body, replaying
 from app.request_limits import refuse as refuse_too_large
 from app.rest import create_rest_app, recorded_operation
@@ -61,7 +62,11 @@ class KeyLedgerApp:
         if body is None:  # the client left before sending all of it
             return
         if protocol is Protocol.KMS:
-            await self.aws.answer(scope, body, send)
+            # Each of the call's waits for the database outside the writer (whose batches
+            # have their own deadline) ends in time: a database that stopped answering
+            # gets the call a 503 within the bound, never a hang (docs/reliability.md).
+            with bounded_waits(self.runtime.settings.request_database_wait_seconds):
+                await self.aws.answer(scope, body, send)
         elif protocol is Protocol.CLOUDTRAIL:
             assert self.cloudtrail is not None  # _protocol says CloudTrail only when served
             await self.cloudtrail.answer(scope, body, send)
@@ -155,7 +160,8 @@ class KeyLedgerApp:
             "# TYPE keyledger_database_available gauge",
             f"keyledger_database_available {int(self.runtime.writer.available)}",
         ]
-        gaps = await self.runtime.projection_gaps()
+        # Both bounded, and read at once: the page answers within the longer bound.
+        gaps, lag = await asyncio.gather(self.runtime.projection_gaps(), self.runtime.audit_lag())
         if gaps is not None:
             lines += [
                 "# HELP keyledger_projection_events_set_aside events a view could not apply"
@@ -165,8 +171,7 @@ class KeyLedgerApp:
                 f'keyledger_projection_events_set_aside{{projection="{name}"}} {gap.count}'
                 for name, gap in gaps.items()
             ]
-        if self.runtime.audit is not None:
-            lag = await self.runtime.audit_lag()  # bounded: NaN when the store does not answer
+        if self.runtime.audit is not None:  # (its lag is NaN when the store did not answer)
             lines += [
                 "# HELP keyledger_audit_lag_seconds newest event time minus newest audited",
                 "# TYPE keyledger_audit_lag_seconds gauge",

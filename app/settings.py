@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     #: settling a lost commit included) and any wait for a pooled connection. Past it the
     #: request is answered 503 DependencyTimeoutException.
     database_deadline_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: How long a KMS call may wait for any one answer of the database outside the writer
+    #: (a credential or principal read, a list query, a pooled connection); past it the
+    #: call is answered 503 DependencyTimeoutException. A bound on each wait, not on the
+    #: call: a call that waits for a busy view (ListKeys right after a write) takes as
+    #: long as the view needs while the database answers. Not the writer's deadline,
+    #: which bounds a whole batch (its retries and the settling of a lost commit).
+    request_database_wait_seconds: float = Field(default=1.0, gt=0, le=60)
     #: /readyz answers 503 when the database has not answered within this.
     readiness_timeout_seconds: float = Field(default=0.5, gt=0, le=60)
     #: The longest a round trip to PostgreSQL may go unanswered when no deadline is set
