@@ -10,7 +10,6 @@ JSON) says which did not.
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -19,17 +18,13 @@ from tools.chaos.cli import SCENARIOS, run
 from tools.chaos.profile import SHORT
 
 SEED_ENV = "KEYLEDGER_CHAOS_SEED"
+CI_SEED = 11
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=False,
-    reason="fixes pending: a lone surrogate inside a policy document (CreateKey, PutKeyPolicy) "
-    "answers a bare 500 without AWS's error shape; GrantTokens [null] answer 500 (when the "
-    "fuzzer draws it)",
-)
 def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
-    seed = int(os.environ.get(SEED_ENV) or random.randrange(2**31))
+    # A fixed seed by default, so that CI is repeatable; ``make chaos`` draws a new one.
+    seed = int(os.environ.get(SEED_ENV) or CI_SEED)
     report = run(SHORT, list(SCENARIOS), seed)
     report.write_json(tmp_path / "chaos-short.json")
     assert not report.errors, f"seed {seed}: scenarios did not run:\n" + "\n".join(report.errors)
