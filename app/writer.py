@@ -107,6 +107,9 @@ class UnitOfWork:
         # Every aggregate handed out, with its pending event count then (for app.audit).
         self.accessed: list[tuple[Aggregate, int]] = []
         self.appended: list[Aggregate] = []  # those whose events the batch committed
+        # Asked for (NeedsLoad) by a command that had already changed state: the attempt
+        # is dropped, and these are read before the batch runs again.
+        self.unmet: set[uuid.UUID] = set()
 
     def get(self, aggregate_id: uuid.UUID, *, fresh: bool = False) -> Any | None:
         """The aggregate as of this batch, or None. ``fresh`` re-reads newer events first."""
@@ -322,16 +325,20 @@ class LedgerWriter:
     async def _attempt(self, live: list[tuple[Command[Any], asyncio.Future[Any]]]) -> None:
         """Run the batch until it commits (then answer it) or cannot (answer why)."""
         attempts = 0
+        known = UnitOfWork(self)  # what earlier attempts of this batch read (or found missing)
         while live:
             if attempts >= MAX_ATTEMPTS:
                 _answer_all(live, InternalError("too many concurrent modifications; retry"))
                 return
             uow = UnitOfWork(self)
+            uow.read, uow.missing = set(known.read), set(known.missing)
             try:
                 outcomes, poisoned = await self._execute(live, uow)
                 if poisoned:
                     attempts += 1
                     live = self._without_failures(live, outcomes, uow)
+                    if uow.unmet:  # else the next attempt would ask for them again
+                        await self._load(known, uow.unmet)
                     continue
                 appended = await self._append(uow)
             except psycopg.errors.IntegrityError:
@@ -455,6 +462,7 @@ class LedgerWriter:
                         error = InternalError("internal error")
                     outcomes[index] = (False, error)
                 if uow.pending_count() != before:
+                    uow.unmet = needed
                     return self._poison(outcomes)
                 failed = outcomes[index]
                 if failed is not None:
