@@ -231,6 +231,25 @@ def floods(h: Harness) -> None:
             if flood is not None:
                 _judge_flood(h, label, kind, flood)
     h.report.figures["floods"] = figures
+    _judge_target(h, figures)
+
+
+def _judge_target(h: Harness, figures: dict[str, object]) -> None:
+    """Issue 11: under a flood of random unknown ids, legitimate throughput stays at least
+    as high as under a no-op flood of the same rate."""
+    noop, unknown = figures.get("healthz"), figures.get("unknown-ids")
+    if not isinstance(noop, dict) or not isinstance(unknown, dict):
+        return
+    share = unknown["legit_ops_per_s"] / max(noop["legit_ops_per_s"], 1e-9)
+    shown = (f"{unknown['legit_ops_per_s']:,.0f} vs {noop['legit_ops_per_s']:,.0f} ops/s"
+             f" ({share:.2f}x)")  # fmt: skip
+    h.report.figure("floods", "legit beside unknown-id flood / beside no-op flood", shown)
+    target = h.profile.flood_target_share
+    if target is not None:
+        h.report.invariant(
+            "floods", f"flood target: unknown-id flood leaves >= {target:.0%} of the no-op"
+            " flood's legitimate throughput", share >= target, shown,
+        )  # fmt: skip
 
 
 def _judge_flood(h: Harness, label: str, kind: str, flood: FloodResult) -> None:
