@@ -1,19 +1,11 @@
-"""The ASGI plumbing both AWS JSON 1.1 protocols (KMS, CloudTrail) answer with."""
+"""The ASGI plumbing both AWS JSON 1.1 protocols (KMS, CloudTrail) answer with. Their
+bodies are read by the dispatcher (app.main), within app.request_limits's limits."""
 
 from __future__ import annotations
 
 from typing import Any
 
 CONTENT_TYPE = b"application/x-amz-json-1.1"
-
-
-async def read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 async def respond(send: Any, status: int, body: bytes, request_id: str) -> None:

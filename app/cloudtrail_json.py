@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.asgi_json import read_body as _read_body
 from app.asgi_json import respond as _respond
 from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws_shapes import SerializationError, UnknownOperationError, parse_request
@@ -154,9 +153,6 @@ class CloudTrailHandler:
         self.auditor = auditor
         # The Regions served (KEYLEDGER_REGIONS); None serves whatever a caller signs for.
         self.regions = frozenset(regions) if regions is not None else None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await self.answer(scope, await _read_body(receive), send)
 
     async def answer(self, scope: dict[str, Any], body: bytes, send: Any) -> None:
         """Answer the request ``scope`` whose body (within its limit) was read already."""
