@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from app.audit import Auditor
@@ -18,7 +19,6 @@ from app.clock import Clock
 from app.database import (
     POOL_RECONNECT_TIMEOUT,
     BoundedPool,
-    DatabaseTimeoutError,
     bounded_connection_class,
     connection_params,
     database_deadline,
@@ -43,6 +43,9 @@ from projections.key_directory import KeyDirectoryProjection
 log = logging.getLogger("keyledger")
 GIL_SWITCH_INTERVAL = 0.0005
 GC_THRESHOLDS = (50_000, 50, 100)
+
+
+READINESS_QUERY = "SELECT max(notification_id) FROM keyledger_events"
 
 
 def migrate(database_url: str) -> list[str]:
@@ -192,7 +195,23 @@ class Runtime:
         if not self.writer.available:
             return "unavailable: the writer is reconnecting"
         seconds = self.settings.readiness_timeout_seconds
-        return await _bounded_problem(self.ledger.recorder.max_notification_id, seconds)
+        try:
+            await asyncio.wait_for(self._ask_event_store(), seconds)
+        except TimeoutError:
+            return f"no answer within {seconds:g} s"
+        except Exception as error:
+            return f"unavailable: {type(error).__name__}"
+        return None
+
+    async def _ask_event_store(self) -> None:
+        """One query of the events table on a connection of its own, on the event loop (no
+        thread left waiting on a frozen server after the answer): a pool whose connections
+        died with the server waits out its reconnect back-off, which says nothing about the
+        database (it was back while /readyz still said 503)."""
+        options = libpq_options(2, self.settings.database_io_timeout_seconds)
+        conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, **options)
+        async with conn:
+            await (await conn.execute(READINESS_QUERY)).fetchone()
 
     async def projection_gaps(self) -> dict[str, DeadLetters] | None:
         """Each view's events set aside (projections/batched.py), read within the
@@ -240,14 +259,3 @@ class Runtime:
             secret.get_secret_value() if secret else None,
         )
 
-
-async def _bounded_problem(query: Any, seconds: float) -> str | None:
-    """Run ``query`` in a thread within ``seconds`` (its round trips too); what failed."""
-    try:
-        with database_deadline(seconds):
-            await asyncio.wait_for(asyncio.to_thread(query), seconds)
-    except (TimeoutError, DatabaseTimeoutError):
-        return f"no answer within {seconds:g} s"
-    except Exception as error:
-        return f"unavailable: {type(error).__name__}"
-    return None

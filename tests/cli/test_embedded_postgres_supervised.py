@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,6 +43,34 @@ def test_a_killed_embedded_postgres_is_restarted_and_the_service_answers_again(w
     assert status == 0, process.output()
     assert eventually(lambda: not _running(restarted), timeout=10), process.output()
     assert not (checkout.data_dir / "pgdata" / "postmaster.pid").exists(), process.output()
+
+
+def test_readyz_says_ready_as_soon_as_a_restarted_postgres_answers(workdir: Path):
+    checkout = Checkout.make(workdir)
+    process = checkout.start("--workers", "2", "--port", str(free_port()))
+    try:
+        endpoint = process.wait_until_serving(timeout=60)
+        key_id = checkout.kms(endpoint).create_key()["KeyMetadata"]["KeyId"]
+        for _ in range(3):  # each kill leaves the pools' connections dead
+            killed = postmaster(checkout.data_dir)
+            killed.kill()
+            assert eventually(lambda: _answers(checkout, endpoint, key_id), timeout=15, poll=0.05)
+
+            # The database answers one worker's writer again: within a second (the other
+            # writer retries every 0.1 s), every worker's /readyz says so.
+            time.sleep(0.5)
+            started = time.monotonic()
+            statuses = [httpx.get(endpoint + "/readyz", timeout=5).status_code for _ in range(20)]
+            assert statuses == [200] * 20, (statuses, time.monotonic() - started)
+    finally:
+        process.interrupt(timeout=40, signum=signal.SIGTERM)
+
+
+def _answers(checkout: Checkout, endpoint: str, key_id: str) -> bool:
+    with contextlib.suppress(BotoCoreError, ClientError):
+        checkout.kms(endpoint).encrypt(KeyId=key_id, Plaintext=b"after the crash")
+        return True
+    return False
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
