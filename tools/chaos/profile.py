@@ -33,6 +33,7 @@ class Profile:
     # Issue 11's target, checked when set: legitimate ops/s beside the unknown-id flood at
     # least this share of those beside the no-op flood of the same rate (1.0: as high).
     flood_target_share: float | None
+    flood_rounds: int  # the conditions are measured in turn this many times (medians judged)
     oversized_mb: tuple[int, ...]  # bodies actually sent
     huge_claims: int  # requests that declare a huge Content-Length and send 1 MB of it
     # database outages
@@ -67,6 +68,7 @@ SHORT = Profile(
     flood_connections=8,
     flood_load_threads=2,
     flood_target_share=None,  # 2 s windows at 300 req/s: too short to judge; reported only
+    flood_rounds=1,
     oversized_mb=(1, 50),
     huge_claims=1,
     outages=("freeze", "pg-stop"),
@@ -96,6 +98,7 @@ FULL = Profile(
     flood_connections=16,
     flood_load_threads=4,
     flood_target_share=1.0,
+    flood_rounds=3,
     oversized_mb=(1, 5, 10, 20, 35, 50),
     huge_claims=3,
     outages=("freeze", "pg-stop", "freeze", "pg-stop"),
