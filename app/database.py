@@ -199,6 +199,22 @@ class PoolWaitTimeoutError(PoolTimeout, DependencyTimeoutError):
 
 
 @contextlib.contextmanager
+def grace_after_deadline(seconds: float) -> Iterator[float]:
+    """Within this block the current deadline is pushed back to at least ``seconds`` from
+    now: for settling a commit whose answer was lost, where a verdict is worth a little
+    more waiting than the request's own deadline allows (never for new work)."""
+    outer = _deadline.get()
+    deadline = time.monotonic() + seconds
+    if outer is not None:
+        deadline = max(outer, deadline)
+    token = _deadline.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _deadline.reset(token)
+
+
+@contextlib.contextmanager
 def database_deadline(seconds: float) -> Iterator[float]:
     """Within this block (and the threads it starts with ``asyncio.to_thread``), every
     round trip on KeyLedger's connections ends by ``seconds`` from now, or raises

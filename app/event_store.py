@@ -56,6 +56,7 @@ from app.database import (
     bounded_async_connection_class,
     bounded_connection_class,
     database_deadline,
+    grace_after_deadline,
     is_unavailable,
     libpq_options,
     time_left,
@@ -100,6 +101,8 @@ APPEND_CALL = (
     b"SELECT * FROM keyledger_append(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], %b::text[])"
 )
 APPEND_TABLE = "keyledger_events"  # the table keyledger_append is written for
+# How long settling a lost commit may outlast the request's deadline (see insert).
+SETTLE_GRACE_SECONDS = 0.4
 WRITER_APPLICATION_NAME = "keyledger-writer"  # how the writer's session shows in pg_stat_activity
 # Environment keys of the bounds on the library's connections (see timeout_env).
 POOL_TIMEOUT_KEY = "POSTGRES_POOL_TIMEOUT"
@@ -395,7 +398,10 @@ class AsyncEventStore:
             lost_pid = self._backend_pid
             await self.reset()
             log.warning("commit outcome unknown (%s): asking the database", type(error).__name__)
-            return await self._settle(stored, lost_pid)
+            # A commit slower than the deadline on a live server (a long fsync) left no time
+            # to ask: a short grace gets a verdict; a frozen server still gets none.
+            with grace_after_deadline(SETTLE_GRACE_SECONDS):
+                return await self._settle(stored, lost_pid)
         return _ids_and_heads(rows)
 
     async def _settle(
