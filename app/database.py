@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -203,15 +203,8 @@ def grace_after_deadline(seconds: float) -> Iterator[float]:
     """Within this block the current deadline is pushed back to at least ``seconds`` from
     now: for settling a commit whose answer was lost, where a verdict is worth a little
     more waiting than the request's own deadline allows (never for new work)."""
-    outer = _deadline.get()
-    deadline = time.monotonic() + seconds
-    if outer is not None:
-        deadline = max(outer, deadline)
-    token = _deadline.set(deadline)
-    try:
+    with _deadline_at(max, time.monotonic() + seconds) as deadline:
         yield deadline
-    finally:
-        _deadline.reset(token)
 
 
 @contextlib.contextmanager
@@ -219,13 +212,18 @@ def database_deadline(seconds: float) -> Iterator[float]:
     """Within this block (and the threads it starts with ``asyncio.to_thread``), every
     round trip on KeyLedger's connections ends by ``seconds`` from now, or raises
     DatabaseTimeoutError. A deadline already set is never extended."""
-    deadline = time.monotonic() + seconds
-    outer = _deadline.get()
-    if outer is not None:
-        deadline = min(outer, deadline)
-    token = _deadline.set(deadline)
-    try:
+    with _deadline_at(min, time.monotonic() + seconds) as deadline:
         yield deadline
+
+
+@contextlib.contextmanager
+def _deadline_at(pick: Callable[[float, float], float], deadline: float) -> Iterator[float]:
+    """The deadline ``pick`` chooses between the current one (if any) and ``deadline``."""
+    outer = _deadline.get()
+    chosen = deadline if outer is None else pick(outer, deadline)
+    token = _deadline.set(chosen)
+    try:
+        yield chosen
     finally:
         _deadline.reset(token)
 
