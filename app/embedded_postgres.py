@@ -63,6 +63,9 @@ TUNING: dict[str, str] = {
     "min_wal_size": "256MB",
     "random_page_cost": "1.1",
     "effective_io_concurrency": "200",
+    # Autovacuum of the events table is cancelled once a commit has waited this long for
+    # its lock (app/event_store.py); the default, 1 s, is the whole request deadline.
+    "deadlock_timeout": "100ms",
 }
 
 _process_lock = threading.Lock()

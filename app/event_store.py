@@ -101,6 +101,7 @@ APPEND_CALL = (
     b"SELECT * FROM keyledger_append(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], %b::text[])"
 )
 APPEND_TABLE = "keyledger_events"  # the table keyledger_append is written for
+WRITER_DEADLOCK_TIMEOUT = "100ms"  # see _prefer_cancelling_autovacuum
 # How long settling a lost commit may outlast the request's deadline (see insert).
 SETTLE_GRACE_SECONDS = 0.4
 WRITER_APPLICATION_NAME = "keyledger-writer"  # how the writer's session shows in pg_stat_activity
@@ -349,6 +350,7 @@ class AsyncEventStore:
                 message = f"no connection to the database in {left:.2f} s"
                 raise DatabaseTimeoutError(message) from None
             self._conn, self._backend_pid = conn, conn.info.backend_pid
+            await _prefer_cancelling_autovacuum(conn)
         return self._conn
 
     async def ping(self) -> None:
@@ -504,3 +506,16 @@ def _ids_and_heads(rows: list[Any]) -> tuple[list[int], dict[uuid.UUID, int]]:
     for _, originator_id, version in rows:
         heads[originator_id] = max(version, heads.get(originator_id, 0))
     return [row[0] for row in rows], heads
+
+
+async def _prefer_cancelling_autovacuum(conn: BoundedAsyncConnection[Any]) -> None:
+    """Autovacuum and autoanalyze of the events table (after a few hundred thousand
+    appends) hold a lock that keyledger_append's table lock waits for; PostgreSQL cancels
+    them only after the waiter's deadlock_timeout (1 s by default), which a commit with a
+    1 s deadline does not outlive. The writer's session asks for 100 ms where the role may
+    (a superuser's; the embedded server sets it for every session)."""
+    try:
+        await conn.execute(f"SET deadlock_timeout = '{WRITER_DEADLOCK_TIMEOUT}'")
+    except psycopg.errors.InsufficientPrivilege:
+        log.info("deadlock_timeout left as configured: set it to %s (docs/reliability.md)",
+                 WRITER_DEADLOCK_TIMEOUT)  # fmt: skip
