@@ -1,10 +1,10 @@
 # KeyLedger developer tasks. Needs only python3 (>= 3.11) and network access to PyPI.
 #
 #   make run     install (if needed) and run the service (embedded PostgreSQL by default)
-#   make test    install dev tools (if needed), then ruff, mypy and pytest
-#   make bench   run the benchmark
+#   make test    install dev tools (if needed), then lint and every test tier
+#   make bench   run the benchmark (tools/bench; ARGS=--suite for every figure)
 #   make chaos   attack a real service: kill -9, outages, floods, fuzzing (ARGS=--short for CI)
-#   make lint    ruff and mypy only
+#   make lint    ruff, mypy and the import-linter layer contract
 #   make clean   remove caches and build output (keeps .venv and the .keyledger data dir)
 #
 # Installs are redone only when pyproject.toml changes (stamp files in .venv).
@@ -55,8 +55,8 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 run: $(RUN_STAMP)
 	exec $(BIN)/keyledger run $(ARGS)
 
-bench: $(RUN_STAMP)
-	exec $(BIN)/keyledger bench $(ARGS)
+bench: $(DEV_STAMP)
+	exec $(BIN)/python -m tools.bench $(ARGS)
 
 chaos: $(DEV_STAMP)
 	$(BIN)/python -m tools.chaos $(ARGS)
@@ -64,6 +64,7 @@ chaos: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # `python -m pytest` puts the repo root on sys.path, so `tests.support` imports work.
 # pytest exit code 5 ("no tests collected") fails the target like any other failure.

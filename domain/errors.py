@@ -1,7 +1,7 @@
 """Domain errors: one class per AWS KMS error, named for what went wrong.
 
 Adapters map each class to its wire shape in one table per protocol
-(`app/wire_errors.py`). Messages never contain key material or plaintext.
+(`app/entrypoints/wire_errors.py`). Messages never contain key material or plaintext.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ class DomainError(Exception):
 # --- input -----------------------------------------------------------------
 class ValidationError(DomainError):
     """A request member breaks a model constraint or a semantic rule."""
+
+
+class SerializationError(DomainError):
+    """The body is not JSON, or a member has the wrong JSON type."""
+
+
+class UnknownOperationError(DomainError):
+    """The request names no operation of the service (X-Amz-Target)."""
 
 
 class InvalidArnError(DomainError):
@@ -58,7 +66,8 @@ class InvalidGrantIdError(DomainError):
 
 
 class RequestTooLargeError(DomainError):
-    """The request body is over its protocol's size limit (app/request_limits.py)."""
+    """The request body is over its protocol's size limit
+    (app/entrypoints/server/request_limits.py)."""
 
 
 # --- keys and their state ----------------------------------------------------

@@ -263,8 +263,8 @@ class AuditTrailProjection(BatchedProjection):
     name: ClassVar[str] = PROJECTION_NAME
     lock_id: ClassVar[int] = LEADER_LOCK_ID
     # Short passes: a pass's Python work runs at a higher priority than the workers
-    # (app/supervisor.py), and 0.25 s of events at a time (~1,200 at full load) held a
-    # core for tens of milliseconds, which showed in the requests' p99. At 0.05 s the
+    # (app/entrypoints/server/supervisor.py), and 0.25 s of events at a time (~1,200 at full load)
+    # held a core for tens of milliseconds, which showed in the requests' p99. At 0.05 s the
     # trail's lag p99 was also 0.2 s instead of 0.6 s, for the same throughput.
     pass_interval = idle_interval = 0.05
 

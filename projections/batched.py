@@ -1,4 +1,4 @@
-"""A batched consumer of the ledger's notification log (ARCHITECTURE.md section 6).
+"""A batched consumer of the ledger's notification log (docs/architecture.md, decision 6).
 
 Each batch of events and the projection's tracking position are written in ONE
 transaction, so every event is applied exactly once and a runner killed mid-stream resumes

@@ -3,8 +3,8 @@ requests) can.
 
 The one NUL-safe path of every value written to a text, json or jsonb column:
 `without_nul` for text (the parameters of every query through psycopg's str dumpers,
-which app/nul_safe_text.py installs, and the rows the audit projection COPYs, which no
-dumper sees) and `json_text` for JSON. The ledger keeps the exact value.
+which app/infrastructure/postgres/nul_safe_text.py installs, and the rows the audit projection
+COPYs, which no dumper sees) and `json_text` for JSON. The ledger keeps the exact value.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ import pytest
 import uvicorn
 from botocore.config import Config
 
-from app.http_protocol import CoalescingHttpToolsProtocol
-from app.main import KeyLedgerApp
-from app.runtime import Runtime
+from app.bootstrap import Runtime
+from app.entrypoints.server.asgi import KeyLedgerApp
+from app.entrypoints.server.http_protocol import CoalescingHttpToolsProtocol
 from app.settings import load_settings
 from tests.support.databases import database_backends, drop, fresh_database
 

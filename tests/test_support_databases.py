@@ -11,7 +11,12 @@ import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
-from app.database import connection_params, database_exists, parse_url, url_with_database
+from app.infrastructure.postgres.database import (
+    connection_params,
+    database_exists,
+    parse_url,
+    url_with_database,
+)
 from tests.support.databases import (
     EXTERNAL,
     EXTERNAL_URL_ENV,

@@ -1,7 +1,7 @@
 """Legitimate Encrypt throughput under a flood: none, no-op, and unknown access key ids.
 
 Starts ``keyledger run --workers N`` on a temporary data dir (embedded PostgreSQL, a root
-key of its own), runs a closed-loop Encrypt load (app.bench's SigV4 client, keep-alive)
+key of its own), runs a closed-loop Encrypt load (tools.bench.bench's SigV4 client, keep-alive)
 and, beside it in another process, an open-loop flood at a fixed rate:
 
 * ``noop``: ``GET /healthz``, what the HTTP stack costs;
@@ -43,8 +43,8 @@ from typing import Any
 
 import psutil
 
-from app import bench
-from app.bench_scenarios import Server, _code_version, _cpu_model, _venv_script
+from tools.bench import bench
+from tools.bench.scenarios import Server, _code_version, _cpu_model, _venv_script
 
 REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
@@ -177,7 +177,7 @@ def _free_port() -> int:
 def _service(tmp: Path, workers: int) -> Server:
     port = _free_port()
     keyledger = _venv_script("keyledger")
-    argv = [keyledger] if keyledger else [sys.executable, "-m", "app.cli"]
+    argv = [keyledger] if keyledger else [sys.executable, "-m", "app"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYLEDGER_", "AWS_"))}
     env |= {
         "KEYLEDGER_DATA_DIR": str(tmp / "data"),

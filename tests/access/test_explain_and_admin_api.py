@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app import cli
+from app.entrypoints.cli import main as cli
 from tests.access.conftest import (
     ADMIN_ARN,
     KMS_ALL,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from app.authorization import AccessRequest, condition_context
-from app.identity import Caller
+from app.auth.credentials import Caller
+from app.usecases.authorization import AccessRequest, condition_context
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ALICE = "arn:aws:iam::111122223333:user/alice"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.identity import Caller
+from app.auth.credentials import Caller
 from tests.api.test_rest_api import RestClient, assert_error
 from tests.conftest import ACCOUNT_ID, REGION, Service
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from app.audit import Auditor, request_parameters
-from app.identity import Caller
-from app.writer import LedgerWriter, UnitOfWork
+from app.auth.credentials import Caller
+from app.infrastructure.writer import LedgerWriter, UnitOfWork
+from app.usecases.auditing import Auditor, request_parameters
 from domain.audit import AuditedCall, audited_call_id
 from domain.errors import ValidationError
 from domain.keys import Key

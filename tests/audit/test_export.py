@@ -31,7 +31,7 @@ def test_export_writes_the_period_as_cloudtrail_delivers_it(
     out = tmp_path / "evidence"
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url}
     process = subprocess.run(
-        [sys.executable, "-m", "app.cli", "audit", "export", "--out", str(out), "--start",
+        [sys.executable, "-m", "app", "audit", "export", "--out", str(out), "--start",
          start.isoformat(), "--end", end.isoformat(), "--account", ACCOUNT_ID],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

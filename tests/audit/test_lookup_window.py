@@ -15,7 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from app.auth.sigv4 import sign_request
-from app.cloudtrail_json import TARGET_PREFIX
+from app.entrypoints.cloudtrail_json import TARGET_PREFIX
 from tests.access.conftest import Principal
 from tests.audit.conftest import by_request, cloudtrail_of, records
 from tests.audit.test_rest_admin_audit import rest_of

@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from app.identity import Caller
-from app.runtime import Runtime
-from app.service import CreateKeyRequest
+from app.auth.credentials import Caller
+from app.bootstrap import Runtime
 from app.settings import load_settings
+from app.usecases.keys import CreateKeyRequest
 from projections.replay import replay
 from tests.conftest import ACCOUNT_ID, REGION
 from tests.support.databases import database_backends, drop, fresh_database
@@ -82,7 +82,7 @@ def _position(url: str) -> int:
 def _runner(url: str) -> subprocess.Popen[Any]:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": url}
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "projections", "run", "--batch-size", "25"],
+        [sys.executable, "-m", "app", "projections", "run", "--batch-size", "25"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _cli(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True,
+        [sys.executable, "-m", "app", *args], cwd=REPO, env=env, capture_output=True,
         text=True, timeout=300,
     )  # fmt: skip
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from app.audit_service import AuditService
+from app.usecases.auditors import AuditService
 from projections import reports
 from projections.reports import FAILED, NOT_APPLICABLE, PASSED, Report
 from tests.access.conftest import Identities, Principal, allow, policy, root
@@ -246,7 +246,7 @@ def test_reports_over_rest_as_json_and_csv(service: Service, estate: Estate) -> 
 def test_reports_from_the_cli(service: Service, estate: Estate) -> None:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url}
     process = subprocess.run(
-        [sys.executable, "-m", "app.cli", "audit", "report", "pending-deletion", "--account",
+        [sys.executable, "-m", "app", "audit", "report", "pending-deletion", "--account",
          estate.account],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

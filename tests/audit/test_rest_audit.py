@@ -167,7 +167,7 @@ def test_a_key_as_of_any_time(rest: RestClient, key_history: dict[str, Any]) -> 
 def test_the_cli_tells_a_key_as_of_a_time(service: Service, key_history: dict[str, Any]) -> None:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url}
     process = subprocess.run(
-        [sys.executable, "-m", "app.cli", "audit", "key", key_history["key"]["KeyId"], "--at",
+        [sys.executable, "-m", "app", "audit", "key", key_history["key"]["KeyId"], "--at",
          key_history["before"].isoformat()],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -20,9 +20,9 @@ import httpx
 import psycopg
 import pytest
 
+from app.auth.credential_reads import KnownAccessKeys
 from app.auth.limiter import DEFAULT_BURST
 from app.auth.sigv4 import sign_request
-from app.identity_reads import KnownAccessKeys
 from domain.errors import THROTTLING_MESSAGE
 from tests.aws.conftest import JSON_CONTENT_TYPE, ledger_position
 from tests.conftest import REGION, Service

@@ -1,5 +1,6 @@
-"""Request body limits (app/request_limits.py), over raw sockets: a body over its protocol's
-limit is refused before it is read (by its Content-Length) or as soon as it passes the limit
+"""Request body limits (app/entrypoints/server/request_limits.py), over raw sockets: a body over
+its protocol's limit is refused before it is read (by its Content-Length) or as soon as it passes
+the limit
 (chunked), with AWS's error shape and a closed connection, on every protocol; the largest
 legitimate request still succeeds."""
 
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from app.auth.sigv4 import sign_request
-from app.request_limits import BODY_LIMITS, Protocol
+from app.entrypoints.server.request_limits import BODY_LIMITS, Protocol
 from tests.aws.conftest import JSON_CONTENT_TYPE, ledger_unchanged
 from tests.conftest import ACCOUNT_ID, REGION, Service
 

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.auth.sigv4 import sign_request
-from app.aws_json import OPERATIONS
+from app.entrypoints.aws_json.handler import OPERATIONS
 from tests.aws.conftest import JSON_CONTENT_TYPE, RawResponse, RawSender
 from tests.conftest import ACCOUNT_ID, REGION, Service
 

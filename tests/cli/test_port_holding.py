@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.workers import PortInUseError, hold_port, reuse_port_socket
+from app.entrypoints.server.workers import PortInUseError, hold_port, reuse_port_socket
 
 
 def test_the_supervisor_holds_any_free_port_its_workers_share_and_no_one_else_can():

@@ -25,8 +25,8 @@ import psycopg
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from app.event_store import WRITER_APPLICATION_NAME
-from app.runtime import Runtime
+from app.bootstrap import Runtime
+from app.infrastructure.event_store import WRITER_APPLICATION_NAME
 from tests.conftest import REGION, Service, start_service
 from tests.support.databases import drop, fresh_database
 from tests.support.pg_proxy import PgProxy

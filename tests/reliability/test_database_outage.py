@@ -28,7 +28,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from app.embedded_postgres import ensure_embedded_database, stop_embedded_postgres
+from app.infrastructure.postgres.embedded import ensure_embedded_database, stop_embedded_postgres
 from domain.policy import administrator_policy
 from tests.conftest import REGION, Service, running_service, start_service
 from tests.support.databases import drop, fresh_database

@@ -30,12 +30,12 @@ import pytest
 import uvicorn
 from botocore.exceptions import ClientError
 
-from app.authorization import PRINCIPAL_REFRESH_SECONDS
-from app.http_protocol import CoalescingHttpToolsProtocol
-from app.main import KeyLedgerApp
-from app.runtime import Runtime
+from app.bootstrap import Runtime
+from app.entrypoints.server.asgi import KeyLedgerApp
+from app.entrypoints.server.http_protocol import CoalescingHttpToolsProtocol
+from app.infrastructure.vault import STOCK_LOW
 from app.settings import load_settings
-from app.vault import STOCK_LOW
+from app.usecases.authorization import PRINCIPAL_REFRESH_SECONDS
 from tests.conftest import ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, Service
 from tests.support.databases import drop, fresh_database
 from tests.support.waiting import eventually

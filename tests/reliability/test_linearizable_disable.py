@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from app.runtime import Runtime
+from app.bootstrap import Runtime
 from tests.conftest import Service, start_service
 from tests.support.databases import database_backends, drop, fresh_database
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 
-from app.writer import UnitOfWork
+from app.infrastructure.writer import UnitOfWork
 from domain.keys import Key
 from tests.conftest import Service
 
@@ -36,7 +36,7 @@ def test_a_command_that_needs_a_read_after_changing_state_succeeds(service: Serv
 
 
 def _key_fields(service: Service, key_id: uuid.UUID) -> dict[str, object]:
-    from app.service import SYMMETRIC_DEFAULT  # the fields CreateKey gives a default key
+    from app.usecases.keys import SYMMETRIC_DEFAULT  # the fields CreateKey gives a default key
 
     now = service.runtime.clock.now()
     return dict(

@@ -27,10 +27,10 @@ import httpx
 import psycopg
 import pytest
 
-from app.identity import Caller
-from app.runtime import Runtime
-from app.service import CreateKeyRequest
+from app.auth.credentials import Caller
+from app.bootstrap import Runtime
 from app.settings import load_settings
+from app.usecases.keys import CreateKeyRequest
 from domain.keys import Key
 from projections.audit_trail import UNAVAILABLE_EVENT_NAME, AuditTrailProjection
 from projections.key_directory import KeyDirectoryProjection
@@ -221,7 +221,7 @@ def test_replay_reports_a_stalled_projection_as_a_difference(quiet_ledger: Runti
 def _cli(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": runtime.database_url}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True,
+        [sys.executable, "-m", "app", *args], cwd=REPO, env=env, capture_output=True,
         text=True, timeout=300,
     )  # fmt: skip
 

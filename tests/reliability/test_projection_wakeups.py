@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.runtime import Runtime
+from app.bootstrap import Runtime
 from projections import queries
 from projections.audit_trail import AuditTrailProjection
 from projections.key_directory import KeyDirectoryProjection

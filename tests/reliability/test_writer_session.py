@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from app.event_store import WRITER_DEADLOCK_TIMEOUT
+from app.infrastructure.event_store import WRITER_DEADLOCK_TIMEOUT
 from tests.conftest import Service
 
 

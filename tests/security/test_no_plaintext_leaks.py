@@ -27,9 +27,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from app.database import connection_params
-from app.ledger import Ledger
-from app.vault import IDENTITY_WRAPPING_KEY_ID, Vault, material_aad
+from app.infrastructure.ledger import Ledger
+from app.infrastructure.postgres.database import connection_params
+from app.infrastructure.vault import IDENTITY_WRAPPING_KEY_ID, Vault, material_aad
 from domain.ciphertext import open_blob, read_header
 from domain.identifiers import access_key_aggregate_id
 from domain.keys import Key

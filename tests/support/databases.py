@@ -29,7 +29,12 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from app.database import create_database, drop_database, parse_url, url_with_database
+from app.infrastructure.postgres.database import (
+    create_database,
+    drop_database,
+    parse_url,
+    url_with_database,
+)
 
 EMBEDDED = "embedded"
 EXTERNAL = "external"
@@ -69,7 +74,7 @@ def external_admin_url() -> str | None:
 @functools.cache
 def embedded_admin_url() -> str:
     """URL of the shared embedded server's maintenance database (starts it if needed)."""
-    from app.embedded_postgres import embedded_admin_url as start
+    from app.infrastructure.postgres.embedded import embedded_admin_url as start
 
     return start(Path(os.environ.get(EMBEDDED_DIR_ENV) or DEFAULT_EMBEDDED_DIR))
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.database import parse_url
+from app.infrastructure.postgres.database import parse_url
 
 
 @dataclass

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from app.lru import BoundedLru
+from app.infrastructure.lru import BoundedLru
 
 
 class FakeClock:

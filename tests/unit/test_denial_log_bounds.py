@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from psycopg_pool import ConnectionPool
 
-from app.access_denials import DenialLog, DenialRecord
+from app.infrastructure.access_denials import DenialLog, DenialRecord
 
 
 def _denial(n: int) -> DenialRecord:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from app.wire_errors import aws_error
+from app.aws.errors import aws_error
 from domain.errors import AccessDeniedError, MalformedPolicyDocumentError
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.http_protocol import CoalescingTransport
+from app.entrypoints.server.http_protocol import CoalescingTransport
 
 
 class RecordingTransport(asyncio.Transport):

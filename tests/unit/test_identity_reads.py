@@ -1,4 +1,5 @@
-"""Identity reads on the event loop (app/identity_reads.py CachedReads, ReadSlots): in threads,
+"""Identity reads on the event loop (app/auth/credential_reads.py CachedReads, ReadSlots): in
+threads,
 one per name at a time, bounded in number, with what was not found remembered briefly.
 
 The reads here are plain functions that wait on an event: what is specified is how the
@@ -13,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from app.identity_reads import CachedReads, ReadSlots
+from app.auth.credential_reads import CachedReads, ReadSlots
 from domain.errors import ThrottlingError
 
 

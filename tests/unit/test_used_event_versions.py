@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from eventsourcing.persistence import StoredEvent
 
-from app.ledger import Ledger
+from app.infrastructure.ledger import Ledger
 from domain.keys import SOURCE_USE, Key, KeyMaterial
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

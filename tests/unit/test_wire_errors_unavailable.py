@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from app.wire_errors import aws_error, rest_status
+from app.aws.errors import aws_error, rest_status
 
 
 def _connection_error() -> psycopg.OperationalError:

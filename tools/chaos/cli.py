@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.bench_lag import LagSampler
+from tools.bench.lag import LagSampler
 from tools.chaos import faults, floods, fuzz_kms, fuzz_rest, hostile, verify
 from tools.chaos.harness import Harness, log
 from tools.chaos.profile import FULL, SHORT, Profile

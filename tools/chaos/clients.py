@@ -25,7 +25,7 @@ from botocore.credentials import Credentials as BotoCredentials
 from botocore.model import ServiceModel
 from botocore.serialize import create_serializer
 
-from app.bench import Credentials
+from tools.bench.bench import Credentials
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 KMS_TARGET_PREFIX = "TrentService."

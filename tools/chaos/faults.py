@@ -66,7 +66,10 @@ def outages(h: Harness) -> None:
             else:
                 postgres.stop()
                 fault.down_from = time.monotonic()
-                log(f"outage: PostgreSQL stopped for {profile.outage_seconds:g} s")
+                log(
+                    "outage: PostgreSQL stopped; the service has "
+                    f"{profile.outage_seconds:g} s to restart it"
+                )
                 _restart_database(h, fault, profile.outage_seconds)
             h.wait_first_success(fault, profile.recovery_bound_s)
             log(

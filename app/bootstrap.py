@@ -1,0 +1,261 @@
+"""Wiring: builds the service's parts from settings, starts and stops them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from app.auth.credentials import IdentityDirectory
+from app.infrastructure.clock import Clock
+from app.infrastructure.event_store import timeout_env
+from app.infrastructure.ledger import Ledger
+from app.infrastructure.postgres.database import (
+    POOL_RECONNECT_TIMEOUT,
+    BoundedPool,
+    bounded_connection_class,
+    connection_params,
+    database_deadline,
+    is_unavailable,
+    libpq_options,
+    parse_url,
+    resolve_database_url,
+)
+from app.infrastructure.postgres.migrate import apply_migrations
+from app.infrastructure.vault import Vault, load_root_key
+from app.infrastructure.writer import LedgerWriter
+from app.settings import Settings
+from app.usecases.auditing import Auditor
+from app.usecases.auditors import AuditService
+from app.usecases.keys import KeyService
+from domain.keys import Key
+from projections.audit_trail import AuditTrailProjection
+from projections.batched import DeadLetters
+from projections.key_directory import KeyDirectoryProjection
+
+log = logging.getLogger("keyledger")
+GIL_SWITCH_INTERVAL = 0.0005
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+READINESS_QUERY = "SELECT max(notification_id) FROM keyledger_events"
+
+
+def migrate(database_url: str) -> list[str]:
+    """Create the event store's tables (the library's) and apply our migrations."""
+    env = connection_params(database_url) | {"CREATE_TABLE": "y"}
+    Ledger(env=env).close()
+    return apply_migrations(database_url)
+
+
+def connection_pool(database_url: str, settings: Settings) -> ConnectionPool:
+    """The service's pool (vault, views, reports): a wait for a connection never outlasts
+    a request's deadline, every round trip is bounded (app.infrastructure.postgres.database), and a
+    connection is checked as it is handed out, so that none left dead by a database restart fails a
+    request."""
+    io_timeout = settings.database_io_timeout_seconds
+    return BoundedPool(
+        database_url, min_size=1, max_size=8, open=True,
+        timeout=settings.database_deadline_seconds,
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+        connection_class=bounded_connection_class(io_timeout),
+        kwargs=libpq_options(_connect_timeout(database_url), io_timeout),
+        check=ConnectionPool.check_connection,
+    )  # fmt: skip
+
+
+def _connect_timeout(database_url: str) -> int:
+    """The URL's own connect_timeout, if it sets one (0: the default)."""
+    return int(float(parse_url(database_url).get("connect_timeout") or 0))
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database_url: str
+    ledger: Ledger
+    pool: ConnectionPool
+    vault: Vault
+    writer: LedgerWriter
+    identity: IdentityDirectory
+    directory: KeyDirectoryProjection
+    service: KeyService
+    clock: Clock
+    _scheduler_stop: threading.Event = field(default_factory=threading.Event)
+    _scheduler: threading.Thread | None = None
+    # The audit trail and the key views auditors read (projections/audit_trail.py), and
+    # the Auditor that records every API call (app/usecases/auditing.py).
+    audit: AuditTrailProjection | None = None
+    auditor: Auditor | None = None
+    audit_service: AuditService | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
+        database_url = resolve_database_url(settings)
+        if run_migrations:
+            migrate(database_url)
+        root_key = settings.root_key_bytes() or load_root_key(
+            data_dir=settings.data_dir, embedded=settings.database_url is None
+        )
+        ledger = Ledger(
+            env=connection_params(database_url)
+            | timeout_env(settings.database_deadline_seconds, settings.database_io_timeout_seconds)
+            | {"CREATE_TABLE": "n"}
+        )
+        pool = connection_pool(database_url, settings)
+        vault = Vault(root_key, pool, cache_size=settings.key_cache_size)
+        vault.check_root_key()
+        clock = Clock(adjustable=settings.test_clock)
+        writer = LedgerWriter(
+            ledger, database_url, cache_size=settings.key_cache_size,
+            deadline=settings.database_deadline_seconds,
+            io_timeout=settings.database_io_timeout_seconds,
+            retry_interval=settings.database_retry_interval_seconds,
+        )  # fmt: skip
+        directory = KeyDirectoryProjection(ledger, pool, database_url)
+        writer.commit_listeners.append(directory.committed)
+
+        async def prefetch_wrapping_keys(conn: Any, aggregates: list[Any]) -> None:
+            keys = [a.id for a in aggregates if isinstance(a, Key)]
+            try:
+                await vault.prefetch(conn, keys)
+            except Exception as error:  # the commands that needed them ask again
+                if is_unavailable(error):  # unless the database is away: the batch waits
+                    raise
+                log.warning("wrapping keys not prefetched: %s", type(error).__name__)
+
+        writer.after_load.append(prefetch_wrapping_keys)
+        writer.commit_listeners.append(vault.committed)
+        identity = IdentityDirectory(writer, vault, clock, settings.partition, pool=pool)
+        service = KeyService(
+            writer=writer, vault=vault, clock=clock, pool=pool, directory=directory,
+            partition=settings.partition,
+        )  # fmt: skip
+        # Access control: denials found while authenticating go to the service's log, and
+        # the default account administers (and may explain) every account.
+        identity.denials = service.access.denials
+        service.operator_account = settings.default_account_id
+        runtime = cls(settings, database_url, ledger, pool, vault, writer, identity, directory,
+                      service, clock)  # fmt: skip
+        runtime.audit = AuditTrailProjection(ledger, pool, database_url)
+        if settings.run_audit_projection:  # else another process leads it: no wake-ups here
+            writer.commit_listeners.append(runtime.audit.committed)
+        runtime.auditor = Auditor(writer, identity, clock)
+        runtime.audit_service = service.audit_queries = AuditService(
+            pool=pool, ledger=ledger, trail=runtime.audit, clock=clock,
+            operator_account=settings.default_account_id, service=service,
+        )  # fmt: skip
+        return runtime
+
+    def start(self, *, writer_on_own_loop: bool = True) -> None:
+        """Start the background parts. A server passes ``writer_on_own_loop=False`` and
+        starts the writer on its own event loop (KeyLedgerApp's lifespan)."""
+        # Background threads (projection, scheduler) hand the GIL back to the event
+        # loop sooner than the default 5 ms.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        # Every request allocates a few hundred short-lived objects; the default
+        # threshold ran a collection every few requests and full collections over the
+        # whole key cache showed up as p99 latency. Collect less often; freeze what
+        # start-up built.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        if writer_on_own_loop:
+            self.writer.start()
+        self.directory.start()
+        if self.audit is not None and self.settings.run_audit_projection:
+            self.audit.start()
+        self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        self._scheduler_stop.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
+            # Started by start() only: the identity commands run just the writer.
+            self.directory.stop()
+            if self.audit is not None:
+                self.audit.stop()
+        self.writer.stop()
+        self.service.access.denials.close()
+        self.vault.close()
+        self.pool.close()
+        self.ledger.close()
+
+    async def database_problem(self) -> str | None:
+        """Why the database is not ready for requests, or None: the writer is not waiting
+        for it to come back and it answers a query within readiness_timeout_seconds."""
+        if not self.writer.available:
+            return "unavailable: the writer is reconnecting"
+        seconds = self.settings.readiness_timeout_seconds
+        try:
+            await asyncio.wait_for(self._ask_event_store(), seconds)
+        except TimeoutError:
+            return f"no answer within {seconds:g} s"
+        except Exception as error:
+            return f"unavailable: {type(error).__name__}"
+        return None
+
+    async def _ask_event_store(self) -> None:
+        """One query of the events table on a connection of its own, on the event loop (no
+        thread left waiting on a frozen server after the answer): a pool whose connections
+        died with the server waits out its reconnect back-off, which says nothing about the
+        database (it was back while /readyz still said 503)."""
+        options = libpq_options(2, self.settings.database_io_timeout_seconds)
+        conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, **options)
+        async with conn:
+            await (await conn.execute(READINESS_QUERY)).fetchone()
+
+    async def projection_gaps(self) -> dict[str, DeadLetters] | None:
+        """Each view's events set aside (projections/batched.py), read within the
+        readiness bound; None when the database does not answer in time."""
+        views = [self.directory] + ([self.audit] if self.audit is not None else [])
+        seconds = self.settings.readiness_timeout_seconds
+
+        def read() -> dict[str, DeadLetters]:
+            return {view.name: view.dead_letters() for view in views}
+
+        try:
+            with database_deadline(seconds):
+                return await asyncio.wait_for(asyncio.to_thread(read), seconds)
+        except Exception:  # /readyz and /metrics answer without it
+            return None
+
+    async def audit_lag(self) -> float:
+        """The audit trail's lag in seconds (NaN when the database does not answer in time)."""
+        if self.audit is None:
+            return 0.0
+        seconds, now = self.settings.database_deadline_seconds, self.clock.now()
+        try:
+            with database_deadline(seconds):
+                return await asyncio.wait_for(asyncio.to_thread(self.audit.lag, now), seconds)
+        except Exception:  # the metrics page must answer even when the store does not
+            return float("nan")
+
+    def _schedule(self) -> None:
+        interval = self.settings.scheduler_interval_seconds
+        while not self._scheduler_stop.wait(interval):
+            try:
+                done = self.service.run_due_jobs()
+                if done:
+                    log.info("scheduler: %d rotation/deletion job(s) done", done)
+            except Exception:
+                log.exception("scheduler run failed; retrying next interval")
+
+    def bootstrap(self) -> tuple[str, tuple[str, str] | None]:
+        """The default account and its administrator (with the bootstrap key pair if set)."""
+        settings = self.settings
+        secret = settings.bootstrap_secret_access_key
+        return self.identity.ensure_administrator(
+            settings.default_account_id,
+            settings.bootstrap_access_key_id,
+            secret.get_secret_value() if secret else None,
+        )
+

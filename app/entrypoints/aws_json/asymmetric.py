@@ -1,0 +1,218 @@
+"""AWS JSON 1.1 operations of the asymmetric, HMAC, post-quantum and imported-material key
+specs: they parse the (already validated) members, call one use case, shape the answer.
+
+``OPERATIONS`` is merged into ``app.entrypoints.aws_json.handler.OPERATIONS``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from app.auth.credentials import Caller
+from app.usecases.keys import KeyService
+from domain.errors import ValidationError
+from domain.key_specs import KeyAlgorithms
+
+Operation = Callable[[KeyService, Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+def _dry_run(p: dict[str, Any]) -> bool:
+    return bool(p.get("DryRun"))
+
+
+def _required_blob(p: dict[str, Any], member: str) -> bytes:
+    value = p.get(member)
+    if value is None:  # botocore lets an empty blob through as null-ish; AWS names it
+        path = member[:1].lower() + member[1:]
+        raise ValidationError(
+            f"1 validation error detected: Value null at '{path}' failed to satisfy "
+            "constraint: Member must not be null"
+        )
+    return bytes(value)
+
+
+def algorithm_members(found: KeyAlgorithms) -> dict[str, list[str]]:
+    """The *Algorithms members a key lists (GetPublicKey): only the non-empty ones."""
+    members = {
+        "EncryptionAlgorithms": found.encryption,
+        "SigningAlgorithms": found.signing,
+        "KeyAgreementAlgorithms": found.key_agreement,
+        "EncapsulationAlgorithms": found.encapsulation,
+    }
+    return {name: list(values) for name, values in members.items() if values}
+
+
+async def get_public_key(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    info = await s.get_public_key(c, p["KeyId"])
+    return {
+        "KeyId": info.key_arn,
+        "PublicKey": _b64(info.public_key),
+        "CustomerMasterKeySpec": info.key_spec,
+        "KeySpec": info.key_spec,
+        "KeyUsage": info.key_usage,
+        **algorithm_members(info.algorithms),
+    }
+
+
+async def sign(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    result = await s.sign(
+        c, p["KeyId"], _required_blob(p, "Message"), p.get("MessageType"),
+        p["SigningAlgorithm"], _dry_run(p),
+    )  # fmt: skip
+    return {
+        "KeyId": result.key_arn,
+        "Signature": _b64(result.signature),
+        "SigningAlgorithm": result.algorithm,
+    }
+
+
+async def verify(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    result = await s.verify(
+        c, p["KeyId"], _required_blob(p, "Message"), p.get("MessageType"),
+        _required_blob(p, "Signature"), p["SigningAlgorithm"], _dry_run(p),
+    )  # fmt: skip
+    return {"KeyId": result.key_arn, "SignatureValid": True, "SigningAlgorithm": result.algorithm}
+
+
+async def generate_mac(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    result = await s.generate_mac(
+        c, p["KeyId"], _required_blob(p, "Message"), p["MacAlgorithm"], _dry_run(p)
+    )
+    return {"Mac": _b64(result.mac), "MacAlgorithm": result.algorithm, "KeyId": result.key_arn}
+
+
+async def verify_mac(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    result = await s.verify_mac(
+        c, p["KeyId"], _required_blob(p, "Message"), p["MacAlgorithm"],
+        _required_blob(p, "Mac"), _dry_run(p),
+    )  # fmt: skip
+    return {"KeyId": result.key_arn, "MacValid": True, "MacAlgorithm": result.algorithm}
+
+
+async def _data_key_pair(
+    s: KeyService, c: Caller, p: dict[str, Any], *, with_plaintext: bool
+) -> dict[str, Any]:
+    result = await s.generate_data_key_pair(
+        c, p["KeyId"], p["KeyPairSpec"], p.get("EncryptionContext"),
+        with_plaintext=with_plaintext, dry_run=_dry_run(p),
+    )  # fmt: skip
+    answer: dict[str, Any] = {
+        "PrivateKeyCiphertextBlob": _b64(result.private_key_ciphertext),
+        "PublicKey": _b64(result.public_key),
+        "KeyId": result.key_arn,
+        "KeyPairSpec": result.key_pair_spec,
+        "KeyMaterialId": result.material_id,
+    }
+    if result.private_key_plaintext is not None:
+        answer["PrivateKeyPlaintext"] = _b64(result.private_key_plaintext)
+    return answer
+
+
+async def generate_data_key_pair(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    return await _data_key_pair(s, c, p, with_plaintext=True)
+
+
+async def generate_data_key_pair_without_plaintext(
+    s: KeyService, c: Caller, p: dict[str, Any]
+) -> dict[str, Any]:
+    return await _data_key_pair(s, c, p, with_plaintext=False)
+
+
+async def derive_shared_secret(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    result = await s.derive_shared_secret(
+        c, p["KeyId"], p["KeyAgreementAlgorithm"], _required_blob(p, "PublicKey"), _dry_run(p)
+    )
+    return {
+        "KeyId": result.key_arn,
+        "SharedSecret": _b64(result.shared_secret),
+        "KeyAgreementAlgorithm": result.algorithm,
+        "KeyOrigin": result.key_origin,
+    }
+
+
+async def encapsulate(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    result = await s.encapsulate(c, p["KeyId"], p["EncapsulationAlgorithm"], _dry_run(p))
+    return {
+        "KeyId": result.key_arn,
+        "SharedSecret": _b64(result.shared_secret),
+        "SharedSecretCiphertextBlob": _b64(result.ciphertext),
+        "EncapsulationAlgorithm": result.algorithm,
+    }
+
+
+async def decapsulate(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    result = await s.decapsulate(
+        c, p["KeyId"], _required_blob(p, "SharedSecretCiphertextBlob"),
+        p["EncapsulationAlgorithm"], _dry_run(p),
+    )  # fmt: skip
+    return {
+        "KeyId": result.key_arn,
+        "SharedSecret": _b64(result.shared_secret),
+        "EncapsulationAlgorithm": result.algorithm,
+    }
+
+
+async def get_parameters_for_import(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    result = await s.get_parameters_for_import(
+        c, p["KeyId"], p["WrappingAlgorithm"], p["WrappingKeySpec"]
+    )
+    return {
+        "KeyId": result.key_arn,
+        "ImportToken": _b64(result.import_token),
+        "PublicKey": _b64(result.public_key),
+        "ParametersValidTo": result.valid_to.timestamp(),
+    }
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValidationError("ValidTo is not a valid timestamp.") from None
+
+
+async def import_key_material(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    result = await s.import_key_material(
+        c, p["KeyId"], _required_blob(p, "ImportToken"),
+        _required_blob(p, "EncryptedKeyMaterial"), valid_to=_timestamp(p.get("ValidTo")),
+        expiration_model=p.get("ExpirationModel"), import_type=p.get("ImportType"),
+        description=p.get("KeyMaterialDescription"), key_material_id=p.get("KeyMaterialId"),
+    )  # fmt: skip
+    return {"KeyId": result.key_arn, "KeyMaterialId": result.material_id}
+
+
+async def delete_imported_key_material(
+    s: KeyService, c: Caller, p: dict[str, Any]
+) -> dict[str, Any]:
+    result = await s.delete_imported_key_material(c, p["KeyId"], p.get("KeyMaterialId"))
+    answer: dict[str, Any] = {"KeyId": result.key_arn}
+    if result.material_id is not None:
+        answer["KeyMaterialId"] = result.material_id
+    return answer
+
+
+OPERATIONS: dict[str, Operation] = {
+    "GetPublicKey": get_public_key,
+    "Sign": sign,
+    "Verify": verify,
+    "GenerateMac": generate_mac,
+    "VerifyMac": verify_mac,
+    "GenerateDataKeyPair": generate_data_key_pair,
+    "GenerateDataKeyPairWithoutPlaintext": generate_data_key_pair_without_plaintext,
+    "DeriveSharedSecret": derive_shared_secret,
+    "Encapsulate": encapsulate,
+    "Decapsulate": decapsulate,
+    "GetParametersForImport": get_parameters_for_import,
+    "ImportKeyMaterial": import_key_material,
+    "DeleteImportedKeyMaterial": delete_imported_key_material,
+}
+

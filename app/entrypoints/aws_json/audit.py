@@ -1,0 +1,39 @@
+"""AWS JSON 1.1 operation GetKeyLastUsage: the last successful cryptographic use of a key.
+
+``OPERATIONS`` is merged into ``app.entrypoints.aws_json.handler.OPERATIONS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from app.auth.credentials import Caller
+from app.usecases.keys import KeyService
+from domain.errors import InternalError
+
+Operation = Callable[[KeyService, Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def get_key_last_usage(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+    audit = s.audit_queries
+    if audit is None:
+        raise InternalError("the audit trail is not available")
+    usage = await audit.key_last_usage(c, p["KeyId"])
+    last: dict[str, Any] = {}
+    if usage.operation is not None and usage.timestamp is not None:
+        last = {
+            "Operation": usage.operation,
+            "Timestamp": usage.timestamp.timestamp(),
+            "CloudTrailEventId": usage.cloudtrail_event_id,
+            "KmsRequestId": usage.request_id,
+        }
+    return {
+        "KeyId": usage.key_id,
+        "KeyLastUsage": last,
+        "TrackingStartDate": usage.tracking_start_date.timestamp(),
+        "KeyCreationDate": usage.key_creation_date.timestamp(),
+    }
+
+
+OPERATIONS: dict[str, Operation] = {"GetKeyLastUsage": get_key_last_usage}

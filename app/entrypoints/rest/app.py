@@ -1,0 +1,695 @@
+"""The REST API under /v1 (FastAPI; OpenAPI at /docs), over the same KeyService as the AWS protocol.
+
+An adapter: it authenticates each request with SigV4 (service ``kms``, exactly as the AWS
+protocol does), turns the request into plain values, calls one use case, and shapes the
+answer. It decides nothing. Every error is ``{"__type": <AWS code>, "message": ...}`` with
+the HTTP status that fits its meaning (``wire_errors.rest_status``); under /v1 a caller that
+fails authentication learns nothing else about its request.
+
+Keys are named in paths by key id, key ARN, alias name or alias ARN. ARNs and alias names
+contain ``/``, so key routes use a ``path`` parameter and the plain ``/v1/keys/{key_id}``
+routes are registered after every sub-resource route.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from app.auth.credentials import Caller
+from app.auth.sigv4 import IncomingRequest, check_region
+from app.aws.errors import aws_error, rest_status
+from app.bootstrap import Runtime
+from app.entrypoints.rest.call_records import CLOUDTRAIL_OPERATIONS, OPERATIONS, audited
+from app.entrypoints.rest.schemas import (
+    MAX_KEY_ID,
+    MAX_MARKER,
+    AliasCreate,
+    AliasList,
+    AliasPublic,
+    AliasUpdate,
+    DataKeyRequest,
+    DataKeyResult,
+    DecryptRequest,
+    DecryptResult,
+    DeletionCancelled,
+    DeletionPublic,
+    DeletionSchedule,
+    EncryptRequest,
+    EncryptResult,
+    ErrorBody,
+    EventList,
+    EventPublic,
+    KeyCreate,
+    KeyEntryPublic,
+    KeyList,
+    KeyPublic,
+    KeyUpdate,
+    PolicyPublic,
+    PolicyUpdate,
+    RandomRequest,
+    RandomResult,
+    ReEncryptRequest,
+    ReEncryptResult,
+    RotatedPublic,
+    RotationList,
+    RotationPublic,
+    RotationSettings,
+    RotationStatusPublic,
+    TagList,
+    TagUpdate,
+)
+from app.usecases.keys import CreateKeyRequest, KeyService
+from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
+from domain.errors import AuthenticationError, DomainError, SerializationError, ValidationError
+from domain.keys import KeyMaterial
+from projections.batched import DeadLetter
+
+log = logging.getLogger("keyledger.rest")
+
+API_PREFIX = "/v1"
+KEY = "/keys/{key_id:path}"
+DESCRIPTION = """\
+KeyLedger's REST API: the operations of the AWS KMS API as resources.
+
+**Authentication**: sign every `/v1` request with AWS Signature Version 4 (service `kms`,
+any region this deployment serves) with an access key of this deployment, exactly as an AWS
+SDK signs KMS requests. Unsigned or mis-signed requests are answered 401.
+
+**Errors**: `{"__type": "<AWS error code>", "message": "..."}`: 400 invalid input, 401 not
+authenticated, 403 not allowed, 404 no such key or alias, 409 the key's state (disabled,
+pending deletion) or an existing name forbids it, 412 a dry run would have succeeded.
+
+**Binary data** (plaintext, ciphertext, random bytes) is standard base64.
+"""
+
+
+# ==== authentication ====================================================================
+async def authenticated_caller(request: Request) -> Caller:
+    """The caller who signed this request (SigV4 over the request as received), or raise."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is not None:
+        return caller
+    refused: DomainError | None = getattr(request.state, "refused", None)
+    if refused is not None:  # one authentication a request: its failure counts once
+        raise refused
+    scope = request.scope
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    incoming = IncomingRequest(
+        method=request.method,
+        path=raw_path.decode("latin-1").split("?", 1)[0] or "/",
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+        body=await request.body(),
+    )
+    runtime: Runtime = request.app.state.runtime
+    try:
+        caller = await runtime.identity.authenticate(
+            incoming,
+            source_ip=request.client.host if request.client else "",
+            user_agent=request.headers.get("user-agent", ""),
+        )
+    except DomainError as error:
+        request.state.refused = error
+        raise
+    check_region(caller.region, runtime.settings.regions)  # before it counts as the caller
+    request.state.caller = caller
+    return caller
+
+
+def recorded_operation(app: FastAPI, scope: dict[str, Any]) -> tuple[str, str]:
+    """(event source, event name) of the AWS operation a request's route performs, known
+    from its method and path alone: for a request refused before it is read
+    (app.entrypoints.server.asgi). ("kms.amazonaws.com", "") when the route performs none."""
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.matches(scope)[0] is Match.FULL:
+            if route.name in CLOUDTRAIL_OPERATIONS:
+                return CLOUDTRAIL_SOURCE, CLOUDTRAIL_OPERATIONS[route.name]
+            return KMS_SOURCE, OPERATIONS.get(route.name, "")
+    return KMS_SOURCE, ""
+
+
+async def key_service(request: Request) -> KeyService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.service
+
+
+CallerDep = Annotated[Caller, Depends(authenticated_caller)]
+ServiceDep = Annotated[KeyService, Depends(key_service)]
+KeyId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_KEY_ID,
+        description="Key id, key ARN, alias name (`alias/...`) or alias ARN.",
+    ),
+]
+Marker = Annotated[str | None, Query(min_length=1, max_length=MAX_MARKER)]
+
+
+# ==== errors ============================================================================
+_HTTP_ERROR_CODES = {
+    400: "SerializationException",  # a body FastAPI could not read at all
+    404: "UnknownOperationException",
+    405: "UnknownOperationException",
+}
+
+
+def _validation_error(error: RequestValidationError) -> tuple[str, int, str]:
+    problems = error.errors()
+    if any(problem["type"] == "json_invalid" for problem in problems):
+        return "SerializationException", 400, "The request body is not valid JSON."
+    if any(problem["loc"] == ("body",) and problem["type"] != "missing" for problem in problems):
+        # Most often a body sent without "Content-Type: application/json" (e.g. curl -d).
+        message = "The request body must be a JSON object sent as application/json."
+        return "ValidationException", 400, message
+    # pydantic's messages name the rule broken, never the value (which may be plaintext).
+    details = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+        for problem in problems
+    )
+    noun = "error" if len(problems) == 1 else "errors"
+    return "ValidationException", 400, f"{len(problems)} validation {noun} detected: {details}"
+
+
+def refusal(error: RequestValidationError) -> DomainError:
+    """A request FastAPI refused, as the domain error it is answered with (and recorded as)."""
+    code, _, message = _validation_error(error)
+    if code == "SerializationException":
+        return SerializationError(message)
+    return ValidationError(message)
+
+
+def _error_shape(error: Exception, request_id: str) -> tuple[str, int, str]:
+    if isinstance(error, RequestValidationError):
+        return _validation_error(error)
+    if isinstance(error, SerializationError):
+        return "SerializationException", 400, error.message
+    if isinstance(error, StarletteHTTPException):
+        status = error.status_code
+        fallback = "ValidationException" if status < 500 else "KMSInternalException"
+        return _HTTP_ERROR_CODES.get(status, fallback), status, str(error.detail)
+    code, _, message = aws_error(error)
+    status = rest_status(error)
+    if status >= 500:
+        log.error("request %s failed: %s", request_id, type(error).__name__)
+        log.debug("request %s failure", request_id, exc_info=error)
+    return code, status, message
+
+
+async def error_response(request: Request, error: Exception) -> JSONResponse:
+    """The error's wire shape. Under /v1, an unauthenticated caller gets only that fact."""
+    if not isinstance(error, AuthenticationError) and request.scope["path"].startswith(
+        API_PREFIX + "/"
+    ):
+        try:
+            await authenticated_caller(request)
+        except Exception as authentication_error:
+            error = authentication_error
+    caller: Caller | None = getattr(request.state, "caller", None)
+    request_id = caller.request_id if caller else ""
+    code, status, message = _error_shape(error, request_id)
+    return JSONResponse({"__type": code, "message": message}, status_code=status)
+
+
+class _JsonRequest(Request):
+    """Parses bodies with orjson: faster, and it refuses lone surrogates no store can hold."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())  # its error is a JSONDecodeError
+        return self._json
+
+
+class LedgerRoute(APIRoute):
+    """Answers every failure with the error shape, and every answer with its request id."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            request = _JsonRequest(request.scope, request.receive)
+            try:
+                # every call leaves a record
+                async with audited(request, self.name, authenticated_caller):
+                    try:
+                        response = await handler(request)
+                    except RequestValidationError as refused:  # recorded as it is answered
+                        raise refusal(refused) from None
+            except Exception as error:
+                response = await error_response(request, error)
+            caller: Caller | None = getattr(request.state, "caller", None)
+            if caller is not None:
+                response.headers["x-amzn-requestid"] = caller.request_id
+            return response
+
+        return route
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Invalid input",
+        401: "Not authenticated",
+        403: "Not allowed",
+        404: "No such key or alias",
+        409: "The key's state or an existing resource forbids it",
+        500: "Internal error (retry)",
+    }.items()
+}
+
+NO_CONTENT: dict[str, Any] = {"status_code": 204, "response_class": Response}
+router = APIRouter(prefix=API_PREFIX, route_class=LedgerRoute, responses=ERROR_RESPONSES)
+
+
+# ==== keys (the collection) ===============================================================
+@router.post("/keys", status_code=201, tags=["keys"])
+async def create_key(body: KeyCreate, caller: CallerDep, service: ServiceDep) -> KeyPublic:
+    request = CreateKeyRequest(
+        description=body.description,
+        key_usage=body.key_usage,
+        key_spec=body.key_spec,
+        origin=body.origin,
+        policy=body.policy,
+        bypass_policy_lockout_safety_check=body.bypass_policy_lockout_safety_check,
+        tags=tuple(body.tags.items()),
+    )
+    key = await service.create_key(caller, request)
+    return KeyPublic.model_validate(key, from_attributes=True)
+
+
+@router.get("/keys", tags=["keys"])
+async def list_keys(
+    caller: CallerDep,
+    service: ServiceDep,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    marker: Marker = None,
+) -> KeyList:
+    page = await service.list_keys(caller, limit, marker)
+    keys = [KeyEntryPublic(key_id=k.key_id, key_arn=k.key_arn) for k in page.items]
+    return KeyList(keys=keys, next_marker=page.next_marker, truncated=page.truncated)
+
+
+# ==== aliases ==============================================================================
+@router.get("/aliases", tags=["aliases"])
+async def list_aliases(
+    caller: CallerDep,
+    service: ServiceDep,
+    key_id: Annotated[str | None, Query(min_length=1, max_length=MAX_KEY_ID)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100)] = None,
+    marker: Marker = None,
+) -> AliasList:
+    page = await service.list_aliases(caller, key_id, limit, marker)
+    aliases = [AliasPublic.model_validate(a, from_attributes=True) for a in page.items]
+    return AliasList(aliases=aliases, next_marker=page.next_marker, truncated=page.truncated)
+
+
+@router.post("/aliases", **NO_CONTENT, tags=["aliases"])
+async def create_alias(body: AliasCreate, caller: CallerDep, service: ServiceDep) -> None:
+    await service.create_alias(caller, body.alias_name, body.target_key_id)
+
+
+@router.put("/aliases/{alias_name:path}", **NO_CONTENT, tags=["aliases"])
+async def update_alias(
+    alias_name: str, body: AliasUpdate, caller: CallerDep, service: ServiceDep
+) -> None:
+    """Point an existing alias at another key."""
+    await service.update_alias(caller, alias_name, body.target_key_id)
+
+
+@router.delete("/aliases/{alias_name:path}", **NO_CONTENT, tags=["aliases"])
+async def delete_alias(alias_name: str, caller: CallerDep, service: ServiceDep) -> None:
+    await service.delete_alias(caller, alias_name)
+
+
+# ==== cryptography that finds its key in the ciphertext ===================================
+@router.post("/decrypt", tags=["cryptography"])
+async def decrypt(body: DecryptRequest, caller: CallerDep, service: ServiceDep) -> DecryptResult:
+    result = await service.decrypt(
+        caller, body.ciphertext, body.key_id, body.encryption_context,
+        body.encryption_algorithm, body.dry_run,
+    )  # fmt: skip
+    return DecryptResult(
+        plaintext=result.plaintext,
+        key_arn=result.key_arn,
+        encryption_algorithm=result.algorithm,
+        material_id=result.material_id,
+    )
+
+
+@router.post("/re-encrypt", tags=["cryptography"])
+async def re_encrypt(
+    body: ReEncryptRequest, caller: CallerDep, service: ServiceDep
+) -> ReEncryptResult:
+    result = await service.re_encrypt(
+        caller, body.ciphertext, source_key_id=body.source_key_id,
+        destination_key_id=body.destination_key_id,
+        source_context=body.source_encryption_context,
+        destination_context=body.destination_encryption_context,
+        source_algorithm=body.source_encryption_algorithm,
+        destination_algorithm=body.destination_encryption_algorithm, dry_run=body.dry_run,
+    )  # fmt: skip
+    return ReEncryptResult(
+        ciphertext=result.ciphertext,
+        source_key_arn=result.source_key_arn,
+        key_arn=result.key_arn,
+        source_encryption_algorithm=result.source_algorithm,
+        destination_encryption_algorithm=result.destination_algorithm,
+        source_material_id=result.source_material_id,
+        destination_material_id=result.destination_material_id,
+    )
+
+
+@router.post("/random", tags=["cryptography"])
+async def generate_random(
+    body: RandomRequest, caller: CallerDep, service: ServiceDep
+) -> RandomResult:
+    return RandomResult(random_bytes=await service.generate_random(caller, body.number_of_bytes))
+
+
+# ==== a key's sub-resources ================================================================
+# Registered before /keys/{key_id:path}/deletion, whose key_id could swallow "K/tags".
+@router.delete(KEY + "/tags/{tag_key}", **NO_CONTENT, tags=["tags"])
+async def untag_key(key_id: KeyId, tag_key: str, caller: CallerDep, service: ServiceDep) -> None:
+    """Remove one tag (removing an absent tag is not an error)."""
+    await service.untag_resource(caller, key_id, [tag_key])
+
+
+@router.delete(KEY + "/tags", **NO_CONTENT, tags=["tags"])
+async def untag_key_many(
+    key_id: KeyId,
+    caller: CallerDep,
+    service: ServiceDep,
+    tag_key: Annotated[list[str], Query(min_length=1, description="Repeat to remove several.")],
+) -> None:
+    """Remove several tags: `?tag_key=a&tag_key=b` (for keys containing `/`, too)."""
+    await service.untag_resource(caller, key_id, tag_key)
+
+
+@router.get(KEY + "/tags", tags=["tags"])
+async def list_tags(
+    key_id: KeyId,
+    caller: CallerDep,
+    service: ServiceDep,
+    limit: Annotated[int | None, Query(ge=1, le=50)] = None,
+    marker: Marker = None,
+) -> TagList:
+    page = await service.list_resource_tags(caller, key_id, limit, marker)
+    return TagList(tags=dict(page.items), next_marker=page.next_marker, truncated=page.truncated)
+
+
+@router.put(KEY + "/tags", **NO_CONTENT, tags=["tags"])
+async def tag_key(key_id: KeyId, body: TagUpdate, caller: CallerDep, service: ServiceDep) -> None:
+    """Add the given tags, overwriting the values of keys already present."""
+    await service.tag_resource(caller, key_id, tuple(body.tags.items()))
+
+
+@router.get(KEY + "/policy", tags=["policy"])
+async def get_policy(
+    key_id: KeyId,
+    caller: CallerDep,
+    service: ServiceDep,
+    policy_name: Annotated[str | None, Query(max_length=128)] = None,
+) -> PolicyPublic:
+    policy = await service.get_key_policy(caller, key_id, policy_name)
+    return PolicyPublic(policy_name=policy_name or "default", policy=policy)
+
+
+@router.put(KEY + "/policy", **NO_CONTENT, tags=["policy"])
+async def put_policy(
+    key_id: KeyId, body: PolicyUpdate, caller: CallerDep, service: ServiceDep
+) -> None:
+    await service.put_key_policy(
+        caller, key_id, body.policy_name, body.policy,
+        bypass_lockout=body.bypass_policy_lockout_safety_check,
+    )  # fmt: skip
+
+
+@router.get(KEY + "/rotation", tags=["rotation"])
+async def get_rotation(
+    key_id: KeyId, caller: CallerDep, service: ServiceDep
+) -> RotationStatusPublic:
+    status = await service.get_key_rotation_status(caller, key_id)
+    return RotationStatusPublic.model_validate(status, from_attributes=True)
+
+
+@router.put(KEY + "/rotation", **NO_CONTENT, tags=["rotation"])
+async def enable_rotation(
+    key_id: KeyId, caller: CallerDep, service: ServiceDep, body: RotationSettings | None = None
+) -> None:
+    """Turn automatic rotation on (or change its period)."""
+    period = body.rotation_period_days if body else None
+    await service.enable_key_rotation(caller, key_id, period)
+
+
+@router.delete(KEY + "/rotation", **NO_CONTENT, tags=["rotation"])
+async def disable_rotation(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> None:
+    await service.disable_key_rotation(caller, key_id)
+
+
+@router.post(KEY + "/rotations", tags=["rotation"])
+async def rotate_now(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> RotatedPublic:
+    """Rotate the key's material now; earlier ciphertexts stay decryptable."""
+    return RotatedPublic(key_id=await service.rotate_key_on_demand(caller, key_id))
+
+
+@router.get(KEY + "/rotations", tags=["rotation"])
+async def list_rotations(
+    key_id: KeyId,
+    caller: CallerDep,
+    service: ServiceDep,
+    include_key_material: Annotated[
+        str | None, Query(description="ALL_KEY_MATERIAL to include the original material.")
+    ] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    marker: Marker = None,
+) -> RotationList:
+    page = await service.list_key_rotations(caller, key_id, include_key_material, limit, marker)
+    rotations = [RotationPublic.model_validate(r, from_attributes=True) for r in page.items]
+    return RotationList(rotations=rotations, next_marker=page.next_marker, truncated=page.truncated)
+
+
+@router.post(KEY + "/encrypt", tags=["cryptography"])
+async def encrypt(
+    key_id: KeyId, body: EncryptRequest, caller: CallerDep, service: ServiceDep
+) -> EncryptResult:
+    result = await service.encrypt(
+        caller, key_id, body.plaintext, body.encryption_context, body.encryption_algorithm,
+        body.dry_run,
+    )  # fmt: skip
+    return EncryptResult(
+        ciphertext=result.ciphertext,
+        key_arn=result.key_arn,
+        encryption_algorithm=result.algorithm,
+        material_id=result.material_id,
+    )
+
+
+@router.post(KEY + "/data-keys", tags=["cryptography"])
+async def generate_data_key(
+    key_id: KeyId, body: DataKeyRequest, caller: CallerDep, service: ServiceDep
+) -> DataKeyResult:
+    """A data key, encrypted under the key (and in plaintext unless with_plaintext is false)."""
+    result = await service.generate_data_key(
+        caller, key_id, number_of_bytes=body.number_of_bytes, key_spec=body.key_spec,
+        encryption_context=body.encryption_context, with_plaintext=body.with_plaintext,
+        dry_run=body.dry_run,
+    )  # fmt: skip
+    return DataKeyResult(
+        ciphertext=result.ciphertext,
+        plaintext=result.plaintext,
+        key_arn=result.key_arn,
+        material_id=result.material_id,
+    )
+
+
+MAX_EVENT_VERSION = 2**63 - 1  # a version is a PostgreSQL bigint: anything above is no token
+
+
+@router.get(KEY + "/events", tags=["history"])
+async def key_events(
+    key_id: KeyId,
+    caller: CallerDep,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after_version: Annotated[int, Query(ge=0, le=MAX_EVENT_VERSION)] = 0,
+) -> EventList:
+    """The key's recorded history, oldest first; key material shows only its version and id."""
+    # One more than the page tells whether another follows; the store reads just these.
+    later = await service.key_history(caller, key_id, after_version=after_version,
+                                      limit=limit + 1)  # fmt: skip
+    page, truncated = later[:limit], len(later) > limit
+    return EventList(
+        events=[event_public(event) for event in page],
+        next_after_version=page[-1].originator_version if truncated else None,
+        truncated=truncated,
+    )
+
+
+@router.post(KEY + "/enable", **NO_CONTENT, tags=["keys"])
+async def enable_key(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> None:
+    await service.enable_key(caller, key_id)
+
+
+@router.post(KEY + "/disable", **NO_CONTENT, tags=["keys"])
+async def disable_key(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> None:
+    await service.disable_key(caller, key_id)
+
+
+@router.post(KEY + "/deletion", tags=["keys"])
+async def schedule_deletion(
+    key_id: KeyId, caller: CallerDep, service: ServiceDep, body: DeletionSchedule | None = None
+) -> DeletionPublic:
+    """Schedule the key's deletion after a waiting period; the key is unusable meanwhile."""
+    days = body.pending_window_days if body else None
+    result = await service.schedule_key_deletion(caller, key_id, days)
+    return DeletionPublic.model_validate(result, from_attributes=True)
+
+
+@router.delete(KEY + "/deletion", tags=["keys"])
+async def cancel_deletion(
+    key_id: KeyId, caller: CallerDep, service: ServiceDep
+) -> DeletionCancelled:
+    """Cancel a scheduled deletion; the key comes back disabled."""
+    return DeletionCancelled(key_arn=await service.cancel_key_deletion(caller, key_id))
+
+
+# Registered last: {key_id:path} would otherwise swallow every sub-resource path above.
+@router.get(KEY, tags=["keys"])
+async def describe_key(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> KeyPublic:
+    key = await service.describe_key(caller, key_id)
+    return KeyPublic.model_validate(key, from_attributes=True)
+
+
+@router.patch(KEY, **NO_CONTENT, tags=["keys"])
+async def update_key(
+    key_id: KeyId, body: KeyUpdate, caller: CallerDep, service: ServiceDep
+) -> None:
+    await service.update_key_description(caller, key_id, body.description)
+
+
+# ==== history rendering ====================================================================
+_ENVELOPE = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp"})
+_OMIT = object()
+
+
+def event_public(event: Any) -> EventPublic:
+    """A domain event as the API shows it: never any key material, never any bytes."""
+    fields = {name: _public_value(value) for name, value in vars(event).items()}
+    details = {
+        name: value
+        for name, value in fields.items()
+        if name not in _ENVELOPE and name != "actor" and value is not _OMIT
+    }
+    actor = fields.get("actor")
+    return EventPublic(
+        version=event.originator_version,
+        type=type(event).__name__,
+        timestamp=event.timestamp,
+        actor=actor if isinstance(actor, dict) else {},
+        details=details,
+    )
+
+
+def _public_value(value: Any) -> Any:
+    # Fails closed: bytes, and any type not known to be harmless, are left out.
+    if isinstance(value, KeyMaterial):
+        return {"version": value.version, "material_id": value.material_id}
+    if value is None or isinstance(value, str | int | float | bool | datetime):
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        items = ((str(k), _public_value(v)) for k, v in value.items())
+        return {k: v for k, v in items if v is not _OMIT}
+    if isinstance(value, list | tuple):
+        return [v for v in map(_public_value, value) if v is not _OMIT]
+    return _OMIT
+
+
+# ==== the application ======================================================================
+def _without_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI documents 422 for invalid input; this API answers those 400 (ErrorBody)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema or {}
+
+    return openapi
+
+
+def create_rest_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(title="KeyLedger", version="0.1.0", description=DESCRIPTION)
+    app.state.runtime = runtime
+    from app.entrypoints.rest.asymmetric import (
+        router as key_spec_router,  # it uses this module's routes
+    )
+
+    app.include_router(key_spec_router)  # first: `router` ends in a /keys/{key_id} catch-all
+    app.include_router(router)
+    from app.entrypoints.rest.access import router as access_router  # it uses this module's routes
+
+    app.include_router(access_router)
+    from app.entrypoints.rest.audit import router as audit_router  # it uses this module's routes
+
+    app.include_router(audit_router)
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        return await error_response(request, error)
+
+    # Unknown paths and methods: the router answers before any route runs.
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.openapi = _without_422(app)  # type: ignore[method-assign]
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], response_model=None)
+    async def readyz() -> dict[str, Any] | JSONResponse:
+        """Ready when the event store answers in time (readiness_timeout_seconds); else
+        503, with a member per failed check (``database``: why) beside ``status``. A view
+        that set events aside still serves (200), but says so: ``degraded``, with the
+        views' gaps under ``projections``."""
+        problem = await runtime.database_problem()
+        if problem is not None:
+            log.warning("not ready: %s", problem)
+            return JSONResponse({"status": "unavailable", "database": problem}, status_code=503)
+        gaps = {name: gap for name, gap in (await runtime.projection_gaps() or {}).items()
+                if gap.count}  # fmt: skip
+        if gaps:
+            return {"status": "degraded", "projections": {
+                name: {"events_set_aside": gap.count,
+                       "newest": [_set_aside(letter) for letter in gap.newest]}
+                for name, gap in gaps.items()
+            }}  # fmt: skip
+        return {"status": "ready"}
+
+    return app
+
+
+def _set_aside(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "notification_id": letter.notification_id, "aggregate_id": str(letter.originator_id),
+        "version": letter.originator_version, "topic": letter.topic,
+        "error_type": letter.error_type, "failed_at": letter.failed_at.isoformat(),
+    }  # fmt: skip

@@ -1,0 +1,223 @@
+"""The ASGI application: the AWS protocol at ``POST /``, the REST API everywhere else."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from app.bootstrap import Runtime
+from app.entrypoints.aws_json.handler import TARGET_PREFIX as KMS_TARGET_PREFIX
+from app.entrypoints.aws_json.handler import AwsJsonHandler
+from app.entrypoints.cloudtrail_json import TARGET_PREFIX as CLOUDTRAIL_TARGET_PREFIX
+from app.entrypoints.cloudtrail_json import CloudTrailHandler, is_cloudtrail_target
+from app.entrypoints.rest.app import create_rest_app, recorded_operation
+from app.entrypoints.server.request_limits import BODY_LIMITS, Protocol, read_body, replaying
+from app.entrypoints.server.request_limits import refuse as refuse_too_large
+from app.infrastructure.postgres.database import bounded_waits
+from app.settings import load_settings
+from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
+from domain.errors import RequestTooLargeError
+
+
+class KeyLedgerApp:
+    """Routes AWS protocol calls to the lean handler before FastAPI sees them.
+
+    With lifespan events on, the ledger writer runs on the server's own event loop (see
+    app.infrastructure.writer for why), and ``on_started`` runs in a thread once it is up.
+    """
+
+    def __init__(self, runtime: Runtime, on_started: Callable[[], None] | None = None) -> None:
+        self.runtime = runtime
+        self.on_started = on_started
+        regions = runtime.settings.regions
+        self.aws = AwsJsonHandler(runtime.service, runtime.identity, regions)
+        self.aws.auditor = runtime.auditor
+        self.cloudtrail = (
+            CloudTrailHandler(runtime.audit_service, runtime.identity, runtime.auditor, regions)
+            if runtime.audit_service is not None
+            else None
+        )
+        self.rest = create_rest_app(runtime)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await self.rest(scope, receive, send)
+            return
+        protocol = self._protocol(scope)
+        if protocol is None:
+            await self._metrics(send)
+            return
+        # Every body is read here, within its protocol's limit, before any handler runs.
+        try:
+            body = await read_body(scope, receive, BODY_LIMITS[protocol])
+        except RequestTooLargeError as error:
+            await self._refuse(protocol, scope, send, error)
+            return
+        if body is None:  # the client left before sending all of it
+            return
+        if protocol is Protocol.KMS:
+            # Each of the call's waits for the database outside the writer (whose batches
+            # have their own deadline) ends in time: a database that stopped answering
+            # gets the call a 503 within the bound, never a hang (docs/reliability.md).
+            with bounded_waits(self.runtime.settings.request_database_wait_seconds):
+                await self.aws.answer(scope, body, send)
+        elif protocol is Protocol.CLOUDTRAIL:
+            assert self.cloudtrail is not None  # _protocol says CloudTrail only when served
+            await self.cloudtrail.answer(scope, body, send)
+        else:
+            await self.rest(scope, replaying(body, receive), send)
+
+    def _protocol(self, scope: dict[str, Any]) -> Protocol | None:
+        """The protocol of an HTTP request (None: the metrics page). At ``POST /`` the
+        X-Amz-Target header decides between KMS and CloudTrail."""
+        if scope["method"] == "POST" and scope["path"] == "/":
+            if self.cloudtrail is not None and _is_cloudtrail(scope):
+                return Protocol.CLOUDTRAIL
+            return Protocol.KMS
+        if scope["path"] == "/metrics":
+            return None
+        return Protocol.REST
+
+    async def _refuse(
+        self, protocol: Protocol, scope: dict[str, Any], send: Any, error: RequestTooLargeError
+    ) -> None:
+        """Answer an oversized request, after a bounded record of it (app.usecases.auditing) when it
+        names one of our access keys."""
+        request_id = str(uuid.uuid4())
+        auditor = self.runtime.auditor
+        if auditor is not None:
+            source, name = self._operation(protocol, scope)
+            client = scope.get("client") or ("", 0)
+            await auditor.refused(
+                name, event_source=source, request_id=request_id,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+                query_string=scope.get("query_string", b"").decode("latin-1"),
+                source_ip=client[0], error=error,
+            )  # fmt: skip
+        await refuse_too_large(send, protocol, error, request_id)
+
+    def _operation(self, protocol: Protocol, scope: dict[str, Any]) -> tuple[str, str]:
+        """(event source, operation) a request claims, from its target or its route."""
+        if protocol is Protocol.REST:
+            return recorded_operation(self.rest, scope)
+        target = _target(scope)
+        if protocol is Protocol.CLOUDTRAIL:
+            return CLOUDTRAIL_SOURCE, target.removeprefix(CLOUDTRAIL_TARGET_PREFIX)
+        return KMS_SOURCE, target.removeprefix(KMS_TARGET_PREFIX)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if not self.runtime.writer.started:
+                        await self.runtime.writer.start_async()
+                    if self.on_started is not None:
+                        await asyncio.to_thread(self.on_started)
+                except Exception as error:
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.writer.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _metrics(self, send: Any) -> None:
+        """Prometheus text format: the writer's group-commit counters."""
+        stats = self.runtime.writer.stats
+        lines = [
+            "# TYPE keyledger_writer_commands_total counter",
+            f"keyledger_writer_commands_total {stats.commands}",
+            "# HELP keyledger_process_id the worker process that answered (one per worker)",
+            "# TYPE keyledger_process_id gauge",
+            f"keyledger_process_id {os.getpid()}",
+            "# TYPE keyledger_writer_batches_total counter",
+            f"keyledger_writer_batches_total {stats.batches}",
+            "# TYPE keyledger_writer_events_total counter",
+            f"keyledger_writer_events_total {stats.events}",
+            "# TYPE keyledger_writer_conflicts_total counter",
+            f"keyledger_writer_conflicts_total {stats.conflicts}",
+            "# TYPE keyledger_writer_commit_seconds_total counter",
+            f"keyledger_writer_commit_seconds_total {stats.commit_seconds:.6f}",
+            "# HELP keyledger_writer_retries_total batch attempts run again after the "
+            "database failed to answer",
+            "# TYPE keyledger_writer_retries_total counter",
+            f"keyledger_writer_retries_total {stats.retries}",
+            "# HELP keyledger_writer_settled_total lost commits found to have landed",
+            "# TYPE keyledger_writer_settled_total counter",
+            f"keyledger_writer_settled_total {stats.settled}",
+            "# HELP keyledger_writer_unavailable_total commands answered 503: no database",
+            "# TYPE keyledger_writer_unavailable_total counter",
+            f"keyledger_writer_unavailable_total {stats.unavailable}",
+            "# HELP keyledger_database_available 0 while the writer waits for the database",
+            "# TYPE keyledger_database_available gauge",
+            f"keyledger_database_available {int(self.runtime.writer.available)}",
+        ]
+        # Both bounded, and read at once: the page answers within the longer bound.
+        gaps, lag = await asyncio.gather(self.runtime.projection_gaps(), self.runtime.audit_lag())
+        if gaps is not None:
+            lines += [
+                "# HELP keyledger_projection_events_set_aside events a view could not apply"
+                " and set aside (projection_dead_letters)",
+                "# TYPE keyledger_projection_events_set_aside gauge",
+            ] + [
+                f'keyledger_projection_events_set_aside{{projection="{name}"}} {gap.count}'
+                for name, gap in gaps.items()
+            ]
+        if self.runtime.audit is not None:  # (its lag is NaN when the store did not answer)
+            lines += [
+                "# HELP keyledger_audit_lag_seconds newest event time minus newest audited",
+                "# TYPE keyledger_audit_lag_seconds gauge",
+                f"keyledger_audit_lag_seconds {lag:.6f}",
+            ]
+        body = ("\n".join(lines) + "\n").encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain; version=0.0.4")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _target(scope: dict[str, Any]) -> str:
+    for name, value in scope["headers"]:
+        if name.lower() == b"x-amz-target":
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _is_cloudtrail(scope: dict[str, Any]) -> bool:
+    return is_cloudtrail_target(_target(scope))
+
+
+class WorkerApp:
+    """One worker process of ``keyledger run --workers N``: builds its runtime at start-up."""
+
+    def __init__(self) -> None:
+        self.app: KeyLedgerApp | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan" and self.app is None:
+            runtime = Runtime.build(load_settings(), run_migrations=False)
+            runtime.start(writer_on_own_loop=False)
+            self.app = KeyLedgerApp(runtime)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                await asyncio.to_thread(runtime.stop)
+            return
+        assert self.app is not None
+        await self.app(scope, receive, send)
+
+
+def create_app() -> WorkerApp:
+    return WorkerApp()

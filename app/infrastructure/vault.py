@@ -1,0 +1,542 @@
+"""Key material custody: the root key, per-key wrapping keys, and crypto-shredding.
+
+Three layers, so that events can be immutable while deletion is real:
+
+* the root key lives outside the database (env var or file);
+* each KMS key has a wrapping key, stored wrapped under the root key in the mutable
+  ``wrapping_keys`` table;
+* each material version is stored, in events, wrapped under its key's wrapping key.
+
+Destroying a key's wrapping key (crypto-shredding) makes every version of its material,
+and so every ciphertext under it, undecryptable, while the event history stays intact.
+Rotating the root key re-wraps only the ``wrapping_keys`` rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from psycopg_pool import ConnectionPool
+
+from app.infrastructure.lru import BoundedLru
+from app.infrastructure.writer import NeedsLoad
+from domain.keys import KeyMaterial
+
+log = logging.getLogger("keyledger.vault")
+
+ROOT_KEY_BYTES = 32
+IDENTITY_WRAPPING_KEY_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+DEFAULT_CACHE_SIZE = 10_000  # keys whose wrapping key and materials stay unwrapped
+# Work a writer command leaves to the writer (see Vault._defer).
+READ, CREATE, IMPORT, SHRED, SHRED_IMPORTED = "read", "create", "import", "shred", "shred-imported"
+DONE_SECONDS = 10.0  # the longest a change done for a command waits for its commit
+ABSENT_SECONDS = 2.0  # a wrapping key read as missing is taken as missing this long
+FRESH_SECONDS = 1.0  # a wrapping key read this recently is not read again when it fails
+STOCK_SIZE, STOCK_LOW = 32, 8  # new keys' stored wrapping keys (see Vault.new_key_id)
+
+INSERT_WRAPPING_KEY = (
+    "INSERT INTO wrapping_keys (owner_id, wrapped_key, root_key_id, parent_id)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT (owner_id) DO NOTHING"
+)
+# A fresh import's wrapping key: created, or created anew after a deletion or expiry.
+UPSERT_IMPORTED_WRAPPING_KEY = (
+    "INSERT INTO wrapping_keys (owner_id, wrapped_key, root_key_id, parent_id)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT (owner_id) DO UPDATE SET"
+    " wrapped_key = EXCLUDED.wrapped_key, root_key_id = EXCLUDED.root_key_id,"
+    " destroyed_at = NULL WHERE wrapping_keys.wrapped_key IS NULL"
+)
+SELECT_WRAPPING_KEY = "SELECT wrapped_key FROM wrapping_keys WHERE owner_id = %s"
+SHRED_OWNER = "UPDATE wrapping_keys SET wrapped_key = NULL, destroyed_at = %s WHERE owner_id = %s"
+# parent_id: the wrapping keys of the key's imported materials go with it.
+SHRED_KEY = (
+    "UPDATE wrapping_keys SET wrapped_key = NULL, destroyed_at = %s"
+    " WHERE owner_id = %s OR parent_id = %s RETURNING owner_id"
+)
+
+
+class RootKeyError(RuntimeError):
+    """The root key is missing, malformed, or not the one the database was sealed with."""
+
+
+def load_root_key(*, data_dir: Path, embedded: bool) -> bytes:
+    """The development root key in ``data_dir``, generated on first use (embedded only).
+
+    Production sets KEYLEDGER_ROOT_KEY or KEYLEDGER_ROOT_KEY_FILE (see app.settings).
+    """
+    if not embedded:
+        raise RootKeyError(
+            "KEYLEDGER_ROOT_KEY or KEYLEDGER_ROOT_KEY_FILE must be set when "
+            "KEYLEDGER_DATABASE_URL points at a database."
+        )
+    path = data_dir / "root.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(base64.b64encode(secrets.token_bytes(ROOT_KEY_BYTES)).decode() + "\n")
+        log.warning(
+            "\n%s\nGENERATED A DEVELOPMENT ROOT KEY at %s (mode 0600).\n"
+            "It protects every key in this ledger. Do not use it in production: set\n"
+            "KEYLEDGER_ROOT_KEY (or KEYLEDGER_ROOT_KEY_FILE) from a secret store instead.\n%s",
+            "!" * 78, path, "!" * 78,
+        )  # fmt: skip
+    return _decode_root_key(path.read_text().strip(), str(path))
+
+
+def _decode_root_key(value: str, source: str) -> bytes:
+    try:
+        key = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise RootKeyError(f"the root key in {source} is not base64") from None
+    if len(key) != ROOT_KEY_BYTES:
+        raise RootKeyError(f"the root key in {source} must be {ROOT_KEY_BYTES} bytes")
+    return key
+
+
+def root_key_id(root_key: bytes) -> str:
+    """A fingerprint that names the root key without revealing it."""
+    return hmac.new(root_key, b"keyledger root key id", hashlib.sha256).hexdigest()[:16]
+
+
+def material_owner(key_id: uuid.UUID, material: KeyMaterial) -> uuid.UUID:
+    """Whose wrapping key wraps ``material``: the key's, or its own when imported."""
+    if material.imported:
+        return uuid.uuid5(key_id, "imported:" + material.material_id)
+    return key_id
+
+
+def material_aad(key_id: uuid.UUID, version: int, material_id: str) -> bytes:
+    return b"keyledger:material:" + key_id.bytes + struct.pack(">I", version) + material_id.encode()
+
+
+class Vault:
+    """Wraps, unwraps and shreds. Unwrapped material exists only in this process's memory.
+
+    Writer commands run on the event loop and must not wait on the database there: a
+    command that needs a wrapping key this process does not hold (to read, create or
+    shred) leaves that work to the writer and raises NeedsLoad; the writer reads, calls
+    ``prefetch`` (its after_load hook), which does the work on the writer's own
+    asynchronous connection, and runs the command again. Off the event loop (the CLI,
+    threads) the same calls use the connection pool directly.
+    """
+
+    def __init__(
+        self, root_key: bytes, pool: ConnectionPool, *, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> None:
+        self._root = AESGCM(root_key)
+        self._root_key_id = root_key_id(root_key)
+        self._pool = pool
+        # Raw key bytes, not AESGCM objects: each of those holds ~2.4 KB of native state,
+        # while building one per use costs ~1.5 us.
+        # Both least-recently-used and bounded (as the writer's key cache is), so a
+        # process's memory does not grow with the number of keys ever used. Room for a
+        # rotated key's older versions beside every cached key's current one.
+        self._wrapping_keys: BoundedLru[uuid.UUID, _Unwrapped] = BoundedLru(cache_size)
+        self._materials: BoundedLru[tuple[uuid.UUID, int], bytes] = BoundedLru(2 * cache_size)
+        # Wrapping keys read just now and found missing (shredded): for the re-runs.
+        self._absent: BoundedLru[uuid.UUID, bool] = BoundedLru(cache_size, ttl=ABSENT_SECONDS)
+        # Work left to the writer, and the changes it made for commands not yet committed:
+        # (kind, owner) -> the key they concern, forgotten when that key commits or is
+        # read again (see prefetch), so that none outlives the state it was made against.
+        self._deferred: dict[tuple[str, uuid.UUID], _Deferred] = {}
+        self._done: BoundedLru[tuple[str, uuid.UUID], uuid.UUID] = BoundedLru(
+            cache_size, ttl=DONE_SECONDS
+        )
+        # Fresh key ids whose wrapping keys are stored already (see new_key_id).
+        self._stock: deque[tuple[uuid.UUID, bytes]] = deque()
+        self._stocking = False
+        self._lock = threading.Lock()
+        # Grant tokens are MACed under a key derived from the root key (see grant_token_mac).
+        self._grant_token_key = hmac.new(root_key, b"keyledger grant tokens", hashlib.sha256)
+
+    # --- start-up ----------------------------------------------------------------
+    def check_root_key(self) -> None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM wrapping_keys WHERE root_key_id <> %s", (self._root_key_id,)
+            ).fetchone()
+        if row and row[0]:
+            raise RootKeyError(
+                "this database was sealed with a different root key; refusing to start "
+                f"(this root key's id is {self._root_key_id})"
+            )
+
+    # --- wrapping keys -----------------------------------------------------------
+    def _wrap_under_root(self, owner_id: uuid.UUID, key: bytes) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + self._root.encrypt(nonce, key, b"keyledger:wrapping-key:" + owner_id.bytes)
+
+    def _unwrap_under_root(self, owner_id: uuid.UUID, wrapped: bytes) -> bytes:
+        aad = b"keyledger:wrapping-key:" + owner_id.bytes
+        try:
+            return self._root.decrypt(wrapped[:12], wrapped[12:], aad)
+        except InvalidTag:
+            raise RootKeyError(
+                f"wrapping key {owner_id} does not open under the root key"
+            ) from None
+
+    def _wrapping_key(self, owner_id: uuid.UUID, *, create: bool = False) -> AESGCM | None:
+        """The owner's wrapping key (created first if ``create``); None once shredded.
+        On the event loop, one this process does not hold is left to the writer."""
+        cached = self._wrapping_keys.get(owner_id)
+        if cached is not None:
+            return AESGCM(cached.key)
+        if _on_event_loop():
+            if owner_id in self._absent:
+                return None
+            self._defer(_Deferred(CREATE if create else READ, owner_id))
+        return self._read_wrapping_key(owner_id, create=create)
+
+    def _read_wrapping_key(self, owner_id: uuid.UUID, *, create: bool) -> AESGCM | None:
+        """The wrapping key from the database, through the pool (blocks the caller)."""
+        with self._pool.connection() as conn:
+            if create:
+                conn.execute(INSERT_WRAPPING_KEY, self._new_row(owner_id))
+            row = conn.execute(SELECT_WRAPPING_KEY, (owner_id,)).fetchone()
+        key = self._keep_row(owner_id, row[0] if row is not None else None)
+        return AESGCM(key) if key is not None else None
+
+    def _new_row(self, owner_id: uuid.UUID, parent_id: uuid.UUID | None = None) -> tuple[Any, ...]:
+        wrapped = self._wrap_under_root(owner_id, AESGCM.generate_key(256))
+        return owner_id, wrapped, self._root_key_id, parent_id
+
+    def _keep_row(self, owner_id: uuid.UUID, wrapped: Any) -> bytes | None:
+        """Cache a wrapping_keys row's key (or that it has none: never made, or shredded)."""
+        if wrapped is None:
+            self._wrapping_keys.pop(owner_id)
+            self._absent.put(owner_id, True)
+            return None
+        key = self._unwrap_under_root(owner_id, bytes(wrapped))
+        self._keep_wrapping_key(owner_id, key)
+        return key
+
+    def _keep_wrapping_key(self, owner_id: uuid.UUID, key: bytes) -> None:
+        self._wrapping_keys.put(owner_id, _Unwrapped(key, time.monotonic()))
+        self._absent.pop(owner_id)
+
+    def _defer(self, work: _Deferred) -> NoReturn:
+        """Leave ``work`` to the writer: it reads, runs it (prefetch), runs the command again."""
+        self._deferred[(work.kind, work.owner)] = work
+        raise NeedsLoad(work.owner)
+
+    def _done_for(self, kind: str, owner_id: uuid.UUID) -> bool:
+        return (kind, owner_id) in self._done
+
+    async def prefetch(self, conn: Any, owner_ids: list[uuid.UUID]) -> None:
+        """The writer's after_load hook, on its connection: unwrap in one query the wrapping
+        keys of keys just read into the writer's cache (so their first use reads nothing
+        more), then do the work commands left (see _defer) before they run again."""
+        self._forget_done(owner_ids)  # a key read again is checked again
+        missing = [owner_id for owner_id in owner_ids if owner_id not in self._wrapping_keys]
+        if missing:
+            cursor = await conn.execute(
+                "SELECT owner_id, wrapped_key FROM wrapping_keys"
+                " WHERE owner_id = ANY(%s) AND wrapped_key IS NOT NULL",
+                (missing,),
+            )
+            for owner_id, wrapped in await cursor.fetchall():
+                self._keep_row(owner_id, wrapped)
+        work, self._deferred = list(self._deferred.values()), {}
+        for item in work:
+            await self._run_deferred(conn, item)
+
+    async def _run_deferred(self, conn: Any, work: _Deferred) -> None:
+        owner = work.owner
+        if work.kind == SHRED:  # the key's wrapping key and those of its imported materials
+            cursor = await conn.execute(SHRED_KEY, (work.at, owner, owner))
+            for (shredded,) in await cursor.fetchall():
+                self._drop(shredded)
+                self._done.pop((IMPORT, shredded))
+            self._done.put((SHRED, owner), owner)
+            return
+        if work.kind == SHRED_IMPORTED:
+            await conn.execute(SHRED_OWNER, (work.at, owner))
+            self._drop(owner)
+            self._done.pop((IMPORT, owner))
+            self._done.put((SHRED_IMPORTED, owner), work.parent or owner)
+            return
+        if work.kind == IMPORT:
+            await conn.execute(UPSERT_IMPORTED_WRAPPING_KEY, self._new_row(owner, work.parent))
+            self._done.pop((SHRED_IMPORTED, owner))
+            self._done.put((IMPORT, owner), work.parent or owner)
+        elif work.kind == CREATE:
+            await conn.execute(INSERT_WRAPPING_KEY, self._new_row(owner))
+        cursor = await conn.execute(SELECT_WRAPPING_KEY, (owner,))
+        row = await cursor.fetchone()
+        self._keep_row(owner, row[0] if row is not None else None)
+
+    def committed(self, _notification_id: int, events: list[Any]) -> None:
+        """A writer commit listener: what was done for a key's commands is done with."""
+        if len(self._done):
+            self._forget_done({event.originator_id for event in events})
+
+    def _forget_done(self, key_ids: Any) -> None:
+        if len(self._done):
+            wanted = set(key_ids)
+            self._done.pop_where(lambda _, key_id: key_id in wanted)
+
+    def _drop(self, owner_id: uuid.UUID) -> None:
+        self._wrapping_keys.pop(owner_id)
+        self._absent.put(owner_id, True)
+
+    def new_key_id(self) -> uuid.UUID:
+        """An id for a new key whose wrapping key is stored already, taken from a stock
+        that a thread refills: creating the key then waits on no database (on the event
+        loop, where writer commands run). Unused stock is deleted by ``close``."""
+        with self._lock:
+            taken = self._stock.popleft() if self._stock else None
+            refill = len(self._stock) < STOCK_LOW and not self._stocking
+            self._stocking = self._stocking or refill
+        if refill:
+            threading.Thread(target=self._refill_stock, name="vault-stock", daemon=True).start()
+        if taken is None:
+            return uuid.uuid4()  # new_material stores its wrapping key itself
+        owner_id, key = taken
+        self._keep_wrapping_key(owner_id, key)
+        return owner_id
+
+    def _refill_stock(self) -> None:
+        try:
+            fresh = [(uuid.uuid4(), AESGCM.generate_key(256)) for _ in range(STOCK_SIZE)]
+            rows = [
+                (owner_id, self._wrap_under_root(owner_id, key), self._root_key_id, None)
+                for owner_id, key in fresh
+            ]
+            with self._pool.connection() as conn, conn.cursor() as cursor:
+                cursor.executemany(INSERT_WRAPPING_KEY, rows)
+            with self._lock:
+                self._stock.extend(fresh)
+        except Exception as error:  # new keys then store their wrapping keys themselves
+            log.warning("wrapping key stock not refilled: %s", type(error).__name__)
+        finally:
+            with self._lock:
+                self._stocking = False
+
+    def close(self) -> None:
+        """Delete the stock's unused wrapping keys (they wrap nothing)."""
+        with self._lock:
+            unused, self._stock = [owner_id for owner_id, _ in self._stock], deque()
+        if not unused:
+            return
+        try:
+            with self._pool.connection() as conn:
+                conn.execute("DELETE FROM wrapping_keys WHERE owner_id = ANY(%s)", (unused,))
+        except Exception as error:  # they wrap nothing: left behind, they cost a row each
+            log.warning("%d unused wrapping key(s) not deleted: %s", len(unused), error)
+
+    # --- key material ------------------------------------------------------------
+    def new_material(
+        self,
+        key_id: uuid.UUID,
+        *,
+        version: int,
+        now: datetime,
+        rotation_type: str | None,
+        plaintext: bytes | None = None,
+        material_id: str | None = None,
+        imported: bool = False,
+    ) -> KeyMaterial:
+        """Wrap ``plaintext`` (default: fresh AES-256 material) as ``key_id``'s material.
+
+        Any material: AES or HMAC key bytes, a PKCS#8 private key. Imported material gets
+        a wrapping key of its own, so that deleting or expiring it shreds only it.
+        """
+        material_id = material_id or secrets.token_hex(32)
+        if imported:
+            wrapping_key = self._material_wrapping_key(key_id, material_id)
+        elif version == 1:
+            wrapping_key = self._new_key_wrapping_key(key_id)
+        else:
+            wrapping_key = self._wrapping_key(key_id, create=True)
+        if wrapping_key is None:
+            raise RootKeyError(f"key {key_id} has been shredded")
+        if plaintext is None:
+            plaintext = AESGCM.generate_key(256)
+        nonce = secrets.token_bytes(12)
+        wrapped = nonce + wrapping_key.encrypt(
+            nonce, plaintext, material_aad(key_id, version, material_id)
+        )
+        self._materials.put((key_id, version), plaintext)
+        return KeyMaterial(version, material_id, wrapped, now, rotation_type, imported)
+
+    def _new_key_wrapping_key(self, key_id: uuid.UUID) -> AESGCM | None:
+        """A new key's wrapping key: from the stock (new_key_id), else stored now. A new
+        key's id changes each time its command runs, so its creation cannot be left to the
+        writer: an id from new_key_id is what keeps the event loop from waiting here."""
+        cached = self._wrapping_keys.get(key_id)
+        if cached is not None:
+            return AESGCM(cached.key)
+        return self._read_wrapping_key(key_id, create=True)
+
+    def cipher(self, key_id: uuid.UUID, material: KeyMaterial) -> AESGCM | None:
+        """The AES-GCM cipher of one material version; None once the key is shredded."""
+        plaintext = self.unwrap_material(key_id, material)
+        return AESGCM(plaintext) if plaintext is not None else None
+
+    def unwrap_material(self, key_id: uuid.UUID, material: KeyMaterial) -> bytes | None:
+        """One material version's bytes; None once it (or its key) is shredded."""
+        cached = self._materials.get((key_id, material.version))
+        if cached is not None:
+            return cached
+        owner = material_owner(key_id, material)
+        aad = material_aad(key_id, material.version, material.material_id)
+        wrapped = material.wrapped
+        for _attempt in range(2):
+            wrapping_key = self._wrapping_key(owner)
+            if wrapping_key is None:
+                return None
+            try:
+                plaintext = wrapping_key.decrypt(wrapped[:12], wrapped[12:], aad)
+            except InvalidTag:
+                # Re-imported material has a new wrapping key: drop the cached one and read
+                # it again, unless it was read just now.
+                held = self._wrapping_keys.pop(owner)
+                if held is not None and time.monotonic() - held.read_at < FRESH_SECONDS:
+                    self._wrapping_keys.put(owner, held)
+                    return None
+                continue
+            self._materials.put((key_id, material.version), plaintext)
+            return plaintext
+        return None
+
+    def _material_wrapping_key(self, key_id: uuid.UUID, material_id: str) -> AESGCM | None:
+        """The wrapping key of one imported material, created (or, after it was shredded by
+        a deletion or expiry, created anew) for a fresh import."""
+        owner = uuid.uuid5(key_id, "imported:" + material_id)
+        if _on_event_loop():
+            cached = self._wrapping_keys.get(owner)
+            if cached is None or not self._done_for(IMPORT, owner):
+                self._defer(_Deferred(IMPORT, owner, parent=key_id))
+            return AESGCM(cached.key)
+        with self._pool.connection() as conn:
+            conn.execute(UPSERT_IMPORTED_WRAPPING_KEY, self._new_row(owner, key_id))
+        self._wrapping_keys.pop(owner)
+        return self._wrapping_key(owner)
+
+    def shred_material(self, key_id: uuid.UUID, material: KeyMaterial, now: datetime) -> None:
+        """Destroy one imported material's wrapping key (DeleteImportedKeyMaterial, expiry)."""
+        owner = material_owner(key_id, material)
+        if owner == key_id:
+            raise ValueError("only imported material can be shredded on its own")
+        if _on_event_loop():
+            if not self._done_for(SHRED_IMPORTED, owner):
+                self._defer(_Deferred(SHRED_IMPORTED, owner, parent=key_id, at=now))
+        else:
+            with self._pool.connection() as conn:
+                conn.execute(SHRED_OWNER, (now, owner))
+        self._drop(owner)
+        self._materials.pop((key_id, material.version))
+
+    def seal_for_key(self, key_id: uuid.UUID, label: bytes, data: bytes) -> bytes:
+        """Wrap a secret that belongs to a key (an import wrapping key) under the key's
+        wrapping key: it is shredded with the key."""
+        wrapping_key = self._wrapping_key(key_id, create=True)
+        if wrapping_key is None:
+            raise RootKeyError(f"key {key_id} has been shredded")
+        nonce = secrets.token_bytes(12)
+        return nonce + wrapping_key.encrypt(nonce, data, b"keyledger:" + label + key_id.bytes)
+
+    def open_for_key(self, key_id: uuid.UUID, label: bytes, wrapped: bytes) -> bytes | None:
+        wrapping_key = self._wrapping_key(key_id)
+        if wrapping_key is None:
+            return None
+        aad = b"keyledger:" + label + key_id.bytes
+        return wrapping_key.decrypt(wrapped[:12], wrapped[12:], aad)
+
+    def shred(self, key_id: uuid.UUID, now: datetime) -> None:
+        """Destroy the key's wrapping key: no byte anywhere opens its material again."""
+        if not _on_event_loop():
+            with self._pool.connection() as conn:
+                for (owner,) in conn.execute(SHRED_KEY, (now, key_id, key_id)).fetchall():
+                    self._drop(owner)
+        elif not self._done_for(SHRED, key_id):
+            self._defer(_Deferred(SHRED, key_id, at=now))
+        self._drop(key_id)
+        self._materials.pop_where(lambda cache_key, _: cache_key[0] == key_id)
+
+    # --- access key secrets ------------------------------------------------------
+    def wrap_secret(self, access_key_id: str, secret: str) -> bytes:
+        wrapping_key = self._wrapping_key(IDENTITY_WRAPPING_KEY_ID, create=True)
+        assert wrapping_key is not None
+        nonce = secrets.token_bytes(12)
+        aad = b"keyledger:secret:" + access_key_id.encode()
+        return nonce + wrapping_key.encrypt(nonce, secret.encode(), aad)
+
+    def unwrap_secret(self, access_key_id: str, wrapped: bytes) -> str:
+        wrapping_key = self._wrapping_key(IDENTITY_WRAPPING_KEY_ID)
+        if wrapping_key is None:
+            raise RootKeyError("the identity wrapping key is missing")
+        aad = b"keyledger:secret:" + access_key_id.encode()
+        return wrapping_key.decrypt(wrapped[:12], wrapped[12:], aad).decode()
+
+    # --- grant tokens --------------------------------------------------------------
+    def grant_token_mac(self, payload: bytes) -> bytes:
+        """HMAC-SHA256 of a grant token's payload; tokens die with a root-key rotation."""
+        mac = self._grant_token_key.copy()
+        mac.update(payload)
+        return mac.digest()
+
+    # --- root key rotation -------------------------------------------------------
+    def rewrap_all(self, new_root_key: bytes) -> int:
+        """Re-wrap every live wrapping key under ``new_root_key``; ciphertexts are untouched."""
+        new_root, new_id = AESGCM(new_root_key), root_key_id(new_root_key)
+        count = 0
+        with self._pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                "SELECT owner_id, wrapped_key FROM wrapping_keys "
+                "WHERE wrapped_key IS NOT NULL FOR UPDATE"
+            ).fetchall()
+            for owner_id, wrapped in rows:
+                key = self._unwrap_under_root(owner_id, bytes(wrapped))
+                nonce = secrets.token_bytes(12)
+                aad = b"keyledger:wrapping-key:" + owner_id.bytes
+                conn.execute(
+                    "UPDATE wrapping_keys SET wrapped_key = %s, root_key_id = %s "
+                    "WHERE owner_id = %s",
+                    (nonce + new_root.encrypt(nonce, key, aad), new_id, owner_id),
+                )
+                count += 1
+        return count
+
+
+@dataclass(frozen=True, slots=True)
+class _Unwrapped:
+    key: bytes
+    read_at: float  # time.monotonic() when it was read (or made)
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """Database work a writer command needs, left to the writer (Vault._defer)."""
+
+    kind: str  # READ, CREATE, IMPORT, SHRED or SHRED_IMPORTED
+    owner: uuid.UUID
+    parent: uuid.UUID | None = None  # the key an imported material belongs to
+    at: datetime | None = None  # when it is shredded
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread runs an event loop (writer commands run on one)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
