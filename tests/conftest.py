@@ -133,3 +133,29 @@ def key_id(kms) -> str:  # type: ignore[no-untyped-def]
 
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+
+# --- tiers (docs/testing.md) ---------------------------------------------------------------
+# Directories whose tests run in memory: marked "memory" here unless marked "postgres" or
+# "e2e" themselves. Elsewhere a test is in the memory tier only if it says so.
+MEMORY_TIER_DIRS = frozenset({"domain", "unit"})
+# Fixtures that need PostgreSQL (or a running service): a memory test may not ask for them.
+DATABASE_FIXTURES = frozenset({"service", "kms", "key_id", "postgres_backend", "workdir"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        if item.get_closest_marker("postgres") or item.get_closest_marker("e2e"):
+            continue
+        parts = Path(item.path).relative_to(tests_dir).parts
+        if parts[0] in MEMORY_TIER_DIRS:
+            item.add_marker(pytest.mark.memory)
+        if item.get_closest_marker("memory"):
+            needs = DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            if needs:
+                raise pytest.UsageError(
+                    f"{item.nodeid} is in the memory tier but asks for {sorted(needs)}: "
+                    "mark it postgres (or move it out of tests/domain, tests/unit)"
+                )
