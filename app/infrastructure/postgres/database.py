@@ -25,6 +25,7 @@ from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import Row
 from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from app.infrastructure.postgres import nul_safe_text
 from domain.errors import DependencyTimeoutError
@@ -174,6 +175,16 @@ WAIT_INTERVAL = 0.1  # psycopg's own default for its wait loops
 # have passed (its default, 300, let a pool wait minutes after the database came back);
 # then it gives up, and the next request that needs a connection tries at once.
 POOL_RECONNECT_TIMEOUT = 2.0
+# Within that time, psycopg_pool tries again after 1 s, then 2 s. PostgreSQL restarted by
+# the supervisor is back in well under a second, so a pool whose first try failed (the
+# server still down) kept requests waiting for a connection (503s) for up to 2 s after it
+# was back: the chaos harness saw such bursts after kill -9 of the database. Try after
+# 0.1 s, each wait half as long again as the last (0.1, 0.15, 0.23, 0.34 ... s). The
+# library has no per-pool setting: its class attributes are the only knob.
+POOL_FIRST_RETRY_SECONDS = 0.1
+POOL_RETRY_BACKOFF = 1.5
+AttemptWithBackoff.INITIAL_DELAY = POOL_FIRST_RETRY_SECONDS
+AttemptWithBackoff.DELAY_BACKOFF = POOL_RETRY_BACKOFF
 # SQLSTATE classes that mean "not reachable now": connection exceptions, insufficient
 # resources (too many connections...), operator intervention (shutdown, statement timeout);
 # and lock_not_available (a lock timeout).
