@@ -2,6 +2,7 @@
 #
 #   make run     install (if needed) and run the service (embedded PostgreSQL by default)
 #   make test    install dev tools (if needed), then lint and every test tier
+#   make test-fast  the in-memory tiers only (no PostgreSQL, no server, no lint): seconds
 #   make bench   run the benchmark (tools/bench; ARGS=--suite for every figure)
 #   make chaos   attack a real service: kill -9, outages, floods, fuzzing (ARGS=--short for CI)
 #   make lint    ruff, mypy and the import-linter layer contract
@@ -23,7 +24,7 @@ DEV_STAMP := $(VENV)/.keyledger-dev.stamp
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help run test bench chaos lint clean distclean
+.PHONY: help run test test-fast bench chaos lint clean distclean
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -70,6 +71,14 @@ lint: $(DEV_STAMP)
 # pytest exit code 5 ("no tests collected") fails the target like any other failure.
 test: lint
 	@status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; \
+	exit $$status
+
+# The tests marked "memory" (docs/testing.md): tests/domain, tests/unit and the in-memory
+# half of tests/infrastructure. No external PostgreSQL is probed unless one is configured.
+test-fast: $(DEV_STAMP)
+	@status=0; KEYLEDGER_TEST_EXTERNAL_DATABASE_URL="$${KEYLEDGER_TEST_EXTERNAL_DATABASE_URL-}" \
+		$(BIN)/python -m pytest -m memory $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; \
 	exit $$status
 

@@ -17,6 +17,9 @@ import pytest
 from tools.chaos.cli import SCENARIOS, run
 from tools.chaos.profile import SHORT
 
+# Starts the real `keyledger run` process (docs/testing.md).
+pytestmark = pytest.mark.e2e
+
 SEED_ENV = "KEYLEDGER_CHAOS_SEED"
 CI_SEED = 11
 

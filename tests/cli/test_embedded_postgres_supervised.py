@@ -16,6 +16,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tests.cli.keyledger_process import Checkout, free_port, postmaster
 from tests.support.waiting import eventually
 
+# Starts the real `keyledger run` process (docs/testing.md).
+pytestmark = pytest.mark.e2e
+
 
 def test_a_killed_embedded_postgres_is_restarted_and_the_service_answers_again(workdir: Path):
     checkout = Checkout.make(workdir)

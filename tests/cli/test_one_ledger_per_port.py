@@ -22,6 +22,9 @@ from tests.cli.keyledger_process import (
     private_dir,
 )
 
+# Starts the real `keyledger run` process (docs/testing.md).
+pytestmark = pytest.mark.e2e
+
 CONNECTIONS = 20
 
 

@@ -6,7 +6,12 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cli.keyledger_process import Checkout, free_port, keyledger, kill_whole_stack
+
+# Starts the real `keyledger run` process (docs/testing.md).
+pytestmark = pytest.mark.e2e
 
 CRASHES = 3
 

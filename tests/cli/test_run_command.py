@@ -28,6 +28,9 @@ from tests.cli.keyledger_process import (
 )
 from tests.support.waiting import eventually
 
+# Starts the real `keyledger run` process (docs/testing.md).
+pytestmark = pytest.mark.e2e
+
 ADMIN_ACCOUNT = "111122223333"
 REGION = "us-east-1"
 ROOT_KEY_WARNING = "GENERATED A DEVELOPMENT ROOT KEY"

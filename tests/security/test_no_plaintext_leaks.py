@@ -168,6 +168,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
         drop(url)
 
 
+@pytest.mark.e2e  # starts the real `keyledger run` process
 def test_no_secret_reaches_the_database_or_the_log(deployment: Deployment):
     kms = deployment.kms()
     marker_text = "PLAINTEXT-MARKER-" + secrets.token_hex(24)
@@ -297,7 +298,7 @@ def test_a_deleted_key_is_crypto_shredded(own_service):
 
     kms.schedule_key_deletion(KeyId=doomed, PendingWindowInDays=7)
     runtime.clock.advance(timedelta(days=7, hours=1))
-    assert runtime.service.run_due_jobs() >= 1
+    assert runtime.service.jobs.run_due_jobs() >= 1
 
     with psycopg.connect(runtime.database_url) as conn:
         wrapped, destroyed_at = conn.execute(
