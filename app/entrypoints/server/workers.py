@@ -14,6 +14,7 @@ in the environment.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import sys
@@ -128,6 +129,13 @@ def main() -> int:
     from app.entrypoints.server.http_protocol import CoalescingHttpToolsProtocol
 
     settings = load_settings()
+    # Uvicorn configures its own loggers only: without this, KeyLedger's warnings reached
+    # stderr through Python's last-resort handler, with no time, level or logger name.
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # a line per reconnect
     sock = reuse_port_socket(settings.host, settings.port)
     config = uvicorn.Config(
         "app.entrypoints.server.asgi:create_app", factory=True,
