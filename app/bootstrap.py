@@ -14,6 +14,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from app.auth.credentials import IdentityDirectory
+from app.infrastructure.access_denials import DenialLog
 from app.infrastructure.clock import Clock
 from app.infrastructure.event_store import timeout_env
 from app.infrastructure.ledger import Ledger
@@ -29,12 +30,20 @@ from app.infrastructure.postgres.database import (
     resolve_database_url,
 )
 from app.infrastructure.postgres.migrate import apply_migrations
+from app.infrastructure.read_models import AuditReads, KeyDirectoryReads, active_access_key_ids
 from app.infrastructure.vault import Vault, load_root_key
 from app.infrastructure.writer import LedgerWriter
 from app.settings import Settings
-from app.usecases.auditing import Auditor
-from app.usecases.auditors import AuditService
-from app.usecases.keys import KeyService
+from app.usecases.asymmetric import AsymmetricOperations
+from app.usecases.auditing import AuditedCommands, Auditor
+from app.usecases.auditors import AuditService, OnlineParts
+from app.usecases.authorization import AccessControl
+from app.usecases.crypto import CryptoOperations
+from app.usecases.explain import ExplainOperations
+from app.usecases.grants import GrantOperations
+from app.usecases.imported import ImportedMaterial
+from app.usecases.keys import DueJobs, KeyLifecycle, KeyService
+from app.usecases.resolution import KeyResolver
 from domain.keys import Key
 from projections.audit_trail import AuditTrailProjection
 from projections.batched import DeadLetters
@@ -88,13 +97,15 @@ class Runtime:
     directory: KeyDirectoryProjection
     service: KeyService
     clock: Clock
+    # The audit trail and the key views auditors read (projections/audit_trail.py), the
+    # Auditor that records every API call (app/usecases/auditing.py), and the auditors'
+    # use cases.
+    audit: AuditTrailProjection
+    auditor: Auditor
+    audit_service: AuditService
+    denials: DenialLog
     _scheduler_stop: threading.Event = field(default_factory=threading.Event)
     _scheduler: threading.Thread | None = None
-    # The audit trail and the key views auditors read (projections/audit_trail.py), and
-    # the Auditor that records every API call (app/usecases/auditing.py).
-    audit: AuditTrailProjection | None = None
-    auditor: Auditor | None = None
-    audit_service: AuditService | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
@@ -133,26 +144,58 @@ class Runtime:
 
         writer.after_load.append(prefetch_wrapping_keys)
         writer.commit_listeners.append(vault.committed)
-        identity = IdentityDirectory(writer, vault, clock, settings.partition, pool=pool)
-        service = KeyService(
-            writer=writer, vault=vault, clock=clock, pool=pool, directory=directory,
-            partition=settings.partition,
-        )  # fmt: skip
-        # Access control: denials found while authenticating go to the service's log, and
-        # the default account administers (and may explain) every account.
-        identity.denials = service.access.denials
-        service.operator_account = settings.default_account_id
-        runtime = cls(settings, database_url, ledger, pool, vault, writer, identity, directory,
-                      service, clock)  # fmt: skip
-        runtime.audit = AuditTrailProjection(ledger, pool, database_url)
+        audit = AuditTrailProjection(ledger, pool, database_url)
         if settings.run_audit_projection:  # else another process leads it: no wake-ups here
-            writer.commit_listeners.append(runtime.audit.committed)
-        runtime.auditor = Auditor(writer, identity, clock)
-        runtime.audit_service = service.audit_queries = AuditService(
-            pool=pool, ledger=ledger, trail=runtime.audit, clock=clock,
-            operator_account=settings.default_account_id, service=service,
+            writer.commit_listeners.append(audit.committed)
+
+        # The use cases run their commands through the auditor's runner: within an audited
+        # call (Auditor.call), each goes to the writer with the call's hooks.
+        runner = AuditedCommands(writer)
+        partition, operator = settings.partition, settings.default_account_id
+        denials = DenialLog(pool)  # denials found authenticating and authorizing
+        identity = IdentityDirectory(
+            runner, ledger, vault, clock, partition, denials=denials,
+            active_access_keys=active_access_key_ids(pool),
         )  # fmt: skip
-        return runtime
+        access = AccessControl(
+            runner=runner, vault=vault, clock=clock, denials=denials, partition=partition
+        )
+        resolver = KeyResolver(access=access, vault=vault, clock=clock, partition=partition)
+        keys = KeyDirectoryReads(directory, pool)
+        imported = ImportedMaterial(runner=runner, resolver=resolver, vault=vault, clock=clock)
+        # The default account administers (and may explain, and audit) every account.
+        audit_service = AuditService(
+            store=AuditReads(audit, pool, ledger), clock=clock, operator_account=operator,
+            online=OnlineParts(runner=runner, access=access, resolver=resolver),
+        )  # fmt: skip
+        service = KeyService(
+            keys=KeyLifecycle(
+                runner=runner, resolver=resolver, access=access, vault=vault, clock=clock,
+                directory=keys, history=ledger, partition=partition,
+            ),
+            crypto=CryptoOperations(runner=runner, resolver=resolver, access=access),
+            asymmetric=AsymmetricOperations(runner=runner, resolver=resolver),
+            imported=imported,
+            grants=GrantOperations(
+                runner=runner, resolver=resolver, access=access, clock=clock, directory=keys,
+                partition=partition,
+            ),
+            explain=ExplainOperations(
+                runner=runner, resolver=resolver, access=access, clock=clock, history=ledger,
+                partition=partition, operator_account=operator,
+            ),
+            audit=audit_service,
+            jobs=DueJobs(
+                runner=runner, vault=vault, clock=clock, directory=keys, imported=imported,
+                partition=partition,
+            ),
+            access=access,
+        )  # fmt: skip
+        auditor = Auditor(writer, identity, clock, is_unavailable)
+        return cls(
+            settings, database_url, ledger, pool, vault, writer, identity, directory, service,
+            clock, audit, auditor, audit_service, denials,
+        )  # fmt: skip
 
     def start(self, *, writer_on_own_loop: bool = True) -> None:
         """Start the background parts. A server passes ``writer_on_own_loop=False`` and
@@ -170,7 +213,7 @@ class Runtime:
         if writer_on_own_loop:
             self.writer.start()
         self.directory.start()
-        if self.audit is not None and self.settings.run_audit_projection:
+        if self.settings.run_audit_projection:
             self.audit.start()
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         self._scheduler.start()
@@ -181,10 +224,9 @@ class Runtime:
             self._scheduler.join(timeout=5)
             # Started by start() only: the identity commands run just the writer.
             self.directory.stop()
-            if self.audit is not None:
-                self.audit.stop()
+            self.audit.stop()
         self.writer.stop()
-        self.service.access.denials.close()
+        self.denials.close()
         self.vault.close()
         self.pool.close()
         self.ledger.close()
@@ -216,7 +258,7 @@ class Runtime:
     async def projection_gaps(self) -> dict[str, DeadLetters] | None:
         """Each view's events set aside (projections/batched.py), read within the
         readiness bound; None when the database does not answer in time."""
-        views = [self.directory] + ([self.audit] if self.audit is not None else [])
+        views = [self.directory, self.audit]
         seconds = self.settings.readiness_timeout_seconds
 
         def read() -> dict[str, DeadLetters]:
@@ -230,8 +272,6 @@ class Runtime:
 
     async def audit_lag(self) -> float:
         """The audit trail's lag in seconds (NaN when the database does not answer in time)."""
-        if self.audit is None:
-            return 0.0
         seconds, now = self.settings.database_deadline_seconds, self.clock.now()
         try:
             with database_deadline(seconds):
@@ -243,7 +283,7 @@ class Runtime:
         interval = self.settings.scheduler_interval_seconds
         while not self._scheduler_stop.wait(interval):
             try:
-                done = self.service.run_due_jobs()
+                done = self.service.jobs.run_due_jobs()
                 if done:
                     log.info("scheduler: %d rotation/deletion job(s) done", done)
             except Exception:
@@ -258,4 +298,3 @@ class Runtime:
             settings.bootstrap_access_key_id,
             secret.get_secret_value() if secret else None,
         )
-

@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from psycopg_pool import ConnectionPool
-
-from app.infrastructure.lru import BoundedLru
+from app.ports import ActiveAccessKeys
+from app.support.lru import BoundedLru
 from domain.errors import ThrottlingError
 
 log = logging.getLogger("keyledger.identity")
@@ -131,9 +130,9 @@ class KnownAccessKeys:
     request."""
 
     def __init__(
-        self, pool: ConnectionPool | None, refresh_seconds: float = KNOWN_KEYS_REFRESH_SECONDS
+        self, read: ActiveAccessKeys | None, refresh_seconds: float = KNOWN_KEYS_REFRESH_SECONDS
     ) -> None:
-        self._pool = pool
+        self._read = read
         self._refresh_seconds = refresh_seconds
         self._ids: frozenset[str] = frozenset()
         self._read_at = float("-inf")
@@ -147,19 +146,15 @@ class KnownAccessKeys:
     def refresh_if_stale(self) -> None:
         with self._lock:
             stale = time.monotonic() - self._read_at > self._refresh_seconds
-            if self._pool is None or self._reading or not stale:
+            if self._read is None or self._reading or not stale:
                 return
             self._reading = True
         threading.Thread(target=self._refresh, name="known-access-keys", daemon=True).start()
 
     def _refresh(self) -> None:
-        assert self._pool is not None
+        assert self._read is not None
         try:
-            with self._pool.connection() as conn:
-                rows = conn.execute(
-                    "SELECT access_key_id FROM audit_access_keys WHERE deactivated_at IS NULL"
-                ).fetchall()
-            self._ids = frozenset(row[0] for row in rows)
+            self._ids = frozenset(self._read())
         except Exception as error:  # the hint stays as it was
             log.warning("access key index not refreshed: %s", type(error).__name__)
         finally:

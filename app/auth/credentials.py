@@ -12,16 +12,19 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from eventsourcing.application import AggregateNotFoundError
-from psycopg_pool import ConnectionPool
-
 from app.auth.credential_reads import CachedReads, KnownAccessKeys, ReadSlots
 from app.auth.limiter import FailedAuthenticationLimiter
 from app.auth.sigv4 import IncomingRequest, VerifiedCaller, verify_request
-from app.infrastructure.access_denials import DenialLog, DenialRecord
-from app.infrastructure.clock import Clock
-from app.infrastructure.vault import Vault
-from app.infrastructure.writer import LedgerWriter, UnitOfWork
+from app.ports import (
+    ActiveAccessKeys,
+    Clock,
+    CommandRunner,
+    DenialLog,
+    DenialRecord,
+    EventHistory,
+    UnitOfWork,
+    Vault,
+)
 from domain.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -129,21 +132,25 @@ class IdentityDirectory:
 
     def __init__(
         self,
-        writer: LedgerWriter,
+        runner: CommandRunner,
+        history: EventHistory,
         vault: Vault,
         clock: Clock,
         partition: str,
         *,
+        denials: DenialLog,
+        active_access_keys: ActiveAccessKeys | None = None,
         limiter: FailedAuthenticationLimiter | None = None,
         slots: ReadSlots | None = None,
-        pool: ConnectionPool | None = None,
     ) -> None:
-        self._writer = writer
+        self._runner = runner
+        self._history = history
         self._vault = vault
         self._clock = clock
         self.partition = partition
+        self.denials = denials  # where denials found while authenticating go
         self.limiter = limiter or FailedAuthenticationLimiter()
-        self._known_keys = KnownAccessKeys(pool)
+        self._known_keys = KnownAccessKeys(active_access_keys)
         self.read_slots = slots or ReadSlots()  # its pending count is worth watching
         self._credentials = CachedReads(
             self._read_credential, self.read_slots, ttl=CREDENTIAL_CACHE_SECONDS,
@@ -155,8 +162,6 @@ class IdentityDirectory:
             ttl=PRINCIPAL_CACHE_SECONDS,
             miss_ttl=MISS_CACHE_SECONDS,
         )
-        # Where denials found while authenticating go (wired by the runtime).
-        self.denials: DenialLog | None = None
 
     # --- credentials ------------------------------------------------------------------
     def credential(self, access_key_id: str) -> Credential | None:
@@ -173,11 +178,8 @@ class IdentityDirectory:
         return self._credentials.cached(access_key_id)
 
     def _read_credential(self, access_key_id: str) -> Credential | None:
-        try:
-            access_key: AccessKey = self._writer.ledger.repository.get(
-                access_key_aggregate_id(access_key_id)
-            )
-        except AggregateNotFoundError:
+        access_key: AccessKey | None = self._history.find(access_key_aggregate_id(access_key_id))
+        if access_key is None:
             return None
         return Credential(
             access_key_id=access_key_id,
@@ -188,10 +190,7 @@ class IdentityDirectory:
         )
 
     def _read_principal(self, arn: str) -> Principal | None:
-        try:
-            principal: Principal = self._writer.ledger.repository.get(principal_aggregate_id(arn))
-        except AggregateNotFoundError:
-            return None
+        principal: Principal | None = self._history.find(principal_aggregate_id(arn))
         return principal
 
     # --- authentication ------------------------------------------------------------
@@ -308,16 +307,15 @@ class IdentityDirectory:
         )
 
     def _record_denial(self, caller: Caller, action: str, resource: str, message: str) -> None:
-        if self.denials is not None:
-            self.denials.record(
-                DenialRecord(
-                    denied_at=self._clock.now(), request_id=caller.request_id,
-                    principal_arn=caller.principal_arn, account_id=caller.account_id,
-                    action=action, resource_arn=resource, error_code="AccessDeniedException",
-                    message=message, source_ip=caller.source_ip,
-                    access_key_id=caller.access_key_id,
-                )
-            )  # fmt: skip
+        self.denials.record(
+            DenialRecord(
+                denied_at=self._clock.now(), request_id=caller.request_id,
+                principal_arn=caller.principal_arn, account_id=caller.account_id,
+                action=action, resource_arn=resource, error_code="AccessDeniedException",
+                message=message, source_ip=caller.source_ip,
+                access_key_id=caller.access_key_id,
+            )
+        )  # fmt: skip
 
     # --- administration ---------------------------------------------------------------
     def create_account(self, account_id: str, name: str = "") -> str:
@@ -335,7 +333,7 @@ class IdentityDirectory:
             )  # fmt: skip
             return root_arn(self.partition, account_id)
 
-        return self._writer.run_sync(command)
+        return self._runner.run_sync(command)
 
     def create_principal(
         self,
@@ -369,7 +367,7 @@ class IdentityDirectory:
             uow.add(principal)
             return arn
 
-        created = self._writer.run_sync(command)
+        created = self._runner.run_sync(command)
         self._principals.forget(arn)
         return created
 
@@ -380,7 +378,7 @@ class IdentityDirectory:
                 raise NotFoundError(f"Principal {arn} does not exist")
             change(principal, self._clock.now())
 
-        self._writer.run_sync(command)
+        self._runner.run_sync(command)
         self._principals.forget(arn)
 
     def put_principal_policy(
@@ -423,7 +421,7 @@ class IdentityDirectory:
                 dict(found.policies), found.service_name,
             )  # fmt: skip
 
-        return self._writer.run_sync(command)
+        return self._runner.run_sync(command)
 
     def access_key_owner(self, access_key_id: str) -> str:
         credential = self.credential(access_key_id)
@@ -462,7 +460,7 @@ class IdentityDirectory:
                 )
             )  # fmt: skip
 
-        self._writer.run_sync(command)
+        self._runner.run_sync(command)
         self._credentials.forget(access_key_id)  # were it remembered as unknown
         return access_key_id, secret_access_key
 
@@ -475,7 +473,7 @@ class IdentityDirectory:
                 raise NotFoundError(f"Access key {access_key_id} does not exist")
             access_key.deactivate(now=self._clock.now(), actor=actor or OPERATOR_ACTOR)
 
-        self._writer.run_sync(command)
+        self._runner.run_sync(command)
         self._credentials.forget(access_key_id)
 
     def ensure_account(self, account_id: str) -> None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.infrastructure.lru import BoundedLru
+from app.support.lru import BoundedLru
 from domain.errors import ThrottlingError
 
 log = logging.getLogger("keyledger.auth")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from psycopg_pool import ConnectionPool
+
+from app.ports import DenialRecord
 
 log = logging.getLogger("keyledger.access")
 
@@ -29,28 +28,6 @@ INSERT = (
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (request_id, action, resource_arn) DO NOTHING"
 )
-
-
-@dataclass(frozen=True)
-class DenialRecord:
-    denied_at: datetime
-    request_id: str
-    principal_arn: str
-    account_id: str
-    action: str  # "kms:Decrypt"
-    resource_arn: str  # the key ARN, or "*"
-    error_code: str  # "AccessDeniedException"
-    message: str
-    source_ip: str = ""
-    access_key_id: str = ""
-    via_service: str = ""
-
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.denied_at, self.request_id, self.principal_arn, self.account_id, self.action,
-            self.resource_arn, self.error_code, self.message, self.source_ip,
-            self.access_key_id, self.via_service,
-        )  # fmt: skip
 
 
 class DenialLog:

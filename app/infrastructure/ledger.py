@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import base64
+import uuid
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from eventsourcing.application import Application, ProcessingEvent, Repository
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Repository,
+)
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from app.infrastructure.event_store import POOL_TIMEOUT_KEY
@@ -119,6 +126,20 @@ class Ledger(Application):
         ]
         if snapshots:
             self.snapshots.put(snapshots)
+
+    # --- app.ports.EventHistory ----------------------------------------------------------
+    def history(
+        self, aggregate_id: uuid.UUID, *, gt: int | None = None, limit: int | None = None
+    ) -> Iterable[Any]:
+        """The aggregate's events after version ``gt``, oldest first, at most ``limit``."""
+        return self.events.get(aggregate_id, gt=gt, limit=limit)
+
+    def find(self, aggregate_id: uuid.UUID) -> Any | None:
+        """The aggregate as committed now (read within the deadline), or None."""
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

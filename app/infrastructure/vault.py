@@ -36,8 +36,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg_pool import ConnectionPool
 
-from app.infrastructure.lru import BoundedLru
-from app.infrastructure.writer import NeedsLoad
+from app.ports import NeedsLoad
+from app.support.lru import BoundedLru
 from domain.keys import KeyMaterial
 
 log = logging.getLogger("keyledger.vault")

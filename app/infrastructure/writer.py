@@ -50,39 +50,19 @@ from app.infrastructure.postgres.database import (
     is_unavailable,
     time_left,
 )
+from app.ports import Command, CommandFailed, CommandHooks, NeedsLoad
 from domain.errors import DependencyTimeoutError, DomainError, InternalError
 
 log = logging.getLogger("keyledger.writer")
 
 T = TypeVar("T")
-Command = Callable[["UnitOfWork"], T]
 MAX_BATCH = 512
 MAX_ATTEMPTS = 8
 MAX_LOAD_ROUNDS = 4  # an alias, then its key, then a grant's principal...
 RETRY_PAUSE = 0.02  # between a batch's attempts while the database is away
 
-# A context may ask that every command submitted within it be wrapped: app.usecases.auditing records
-# each API call this way (a wrapped command may also define ``after_failure(uow, error)``,
-# called when it failed without appending anything, and ``failure_retry(error)``, a command
-# that records the failure when the batch has to be run again without it).
-command_wrapper: contextvars.ContextVar[Callable[[Command[Any]], Command[Any]] | None] = (
-    contextvars.ContextVar("keyledger_command_wrapper", default=None)
-)
-
-
-@dataclass(frozen=True)
-class CommandFailed:
-    """A command's outcome that must reach its caller as ``error`` (after a commit)."""
-
-    error: Exception
-
-
-class NeedsLoad(Exception):
-    """A command asked for an aggregate the cache cannot answer without the database."""
-
-    def __init__(self, aggregate_id: uuid.UUID) -> None:
-        super().__init__(str(aggregate_id))
-        self.aggregate_id = aggregate_id
+# A queued command: the command, its caller's future, and its hooks (app.ports.CommandHooks).
+Entry = tuple[Command[Any], "asyncio.Future[Any]", CommandHooks | None]
 
 
 @dataclass
@@ -165,7 +145,7 @@ class LedgerWriter:
         self._reconnecting: asyncio.Task[None] | None = None  # set while the store is away
         self._cache: OrderedDict[uuid.UUID, Aggregate] = OrderedDict()
         self._cache_size = cache_size
-        self._pending: list[tuple[Command[Any], asyncio.Future[Any]]] = []
+        self._pending: list[Entry] = []
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -225,31 +205,31 @@ class LedgerWriter:
             asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=30)
 
     # --- submitting ----------------------------------------------------------------
-    async def run(self, command: Command[T]) -> T:
-        """Run ``command`` on the writer; its answer arrives after its events commit."""
+    async def run(self, command: Command[T], hooks: CommandHooks | None = None) -> T:
+        """Run ``command`` on the writer; its answer arrives after its events commit.
+        ``hooks`` hear of its failure (app.ports.CommandHooks)."""
         loop = asyncio.get_running_loop()
         if loop is self._loop:
-            return await self._submit(command)
+            return await self._submit(command, hooks)
         if self._loop is None:
             raise DependencyTimeoutError("the ledger writer is not running")
-        future = asyncio.run_coroutine_threadsafe(self._submit(command), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._submit(command, hooks), self._loop)
         return await asyncio.wrap_future(future)
 
-    def run_sync(self, command: Command[T], timeout: float = 30.0) -> T:
+    def run_sync(
+        self, command: Command[T], timeout: float = 30.0, hooks: CommandHooks | None = None
+    ) -> T:
         """Run ``command`` from a thread that is not the writer's loop."""
         if self._loop is None:
             raise DependencyTimeoutError("the ledger writer is not running")
-        future = asyncio.run_coroutine_threadsafe(self._submit(command), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._submit(command, hooks), self._loop)
         return future.result(timeout=timeout)
 
-    async def _submit(self, command: Command[T]) -> T:
+    async def _submit(self, command: Command[T], hooks: CommandHooks | None) -> T:
         if self._stopping or self._wake is None:
             raise DependencyTimeoutError("the service is shutting down")
-        wrap = command_wrapper.get()
-        if wrap is not None:
-            command = wrap(command)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((command, future))
+        self._pending.append((command, future, hooks))
         self._wake.set()
         return await future
 
@@ -318,8 +298,8 @@ class LedgerWriter:
                 log.exception("batch failed")
                 _answer_all(batch, InternalError("internal error"))
 
-    async def _process(self, batch: list[tuple[Command[Any], asyncio.Future[Any]]]) -> None:
-        live = [(command, future) for command, future in batch if not future.done()]
+    async def _process(self, batch: list[Entry]) -> None:
+        live = [entry for entry in batch if not entry[1].done()]
         self.stats.commands += len(live)
         if not self.available:  # fail fast while the store is away; it is being retried
             self._answer_unavailable(live)
@@ -327,7 +307,7 @@ class LedgerWriter:
         with database_deadline(self.deadline):
             await self._attempt(live)
 
-    async def _attempt(self, live: list[tuple[Command[Any], asyncio.Future[Any]]]) -> None:
+    async def _attempt(self, live: list[Entry]) -> None:
         """Run the batch until it commits (then answer it) or cannot (answer why)."""
         attempts = 0
         known = UnitOfWork(self)  # what earlier attempts of this batch read (or found missing)
@@ -358,7 +338,7 @@ class LedgerWriter:
                 self._fail(live, error)
                 return
             self._committed(uow, appended)
-            for (_, future), (ok, value) in zip(live, outcomes, strict=True):
+            for (_, future, _hooks), (ok, value) in zip(live, outcomes, strict=True):
                 _answer(future, ok, value)
             if appended is not None:
                 await self._snapshot(uow.appended, appended[0])
@@ -366,20 +346,20 @@ class LedgerWriter:
 
     def _without_failures(
         self,
-        live: list[tuple[Command[Any], asyncio.Future[Any]]],
+        live: list[Entry],
         outcomes: list[tuple[bool, Any]],
         uow: UnitOfWork,
-    ) -> list[tuple[Command[Any], asyncio.Future[Any]]]:
+    ) -> list[Entry]:
         """A command failed half-way: drop every effect, answer the failures, and keep
         the others (and the records of failures) to run again from committed state."""
         self.evict(uow.touched)
-        remaining = []
-        for (command, future), (ok, value) in zip(live, outcomes, strict=True):
-            retry = getattr(command, "failure_retry", None)
+        remaining: list[Entry] = []
+        for entry, (ok, value) in zip(live, outcomes, strict=True):
+            _, future, hooks = entry
             if ok:
-                remaining.append((command, future))
-            elif retry is not None:  # its failure is recorded before it is answered
-                remaining.append((retry(value), future))
+                remaining.append(entry)
+            elif hooks is not None:  # its failure is recorded before it is answered
+                remaining.append((hooks.failure_retry(value), future, None))
             else:
                 _answer(future, False, value)
         return remaining
@@ -397,7 +377,7 @@ class LedgerWriter:
         await asyncio.sleep(RETRY_PAUSE)
         return True
 
-    def _fail(self, live: list[tuple[Command[Any], asyncio.Future[Any]]], error: Exception) -> None:
+    def _fail(self, live: list[Entry], error: Exception) -> None:
         if is_unavailable(error):
             log.error("event store unavailable: %s: %s", type(error).__name__, error)
             self._away()
@@ -406,7 +386,7 @@ class LedgerWriter:
             log.error("commit failed", exc_info=error)
             _answer_all(live, InternalError("internal error"))
 
-    def _answer_unavailable(self, live: list[tuple[Command[Any], asyncio.Future[Any]]]) -> None:
+    def _answer_unavailable(self, live: list[Entry]) -> None:
         self.stats.unavailable += len(live)
         _answer_all(live, DependencyTimeoutError("the event store did not answer; retry"))
 
@@ -436,7 +416,7 @@ class LedgerWriter:
             self._reconnecting = None
 
     async def _execute(
-        self, live: list[tuple[Command[Any], asyncio.Future[Any]]], uow: UnitOfWork
+        self, live: list[Entry], uow: UnitOfWork
     ) -> tuple[list[tuple[bool, Any]], bool]:
         """Run the batch's commands; those that need aggregates the cache lacks wait
         while everything they need is read in one go, then run again.
@@ -470,8 +450,9 @@ class LedgerWriter:
                     uow.unmet = needed
                     return self._poison(outcomes)
                 failed = outcomes[index]
-                if failed is not None:
-                    _after_failure(live[index][0], uow, failed[1])
+                hooks = live[index][2]
+                if failed is not None and hooks is not None:
+                    _after_failure(hooks, uow, failed[1])
             if not deferred:
                 break
             try:
@@ -555,13 +536,11 @@ class LedgerWriter:
                 log.warning("snapshot not stored: %s", type(error).__name__)
 
 
-def _after_failure(command: Command[Any], uow: UnitOfWork, error: Exception) -> None:
-    hook = getattr(command, "after_failure", None)
-    if hook is not None:
-        try:
-            hook(uow, error)
-        except Exception:  # recording a failure must never fail the batch
-            log.exception("after_failure hook failed")
+def _after_failure(hooks: CommandHooks, uow: UnitOfWork, error: Exception) -> None:
+    try:
+        hooks.after_failure(uow, error)
+    except Exception:  # recording a failure must never fail the batch
+        log.exception("after_failure hook failed")
 
 
 def _answer(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -575,6 +554,6 @@ def _answer(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-def _answer_all(live: list[tuple[Any, asyncio.Future[Any]]], error: Exception) -> None:
-    for _, future in live:
+def _answer_all(live: list[Entry], error: Exception) -> None:
+    for _, future, _hooks in live:
         _answer(future, False, error)

@@ -6,7 +6,8 @@ Calls that change a key are audited from the events they append (the projection 
 one ``CallRecorded`` event (``domain.audit.AuditedCall``):
 
 * A service call runs inside ``Auditor.call(...)`` (an async context manager). Within it,
-  every writer command is wrapped (``app.infrastructure.writer.command_wrapper``): a read-only
+  every command the use cases run (through ``AuditedCommands``, their command runner) goes
+  to the writer with the call's hooks (``app.ports.CommandHooks``): a read-only
   call's record is added to the very batch that answers it, and a failed command's record to the
   batch that fails it, so the record is durable before the answer and costs no extra
   commit. Commands of cryptographic calls do nothing more when they succeed (their ``Used``
@@ -36,9 +37,9 @@ import ipaddress
 import logging
 import re
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
-from contextvars import Token
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 from botocore.model import Shape
@@ -47,8 +48,14 @@ from app.auth.credentials import Caller
 from app.auth.sigv4 import is_region_name
 from app.aws.errors import aws_error
 from app.aws.model import service_model
-from app.infrastructure.postgres.database import is_unavailable
-from app.infrastructure.writer import Command, CommandFailed, UnitOfWork, command_wrapper
+from app.ports import (
+    Clock,
+    Command,
+    CommandFailed,
+    HookedCommandRunner,
+    Unavailability,
+    UnitOfWork,
+)
 from domain.audit import (
     CLOUDTRAIL_SOURCE,
     CRYPTOGRAPHIC_CALLS,
@@ -63,10 +70,9 @@ from domain.keys import Key
 
 if TYPE_CHECKING:
     from app.auth.credentials import IdentityDirectory
-    from app.infrastructure.clock import Clock
-    from app.infrastructure.writer import LedgerWriter
 
 log = logging.getLogger("keyledger.audit")
+T = TypeVar("T")
 
 # The botocore model a source's request parameters are shaped and redacted by. A source
 # without one (KeyLedger's own endpoints) hands over parameters already in AWS's shape.
@@ -317,7 +323,7 @@ class AuditedRequest:
         # The keys it touched, if it changed nothing; or what the adapter names (the
         # principal of an IAM call) when it touches no key.
         self.resources: list[dict[str, str]] = []
-        self._token: Token[Any] | None = None
+        self._token: Token[AuditedRequest | None] | None = None
 
     @property
     def caller(self) -> Caller | None:
@@ -331,17 +337,17 @@ class AuditedRequest:
 
     # --- the context --------------------------------------------------------------------------
     async def __aenter__(self) -> AuditedRequest:
-        self._token = command_wrapper.set(self._wrap)
+        self._token = _current_call.set(self)
         return self
 
     async def __aexit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
         if self._token is not None:
-            command_wrapper.reset(self._token)
+            _current_call.reset(self._token)
             self._token = None
         try:
             if error is not None:
                 if isinstance(error, Exception) and not self.failure_recorded:
-                    if is_unavailable(error):  # answered now, not after a second wait
+                    if self.auditor.unavailable(error):  # answered now, not after a 2nd wait
                         self.auditor.record_meanwhile(self._record_later(error), self.request_id)
                     else:
                         await self._record_later(error)
@@ -351,9 +357,6 @@ class AuditedRequest:
             log.error("call %s not recorded: %s", self.request_id, type(failure).__name__)
 
     # --- records ---------------------------------------------------------------------------------
-    def _wrap(self, command: Command[Any]) -> Command[Any]:
-        return _AuditedCommand(command, self)
-
     def record(self, resources: list[dict[str, str]], error: BaseException | None) -> AuditedCall:
         caller = self.caller
         assert caller is not None
@@ -396,18 +399,50 @@ class AuditedRequest:
         await self.auditor.writer.run(command)
 
 
-class _AuditedCommand:
-    """A writer command of an audited call (see app.infrastructure.writer.command_wrapper)."""
+# The audited call the current context runs in (set by ``async with Auditor.call(...)``): the
+# calls' commands reach the writer with its hooks through AuditedCommands.
+_current_call: ContextVar[AuditedRequest | None] = ContextVar(
+    "keyledger_audited_call", default=None
+)
+
+
+class AuditedCommands:
+    """The use cases' command runner (app.ports.CommandRunner): a command run within an
+    audited call goes to the writer as an _AuditedCommand, with its hooks; any other as is.
+    Returns the writer's awaitable itself (no coroutine of its own on the hot path)."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: HookedCommandRunner) -> None:
+        self._writer = writer
+
+    def run(self, command: Command[T]) -> Awaitable[T]:
+        call = _current_call.get()
+        if call is None:
+            return self._writer.run(command)
+        audited = _AuditedCommand(command, call)
+        return self._writer.run(audited, audited)
+
+    def run_sync(self, command: Command[T], timeout: float = 30.0) -> T:
+        call = _current_call.get()  # (asyncio.to_thread carries the call's context)
+        if call is None:
+            return self._writer.run_sync(command, timeout)
+        audited = _AuditedCommand(command, call)
+        return self._writer.run_sync(audited, timeout, audited)
+
+
+class _AuditedCommand(Generic[T]):
+    """A command of an audited call, and its hooks (app.ports.CommandHooks)."""
 
     __slots__ = ("_call", "_command", "_resources", "_start")
 
-    def __init__(self, command: Command[Any], call: AuditedRequest) -> None:
+    def __init__(self, command: Command[T], call: AuditedRequest) -> None:
         self._command = command
         self._call = call
         self._start = 0
         self._resources: list[dict[str, str]] = []
 
-    def __call__(self, uow: UnitOfWork) -> Any:
+    def __call__(self, uow: UnitOfWork) -> T:
         start = self._start = len(uow.accessed)
         try:
             result = self._command(uow)
@@ -430,7 +465,7 @@ class _AuditedCommand:
         if self._call.caller is not None:
             self._call.add(uow, self._resources, error)
 
-    def failure_retry(self, error: Exception) -> Command[Any]:
+    def failure_retry(self, error: Exception) -> Command[CommandFailed]:
         """The command that records this failure when its batch runs again without it."""
         call, resources = self._call, self._resources
 
@@ -456,10 +491,19 @@ def _resources(uow: UnitOfWork, start: int) -> list[dict[str, str]]:
 
 # ==== the auditor ==========================================================================
 class Auditor:
-    def __init__(self, writer: LedgerWriter, identity: IdentityDirectory, clock: Clock) -> None:
+    def __init__(
+        self,
+        writer: HookedCommandRunner,
+        identity: IdentityDirectory,
+        clock: Clock,
+        unavailable: Unavailability,
+    ) -> None:
+        """``writer`` runs the records' own commands (never audited themselves);
+        ``unavailable`` tells a database that did not answer from one that refused."""
         self.writer = writer
         self.identity = identity
         self.clock = clock
+        self.unavailable = unavailable
         self._meanwhile: set[asyncio.Task[None]] = set()  # records not awaited by their call
 
     def record_meanwhile(self, recording: Coroutine[Any, Any, None], request_id: str) -> None:
@@ -504,7 +548,7 @@ class Auditor:
         access_key_id, region = _credential_scope(call.headers, call.query_string)
         if not _ACCESS_KEY_ID.fullmatch(access_key_id) or isinstance(error, ThrottlingError):
             return  # a refusal for its rate is counted (app.auth.limiter), not recorded
-        if is_unavailable(error):  # the credential could not be read just now: no new try
+        if self.unavailable(error):  # the credential could not be read just now: no new try
             credential = self.identity.cached_credential(access_key_id)
         else:
             credential = await self.identity.credential_async(access_key_id)

@@ -20,24 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.ports import AuditStore, Clock, CommandRunner, UnitOfWork
+from app.usecases.authorization import AccessControl
+from app.usecases.resolution import KeyResolver
 from domain.audit import LOOKUP_EVENTS_WINDOW, InvalidNextTokenError, InvalidTimeRangeError
 from domain.errors import InternalError, NotFoundError, ValidationError
 from domain.identifiers import KEY_ID_PATTERN, parse_key_reference
 from projections import reports
-from projections.audit_queries import AuditFilter, AuditRow, Position, find_events, iter_events
-from projections.time_travel import KeyAsOf, TimeTravel
+from projections.audit_queries import AuditFilter, AuditRow, Position
+from projections.time_travel import KeyAsOf
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from eventsourcing.application import Application
-    from psycopg_pool import ConnectionPool
-
     from app.auth.credentials import Caller
-    from app.infrastructure.clock import Clock
-    from app.infrastructure.writer import UnitOfWork
-    from app.usecases.keys import KeyService
-    from projections.audit_trail import AuditTrailProjection
 
 AUDITOR_ACTION = "cloudtrail:LookupEvents"
 READ_YOUR_WRITES_SECONDS = 5.0
@@ -83,45 +79,51 @@ def decode_token(token: str, query: AuditFilter) -> Position:
     return position
 
 
+@dataclass(frozen=True)
+class OnlineParts:
+    """What the use cases for callers need beyond the read models (the running service's
+    writer, authorization and key resolution); the CLI, the local operator, has none."""
+
+    runner: CommandRunner
+    access: AccessControl
+    resolver: KeyResolver
+
+
 class AuditService:
     def __init__(
         self,
         *,
-        pool: ConnectionPool,
-        ledger: Application,
-        trail: AuditTrailProjection,
+        store: AuditStore,
         clock: Clock,
         operator_account: str | None,
-        service: KeyService | None = None,
+        online: OnlineParts | None,
         wait_seconds: float = READ_YOUR_WRITES_SECONDS,
     ) -> None:
-        """``service`` None serves the local operator only (the CLI: no callers, no root
+        """``online`` None serves the local operator only (the CLI: no callers, no root
         key needed)."""
-        self.service = service
-        self.trail = trail
-        self.pool = pool
+        self.online = online
+        self.store = store
         self.clock = clock
         self.operator_account = operator_account
         self.wait_seconds = wait_seconds
-        self.time_travel = TimeTravel(ledger, pool)
 
-    def _key_service(self) -> KeyService:
-        if self.service is None:
+    def _online(self) -> OnlineParts:
+        if self.online is None:
             raise InternalError("this use case needs the running service")
-        return self.service
+        return self.online
 
     # ==== who may ask =========================================================================
     async def scope(self, caller: Caller | None) -> str | None:
         """Authorize an auditor's read; the account it covers (None: every account)."""
         if caller is None:
             return None
-        await self._key_service().access.authorize_account_action(caller, AUDITOR_ACTION)
+        await self._online().access.authorize_account_action(caller, AUDITOR_ACTION)
         return None if caller.account_id == self.operator_account else caller.account_id
 
     async def _current(self) -> None:
         """Read-your-writes: wait (briefly) for the trail to include what was just recorded."""
         if self.wait_seconds > 0:
-            await asyncio.to_thread(self.trail.wait_for_current, self.wait_seconds)
+            await asyncio.to_thread(self.store.wait_for_current, self.wait_seconds)
 
     # ==== the trail ===========================================================================
     async def lookup(
@@ -146,7 +148,7 @@ class AuditService:
             if scoped.start is None or scoped.start < oldest:
                 searched = replace(scoped, start=oldest)
         await self._current()
-        rows = await asyncio.to_thread(find_events, self.pool, searched, limit + 1, after)
+        rows = await asyncio.to_thread(self.store.find_events, searched, limit + 1, after)
         next_token = encode_token(rows[limit - 1].position, scoped) if len(rows) > limit else None
         return EventPage(rows[:limit], next_token)
 
@@ -163,7 +165,7 @@ class AuditService:
         account = await self.scope(caller)
         scoped = replace(query, recipient_account=account) if account else query
         await self._current()
-        return iter_events(self.pool, scoped, oldest_first=True)
+        return self.store.iter_events(scoped, oldest_first=True)
 
     # ==== keys as of any time =================================================================
     async def key_as_of(self, caller: Caller | None, key_id: str, at: datetime) -> KeyAsOf:
@@ -172,23 +174,23 @@ class AuditService:
         key_uuid = _key_uuid(key_id, caller)
         if at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
-        found = await asyncio.to_thread(self.time_travel.key_as_of, key_uuid, at)
+        found = await asyncio.to_thread(self.store.key_as_of, key_uuid, at)
         if found is None or (account is not None and found.account_id != account):
             raise NotFoundError(f"Key '{key_id}' did not exist at {at.isoformat()}")
         return found
 
     # ==== GetKeyLastUsage =====================================================================
     async def key_last_usage(self, caller: Caller, key_id: str) -> LastUsage:
-        service = self._key_service()
+        online = self._online()
 
         def command(uow: UnitOfWork) -> Any:
-            return service._resolve(
+            return online.resolver.resolve(
                 uow, caller, key_id, "GetKeyLastUsage", allow_alias=False, fresh=True
             )
 
-        key = await service.writer.run(command)
+        key = await online.runner.run(command)
         await self._current()
-        row = await asyncio.to_thread(self._last_usage_row, key.id)
+        row = await asyncio.to_thread(self.store.last_usage, key.id)
         return LastUsage(
             key_id=key.key_id, key_arn=key.arn, key_creation_date=key.creation_date,
             tracking_start_date=key.creation_date,  # tracked since the key's first event
@@ -196,14 +198,6 @@ class AuditService:
             cloudtrail_event_id=str(row[2]) if row else None,
             request_id=row[3] if row else None,
         )  # fmt: skip
-
-    def _last_usage_row(self, key_uuid: uuid.UUID) -> Any:
-        with self.pool.connection() as conn:
-            return conn.execute(
-                "SELECT operation, used_at, event_id, request_id FROM audit_key_last_usage"
-                " WHERE key_id = %s",
-                (key_uuid,),
-            ).fetchone()
 
     # ==== reports =============================================================================
     async def report(
@@ -223,7 +217,7 @@ class AuditService:
         account = await self.scope(caller) or account
         await self._current()
         return await asyncio.to_thread(
-            reports.report, name, self.pool, account, self.clock.now(), days=days, key=key,
+            self.store.report, name, account, self.clock.now(), days=days, key=key,
             month=month, cryptoperiods=cryptoperiods,
         )  # fmt: skip
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from app.infrastructure.access_denials import DenialLog, DenialRecord
-from app.infrastructure.lru import BoundedLru
-from app.infrastructure.writer import NeedsLoad
+from app.ports import Clock, CommandRunner, DenialLog, DenialRecord, NeedsLoad, UnitOfWork, Vault
+from app.support.lru import BoundedLru
 from domain.errors import AccessDeniedError, InvalidGrantTokenError, MalformedPolicyDocumentError
 from domain.grants import (
     TOKEN_NONCE_BYTES,
@@ -46,12 +45,7 @@ from domain.policy_evaluation import (
 )
 
 if TYPE_CHECKING:
-    from psycopg_pool import ConnectionPool
-
     from app.auth.credentials import Caller
-    from app.infrastructure.clock import Clock
-    from app.infrastructure.vault import Vault
-    from app.infrastructure.writer import LedgerWriter, UnitOfWork
     from domain.keys import Key
 
 ACCESS_DENIED = "AccessDeniedException"
@@ -180,17 +174,17 @@ class AccessControl:
     def __init__(
         self,
         *,
-        writer: LedgerWriter,
+        runner: CommandRunner,
         vault: Vault,
         clock: Clock,
-        pool: ConnectionPool,
+        denials: DenialLog,
         partition: str,
     ) -> None:
-        self.writer = writer
+        self.runner = runner
         self.vault = vault
         self.clock = clock
         self.partition = partition
-        self.denials = DenialLog(pool)
+        self.denials = denials
         self._principal_ids: BoundedLru[str, uuid.UUID] = BoundedLru(PRINCIPAL_CACHE_SIZE)
         # Principals read from the store within the last interval.
         self._refreshed: BoundedLru[uuid.UUID, bool] = BoundedLru(
@@ -326,7 +320,7 @@ class AccessControl:
         resource_arn: str | None = None,
     ) -> None:
         """Authorize an action without a key (ListKeys, GenerateRandom, ...) on the writer."""
-        await self.writer.run(
+        await self.runner.run(
             lambda uow: self.authorize(
                 uow, caller, action, None, request, resource_arn=resource_arn
             )

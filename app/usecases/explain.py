@@ -1,6 +1,6 @@
 """Explain, beyond AWS: why a principal may or may not do something, now or as of a past time.
 
-Mixed into KeyService. The answer comes from the same evaluator that authorizes requests,
+The answer comes from the same evaluator that authorizes requests,
 with its trace turned on: every statement of the key policy and of the principal's identity
 policies (which parts matched, which condition failed) and every grant. Given a past time,
 the key (its policy and grants) and the principal (its identity policies) are rebuilt from
@@ -18,10 +18,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.auth.credentials import Caller
+from app.ports import Clock, CommandRunner, EventHistory, UnitOfWork
 from app.usecases.authorization import AccessControl, AccessRequest, iso_time
+from app.usecases.resolution import KeyResolver
 from domain.errors import NotFoundError, ValidationError
 from domain.identifiers import alias_aggregate_id, parse_key_reference, principal_aggregate_id
 from domain.identity import Principal
@@ -34,10 +36,6 @@ from domain.policy_evaluation import (
     denial_message,
     evaluate,
 )
-
-if TYPE_CHECKING:
-    from app.infrastructure.clock import Clock
-    from app.infrastructure.writer import LedgerWriter, UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -69,27 +67,26 @@ class Explanation:
 
 
 class ExplainOperations:
-    if TYPE_CHECKING:
-        writer: LedgerWriter
-        clock: Clock
-        access: AccessControl
-        partition: str
-
-        def _resolve(
-            self,
-            uow: UnitOfWork,
-            caller: Caller,
-            key_id: str,
-            action: str,
-            *,
-            allow_alias: bool = True,
-            fresh: bool = False,
-            request: AccessRequest | None = None,
-        ) -> Key: ...
-
-    # The account whose principals may administer (and explain) every account; set by the
-    # runtime from KEYLEDGER_DEFAULT_ACCOUNT_ID.
-    operator_account: str | None = None
+    def __init__(
+        self,
+        *,
+        runner: CommandRunner,
+        resolver: KeyResolver,
+        access: AccessControl,
+        clock: Clock,
+        history: EventHistory,
+        partition: str,
+        operator_account: str | None,
+    ) -> None:
+        """``operator_account``: the account whose principals may administer (and explain)
+        every account (KEYLEDGER_DEFAULT_ACCOUNT_ID)."""
+        self.runner = runner
+        self.resolver = resolver
+        self.access = access
+        self.clock = clock
+        self.history = history
+        self.partition = partition
+        self.operator_account = operator_account
 
     async def explain_access(self, caller: Caller | None, query: ExplainQuery) -> Explanation:
         """Explain ``query``. ``caller`` None is the local operator (the CLI), who may ask
@@ -122,13 +119,13 @@ class ExplainOperations:
         def command(uow: UnitOfWork) -> tuple[Key | None, Principal | None]:
             key = None
             if query.key_id is not None and caller is not None:
-                key = self._resolve(uow, caller, query.key_id, "GetKeyPolicy", fresh=True)
+                key = self.resolver.resolve(uow, caller, query.key_id, "GetKeyPolicy", fresh=True)
             elif query.key_id is not None:
                 key = _operator_key(uow, query.key_id, principal_account, query.region)
             principal = self.access.principal(uow, query.principal_arn)
             return key, principal
 
-        key, principal = await self.writer.run(command)
+        key, principal = await self.runner.run(command)
         if at is not None:
             key, principal = await asyncio.to_thread(self._as_of, key, query.principal_arn, at)
         subject = _subject(query, principal_account, key, caller)
@@ -182,7 +179,7 @@ class ExplainOperations:
     def _replay(self, aggregate_id: uuid.UUID, at: datetime) -> Any:
         aggregate: Any = None
         event: Any
-        for event in self.writer.ledger.events.get(aggregate_id):
+        for event in self.history.history(aggregate_id):
             if event.timestamp > at:
                 break
             aggregate = event.mutate(aggregate)

@@ -1,6 +1,6 @@
 """Grant use cases: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant.
 
-Mixed into KeyService. A grant is state of its key (events on the key's stream), created,
+A grant is state of its key (events on the key's stream), created,
 retired and revoked by commands on the writer, so it takes effect, or stops taking effect,
 with the very next request; grant tokens are accepted at once and checked for forgery.
 """
@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from app.auth.credentials import Caller
+from app.ports import Clock, CommandRunner, KeyDirectory, UnitOfWork
 from app.usecases.authorization import AccessControl, AccessRequest
+from app.usecases.resolution import KeyResolver
 from app.usecases.results import Page
 from domain.errors import (
     DryRunSucceededError,
@@ -40,13 +42,6 @@ from domain.key_specs import SYMMETRIC_DEFAULT
 from domain.keys import Key
 from domain.policy import IAM_PRINCIPAL
 from domain.policy_evaluation import NewGrant
-
-if TYPE_CHECKING:
-    from psycopg_pool import ConnectionPool
-
-    from app.infrastructure.clock import Clock
-    from app.infrastructure.writer import LedgerWriter, UnitOfWork
-    from projections.key_directory import KeyDirectoryProjection
 
 DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
 
@@ -92,25 +87,22 @@ def _after(marker: str | None) -> Any:
 
 
 class GrantOperations:
-    if TYPE_CHECKING:
-        writer: LedgerWriter
-        clock: Clock
-        access: AccessControl
-        partition: str
-        pool: ConnectionPool
-        directory: KeyDirectoryProjection
-
-        def _resolve(
-            self,
-            uow: UnitOfWork,
-            caller: Caller,
-            key_id: str,
-            action: str,
-            *,
-            allow_alias: bool = True,
-            fresh: bool = False,
-            request: AccessRequest | None = None,
-        ) -> Key: ...
+    def __init__(
+        self,
+        *,
+        runner: CommandRunner,
+        resolver: KeyResolver,
+        access: AccessControl,
+        clock: Clock,
+        directory: KeyDirectory,
+        partition: str,
+    ) -> None:
+        self.runner = runner
+        self.resolver = resolver
+        self.access = access
+        self.clock = clock
+        self.directory = directory
+        self.partition = partition
 
     # ==== CreateGrant =============================================================================
     async def create_grant(
@@ -142,7 +134,7 @@ class GrantOperations:
         access = AccessRequest(new_grant=NewGrant(wanted, constraints), conditions=conditions)
 
         def command(uow: UnitOfWork) -> CreatedGrant:
-            key = self._resolve(
+            key = self.resolver.resolve(
                 uow, caller, key_id, "CreateGrant", allow_alias=False, request=access
             )
             check_grant_operations(wanted, key.key_spec, key.key_usage)
@@ -174,7 +166,7 @@ class GrantOperations:
                 grant.grant_id, self.access.issue_grant_token(key.id, grant.grant_id)
             )
 
-        return await self.writer.run(command)
+        return await self.runner.run(command)
 
     # ==== ListGrants ==============================================================================
     async def list_grants(
@@ -192,10 +184,12 @@ class GrantOperations:
             check_grant_id(grant_id)
 
         def command(uow: UnitOfWork) -> tuple[str, list[Grant]]:
-            key = self._resolve(uow, caller, key_id, "ListGrants", allow_alias=False, fresh=True)
+            key = self.resolver.resolve(
+                uow, caller, key_id, "ListGrants", allow_alias=False, fresh=True
+            )
             return key.arn, list(AccessControl.grants_of(key))
 
-        key_arn, grants = await self.writer.run(command)
+        key_arn, grants = await self.runner.run(command)
         grants = [
             g for g in grants
             if (grant_id is None or g.grant_id == grant_id)
@@ -244,17 +238,7 @@ class GrantOperations:
 
     def _retirable_rows(self, principal: str, after: Any, limit: int) -> list[Any]:
         self.directory.wait_for_current()
-        where, params = "retiring_principal = %s", [principal]
-        if after is not None:
-            where += " AND (key_id, grant_id) > (%s::uuid, %s)"
-            params += [after[0], after[1]]
-        with self.pool.connection() as conn:
-            return conn.execute(
-                "SELECT key_id, grant_id, key_arn, name, grantee_principal, retiring_principal,"
-                " operations, constraints, issuing_account, creation_date FROM kms_grants"
-                f" WHERE {where} ORDER BY key_id, grant_id LIMIT %s",
-                (*params, limit),
-            ).fetchall()
+        return self.directory.retirable_grants(principal, after, limit)
 
     # ==== RetireGrant and RevokeGrant ==========================================================
     async def retire_grant(
@@ -293,12 +277,13 @@ class GrantOperations:
                 now=self.clock.now(), actor=caller.actor(), grant_id=grant_id, revoke=False
             )
 
-        await self.writer.run(command)
+        await self.runner.run(command)
 
     def _find_key(
         self, uow: UnitOfWork, caller: Caller, key_uuid: uuid.UUID | None, key_id: str | None
     ) -> Key:
-        """The key a RetireGrant names, found as _resolve finds it (authorization follows)."""
+        """The key a RetireGrant names, found as KeyResolver.resolve finds it (authorization
+        follows)."""
         if key_uuid is None:
             assert key_id is not None
             ref = parse_key_reference(
@@ -324,7 +309,7 @@ class GrantOperations:
         check_grant_id(grant_id)
 
         def command(uow: UnitOfWork) -> None:
-            key = self._resolve(uow, caller, key_id, "RevokeGrant", allow_alias=False)
+            key = self.resolver.resolve(uow, caller, key_id, "RevokeGrant", allow_alias=False)
             if grant_id not in key.grants:
                 raise NotFoundError(f"Grant ID {grant_id} not found")
             if dry_run:
@@ -333,7 +318,7 @@ class GrantOperations:
                 now=self.clock.now(), actor=caller.actor(), grant_id=grant_id, revoke=True
             )
 
-        await self.writer.run(command)
+        await self.runner.run(command)
 
 
 def _retirable_entry(row: Any) -> GrantEntry:

@@ -16,7 +16,7 @@ import asyncio
 from typing import Any
 
 from app.auth.credentials import Caller, IdentityDirectory, PrincipalInfo
-from app.infrastructure.access_denials import DenialRecord
+from app.ports import DenialRecord
 from app.usecases.authorization import AccessControl
 from domain.identity import check_account_id, principal_arn, root_arn
 

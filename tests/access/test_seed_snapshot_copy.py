@@ -104,8 +104,8 @@ def scenario(service: Service) -> Scenario:
 
 
 def test_the_key_carries_the_missions_policy(scenario: Scenario, service: Service) -> None:
-    admin_a = service.runtime.service  # read through the ledger: the policy as stored
-    key = admin_a.writer.ledger.repository.get(uuid.UUID(scenario.key_a["KeyId"]))
+    ledger = service.runtime.ledger  # read through the ledger: the policy as stored
+    key = ledger.repository.get(uuid.UUID(scenario.key_a["KeyId"]))
 
     assert key.policy == mission_policy(scenario.account_a, scenario.account_b, scenario.copier.arn)
 

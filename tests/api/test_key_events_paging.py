@@ -34,11 +34,11 @@ def rest(service: Service) -> Iterator[RestClient]:
 def busy_key(service: Service, rest: RestClient) -> str:
     """A key with a few hundred events (its uses)."""
     key_id = str(rest.create_key(description="busy")["key_id"])
-    keys = service.runtime.service
+    crypto = service.runtime.service.crypto
 
     async def use() -> None:
         for _ in range(USES // 100):
-            await asyncio.gather(*(keys.encrypt(ADMIN, key_id, b"x", {}) for _ in range(100)))
+            await asyncio.gather(*(crypto.encrypt(ADMIN, key_id, b"x", {}) for _ in range(100)))
 
     asyncio.run(use())
     return key_id

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth.sigv4 import sign_request
 from tests.conftest import REGION, Service
+from tests.support.signing import sign_request
 
 OTHER_ACCOUNT_ID = "444455556666"
 OTHER_ACCESS_KEY_ID = "AKLGRESTOTHER0000001"
@@ -721,6 +721,6 @@ def test_internal_error_answers_500_without_details(
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("connection string postgres://secret@db")
 
-    monkeypatch.setattr(service.runtime.service, "describe_key", broken)
+    monkeypatch.setattr(service.runtime.service.keys, "describe_key", broken)
     body = assert_error(rest.get(f"/v1/keys/{key['key_id']}"), 500, "KMSInternalException")
     assert "secret" not in body["message"]

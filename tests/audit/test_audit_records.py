@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from app.auth.credentials import Caller
-from app.infrastructure.writer import LedgerWriter, UnitOfWork
-from app.usecases.auditing import Auditor, request_parameters
+from app.infrastructure.postgres.database import is_unavailable
+from app.infrastructure.writer import LedgerWriter
+from app.ports import UnitOfWork
+from app.usecases.auditing import AuditedCommands, Auditor, request_parameters
 from domain.audit import AuditedCall, audited_call_id
 from domain.errors import ValidationError
 from domain.keys import Key
@@ -81,12 +83,13 @@ def test_a_failed_calls_record_survives_a_batch_run_again(
     async def scenario() -> list[Any]:
         writer = LedgerWriter(runtime.ledger, runtime.database_url)
         await writer.start_async()
-        auditor = Auditor(writer, runtime.identity, runtime.clock)
+        auditor = Auditor(writer, runtime.identity, runtime.clock, is_unavailable)
+        commands = AuditedCommands(writer)  # the use cases' runner: audited within a call
         callers = [caller(), caller()]
 
         async def call(name: str, who: Caller, command: Any) -> Any:
             async with auditor.call(name, request_id=who.request_id, caller=who):
-                return await writer.run(command)
+                return await commands.run(command)
 
         try:
             return (

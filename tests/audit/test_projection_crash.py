@@ -56,16 +56,16 @@ def _fill(runtime: Runtime) -> int:
 
     async def fill() -> None:
         keys = [
-            (await service.create_key(admin, CreateKeyRequest(description=f"k{n}"))).key_id
+            (await service.keys.create_key(admin, CreateKeyRequest(description=f"k{n}"))).key_id
             for n in range(5)
         ]
-        await service.disable_key(admin, keys[4])
+        await service.keys.disable_key(admin, keys[4])
         for round_ in range(EVENTS // 100):
             await asyncio.gather(*(
-                service.encrypt(admin, keys[n % 4], b"x", {"round": str(round_)})
+                service.crypto.encrypt(admin, keys[n % 4], b"x", {"round": str(round_)})
                 for n in range(100)
             ))  # fmt: skip
-        await service.describe_key(admin, keys[0])
+        await service.keys.describe_key(admin, keys[0])
 
     asyncio.run(fill())
     return int(runtime.ledger.recorder.max_notification_id() or 0)

@@ -94,8 +94,8 @@ def _report(service: Service, estate: Estate, name: str, **kwargs: Any) -> Repor
     assert isinstance(audit, AuditService)
     if "now" in kwargs:  # the same ledger, judged at another moment
         now = kwargs.pop("now")
-        audit.trail.wait_for_current()
-        return reports.report(name, audit.pool, estate.account, now, **kwargs)
+        service.runtime.audit.wait_for_current()
+        return reports.report(name, service.runtime.pool, estate.account, now, **kwargs)
     return run(audit.report(None, name, account=estate.account, **kwargs))
 
 

@@ -22,10 +22,11 @@ import pytest
 
 from app.auth.credential_reads import KnownAccessKeys
 from app.auth.limiter import DEFAULT_BURST
-from app.auth.sigv4 import sign_request
+from app.infrastructure.read_models import active_access_key_ids
 from domain.errors import THROTTLING_MESSAGE
 from tests.aws.conftest import JSON_CONTENT_TYPE, ledger_position
 from tests.conftest import REGION, Service
+from tests.support.signing import sign_request
 from tests.support.waiting import eventually
 
 _SOURCES = itertools.count(2)
@@ -177,7 +178,7 @@ def test_rest_answers_a_throttled_source_429(service, source):
 
 
 def test_the_index_of_issued_access_keys_lists_the_active_ones(service):
-    known = KnownAccessKeys(service.runtime.pool, refresh_seconds=0.0)
+    known = KnownAccessKeys(active_access_key_ids(service.runtime.pool), refresh_seconds=0.0)
 
     assert eventually(lambda: service.access_key_id in known)
     assert unknown_key() not in known

@@ -18,7 +18,7 @@ CLOSE = timedelta(seconds=10)
 def pass_time(service, delta: timedelta) -> None:
     """Move the service clock and run the rotations and deletions that became due."""
     service.runtime.clock.advance(delta)
-    service.runtime.service.run_due_jobs()
+    service.runtime.service.jobs.run_due_jobs()
 
 
 # --- ScheduleKeyDeletion --------------------------------------------------------------------

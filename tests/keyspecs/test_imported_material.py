@@ -33,7 +33,7 @@ WRAPPING_ALGORITHMS = (
 
 def advance(service, **delta: float) -> int:
     service.runtime.clock.advance(timedelta(**delta))
-    return service.runtime.service.run_due_jobs()
+    return service.runtime.service.jobs.run_due_jobs()
 
 
 def state(kms, key_id: str) -> str:

@@ -13,10 +13,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from app.auth.sigv4 import sign_request
 from tests.api.test_rest_api import RestClient
 from tests.conftest import REGION, Service
 from tests.keyspecs.conftest import public_der_of, verify_locally, wrap_material
+from tests.support.signing import sign_request
 
 
 def b64(data: bytes) -> str:
@@ -180,7 +180,7 @@ def test_rest_imports_expires_and_deletes_material(service, rest):
     assert unb64(mac) == local.finalize()
 
     service.runtime.clock.advance(timedelta(days=2))
-    service.runtime.service.run_due_jobs()
+    service.runtime.service.jobs.run_due_jobs()
     assert rest.get(f"/v1/keys/{key_id}").json()["key_state"] == "PendingImport"
 
     deleted = rest.delete(f"/v1/keys/{key_id}/material")

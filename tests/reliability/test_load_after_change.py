@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 
-from app.infrastructure.writer import UnitOfWork
+from app.ports import UnitOfWork
 from domain.keys import Key
 from tests.conftest import Service
 

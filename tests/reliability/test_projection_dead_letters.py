@@ -101,11 +101,13 @@ def _history_with_poison(runtime: Runtime) -> dict[str, str]:
     service = runtime.service
 
     async def write() -> dict[str, str]:
-        before = (await service.create_key(ADMIN, CreateKeyRequest(description="before"))).key_id
-        await service.update_key_description(ADMIN, before, POISON)
-        await service.encrypt(ADMIN, before, b"x", {})
-        after = (await service.create_key(ADMIN, CreateKeyRequest(description="after"))).key_id
-        await service.disable_key(ADMIN, after)
+        before = (
+            await service.keys.create_key(ADMIN, CreateKeyRequest(description="before"))
+        ).key_id
+        await service.keys.update_key_description(ADMIN, before, POISON)
+        await service.crypto.encrypt(ADMIN, before, b"x", {})
+        after = (await service.keys.create_key(ADMIN, CreateKeyRequest(description="after"))).key_id
+        await service.keys.disable_key(ADMIN, after)
         return {"before": before, "after": after}
 
     return asyncio.run(write())

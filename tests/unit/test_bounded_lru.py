@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from app.infrastructure.lru import BoundedLru
+from app.support.lru import BoundedLru
 
 
 class FakeClock:

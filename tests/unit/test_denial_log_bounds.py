@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from psycopg_pool import ConnectionPool
 
-from app.infrastructure.access_denials import DenialLog, DenialRecord
+from app.infrastructure.access_denials import DenialLog
+from app.ports import DenialRecord
 
 
 def _denial(n: int) -> DenialRecord:

@@ -23,12 +23,12 @@ def _b64(value: bytes) -> str:
     return base64.b64encode(value).decode()
 
 
-def _dry_run(p: dict[str, Any]) -> bool:
-    return bool(p.get("DryRun"))
+def _dry_run(params: dict[str, Any]) -> bool:
+    return bool(params.get("DryRun"))
 
 
-def _required_blob(p: dict[str, Any], member: str) -> bytes:
-    value = p.get(member)
+def _required_blob(params: dict[str, Any], member: str) -> bytes:
+    value = params.get(member)
     if value is None:  # botocore lets an empty blob through as null-ish; AWS names it
         path = member[:1].lower() + member[1:]
         raise ValidationError(
@@ -49,8 +49,10 @@ def algorithm_members(found: KeyAlgorithms) -> dict[str, list[str]]:
     return {name: list(values) for name, values in members.items() if values}
 
 
-async def get_public_key(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    info = await s.get_public_key(c, p["KeyId"])
+async def get_public_key(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    info = await service.asymmetric.get_public_key(caller, params["KeyId"])
     return {
         "KeyId": info.key_arn,
         "PublicKey": _b64(info.public_key),
@@ -61,10 +63,10 @@ async def get_public_key(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[st
     }
 
 
-async def sign(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.sign(
-        c, p["KeyId"], _required_blob(p, "Message"), p.get("MessageType"),
-        p["SigningAlgorithm"], _dry_run(p),
+async def sign(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    result = await service.asymmetric.sign(
+        caller, params["KeyId"], _required_blob(params, "Message"), params.get("MessageType"),
+        params["SigningAlgorithm"], _dry_run(params),
     )  # fmt: skip
     return {
         "KeyId": result.key_arn,
@@ -73,35 +75,41 @@ async def sign(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def verify(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.verify(
-        c, p["KeyId"], _required_blob(p, "Message"), p.get("MessageType"),
-        _required_blob(p, "Signature"), p["SigningAlgorithm"], _dry_run(p),
+async def verify(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    result = await service.asymmetric.verify(
+        caller, params["KeyId"], _required_blob(params, "Message"), params.get("MessageType"),
+        _required_blob(params, "Signature"), params["SigningAlgorithm"], _dry_run(params),
     )  # fmt: skip
     return {"KeyId": result.key_arn, "SignatureValid": True, "SigningAlgorithm": result.algorithm}
 
 
-async def generate_mac(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.generate_mac(
-        c, p["KeyId"], _required_blob(p, "Message"), p["MacAlgorithm"], _dry_run(p)
+async def generate_mac(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    result = await service.asymmetric.generate_mac(
+        caller,
+        params["KeyId"],
+        _required_blob(params, "Message"),
+        params["MacAlgorithm"],
+        _dry_run(params),
     )
     return {"Mac": _b64(result.mac), "MacAlgorithm": result.algorithm, "KeyId": result.key_arn}
 
 
-async def verify_mac(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.verify_mac(
-        c, p["KeyId"], _required_blob(p, "Message"), p["MacAlgorithm"],
-        _required_blob(p, "Mac"), _dry_run(p),
+async def verify_mac(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    result = await service.asymmetric.verify_mac(
+        caller, params["KeyId"], _required_blob(params, "Message"), params["MacAlgorithm"],
+        _required_blob(params, "Mac"), _dry_run(params),
     )  # fmt: skip
     return {"KeyId": result.key_arn, "MacValid": True, "MacAlgorithm": result.algorithm}
 
 
 async def _data_key_pair(
-    s: KeyService, c: Caller, p: dict[str, Any], *, with_plaintext: bool
+    service: KeyService, caller: Caller, params: dict[str, Any], *, with_plaintext: bool
 ) -> dict[str, Any]:
-    result = await s.generate_data_key_pair(
-        c, p["KeyId"], p["KeyPairSpec"], p.get("EncryptionContext"),
-        with_plaintext=with_plaintext, dry_run=_dry_run(p),
+    result = await service.asymmetric.generate_data_key_pair(
+        caller, params["KeyId"], params["KeyPairSpec"], params.get("EncryptionContext"),
+        with_plaintext=with_plaintext, dry_run=_dry_run(params),
     )  # fmt: skip
     answer: dict[str, Any] = {
         "PrivateKeyCiphertextBlob": _b64(result.private_key_ciphertext),
@@ -115,19 +123,27 @@ async def _data_key_pair(
     return answer
 
 
-async def generate_data_key_pair(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    return await _data_key_pair(s, c, p, with_plaintext=True)
+async def generate_data_key_pair(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    return await _data_key_pair(service, caller, params, with_plaintext=True)
 
 
 async def generate_data_key_pair_without_plaintext(
-    s: KeyService, c: Caller, p: dict[str, Any]
+    service: KeyService, caller: Caller, params: dict[str, Any]
 ) -> dict[str, Any]:
-    return await _data_key_pair(s, c, p, with_plaintext=False)
+    return await _data_key_pair(service, caller, params, with_plaintext=False)
 
 
-async def derive_shared_secret(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.derive_shared_secret(
-        c, p["KeyId"], p["KeyAgreementAlgorithm"], _required_blob(p, "PublicKey"), _dry_run(p)
+async def derive_shared_secret(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    result = await service.asymmetric.derive_shared_secret(
+        caller,
+        params["KeyId"],
+        params["KeyAgreementAlgorithm"],
+        _required_blob(params, "PublicKey"),
+        _dry_run(params),
     )
     return {
         "KeyId": result.key_arn,
@@ -137,8 +153,12 @@ async def derive_shared_secret(s: KeyService, c: Caller, p: dict[str, Any]) -> d
     }
 
 
-async def encapsulate(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.encapsulate(c, p["KeyId"], p["EncapsulationAlgorithm"], _dry_run(p))
+async def encapsulate(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    result = await service.asymmetric.encapsulate(
+        caller, params["KeyId"], params["EncapsulationAlgorithm"], _dry_run(params)
+    )
     return {
         "KeyId": result.key_arn,
         "SharedSecret": _b64(result.shared_secret),
@@ -147,10 +167,12 @@ async def encapsulate(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, 
     }
 
 
-async def decapsulate(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.decapsulate(
-        c, p["KeyId"], _required_blob(p, "SharedSecretCiphertextBlob"),
-        p["EncapsulationAlgorithm"], _dry_run(p),
+async def decapsulate(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    result = await service.asymmetric.decapsulate(
+        caller, params["KeyId"], _required_blob(params, "SharedSecretCiphertextBlob"),
+        params["EncapsulationAlgorithm"], _dry_run(params),
     )  # fmt: skip
     return {
         "KeyId": result.key_arn,
@@ -159,9 +181,11 @@ async def decapsulate(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, 
     }
 
 
-async def get_parameters_for_import(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.get_parameters_for_import(
-        c, p["KeyId"], p["WrappingAlgorithm"], p["WrappingKeySpec"]
+async def get_parameters_for_import(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    result = await service.imported.get_parameters_for_import(
+        caller, params["KeyId"], params["WrappingAlgorithm"], params["WrappingKeySpec"]
     )
     return {
         "KeyId": result.key_arn,
@@ -180,20 +204,25 @@ def _timestamp(value: Any) -> datetime | None:
         raise ValidationError("ValidTo is not a valid timestamp.") from None
 
 
-async def import_key_material(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.import_key_material(
-        c, p["KeyId"], _required_blob(p, "ImportToken"),
-        _required_blob(p, "EncryptedKeyMaterial"), valid_to=_timestamp(p.get("ValidTo")),
-        expiration_model=p.get("ExpirationModel"), import_type=p.get("ImportType"),
-        description=p.get("KeyMaterialDescription"), key_material_id=p.get("KeyMaterialId"),
+async def import_key_material(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    result = await service.imported.import_key_material(
+        caller, params["KeyId"], _required_blob(params, "ImportToken"),
+        _required_blob(params, "EncryptedKeyMaterial"), valid_to=_timestamp(params.get("ValidTo")),
+        expiration_model=params.get("ExpirationModel"), import_type=params.get("ImportType"),
+        description=params.get("KeyMaterialDescription"),
+        key_material_id=params.get("KeyMaterialId"),
     )  # fmt: skip
     return {"KeyId": result.key_arn, "KeyMaterialId": result.material_id}
 
 
 async def delete_imported_key_material(
-    s: KeyService, c: Caller, p: dict[str, Any]
+    service: KeyService, caller: Caller, params: dict[str, Any]
 ) -> dict[str, Any]:
-    result = await s.delete_imported_key_material(c, p["KeyId"], p.get("KeyMaterialId"))
+    result = await service.imported.delete_imported_key_material(
+        caller, params["KeyId"], params.get("KeyMaterialId")
+    )
     answer: dict[str, Any] = {"KeyId": result.key_arn}
     if result.material_id is not None:
         answer["KeyMaterialId"] = result.material_id
@@ -215,4 +244,3 @@ OPERATIONS: dict[str, Operation] = {
     "ImportKeyMaterial": import_key_material,
     "DeleteImportedKeyMaterial": delete_imported_key_material,
 }
-

@@ -10,16 +10,14 @@ from typing import Any
 
 from app.auth.credentials import Caller
 from app.usecases.keys import KeyService
-from domain.errors import InternalError
 
 Operation = Callable[[KeyService, Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def get_key_last_usage(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    audit = s.audit_queries
-    if audit is None:
-        raise InternalError("the audit trail is not available")
-    usage = await audit.key_last_usage(c, p["KeyId"])
+async def get_key_last_usage(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    usage = await service.audit.key_last_usage(caller, params["KeyId"])
     last: dict[str, Any] = {}
     if usage.operation is not None and usage.timestamp is not None:
         last = {

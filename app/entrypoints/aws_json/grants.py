@@ -47,54 +47,69 @@ def _grants(page: Page[GrantEntry]) -> dict[str, Any]:
     return answer
 
 
-def _no_service_principals(p: dict[str, Any], *members: str) -> None:
+def _no_service_principals(params: dict[str, Any], *members: str) -> None:
     for member in members:
-        if p.get(member):
+        if params.get(member):
             raise UnsupportedOperationError(
                 f"{member} is not supported by this KeyLedger version; name an IAM principal."
             )
 
 
-async def create_grant(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    _no_service_principals(p, "GranteeServicePrincipal", "RetiringServicePrincipal")
-    if not p.get("GranteePrincipal"):
+async def create_grant(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    _no_service_principals(params, "GranteeServicePrincipal", "RetiringServicePrincipal")
+    if not params.get("GranteePrincipal"):
         raise ValidationError("GranteePrincipal is required.")
-    created = await s.create_grant(
-        c, p["KeyId"], grantee_principal=p["GranteePrincipal"], operations=p["Operations"],
-        retiring_principal=p.get("RetiringPrincipal"),
-        constraints=constraints_from_request(p.get("Constraints")), name=p.get("Name"),
-        dry_run=bool(p.get("DryRun")),
+    created = await service.grants.create_grant(
+        caller, params["KeyId"], grantee_principal=params["GranteePrincipal"],
+        operations=params["Operations"],
+        retiring_principal=params.get("RetiringPrincipal"),
+        constraints=constraints_from_request(params.get("Constraints")), name=params.get("Name"),
+        dry_run=bool(params.get("DryRun")),
     )  # fmt: skip
     return {"GrantToken": created.grant_token, "GrantId": created.grant_id}
 
 
-async def list_grants(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    _no_service_principals(p, "GranteeServicePrincipal")
-    page = await s.list_grants(
-        c, p["KeyId"], grant_id=p.get("GrantId"), grantee_principal=p.get("GranteePrincipal"),
-        limit=p.get("Limit"), marker=p.get("Marker"),
+async def list_grants(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    _no_service_principals(params, "GranteeServicePrincipal")
+    page = await service.grants.list_grants(
+        caller, params["KeyId"], grant_id=params.get("GrantId"),
+        grantee_principal=params.get("GranteePrincipal"),
+        limit=params.get("Limit"), marker=params.get("Marker"),
     )  # fmt: skip
     return _grants(page)
 
 
-async def list_retirable_grants(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    _no_service_principals(p, "RetiringServicePrincipal")
-    page = await s.list_retirable_grants(
-        c, p.get("RetiringPrincipal"), p.get("Limit"), p.get("Marker")
+async def list_retirable_grants(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    _no_service_principals(params, "RetiringServicePrincipal")
+    page = await service.grants.list_retirable_grants(
+        caller, params.get("RetiringPrincipal"), params.get("Limit"), params.get("Marker")
     )
     return _grants(page)
 
 
-async def retire_grant(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.retire_grant(
-        c, grant_token=p.get("GrantToken"), key_id=p.get("KeyId"), grant_id=p.get("GrantId"),
-        dry_run=bool(p.get("DryRun")),
+async def retire_grant(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.grants.retire_grant(
+        caller, grant_token=params.get("GrantToken"), key_id=params.get("KeyId"),
+        grant_id=params.get("GrantId"),
+        dry_run=bool(params.get("DryRun")),
     )  # fmt: skip
     return {}
 
 
-async def revoke_grant(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.revoke_grant(c, p["KeyId"], p["GrantId"], bool(p.get("DryRun")))
+async def revoke_grant(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.grants.revoke_grant(
+        caller, params["KeyId"], params["GrantId"], bool(params.get("DryRun"))
+    )
     return {}
 
 

@@ -87,53 +87,63 @@ def _paged(page: Page[Any], name: str, items: list[Any]) -> dict[str, Any]:
     return answer
 
 
-def _tags(p: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple((t["TagKey"], t["TagValue"]) for t in p.get("Tags") or [])
+def _tags(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((t["TagKey"], t["TagValue"]) for t in params.get("Tags") or [])
 
 
 # --- operations -----------------------------------------------------------------------
-async def create_key(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
+async def create_key(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     request = CreateKeyRequest(
-        description=p.get("Description") or "",
-        key_usage=p.get("KeyUsage"),
-        key_spec=p.get("KeySpec"),
-        customer_master_key_spec=p.get("CustomerMasterKeySpec"),
-        origin=p.get("Origin") or "AWS_KMS",
-        policy=p.get("Policy"),
-        bypass_policy_lockout_safety_check=bool(p.get("BypassPolicyLockoutSafetyCheck")),
-        tags=_tags(p),
-        multi_region=bool(p.get("MultiRegion")),
-        custom_key_store_id=p.get("CustomKeyStoreId"),
+        description=params.get("Description") or "",
+        key_usage=params.get("KeyUsage"),
+        key_spec=params.get("KeySpec"),
+        customer_master_key_spec=params.get("CustomerMasterKeySpec"),
+        origin=params.get("Origin") or "AWS_KMS",
+        policy=params.get("Policy"),
+        bypass_policy_lockout_safety_check=bool(params.get("BypassPolicyLockoutSafetyCheck")),
+        tags=_tags(params),
+        multi_region=bool(params.get("MultiRegion")),
+        custom_key_store_id=params.get("CustomKeyStoreId"),
     )
-    return {"KeyMetadata": key_metadata(await s.create_key(c, request))}
+    return {"KeyMetadata": key_metadata(await service.keys.create_key(caller, request))}
 
 
-async def describe_key(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    return {"KeyMetadata": key_metadata(await s.describe_key(c, p["KeyId"]))}
+async def describe_key(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    return {"KeyMetadata": key_metadata(await service.keys.describe_key(caller, params["KeyId"]))}
 
 
-async def list_keys(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    page = await s.list_keys(c, p.get("Limit"), p.get("Marker"))
+async def list_keys(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    page = await service.keys.list_keys(caller, params.get("Limit"), params.get("Marker"))
     return _paged(page, "Keys", [{"KeyId": k.key_id, "KeyArn": k.key_arn} for k in page.items])
 
 
-async def update_key_description(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.update_key_description(c, p["KeyId"], p["Description"])
+async def update_key_description(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.update_key_description(caller, params["KeyId"], params["Description"])
     return {}
 
 
-async def enable_key(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.enable_key(c, p["KeyId"])
+async def enable_key(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    await service.keys.enable_key(caller, params["KeyId"])
     return {}
 
 
-async def disable_key(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.disable_key(c, p["KeyId"])
+async def disable_key(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.disable_key(caller, params["KeyId"])
     return {}
 
 
-async def schedule_key_deletion(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.schedule_key_deletion(c, p["KeyId"], p.get("PendingWindowInDays"))
+async def schedule_key_deletion(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    result = await service.keys.schedule_key_deletion(
+        caller, params["KeyId"], params.get("PendingWindowInDays")
+    )
     return {
         "KeyId": result.key_arn,
         "DeletionDate": _epoch(result.deletion_date),
@@ -142,14 +152,16 @@ async def schedule_key_deletion(s: KeyService, c: Caller, p: dict[str, Any]) -> 
     }
 
 
-async def cancel_key_deletion(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    return {"KeyId": await s.cancel_key_deletion(c, p["KeyId"])}
+async def cancel_key_deletion(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    return {"KeyId": await service.keys.cancel_key_deletion(caller, params["KeyId"])}
 
 
-async def encrypt(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    result = await s.encrypt(
-        c, p["KeyId"], p["Plaintext"], p.get("EncryptionContext"),
-        p.get("EncryptionAlgorithm"), bool(p.get("DryRun")),
+async def encrypt(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    result = await service.crypto.encrypt(
+        caller, params["KeyId"], params["Plaintext"], params.get("EncryptionContext"),
+        params.get("EncryptionAlgorithm"), bool(params.get("DryRun")),
     )  # fmt: skip
     return {
         "CiphertextBlob": _b64(result.ciphertext),
@@ -158,17 +170,17 @@ async def encrypt(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]
     }
 
 
-async def decrypt(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    if p.get("CiphertextBlob") is None:
+async def decrypt(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    if params.get("CiphertextBlob") is None:
         from domain.errors import ValidationError
 
         raise ValidationError(
             "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
             "constraint: Member must not be null"
         )
-    result = await s.decrypt(
-        c, p["CiphertextBlob"], p.get("KeyId"), p.get("EncryptionContext"),
-        p.get("EncryptionAlgorithm"), bool(p.get("DryRun")),
+    result = await service.crypto.decrypt(
+        caller, params["CiphertextBlob"], params.get("KeyId"), params.get("EncryptionContext"),
+        params.get("EncryptionAlgorithm"), bool(params.get("DryRun")),
     )  # fmt: skip
     return {
         "KeyId": result.key_arn,
@@ -178,22 +190,22 @@ async def decrypt(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]
     }
 
 
-async def re_encrypt(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    if p.get("CiphertextBlob") is None:
+async def re_encrypt(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    if params.get("CiphertextBlob") is None:
         from domain.errors import ValidationError
 
         raise ValidationError(
             "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
             "constraint: Member must not be null"
         )
-    result = await s.re_encrypt(
-        c, p["CiphertextBlob"], source_key_id=p.get("SourceKeyId"),
-        destination_key_id=p["DestinationKeyId"],
-        source_context=p.get("SourceEncryptionContext"),
-        destination_context=p.get("DestinationEncryptionContext"),
-        source_algorithm=p.get("SourceEncryptionAlgorithm"),
-        destination_algorithm=p.get("DestinationEncryptionAlgorithm"),
-        dry_run=bool(p.get("DryRun")),
+    result = await service.crypto.re_encrypt(
+        caller, params["CiphertextBlob"], source_key_id=params.get("SourceKeyId"),
+        destination_key_id=params["DestinationKeyId"],
+        source_context=params.get("SourceEncryptionContext"),
+        destination_context=params.get("DestinationEncryptionContext"),
+        source_algorithm=params.get("SourceEncryptionAlgorithm"),
+        destination_algorithm=params.get("DestinationEncryptionAlgorithm"),
+        dry_run=bool(params.get("DryRun")),
     )  # fmt: skip
     return {
         "CiphertextBlob": _b64(result.ciphertext),
@@ -207,12 +219,13 @@ async def re_encrypt(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, A
 
 
 async def _data_key(
-    s: KeyService, c: Caller, p: dict[str, Any], *, with_plaintext: bool
+    service: KeyService, caller: Caller, params: dict[str, Any], *, with_plaintext: bool
 ) -> dict[str, Any]:
-    result = await s.generate_data_key(
-        c, p["KeyId"], number_of_bytes=p.get("NumberOfBytes"), key_spec=p.get("KeySpec"),
-        encryption_context=p.get("EncryptionContext"), with_plaintext=with_plaintext,
-        dry_run=bool(p.get("DryRun")),
+    result = await service.crypto.generate_data_key(
+        caller, params["KeyId"], number_of_bytes=params.get("NumberOfBytes"),
+        key_spec=params.get("KeySpec"),
+        encryption_context=params.get("EncryptionContext"), with_plaintext=with_plaintext,
+        dry_run=bool(params.get("DryRun")),
     )  # fmt: skip
     answer: dict[str, Any] = {
         "CiphertextBlob": _b64(result.ciphertext),
@@ -224,36 +237,50 @@ async def _data_key(
     return answer
 
 
-async def generate_data_key(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    return await _data_key(s, c, p, with_plaintext=True)
+async def generate_data_key(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    return await _data_key(service, caller, params, with_plaintext=True)
 
 
 async def generate_data_key_without_plaintext(
-    s: KeyService, c: Caller, p: dict[str, Any]
+    service: KeyService, caller: Caller, params: dict[str, Any]
 ) -> dict[str, Any]:
-    return await _data_key(s, c, p, with_plaintext=False)
+    return await _data_key(service, caller, params, with_plaintext=False)
 
 
-async def generate_random(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    if p.get("CustomKeyStoreId"):
+async def generate_random(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    if params.get("CustomKeyStoreId"):
         from domain.errors import UnsupportedOperationError
 
         raise UnsupportedOperationError("Custom key stores are not supported.")
-    return {"Plaintext": _b64(await s.generate_random(c, p.get("NumberOfBytes")))}
+    return {
+        "Plaintext": _b64(await service.crypto.generate_random(caller, params.get("NumberOfBytes")))
+    }
 
 
-async def enable_key_rotation(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.enable_key_rotation(c, p["KeyId"], p.get("RotationPeriodInDays"))
+async def enable_key_rotation(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.enable_key_rotation(
+        caller, params["KeyId"], params.get("RotationPeriodInDays")
+    )
     return {}
 
 
-async def disable_key_rotation(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.disable_key_rotation(c, p["KeyId"])
+async def disable_key_rotation(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.disable_key_rotation(caller, params["KeyId"])
     return {}
 
 
-async def get_key_rotation_status(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    status = await s.get_key_rotation_status(c, p["KeyId"])
+async def get_key_rotation_status(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    status = await service.keys.get_key_rotation_status(caller, params["KeyId"])
     answer: dict[str, Any] = {"KeyId": status.key_id, "KeyRotationEnabled": status.rotation_enabled}
     if status.rotation_period_days is not None:
         answer["RotationPeriodInDays"] = status.rotation_period_days
@@ -262,13 +289,21 @@ async def get_key_rotation_status(s: KeyService, c: Caller, p: dict[str, Any]) -
     return answer
 
 
-async def rotate_key_on_demand(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    return {"KeyId": await s.rotate_key_on_demand(c, p["KeyId"])}
+async def rotate_key_on_demand(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    return {"KeyId": await service.keys.rotate_key_on_demand(caller, params["KeyId"])}
 
 
-async def list_key_rotations(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    page = await s.list_key_rotations(
-        c, p["KeyId"], p.get("IncludeKeyMaterial"), p.get("Limit"), p.get("Marker")
+async def list_key_rotations(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    page = await service.keys.list_key_rotations(
+        caller,
+        params["KeyId"],
+        params.get("IncludeKeyMaterial"),
+        params.get("Limit"),
+        params.get("Marker"),
     )
     entries = []
     for r in page.items:
@@ -289,23 +324,33 @@ async def list_key_rotations(s: KeyService, c: Caller, p: dict[str, Any]) -> dic
     return _paged(page, "Rotations", entries)
 
 
-async def create_alias(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.create_alias(c, p["AliasName"], p["TargetKeyId"])
+async def create_alias(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.create_alias(caller, params["AliasName"], params["TargetKeyId"])
     return {}
 
 
-async def update_alias(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.update_alias(c, p["AliasName"], p["TargetKeyId"])
+async def update_alias(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.update_alias(caller, params["AliasName"], params["TargetKeyId"])
     return {}
 
 
-async def delete_alias(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.delete_alias(c, p["AliasName"])
+async def delete_alias(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.delete_alias(caller, params["AliasName"])
     return {}
 
 
-async def list_aliases(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    page = await s.list_aliases(c, p.get("KeyId"), p.get("Limit"), p.get("Marker"))
+async def list_aliases(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    page = await service.keys.list_aliases(
+        caller, params.get("KeyId"), params.get("Limit"), params.get("Marker")
+    )
     entries = []
     for a in page.items:
         entry: dict[str, Any] = {"AliasName": a.alias_name, "AliasArn": a.alias_arn}
@@ -319,37 +364,53 @@ async def list_aliases(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str,
     return _paged(page, "Aliases", entries)
 
 
-async def tag_resource(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.tag_resource(c, p["KeyId"], _tags(p))
+async def tag_resource(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.tag_resource(caller, params["KeyId"], _tags(params))
     return {}
 
 
-async def untag_resource(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.untag_resource(c, p["KeyId"], p["TagKeys"])
+async def untag_resource(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.untag_resource(caller, params["KeyId"], params["TagKeys"])
     return {}
 
 
-async def list_resource_tags(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    page = await s.list_resource_tags(c, p["KeyId"], p.get("Limit"), p.get("Marker"))
+async def list_resource_tags(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    page = await service.keys.list_resource_tags(
+        caller, params["KeyId"], params.get("Limit"), params.get("Marker")
+    )
     tags = [{"TagKey": k, "TagValue": v} for k, v in page.items]
     return _paged(page, "Tags", tags)
 
 
-async def get_key_policy(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    policy = await s.get_key_policy(c, p["KeyId"], p.get("PolicyName"))
+async def get_key_policy(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    policy = await service.keys.get_key_policy(caller, params["KeyId"], params.get("PolicyName"))
     return {"Policy": policy, "PolicyName": "default"}
 
 
-async def put_key_policy(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    await s.put_key_policy(
-        c, p["KeyId"], p.get("PolicyName"), p["Policy"],
-        bypass_lockout=bool(p.get("BypassPolicyLockoutSafetyCheck")),
+async def put_key_policy(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    await service.keys.put_key_policy(
+        caller, params["KeyId"], params.get("PolicyName"), params["Policy"],
+        bypass_lockout=bool(params.get("BypassPolicyLockoutSafetyCheck")),
     )  # fmt: skip
     return {}
 
 
-async def list_key_policies(s: KeyService, c: Caller, p: dict[str, Any]) -> dict[str, Any]:
-    page = await s.list_key_policies(c, p["KeyId"], p.get("Limit"), p.get("Marker"))
+async def list_key_policies(
+    service: KeyService, caller: Caller, params: dict[str, Any]
+) -> dict[str, Any]:
+    page = await service.keys.list_key_policies(
+        caller, params["KeyId"], params.get("Limit"), params.get("Marker")
+    )
     return _paged(page, "PolicyNames", page.items)
 
 
@@ -391,16 +452,17 @@ OPERATIONS: dict[str, Operation] = {
 
 # --- the ASGI handler -------------------------------------------------------------------
 class AwsJsonHandler:
-    auditor: Auditor | None = None  # records every call (app.usecases.auditing); set by the app
-
     def __init__(
         self,
         service: KeyService,
         identity: IdentityDirectory,
+        auditor: Auditor | None,
         regions: Collection[str] | None = None,
     ) -> None:
+        """``auditor`` records every call (app.usecases.auditing); None records none."""
         self.service = service
         self.identity = identity
+        self.auditor = auditor
         # The Regions served (KEYLEDGER_REGIONS); None serves whatever a caller signs for.
         self.regions = frozenset(regions) if regions is not None else None
 

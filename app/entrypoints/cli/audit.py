@@ -31,6 +31,7 @@ from app.entrypoints.cli.audit_export import Manifest, csv_lines, export_trail, 
 from app.infrastructure.clock import Clock
 from app.infrastructure.ledger import Ledger
 from app.infrastructure.postgres.database import connection_params, resolve_database_url
+from app.infrastructure.read_models import AuditReads
 from app.settings import Settings, load_settings
 from app.usecases.auditors import AuditService
 from projections import reports
@@ -65,8 +66,8 @@ def open_context(*, migrate: bool = False) -> AuditContext:
     pool = ConnectionPool(database_url, min_size=1, max_size=4, open=True)
     trail = AuditTrailProjection(ledger, pool, database_url)
     audit = AuditService(
-        pool=pool, ledger=ledger, trail=trail, clock=Clock(),
-        operator_account=settings.default_account_id, wait_seconds=0,
+        store=AuditReads(trail, pool, ledger), clock=Clock(),
+        operator_account=settings.default_account_id, online=None, wait_seconds=0,
     )  # fmt: skip
     return AuditContext(settings, database_url, ledger, pool, trail, audit)
 

@@ -306,7 +306,7 @@ def cmd_authz_explain(args: argparse.Namespace) -> int:
     )  # fmt: skip
     runtime = _identity_runtime(args)
     try:
-        answer = asyncio.run(runtime.service.explain_access(None, query))
+        answer = asyncio.run(runtime.service.explain.explain_access(None, query))
     finally:
         runtime.stop()
     decision = answer.decision

@@ -273,7 +273,7 @@ async def explain(body: ExplainRequest, caller: CallerDep, service: ServiceDep) 
         source_ip=body.source_ip, via_service=body.via_service, region=body.region,
         grant_operations=body.grant_operations, conditions=body.condition_keys, at=body.at,
     )  # fmt: skip
-    answer = await service.explain_access(caller, query)
+    answer = await service.explain.explain_access(caller, query)
     decision = answer.decision
     return ExplainResult(
         allowed=decision.allowed, decision=decision.outcome, reason=decision.reason,
@@ -327,7 +327,7 @@ async def create_grant(
         if body.constraints
         else None
     )
-    created = await service.create_grant(
+    created = await service.grants.create_grant(
         caller, body.key_id, grantee_principal=body.grantee_principal,
         operations=list(body.operations), retiring_principal=body.retiring_principal,
         constraints=constraints, name=body.name, dry_run=body.dry_run,
@@ -345,7 +345,7 @@ async def list_grants(
     limit: Annotated[int | None, Query(ge=1, le=100)] = None,
     marker: str | None = None,
 ) -> GrantList:
-    page = await service.list_grants(
+    page = await service.grants.list_grants(
         caller, key_id, grant_id=grant_id, grantee_principal=grantee_principal, limit=limit,
         marker=marker,
     )  # fmt: skip
@@ -364,7 +364,7 @@ async def list_retirable_grants(
     limit: Annotated[int | None, Query(ge=1, le=100)] = None,
     marker: str | None = None,
 ) -> GrantList:
-    page = await service.list_retirable_grants(caller, retiring_principal, limit, marker)
+    page = await service.grants.list_retirable_grants(caller, retiring_principal, limit, marker)
     return GrantList(
         grants=[_grant_public(g) for g in page.items],
         next_marker=page.next_marker,
@@ -375,7 +375,7 @@ async def list_retirable_grants(
 @router.post("/grants/retire", **NO_CONTENT, tags=["grants"])
 async def retire_grant(body: GrantRetire, caller: CallerDep, service: ServiceDep) -> None:
     """Retire a grant by its token, or by key and grant id."""
-    await service.retire_grant(
+    await service.grants.retire_grant(
         caller, grant_token=body.grant_token, key_id=body.key_id, grant_id=body.grant_id,
         dry_run=body.dry_run,
     )  # fmt: skip
@@ -388,4 +388,4 @@ async def revoke_grant(
     service: ServiceDep,
     key_id: Annotated[str, Query(min_length=1, max_length=MAX_KEY_ID)],
 ) -> None:
-    await service.revoke_grant(caller, key_id, grant_id)
+    await service.grants.revoke_grant(caller, key_id, grant_id)

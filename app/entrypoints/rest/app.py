@@ -285,7 +285,7 @@ async def create_key(body: KeyCreate, caller: CallerDep, service: ServiceDep) ->
         bypass_policy_lockout_safety_check=body.bypass_policy_lockout_safety_check,
         tags=tuple(body.tags.items()),
     )
-    key = await service.create_key(caller, request)
+    key = await service.keys.create_key(caller, request)
     return KeyPublic.model_validate(key, from_attributes=True)
 
 
@@ -296,7 +296,7 @@ async def list_keys(
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     marker: Marker = None,
 ) -> KeyList:
-    page = await service.list_keys(caller, limit, marker)
+    page = await service.keys.list_keys(caller, limit, marker)
     keys = [KeyEntryPublic(key_id=k.key_id, key_arn=k.key_arn) for k in page.items]
     return KeyList(keys=keys, next_marker=page.next_marker, truncated=page.truncated)
 
@@ -310,14 +310,14 @@ async def list_aliases(
     limit: Annotated[int | None, Query(ge=1, le=100)] = None,
     marker: Marker = None,
 ) -> AliasList:
-    page = await service.list_aliases(caller, key_id, limit, marker)
+    page = await service.keys.list_aliases(caller, key_id, limit, marker)
     aliases = [AliasPublic.model_validate(a, from_attributes=True) for a in page.items]
     return AliasList(aliases=aliases, next_marker=page.next_marker, truncated=page.truncated)
 
 
 @router.post("/aliases", **NO_CONTENT, tags=["aliases"])
 async def create_alias(body: AliasCreate, caller: CallerDep, service: ServiceDep) -> None:
-    await service.create_alias(caller, body.alias_name, body.target_key_id)
+    await service.keys.create_alias(caller, body.alias_name, body.target_key_id)
 
 
 @router.put("/aliases/{alias_name:path}", **NO_CONTENT, tags=["aliases"])
@@ -325,18 +325,18 @@ async def update_alias(
     alias_name: str, body: AliasUpdate, caller: CallerDep, service: ServiceDep
 ) -> None:
     """Point an existing alias at another key."""
-    await service.update_alias(caller, alias_name, body.target_key_id)
+    await service.keys.update_alias(caller, alias_name, body.target_key_id)
 
 
 @router.delete("/aliases/{alias_name:path}", **NO_CONTENT, tags=["aliases"])
 async def delete_alias(alias_name: str, caller: CallerDep, service: ServiceDep) -> None:
-    await service.delete_alias(caller, alias_name)
+    await service.keys.delete_alias(caller, alias_name)
 
 
 # ==== cryptography that finds its key in the ciphertext ===================================
 @router.post("/decrypt", tags=["cryptography"])
 async def decrypt(body: DecryptRequest, caller: CallerDep, service: ServiceDep) -> DecryptResult:
-    result = await service.decrypt(
+    result = await service.crypto.decrypt(
         caller, body.ciphertext, body.key_id, body.encryption_context,
         body.encryption_algorithm, body.dry_run,
     )  # fmt: skip
@@ -352,7 +352,7 @@ async def decrypt(body: DecryptRequest, caller: CallerDep, service: ServiceDep) 
 async def re_encrypt(
     body: ReEncryptRequest, caller: CallerDep, service: ServiceDep
 ) -> ReEncryptResult:
-    result = await service.re_encrypt(
+    result = await service.crypto.re_encrypt(
         caller, body.ciphertext, source_key_id=body.source_key_id,
         destination_key_id=body.destination_key_id,
         source_context=body.source_encryption_context,
@@ -375,7 +375,9 @@ async def re_encrypt(
 async def generate_random(
     body: RandomRequest, caller: CallerDep, service: ServiceDep
 ) -> RandomResult:
-    return RandomResult(random_bytes=await service.generate_random(caller, body.number_of_bytes))
+    return RandomResult(
+        random_bytes=await service.crypto.generate_random(caller, body.number_of_bytes)
+    )
 
 
 # ==== a key's sub-resources ================================================================
@@ -383,7 +385,7 @@ async def generate_random(
 @router.delete(KEY + "/tags/{tag_key}", **NO_CONTENT, tags=["tags"])
 async def untag_key(key_id: KeyId, tag_key: str, caller: CallerDep, service: ServiceDep) -> None:
     """Remove one tag (removing an absent tag is not an error)."""
-    await service.untag_resource(caller, key_id, [tag_key])
+    await service.keys.untag_resource(caller, key_id, [tag_key])
 
 
 @router.delete(KEY + "/tags", **NO_CONTENT, tags=["tags"])
@@ -394,7 +396,7 @@ async def untag_key_many(
     tag_key: Annotated[list[str], Query(min_length=1, description="Repeat to remove several.")],
 ) -> None:
     """Remove several tags: `?tag_key=a&tag_key=b` (for keys containing `/`, too)."""
-    await service.untag_resource(caller, key_id, tag_key)
+    await service.keys.untag_resource(caller, key_id, tag_key)
 
 
 @router.get(KEY + "/tags", tags=["tags"])
@@ -405,14 +407,14 @@ async def list_tags(
     limit: Annotated[int | None, Query(ge=1, le=50)] = None,
     marker: Marker = None,
 ) -> TagList:
-    page = await service.list_resource_tags(caller, key_id, limit, marker)
+    page = await service.keys.list_resource_tags(caller, key_id, limit, marker)
     return TagList(tags=dict(page.items), next_marker=page.next_marker, truncated=page.truncated)
 
 
 @router.put(KEY + "/tags", **NO_CONTENT, tags=["tags"])
 async def tag_key(key_id: KeyId, body: TagUpdate, caller: CallerDep, service: ServiceDep) -> None:
     """Add the given tags, overwriting the values of keys already present."""
-    await service.tag_resource(caller, key_id, tuple(body.tags.items()))
+    await service.keys.tag_resource(caller, key_id, tuple(body.tags.items()))
 
 
 @router.get(KEY + "/policy", tags=["policy"])
@@ -422,7 +424,7 @@ async def get_policy(
     service: ServiceDep,
     policy_name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> PolicyPublic:
-    policy = await service.get_key_policy(caller, key_id, policy_name)
+    policy = await service.keys.get_key_policy(caller, key_id, policy_name)
     return PolicyPublic(policy_name=policy_name or "default", policy=policy)
 
 
@@ -430,7 +432,7 @@ async def get_policy(
 async def put_policy(
     key_id: KeyId, body: PolicyUpdate, caller: CallerDep, service: ServiceDep
 ) -> None:
-    await service.put_key_policy(
+    await service.keys.put_key_policy(
         caller, key_id, body.policy_name, body.policy,
         bypass_lockout=body.bypass_policy_lockout_safety_check,
     )  # fmt: skip
@@ -440,7 +442,7 @@ async def put_policy(
 async def get_rotation(
     key_id: KeyId, caller: CallerDep, service: ServiceDep
 ) -> RotationStatusPublic:
-    status = await service.get_key_rotation_status(caller, key_id)
+    status = await service.keys.get_key_rotation_status(caller, key_id)
     return RotationStatusPublic.model_validate(status, from_attributes=True)
 
 
@@ -450,18 +452,18 @@ async def enable_rotation(
 ) -> None:
     """Turn automatic rotation on (or change its period)."""
     period = body.rotation_period_days if body else None
-    await service.enable_key_rotation(caller, key_id, period)
+    await service.keys.enable_key_rotation(caller, key_id, period)
 
 
 @router.delete(KEY + "/rotation", **NO_CONTENT, tags=["rotation"])
 async def disable_rotation(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> None:
-    await service.disable_key_rotation(caller, key_id)
+    await service.keys.disable_key_rotation(caller, key_id)
 
 
 @router.post(KEY + "/rotations", tags=["rotation"])
 async def rotate_now(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> RotatedPublic:
     """Rotate the key's material now; earlier ciphertexts stay decryptable."""
-    return RotatedPublic(key_id=await service.rotate_key_on_demand(caller, key_id))
+    return RotatedPublic(key_id=await service.keys.rotate_key_on_demand(caller, key_id))
 
 
 @router.get(KEY + "/rotations", tags=["rotation"])
@@ -475,7 +477,9 @@ async def list_rotations(
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     marker: Marker = None,
 ) -> RotationList:
-    page = await service.list_key_rotations(caller, key_id, include_key_material, limit, marker)
+    page = await service.keys.list_key_rotations(
+        caller, key_id, include_key_material, limit, marker
+    )
     rotations = [RotationPublic.model_validate(r, from_attributes=True) for r in page.items]
     return RotationList(rotations=rotations, next_marker=page.next_marker, truncated=page.truncated)
 
@@ -484,7 +488,7 @@ async def list_rotations(
 async def encrypt(
     key_id: KeyId, body: EncryptRequest, caller: CallerDep, service: ServiceDep
 ) -> EncryptResult:
-    result = await service.encrypt(
+    result = await service.crypto.encrypt(
         caller, key_id, body.plaintext, body.encryption_context, body.encryption_algorithm,
         body.dry_run,
     )  # fmt: skip
@@ -501,7 +505,7 @@ async def generate_data_key(
     key_id: KeyId, body: DataKeyRequest, caller: CallerDep, service: ServiceDep
 ) -> DataKeyResult:
     """A data key, encrypted under the key (and in plaintext unless with_plaintext is false)."""
-    result = await service.generate_data_key(
+    result = await service.crypto.generate_data_key(
         caller, key_id, number_of_bytes=body.number_of_bytes, key_spec=body.key_spec,
         encryption_context=body.encryption_context, with_plaintext=body.with_plaintext,
         dry_run=body.dry_run,
@@ -527,7 +531,7 @@ async def key_events(
 ) -> EventList:
     """The key's recorded history, oldest first; key material shows only its version and id."""
     # One more than the page tells whether another follows; the store reads just these.
-    later = await service.key_history(caller, key_id, after_version=after_version,
+    later = await service.keys.key_history(caller, key_id, after_version=after_version,
                                       limit=limit + 1)  # fmt: skip
     page, truncated = later[:limit], len(later) > limit
     return EventList(
@@ -539,12 +543,12 @@ async def key_events(
 
 @router.post(KEY + "/enable", **NO_CONTENT, tags=["keys"])
 async def enable_key(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> None:
-    await service.enable_key(caller, key_id)
+    await service.keys.enable_key(caller, key_id)
 
 
 @router.post(KEY + "/disable", **NO_CONTENT, tags=["keys"])
 async def disable_key(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> None:
-    await service.disable_key(caller, key_id)
+    await service.keys.disable_key(caller, key_id)
 
 
 @router.post(KEY + "/deletion", tags=["keys"])
@@ -553,7 +557,7 @@ async def schedule_deletion(
 ) -> DeletionPublic:
     """Schedule the key's deletion after a waiting period; the key is unusable meanwhile."""
     days = body.pending_window_days if body else None
-    result = await service.schedule_key_deletion(caller, key_id, days)
+    result = await service.keys.schedule_key_deletion(caller, key_id, days)
     return DeletionPublic.model_validate(result, from_attributes=True)
 
 
@@ -562,13 +566,13 @@ async def cancel_deletion(
     key_id: KeyId, caller: CallerDep, service: ServiceDep
 ) -> DeletionCancelled:
     """Cancel a scheduled deletion; the key comes back disabled."""
-    return DeletionCancelled(key_arn=await service.cancel_key_deletion(caller, key_id))
+    return DeletionCancelled(key_arn=await service.keys.cancel_key_deletion(caller, key_id))
 
 
 # Registered last: {key_id:path} would otherwise swallow every sub-resource path above.
 @router.get(KEY, tags=["keys"])
 async def describe_key(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> KeyPublic:
-    key = await service.describe_key(caller, key_id)
+    key = await service.keys.describe_key(caller, key_id)
     return KeyPublic.model_validate(key, from_attributes=True)
 
 
@@ -576,7 +580,7 @@ async def describe_key(key_id: KeyId, caller: CallerDep, service: ServiceDep) ->
 async def update_key(
     key_id: KeyId, body: KeyUpdate, caller: CallerDep, service: ServiceDep
 ) -> None:
-    await service.update_key_description(caller, key_id, body.description)
+    await service.keys.update_key_description(caller, key_id, body.description)
 
 
 # ==== history rendering ====================================================================

@@ -176,7 +176,7 @@ class MaterialPublic(BaseModel):
 # ==== routes ============================================================================
 @router.get(KEY + "/public-key", tags=["asymmetric"])
 async def get_public_key(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> PublicKeyPublic:
-    info = await service.get_public_key(caller, key_id)
+    info = await service.asymmetric.get_public_key(caller, key_id)
     return PublicKeyPublic(
         key_arn=info.key_arn,
         public_key=info.public_key,
@@ -193,7 +193,7 @@ async def get_public_key(key_id: KeyId, caller: CallerDep, service: ServiceDep) 
 async def sign(
     key_id: KeyId, body: SignRequest, caller: CallerDep, service: ServiceDep
 ) -> SignResult:
-    result = await service.sign(
+    result = await service.asymmetric.sign(
         caller, key_id, body.message, body.message_type, body.signing_algorithm, body.dry_run
     )
     return SignResult(
@@ -206,7 +206,7 @@ async def verify(
     key_id: KeyId, body: VerifyRequest, caller: CallerDep, service: ServiceDep
 ) -> VerifyResult:
     """A valid signature answers 200; an invalid one KMSInvalidSignatureException (400)."""
-    result = await service.verify(
+    result = await service.asymmetric.verify(
         caller, key_id, body.message, body.message_type, body.signature,
         body.signing_algorithm, body.dry_run,
     )  # fmt: skip
@@ -219,7 +219,7 @@ async def verify(
 async def generate_mac(
     key_id: KeyId, body: MacRequest, caller: CallerDep, service: ServiceDep
 ) -> MacResult:
-    result = await service.generate_mac(
+    result = await service.asymmetric.generate_mac(
         caller, key_id, body.message, body.mac_algorithm, body.dry_run
     )
     return MacResult(key_arn=result.key_arn, mac=result.mac, mac_algorithm=result.algorithm)
@@ -230,7 +230,7 @@ async def verify_mac(
     key_id: KeyId, body: VerifyMacRequest, caller: CallerDep, service: ServiceDep
 ) -> VerifyMacResult:
     """A matching MAC answers 200; any other KMSInvalidMacException (400)."""
-    result = await service.verify_mac(
+    result = await service.asymmetric.verify_mac(
         caller, key_id, body.message, body.mac_algorithm, body.mac, body.dry_run
     )
     return VerifyMacResult(key_arn=result.key_arn, mac_valid=True, mac_algorithm=result.algorithm)
@@ -241,7 +241,7 @@ async def generate_data_key_pair(
     key_id: KeyId, body: DataKeyPairRequest, caller: CallerDep, service: ServiceDep
 ) -> DataKeyPairResult:
     """A key pair whose private key is encrypted under this symmetric key."""
-    result = await service.generate_data_key_pair(
+    result = await service.asymmetric.generate_data_key_pair(
         caller, key_id, body.key_pair_spec, body.encryption_context,
         with_plaintext=body.with_plaintext, dry_run=body.dry_run,
     )  # fmt: skip
@@ -259,7 +259,7 @@ async def generate_data_key_pair(
 async def derive_shared_secret(
     key_id: KeyId, body: SharedSecretRequest, caller: CallerDep, service: ServiceDep
 ) -> SharedSecretResult:
-    result = await service.derive_shared_secret(
+    result = await service.asymmetric.derive_shared_secret(
         caller, key_id, body.key_agreement_algorithm, body.public_key, body.dry_run
     )
     return SharedSecretResult(
@@ -275,7 +275,7 @@ async def encapsulate(
     key_id: KeyId, caller: CallerDep, service: ServiceDep, body: EncapsulateRequest | None = None
 ) -> EncapsulateResult:
     request = body or EncapsulateRequest()
-    result = await service.encapsulate(
+    result = await service.asymmetric.encapsulate(
         caller, key_id, request.encapsulation_algorithm, request.dry_run
     )
     return EncapsulateResult(
@@ -290,7 +290,7 @@ async def encapsulate(
 async def decapsulate(
     key_id: KeyId, body: DecapsulateRequest, caller: CallerDep, service: ServiceDep
 ) -> DecapsulateResult:
-    result = await service.decapsulate(
+    result = await service.asymmetric.decapsulate(
         caller, key_id, body.ciphertext, body.encapsulation_algorithm, body.dry_run
     )
     return DecapsulateResult(
@@ -305,7 +305,7 @@ async def get_parameters_for_import(
     key_id: KeyId, body: ImportParametersRequest, caller: CallerDep, service: ServiceDep
 ) -> ImportParametersPublic:
     """A wrapping public key and a single-use import token, valid for 24 hours."""
-    result = await service.get_parameters_for_import(
+    result = await service.imported.get_parameters_for_import(
         caller, key_id, body.wrapping_algorithm, body.wrapping_key_spec
     )
     return ImportParametersPublic(
@@ -324,7 +324,7 @@ async def import_key_material(
     valid_to = body.valid_to
     if valid_to is not None and valid_to.tzinfo is None:
         valid_to = valid_to.replace(tzinfo=UTC)
-    result = await service.import_key_material(
+    result = await service.imported.import_key_material(
         caller, key_id, body.import_token, body.encrypted_key_material,
         valid_to=valid_to, expiration_model=body.expiration_model,
         import_type=body.import_type, description=body.description,
@@ -341,5 +341,5 @@ async def delete_imported_key_material(
     key_material_id: Annotated[str | None, Query(pattern="^[a-f0-9]{64}$")] = None,
 ) -> MaterialPublic:
     """Delete imported material (default: the current one); the key becomes PendingImport."""
-    result = await service.delete_imported_key_material(caller, key_id, key_material_id)
+    result = await service.imported.delete_imported_key_material(caller, key_id, key_material_id)
     return MaterialPublic(key_arn=result.key_arn, material_id=result.material_id)

@@ -33,12 +33,9 @@ class KeyLedgerApp:
         self.runtime = runtime
         self.on_started = on_started
         regions = runtime.settings.regions
-        self.aws = AwsJsonHandler(runtime.service, runtime.identity, regions)
-        self.aws.auditor = runtime.auditor
-        self.cloudtrail = (
-            CloudTrailHandler(runtime.audit_service, runtime.identity, runtime.auditor, regions)
-            if runtime.audit_service is not None
-            else None
+        self.aws = AwsJsonHandler(runtime.service, runtime.identity, runtime.auditor, regions)
+        self.cloudtrail = CloudTrailHandler(
+            runtime.audit_service, runtime.identity, runtime.auditor, regions
         )
         self.rest = create_rest_app(runtime)
 

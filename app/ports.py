@@ -1,0 +1,265 @@
+"""Ports: what the use cases (app.usecases) and authentication (app.auth) need of the world.
+
+Small ``typing.Protocol``s, satisfied structurally by app.infrastructure (the writer, the
+vault, the denial log, the clock, the read models over PostgreSQL) and by test doubles; and
+the writer's command contract (``Command``, ``NeedsLoad``, ``CommandFailed``,
+``CommandHooks``), which belongs to the use cases that write commands, not to the writer
+that runs them. Nothing here imports app.infrastructure, psycopg or psycopg_pool.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from eventsourcing.domain import Aggregate
+
+    from domain.keys import KeyMaterial
+    from projections.audit_queries import AuditFilter, AuditRow, Position
+    from projections.reports import Report
+    from projections.time_travel import KeyAsOf
+
+T = TypeVar("T")
+
+
+# ==== the writer's command contract ==========================================================
+class UnitOfWork(Protocol):
+    """What one batch of commands sees: aggregates by id, loaded once and shared."""
+
+    read: set[uuid.UUID]  # read from the store during this batch
+    # Every aggregate handed out, with its pending event count then (for auditing).
+    accessed: list[tuple[Aggregate, int]]
+    after_commit: list[Callable[[], None]]  # called once the batch committed
+
+    def get(self, aggregate_id: uuid.UUID, *, fresh: bool = False) -> Any | None:
+        """The aggregate as of this batch, or None; raises NeedsLoad when it must be read.
+        ``fresh`` re-reads newer events first."""
+        ...
+
+    def add(self, aggregate: Aggregate) -> None:
+        """A newly created aggregate; saving it fails if its id is taken."""
+        ...
+
+
+Command = Callable[[UnitOfWork], T]
+
+
+@dataclass(frozen=True)
+class CommandFailed:
+    """A command's outcome that must reach its caller as ``error`` (after a commit)."""
+
+    error: Exception
+
+
+class NeedsLoad(Exception):
+    """A command asked for an aggregate the cache cannot answer without the database: the
+    writer reads it, then runs the command again."""
+
+    def __init__(self, aggregate_id: uuid.UUID) -> None:
+        super().__init__(str(aggregate_id))
+        self.aggregate_id = aggregate_id
+
+
+class CommandHooks(Protocol):
+    """What a command submitted with hooks is told besides running (app.usecases.auditing
+    records failed calls this way)."""
+
+    def after_failure(self, uow: UnitOfWork, error: Exception) -> None:
+        """The command failed without appending anything; ``uow`` may take more events."""
+        ...
+
+    def failure_retry(self, error: Exception) -> Command[CommandFailed]:
+        """The command to run instead when the batch runs again without this failed one:
+        it answers ``error`` (CommandFailed) after its own effects commit."""
+        ...
+
+
+class CommandRunner(Protocol):
+    """Runs commands on the single writer; answers after their events commit."""
+
+    def run(self, command: Command[T]) -> Awaitable[T]: ...
+
+    def run_sync(self, command: Command[T], timeout: float = 30.0) -> T:
+        """From a thread that is not the writer's event loop."""
+        ...
+
+
+class HookedCommandRunner(Protocol):
+    """The writer itself: runs a command with optional hooks (see CommandHooks)."""
+
+    def run(self, command: Command[T], hooks: CommandHooks | None = None) -> Awaitable[T]: ...
+
+    def run_sync(
+        self, command: Command[T], timeout: float = 30.0, hooks: CommandHooks | None = None
+    ) -> T: ...
+
+
+# Whether an error says the database did not answer (retry later: 503), as opposed to an
+# answer it gave. Provided by app.infrastructure.postgres.database.is_unavailable.
+Unavailability = Callable[[BaseException], bool]
+
+
+# ==== the event history =======================================================================
+class EventHistory(Protocol):
+    """Committed events and aggregates, read straight from the store (in threads)."""
+
+    def history(
+        self, aggregate_id: uuid.UUID, *, gt: int | None = None, limit: int | None = None
+    ) -> Iterable[Any]:
+        """The aggregate's events after version ``gt``, oldest first, at most ``limit``."""
+        ...
+
+    def find(self, aggregate_id: uuid.UUID) -> Any | None:
+        """The aggregate as committed now, or None when it has no events."""
+        ...
+
+
+# ==== the clock ===============================================================================
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+# ==== the vault ===============================================================================
+class Vault(Protocol):
+    """Key material and secrets, wrapped under per-key wrapping keys under the root key."""
+
+    def new_key_id(self) -> uuid.UUID: ...
+
+    def new_material(
+        self,
+        key_id: uuid.UUID,
+        *,
+        version: int,
+        now: datetime,
+        rotation_type: str | None,
+        plaintext: bytes | None = None,
+        material_id: str | None = None,
+        imported: bool = False,
+    ) -> KeyMaterial: ...
+
+    def cipher(self, key_id: uuid.UUID, material: KeyMaterial) -> AESGCM | None: ...
+
+    def unwrap_material(self, key_id: uuid.UUID, material: KeyMaterial) -> bytes | None: ...
+
+    def shred_material(self, key_id: uuid.UUID, material: KeyMaterial, now: datetime) -> None: ...
+
+    def shred(self, key_id: uuid.UUID, now: datetime) -> None: ...
+
+    def seal_for_key(self, key_id: uuid.UUID, label: bytes, data: bytes) -> bytes: ...
+
+    def open_for_key(self, key_id: uuid.UUID, label: bytes, wrapped: bytes) -> bytes | None: ...
+
+    def wrap_secret(self, access_key_id: str, secret: str) -> bytes: ...
+
+    def unwrap_secret(self, access_key_id: str, wrapped: bytes) -> str: ...
+
+    def grant_token_mac(self, payload: bytes) -> bytes: ...
+
+
+# ==== the denial log ==========================================================================
+@dataclass(frozen=True)
+class DenialRecord:
+    denied_at: datetime
+    request_id: str
+    principal_arn: str
+    account_id: str
+    action: str  # "kms:Decrypt"
+    resource_arn: str  # the key ARN, or "*"
+    error_code: str  # "AccessDeniedException"
+    message: str
+    source_ip: str = ""
+    access_key_id: str = ""
+    via_service: str = ""
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.denied_at, self.request_id, self.principal_arn, self.account_id, self.action,
+            self.resource_arn, self.error_code, self.message, self.source_ip,
+            self.access_key_id, self.via_service,
+        )  # fmt: skip
+
+
+class DenialLog(Protocol):
+    def record(self, record: DenialRecord) -> None:
+        """Queue one record; returns at once."""
+        ...
+
+    def query(
+        self,
+        *,
+        principal_arn: str | None = None,
+        resource_arn: str | None = None,
+        account_id: str | None = None,
+        limit: int = 100,
+    ) -> list[DenialRecord]: ...
+
+
+# ==== read models =============================================================================
+class KeyDirectory(Protocol):
+    """The key directory read model (projections/key_directory.py): what the list
+    operations and the scheduler read. Synchronous: for threads."""
+
+    def wait_for_current(self) -> None:
+        """Wait until the read model includes every event committed so far."""
+        ...
+
+    def list_keys(
+        self, account_id: str, region: str, after: str | None, limit: int
+    ) -> list[tuple[str, str]]: ...
+
+    def list_aliases(
+        self,
+        account_id: str,
+        region: str,
+        key_id: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[tuple[str, str, datetime, datetime]]: ...
+
+    def keys_due(self, now: datetime) -> list[tuple[uuid.UUID, str]]: ...
+
+    def retirable_grants(self, principal: str, after: Any, limit: int) -> list[Any]:
+        """Rows of grants whose retiring principal is ``principal``, in (key, grant) order."""
+        ...
+
+
+class AuditStore(Protocol):
+    """The audit trail's read models (projections/audit_*.py, reports, time travel).
+    Synchronous: for threads."""
+
+    def wait_for_current(self, timeout: float) -> Any: ...
+
+    def find_events(
+        self, query: AuditFilter, limit: int, after: Position | None = None
+    ) -> list[AuditRow]: ...
+
+    def iter_events(
+        self, query: AuditFilter, *, oldest_first: bool = False
+    ) -> Iterator[AuditRow]: ...
+
+    def key_as_of(self, key_id: uuid.UUID, at: datetime) -> KeyAsOf | None: ...
+
+    def last_usage(self, key_id: uuid.UUID) -> Any:
+        """(operation, used at, event id, request id) of the key's last use, or None."""
+        ...
+
+    def report(
+        self,
+        name: str,
+        account: str | None,
+        now: datetime,
+        *,
+        days: int = 90,
+        key: str | None = None,
+        month: str | None = None,
+        cryptoperiods: Mapping[str, int] | None = None,
+    ) -> Report: ...
+
+
+# The ids of the active access keys (an index the audit views keep), read in a thread.
+ActiveAccessKeys = Callable[[], Iterable[str]]

@@ -1,0 +1,351 @@
+"""Key resolution, shared by every use case that touches a key: find the key a KeyId names
+(by id, ARN, alias or alias ARN; an AWS managed key comes into being on first use of its
+alias), authorize the caller on it, and the symmetric ciphertext and material helpers
+(seal, open, decrypt a blob, check usable, record a use).
+
+One object (``KeyResolver``) held by each area's use-case class (app.usecases.keys, crypto,
+asymmetric, imported, grants, explain), passed in by the constructor.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from app.auth.credentials import Caller
+from app.ports import Clock, UnitOfWork, Vault
+from app.usecases.authorization import AccessControl, AccessRequest
+from domain import algorithms
+from domain.ciphertext import open_blob, read_header, seal
+from domain.errors import (
+    DryRunSucceededError,
+    IncorrectKeyError,
+    InvalidCiphertextError,
+    InvalidKeyUsageError,
+    NotFoundError,
+    ValidationError,
+)
+from domain.identifiers import (
+    AWS_MANAGED_ALIAS_PREFIX,
+    KeyReference,
+    alias_aggregate_id,
+    alias_arn,
+    key_arn,
+    parse_key_reference,
+)
+from domain.key_specs import ENCRYPT_DECRYPT, EXTERNAL, SYMMETRIC_DEFAULT
+from domain.keys import AWS_MANAGED, Alias, Key
+from domain.policy import aws_managed_key_policy
+
+DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
+
+
+# ==== checks of a resolved key ==============================================================
+def check_key_use(key: Key, operation: str, usage: str) -> None:
+    """State first, then usage (AWS's order)."""
+    key.check_allowed(operation)
+    if key.key_usage != usage:
+        raise InvalidKeyUsageError(
+            f"{key.arn} key usage is {key.key_usage} which is not valid for {operation}."
+        )
+
+
+def refuse_encryption_context(context: Mapping[str, str] | None) -> None:
+    """Asymmetric keys take no encryption context."""
+    if context:
+        raise ValidationError("EncryptionContext is not supported with asymmetric KMS keys.")
+
+
+def stop_if_dry_run(dry_run: bool) -> None:
+    if dry_run:
+        raise DryRunSucceededError(DRY_RUN_MESSAGE)
+
+
+def is_symmetric_algorithm(algorithm: str | None) -> bool:
+    return algorithm in (None, SYMMETRIC_DEFAULT)
+
+
+class KeyResolver:
+    def __init__(
+        self, *, access: AccessControl, vault: Vault, clock: Clock, partition: str
+    ) -> None:
+        self.access = access
+        self.vault = vault
+        self.clock = clock
+        self.partition = partition
+
+    # ==== finding keys ===================================================================
+    def arn(self, ref: KeyReference) -> str:
+        if ref.is_alias:
+            return alias_arn(self.partition, ref.region, ref.account_id, ref.name)
+        return key_arn(self.partition, ref.region, ref.account_id, ref.name)
+
+    def resolve(
+        self,
+        uow: UnitOfWork,
+        caller: Caller,
+        key_id: str,
+        action: str,
+        *,
+        allow_alias: bool = True,
+        fresh: bool = False,
+        request: AccessRequest | None = None,
+    ) -> Key:
+        """Find the key a KeyId member names and check the caller may ``action`` it.
+
+        A key of another account is found only by its key ARN or alias ARN (a bare id or
+        alias name means the caller's own account); its key policy then decides.
+        """
+        ref = parse_key_reference(
+            key_id, account_id=caller.account_id, region=caller.region, allow_alias=allow_alias
+        )
+        if ref.region != caller.region:  # an ARN naming another Region
+            raise NotFoundError(f"Invalid arn {ref.region}")
+        if ref.is_alias:
+            key = self._key_for_alias(uow, caller, ref)
+        else:
+            found = uow.get(uuid.UUID(ref.name), fresh=fresh)
+            if (
+                found is None
+                or not isinstance(found, Key)
+                or found.account_id != ref.account_id
+                or found.region != ref.region
+            ):
+                raise NotFoundError(f"Key '{self.arn(ref)}' does not exist")
+            key = found
+        if key.is_deleted:
+            raise NotFoundError(f"Key '{key.arn}' does not exist")
+        alias_name = ref.name if ref.is_alias else None
+        self.access.authorize(uow, caller, action, key, request, alias_name=alias_name)
+        return key
+
+    def resolve_destination(
+        self, uow: UnitOfWork, caller: Caller, key_id: str, request: AccessRequest | None = None
+    ) -> Key:
+        """ReEncrypt's destination may be named by ARN in another Region of this deployment."""
+        if key_id.startswith("arn:"):
+            ref = parse_key_reference(key_id, account_id=caller.account_id, region=caller.region)
+            if ref.region != caller.region:
+                regional = Caller(**{**caller.__dict__, "region": ref.region})
+                return self.resolve(uow, regional, key_id, "ReEncryptTo", request=request)
+        return self.resolve(uow, caller, key_id, "ReEncryptTo", request=request)
+
+    def _key_for_alias(self, uow: UnitOfWork, caller: Caller, ref: KeyReference) -> Key:
+        alias: Alias | None = uow.get(alias_aggregate_id(ref.account_id, ref.region, ref.name))
+        if alias is not None and alias.target_key_id is not None:
+            key: Key | None = uow.get(uuid.UUID(alias.target_key_id))
+            if key is not None and not key.is_deleted:
+                return key
+        if ref.name.startswith(AWS_MANAGED_ALIAS_PREFIX) and ref.account_id == caller.account_id:
+            return self._create_aws_managed_key(uow, caller, ref, alias)
+        raise NotFoundError(f"Alias {self.arn(ref)} is not found.")
+
+    def _create_aws_managed_key(
+        self, uow: UnitOfWork, caller: Caller, ref: KeyReference, alias: Alias | None
+    ) -> Key:
+        """AWS managed keys come into being on first use of their predefined alias."""
+        service = ref.name.removeprefix(AWS_MANAGED_ALIAS_PREFIX)
+        now = self.clock.now()
+        key = self.new_key(
+            uow, caller, region=ref.region, account_id=ref.account_id, key_manager=AWS_MANAGED,
+            description=f"Default key that protects my {service} data when no other key is "
+            "defined",
+            policy=aws_managed_key_policy(self.partition, ref.account_id, service, ref.region),
+            tags={}, key_spec=SYMMETRIC_DEFAULT, key_usage=ENCRYPT_DECRYPT, origin="AWS_KMS",
+        )  # fmt: skip
+        self.point_alias(uow, caller, ref.name, ref.account_id, ref.region, key, alias, now)
+        return key
+
+    # ==== new keys and aliases ===========================================================
+    def new_key(
+        self,
+        uow: UnitOfWork,
+        caller: Caller,
+        *,
+        region: str,
+        account_id: str,
+        key_manager: str,
+        description: str,
+        policy: str,
+        tags: dict[str, str],
+        key_spec: str,
+        key_usage: str,
+        origin: str,
+        material_bytes: bytes | None = None,
+    ) -> Key:
+        """A new key with fresh material (``material_bytes``, or AES-256 when None); keys of
+        Origin EXTERNAL start without material, PendingImport."""
+        key_uuid = self.vault.new_key_id()  # its wrapping key is stored already
+        now = self.clock.now()
+        material = (
+            None
+            if origin == EXTERNAL
+            else self.vault.new_material(
+                key_uuid, version=1, now=now, rotation_type=None, plaintext=material_bytes
+            )
+        )
+        key = Key.create(
+            key_id=key_uuid, now=now, actor=caller.actor(),
+            arn=key_arn(self.partition, region, account_id, str(key_uuid)),
+            account_id=account_id, region=region, description=description, key_spec=key_spec,
+            key_usage=key_usage, origin=origin, key_manager=key_manager, policy=policy,
+            tags=tags, material=material,
+        )  # fmt: skip
+        uow.add(key)
+        return key
+
+    def point_alias(
+        self,
+        uow: UnitOfWork,
+        caller: Caller,
+        alias_name: str,
+        account_id: str,
+        region: str,
+        key: Key,
+        alias: Alias | None,
+        now: datetime,
+    ) -> None:
+        actor = caller.actor()
+        arn = alias_arn(self.partition, region, account_id, alias_name)
+        if alias is None:
+            alias = Alias.create(
+                alias_id=alias_aggregate_id(account_id, region, alias_name), now=now,
+                actor=actor, alias_name=alias_name, account_id=account_id, region=region,
+                target_key_id=key.key_id,
+            )  # fmt: skip
+            uow.add(alias)
+        elif alias.target_key_id is None:
+            alias.assign(now=now, actor=actor, target_key_id=key.key_id, alias_arn=arn)
+        else:
+            alias.retarget(now=now, actor=actor, target_key_id=key.key_id, alias_arn=arn)
+        key.add_alias(now=now, actor=actor, alias_name=alias_name, operation="CreateAlias")
+
+    # ==== symmetric ciphertexts ==========================================================
+    def check_usable(self, key: Key, operation: str, dry_run: bool) -> None:
+        """For the symmetric paths: the key's state, usage and spec allow ``operation``."""
+        key.check_allowed(operation)
+        if key.key_usage != ENCRYPT_DECRYPT:
+            raise InvalidKeyUsageError(
+                f"{key.arn} key usage is {key.key_usage} which is not valid for {operation}."
+            )
+        if key.key_spec != SYMMETRIC_DEFAULT:
+            raise InvalidKeyUsageError(
+                f"Algorithm {SYMMETRIC_DEFAULT} is incompatible with key spec {key.key_spec}."
+                if operation in ("Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo")
+                else f"{key.arn} key spec is {key.key_spec} which is not valid for {operation}."
+            )
+        if dry_run:
+            raise DryRunSucceededError(DRY_RUN_MESSAGE)
+
+    def seal(
+        self, key: Key, plaintext: bytes, context: Mapping[str, str] | None
+    ) -> tuple[bytes, str]:
+        material = key.current_material
+        cipher = self.vault.cipher(key.id, material)
+        if cipher is None:
+            raise NotFoundError(f"Key '{key.arn}' does not exist")
+        blob = seal(
+            cipher, key_id=key.id, material_version=material.version, plaintext=plaintext,
+            encryption_context=context, nonce=os.urandom(12),
+        )  # fmt: skip
+        return blob, material.material_id
+
+    def open(
+        self,
+        uow: UnitOfWork,
+        caller: Caller,
+        blob: bytes,
+        key_id: str | None,
+        context: dict[str, str] | None,
+        action: str,
+        *,
+        any_region: bool = False,
+    ) -> tuple[Key, int]:
+        """Find the key that sealed ``blob`` and check the caller may ``action`` it."""
+        access = AccessRequest(context, SYMMETRIC_DEFAULT)
+        header = read_header(blob)
+        key: Key | None = uow.get(header.key_id)
+        if key is None or not isinstance(key, Key):
+            raise InvalidCiphertextError()
+        if key_id is not None:
+            # ReEncrypt may name a source in another Region of this deployment by its ARN.
+            scope = caller
+            if any_region and key_id.startswith("arn:"):
+                ref = parse_key_reference(
+                    key_id, account_id=caller.account_id, region=caller.region
+                )
+                scope = Caller(**{**caller.__dict__, "region": ref.region})
+            named = self.resolve(uow, scope, key_id, action, request=access)
+            if named.id != key.id:
+                raise IncorrectKeyError(
+                    "The key ID in the request does not identify a CMK that can perform this "
+                    "operation."
+                )
+        if key.is_deleted:
+            raise NotFoundError(f"Key '{key.arn}' does not exist")
+        if key.region != caller.region and not any_region:
+            raise InvalidCiphertextError()
+        if key_id is None:  # a named key was authorized when it was resolved
+            self.access.authorize(uow, caller, action, key, access)
+        return key, header.material_version
+
+    def decrypt_blob(
+        self, key: Key, blob: bytes, material_version: int, context: dict[str, str] | None
+    ) -> tuple[bytes, str]:
+        material = key.material(material_version)
+        if material is None:
+            raise InvalidCiphertextError()
+        cipher = self.vault.cipher(key.id, material)
+        if cipher is None:
+            raise InvalidCiphertextError()
+        return open_blob(cipher, blob, context), material.material_id
+
+    # ==== recording uses =================================================================
+    def record(
+        self,
+        key: Key,
+        operation: str,
+        caller: Caller,
+        material_version: int,
+        encryption_context: dict[str, str] | None,
+        request_parameters: dict[str, Any],
+    ) -> None:
+        """Record a use; ``request_parameters``: what its record logs besides the context
+        and algorithm (domain.keys.Key.Used), the KeyId as the caller gave it first."""
+        key.record_use(
+            operation=operation, now=self.clock.now(), actor=caller.actor(),
+            material_version=material_version, encryption_context=encryption_context,
+            request_parameters=request_parameters,
+        )  # fmt: skip
+
+    def record_use(
+        self,
+        key: Key,
+        operation: str,
+        caller: Caller,
+        algorithm: str,
+        key_id: str,
+        **logged: str,
+    ) -> None:
+        """Record a use of the current material with ``algorithm``; its record logs
+        ``key_id`` as given, the algorithm, and ``logged`` (lowerCamelCase members, never a
+        secret)."""
+        key.record_use(
+            operation=operation, now=self.clock.now(), actor=caller.actor(),
+            material_version=key.current_material.version, encryption_context=None,
+            algorithm=algorithm, request_parameters={"keyId": key_id, **logged},
+        )  # fmt: skip
+
+    # ==== asymmetric and HMAC material ===================================================
+    def material_bytes(self, key: Key) -> bytes:
+        material = key.current_material
+        raw = self.vault.unwrap_material(key.id, material)
+        if raw is None:
+            raise NotFoundError(f"Key '{key.arn}' does not exist")
+        return raw
+
+    def private_key(self, key: Key) -> Any:
+        return algorithms.load_private_key(key.key_spec, self.material_bytes(key))
