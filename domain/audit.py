@@ -18,6 +18,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from domain.actors import Actor, ActorRecord
 from domain.errors import InvalidMarkerError, ValidationError
 from domain.identifiers import NAMESPACE
 
@@ -60,7 +61,7 @@ class AuditedCall(Aggregate):
     class CallRecorded(Aggregate.Created):
         event_name: str  # the API action ("DescribeKey")
         event_source: str  # "kms.amazonaws.com"
-        actor: dict[str, Any]  # as on key events: principal ARN, account, access key, ...
+        actor: ActorRecord  # as on key events: principal ARN, account, access key, ...
         request_parameters: dict[str, Any] | None  # AWS's shape, lowerCamelCase, redacted
         error_code: str | None  # the API's __type ("AccessDeniedException"), None on success
         error_message: str | None
@@ -72,7 +73,7 @@ class AuditedCall(Aggregate):
         *,
         event_name: str,
         event_source: str,
-        actor: dict[str, Any],
+        actor: ActorRecord,
         request_parameters: dict[str, Any] | None,
         error_code: str | None,
         error_message: str | None,
@@ -96,7 +97,7 @@ class AuditedCall(Aggregate):
         now: datetime,
         event_name: str,
         event_source: str,
-        actor: dict[str, Any],
+        actor: Actor,
         request_parameters: dict[str, Any] | None,
         error_code: str | None,
         error_message: str | None,
@@ -105,7 +106,7 @@ class AuditedCall(Aggregate):
     ) -> AuditedCall:
         return cls._create(
             cls.CallRecorded, id=call_id, timestamp=now, event_name=event_name,
-            event_source=event_source, actor=dict(actor),
+            event_source=event_source, actor=actor.record(),
             request_parameters=request_parameters, error_code=error_code,
             error_message=error_message, resources=list(resources), read_only=read_only,
         )  # fmt: skip

@@ -9,6 +9,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from domain.actors import Actor, ActorRecord
 from domain.errors import NotFoundError, ValidationError
 from domain.identifiers import ACCOUNT_ID_PATTERN
 from domain.policy import IDENTITY_POLICY, SERVICE_PRINCIPAL, validate_policy_document
@@ -110,7 +111,7 @@ class Principal(Aggregate):
         return service
 
     class PolicyPut(Aggregate.Event):
-        actor: dict[str, Any]
+        actor: ActorRecord
         policy_name: str
         policy: str
 
@@ -118,7 +119,7 @@ class Principal(Aggregate):
             aggregate._policies = {**aggregate.policies, self.policy_name: self.policy}
 
     class PolicyDeleted(Aggregate.Event):
-        actor: dict[str, Any]
+        actor: ActorRecord
         policy_name: str
 
         def apply(self, aggregate: Any) -> None:
@@ -126,15 +127,13 @@ class Principal(Aggregate):
             aggregate._policies = remaining
 
     class ServiceDesignated(Aggregate.Event):
-        actor: dict[str, Any]
+        actor: ActorRecord
         service_name: str | None
 
         def apply(self, aggregate: Any) -> None:
             aggregate._service_name = self.service_name
 
-    def put_policy(
-        self, *, now: datetime, actor: dict[str, Any], policy_name: str, policy: str
-    ) -> None:
+    def put_policy(self, *, now: datetime, actor: Actor, policy_name: str, policy: str) -> None:
         """Create or replace an inline identity policy (validated; no Principal element)."""
         if not POLICY_NAME_PATTERN.match(policy_name):
             raise ValidationError(
@@ -147,18 +146,18 @@ class Principal(Aggregate):
             raise ValidationError(f"A principal may have at most {MAX_INLINE_POLICIES} policies.")
         if self.policies.get(policy_name) != policy:
             self.trigger_event(
-                self.PolicyPut, timestamp=now, actor=actor, policy_name=policy_name,
+                self.PolicyPut, timestamp=now, actor=actor.record(), policy_name=policy_name,
                 policy=policy,
             )  # fmt: skip
 
-    def delete_policy(self, *, now: datetime, actor: dict[str, Any], policy_name: str) -> None:
+    def delete_policy(self, *, now: datetime, actor: Actor, policy_name: str) -> None:
         if policy_name not in self.policies:
             raise NotFoundError(f"The principal {self.arn} has no policy named {policy_name}.")
-        self.trigger_event(self.PolicyDeleted, timestamp=now, actor=actor, policy_name=policy_name)
+        self.trigger_event(
+            self.PolicyDeleted, timestamp=now, actor=actor.record(), policy_name=policy_name
+        )
 
-    def designate_service(
-        self, *, now: datetime, actor: dict[str, Any], service_name: str | None
-    ) -> None:
+    def designate_service(self, *, now: datetime, actor: Actor, service_name: str | None) -> None:
         """Trust this principal as ``service_name`` (None: no longer a service principal)."""
         if service_name is not None and not (
             SERVICE_PRINCIPAL.match(service_name) and service_name.endswith(".amazonaws.com")
@@ -168,7 +167,10 @@ class Principal(Aggregate):
             )
         if service_name != self.service_name:
             self.trigger_event(
-                self.ServiceDesignated, timestamp=now, actor=actor, service_name=service_name
+                self.ServiceDesignated,
+                timestamp=now,
+                actor=actor.record(),
+                service_name=service_name,
             )
 
 
@@ -180,7 +182,7 @@ class AccessKey(Aggregate):
         principal_arn: str
         account_id: str
         wrapped_secret: bytes
-        actor: dict[str, Any]  # who issued it (the audit trail's CreateAccessKey record)
+        actor: ActorRecord  # who issued it (the audit trail's CreateAccessKey record)
 
         class_version = 2
 
@@ -207,16 +209,16 @@ class AccessKey(Aggregate):
         principal_arn: str,
         account_id: str,
         wrapped_secret: bytes,
-        actor: dict[str, Any] | None = None,
+        actor: Actor | None = None,
     ) -> AccessKey:
         return cls._create(
             cls.Created, id=aggregate_id, timestamp=now, access_key_id=access_key_id,
             principal_arn=principal_arn, account_id=account_id, wrapped_secret=wrapped_secret,
-            actor=dict(actor or {}),
+            actor=actor.record() if actor is not None else {},
         )  # fmt: skip
 
     class Deactivated(Aggregate.Event):
-        actor: dict[str, Any]  # who deactivated it
+        actor: ActorRecord  # who deactivated it
 
         class_version = 2
 
@@ -227,6 +229,7 @@ class AccessKey(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.active = False
 
-    def deactivate(self, *, now: datetime, actor: dict[str, Any] | None = None) -> None:
+    def deactivate(self, *, now: datetime, actor: Actor | None = None) -> None:
         if self.active:
-            self.trigger_event(self.Deactivated, timestamp=now, actor=dict(actor or {}))
+            record = actor.record() if actor is not None else {}
+            self.trigger_event(self.Deactivated, timestamp=now, actor=record)

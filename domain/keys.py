@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 from eventsourcing.domain import Aggregate
 
 from domain import key_states
+from domain.actors import Actor, ActorRecord
 from domain.errors import (
     AlreadyExistsError,
     ExpiredImportToken,
@@ -31,9 +32,6 @@ from domain.errors import (
 )
 from domain.key_specs import EXTERNAL, SYMMETRIC_DEFAULT
 from domain.key_states import check_operation_allowed
-
-Actor = dict[str, Any]
-"""Who asked, for auditors: principal ARN, account, access key id, request id, source IP."""
 
 MAX_TAGS = 50
 MAX_ALIASES = 50
@@ -129,7 +127,7 @@ class Key(Aggregate):
     import_parameters = {}  # type: dict[str, ImportParameters]
 
     class Event(Aggregate.Event):
-        actor: Actor
+        actor: ActorRecord
 
     class Created(Event, Aggregate.Created):
         arn: str
@@ -147,7 +145,7 @@ class Key(Aggregate):
     def __init__(
         self,
         *,
-        actor: Actor,
+        actor: ActorRecord,
         arn: str,
         account_id: str,
         region: str,
@@ -217,7 +215,7 @@ class Key(Aggregate):
             cls.Created,
             id=key_id,
             timestamp=now,
-            actor=actor,
+            actor=actor.record(),
             arn=arn,
             account_id=account_id,
             region=region,
@@ -337,12 +335,12 @@ class Key(Aggregate):
         self.trigger_event(
             self.Used,
             timestamp=now,
-            actor=actor,
+            actor=actor.record(),
             operation=operation,
             material_version=material_version,
             encryption_context=dict(encryption_context or {}),
             algorithm=algorithm,
-            request_id=str(actor.get("request_id", "")),
+            request_id=actor.request_id or "",
             request_parameters=request_parameters,
         )
 
@@ -394,12 +392,12 @@ class Key(Aggregate):
     def enable(self, *, now: datetime, actor: Actor) -> None:
         self.check_allowed("EnableKey")
         if self.state != key_states.ENABLED:
-            self.trigger_event(self.Enabled, timestamp=now, actor=actor)
+            self.trigger_event(self.Enabled, timestamp=now, actor=actor.record())
 
     def disable(self, *, now: datetime, actor: Actor) -> None:
         self.check_allowed("DisableKey")
         if self.state != key_states.DISABLED:
-            self.trigger_event(self.Disabled, timestamp=now, actor=actor)
+            self.trigger_event(self.Disabled, timestamp=now, actor=actor.record())
 
     class DeletionScheduled(Event):
         deletion_date: datetime
@@ -438,7 +436,7 @@ class Key(Aggregate):
         self.trigger_event(
             self.DeletionScheduled,
             timestamp=now,
-            actor=actor,
+            actor=actor.record(),
             deletion_date=now + timedelta(days=pending_window_days),
             pending_window_days=pending_window_days,
         )
@@ -447,7 +445,7 @@ class Key(Aggregate):
         self.check_allowed("CancelKeyDeletion")
         if self.state != key_states.PENDING_DELETION:
             raise InvalidStateError(f"{self.arn} is not pending deletion.")
-        self.trigger_event(self.DeletionCancelled, timestamp=now, actor=actor)
+        self.trigger_event(self.DeletionCancelled, timestamp=now, actor=actor.record())
 
     def is_due_for_deletion(self, now: datetime) -> bool:
         return (
@@ -459,7 +457,7 @@ class Key(Aggregate):
     def destroy_material(self, *, now: datetime, actor: Actor) -> None:
         if not self.is_due_for_deletion(now):
             raise InvalidStateError(f"{self.arn} is not due for deletion.")
-        self.trigger_event(self.MaterialDestroyed, timestamp=now, actor=actor)
+        self.trigger_event(self.MaterialDestroyed, timestamp=now, actor=actor.record())
 
     # --- description, tags, policy ---------------------------------------------
     class DescriptionChanged(Event):
@@ -471,7 +469,7 @@ class Key(Aggregate):
     def change_description(self, *, now: datetime, actor: Actor, description: str) -> None:
         self.check_allowed("UpdateKeyDescription")
         self.trigger_event(
-            self.DescriptionChanged, timestamp=now, actor=actor, description=description
+            self.DescriptionChanged, timestamp=now, actor=actor.record(), description=description
         )
 
     class Tagged(Event):
@@ -490,7 +488,7 @@ class Key(Aggregate):
     def tag(self, *, now: datetime, actor: Actor, tags: dict[str, str]) -> None:
         self.check_allowed("TagResource")
         check_tags(tags, existing=self.tags)
-        self.trigger_event(self.Tagged, timestamp=now, actor=actor, tags=dict(tags))
+        self.trigger_event(self.Tagged, timestamp=now, actor=actor.record(), tags=dict(tags))
 
     def untag(self, *, now: datetime, actor: Actor, tag_keys: list[str]) -> None:
         self.check_allowed("UntagResource")
@@ -499,7 +497,7 @@ class Key(Aggregate):
                 raise TagError("Tags beginning with aws: are reserved")
         present = [tag_key for tag_key in dict.fromkeys(tag_keys) if tag_key in self.tags]
         if present:
-            self.trigger_event(self.Untagged, timestamp=now, actor=actor, tag_keys=present)
+            self.trigger_event(self.Untagged, timestamp=now, actor=actor.record(), tag_keys=present)
 
     class PolicyChanged(Event):
         policy_name: str
@@ -511,7 +509,11 @@ class Key(Aggregate):
     def put_policy(self, *, now: datetime, actor: Actor, policy: str) -> None:
         self.check_allowed("PutKeyPolicy")
         self.trigger_event(
-            self.PolicyChanged, timestamp=now, actor=actor, policy_name="default", policy=policy
+            self.PolicyChanged,
+            timestamp=now,
+            actor=actor.record(),
+            policy_name="default",
+            policy=policy,
         )
 
     # --- grants (domain.grants holds the values) --------------------------------
@@ -548,7 +550,9 @@ class Key(Aggregate):
         self.check_allowed("CreateGrant")
         if len(self.grants) >= MAX_GRANTS_PER_KEY:
             raise LimitExceededError(f"The grants limit has been reached for key {self.arn}")
-        self.trigger_event(self.GrantCreated, timestamp=now, actor=actor, grant=dict(grant))
+        self.trigger_event(
+            self.GrantCreated, timestamp=now, actor=actor.record(), grant=dict(grant)
+        )
 
     def end_grant(self, *, now: datetime, actor: Actor, grant_id: str, revoke: bool) -> None:
         """Retire (by its retiring principal or grantee) or revoke (by policy) a grant."""
@@ -556,7 +560,7 @@ class Key(Aggregate):
         if grant_id not in self.grants:
             raise NotFoundError(f"Grant ID {grant_id} not found")
         event = self.GrantRevoked if revoke else self.GrantRetired
-        self.trigger_event(event, timestamp=now, actor=actor, grant_id=grant_id)
+        self.trigger_event(event, timestamp=now, actor=actor.record(), grant_id=grant_id)
 
     # --- aliases ---------------------------------------------------------------
     class AliasAdded(Event):
@@ -575,11 +579,15 @@ class Key(Aggregate):
         self.check_allowed(operation)
         if len(self.aliases) >= MAX_ALIASES:
             raise LimitExceededError(f"Too many aliases for key {self.arn}")
-        self.trigger_event(self.AliasAdded, timestamp=now, actor=actor, alias_name=alias_name)
+        self.trigger_event(
+            self.AliasAdded, timestamp=now, actor=actor.record(), alias_name=alias_name
+        )
 
     def remove_alias(self, *, now: datetime, actor: Actor, alias_name: str) -> None:
         if alias_name in self.aliases:
-            self.trigger_event(self.AliasRemoved, timestamp=now, actor=actor, alias_name=alias_name)
+            self.trigger_event(
+                self.AliasRemoved, timestamp=now, actor=actor.record(), alias_name=alias_name
+            )
 
     # --- rotation --------------------------------------------------------------
     class RotationScheduleChanged(Event):
@@ -635,7 +643,7 @@ class Key(Aggregate):
         self.trigger_event(
             self.RotationScheduleChanged,
             timestamp=now,
-            actor=actor,
+            actor=actor.record(),
             rotation_enabled=True,
             rotation_period_days=period,
             next_rotation_date=max(since + timedelta(days=period), now),
@@ -647,7 +655,7 @@ class Key(Aggregate):
             self.trigger_event(
                 self.RotationScheduleChanged,
                 timestamp=now,
-                actor=actor,
+                actor=actor.record(),
                 rotation_enabled=False,
                 rotation_period_days=self.rotation_period_days,
                 next_rotation_date=None,
@@ -701,7 +709,7 @@ class Key(Aggregate):
             next_date = self.next_rotation_date  # on-demand leaves the automatic schedule
 
         self.trigger_event(
-            self.Rotated, timestamp=now, actor=actor, material=material,
+            self.Rotated, timestamp=now, actor=actor.record(), material=material,
             next_rotation_date=next_date,
         )  # fmt: skip
 
@@ -814,7 +822,7 @@ class Key(Aggregate):
         self._check_external("GetParametersForImport")
         valid_to = now + IMPORT_PARAMETERS_VALID_FOR
         self.trigger_event(
-            self.ImportParametersIssued, timestamp=now, actor=actor, token_id=token_id,
+            self.ImportParametersIssued, timestamp=now, actor=actor.record(), token_id=token_id,
             wrapping_algorithm=wrapping_algorithm, wrapping_key_spec=wrapping_key_spec,
             wrapped_private_key=wrapped_private_key, valid_to=valid_to,
         )  # fmt: skip
@@ -908,7 +916,7 @@ class Key(Aggregate):
         if material.version != plan.version or not material.imported:
             raise ValueError("imported material must follow its plan")
         self.trigger_event(
-            self.MaterialImported, timestamp=now, actor=actor, material=material,
+            self.MaterialImported, timestamp=now, actor=actor.record(), material=material,
             token_id=token_id, import_type=plan.import_type,
             pending_rotation=plan.pending_rotation, expiration_model=expiration_model,
             valid_to=valid_to if expiration_model == KEY_MATERIAL_EXPIRES else None,
@@ -940,7 +948,7 @@ class Key(Aggregate):
         material is already gone."""
         if self.is_material_imported(material_id):
             self.trigger_event(
-                self.ImportedMaterialDeleted, timestamp=now, actor=actor,
+                self.ImportedMaterialDeleted, timestamp=now, actor=actor.record(),
                 material_id=material_id, current=self._is_current(material_id),
             )  # fmt: skip
 
@@ -955,7 +963,7 @@ class Key(Aggregate):
         if material_id not in self.materials_due_for_expiry(now):
             raise InvalidStateError(f"Key material {material_id} of {self.arn} is not due.")
         self.trigger_event(
-            self.MaterialExpired, timestamp=now, actor=actor, material_id=material_id,
+            self.MaterialExpired, timestamp=now, actor=actor.record(), material_id=material_id,
             current=self._is_current(material_id),
         )  # fmt: skip
 
@@ -1005,7 +1013,7 @@ class Alias(Aggregate):
     """An alias name in one account and Region; its id derives from the name (unique)."""
 
     class Event(Aggregate.Event):
-        actor: Actor
+        actor: ActorRecord
 
     class Created(Event, Aggregate.Created):
         alias_name: str
@@ -1014,7 +1022,13 @@ class Alias(Aggregate):
         target_key_id: str
 
     def __init__(
-        self, *, actor: Actor, alias_name: str, account_id: str, region: str, target_key_id: str
+        self,
+        *,
+        actor: ActorRecord,
+        alias_name: str,
+        account_id: str,
+        region: str,
+        target_key_id: str,
     ) -> None:
         self.alias_name = alias_name
         self.account_id = account_id
@@ -1035,7 +1049,7 @@ class Alias(Aggregate):
         target_key_id: str,
     ) -> Alias:
         return cls._create(
-            cls.Created, id=alias_id, timestamp=now, actor=actor, alias_name=alias_name,
+            cls.Created, id=alias_id, timestamp=now, actor=actor.record(), alias_name=alias_name,
             account_id=account_id, region=region, target_key_id=target_key_id,
         )  # fmt: skip
 
@@ -1059,14 +1073,18 @@ class Alias(Aggregate):
         """Re-create a deleted alias (its id is the name's, so the stream continues)."""
         if self.exists:
             raise AlreadyExistsError(f"An alias with the name {alias_arn} already exists")
-        self.trigger_event(self.Retargeted, timestamp=now, actor=actor, target_key_id=target_key_id)
+        self.trigger_event(
+            self.Retargeted, timestamp=now, actor=actor.record(), target_key_id=target_key_id
+        )
 
     def retarget(self, *, now: datetime, actor: Actor, target_key_id: str, alias_arn: str) -> None:
         if not self.exists:
             raise NotFoundError(f"Alias {alias_arn} is not found.")
-        self.trigger_event(self.Retargeted, timestamp=now, actor=actor, target_key_id=target_key_id)
+        self.trigger_event(
+            self.Retargeted, timestamp=now, actor=actor.record(), target_key_id=target_key_id
+        )
 
     def delete(self, *, now: datetime, actor: Actor, alias_arn: str) -> None:
         if not self.exists:
             raise NotFoundError(f"Alias {alias_arn} is not found.")
-        self.trigger_event(self.Deleted, timestamp=now, actor=actor)
+        self.trigger_event(self.Deleted, timestamp=now, actor=actor.record())

@@ -25,6 +25,7 @@ from app.ports import (
     UnitOfWork,
     Vault,
 )
+from domain.actors import Actor
 from domain.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -57,7 +58,7 @@ ON_BEHALF_OF_HEADER = "x-keyledger-on-behalf-of"
 PRINCIPAL_CACHE_SECONDS = 5.0
 ADMINISTRATOR_POLICY_NAME = "AdministratorAccess"
 # Who changed an identity when no signed caller did (the keyledger CLI, the bootstrap).
-OPERATOR_ACTOR: dict[str, Any] = {"principal_arn": "keyledger-operator"}
+OPERATOR_ACTOR = Actor(principal_arn="keyledger-operator")
 
 
 @dataclass(frozen=True)
@@ -78,23 +79,23 @@ class Caller:
     service_name: str = ""  # the signer's own service name when it calls for itself
     grant_tokens: tuple[str, ...] = ()  # the request's GrantTokens member
 
-    def actor(self) -> dict[str, Any]:
-        actor = {
-            "principal_arn": self.principal_arn,
-            "account_id": self.account_id,
-            "access_key_id": self.access_key_id,
-            "region": self.region,
-            "source_ip": self.source_ip,
-            "user_agent": self.user_agent,
-            "request_id": self.request_id,
-        }
-        if self.via_service:
-            actor["via_service"] = self.via_service
-            actor["service_principal_arn"] = self.service_principal_arn
-        return actor
+    def actor(self) -> Actor:
+        """Who this caller is, as events record it (the via-service fields only when set)."""
+        via = bool(self.via_service)
+        return Actor(
+            principal_arn=self.principal_arn,
+            account_id=self.account_id,
+            access_key_id=self.access_key_id,
+            region=self.region,
+            source_ip=self.source_ip,
+            user_agent=self.user_agent,
+            request_id=self.request_id,
+            via_service=self.via_service if via else None,
+            service_principal_arn=self.service_principal_arn if via else None,
+        )
 
 
-SERVICE_ACTOR: dict[str, Any] = {"principal_arn": "kms.amazonaws.com", "service": "kms"}
+SERVICE_ACTOR = Actor(principal_arn="kms.amazonaws.com", service="kms")
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,7 @@ class IdentityDirectory:
         *,
         policies: dict[str, str] | None = None,
         service_name: str | None = None,
-        actor: dict[str, Any] | None = None,
+        actor: Actor | None = None,
     ) -> str:
         """Create a user or role. Like an IAM principal, it may do nothing until an identity
         policy (``policies``, or put_principal_policy later) allows it."""
@@ -382,7 +383,7 @@ class IdentityDirectory:
         self._principals.forget(arn)
 
     def put_principal_policy(
-        self, arn: str, policy_name: str, policy: str, *, actor: dict[str, Any] | None = None
+        self, arn: str, policy_name: str, policy: str, *, actor: Actor | None = None
     ) -> None:
         """Create or replace an inline identity policy of a user or role."""
         self._change_principal(
@@ -393,7 +394,7 @@ class IdentityDirectory:
         )
 
     def delete_principal_policy(
-        self, arn: str, policy_name: str, *, actor: dict[str, Any] | None = None
+        self, arn: str, policy_name: str, *, actor: Actor | None = None
     ) -> None:
         who = actor or OPERATOR_ACTOR
         self._change_principal(
@@ -401,7 +402,7 @@ class IdentityDirectory:
         )
 
     def designate_service(
-        self, arn: str, service_name: str | None, *, actor: dict[str, Any] | None = None
+        self, arn: str, service_name: str | None, *, actor: Actor | None = None
     ) -> None:
         """Trust ``arn`` as the service ``service_name`` (None: trust no longer)."""
         self._change_principal(
@@ -435,7 +436,7 @@ class IdentityDirectory:
         *,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
-        actor: dict[str, Any] | None = None,
+        actor: Actor | None = None,
     ) -> tuple[str, str]:
         """Issue an access key pair for a principal ARN; the secret is shown only here."""
         access_key_id = access_key_id or new_access_key_id()
@@ -464,9 +465,7 @@ class IdentityDirectory:
         self._credentials.forget(access_key_id)  # were it remembered as unknown
         return access_key_id, secret_access_key
 
-    def deactivate_access_key(
-        self, access_key_id: str, *, actor: dict[str, Any] | None = None
-    ) -> None:
+    def deactivate_access_key(self, access_key_id: str, *, actor: Actor | None = None) -> None:
         def command(uow: UnitOfWork) -> None:
             access_key: AccessKey | None = uow.get(access_key_aggregate_id(access_key_id))
             if access_key is None:

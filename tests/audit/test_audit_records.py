@@ -14,6 +14,7 @@ from app.infrastructure.postgres.database import is_unavailable
 from app.infrastructure.writer import LedgerWriter
 from app.ports import UnitOfWork
 from app.usecases.auditing import AuditedCommands, Auditor, request_parameters
+from domain.actors import Actor
 from domain.audit import AuditedCall, audited_call_id
 from domain.errors import ValidationError
 from domain.keys import Key
@@ -77,7 +78,7 @@ def test_a_failed_calls_record_survives_a_batch_run_again(
 
     def half_done(uow: UnitOfWork) -> None:
         key: Key = uow.get(key_id)
-        key.change_description(now=runtime.clock.now(), actor={}, description="half done")
+        key.change_description(now=runtime.clock.now(), actor=Actor(), description="half done")
         raise ValidationError("refused after changing the key")
 
     async def scenario() -> list[Any]:

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from domain import key_states
+from domain.actors import Actor
 from domain.keys import (
     KEY_MATERIAL_DOES_NOT_EXPIRE,
     Key,
@@ -14,7 +15,7 @@ from domain.keys import (
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-ACTOR = {"principal_arn": "arn:aws:iam::111122223333:root", "request_id": "r"}
+ACTOR = Actor(principal_arn="arn:aws:iam::111122223333:root", request_id="r")
 ACCOUNT, REGION = "111122223333", "us-east-1"
 STATES = [
     key_states.ENABLED, key_states.DISABLED, key_states.PENDING_DELETION,

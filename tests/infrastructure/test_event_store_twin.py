@@ -34,6 +34,7 @@ from app.infrastructure.memory_store import (
     ledger_env,
     open_event_store,
 )
+from domain.actors import Actor
 from domain.keys import Key, KeyMaterial
 
 T = TypeVar("T")
@@ -104,7 +105,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def new_key(key_id: uuid.UUID | None = None) -> Key:
     key_id = key_id or uuid.uuid4()
     return Key.create(
-        key_id=key_id, now=NOW, actor={"request_id": "create"},
+        key_id=key_id, now=NOW, actor=Actor(request_id="create"),
         arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}", account_id="111122223333",
         region="us-east-1", description="", key_spec="SYMMETRIC_DEFAULT",
         key_usage="ENCRYPT_DECRYPT", origin="AWS_KMS", key_manager="CUSTOMER", policy="{}",
@@ -115,7 +116,7 @@ def new_key(key_id: uuid.UUID | None = None) -> Key:
 def use(key: Key, request_id: str = "r", times: int = 1) -> Key:
     for n in range(times):
         key.record_use(
-            operation="Encrypt", now=NOW, actor={"request_id": f"{request_id}{n}"},
+            operation="Encrypt", now=NOW, actor=Actor(request_id=f"{request_id}{n}"),
             material_version=1, encryption_context=None,
         )  # fmt: skip
     return key
@@ -186,7 +187,7 @@ def test_a_state_change_after_another_writers_uses_is_renumbered(backend: Backen
         key = await committed_key(one)
         mine, theirs = copy.deepcopy(key), copy.deepcopy(key)
         await one.insert(use(mine, "a", times=2).collect_events())
-        theirs.disable(now=NOW, actor={})
+        theirs.disable(now=NOW, actor=Actor())
         assert (await other.insert(theirs.collect_events()))[1] == {key.id: 4}
         found = await one.events_after_many({key.id: 0})
         assert stream(found, key.id)[-1] == (4, DISABLED)
@@ -201,12 +202,12 @@ def test_anything_racing_a_state_change_is_a_conflict_and_appends_nothing(
     async def scenario(one: Any, other: Any) -> None:
         key = await committed_key(one)
         mine, theirs = copy.deepcopy(key), copy.deepcopy(key)
-        mine.disable(now=NOW, actor={})
+        mine.disable(now=NOW, actor=Actor())
         await one.insert(mine.collect_events())
         if second == "use":
             use(theirs, "late")
         else:
-            theirs.disable(now=NOW, actor={})
+            theirs.disable(now=NOW, actor=Actor())
         bystander = new_key()  # in the same batch: all or nothing
         with pytest.raises(psycopg.errors.IntegrityError) as raised:
             await other.insert([*theirs.collect_events(), *bystander.collect_events()])
@@ -254,7 +255,7 @@ def test_notification_ids_increase_in_commit_order_and_the_library_reads_them(
 def test_snapshots_round_trip_and_the_latest_wins(backend: Backend) -> None:
     async def scenario(store: Any) -> None:
         key = use(new_key(), times=2)
-        key.tag(now=NOW, actor={}, tags={"team": "ledger"})
+        key.tag(now=NOW, actor=Actor(), tags={"team": "ledger"})
         await store.insert(key.collect_events())
         first = Key.Snapshot.take(key)  # type: ignore[attr-defined]
         await store.put_snapshots([first])
@@ -292,7 +293,7 @@ def test_the_library_path_settles_versions_in_memory_too() -> None:
     ledger.save(use(mine, "a"))
     ledger.save(use(theirs, "b"))
     assert theirs.version == 3
-    theirs.disable(now=NOW, actor={})
+    theirs.disable(now=NOW, actor=Actor())
     ledger.save(theirs)
     use(mine, "too late")
     with pytest.raises(LibraryIntegrityError):
@@ -323,9 +324,9 @@ async def run_program(stores: list[Any], program: list[tuple[int, str]]) -> dict
         elif operation == "use twice":
             use(mine, "u", times=2)
         elif operation == "disable":
-            mine.disable(now=NOW, actor={})
+            mine.disable(now=NOW, actor=Actor())
         elif operation == "enable":
-            mine.enable(now=NOW, actor={})
+            mine.enable(now=NOW, actor=Actor())
         events = mine.collect_events()
         if operation != "reload" and events:
             before = await store.events_after_many({key.id: bases[writer]})

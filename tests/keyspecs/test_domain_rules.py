@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain import algorithms, key_states
+from domain.actors import Actor
 from domain.errors import (
     ExpiredImportToken,
     IncorrectKeyMaterial,
@@ -34,7 +35,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def external_key(key_spec: str = "SYMMETRIC_DEFAULT") -> Key:
     return Key.create(
-        key_id=uuid.uuid4(), now=NOW, actor={}, arn="arn:aws:kms:us-east-1:111122223333:key/k",
+        key_id=uuid.uuid4(), now=NOW, actor=Actor(), arn="arn:aws:kms:us-east-1:111122223333:key/k",
         account_id="111122223333", region="us-east-1", description="", key_spec=key_spec,
         key_usage="ENCRYPT_DECRYPT", origin="EXTERNAL", key_manager="CUSTOMER", policy="{}",
         tags={}, material=None,
@@ -44,7 +45,7 @@ def external_key(key_spec: str = "SYMMETRIC_DEFAULT") -> Key:
 def issue(key: Key, now: datetime = NOW) -> bytes:
     token_id = os.urandom(16).hex()
     valid_to = key.issue_import_parameters(
-        now=now, actor={}, token_id=token_id, wrapping_algorithm="RSAES_OAEP_SHA_256",
+        now=now, actor=Actor(), token_id=token_id, wrapping_algorithm="RSAES_OAEP_SHA_256",
         wrapping_key_spec="RSA_2048", wrapped_private_key=b"wrapped",
     )  # fmt: skip
     return encode_import_token(key.id, token_id, valid_to)
@@ -67,7 +68,7 @@ def do_import(
     )  # fmt: skip
     material = KeyMaterial(plan.version, material_id, b"w", now, None, imported=True)
     key.import_material(
-        now=now, actor={}, token_id=token_id, plan=plan, material=material,
+        now=now, actor=Actor(), token_id=token_id, plan=plan, material=material,
         expiration_model=model, valid_to=valid_to, description="",
     )  # fmt: skip
 
@@ -101,7 +102,7 @@ def test_import_enables_the_key_and_expiry_makes_it_pending_import_again() -> No
     assert key.state == key_states.ENABLED
     assert key.materials_due_for_expiry(NOW + timedelta(days=2)) == []
     assert key.materials_due_for_expiry(NOW + timedelta(days=3)) == ["a" * 64]
-    key.expire_material(now=NOW + timedelta(days=3), actor={}, material_id="a" * 64)
+    key.expire_material(now=NOW + timedelta(days=3), actor=Actor(), material_id="a" * 64)
     assert key.state == key_states.PENDING_IMPORT
     assert key.material(1) is None  # its ciphertexts stay unreadable until re-import
 
@@ -115,7 +116,7 @@ def test_a_used_token_cannot_be_used_again() -> None:
         expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE, valid_to=None,
     )  # fmt: skip
     key.import_material(
-        now=NOW, actor={}, token_id=token_id, plan=plan,
+        now=NOW, actor=Actor(), token_id=token_id, plan=plan,
         material=KeyMaterial(1, "a" * 64, b"w", NOW, None, imported=True),
         expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE, valid_to=None, description="",
     )  # fmt: skip
@@ -135,10 +136,10 @@ def test_other_material_is_incorrect_and_new_material_waits_for_rotation() -> No
         )  # fmt: skip
     do_import(key, "b" * 64, import_type="NEW_KEY_MATERIAL")
     assert key.pending_material is not None and key.current_material.material_id == "a" * 64
-    key.rotate_on_demand(now=NOW, actor={}, material=None)
+    key.rotate_on_demand(now=NOW, actor=Actor(), material=None)
     assert key.current_material.material_id == "b" * 64 and key.pending_material is None
     with pytest.raises(InvalidStateError):
-        key.rotate_on_demand(now=NOW, actor={}, material=None)
+        key.rotate_on_demand(now=NOW, actor=Actor(), material=None)
 
 
 @pytest.mark.parametrize(
@@ -167,9 +168,9 @@ def test_a_key_of_origin_aws_kms_takes_no_import() -> None:
 
 def test_cancelling_deletion_of_a_key_without_material_leaves_it_pending_import() -> None:
     key = external_key()
-    key.schedule_deletion(now=NOW, actor={}, pending_window_days=7)
+    key.schedule_deletion(now=NOW, actor=Actor(), pending_window_days=7)
 
-    key.cancel_deletion(now=NOW, actor={})
+    key.cancel_deletion(now=NOW, actor=Actor())
 
     assert key.state == key_states.PENDING_IMPORT
 

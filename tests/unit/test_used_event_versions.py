@@ -11,6 +11,7 @@ import orjson
 from eventsourcing.persistence import StoredEvent
 
 from app.infrastructure.ledger import Ledger
+from domain.actors import Actor
 from domain.keys import SOURCE_USE, Key, KeyMaterial
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -19,7 +20,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def new_key() -> Key:
     key_id = uuid.uuid4()
     return Key.create(
-        key_id=key_id, now=NOW, actor={"principal_arn": "p"},
+        key_id=key_id, now=NOW, actor=Actor(principal_arn="p"),
         arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}", account_id="111122223333",
         region="us-east-1", description="", key_spec="SYMMETRIC_DEFAULT",
         key_usage="ENCRYPT_DECRYPT", origin="AWS_KMS", key_manager="CUSTOMER", policy="{}",
@@ -44,7 +45,7 @@ def as_stored_before_version_2(ledger: Ledger, event: Key.Used) -> StoredEvent:
 
 def used(key: Key, **overrides: Any) -> Key.Used:
     arguments: dict[str, Any] = {
-        "operation": "Encrypt", "now": NOW, "actor": {"request_id": "r-1"},
+        "operation": "Encrypt", "now": NOW, "actor": Actor(request_id="r-1"),
         "material_version": 1, "encryption_context": {"tenant": "acme"},
         "request_parameters": {"keyId": "alias/orders"}, **overrides,
     }  # fmt: skip
@@ -98,7 +99,7 @@ def test_a_re_encryption_is_a_use_of_each_key_with_the_calls_parameters_on_the_d
 ):
     source, destination = new_key(), new_key()
     source.record_re_encryption(
-        destination=destination, now=NOW, actor={"request_id": "r-2"}, material_version=1,
+        destination=destination, now=NOW, actor=Actor(request_id="r-2"), material_version=1,
         source_key_id=None, source_context={"from": "a"}, source_algorithm="SYMMETRIC_DEFAULT",
         destination_key_id="alias/archive", destination_context={"to": "b"},
         destination_algorithm="SYMMETRIC_DEFAULT",
@@ -120,7 +121,7 @@ def test_a_re_encryption_is_a_use_of_each_key_with_the_calls_parameters_on_the_d
 def test_a_re_encryption_under_the_same_key_records_both_uses_on_it() -> None:
     key = new_key()
     key.record_re_encryption(
-        destination=key, now=NOW, actor={}, material_version=1, source_key_id=key.arn,
+        destination=key, now=NOW, actor=Actor(), material_version=1, source_key_id=key.arn,
         source_context=None, source_algorithm="SYMMETRIC_DEFAULT", destination_key_id=key.arn,
         destination_context=None, destination_algorithm="SYMMETRIC_DEFAULT",
     )  # fmt: skip

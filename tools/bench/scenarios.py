@@ -46,7 +46,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,7 @@ from tools.bench.lag import LagSampler
 
 if TYPE_CHECKING:
     from app.infrastructure.ledger import Ledger
+    from domain.actors import Actor
 
 # --- the targets of the hot-path issue ------------------------------------------------
 HOT_CONCURRENCY = 64
@@ -1076,7 +1077,7 @@ class Suite:
                     operation="Encrypt",
                     now=now,
                     material_version=version,
-                    actor={**actor, "request_id": str(uuid.uuid4())},
+                    actor=replace(actor, request_id=str(uuid.uuid4())),
                     encryption_context=None,
                 )
             ledger.save(key)
@@ -1137,7 +1138,7 @@ class Suite:
                         Key.create(
                             key_id=key_id,
                             now=now,
-                            actor={**actor, "request_id": str(uuid.uuid4())},
+                            actor=replace(actor, request_id=str(uuid.uuid4())),
                             arn=key_arn(
                                 partition, template.region, template.account_id, str(key_id)
                             ),
@@ -1439,10 +1440,12 @@ class Suite:
         }
 
 
-def _created_actor(ledger: Ledger, key_uuid: uuid.UUID) -> dict[str, Any]:
+def _created_actor(ledger: Ledger, key_uuid: uuid.UUID) -> Actor:
     """The actor of a key's Created event: who the seeded events say acted."""
+    from domain.actors import Actor
+
     created = next(iter(ledger.events.get(originator_id=key_uuid, lte=1)))
-    return dict(created.actor)  # type: ignore[attr-defined]
+    return Actor.from_record(created.actor)  # type: ignore[attr-defined]
 
 
 def _combine(
