@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
 
 from domain.errors import (
-    IncorrectKeyMaterial,
+    IncorrectKeyMaterialError,
     InvalidCiphertextError,
     InvalidKeyUsageError,
     ValidationError,
@@ -165,25 +165,25 @@ def normalize_imported_material(key_spec: str, material: bytes) -> bytes:
     """
     if is_symmetric(key_spec):
         if len(material) != SYMMETRIC_MATERIAL_SIZE:
-            raise IncorrectKeyMaterial(
+            raise IncorrectKeyMaterialError(
                 f"Key material for key spec {key_spec} must be 256 bits (32 bytes)."
             )
         return material
     if is_hmac(key_spec):
         low, high = HMAC_KEY_SIZES[key_spec]
         if not low <= len(material) <= high:
-            raise IncorrectKeyMaterial(
+            raise IncorrectKeyMaterialError(
                 f"Key material for key spec {key_spec} must be between {low} and {high} bytes."
             )
         return material
     try:
         private_key = serialization.load_der_private_key(material, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise IncorrectKeyMaterial(
+        raise IncorrectKeyMaterialError(
             "The key material is not a DER-encoded PKCS #8 private key."
         ) from None
     if not _matches_spec(private_key, key_spec):
-        raise IncorrectKeyMaterial(f"The key material is not a {key_spec} private key.")
+        raise IncorrectKeyMaterialError(f"The key material is not a {key_spec} private key.")
     return _der(private_key)
 
 

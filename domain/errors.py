@@ -112,24 +112,24 @@ class IncorrectKeyError(DomainError):
     """The key in the request is not the key that produced the ciphertext."""
 
 
-class KMSInvalidSignature(DomainError):
+class KMSInvalidSignatureError(DomainError):
     """A signature does not verify (no detail is given)."""
 
 
-class KMSInvalidMac(DomainError):
+class KMSInvalidMacError(DomainError):
     """A MAC does not verify (no detail is given)."""
 
 
 # --- imported key material ----------------------------------------------------
-class ExpiredImportToken(DomainError):
+class ExpiredImportTokenError(DomainError):
     """The import token (and its wrapping key) is past its 24 hours."""
 
 
-class InvalidImportToken(DomainError):
+class InvalidImportTokenError(DomainError):
     """The import token is malformed, already used, or was issued for another key."""
 
 
-class IncorrectKeyMaterial(DomainError):
+class IncorrectKeyMaterialError(DomainError):
     """The imported material is not the key's material, or not valid for its key spec."""
 
 

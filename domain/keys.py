@@ -20,9 +20,9 @@ from domain import key_states
 from domain.actors import Actor, ActorRecord
 from domain.errors import (
     AlreadyExistsError,
-    ExpiredImportToken,
-    IncorrectKeyMaterial,
-    InvalidImportToken,
+    ExpiredImportTokenError,
+    IncorrectKeyMaterialError,
+    InvalidImportTokenError,
     InvalidStateError,
     LimitExceededError,
     NotFoundError,
@@ -105,16 +105,16 @@ def encode_import_token(key_id: uuid.UUID, token_id: str, valid_to: datetime) ->
 
 
 def decode_import_token(token: bytes) -> tuple[uuid.UUID, str, datetime]:
-    """(key id, token id, valid to), or InvalidImportToken for anything malformed."""
+    """(key id, token id, valid to), or InvalidImportTokenError for anything malformed."""
     if len(token) != _IMPORT_TOKEN.size:
-        raise InvalidImportToken("The import token is not valid.")
+        raise InvalidImportTokenError("The import token is not valid.")
     magic, version, key_bytes, token_bytes, valid_to = _IMPORT_TOKEN.unpack(token)
     if magic != _IMPORT_TOKEN_MAGIC or version != 1:
-        raise InvalidImportToken("The import token is not valid.")
+        raise InvalidImportTokenError("The import token is not valid.")
     try:
         expires = datetime.fromtimestamp(valid_to, UTC)
     except (OverflowError, OSError, ValueError):
-        raise InvalidImportToken("The import token is not valid.") from None
+        raise InvalidImportTokenError("The import token is not valid.") from None
     return uuid.UUID(bytes=key_bytes), token_bytes.hex(), expires
 
 
@@ -829,16 +829,16 @@ class Key(Aggregate):
         return valid_to
 
     def import_parameters_for(self, token: bytes, now: datetime) -> tuple[str, ImportParameters]:
-        """The parameters an ImportToken names: InvalidImportToken when it is malformed,
-        used, or another key's; ExpiredImportToken after its 24 hours."""
+        """The parameters an ImportToken names: InvalidImportTokenError when it is malformed,
+        used, or another key's; ExpiredImportTokenError after its 24 hours."""
         key_id, token_id, valid_to = decode_import_token(token)
         if key_id != self.id:
-            raise InvalidImportToken("The import token was issued for another KMS key.")
+            raise InvalidImportTokenError("The import token was issued for another KMS key.")
         parameters = self.import_parameters.get(token_id)
         if valid_to <= now or (parameters is not None and parameters["valid_to"] <= now):
-            raise ExpiredImportToken("The import token has expired.")
+            raise ExpiredImportTokenError("The import token has expired.")
         if parameters is None:
-            raise InvalidImportToken("The import token is not valid or has already been used.")
+            raise InvalidImportTokenError("The import token is not valid or has already been used.")
         return token_id, parameters
 
     def plan_import(
@@ -872,7 +872,7 @@ class Key(Aggregate):
             if first:
                 return ImportPlan(1, False, chosen)
             if material_id in known or (pending and pending.material_id == material_id):
-                raise IncorrectKeyMaterial(
+                raise IncorrectKeyMaterialError(
                     "This key material is already associated with the KMS key; import it "
                     "with ImportType EXISTING_KEY_MATERIAL."
                 )
@@ -884,18 +884,18 @@ class Key(Aggregate):
                 )
             return ImportPlan(len(self.materials) + 1, True, chosen)
         if first:
-            raise IncorrectKeyMaterial(
+            raise IncorrectKeyMaterialError(
                 "The KMS key has no key material yet; import with ImportType NEW_KEY_MATERIAL."
             )
         if key_material_id is not None and key_material_id != material_id:
-            raise IncorrectKeyMaterial(
+            raise IncorrectKeyMaterialError(
                 f"The key material does not match the key material ID {key_material_id}."
             )
         if material_id in known:
             return ImportPlan(known[material_id].version, False, chosen)
         if pending is not None and pending.material_id == material_id:
             return ImportPlan(pending.version, True, chosen)
-        raise IncorrectKeyMaterial(
+        raise IncorrectKeyMaterialError(
             "The key material does not match the key material previously imported into "
             "this KMS key."
         )

@@ -24,8 +24,8 @@ from app.usecases.resolution import KeyResolver, check_key_use, stop_if_dry_run
 from domain import algorithms
 from domain.errors import (
     InvalidKeyUsageError,
-    KMSInvalidMac,
-    KMSInvalidSignature,
+    KMSInvalidMacError,
+    KMSInvalidSignatureError,
     UnsupportedOperationError,
 )
 from domain.key_specs import (
@@ -154,7 +154,7 @@ class AsymmetricOperations:
         algorithm: str,
         dry_run: bool = False,
     ) -> Verified:
-        """Succeeds only for a valid signature; otherwise KMSInvalidSignature (AWS never
+        """Succeeds only for a valid signature; otherwise KMSInvalidSignatureError (AWS never
         answers SignatureValid=false), and nothing is recorded."""
         kind = message_type or algorithms.RAW
 
@@ -165,7 +165,7 @@ class AsymmetricOperations:
             stop_if_dry_run(dry_run)
             public_key = self.resolver.private_key(key).public_key()
             if not algorithms.verify(public_key, algorithm, kind, message, signature):
-                raise KMSInvalidSignature()
+                raise KMSInvalidSignatureError()
             self.resolver.record_use(key, "Verify", caller, algorithm, key_id, messageType=kind)
             return Verified(key.arn, algorithm)
 
@@ -195,7 +195,7 @@ class AsymmetricOperations:
         mac: bytes,
         dry_run: bool = False,
     ) -> Mac:
-        """Succeeds only for the right MAC; otherwise KMSInvalidMac, nothing recorded."""
+        """Succeeds only for the right MAC; otherwise KMSInvalidMacError, nothing recorded."""
 
         def command(uow: UnitOfWork) -> Mac:
             key = self.resolver.resolve(uow, caller, key_id, "VerifyMac")
@@ -205,7 +205,7 @@ class AsymmetricOperations:
             if not algorithms.mac_matches(
                 self.resolver.material_bytes(key), algorithm, message, mac
             ):
-                raise KMSInvalidMac()
+                raise KMSInvalidMacError()
             self.resolver.record_use(key, "VerifyMac", caller, algorithm, key_id)
             return Mac(key.arn, mac, algorithm)
 

@@ -21,8 +21,8 @@ from app.usecases.resolution import KeyResolver
 from app.usecases.results import RotationEntry
 from domain import algorithms
 from domain.errors import (
-    IncorrectKeyMaterial,
-    InvalidImportToken,
+    IncorrectKeyMaterialError,
+    InvalidImportTokenError,
     UnsupportedOperationError,
     ValidationError,
 )
@@ -174,7 +174,7 @@ class ImportedMaterial:
                 parameters["wrapped_private_key"],
             )  # fmt: skip
             if wrapping_key is None:
-                raise InvalidImportToken("The import token is not valid.")
+                raise InvalidImportTokenError("The import token is not valid.")
             raw = algorithms.unwrap_imported_material(
                 wrapping_key, parameters["wrapping_algorithm"], encrypted_key_material
             )
@@ -235,7 +235,7 @@ class ImportedMaterial:
         for material_id in key.materials_due_for_expiry(now):
             material = key.imported_material(material_id)
             if material is None:
-                raise IncorrectKeyMaterial(f"material {material_id} is unknown")
+                raise IncorrectKeyMaterialError(f"material {material_id} is unknown")
             self.vault.shred_material(key.id, material, now)
             key.expire_material(now=now, actor=SERVICE_ACTOR, material_id=material_id)
             done += 1

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from domain import key_states
 from domain.errors import (
-    ExpiredImportToken,
-    IncorrectKeyMaterial,
-    InvalidImportToken,
+    ExpiredImportTokenError,
+    IncorrectKeyMaterialError,
+    InvalidImportTokenError,
     InvalidStateError,
     UnsupportedOperationError,
     ValidationError,
@@ -144,19 +144,19 @@ def test_only_the_same_material_may_be_reimported(other: str) -> None:
     assert plan(key, same).version == 1  # type: ignore[attr-defined]
     if other == same:
         return
-    with pytest.raises(IncorrectKeyMaterial) as raised:
+    with pytest.raises(IncorrectKeyMaterialError) as raised:
         plan(key, other)
     assert "does not match the key material previously imported" in raised.value.message
-    with pytest.raises(IncorrectKeyMaterial):
+    with pytest.raises(IncorrectKeyMaterialError):
         plan(key, other, import_type=EXISTING_KEY_MATERIAL, key_material_id=same)
 
 
 def test_import_types_first_new_then_existing_and_one_pending_at_a_time() -> None:
     key = new_key(origin="EXTERNAL")
-    with pytest.raises(IncorrectKeyMaterial):
+    with pytest.raises(IncorrectKeyMaterialError):
         plan(key, "a" * 64, import_type=EXISTING_KEY_MATERIAL)
     import_material(key)
-    with pytest.raises(IncorrectKeyMaterial):  # known material is EXISTING, never NEW
+    with pytest.raises(IncorrectKeyMaterialError):  # known material is EXISTING, never NEW
         plan(key, "a" * 64, import_type=NEW_KEY_MATERIAL)
     with pytest.raises(ValidationError):
         plan(key, "b" * 64, import_type=NEW_KEY_MATERIAL, key_material_id="b" * 64)
@@ -183,12 +183,12 @@ def test_asymmetric_imported_keys_only_reimport_their_one_material() -> None:
 def test_an_import_token_is_usable_once_within_24_hours_and_for_its_key_only() -> None:
     key, other = new_key(origin="EXTERNAL"), new_key(origin="EXTERNAL")
     token = import_token(key)
-    with pytest.raises(InvalidImportToken):
+    with pytest.raises(InvalidImportTokenError):
         other.import_parameters_for(token, NOW)
-    with pytest.raises(ExpiredImportToken):
+    with pytest.raises(ExpiredImportTokenError):
         key.import_parameters_for(token, NOW + timedelta(hours=24))
     key.import_parameters_for(token, NOW + timedelta(hours=24) - timedelta(seconds=1))
-    with pytest.raises(InvalidImportToken):
+    with pytest.raises(InvalidImportTokenError):
         key.import_parameters_for(b"not a token", NOW)
     token_id, _ = key.import_parameters_for(token, NOW)
     key.import_material(
@@ -196,6 +196,6 @@ def test_an_import_token_is_usable_once_within_24_hours_and_for_its_key_only() -
         material=material(1, imported=True, material_id="a" * 64),
         expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE, valid_to=None, description="",
     )  # fmt: skip
-    with pytest.raises(InvalidImportToken) as raised:  # used
+    with pytest.raises(InvalidImportTokenError) as raised:  # used
         key.import_parameters_for(token, NOW)
     assert "already been used" in raised.value.message

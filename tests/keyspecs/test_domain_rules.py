@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from domain import algorithms, key_states
 from domain.actors import Actor
 from domain.errors import (
-    ExpiredImportToken,
-    IncorrectKeyMaterial,
-    InvalidImportToken,
+    ExpiredImportTokenError,
+    IncorrectKeyMaterialError,
+    InvalidImportTokenError,
     InvalidKeyUsageError,
     InvalidStateError,
     UnsupportedOperationError,
@@ -78,9 +78,9 @@ def test_an_import_token_names_its_key_and_expires_after_24_hours() -> None:
     token = issue(key)
 
     assert key.import_parameters_for(token, NOW + timedelta(hours=23))
-    with pytest.raises(ExpiredImportToken):
+    with pytest.raises(ExpiredImportTokenError):
         key.import_parameters_for(token, NOW + timedelta(hours=24))
-    with pytest.raises(InvalidImportToken):
+    with pytest.raises(InvalidImportTokenError):
         external_key().import_parameters_for(token, NOW)
 
 
@@ -88,7 +88,7 @@ def test_an_import_token_names_its_key_and_expires_after_24_hours() -> None:
 def test_any_bytes_are_an_import_token_or_invalid_import_token(token: bytes) -> None:
     try:
         key_id, token_id, _ = decode_import_token(token)
-    except InvalidImportToken:
+    except InvalidImportTokenError:
         return
     assert isinstance(key_id, uuid.UUID) and len(token_id) == 32
 
@@ -121,7 +121,7 @@ def test_a_used_token_cannot_be_used_again() -> None:
         expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE, valid_to=None, description="",
     )  # fmt: skip
 
-    with pytest.raises(InvalidImportToken):
+    with pytest.raises(InvalidImportTokenError):
         key.import_parameters_for(token, NOW)
 
 
@@ -129,7 +129,7 @@ def test_other_material_is_incorrect_and_new_material_waits_for_rotation() -> No
     key = external_key()
     do_import(key, "a" * 64)
 
-    with pytest.raises(IncorrectKeyMaterial):
+    with pytest.raises(IncorrectKeyMaterialError):
         key.plan_import(
             now=NOW, material_id="b" * 64, import_type=None, key_material_id=None,
             expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE, valid_to=None,
@@ -207,9 +207,9 @@ def test_pkcs8_material_is_normalised_so_the_same_key_has_one_id() -> None:
     der = private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
 
     assert algorithms.normalize_imported_material("ECC_NIST_P256", der) == der
-    with pytest.raises(IncorrectKeyMaterial):
+    with pytest.raises(IncorrectKeyMaterialError):
         algorithms.normalize_imported_material("ECC_NIST_P384", der)
-    with pytest.raises(IncorrectKeyMaterial):
+    with pytest.raises(IncorrectKeyMaterialError):
         algorithms.normalize_imported_material("ECC_NIST_P256", b"not der")
 
 
