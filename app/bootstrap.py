@@ -76,7 +76,6 @@ def connection_pool(database_url: str, settings: Settings) -> ConnectionPool:
         reconnect_timeout=POOL_RECONNECT_TIMEOUT,
         connection_class=bounded_connection_class(io_timeout),
         kwargs=libpq_options(_connect_timeout(database_url), io_timeout),
-        check=ConnectionPool.check_connection,
     )  # fmt: skip
 
 

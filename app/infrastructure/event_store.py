@@ -54,6 +54,7 @@ from app.infrastructure.postgres.database import (
     BoundedAsyncConnection,
     DatabaseTimeoutError,
     DeadlinePassedError,
+    PurgeOnFailedCheck,
     bounded_async_connection_class,
     bounded_connection_class,
     database_deadline,
@@ -69,34 +70,6 @@ log = logging.getLogger("keyledger.event_store")
 
 # Events that no state check reads: others' may precede ours without a conflict.
 COMMUTATIVE_TOPICS = (get_topic(Key.Used),)
-
-INSERT_WITH_SETTLED_VERSIONS = """
-WITH batch AS (
-    SELECT * FROM unnest(%b::uuid[], %b::int8[], %b::text[], %b::bytea[])
-        WITH ORDINALITY AS b(originator_id, originator_version, topic, state, ord)
-), expected AS (
-    SELECT originator_id, min(originator_version) - 1 AS version
-    FROM batch GROUP BY originator_id
-), shift AS (
-    SELECT x.originator_id,
-        CASE WHEN x.version >= 1
-            AND NOT EXISTS (
-                SELECT 1 FROM {schema}.{table} e
-                WHERE e.originator_id = x.originator_id AND e.originator_version > x.version
-                  AND e.topic <> ALL(%b::text[]))
-        THEN coalesce((
-            SELECT max(e.originator_version) FROM {schema}.{table} e
-            WHERE e.originator_id = x.originator_id), x.version) - x.version
-        ELSE 0 END AS by
-    FROM expected x
-)
-INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)
-SELECT b.originator_id, b.originator_version + s.by, b.topic, b.state
-FROM batch b JOIN shift s USING (originator_id)
-ORDER BY b.ord
-RETURNING notification_id, originator_id, originator_version
-"""
-
 
 APPEND_CALL = (
     b"SELECT * FROM keyledger_append(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], %b::text[])"
@@ -136,12 +109,15 @@ class NotCommitted(DependencyTimeoutError):
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
+    """The library's recorder (the Ledger's reads, and its ``save`` for seeding and tools),
+    appending through keyledger_append like the writer: one version-settling rule, in SQL
+    (migrations/010_append_function.sql), whichever path writes."""
+
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
-        self.insert_rows_statement = SQL(INSERT_WITH_SETTLED_VERSIONS).format(  # type: ignore[arg-type]
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
-        )
+        # keyledger_append writes the ledger's table; an application of another name (the
+        # library's own, in tests) keeps the library's insert.
+        self._appends = self.events_table_name == APPEND_TABLE
         self._settled = threading.local()
 
     def _insert_stored_events(
@@ -150,10 +126,12 @@ class LedgerRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         **_: Any,
     ) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
+        if not self._appends:
+            super()._insert_stored_events(curs, stored_events)
+            return
+        # The function takes the table lock and sends the NOTIFY itself.
         curs.execute(
-            self.insert_rows_statement,
+            APPEND_CALL,
             (
                 [e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
@@ -170,12 +148,14 @@ class LedgerRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         **_: Any,
     ) -> Sequence[int] | None:
+        if not self._appends:
+            return super()._fetch_ids_after_insert_events(curs, stored_events)
         rows = curs.fetchall()
         heads: dict[uuid.UUID, int] = {}
         for row in rows:
-            heads[row["originator_id"]] = row["originator_version"]
+            heads[row["new_originator_id"]] = row["new_version"]
         self._settled.heads = heads
-        return [row["notification_id"] for row in rows]
+        return [row["new_notification_id"] for row in rows]
 
     def max_notification_id(self) -> int | None:
         # A trivial query, which requests wait for (read-your-writes, /readyz): bounded
@@ -240,6 +220,7 @@ class LedgerPostgresFactory(PostgresFactory):
         io_timeout = float(env.get(IO_TIMEOUT_KEY) or DEFAULT_IO_TIMEOUT)
         pool.connection_class = bounded_connection_class(io_timeout)
         pool.reconnect_timeout = POOL_RECONNECT_TIMEOUT
+        PurgeOnFailedCheck().install(pool)  # checked as handed out (and stale ones purged)
         if pool_timeout := env.get(POOL_TIMEOUT_KEY):
             pool.timeout = float(pool_timeout)
         connect_timeout = int(env.get(self.POSTGRES_CONNECT_TIMEOUT) or 0)
