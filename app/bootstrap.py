@@ -5,19 +5,27 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import secrets
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from app import ports
 from app.auth.credentials import IdentityDirectory
 from app.infrastructure.access_denials import DenialLog
 from app.infrastructure.clock import Clock
 from app.infrastructure.event_store import timeout_env
 from app.infrastructure.ledger import Ledger
+from app.infrastructure.memory.audit_store import NoAuditStore
+from app.infrastructure.memory.denials import MemoryDenialLog
+from app.infrastructure.memory.read_models import MemoryAccessKeyIndex, MemoryKeyDirectory
+from app.infrastructure.memory.wrapping_keys import MemoryWrappingKeys
+from app.infrastructure.memory_store import EVENT_STORE_ENV, MEMORY, ledger_env
 from app.infrastructure.postgres.database import (
     POOL_RECONNECT_TIMEOUT,
     BoundedPool,
@@ -31,7 +39,7 @@ from app.infrastructure.postgres.database import (
 )
 from app.infrastructure.postgres.migrate import apply_migrations
 from app.infrastructure.read_models import AuditReads, KeyDirectoryReads, active_access_key_ids
-from app.infrastructure.vault import Vault, load_root_key
+from app.infrastructure.vault import ROOT_KEY_BYTES, Vault, load_root_key
 from app.infrastructure.writer import LedgerWriter
 from app.settings import Settings
 from app.usecases.asymmetric import AsymmetricOperations
@@ -115,9 +123,13 @@ class Runtime:
             data_dir=settings.data_dir, embedded=settings.database_url is None
         )
         ledger = Ledger(
-            env=connection_params(database_url)
-            | timeout_env(settings.database_deadline_seconds, settings.database_io_timeout_seconds)
-            | {"CREATE_TABLE": "n"}
+            env=ledger_env(
+                connection_params(database_url)
+                | timeout_env(
+                    settings.database_deadline_seconds, settings.database_io_timeout_seconds
+                )
+                | {"CREATE_TABLE": "n"}
+            )
         )
         pool = connection_pool(database_url, settings)
         vault = Vault(root_key, pool, cache_size=settings.key_cache_size)
@@ -131,69 +143,21 @@ class Runtime:
         )  # fmt: skip
         directory = KeyDirectoryProjection(ledger, pool, database_url)
         writer.commit_listeners.append(directory.committed)
-
-        async def prefetch_wrapping_keys(conn: Any, aggregates: list[Any]) -> None:
-            keys = [a.id for a in aggregates if isinstance(a, Key)]
-            try:
-                await vault.prefetch(conn, keys)
-            except Exception as error:  # the commands that needed them ask again
-                if is_unavailable(error):  # unless the database is away: the batch waits
-                    raise
-                log.warning("wrapping keys not prefetched: %s", type(error).__name__)
-
-        writer.after_load.append(prefetch_wrapping_keys)
+        writer.after_load.append(prefetch_wrapping_keys(vault))
         writer.commit_listeners.append(vault.committed)
         audit = AuditTrailProjection(ledger, pool, database_url)
         if settings.run_audit_projection:  # else another process leads it: no wake-ups here
             writer.commit_listeners.append(audit.committed)
 
-        # The use cases run their commands through the auditor's runner: within an audited
-        # call (Auditor.call), each goes to the writer with the call's hooks.
-        runner = AuditedCommands(writer)
-        partition, operator = settings.partition, settings.default_account_id
         denials = DenialLog(pool)  # denials found authenticating and authorizing
-        identity = IdentityDirectory(
-            runner, ledger, vault, clock, partition, denials=denials,
+        parts = wire_use_cases(
+            settings, writer=writer, history=ledger, vault=vault, clock=clock, denials=denials,
+            directory=KeyDirectoryReads(directory, pool), audit=AuditReads(audit, pool, ledger),
             active_access_keys=active_access_key_ids(pool),
         )  # fmt: skip
-        access = AccessControl(
-            runner=runner, vault=vault, clock=clock, denials=denials, partition=partition
-        )
-        resolver = KeyResolver(access=access, vault=vault, clock=clock, partition=partition)
-        keys = KeyDirectoryReads(directory, pool)
-        imported = ImportedMaterial(runner=runner, resolver=resolver, vault=vault, clock=clock)
-        # The default account administers (and may explain, and audit) every account.
-        audit_service = AuditService(
-            store=AuditReads(audit, pool, ledger), clock=clock, operator_account=operator,
-            online=OnlineParts(runner=runner, access=access, resolver=resolver),
-        )  # fmt: skip
-        service = KeyService(
-            keys=KeyLifecycle(
-                runner=runner, resolver=resolver, access=access, vault=vault, clock=clock,
-                directory=keys, history=ledger, partition=partition,
-            ),
-            crypto=CryptoOperations(runner=runner, resolver=resolver, access=access),
-            asymmetric=AsymmetricOperations(runner=runner, resolver=resolver),
-            imported=imported,
-            grants=GrantOperations(
-                runner=runner, resolver=resolver, access=access, clock=clock, directory=keys,
-                partition=partition,
-            ),
-            explain=ExplainOperations(
-                runner=runner, resolver=resolver, access=access, clock=clock, history=ledger,
-                partition=partition, operator_account=operator,
-            ),
-            audit=audit_service,
-            jobs=DueJobs(
-                runner=runner, vault=vault, clock=clock, directory=keys, imported=imported,
-                partition=partition,
-            ),
-            access=access,
-        )  # fmt: skip
-        auditor = Auditor(writer, identity, clock, is_unavailable)
         return cls(
-            settings, database_url, ledger, pool, vault, writer, identity, directory, service,
-            clock, audit, auditor, audit_service, denials,
+            settings, database_url, ledger, pool, vault, writer, parts.identity, directory,
+            parts.service, clock, audit, parts.auditor, parts.audit_service, denials,
         )  # fmt: skip
 
     def start(self, *, writer_on_own_loop: bool = True) -> None:
@@ -290,6 +254,166 @@ class Runtime:
 
     def bootstrap(self) -> tuple[str, tuple[str, str] | None]:
         """The default account and its administrator (with the bootstrap key pair if set)."""
+        settings = self.settings
+        secret = settings.bootstrap_secret_access_key
+        return self.identity.ensure_administrator(
+            settings.default_account_id,
+            settings.bootstrap_access_key_id,
+            secret.get_secret_value() if secret else None,
+        )
+
+
+def prefetch_wrapping_keys(vault: Vault) -> Callable[[Any, list[Any]], Awaitable[None]]:
+    """The writer's after_load hook: the vault unwraps the wrapping keys of keys just read."""
+
+    async def prefetch(conn: Any, aggregates: list[Any]) -> None:
+        keys = [a.id for a in aggregates if isinstance(a, Key)]
+        try:
+            await vault.prefetch(conn, keys)
+        except Exception as error:  # the commands that needed them ask again
+            if is_unavailable(error):  # unless the database is away: the batch waits
+                raise
+            log.warning("wrapping keys not prefetched: %s", type(error).__name__)
+
+    return prefetch
+
+
+@dataclass(frozen=True)
+class UseCases:
+    """What the adapters hold, built on the infrastructure given (wire_use_cases)."""
+
+    identity: IdentityDirectory
+    service: KeyService
+    auditor: Auditor
+    audit_service: AuditService
+
+
+def wire_use_cases(
+    settings: Settings,
+    *,
+    writer: LedgerWriter,
+    history: ports.EventHistory,
+    vault: ports.Vault,
+    clock: ports.Clock,
+    denials: ports.DenialLog,
+    directory: ports.KeyDirectory,
+    audit: ports.AuditStore,
+    active_access_keys: ports.ActiveAccessKeys,
+) -> UseCases:
+    """The use cases on the ports: the same wiring over PostgreSQL (Runtime) and in memory
+    (InMemoryRuntime)."""
+    # The use cases run their commands through the auditor's runner: within an audited
+    # call (Auditor.call), each goes to the writer with the call's hooks.
+    runner = AuditedCommands(writer)
+    partition, operator = settings.partition, settings.default_account_id
+    identity = IdentityDirectory(
+        runner, history, vault, clock, partition, denials=denials,
+        active_access_keys=active_access_keys,
+    )  # fmt: skip
+    access = AccessControl(
+        runner=runner, vault=vault, clock=clock, denials=denials, partition=partition
+    )
+    resolver = KeyResolver(access=access, vault=vault, clock=clock, partition=partition)
+    imported = ImportedMaterial(runner=runner, resolver=resolver, vault=vault, clock=clock)
+    # The default account administers (and may explain, and audit) every account.
+    audit_service = AuditService(
+        store=audit, clock=clock, operator_account=operator,
+        online=OnlineParts(runner=runner, access=access, resolver=resolver),
+    )  # fmt: skip
+    service = KeyService(
+        keys=KeyLifecycle(
+            runner=runner, resolver=resolver, access=access, vault=vault, clock=clock,
+            directory=directory, history=history, partition=partition,
+        ),
+        crypto=CryptoOperations(runner=runner, resolver=resolver, access=access),
+        asymmetric=AsymmetricOperations(runner=runner, resolver=resolver),
+        imported=imported,
+        grants=GrantOperations(
+            runner=runner, resolver=resolver, access=access, clock=clock, directory=directory,
+            partition=partition,
+        ),
+        explain=ExplainOperations(
+            runner=runner, resolver=resolver, access=access, clock=clock, history=history,
+            partition=partition, operator_account=operator,
+        ),
+        audit=audit_service,
+        jobs=DueJobs(
+            runner=runner, vault=vault, clock=clock, directory=directory, imported=imported,
+            partition=partition,
+        ),
+        access=access,
+    )  # fmt: skip
+    auditor = Auditor(writer, identity, clock, is_unavailable)
+    return UseCases(identity, service, auditor, audit_service)
+
+
+@dataclass
+class InMemoryRuntime:
+    """The use cases and the writer on the in-memory ledger: no PostgreSQL, no server.
+
+    The same wiring as Runtime (wire_use_cases) over in-memory ports: the Ledger and the
+    writer's store in memory (app.infrastructure.memory_store), the real Vault whose
+    wrapping-key rows live in memory, the key directory and access-key index following the
+    Ledger's notification log, the denial log in a list. The audit trail's read models
+    exist only in PostgreSQL (app.infrastructure.memory.audit_store): ``service.audit``
+    refuses to read. Nothing runs in the background but the writer's event loop thread;
+    the scheduler's jobs run when called (``service.jobs.run_due_jobs()``).
+    """
+
+    settings: Settings
+    ledger: Ledger
+    vault: Vault
+    wrapping_keys: MemoryWrappingKeys
+    writer: LedgerWriter
+    clock: Clock
+    denials: MemoryDenialLog
+    directory: MemoryKeyDirectory
+    access_keys: MemoryAccessKeyIndex
+    identity: IdentityDirectory
+    service: KeyService
+    auditor: Auditor
+    audit_service: AuditService
+
+    @classmethod
+    def build(cls, settings: Settings) -> InMemoryRuntime:
+        """Build (not started: see ``start``). The root key is the settings' or a fresh one."""
+        root_key = settings.root_key_bytes() or secrets.token_bytes(ROOT_KEY_BYTES)
+        ledger = Ledger(env=ledger_env({}, {EVENT_STORE_ENV: MEMORY}))
+        wrapping_keys = MemoryWrappingKeys()
+        vault = Vault(root_key, wrapping_keys, cache_size=settings.key_cache_size)
+        vault.check_root_key()
+        clock = Clock(adjustable=settings.test_clock)
+        writer = LedgerWriter(
+            ledger, "", cache_size=settings.key_cache_size,
+            deadline=settings.database_deadline_seconds,
+            io_timeout=settings.database_io_timeout_seconds,
+            retry_interval=settings.database_retry_interval_seconds,
+        )  # fmt: skip
+        writer.after_load.append(prefetch_wrapping_keys(vault))
+        writer.commit_listeners.append(vault.committed)
+        denials = MemoryDenialLog()
+        directory = MemoryKeyDirectory(ledger)
+        access_keys = MemoryAccessKeyIndex(ledger)
+        parts = wire_use_cases(
+            settings, writer=writer, history=ledger, vault=vault, clock=clock, denials=denials,
+            directory=directory, audit=NoAuditStore(), active_access_keys=access_keys,
+        )  # fmt: skip
+        return cls(
+            settings, ledger, vault, wrapping_keys, writer, clock, denials, directory,
+            access_keys, parts.identity, parts.service, parts.auditor, parts.audit_service,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Start the writer on an event loop thread of its own."""
+        self.writer.start()
+
+    def stop(self) -> None:
+        self.writer.stop()
+        self.vault.close()
+        self.ledger.close()
+
+    def bootstrap(self) -> tuple[str, tuple[str, str] | None]:
+        """The default account and its administrator (as Runtime.bootstrap)."""
         settings = self.settings
         secret = settings.bootstrap_secret_access_key
         return self.identity.ensure_administrator(

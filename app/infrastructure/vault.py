@@ -10,6 +10,10 @@ Three layers, so that events can be immutable while deletion is real:
 Destroying a key's wrapping key (crypto-shredding) makes every version of its material,
 and so every ciphertext under it, undecryptable, while the event history stays intact.
 Rotating the root key re-wraps only the ``wrapping_keys`` rows.
+
+The cryptography is the Vault's; where the rows live is a `WrappingKeyStore`'s:
+`PostgresWrappingKeys` (the ``wrapping_keys`` table, the default) or the in-memory one in
+app/infrastructure/memory/wrapping_keys.py.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -70,6 +75,155 @@ SHRED_KEY = (
     "UPDATE wrapping_keys SET wrapped_key = NULL, destroyed_at = %s"
     " WHERE owner_id = %s OR parent_id = %s RETURNING owner_id"
 )
+
+
+class WrappingKeyRow(NamedTuple):
+    """One ``wrapping_keys`` row as written: the key wrapped under the root key."""
+
+    owner_id: uuid.UUID
+    wrapped_key: bytes
+    root_key_id: str
+    parent_id: uuid.UUID | None = None  # the key an imported material's wrapping key belongs to
+
+
+class WrappingKeyStore(Protocol):
+    """Where wrapped wrapping keys are kept (the Vault does all the cryptography).
+
+    A row's ``wrapped_key`` is None once shredded. The synchronous methods are for threads;
+    the ``*_on`` ones run on the writer's event loop, on the connection its event store gave
+    (None in memory)."""
+
+    def count_sealed_by_others(self, root_key_id: str) -> int:
+        """Rows wrapped under another root key than ``root_key_id``."""
+        ...
+
+    def read(self, owner_id: uuid.UUID, *, create: WrappingKeyRow | None = None) -> Any:
+        """The owner's wrapped key (None: none, or shredded), after inserting ``create``
+        unless the owner has a row."""
+        ...
+
+    def insert_many(self, rows: Sequence[WrappingKeyRow]) -> None:
+        """Insert rows whose owners have none (others are left as they are)."""
+        ...
+
+    def delete(self, owner_ids: Sequence[uuid.UUID]) -> None: ...
+
+    def replace_imported(self, row: WrappingKeyRow) -> None:
+        """A fresh import's row: inserted, or replacing a shredded one (a live one stays)."""
+        ...
+
+    def shred(self, owner_id: uuid.UUID, at: datetime) -> None: ...
+
+    def shred_key(self, key_id: uuid.UUID, at: datetime) -> list[uuid.UUID]:
+        """Shred the key's row and its imported materials' (parent_id); their owners."""
+        ...
+
+    def rewrap(self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str) -> int:
+        """Replace every live wrapped key by ``rewrap(owner, wrapped)``, now sealed by
+        ``root_key_id``, all or nothing; how many."""
+        ...
+
+    async def read_live_on(
+        self, conn: Any, owner_ids: Sequence[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, Any]]:
+        """(owner, wrapped key) of those owners whose row is not shredded."""
+        ...
+
+    async def read_on(
+        self, conn: Any, owner_id: uuid.UUID, *, create: WrappingKeyRow | None = None
+    ) -> Any: ...
+
+    async def replace_imported_on(self, conn: Any, row: WrappingKeyRow) -> None: ...
+
+    async def shred_on(self, conn: Any, owner_id: uuid.UUID, at: datetime) -> None: ...
+
+    async def shred_key_on(self, conn: Any, key_id: uuid.UUID, at: datetime) -> list[uuid.UUID]: ...
+
+
+class PostgresWrappingKeys:
+    """The ``wrapping_keys`` table, through ``pool`` (threads) or the writer's connection."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def count_sealed_by_others(self, root_key_id: str) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM wrapping_keys WHERE root_key_id <> %s", (root_key_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def read(self, owner_id: uuid.UUID, *, create: WrappingKeyRow | None = None) -> Any:
+        with self.pool.connection() as conn:
+            if create is not None:
+                conn.execute(INSERT_WRAPPING_KEY, create)
+            row = conn.execute(SELECT_WRAPPING_KEY, (owner_id,)).fetchone()
+        return row[0] if row is not None else None
+
+    def insert_many(self, rows: Sequence[WrappingKeyRow]) -> None:
+        with self.pool.connection() as conn, conn.cursor() as cursor:
+            cursor.executemany(INSERT_WRAPPING_KEY, rows)
+
+    def delete(self, owner_ids: Sequence[uuid.UUID]) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM wrapping_keys WHERE owner_id = ANY(%s)", (list(owner_ids),))
+
+    def replace_imported(self, row: WrappingKeyRow) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(UPSERT_IMPORTED_WRAPPING_KEY, row)
+
+    def shred(self, owner_id: uuid.UUID, at: datetime) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(SHRED_OWNER, (at, owner_id))
+
+    def shred_key(self, key_id: uuid.UUID, at: datetime) -> list[uuid.UUID]:
+        with self.pool.connection() as conn:
+            return [owner for (owner,) in conn.execute(SHRED_KEY, (at, key_id, key_id)).fetchall()]
+
+    def rewrap(self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str) -> int:
+        count = 0
+        with self.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                "SELECT owner_id, wrapped_key FROM wrapping_keys "
+                "WHERE wrapped_key IS NOT NULL FOR UPDATE"
+            ).fetchall()
+            for owner_id, wrapped in rows:
+                conn.execute(
+                    "UPDATE wrapping_keys SET wrapped_key = %s, root_key_id = %s "
+                    "WHERE owner_id = %s",
+                    (rewrap(owner_id, bytes(wrapped)), root_key_id, owner_id),
+                )
+                count += 1
+        return count
+
+    async def read_live_on(
+        self, conn: Any, owner_ids: Sequence[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, Any]]:
+        cursor = await conn.execute(
+            "SELECT owner_id, wrapped_key FROM wrapping_keys"
+            " WHERE owner_id = ANY(%s) AND wrapped_key IS NOT NULL",
+            (list(owner_ids),),
+        )
+        return [(owner_id, wrapped) for owner_id, wrapped in await cursor.fetchall()]
+
+    async def read_on(
+        self, conn: Any, owner_id: uuid.UUID, *, create: WrappingKeyRow | None = None
+    ) -> Any:
+        if create is not None:
+            await conn.execute(INSERT_WRAPPING_KEY, create)
+        cursor = await conn.execute(SELECT_WRAPPING_KEY, (owner_id,))
+        row = await cursor.fetchone()
+        return row[0] if row is not None else None
+
+    async def replace_imported_on(self, conn: Any, row: WrappingKeyRow) -> None:
+        await conn.execute(UPSERT_IMPORTED_WRAPPING_KEY, row)
+
+    async def shred_on(self, conn: Any, owner_id: uuid.UUID, at: datetime) -> None:
+        await conn.execute(SHRED_OWNER, (at, owner_id))
+
+    async def shred_key_on(self, conn: Any, key_id: uuid.UUID, at: datetime) -> list[uuid.UUID]:
+        cursor = await conn.execute(SHRED_KEY, (at, key_id, key_id))
+        return [owner for (owner,) in await cursor.fetchall()]
 
 
 class RootKeyError(RuntimeError):
@@ -136,14 +290,22 @@ class Vault:
     ``prefetch`` (its after_load hook), which does the work on the writer's own
     asynchronous connection, and runs the command again. Off the event loop (the CLI,
     threads) the same calls use the connection pool directly.
+
+    ``store`` keeps the rows: a pool (the ``wrapping_keys`` table) or a `WrappingKeyStore`.
     """
 
     def __init__(
-        self, root_key: bytes, pool: ConnectionPool, *, cache_size: int = DEFAULT_CACHE_SIZE
+        self,
+        root_key: bytes,
+        store: ConnectionPool | WrappingKeyStore,
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         self._root = AESGCM(root_key)
         self._root_key_id = root_key_id(root_key)
-        self._pool = pool
+        self._rows: WrappingKeyStore = (
+            PostgresWrappingKeys(store) if isinstance(store, ConnectionPool) else store
+        )
         # Raw key bytes, not AESGCM objects: each of those holds ~2.4 KB of native state,
         # while building one per use costs ~1.5 us.
         # Both least-recently-used and bounded (as the writer's key cache is), so a
@@ -169,11 +331,7 @@ class Vault:
 
     # --- start-up ----------------------------------------------------------------
     def check_root_key(self) -> None:
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM wrapping_keys WHERE root_key_id <> %s", (self._root_key_id,)
-            ).fetchone()
-        if row and row[0]:
+        if self._rows.count_sealed_by_others(self._root_key_id):
             raise RootKeyError(
                 "this database was sealed with a different root key; refusing to start "
                 f"(this root key's id is {self._root_key_id})"
@@ -207,16 +365,13 @@ class Vault:
 
     def _read_wrapping_key(self, owner_id: uuid.UUID, *, create: bool) -> AESGCM | None:
         """The wrapping key from the database, through the pool (blocks the caller)."""
-        with self._pool.connection() as conn:
-            if create:
-                conn.execute(INSERT_WRAPPING_KEY, self._new_row(owner_id))
-            row = conn.execute(SELECT_WRAPPING_KEY, (owner_id,)).fetchone()
-        key = self._keep_row(owner_id, row[0] if row is not None else None)
+        wrapped = self._rows.read(owner_id, create=self._new_row(owner_id) if create else None)
+        key = self._keep_row(owner_id, wrapped)
         return AESGCM(key) if key is not None else None
 
-    def _new_row(self, owner_id: uuid.UUID, parent_id: uuid.UUID | None = None) -> tuple[Any, ...]:
+    def _new_row(self, owner_id: uuid.UUID, parent_id: uuid.UUID | None = None) -> WrappingKeyRow:
         wrapped = self._wrap_under_root(owner_id, AESGCM.generate_key(256))
-        return owner_id, wrapped, self._root_key_id, parent_id
+        return WrappingKeyRow(owner_id, wrapped, self._root_key_id, parent_id)
 
     def _keep_row(self, owner_id: uuid.UUID, wrapped: Any) -> bytes | None:
         """Cache a wrapping_keys row's key (or that it has none: never made, or shredded)."""
@@ -247,12 +402,7 @@ class Vault:
         self._forget_done(owner_ids)  # a key read again is checked again
         missing = [owner_id for owner_id in owner_ids if owner_id not in self._wrapping_keys]
         if missing:
-            cursor = await conn.execute(
-                "SELECT owner_id, wrapped_key FROM wrapping_keys"
-                " WHERE owner_id = ANY(%s) AND wrapped_key IS NOT NULL",
-                (missing,),
-            )
-            for owner_id, wrapped in await cursor.fetchall():
+            for owner_id, wrapped in await self._rows.read_live_on(conn, missing):
                 self._keep_row(owner_id, wrapped)
         work, self._deferred = list(self._deferred.values()), {}
         for item in work:
@@ -261,27 +411,25 @@ class Vault:
     async def _run_deferred(self, conn: Any, work: _Deferred) -> None:
         owner = work.owner
         if work.kind == SHRED:  # the key's wrapping key and those of its imported materials
-            cursor = await conn.execute(SHRED_KEY, (work.at, owner, owner))
-            for (shredded,) in await cursor.fetchall():
+            assert work.at is not None
+            for shredded in await self._rows.shred_key_on(conn, owner, work.at):
                 self._drop(shredded)
                 self._done.pop((IMPORT, shredded))
             self._done.put((SHRED, owner), owner)
             return
         if work.kind == SHRED_IMPORTED:
-            await conn.execute(SHRED_OWNER, (work.at, owner))
+            assert work.at is not None
+            await self._rows.shred_on(conn, owner, work.at)
             self._drop(owner)
             self._done.pop((IMPORT, owner))
             self._done.put((SHRED_IMPORTED, owner), work.parent or owner)
             return
         if work.kind == IMPORT:
-            await conn.execute(UPSERT_IMPORTED_WRAPPING_KEY, self._new_row(owner, work.parent))
+            await self._rows.replace_imported_on(conn, self._new_row(owner, work.parent))
             self._done.pop((SHRED_IMPORTED, owner))
             self._done.put((IMPORT, owner), work.parent or owner)
-        elif work.kind == CREATE:
-            await conn.execute(INSERT_WRAPPING_KEY, self._new_row(owner))
-        cursor = await conn.execute(SELECT_WRAPPING_KEY, (owner,))
-        row = await cursor.fetchone()
-        self._keep_row(owner, row[0] if row is not None else None)
+        create = self._new_row(owner) if work.kind == CREATE else None
+        self._keep_row(owner, await self._rows.read_on(conn, owner, create=create))
 
     def committed(self, _notification_id: int, events: list[Any]) -> None:
         """A writer commit listener: what was done for a key's commands is done with."""
@@ -317,11 +465,10 @@ class Vault:
         try:
             fresh = [(uuid.uuid4(), AESGCM.generate_key(256)) for _ in range(STOCK_SIZE)]
             rows = [
-                (owner_id, self._wrap_under_root(owner_id, key), self._root_key_id, None)
+                WrappingKeyRow(owner_id, self._wrap_under_root(owner_id, key), self._root_key_id)
                 for owner_id, key in fresh
             ]
-            with self._pool.connection() as conn, conn.cursor() as cursor:
-                cursor.executemany(INSERT_WRAPPING_KEY, rows)
+            self._rows.insert_many(rows)
             with self._lock:
                 self._stock.extend(fresh)
         except Exception as error:  # new keys then store their wrapping keys themselves
@@ -337,8 +484,7 @@ class Vault:
         if not unused:
             return
         try:
-            with self._pool.connection() as conn:
-                conn.execute("DELETE FROM wrapping_keys WHERE owner_id = ANY(%s)", (unused,))
+            self._rows.delete(unused)
         except Exception as error:  # they wrap nothing: left behind, they cost a row each
             log.warning("%d unused wrapping key(s) not deleted: %s", len(unused), error)
 
@@ -426,8 +572,7 @@ class Vault:
             if cached is None or not self._done_for(IMPORT, owner):
                 self._defer(_Deferred(IMPORT, owner, parent=key_id))
             return AESGCM(cached.key)
-        with self._pool.connection() as conn:
-            conn.execute(UPSERT_IMPORTED_WRAPPING_KEY, self._new_row(owner, key_id))
+        self._rows.replace_imported(self._new_row(owner, key_id))
         self._wrapping_keys.pop(owner)
         return self._wrapping_key(owner)
 
@@ -440,8 +585,7 @@ class Vault:
             if not self._done_for(SHRED_IMPORTED, owner):
                 self._defer(_Deferred(SHRED_IMPORTED, owner, parent=key_id, at=now))
         else:
-            with self._pool.connection() as conn:
-                conn.execute(SHRED_OWNER, (now, owner))
+            self._rows.shred(owner, now)
         self._drop(owner)
         self._materials.pop((key_id, material.version))
 
@@ -464,9 +608,8 @@ class Vault:
     def shred(self, key_id: uuid.UUID, now: datetime) -> None:
         """Destroy the key's wrapping key: no byte anywhere opens its material again."""
         if not _on_event_loop():
-            with self._pool.connection() as conn:
-                for (owner,) in conn.execute(SHRED_KEY, (now, key_id, key_id)).fetchall():
-                    self._drop(owner)
+            for owner in self._rows.shred_key(key_id, now):
+                self._drop(owner)
         elif not self._done_for(SHRED, key_id):
             self._defer(_Deferred(SHRED, key_id, at=now))
         self._drop(key_id)
@@ -497,24 +640,15 @@ class Vault:
     # --- root key rotation -------------------------------------------------------
     def rewrap_all(self, new_root_key: bytes) -> int:
         """Re-wrap every live wrapping key under ``new_root_key``; ciphertexts are untouched."""
-        new_root, new_id = AESGCM(new_root_key), root_key_id(new_root_key)
-        count = 0
-        with self._pool.connection() as conn, conn.transaction():
-            rows = conn.execute(
-                "SELECT owner_id, wrapped_key FROM wrapping_keys "
-                "WHERE wrapped_key IS NOT NULL FOR UPDATE"
-            ).fetchall()
-            for owner_id, wrapped in rows:
-                key = self._unwrap_under_root(owner_id, bytes(wrapped))
-                nonce = secrets.token_bytes(12)
-                aad = b"keyledger:wrapping-key:" + owner_id.bytes
-                conn.execute(
-                    "UPDATE wrapping_keys SET wrapped_key = %s, root_key_id = %s "
-                    "WHERE owner_id = %s",
-                    (nonce + new_root.encrypt(nonce, key, aad), new_id, owner_id),
-                )
-                count += 1
-        return count
+        new_root = AESGCM(new_root_key)
+
+        def rewrap(owner_id: uuid.UUID, wrapped: bytes) -> bytes:
+            key = self._unwrap_under_root(owner_id, wrapped)
+            nonce = secrets.token_bytes(12)
+            aad = b"keyledger:wrapping-key:" + owner_id.bytes
+            return nonce + new_root.encrypt(nonce, key, aad)
+
+        return self._rows.rewrap(rewrap, root_key_id(new_root_key))
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,8 +42,9 @@ from typing import Any, TypeVar
 import psycopg
 from eventsourcing.domain import Aggregate
 
-from app.infrastructure.event_store import AsyncEventStore, CommitOutcomeUnknown, NotCommitted
+from app.infrastructure.event_store import CommitOutcomeUnknown, NotCommitted
 from app.infrastructure.ledger import Ledger, project_fast
+from app.infrastructure.memory_store import open_event_store
 from app.infrastructure.postgres.database import (
     DEFAULT_IO_TIMEOUT,
     database_deadline,
@@ -137,7 +138,9 @@ class LedgerWriter:
         retry_interval: float = 0.1,
     ) -> None:
         self.ledger = ledger
-        self.store = AsyncEventStore(
+        # PostgreSQL's AsyncEventStore, or the in-memory twin when the Ledger runs in memory
+        # (app.infrastructure.memory_store).
+        self.store = open_event_store(
             ledger, database_url, io_timeout=io_timeout, statement_timeout=deadline
         )
         self.deadline = deadline
