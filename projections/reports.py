@@ -7,8 +7,9 @@
 * ``pending-deletion``, ``unused-keys`` (``days``), ``cryptoperiod`` (NIST SP 800-57 Part 1
   Rev 5 defaults, configurable per key type), ``who-can-decrypt`` (``key``: the key policy,
   the identity policies of every known principal and the key's grants, decided by the
-  access-control evaluator), ``inventory`` (with each key's rotation history) and ``cost``
-  (``month``: AWS KMS's published pricing rules, per account).
+  access-control evaluator; a principal with an identity policy it cannot parse is listed as
+  "could not evaluate", never left out), ``inventory`` (with each key's rotation history)
+  and ``cost`` (``month``: AWS KMS's published pricing rules, per account).
 
 ``account`` None reports on every account (the operator account's view).
 """
@@ -29,7 +30,12 @@ from psycopg_pool import ConnectionPool
 
 from domain import key_states
 from domain.conditions import arn_match, glob_match
-from domain.errors import NotFoundError, ValidationError
+from domain.errors import (
+    LimitExceededError,
+    MalformedPolicyDocumentError,
+    NotFoundError,
+    ValidationError,
+)
 from domain.grants import Grant
 from domain.keys import AWS_MANAGED, CUSTOMER
 from domain.policy import IDENTITY_POLICY, KEY_POLICY, PolicyDocument, Statement, parse_policy
@@ -40,6 +46,7 @@ REPORTS = (
     "who-can-decrypt", "inventory", "cost",
 )  # fmt: skip
 PASSED, FAILED, NOT_APPLICABLE = "PASSED", "FAILED", "NOT_APPLICABLE"
+COULD_NOT_EVALUATE = "could not evaluate"  # who-can-decrypt: a policy it cannot parse
 GONE = (key_states.PENDING_DELETION, key_states.DELETED)
 
 # NIST SP 800-57 Part 1 Rev 5, section 5.3, Table 1: suggested cryptoperiods (originator-usage
@@ -486,16 +493,25 @@ def who_can_decrypt(
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
     known = set()
+    unevaluated = 0
     for arn, principal_account, policies in principal_rows:
         known.add(arn)
         identity: list[PolicyDocument] = []
+        unparsed: list[str] = []
         for name, text in sorted(policies.items()):
             try:
                 identity.append(parse_policy(text, kind=IDENTITY_POLICY,
                                              source=f"identity policy {name}",
                                              partition=partition))  # fmt: skip
-            except Exception:
-                continue
+            except (MalformedPolicyDocumentError, LimitExceededError) as error:
+                unparsed.append(f"identity policy {name} could not be parsed: {error.message}")
+        if unparsed:
+            # Left out, it may have allowed or denied: the answer for this principal is
+            # unknown, and the report says so rather than answering from its other policies.
+            unevaluated += 1
+            rows.append({"principal": arn, "account_id": principal_account,
+                         "access": COULD_NOT_EVALUATE, "basis": "; ".join(unparsed)})  # fmt: skip
+            continue
         request = AuthorizationRequest(
             principal_arn=arn, principal_account=principal_account, action="kms:Decrypt",
             resource_arn=key_arn, resource_account=key_account,
@@ -561,7 +577,8 @@ def who_can_decrypt(
         "who-can-decrypt", f"Who can decrypt with {key_arn}", now, _scope(account),
         ("principal", "account_id", "access", "basis"), rows,
         {"key_arn": key_arn, "key_state": state, "principals": len(rows),
-         "evaluated_principals": len(known)},
+         "evaluated_principals": len(known) - unevaluated,
+         "could_not_evaluate": unevaluated},
     )  # fmt: skip
 
 

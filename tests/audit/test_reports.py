@@ -186,6 +186,39 @@ def test_who_can_decrypt(service: Service, estate: Estate) -> None:
     ).items()
 
 
+def test_who_can_decrypt_lists_a_principal_whose_identity_policy_it_cannot_parse(
+    service: Service, estate: Estate
+) -> None:
+    """A policy the evaluator cannot read (one stored before the parser grew stricter) may
+    allow or deny: the principal is listed as "could not evaluate", naming the policy, never
+    left out (a report that under-reports access misleads its auditor)."""
+    suspect = Identities(service).principal(estate.account, name="unreadable-policy")
+    service.runtime.audit.wait_for_current()
+    pool = service.runtime.pool
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO audit_principal_policies (principal_id, policy_name, policy, updated_at)"
+            " SELECT principal_id, 'Legacy', '{\"Version\": \"2008-10-17\", \"Statement\": []}',"
+            " now() FROM audit_principals WHERE arn = %s",
+            (suspect.arn,),
+        )
+    try:
+        found = _report(service, estate, "who-can-decrypt", key=estate.keys["shared"]["Arn"])
+    finally:
+        with pool.connection() as conn:
+            conn.execute(
+                "DELETE FROM audit_principal_policies WHERE policy_name = 'Legacy' AND"
+                " principal_id = (SELECT principal_id FROM audit_principals WHERE arn = %s)",
+                (suspect.arn,),
+            )
+    (row,) = [r for r in found.rows if r["principal"] == suspect.arn]
+    assert row["access"] == reports.COULD_NOT_EVALUATE
+    assert "identity policy Legacy" in row["basis"]
+    assert found.summary["could_not_evaluate"] == 1
+    access = {r["principal"]: r["access"] for r in found.rows}
+    assert access[estate.principals["broad"].arn] == "yes"  # the others are still evaluated
+
+
 def test_inventory_with_rotation_history(service: Service, estate: Estate) -> None:
     found = _report(service, estate, "inventory")
     rows = {row["key_arn"]: row for row in found.rows}
