@@ -122,6 +122,25 @@ def service(
     drop(url)
 
 
+@pytest.fixture(params=database_backends()[:1])
+def quiet_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """A ledger of its own, written by a runtime that runs no projection (tests that
+    drive projections, or their runner, themselves)."""
+    url = fresh_database(request.param)
+    settings = load_settings(
+        database_url=url, data_dir=tmp_path,
+        root_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+    )  # fmt: skip
+    runtime = Runtime.build(settings)
+    runtime.writer.start()
+    runtime.bootstrap()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+        drop(url)
+
+
 @pytest.fixture
 def kms(service: Service):  # type: ignore[no-untyped-def]
     return service.client("kms")

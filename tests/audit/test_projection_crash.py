@@ -4,48 +4,24 @@ chance to clean up) and started again, it leaves views identical to a full repla
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from app.auth.credentials import Caller
 from app.bootstrap import Runtime
-from app.settings import load_settings
 from app.usecases.keys import CreateKeyRequest
 from projections.replay import replay
 from tests.conftest import ACCOUNT_ID, REGION
-from tests.support.databases import database_backends, drop, fresh_database
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = 3000
-
-
-@pytest.fixture(params=database_backends()[:1])
-def quiet_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
-    """A ledger of its own, written by a runtime that runs no projection."""
-    url = fresh_database(request.param)
-    settings = load_settings(
-        database_url=url, data_dir=tmp_path,
-        root_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-    )  # fmt: skip
-    runtime = Runtime.build(settings)
-    runtime.writer.start()
-    runtime.bootstrap()
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
-        drop(url)
 
 
 def _fill(runtime: Runtime) -> int:

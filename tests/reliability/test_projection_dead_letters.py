@@ -12,10 +12,8 @@ The poison is a projection subclass that refuses one event; the database is real
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
-import secrets
 import subprocess
 import sys
 import uuid
@@ -29,7 +27,6 @@ import pytest
 
 from app.auth.credentials import Caller
 from app.bootstrap import Runtime
-from app.settings import load_settings
 from app.usecases.keys import CreateKeyRequest
 from domain.keys import Key
 from projections.audit_trail import UNAVAILABLE_EVENT_NAME, AuditTrailProjection
@@ -37,7 +34,6 @@ from projections.key_directory import KeyDirectoryProjection
 from projections.replay import replay
 from tests.audit.conftest import by_request, records, request_id
 from tests.conftest import ACCOUNT_ID, REGION, Service, running_service
-from tests.support.databases import database_backends, drop, fresh_database
 from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,24 +72,6 @@ class PoisonedTrail(AuditTrailProjection):
         super().apply(conn, events, ids)
         if _poisoned(events):
             raise RuntimeError("this record cannot be written")
-
-
-@pytest.fixture(params=database_backends()[:1])
-def quiet_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
-    """A ledger of its own, written by a runtime that runs no projection."""
-    url = fresh_database(request.param)
-    settings = load_settings(
-        database_url=url, data_dir=tmp_path,
-        root_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-    )  # fmt: skip
-    runtime = Runtime.build(settings)
-    runtime.writer.start()
-    runtime.bootstrap()
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
-        drop(url)
 
 
 def _history_with_poison(runtime: Runtime) -> dict[str, str]:
