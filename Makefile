@@ -74,8 +74,9 @@ test: lint
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; \
 	exit $$status
 
-# The tests marked "memory" (docs/testing.md): tests/domain, tests/unit and the in-memory
-# half of tests/infrastructure. No external PostgreSQL is probed unless one is configured.
+# The tests marked "memory" (docs/testing.md): tests/domain, tests/unit, tests/usecases and
+# the in-memory half of tests/infrastructure. No external PostgreSQL is probed unless one is
+# configured.
 test-fast: $(DEV_STAMP)
 	@status=0; KEYLEDGER_TEST_EXTERNAL_DATABASE_URL="$${KEYLEDGER_TEST_EXTERNAL_DATABASE_URL-}" \
 		$(BIN)/python -m pytest -m memory $(PYTEST_ARGS) || status=$$?; \

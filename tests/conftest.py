@@ -157,7 +157,7 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 # --- tiers (docs/testing.md) ---------------------------------------------------------------
 # Directories whose tests run in memory: marked "memory" here unless marked "postgres" or
 # "e2e" themselves. Elsewhere a test is in the memory tier only if it says so.
-MEMORY_TIER_DIRS = frozenset({"domain", "unit"})
+MEMORY_TIER_DIRS = frozenset({"domain", "unit", "usecases"})
 # Fixtures that need PostgreSQL (or a running service): a memory test may not ask for them.
 DATABASE_FIXTURES = frozenset({"service", "kms", "key_id", "postgres_backend", "workdir"})
 
@@ -176,5 +176,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if needs:
                 raise pytest.UsageError(
                     f"{item.nodeid} is in the memory tier but asks for {sorted(needs)}: "
-                    "mark it postgres (or move it out of tests/domain, tests/unit)"
+                    "mark it postgres (or move it out of tests/domain, tests/unit, tests/usecases)"
                 )
