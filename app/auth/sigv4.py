@@ -1,4 +1,6 @@
-"""AWS Signature Version 4: verify requests exactly as botocore signs them, and sign our own.
+"""AWS Signature Version 4: verify requests exactly as botocore signs them.
+
+(Signing is the clients' part; the tests sign with botocore: tests/support/signing.py.)
 
 Pure computation (no I/O, no web framework). Both header auth (`Authorization:
 AWS4-HMAC-SHA256 ...`) and presigned-URL query auth (`X-Amz-Algorithm=...&X-Amz-Signature=...`)
@@ -22,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Protocol
-from urllib.parse import SplitResult, quote, unquote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote, unquote_plus
 
 from domain.errors import (
     IncompleteSignatureError,
@@ -39,7 +41,6 @@ __all__ = [
     "VerifiedCaller",
     "check_region",
     "is_region_name",
-    "sign_request",
     "verify_request",
 ]
 
@@ -56,7 +57,6 @@ _MAX_REGION_NAME = 32
 _RFC3986_SAFE = "-_.~"
 # Characters a client may leave unescaped in a path (RFC 3986 pchar plus '/' and '%'); used
 # to put a caller's URL path into the form an HTTP client would send.
-_WIRE_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 # botocore never signs these (hop-by-hop, or rewritten by proxies), so neither do we.
 _UNSIGNABLE_HEADERS = frozenset(
     {
@@ -222,56 +222,6 @@ def check_region(region: str, regions: Collection[str]) -> None:
         raise InvalidSignatureError(
             f"Credential should be scoped to a valid region, not '{region}'."
         )
-
-
-def sign_request(
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    body: bytes,
-    *,
-    access_key_id: str,
-    secret_access_key: str,
-    region: str,
-    service: str,
-    now: datetime,
-    session_token: str | None = None,
-) -> dict[str, str]:
-    """Return `headers` plus Host, X-Amz-Date, Authorization (and X-Amz-Security-Token).
-
-    Signs every given header except those botocore leaves unsigned. Any X-Amz-Content-SHA256
-    header given is used as the payload hash (e.g. UNSIGNED-PAYLOAD), as botocore does.
-    """
-    parts = urlsplit(url)
-    replaced = {"authorization", "x-amz-date", "x-amz-security-token"}
-    out = {k: v for k, v in headers.items() if k.lower() not in replaced}
-    if not any(k.lower() == "host" for k in out):
-        out["Host"] = _host_from_url(parts)
-    amz_date = _as_utc(now).strftime(_AMZ_DATE_FORMAT)
-    out["X-Amz-Date"] = amz_date
-    if session_token is not None:
-        out["X-Amz-Security-Token"] = session_token
-
-    index = _index_headers((k, v) for k, v in out.items() if k.lower() not in _UNSIGNABLE_HEADERS)
-    names = sorted(index)
-    signed_headers = ";".join(names)
-    declared = index.get("x-amz-content-sha256")
-    payload_hash = declared[0] if declared else hashlib.sha256(body).hexdigest()
-    # Put the path in the form the HTTP client will send, so the server sees what we signed.
-    wire_path = quote(parts.path, safe=_WIRE_PATH_SAFE)
-    canonical_request = (
-        f"{method.upper()}\n{_canonical_uri(wire_path)}\n"
-        f"{_canonical_query(_query_pairs(parts.query))}\n"
-        f"{_canonical_headers(names, index)}\n{signed_headers}\n{payload_hash}"
-    )
-    scope = f"{amz_date[:8]}/{region}/{service}/{TERMINATOR}"
-    key = _signing_key(secret_access_key, amz_date[:8], region, service)
-    signature = _signature(key, amz_date, scope, canonical_request)
-    out["Authorization"] = (
-        f"{ALGORITHM} Credential={access_key_id}/{scope}, "
-        f"SignedHeaders={signed_headers}, Signature={signature}"
-    )
-    return out
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -605,14 +555,3 @@ def _fmt(moment: datetime) -> str:
 def _span(window: timedelta) -> str:
     seconds = int(window.total_seconds())
     return f"{seconds // 60} min." if seconds % 60 == 0 else f"{seconds} sec."
-
-
-def _host_from_url(parts: SplitResult) -> str:
-    # As botocore derives Host: lowercase, IPv6 bracketed, default port omitted.
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    if port is not None and port != {"http": 80, "https": 443}.get(parts.scheme):
-        host = f"{host}:{port}"
-    return host

@@ -14,12 +14,12 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from app.auth.sigv4 import sign_request
 from app.entrypoints.cloudtrail_json import TARGET_PREFIX
 from tests.access.conftest import Principal
 from tests.audit.conftest import by_request, cloudtrail_of, records
 from tests.audit.test_rest_admin_audit import rest_of
 from tests.conftest import REGION, Service
+from tests.support.signing import sign_request
 
 WINDOW = timedelta(days=90)
 

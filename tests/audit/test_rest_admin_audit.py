@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth.sigv4 import sign_request
 from tests.access.conftest import ADMIN_ARN, KMS_ALL, Identities, Principal
 from tests.api.test_rest_api import RestClient
 from tests.audit.conftest import by_request, records
 from tests.conftest import ACCOUNT_ID, REGION, Service
+from tests.support.signing import sign_request
 
 IAM = "iam.amazonaws.com"
 KEYLEDGER = "keyledger.amazonaws.com"

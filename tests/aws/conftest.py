@@ -19,9 +19,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from eventsourcing.utils import get_topic
 
-from app.auth.sigv4 import sign_request
 from domain.audit import AuditedCall
 from tests.conftest import REGION, Service
+from tests.support.signing import sign_request
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 

@@ -12,9 +12,9 @@ import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
 
-from app.auth.sigv4 import sign_request
 from tests.aws.conftest import KMS_FULL_ACCESS, aws_error, ledger_unchanged, new_alias
 from tests.conftest import ACCOUNT_ID, REGION
+from tests.support.signing import sign_request
 
 SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. Check "

@@ -13,12 +13,12 @@ import httpx
 import orjson
 from eventsourcing.utils import get_topic
 
-from app.auth.sigv4 import sign_request
 from domain.audit import AuditedCall
 from tests.access.conftest import Identities, Principal
 from tests.audit.conftest import records
 from tests.aws.conftest import RawSender, ledger_position
 from tests.conftest import REGION, Service
+from tests.support.signing import sign_request
 
 MAX_RECORD_BYTES = 4096
 LONG_USER_AGENT = "agent/" + "u" * 20_000

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from app.auth.sigv4 import sign_request
 from tests.aws.conftest import RawSender, aws_error, ledger_unchanged
 from tests.conftest import Service, running_service
+from tests.support.signing import sign_request
 
 UNSERVED = "xx-fake-1"
 WRONG_REGION = f"Credential should be scoped to a valid region, not '{UNSERVED}'."

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app.auth.sigv4 import sign_request
 from app.entrypoints.server.request_limits import BODY_LIMITS, Protocol
 from tests.aws.conftest import JSON_CONTENT_TYPE, ledger_unchanged
 from tests.conftest import ACCOUNT_ID, REGION, Service
+from tests.support.signing import sign_request
 
 CLOUDTRAIL_TARGET = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents"
 

@@ -14,9 +14,9 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.auth.sigv4 import sign_request
 from tests.aws.conftest import aws_error
 from tests.conftest import ACCOUNT_ID, REGION, Service
+from tests.support.signing import sign_request
 
 ARN_PARTS = st.sampled_from(["arn", "aws", "iam", "", ACCOUNT_ID, "user/u", "root", "x"])
 # Strings that look like principal ARNs, broken in every position, and any text at all.

@@ -29,10 +29,10 @@ from botocore.session import get_session
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.auth.sigv4 import sign_request
 from app.entrypoints.aws_json.handler import OPERATIONS
 from tests.aws.conftest import JSON_CONTENT_TYPE, RawResponse, RawSender
 from tests.conftest import ACCOUNT_ID, REGION, Service
+from tests.support.signing import sign_request
 
 MODEL = get_session().get_service_model("kms")
 TARGET = "TrentService."

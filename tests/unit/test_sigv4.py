@@ -20,7 +20,7 @@ from botocore.utils import percent_encode_sequence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.auth.sigv4 import IncomingRequest, VerifiedCaller, sign_request, verify_request
+from app.auth.sigv4 import IncomingRequest, VerifiedCaller, verify_request
 from domain.errors import (
     AuthenticationError,
     IncompleteSignatureError,
@@ -28,6 +28,7 @@ from domain.errors import (
     MissingAuthenticationTokenError,
     UnrecognizedClientError,
 )
+from tests.support.signing import sign_request
 
 AKID = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
