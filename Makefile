@@ -5,7 +5,7 @@
 #   make test-fast  the in-memory tiers only (no PostgreSQL, no server, no lint): seconds
 #   make bench   run the benchmark (tools/bench; ARGS=--suite for every figure)
 #   make chaos   attack a real service: kill -9, outages, floods, fuzzing (ARGS=--short for CI)
-#   make lint    ruff, mypy and the import-linter layer contract
+#   make lint    ruff (lint and format), mypy and the import-linter layer contract
 #   make clean   remove caches and build output (keeps .venv and the .keyledger data dir)
 #
 # Installs are redone only when pyproject.toml changes (stamp files in .venv).
@@ -64,6 +64,7 @@ chaos: $(DEV_STAMP)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -79,12 +79,15 @@ def connection_pool(database_url: str, settings: Settings) -> ConnectionPool:
     request."""
     io_timeout = settings.database_io_timeout_seconds
     return BoundedPool(
-        database_url, min_size=1, max_size=8, open=True,
+        database_url,
+        min_size=1,
+        max_size=8,
+        open=True,
         timeout=settings.database_deadline_seconds,
         reconnect_timeout=POOL_RECONNECT_TIMEOUT,
         connection_class=bounded_connection_class(io_timeout),
         kwargs=libpq_options(_connect_timeout(database_url), io_timeout),
-    )  # fmt: skip
+    )
 
 
 def _connect_timeout(database_url: str) -> int:
@@ -136,11 +139,13 @@ class Runtime:
         vault.check_root_key()
         clock = Clock(adjustable=settings.test_clock)
         writer = LedgerWriter(
-            ledger, database_url, cache_size=settings.key_cache_size,
+            ledger,
+            database_url,
+            cache_size=settings.key_cache_size,
             deadline=settings.database_deadline_seconds,
             io_timeout=settings.database_io_timeout_seconds,
             retry_interval=settings.database_retry_interval_seconds,
-        )  # fmt: skip
+        )
         directory = KeyDirectoryProjection(ledger, pool, database_url)
         writer.commit_listeners.append(directory.committed)
         writer.after_load.append(prefetch_wrapping_keys(vault))
@@ -151,14 +156,32 @@ class Runtime:
 
         denials = DenialLog(pool)  # denials found authenticating and authorizing
         parts = wire_use_cases(
-            settings, writer=writer, history=ledger, vault=vault, clock=clock, denials=denials,
-            directory=KeyDirectoryReads(directory, pool), audit=AuditReads(audit, pool, ledger),
+            settings,
+            writer=writer,
+            history=ledger,
+            vault=vault,
+            clock=clock,
+            denials=denials,
+            directory=KeyDirectoryReads(directory, pool),
+            audit=AuditReads(audit, pool, ledger),
             active_access_keys=active_access_key_ids(pool),
-        )  # fmt: skip
+        )
         return cls(
-            settings, database_url, ledger, pool, vault, writer, parts.identity, directory,
-            parts.service, clock, audit, parts.auditor, parts.audit_service, denials,
-        )  # fmt: skip
+            settings,
+            database_url,
+            ledger,
+            pool,
+            vault,
+            writer,
+            parts.identity,
+            directory,
+            parts.service,
+            clock,
+            audit,
+            parts.auditor,
+            parts.audit_service,
+            denials,
+        )
 
     def start(self, *, writer_on_own_loop: bool = True) -> None:
         """Start the background parts. A server passes ``writer_on_own_loop=False`` and
@@ -307,9 +330,14 @@ def wire_use_cases(
     runner = AuditedCommands(writer)
     partition, operator = settings.partition, settings.default_account_id
     identity = IdentityDirectory(
-        runner, history, vault, clock, partition, denials=denials,
+        runner,
+        history,
+        vault,
+        clock,
+        partition,
+        denials=denials,
         active_access_keys=active_access_keys,
-    )  # fmt: skip
+    )
     access = AccessControl(
         runner=runner, vault=vault, clock=clock, denials=denials, partition=partition
     )
@@ -317,32 +345,53 @@ def wire_use_cases(
     imported = ImportedMaterial(runner=runner, resolver=resolver, vault=vault, clock=clock)
     # The default account administers (and may explain, and audit) every account.
     audit_service = AuditService(
-        store=audit, clock=clock, operator_account=operator,
+        store=audit,
+        clock=clock,
+        operator_account=operator,
         online=OnlineParts(runner=runner, access=access, resolver=resolver),
-    )  # fmt: skip
+    )
     service = KeyService(
         keys=KeyLifecycle(
-            runner=runner, resolver=resolver, access=access, vault=vault, clock=clock,
-            directory=directory, history=history, partition=partition,
+            runner=runner,
+            resolver=resolver,
+            access=access,
+            vault=vault,
+            clock=clock,
+            directory=directory,
+            history=history,
+            partition=partition,
         ),
         crypto=CryptoOperations(runner=runner, resolver=resolver, access=access),
         asymmetric=AsymmetricOperations(runner=runner, resolver=resolver),
         imported=imported,
         grants=GrantOperations(
-            runner=runner, resolver=resolver, access=access, clock=clock, directory=directory,
+            runner=runner,
+            resolver=resolver,
+            access=access,
+            clock=clock,
+            directory=directory,
             partition=partition,
         ),
         explain=ExplainOperations(
-            runner=runner, resolver=resolver, access=access, clock=clock, history=history,
-            partition=partition, operator_account=operator,
+            runner=runner,
+            resolver=resolver,
+            access=access,
+            clock=clock,
+            history=history,
+            partition=partition,
+            operator_account=operator,
         ),
         audit=audit_service,
         jobs=DueJobs(
-            runner=runner, vault=vault, clock=clock, directory=directory, imported=imported,
+            runner=runner,
+            vault=vault,
+            clock=clock,
+            directory=directory,
+            imported=imported,
             partition=partition,
         ),
         access=access,
-    )  # fmt: skip
+    )
     auditor = Auditor(writer, identity, clock, is_unavailable)
     return UseCases(identity, service, auditor, audit_service)
 
@@ -384,24 +433,44 @@ class InMemoryRuntime:
         vault.check_root_key()
         clock = Clock(adjustable=settings.test_clock)
         writer = LedgerWriter(
-            ledger, "", cache_size=settings.key_cache_size,
+            ledger,
+            "",
+            cache_size=settings.key_cache_size,
             deadline=settings.database_deadline_seconds,
             io_timeout=settings.database_io_timeout_seconds,
             retry_interval=settings.database_retry_interval_seconds,
-        )  # fmt: skip
+        )
         writer.after_load.append(prefetch_wrapping_keys(vault))
         writer.commit_listeners.append(vault.committed)
         denials = MemoryDenialLog()
         directory = MemoryKeyDirectory(ledger)
         access_keys = MemoryAccessKeyIndex(ledger)
         parts = wire_use_cases(
-            settings, writer=writer, history=ledger, vault=vault, clock=clock, denials=denials,
-            directory=directory, audit=NoAuditStore(), active_access_keys=access_keys,
-        )  # fmt: skip
+            settings,
+            writer=writer,
+            history=ledger,
+            vault=vault,
+            clock=clock,
+            denials=denials,
+            directory=directory,
+            audit=NoAuditStore(),
+            active_access_keys=access_keys,
+        )
         return cls(
-            settings, ledger, vault, wrapping_keys, writer, clock, denials, directory,
-            access_keys, parts.identity, parts.service, parts.auditor, parts.audit_service,
-        )  # fmt: skip
+            settings,
+            ledger,
+            vault,
+            wrapping_keys,
+            writer,
+            clock,
+            denials,
+            directory,
+            access_keys,
+            parts.identity,
+            parts.service,
+            parts.auditor,
+            parts.audit_service,
+        )
 
     def start(self) -> None:
         """Start the writer on an event loop thread of its own."""

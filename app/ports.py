@@ -178,10 +178,18 @@ class DenialRecord:
 
     def row(self) -> tuple[Any, ...]:
         return (
-            self.denied_at, self.request_id, self.principal_arn, self.account_id, self.action,
-            self.resource_arn, self.error_code, self.message, self.source_ip,
-            self.access_key_id, self.via_service,
-        )  # fmt: skip
+            self.denied_at,
+            self.request_id,
+            self.principal_arn,
+            self.account_id,
+            self.action,
+            self.resource_arn,
+            self.error_code,
+            self.message,
+            self.source_ip,
+            self.access_key_id,
+            self.via_service,
+        )
 
 
 class DenialLog(Protocol):

@@ -60,8 +60,12 @@ _ML_KEM: dict[str, Any] = {
     "ML_KEM_1024": mlkem.MLKEM1024PrivateKey,
 }
 # AWS's accepted lengths of imported HMAC material, in bytes; generated keys use the low end.
-HMAC_KEY_SIZES = {"HMAC_224": (28, 64), "HMAC_256": (32, 64), "HMAC_384": (48, 128),
-                  "HMAC_512": (64, 128)}  # fmt: skip
+HMAC_KEY_SIZES = {
+    "HMAC_224": (28, 64),
+    "HMAC_256": (32, 64),
+    "HMAC_384": (48, 128),
+    "HMAC_512": (64, 128),
+}
 # RSAES-OAEP plaintext limits: modulus bytes - 2 * hash bytes - 2 (AWS's table).
 _OAEP_HASH_BYTES = {"RSAES_OAEP_SHA_1": 20, "RSAES_OAEP_SHA_256": 32}
 
@@ -195,8 +199,11 @@ def imported_material_id(key_id: bytes, material: bytes) -> str:
 
 # --- import wrapping ----------------------------------------------------------------
 WRAPPING_ALGORITHMS = (
-    "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256",
-)  # fmt: skip
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "RSA_AES_KEY_WRAP_SHA_1",
+    "RSA_AES_KEY_WRAP_SHA_256",
+)
 WRAPPING_KEY_SPECS = ("RSA_2048", "RSA_3072", "RSA_4096")
 
 
@@ -300,9 +307,11 @@ def verify(
     try:
         if isinstance(public_key, rsa.RSAPublicKey):
             public_key.verify(
-                signature, message, _rsa_padding(algorithm),
+                signature,
+                message,
+                _rsa_padding(algorithm),
                 _prehashed_or_hash(algorithm, message_type),
-            )  # fmt: skip
+            )
         elif isinstance(public_key, ec.EllipticCurvePublicKey):
             public_key.verify(
                 signature, message, ec.ECDSA(_prehashed_or_hash(algorithm, message_type))

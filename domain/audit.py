@@ -33,12 +33,23 @@ KEYLEDGER_SOURCE = "keyledger.amazonaws.com"
 LOOKUP_EVENTS_WINDOW = timedelta(days=90)
 CRYPTOGRAPHIC_CALLS = frozenset(
     {
-        "Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
-        "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateRandom",
-        "GenerateMac", "VerifyMac", "Sign", "Verify", "DeriveSharedSecret", "Encapsulate",
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "GenerateRandom",
+        "GenerateMac",
+        "VerifyMac",
+        "Sign",
+        "Verify",
+        "DeriveSharedSecret",
+        "Encapsulate",
         "Decapsulate",
     }
-)  # fmt: skip
+)
 READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Lookup", "Simulate", "Explain")
 
 
@@ -105,11 +116,18 @@ class AuditedCall(Aggregate):
         read_only: bool,
     ) -> AuditedCall:
         return cls._create(
-            cls.CallRecorded, id=call_id, timestamp=now, event_name=event_name,
-            event_source=event_source, actor=actor.record(),
-            request_parameters=request_parameters, error_code=error_code,
-            error_message=error_message, resources=list(resources), read_only=read_only,
-        )  # fmt: skip
+            cls.CallRecorded,
+            id=call_id,
+            timestamp=now,
+            event_name=event_name,
+            event_source=event_source,
+            actor=actor.record(),
+            request_parameters=request_parameters,
+            error_code=error_code,
+            error_message=error_message,
+            resources=list(resources),
+            read_only=read_only,
+        )
 
 
 # ==== errors of the audit queries (CloudTrail's LookupEvents names them) ===============

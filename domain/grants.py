@@ -22,19 +22,37 @@ from domain.errors import InvalidGrantIdError, InvalidGrantTokenError, Validatio
 from domain.key_specs import ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT
 
 GRANT_OPERATIONS = (
-    "Decrypt", "Encrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "ReEncryptFrom",
-    "ReEncryptTo", "Sign", "Verify", "GetPublicKey", "CreateGrant", "RetireGrant", "DescribeKey",
-    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateMac", "VerifyMac",
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "Sign",
+    "Verify",
+    "GetPublicKey",
+    "CreateGrant",
+    "RetireGrant",
+    "DescribeKey",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateMac",
+    "VerifyMac",
     "DeriveSharedSecret",
-)  # fmt: skip
+)
 # Operations that take an encryption context: the only ones grant constraints restrict.
 ENCRYPTION_CONTEXT_OPERATIONS = frozenset(
     {
-        "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair",
+        "Encrypt",
+        "Decrypt",
+        "ReEncryptFrom",
+        "ReEncryptTo",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
         "GenerateDataKeyPairWithoutPlaintext",
     }
-)  # fmt: skip
+)
 _ANY_KEY = frozenset({"CreateGrant", "RetireGrant", "DescribeKey"})
 _BY_USAGE: dict[str, frozenset[str]] = {
     "SIGN_VERIFY": frozenset({"Sign", "Verify", "GetPublicKey"}),

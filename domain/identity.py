@@ -93,9 +93,14 @@ class Principal(Aggregate):
             raise ValidationError(f"Principal type must be one of {', '.join(PRINCIPAL_TYPES)}")
         check_principal_name(name)
         return cls._create(
-            cls.Created, id=aggregate_id, timestamp=now, arn=arn, account_id=account_id,
-            principal_type=principal_type, name=name,
-        )  # fmt: skip
+            cls.Created,
+            id=aggregate_id,
+            timestamp=now,
+            arn=arn,
+            account_id=account_id,
+            principal_type=principal_type,
+            name=name,
+        )
 
     # Read through properties: principals recorded before policies existed have none.
     @property
@@ -146,9 +151,12 @@ class Principal(Aggregate):
             raise ValidationError(f"A principal may have at most {MAX_INLINE_POLICIES} policies.")
         if self.policies.get(policy_name) != policy:
             self.trigger_event(
-                self.PolicyPut, timestamp=now, actor=actor.record(), policy_name=policy_name,
+                self.PolicyPut,
+                timestamp=now,
+                actor=actor.record(),
+                policy_name=policy_name,
                 policy=policy,
-            )  # fmt: skip
+            )
 
     def delete_policy(self, *, now: datetime, actor: Actor, policy_name: str) -> None:
         if policy_name not in self.policies:
@@ -212,10 +220,15 @@ class AccessKey(Aggregate):
         actor: Actor | None = None,
     ) -> AccessKey:
         return cls._create(
-            cls.Created, id=aggregate_id, timestamp=now, access_key_id=access_key_id,
-            principal_arn=principal_arn, account_id=account_id, wrapped_secret=wrapped_secret,
+            cls.Created,
+            id=aggregate_id,
+            timestamp=now,
+            access_key_id=access_key_id,
+            principal_arn=principal_arn,
+            account_id=account_id,
+            wrapped_secret=wrapped_secret,
             actor=actor.record() if actor is not None else {},
-        )  # fmt: skip
+        )
 
     class Deactivated(Aggregate.Event):
         actor: ActorRecord  # who deactivated it

@@ -13,13 +13,32 @@ ENCAPSULATE_DECAPSULATE = "ENCAPSULATE_DECAPSULATE"
 AWS_KMS, EXTERNAL = "AWS_KMS", "EXTERNAL"
 
 KEY_SPECS = (
-    "SYMMETRIC_DEFAULT", "RSA_2048", "RSA_3072", "RSA_4096", "ECC_NIST_P256", "ECC_NIST_P384",
-    "ECC_NIST_P521", "ECC_SECG_P256K1", "ECC_NIST_EDWARDS25519", "HMAC_224", "HMAC_256",
-    "HMAC_384", "HMAC_512", "SM2", "ML_DSA_44", "ML_DSA_65", "ML_DSA_87", "ML_KEM_512",
-    "ML_KEM_768", "ML_KEM_1024",
+    "SYMMETRIC_DEFAULT",
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "ECC_NIST_EDWARDS25519",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+    "SM2",
+    "ML_DSA_44",
+    "ML_DSA_65",
+    "ML_DSA_87",
+    "ML_KEM_512",
+    "ML_KEM_768",
+    "ML_KEM_1024",
 )
 KEY_USAGES = (
-    "ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT",
+    "ENCRYPT_DECRYPT",
+    "SIGN_VERIFY",
+    "GENERATE_VERIFY_MAC",
+    "KEY_AGREEMENT",
     "ENCAPSULATE_DECAPSULATE",
 )
 ORIGINS = ("AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE")
@@ -84,8 +103,12 @@ USAGES_BY_SPEC: dict[str, tuple[str, ...]] = {
 
 RSA_ENCRYPTION_ALGORITHMS = ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256")
 RSA_SIGNING_ALGORITHMS = (
-    "RSASSA_PSS_SHA_256", "RSASSA_PSS_SHA_384", "RSASSA_PSS_SHA_512",
-    "RSASSA_PKCS1_V1_5_SHA_256", "RSASSA_PKCS1_V1_5_SHA_384", "RSASSA_PKCS1_V1_5_SHA_512",
+    "RSASSA_PSS_SHA_256",
+    "RSASSA_PSS_SHA_384",
+    "RSASSA_PSS_SHA_512",
+    "RSASSA_PKCS1_V1_5_SHA_256",
+    "RSASSA_PKCS1_V1_5_SHA_384",
+    "RSASSA_PKCS1_V1_5_SHA_512",
 )
 ECDH = "ECDH"
 ML_KEM = "ML_KEM"
@@ -98,14 +121,18 @@ SUPPORTED_SPECS: dict[str, KeySpecInfo] = {
     SYMMETRIC_DEFAULT: KeySpecInfo(SYMMETRIC_DEFAULT, (ENCRYPT_DECRYPT,), (SYMMETRIC_DEFAULT,)),
     **{
         spec: KeySpecInfo(
-            spec, (ENCRYPT_DECRYPT, SIGN_VERIFY), RSA_ENCRYPTION_ALGORITHMS,
+            spec,
+            (ENCRYPT_DECRYPT, SIGN_VERIFY),
+            RSA_ENCRYPTION_ALGORITHMS,
             RSA_SIGNING_ALGORITHMS,
         )
         for spec in ("RSA_2048", "RSA_3072", "RSA_4096")
     },
     **{
         spec: KeySpecInfo(
-            spec, (SIGN_VERIFY, KEY_AGREEMENT), signing_algorithms=(algorithm,),
+            spec,
+            (SIGN_VERIFY, KEY_AGREEMENT),
+            signing_algorithms=(algorithm,),
             key_agreement_algorithms=(ECDH,),
         )
         for spec, algorithm in (
@@ -118,7 +145,8 @@ SUPPORTED_SPECS: dict[str, KeySpecInfo] = {
         "ECC_SECG_P256K1", (SIGN_VERIFY,), signing_algorithms=("ECDSA_SHA_256",)
     ),
     "ECC_NIST_EDWARDS25519": KeySpecInfo(
-        "ECC_NIST_EDWARDS25519", (SIGN_VERIFY,),
+        "ECC_NIST_EDWARDS25519",
+        (SIGN_VERIFY,),
         signing_algorithms=("ED25519_SHA_512", "ED25519_PH_SHA_512"),
     ),
     **{
@@ -139,8 +167,16 @@ SUPPORTED_SPECS: dict[str, KeySpecInfo] = {
 
 # GenerateDataKeyPair's KeyPairSpec values this build can generate.
 SUPPORTED_DATA_KEY_PAIR_SPECS = (
-    "RSA_2048", "RSA_3072", "RSA_4096", "ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521",
-    "ECC_SECG_P256K1", "ECC_NIST_EDWARDS25519", "ML_KEM_768", "ML_KEM_1024",
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "ECC_NIST_EDWARDS25519",
+    "ML_KEM_768",
+    "ML_KEM_1024",
 )
 
 

@@ -18,26 +18,54 @@ DELETED = "Deleted"
 
 CRYPTOGRAPHIC = frozenset(
     {
-        "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext", "Sign", "Verify", "GenerateMac", "VerifyMac",
-        "GetPublicKey", "DeriveSharedSecret", "CreateGrant", "Encapsulate", "Decapsulate",
+        "Encrypt",
+        "Decrypt",
+        "ReEncryptFrom",
+        "ReEncryptTo",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "Sign",
+        "Verify",
+        "GenerateMac",
+        "VerifyMac",
+        "GetPublicKey",
+        "DeriveSharedSecret",
+        "CreateGrant",
+        "Encapsulate",
+        "Decapsulate",
     }
-)  # fmt: skip
+)
 ANY_STATE = frozenset(
     {
-        "DescribeKey", "DeleteAlias", "GetKeyPolicy", "PutKeyPolicy", "ListKeyPolicies",
-        "ListResourceTags", "ListGrants", "RetireGrant", "RevokeGrant", "GetKeyRotationStatus",
-        "ScheduleKeyDeletionCheck", "GetKeyLastUsage", "ListAliases",
+        "DescribeKey",
+        "DeleteAlias",
+        "GetKeyPolicy",
+        "PutKeyPolicy",
+        "ListKeyPolicies",
+        "ListResourceTags",
+        "ListGrants",
+        "RetireGrant",
+        "RevokeGrant",
+        "GetKeyRotationStatus",
+        "ScheduleKeyDeletionCheck",
+        "GetKeyLastUsage",
+        "ListAliases",
         "DeleteImportedKeyMaterial",
     }
-)  # fmt: skip
+)
 NOT_PENDING_DELETION = frozenset(
     {
-        "CreateAlias", "UpdateAlias", "TagResource", "UntagResource", "UpdateKeyDescription",
-        "GetParametersForImport", "ImportKeyMaterial",
+        "CreateAlias",
+        "UpdateAlias",
+        "TagResource",
+        "UntagResource",
+        "UpdateKeyDescription",
+        "GetParametersForImport",
+        "ImportKeyMaterial",
     }
-)  # fmt: skip
+)
 
 
 def check_operation_allowed(state: str, operation: str, key_arn: str) -> None:

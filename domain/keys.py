@@ -361,10 +361,14 @@ class Key(Aggregate):
         """Record a ReEncrypt from this key (``material_version``: the ciphertext's) to
         ``destination`` (possibly this key): a use of each key, with one record."""
         self.record_use(
-            operation="ReEncryptFrom", now=now, actor=actor, material_version=material_version,
-            encryption_context=source_context, algorithm=source_algorithm,
+            operation="ReEncryptFrom",
+            now=now,
+            actor=actor,
+            material_version=material_version,
+            encryption_context=source_context,
+            algorithm=source_algorithm,
             request_parameters={},
-        )  # fmt: skip
+        )
         parameters: dict[str, Any] = {}
         if source_key_id is not None:
             parameters["sourceKeyId"] = source_key_id
@@ -374,11 +378,14 @@ class Key(Aggregate):
         parameters["destinationKeyId"] = destination_key_id
         parameters[SOURCE_USE] = [str(self.id), material_version]
         destination.record_use(
-            operation="ReEncryptTo", now=now, actor=actor,
+            operation="ReEncryptTo",
+            now=now,
+            actor=actor,
             material_version=destination.current_material.version,
-            encryption_context=destination_context, algorithm=destination_algorithm,
+            encryption_context=destination_context,
+            algorithm=destination_algorithm,
             request_parameters=parameters,
-        )  # fmt: skip
+        )
 
     # --- lifecycle -------------------------------------------------------------
     class Enabled(Event):
@@ -709,10 +716,12 @@ class Key(Aggregate):
             next_date = self.next_rotation_date  # on-demand leaves the automatic schedule
 
         self.trigger_event(
-            self.Rotated, timestamp=now, actor=actor.record(), material=material,
+            self.Rotated,
+            timestamp=now,
+            actor=actor.record(),
+            material=material,
             next_rotation_date=next_date,
-        )  # fmt: skip
-
+        )
 
     # --- imported key material (Origin EXTERNAL) ---------------------------------------
     class ImportParametersIssued(Event):
@@ -822,10 +831,15 @@ class Key(Aggregate):
         self._check_external("GetParametersForImport")
         valid_to = now + IMPORT_PARAMETERS_VALID_FOR
         self.trigger_event(
-            self.ImportParametersIssued, timestamp=now, actor=actor.record(), token_id=token_id,
-            wrapping_algorithm=wrapping_algorithm, wrapping_key_spec=wrapping_key_spec,
-            wrapped_private_key=wrapped_private_key, valid_to=valid_to,
-        )  # fmt: skip
+            self.ImportParametersIssued,
+            timestamp=now,
+            actor=actor.record(),
+            token_id=token_id,
+            wrapping_algorithm=wrapping_algorithm,
+            wrapping_key_spec=wrapping_key_spec,
+            wrapped_private_key=wrapped_private_key,
+            valid_to=valid_to,
+        )
         return valid_to
 
     def import_parameters_for(self, token: bytes, now: datetime) -> tuple[str, ImportParameters]:
@@ -916,12 +930,17 @@ class Key(Aggregate):
         if material.version != plan.version or not material.imported:
             raise ValueError("imported material must follow its plan")
         self.trigger_event(
-            self.MaterialImported, timestamp=now, actor=actor.record(), material=material,
-            token_id=token_id, import_type=plan.import_type,
-            pending_rotation=plan.pending_rotation, expiration_model=expiration_model,
+            self.MaterialImported,
+            timestamp=now,
+            actor=actor.record(),
+            material=material,
+            token_id=token_id,
+            import_type=plan.import_type,
+            pending_rotation=plan.pending_rotation,
+            expiration_model=expiration_model,
             valid_to=valid_to if expiration_model == KEY_MATERIAL_EXPIRES else None,
             description=description,
-        )  # fmt: skip
+        )
 
     def imported_material(self, material_id: str) -> KeyMaterial | None:
         """Any material of this key by id, including material pending rotation."""
@@ -948,9 +967,12 @@ class Key(Aggregate):
         material is already gone."""
         if self.is_material_imported(material_id):
             self.trigger_event(
-                self.ImportedMaterialDeleted, timestamp=now, actor=actor.record(),
-                material_id=material_id, current=self._is_current(material_id),
-            )  # fmt: skip
+                self.ImportedMaterialDeleted,
+                timestamp=now,
+                actor=actor.record(),
+                material_id=material_id,
+                current=self._is_current(material_id),
+            )
 
     def materials_due_for_expiry(self, now: datetime) -> list[str]:
         return [
@@ -963,9 +985,12 @@ class Key(Aggregate):
         if material_id not in self.materials_due_for_expiry(now):
             raise InvalidStateError(f"Key material {material_id} of {self.arn} is not due.")
         self.trigger_event(
-            self.MaterialExpired, timestamp=now, actor=actor.record(), material_id=material_id,
+            self.MaterialExpired,
+            timestamp=now,
+            actor=actor.record(),
+            material_id=material_id,
             current=self._is_current(material_id),
-        )  # fmt: skip
+        )
 
     def _is_current(self, material_id: str) -> bool:
         return bool(self.materials) and self.current_material.material_id == material_id
@@ -975,7 +1000,8 @@ def _material_gone(aggregate: Any, material_id: str, current: bool) -> None:
     state = aggregate.imported_materials.get(material_id)
     if state is not None:
         aggregate.imported_materials = {
-            **aggregate.imported_materials, material_id: {**state, "imported": False}
+            **aggregate.imported_materials,
+            material_id: {**state, "imported": False},
         }
     pending = aggregate.pending_material
     if pending is not None and pending.material_id == material_id:
@@ -996,8 +1022,7 @@ def _check_expiration(now: datetime, expiration_model: str, valid_to: datetime |
             raise ValidationError("The validTo date must be no more than 365 days in the future.")
     elif valid_to is not None:
         raise ValidationError(
-            "A validTo date must not be set if the ExpirationModel is "
-            "KEY_MATERIAL_DOES_NOT_EXPIRE"
+            "A validTo date must not be set if the ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE"
         )
 
 
@@ -1049,9 +1074,15 @@ class Alias(Aggregate):
         target_key_id: str,
     ) -> Alias:
         return cls._create(
-            cls.Created, id=alias_id, timestamp=now, actor=actor.record(), alias_name=alias_name,
-            account_id=account_id, region=region, target_key_id=target_key_id,
-        )  # fmt: skip
+            cls.Created,
+            id=alias_id,
+            timestamp=now,
+            actor=actor.record(),
+            alias_name=alias_name,
+            account_id=account_id,
+            region=region,
+            target_key_id=target_key_id,
+        )
 
     @property
     def exists(self) -> bool:

@@ -31,9 +31,18 @@ IAM_PRINCIPAL = re.compile(
 SERVICE_PRINCIPAL = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")
 CONDITION_KEY = re.compile(r"^[A-Za-z0-9-]+:[^\s]+$")
 STATEMENT_ELEMENTS = frozenset(
-    {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource",
-     "NotResource", "Condition"}
-)  # fmt: skip
+    {
+        "Sid",
+        "Effect",
+        "Principal",
+        "NotPrincipal",
+        "Action",
+        "NotAction",
+        "Resource",
+        "NotResource",
+        "Condition",
+    }
+)
 VERSIONS = ("2012-10-17", "2008-10-17")
 
 
@@ -86,9 +95,10 @@ def administrator_policy() -> str:
     """An AdministratorAccess-like identity policy: every action on every resource."""
     document = {
         "Version": "2012-10-17",
-        "Statement": [{"Sid": "AdministratorAccess", "Effect": "Allow", "Action": "*",
-                       "Resource": "*"}],
-    }  # fmt: skip
+        "Statement": [
+            {"Sid": "AdministratorAccess", "Effect": "Allow", "Action": "*", "Resource": "*"}
+        ],
+    }
     return json.dumps(document, indent=2)
 
 
@@ -119,8 +129,12 @@ def aws_managed_key_policy(partition: str, account_id: str, service: str, region
                 "Effect": "Allow",
                 "Principal": {"AWS": "*"},
                 "Action": [
-                    "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*",
-                    "kms:CreateGrant", "kms:DescribeKey",
+                    "kms:Encrypt",
+                    "kms:Decrypt",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:CreateGrant",
+                    "kms:DescribeKey",
                 ],
                 "Resource": "*",
                 "Condition": {
@@ -138,7 +152,7 @@ def aws_managed_key_policy(partition: str, account_id: str, service: str, region
                 "Resource": "*",
             },
         ],
-    }  # fmt: skip
+    }
     return json.dumps(document, indent=2)
 
 
@@ -264,11 +278,17 @@ def _parse_statement(statement: Any, index: int, kind: str, partition: str) -> S
     if "NotPrincipal" in statement:
         not_principal = _parse_principal(statement["NotPrincipal"], partition)
     return Statement(
-        index=index, sid=sid, effect=effect, principal=principal, not_principal=not_principal,
-        actions=actions, not_action=action_name == "NotAction", resources=resources,
+        index=index,
+        sid=sid,
+        effect=effect,
+        principal=principal,
+        not_principal=not_principal,
+        actions=actions,
+        not_action=action_name == "NotAction",
+        resources=resources,
         not_resource=resource_name == "NotResource",
         conditions=_parse_conditions(statement.get("Condition")),
-    )  # fmt: skip
+    )
 
 
 def _exactly_one(statement: dict[str, Any], name: str, negated: str) -> None:

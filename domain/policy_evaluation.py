@@ -51,14 +51,30 @@ DENIED_CROSS_ACCOUNT = "not-a-cross-account-operation"
 CROSS_ACCOUNT_ACTIONS = frozenset(
     f"kms:{name}"
     for name in (
-        "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext", "DescribeKey", "GetKeyRotationStatus",
-        "CreateGrant", "ListGrants", "RetireGrant", "RevokeGrant", "Sign", "Verify",
-        "GenerateMac", "VerifyMac", "GetPublicKey", "DeriveSharedSecret", "Encapsulate",
+        "Encrypt",
+        "Decrypt",
+        "ReEncryptFrom",
+        "ReEncryptTo",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "DescribeKey",
+        "GetKeyRotationStatus",
+        "CreateGrant",
+        "ListGrants",
+        "RetireGrant",
+        "RevokeGrant",
+        "Sign",
+        "Verify",
+        "GenerateMac",
+        "VerifyMac",
+        "GetPublicKey",
+        "DeriveSharedSecret",
+        "Encapsulate",
         "Decapsulate",
     )
-)  # fmt: skip
+)
 
 KEY_POLICY_SOURCE = "key policy"
 PRINCIPAL_SHOWN = {
@@ -227,9 +243,13 @@ class _Found:
     """Statements that apply, sorted by what they can do."""
 
     __slots__ = (
-        "identity_allows", "identity_denies", "key_allows_account", "key_allows_caller",
-        "resource_denies", "trace",
-    )  # fmt: skip
+        "identity_allows",
+        "identity_denies",
+        "key_allows_account",
+        "key_allows_caller",
+        "resource_denies",
+        "trace",
+    )
 
     def __init__(self) -> None:
         self.resource_denies: list[StatementRef] = []

@@ -90,11 +90,14 @@ def _where(conn: Any, query: AuditFilter, after: Position | None) -> tuple[str, 
         except ValueError:
             add("false")
     for column, value in (
-        ("event_name", query.event_name), ("username", query.username),
-        ("resource_type", query.resource_type), ("event_source", query.event_source),
-        ("access_key_id", query.access_key_id), ("principal_arn", query.principal_arn),
+        ("event_name", query.event_name),
+        ("username", query.username),
+        ("resource_type", query.resource_type),
+        ("event_source", query.event_source),
+        ("access_key_id", query.access_key_id),
+        ("principal_arn", query.principal_arn),
         ("source_ip", query.source_ip),
-    ):  # fmt: skip
+    ):
         if value is not None:
             add(f"{column} = %s", value)
     if query.read_only is not None:
@@ -109,8 +112,9 @@ def _where(conn: Any, query: AuditFilter, after: Position | None) -> tuple[str, 
         # the first resource, or any of a record that names several (ReEncrypt: two keys)
         add(
             "(resource_arn = ANY(%s) OR (cardinality(resources) > 1 AND resources && %s))",
-            arns, arns,
-        )  # fmt: skip
+            arns,
+            arns,
+        )
     if query.error_code == "*":
         add("error_code IS NOT NULL")
     elif query.error_code is not None:

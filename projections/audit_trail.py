@@ -58,11 +58,28 @@ MAX_USER_AGENT = 1024
 UNAVAILABLE_EVENT_NAME = "AuditRecordUnavailable"
 
 COLUMNS = (
-    "notification_id", "recipient_account_id", "event_id", "shared_event_id", "event_time",
-    "event_source", "event_name", "read_only", "account_id", "principal_arn", "username",
-    "access_key_id", "source_ip", "region", "request_id", "error_code", "resource_type",
-    "resource_arn", "resources", "encryption_context_keys", "record",
-)  # fmt: skip
+    "notification_id",
+    "recipient_account_id",
+    "event_id",
+    "shared_event_id",
+    "event_time",
+    "event_source",
+    "event_name",
+    "read_only",
+    "account_id",
+    "principal_arn",
+    "username",
+    "access_key_id",
+    "source_ip",
+    "region",
+    "request_id",
+    "error_code",
+    "resource_type",
+    "resource_arn",
+    "resources",
+    "encryption_context_keys",
+    "record",
+)
 COPY_SQL = f"COPY audit_events ({', '.join(COLUMNS)}) FROM STDIN"
 # COPY's text format is written directly: a few times cheaper than adapting each value.
 ROLLUP_SQL = (
@@ -85,19 +102,30 @@ USED_SHAPES: dict[str, tuple[str, str, str, str | None]] = {
     "Encrypt": ("Encrypt", "keyId", "encryptionContext", "encryptionAlgorithm"),
     "Decrypt": ("Decrypt", "keyId", "encryptionContext", "encryptionAlgorithm"),
     "ReEncryptFrom": (
-        "ReEncrypt", "sourceKeyId", "sourceEncryptionContext", "sourceEncryptionAlgorithm"
+        "ReEncrypt",
+        "sourceKeyId",
+        "sourceEncryptionContext",
+        "sourceEncryptionAlgorithm",
     ),
     "ReEncryptTo": (
-        "ReEncrypt", "destinationKeyId", "destinationEncryptionContext",
+        "ReEncrypt",
+        "destinationKeyId",
+        "destinationEncryptionContext",
         "destinationEncryptionAlgorithm",
     ),
     "GenerateDataKey": ("GenerateDataKey", "keyId", "encryptionContext", None),
     "GenerateDataKeyWithoutPlaintext": (
-        "GenerateDataKeyWithoutPlaintext", "keyId", "encryptionContext", None
+        "GenerateDataKeyWithoutPlaintext",
+        "keyId",
+        "encryptionContext",
+        None,
     ),
     "GenerateDataKeyPair": ("GenerateDataKeyPair", "keyId", "encryptionContext", None),
     "GenerateDataKeyPairWithoutPlaintext": (
-        "GenerateDataKeyPairWithoutPlaintext", "keyId", "encryptionContext", None
+        "GenerateDataKeyPairWithoutPlaintext",
+        "keyId",
+        "encryptionContext",
+        None,
     ),
     "Sign": ("Sign", "keyId", "", "signingAlgorithm"),
     "Verify": ("Verify", "keyId", "", "signingAlgorithm"),
@@ -106,7 +134,7 @@ USED_SHAPES: dict[str, tuple[str, str, str, str | None]] = {
     "DeriveSharedSecret": ("DeriveSharedSecret", "keyId", "", "keyAgreementAlgorithm"),
     "Encapsulate": ("Encapsulate", "keyId", "", "encapsulationAlgorithm"),
     "Decapsulate": ("Decapsulate", "keyId", "", "encapsulationAlgorithm"),
-}  # fmt: skip
+}
 CONTEXT_MEMBERS = ("encryptionContext", "sourceEncryptionContext", "destinationEncryptionContext")
 
 
@@ -127,9 +155,11 @@ def user_identity(actor: dict[str, Any], account_id: str) -> tuple[dict[str, Any
     """CloudTrail's userIdentity for an event's actor, and the user (or role) name (shared
     by every record of the same caller: never to be changed)."""
     return _user_identity(
-        str(actor.get("principal_arn") or ""), str(actor.get("account_id") or account_id),
-        str(actor.get("access_key_id") or ""), str(actor.get("via_service") or ""),
-    )  # fmt: skip
+        str(actor.get("principal_arn") or ""),
+        str(actor.get("account_id") or account_id),
+        str(actor.get("access_key_id") or ""),
+        str(actor.get("via_service") or ""),
+    )
 
 
 @lru_cache(maxsize=65536)
@@ -144,8 +174,12 @@ def _user_identity(arn: str, account: str, access_key: str, via: str) -> tuple[d
         name = "root"
     else:
         kind = "Role" if resource.startswith("role/") else "IAMUser"
-        identity = {"type": kind, "principalId": principal_id(arn), "arn": arn,
-                    "accountId": account}  # fmt: skip
+        identity = {
+            "type": kind,
+            "principalId": principal_id(arn),
+            "arn": arn,
+            "accountId": account,
+        }
     if access_key:
         identity["accessKeyId"] = access_key
     if identity["type"] == "IAMUser":
@@ -218,11 +252,17 @@ def _copy_line(row: tuple[Any, ...]) -> str:
     (notification_id, recipient, event_id, shared_id, moment, *texts, record) = row
     event_source, event_name, read_only = texts[0], texts[1], texts[2]
     fields = [
-        str(notification_id), _text(recipient), str(event_id),
-        "\\N" if shared_id is None else str(shared_id), moment.isoformat(),
-        _text(event_source), _text(event_name), "t" if read_only else "f",
-        *(_text(value) for value in texts[3:]), _text(record),
-    ]  # fmt: skip
+        str(notification_id),
+        _text(recipient),
+        str(event_id),
+        "\\N" if shared_id is None else str(shared_id),
+        moment.isoformat(),
+        _text(event_source),
+        _text(event_name),
+        "t" if read_only else "f",
+        *(_text(value) for value in texts[3:]),
+        _text(record),
+    ]
     return "\t".join(fields) + "\n"
 
 
@@ -230,10 +270,7 @@ def _array(items: list[str]) -> str:
     """A PostgreSQL text[] literal (every element quoted)."""
     if not items:
         return "{}"
-    quoted = (
-        without_nul(item).replace("\\", "\\\\").replace('"', '\\"')
-        for item in items
-    )
+    quoted = (without_nul(item).replace("\\", "\\\\").replace('"', '\\"') for item in items)
     return "{" + ",".join(f'"{item}"' for item in quoted) + "}"
 
 
@@ -357,8 +394,10 @@ class AuditTrailProjection(BatchedProjection):
         elif isinstance(event, Key.Created):
             resources = [(event.arn, event.account_id, KEY_RESOURCE)]
         elif isinstance(event, AuditedCall.CallRecorded):
-            resources = [(r["arn"], r.get("account_id", ""), r.get("type") or KEY_RESOURCE)
-                         for r in event.resources]  # fmt: skip
+            resources = [
+                (r["arn"], r.get("account_id", ""), r.get("type") or KEY_RESOURCE)
+                for r in event.resources
+            ]
         details = {
             "notificationId": notification.id,
             "originatorId": str(notification.originator_id),
@@ -369,10 +408,17 @@ class AuditTrailProjection(BatchedProjection):
             " its change to the audit views) is missing. The ledger holds the event.",
         }
         return Described(
-            event_name=UNAVAILABLE_EVENT_NAME, actor={}, account_id=account, region=region,
-            request_parameters=None, resources=resources, read_only=True,
-            event_source=KEYLEDGER_SOURCE, service_event=True, service_details=details,
-        )  # fmt: skip
+            event_name=UNAVAILABLE_EVENT_NAME,
+            actor={},
+            account_id=account,
+            region=region,
+            request_parameters=None,
+            resources=resources,
+            read_only=True,
+            event_source=KEYLEDGER_SOURCE,
+            service_event=True,
+            service_details=details,
+        )
 
     @staticmethod
     def _time_before(conn: psycopg.Connection[Any], notification: Notification) -> datetime:
@@ -455,9 +501,13 @@ class AuditTrailProjection(BatchedProjection):
                 {event.material.version: event.material.material_id} if event.material else {}
             )
             self._keys[oid] = KeyFacts(
-                event.arn, event.account_id, event.region, event.key_spec, event.key_manager,
+                event.arn,
+                event.account_id,
+                event.region,
+                event.key_spec,
+                event.key_manager,
                 materials,
-            )  # fmt: skip
+            )
         elif kind in (Key.Rotated, Key.MaterialImported):
             facts = self._keys.get(oid)
             if facts is not None:
@@ -488,8 +538,11 @@ class AuditTrailProjection(BatchedProjection):
             log.warning("audit trail: no facts for key %s", key)
             facts = KeyFacts(
                 f"arn:aws:kms:{actor.get('region', '')}:{actor.get('account_id', '')}:key/{key}",
-                str(actor.get("account_id", "")), str(actor.get("region", "")), "", "",
-            )  # fmt: skip
+                str(actor.get("account_id", "")),
+                str(actor.get("region", "")),
+                "",
+                "",
+            )
             self._keys[key] = facts
         return facts
 
@@ -539,19 +592,30 @@ class AuditTrailProjection(BatchedProjection):
             source_context = parameters.get("sourceEncryptionContext") or {}
             context_keys = list(dict.fromkeys([*source_context, *context_keys]))
         described = Described(
-            event_name=event_name, actor=event.actor, account_id=facts.account_id,
-            region=facts.region, request_parameters=parameters, resources=resources,
-            read_only=True, additional=additional or None, context_keys=context_keys,
+            event_name=event_name,
+            actor=event.actor,
+            account_id=facts.account_id,
+            region=facts.region,
+            request_parameters=parameters,
+            resources=resources,
+            read_only=True,
+            additional=additional or None,
+            context_keys=context_keys,
             count_each_resource=source is not None,
-        )  # fmt: skip
+        )
         copies = self._emit(event, notification_id, described, rows, rollups)
         request_id = str(event.actor.get("request_id") or event.request_id or "")
         keys = [(event.originator_id, facts)]
         if source is not None and source_facts is not None:
             keys.append((source[0], source_facts))
         for key_id, key in keys:  # each key's last use: the copy its owner receives
-            use = (key_id, event_name, event.timestamp, copies.get(key.account_id, copies[None]),
-                   request_id)  # fmt: skip
+            use = (
+                key_id,
+                event_name,
+                event.timestamp,
+                copies.get(key.account_id, copies[None]),
+                request_id,
+            )
             known = last_used.get(key_id)
             if known is None or known[2] <= use[2]:
                 last_used[key_id] = use
@@ -570,8 +634,10 @@ class AuditTrailProjection(BatchedProjection):
         actor = described.actor or {}
         service = described.service_event
         if service:
-            identity: dict[str, Any] = {"accountId": described.account_id,
-                                        "invokedBy": AWS_INTERNAL}  # fmt: skip
+            identity: dict[str, Any] = {
+                "accountId": described.account_id,
+                "invokedBy": AWS_INTERNAL,
+            }
             username, caller_account = "", described.account_id
         else:
             identity, username = user_identity(actor, described.account_id)
@@ -632,16 +698,31 @@ class AuditTrailProjection(BatchedProjection):
             copies[recipient] = event_id
             record["eventID"] = str(event_id)
             record["recipientAccountId"] = recipient
-            rows.append((
-                notification_id, recipient, event_id, base_id if len(recipients) > 1 else None,
-                event.timestamp, described.event_source, described.event_name,
-                described.read_only, caller_account, principal_arn, username,
-                str(actor.get("access_key_id") or "") if not service else "",
-                record["sourceIPAddress"], record["awsRegion"], request_id,
-                described.error_code, first[2], first[0],
-                _array([arn for arn, _, _ in described.resources]),
-                _array(described.context_keys), orjson.dumps(record).decode(),
-            ))  # fmt: skip
+            rows.append(
+                (
+                    notification_id,
+                    recipient,
+                    event_id,
+                    base_id if len(recipients) > 1 else None,
+                    event.timestamp,
+                    described.event_source,
+                    described.event_name,
+                    described.read_only,
+                    caller_account,
+                    principal_arn,
+                    username,
+                    str(actor.get("access_key_id") or "") if not service else "",
+                    record["sourceIPAddress"],
+                    record["awsRegion"],
+                    request_id,
+                    described.error_code,
+                    first[2],
+                    first[0],
+                    _array([arn for arn, _, _ in described.resources]),
+                    _array(described.context_keys),
+                    orjson.dumps(record).decode(),
+                )
+            )
         if not service and described.event_source == KMS_SOURCE:
             counted = [first]
             if described.count_each_resource:  # once per key (a ReEncrypt uses two)
@@ -650,8 +731,12 @@ class AuditTrailProjection(BatchedProjection):
                 group = (_hour(event.timestamp), key_arn, principal_arn, described.event_name)
                 totals = rollups.get(group)
                 if totals is None:
-                    rollups[group] = [caller_account, key_account or "", 1,
-                                      0 if described.error_code is None else 1]  # fmt: skip
+                    rollups[group] = [
+                        caller_account,
+                        key_account or "",
+                        1,
+                        0 if described.error_code is None else 1,
+                    ]
                 else:
                     totals[2] += 1
                     if described.error_code is not None:
@@ -733,11 +818,16 @@ class AuditTrailProjection(BatchedProjection):
         **extra: Any,
     ) -> Described:
         return Described(
-            event_name=event_name, actor=getattr(event, "actor", None) or {},
-            account_id=facts.account_id, region=facts.region, request_parameters=parameters,
+            event_name=event_name,
+            actor=getattr(event, "actor", None) or {},
+            account_id=facts.account_id,
+            region=facts.region,
+            request_parameters=parameters,
             resources=[(facts.arn, facts.account_id, KEY_RESOURCE)],
-            read_only=is_read_only(event_name), response_elements=response, **extra,
-        )  # fmt: skip
+            read_only=is_read_only(event_name),
+            response_elements=response,
+            **extra,
+        )
 
     def _key_call(
         self,
@@ -758,10 +848,16 @@ class AuditTrailProjection(BatchedProjection):
 
     def _service(self, event: Any, facts: KeyFacts, event_name: str, **extra: Any) -> Described:
         return Described(
-            event_name=event_name, actor={}, account_id=facts.account_id, region=facts.region,
-            request_parameters=None, resources=[(facts.arn, facts.account_id, KEY_RESOURCE)],
-            read_only=False, service_event=True, **extra,
-        )  # fmt: skip
+            event_name=event_name,
+            actor={},
+            account_id=facts.account_id,
+            region=facts.region,
+            request_parameters=None,
+            resources=[(facts.arn, facts.account_id, KEY_RESOURCE)],
+            read_only=False,
+            service_event=True,
+            **extra,
+        )
 
     def _service_event(self, event_name: str) -> Callable[[Any], Described]:
         def describe(event: Any) -> Described:
@@ -784,28 +880,39 @@ class AuditTrailProjection(BatchedProjection):
                     context_keys.extend(found)
         actor = event.actor or {}
         return Described(
-            event_name=event.event_name, actor=actor,
-            account_id=str(actor.get("account_id") or ""), region=str(actor.get("region") or ""),
+            event_name=event.event_name,
+            actor=actor,
+            account_id=str(actor.get("account_id") or ""),
+            region=str(actor.get("region") or ""),
             request_parameters=parameters,
-            resources=[(r["arn"], r.get("account_id", ""), r.get("type") or KEY_RESOURCE)
-                       for r in event.resources],  # a key, unless the call names a type
-            read_only=event.read_only, event_source=event.event_source,
-            error_code=event.error_code, error_message=event.error_message,
+            resources=[
+                (r["arn"], r.get("account_id", ""), r.get("type") or KEY_RESOURCE)
+                for r in event.resources
+            ],  # a key, unless the call names a type
+            read_only=event.read_only,
+            event_source=event.event_source,
+            error_code=event.error_code,
+            error_message=event.error_message,
             context_keys=context_keys,
-        )  # fmt: skip
+        )
 
     def _key_created(self, event: Key.Created) -> Described:
-        facts = KeyFacts(event.arn, event.account_id, event.region, event.key_spec,
-                         event.key_manager)  # fmt: skip
+        facts = KeyFacts(
+            event.arn, event.account_id, event.region, event.key_spec, event.key_manager
+        )
         if event.key_manager == AWS_MANAGED:  # made by KMS on first use of alias/aws/...
-            return self._service(event, facts, "CreateKey",
-                                 service_details={"keyId": str(event.originator_id)})  # fmt: skip
+            return self._service(
+                event, facts, "CreateKey", service_details={"keyId": str(event.originator_id)}
+            )
         parameters: dict[str, Any] = {
-            "description": event.description, "keySpec": event.key_spec,
-            "customerMasterKeySpec": event.key_spec, "keyUsage": event.key_usage,
-            "origin": event.origin, "bypassPolicyLockoutSafetyCheck": False,
+            "description": event.description,
+            "keySpec": event.key_spec,
+            "customerMasterKeySpec": event.key_spec,
+            "keyUsage": event.key_usage,
+            "origin": event.origin,
+            "bypassPolicyLockoutSafetyCheck": False,
             "multiRegion": False,
-        }  # fmt: skip
+        }
         partition = event.arn.split(":", 2)[1]
         if event.policy != default_key_policy(partition, event.account_id):
             parameters["policy"] = event.policy
@@ -813,14 +920,19 @@ class AuditTrailProjection(BatchedProjection):
             parameters["tags"] = [{"tagKey": k, "tagValue": v} for k, v in event.tags.items()]
         algorithms = key_algorithms(event.key_spec, event.key_usage)
         metadata: dict[str, Any] = {
-            "AWSAccountId": event.account_id, "keyId": str(event.originator_id),
-            "arn": event.arn, "creationDate": event_time(event.timestamp),
-            "enabled": event.material is not None, "description": event.description,
+            "AWSAccountId": event.account_id,
+            "keyId": str(event.originator_id),
+            "arn": event.arn,
+            "creationDate": event_time(event.timestamp),
+            "enabled": event.material is not None,
+            "description": event.description,
             "keyUsage": event.key_usage,
             "keyState": "Enabled" if event.material is not None else "PendingImport",
-            "origin": event.origin, "keyManager": event.key_manager,
-            "customerMasterKeySpec": event.key_spec, "keySpec": event.key_spec,
-        }  # fmt: skip
+            "origin": event.origin,
+            "keyManager": event.key_manager,
+            "customerMasterKeySpec": event.key_spec,
+            "keySpec": event.key_spec,
+        }
         for name, values in (
             ("encryptionAlgorithms", algorithms.encryption),
             ("signingAlgorithms", algorithms.signing),
@@ -836,18 +948,21 @@ class AuditTrailProjection(BatchedProjection):
         facts = self._key(event)
         parameters = {"keyId": facts.arn, "pendingWindowInDays": event.pending_window_days}
         response = {
-            "keyId": facts.arn, "deletionDate": event_time(event.deletion_date),
-            "keyState": "PendingDeletion", "pendingWindowInDays": event.pending_window_days,
-        }  # fmt: skip
+            "keyId": facts.arn,
+            "deletionDate": event_time(event.deletion_date),
+            "keyState": "PendingDeletion",
+            "pendingWindowInDays": event.pending_window_days,
+        }
         return self._on_key(event, facts, "ScheduleKeyDeletion", parameters, response)
 
     def _grant_created(self, event: Key.GrantCreated) -> Described:
         facts = self._key(event)
         grant = event.grant
         parameters: dict[str, Any] = {
-            "keyId": facts.arn, "granteePrincipal": grant["grantee_principal"],
+            "keyId": facts.arn,
+            "granteePrincipal": grant["grantee_principal"],
             "operations": list(grant["operations"]),
-        }  # fmt: skip
+        }
         if grant.get("retiring_principal"):
             parameters["retiringPrincipal"] = grant["retiring_principal"]
         if grant.get("constraints"):
@@ -862,8 +977,9 @@ class AuditTrailProjection(BatchedProjection):
     def _rotation_schedule(self, event: Key.RotationScheduleChanged) -> Described:
         facts = self._key(event)
         if not event.rotation_enabled:
-            return self._on_key(event, facts, "DisableKeyRotation", {"keyId": facts.arn},
-                                {"keyId": facts.arn})  # fmt: skip
+            return self._on_key(
+                event, facts, "DisableKeyRotation", {"keyId": facts.arn}, {"keyId": facts.arn}
+            )
         parameters = {"keyId": facts.arn, "rotationPeriodInDays": event.rotation_period_days}
         return self._on_key(event, facts, "EnableKeyRotation", parameters, {"keyId": facts.arn})
 
@@ -872,32 +988,47 @@ class AuditTrailProjection(BatchedProjection):
         additional = {"keyMaterialId": event.material.material_id}
         if _is_service_actor(event.actor) or event.material.rotation_type == "AUTOMATIC":
             return self._service(
-                event, facts, "RotateKey", service_details={"keyId": str(event.originator_id)},
+                event,
+                facts,
+                "RotateKey",
+                service_details={"keyId": str(event.originator_id)},
                 additional=additional,
-            )  # fmt: skip
-        return self._on_key(event, facts, "RotateKeyOnDemand", {"keyId": facts.arn},
-                            {"keyId": facts.arn}, additional=additional)  # fmt: skip
+            )
+        return self._on_key(
+            event,
+            facts,
+            "RotateKeyOnDemand",
+            {"keyId": facts.arn},
+            {"keyId": facts.arn},
+            additional=additional,
+        )
 
     def _material_imported(self, event: Key.MaterialImported) -> Described:
         facts = self._key(event)
         parameters: dict[str, Any] = {
-            "keyId": facts.arn, "expirationModel": event.expiration_model,
+            "keyId": facts.arn,
+            "expirationModel": event.expiration_model,
             "importType": event.import_type,
-        }  # fmt: skip
+        }
         if event.valid_to is not None:
             parameters["validTo"] = event_time(event.valid_to)
         if event.description:
             parameters["keyMaterialDescription"] = event.description
         return self._on_key(
-            event, facts, "ImportKeyMaterial", parameters, {"keyId": facts.arn},
+            event,
+            facts,
+            "ImportKeyMaterial",
+            parameters,
+            {"keyId": facts.arn},
             additional={"keyMaterialId": event.material.material_id},
-        )  # fmt: skip
+        )
 
     def _alias_call(self, event: Any) -> Described | None:
         kind = type(event)
         if kind is Alias.Created:
-            alias = AliasFacts(event.alias_name, event.account_id, event.region,
-                               event.target_key_id)  # fmt: skip
+            alias = AliasFacts(
+                event.alias_name, event.account_id, event.region, event.target_key_id
+            )
             event_name, target = "CreateAlias", event.target_key_id
         else:
             found = self._aliases.get(event.originator_id)
@@ -915,19 +1046,24 @@ class AuditTrailProjection(BatchedProjection):
         partition = str(actor.get("principal_arn") or "arn:aws:").split(":", 2)[1] or "aws"
         target_facts = self._keys.get(uuid.UUID(target)) if target else None
         key_arn = (
-            target_facts.arn if target_facts is not None
+            target_facts.arn
+            if target_facts is not None
             else f"arn:{partition}:kms:{alias.region}:{alias.account_id}:key/{target}"
-        )  # fmt: skip
+        )
         parameters: dict[str, Any] = {"aliasName": alias.alias_name}
         if event_name != "DeleteAlias":
             parameters["targetKeyId"] = target
         service = alias.alias_name.startswith("alias/aws/")
         described = Described(
-            event_name=event_name, actor={} if service else actor, account_id=alias.account_id,
-            region=alias.region, request_parameters=parameters,
+            event_name=event_name,
+            actor={} if service else actor,
+            account_id=alias.account_id,
+            region=alias.region,
+            request_parameters=parameters,
             resources=[(key_arn, alias.account_id, KEY_RESOURCE)] if target else [],
-            read_only=False, service_event=service,
-        )  # fmt: skip
+            read_only=False,
+            service_event=service,
+        )
         return described
 
     def _principal_policy(self, verb: str) -> Callable[[Any], Described | None]:
@@ -938,29 +1074,44 @@ class AuditTrailProjection(BatchedProjection):
             arn, account, principal_type = found
             noun = "Role" if principal_type == "role" else "User"
             name = arn.rsplit("/", 1)[-1]
-            parameters: dict[str, Any] = {f"{noun.lower()}Name": name,
-                                          "policyName": event.policy_name}  # fmt: skip
+            parameters: dict[str, Any] = {
+                f"{noun.lower()}Name": name,
+                "policyName": event.policy_name,
+            }
             if verb == "Put":
                 parameters["policyDocument"] = event.policy
             return Described(
-                event_name=f"{verb}{noun}Policy", actor=event.actor or {}, account_id=account,
-                region="us-east-1", request_parameters=parameters,
-                resources=[(arn, account, f"AWS::IAM::{noun}")], read_only=False,
+                event_name=f"{verb}{noun}Policy",
+                actor=event.actor or {},
+                account_id=account,
+                region="us-east-1",
+                request_parameters=parameters,
+                resources=[(arn, account, f"AWS::IAM::{noun}")],
+                read_only=False,
                 event_source=IAM_SOURCE,
-            )  # fmt: skip
+            )
 
         return describe
 
     def _access_key_created(self, event: AccessKey.Created) -> Described:
         name = event.principal_arn.rsplit("/", 1)[-1]
         return Described(
-            event_name="CreateAccessKey", actor=event.actor, account_id=event.account_id,
-            region="us-east-1", request_parameters={"userName": name},
+            event_name="CreateAccessKey",
+            actor=event.actor,
+            account_id=event.account_id,
+            region="us-east-1",
+            request_parameters={"userName": name},
             resources=[(event.principal_arn, event.account_id, "AWS::IAM::AccessKey")],
-            read_only=False, event_source=IAM_SOURCE,
-            response_elements={"accessKey": {"accessKeyId": event.access_key_id,
-                                              "status": "Active", "userName": name}},
-        )  # fmt: skip
+            read_only=False,
+            event_source=IAM_SOURCE,
+            response_elements={
+                "accessKey": {
+                    "accessKeyId": event.access_key_id,
+                    "status": "Active",
+                    "userName": name,
+                }
+            },
+        )
 
     def _access_key_deactivated(self, event: AccessKey.Deactivated) -> Described | None:
         found = self._access_keys.get(event.originator_id)
@@ -968,10 +1119,16 @@ class AuditTrailProjection(BatchedProjection):
             return None
         access_key_id, principal_arn, account = found
         return Described(
-            event_name="UpdateAccessKey", actor=event.actor, account_id=account,
+            event_name="UpdateAccessKey",
+            actor=event.actor,
+            account_id=account,
             region="us-east-1",
-            request_parameters={"accessKeyId": access_key_id, "status": "Inactive",
-                                "userName": principal_arn.rsplit("/", 1)[-1]},
-            resources=[(principal_arn, account, "AWS::IAM::AccessKey")], read_only=False,
+            request_parameters={
+                "accessKeyId": access_key_id,
+                "status": "Inactive",
+                "userName": principal_arn.rsplit("/", 1)[-1],
+            },
+            resources=[(principal_arn, account, "AWS::IAM::AccessKey")],
+            read_only=False,
             event_source=IAM_SOURCE,
-        )  # fmt: skip
+        )

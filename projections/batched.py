@@ -363,14 +363,19 @@ class BatchedProjection(ABC):
             if failures < self.batch_attempts or self._stopping.is_set():
                 log.warning(
                     "%s projection failed a batch (attempt %d of %d); retrying",
-                    self.name, failures, self.batch_attempts, exc_info=True,
-                )  # fmt: skip
+                    self.name,
+                    failures,
+                    self.batch_attempts,
+                    exc_info=True,
+                )
                 self._stopping.wait(self.retry_delay)
                 return 0, failures
             log.error(
                 "%s projection failed a batch %d times; applying its events one by one",
-                self.name, failures, exc_info=True,
-            )  # fmt: skip
+                self.name,
+                failures,
+                exc_info=True,
+            )
         return self._isolate(stop), 0
 
     def _isolate(self, stop: int | None) -> int:
@@ -400,9 +405,13 @@ class BatchedProjection(ABC):
             except Exception as error:
                 failure = error
                 log.warning(
-                    "%s projection failed event %d (attempt %d of %d)", self.name,
-                    notification.id, attempt, self.event_attempts, exc_info=True,
-                )  # fmt: skip
+                    "%s projection failed event %d (attempt %d of %d)",
+                    self.name,
+                    notification.id,
+                    attempt,
+                    self.event_attempts,
+                    exc_info=True,
+                )
                 if self._stopping.is_set():
                     return False  # a failure while stopping is no reason to set it aside
                 if attempt < self.event_attempts:
@@ -424,26 +433,40 @@ class BatchedProjection(ABC):
             event = None
         log.error(
             "%s projection SET ASIDE event %d (%s of %s version %d) after %d failed attempts:"
-            " %s: %s; the view lacks it (projection_dead_letters)", self.name,
-            notification.id, notification.topic, notification.originator_id,
-            notification.originator_version, self.event_attempts, error_type(error),
+            " %s: %s; the view lacks it (projection_dead_letters)",
+            self.name,
+            notification.id,
+            notification.topic,
+            notification.originator_id,
+            notification.originator_version,
+            self.event_attempts,
+            error_type(error),
             str(error)[:MAX_ERROR_MESSAGE],
-        )  # fmt: skip
+        )
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            conn.execute(DEAD_LETTER_INSERT, (
-                self.name, notification.id, notification.originator_id,
-                notification.originator_version, notification.topic, error_type(error),
-                str(error)[:MAX_ERROR_MESSAGE], self.event_attempts,
-            ))  # fmt: skip
+            conn.execute(
+                DEAD_LETTER_INSERT,
+                (
+                    self.name,
+                    notification.id,
+                    notification.originator_id,
+                    notification.originator_version,
+                    notification.topic,
+                    error_type(error),
+                    str(error)[:MAX_ERROR_MESSAGE],
+                    self.event_attempts,
+                ),
+            )
             try:
                 with conn.transaction():  # a savepoint: the dead letter stands without the note
                     self.set_aside(conn, notification, event, error)
             except NOT_THE_EVENTS:
                 raise
             except Exception:
-                log.exception("%s projection could not note the gap at event %d", self.name,
-                              notification.id)  # fmt: skip
+                log.exception(
+                    "%s projection could not note the gap at event %d", self.name, notification.id
+                )
                 self.reset()
 
         return self._commit(through, work)

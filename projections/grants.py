@@ -24,12 +24,19 @@ def _grant_created(conn: psycopg.Connection[Any], event: Key.GrantCreated) -> No
         " retiring_principal, operations, constraints, issuing_account, creation_date)"
         " SELECT %s, %s, arn, %s, %s, %s, %s, %s, %s, %s FROM kms_keys WHERE key_id = %s"
         " ON CONFLICT (key_id, grant_id) DO NOTHING",
-        (event.originator_id, grant["grant_id"], grant.get("name") or "",
-         grant["grantee_principal"], grant.get("retiring_principal"),
-         json_text(grant["operations"]),
-         json_text(grant["constraints"]) if grant.get("constraints") else None,
-         grant["issuing_account"], event.timestamp, event.originator_id),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            grant["grant_id"],
+            grant.get("name") or "",
+            grant["grantee_principal"],
+            grant.get("retiring_principal"),
+            json_text(grant["operations"]),
+            json_text(grant["constraints"]) if grant.get("constraints") else None,
+            grant["issuing_account"],
+            event.timestamp,
+            event.originator_id,
+        ),
+    )
 
 
 def _grant_ended(conn: psycopg.Connection[Any], event: Any) -> None:

@@ -37,10 +37,22 @@ def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
         "  CASE WHEN %s THEN %s::timestamptz + interval '365 days' END)"
         " ON CONFLICT (key_id) DO NOTHING",
-        (event.originator_id, event.account_id, event.region, event.arn, state,
-         event.key_manager, event.key_spec, event.key_usage, event.description, event.timestamp,
-         event.key_manager == "AWS", event.key_manager == "AWS", event.timestamp),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            event.account_id,
+            event.region,
+            event.arn,
+            state,
+            event.key_manager,
+            event.key_spec,
+            event.key_usage,
+            event.description,
+            event.timestamp,
+            event.key_manager == "AWS",
+            event.key_manager == "AWS",
+            event.timestamp,
+        ),
+    )
 
 
 def _set_state(state: str) -> Handler:
@@ -91,9 +103,13 @@ def _rotated(conn: psycopg.Connection[Any], event: Key.Rotated) -> None:
     conn.execute(
         "INSERT INTO kms_rotations (key_id, material_id, rotation_date, rotation_type)"
         " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (event.originator_id, event.material.material_id, event.timestamp,
-         event.material.rotation_type or "AUTOMATIC"),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            event.material.material_id,
+            event.timestamp,
+            event.material.rotation_type or "AUTOMATIC",
+        ),
+    )
 
 
 def _material_imported(conn: psycopg.Connection[Any], event: Key.MaterialImported) -> None:
@@ -119,9 +135,13 @@ def _material_gone(conn: psycopg.Connection[Any], event: Any) -> None:
     if event.current:
         conn.execute(
             "UPDATE kms_keys SET key_state = %s WHERE key_id = %s AND key_state IN (%s, %s)",
-            (key_states.PENDING_IMPORT, event.originator_id, key_states.ENABLED,
-             key_states.DISABLED),
-        )  # fmt: skip
+            (
+                key_states.PENDING_IMPORT,
+                event.originator_id,
+                key_states.ENABLED,
+                key_states.DISABLED,
+            ),
+        )
 
 
 def _key_materials_destroyed(conn: psycopg.Connection[Any], event: Any) -> None:
@@ -134,9 +154,15 @@ def _alias_created(conn: psycopg.Connection[Any], event: Alias.Created) -> None:
         " last_updated) VALUES (%s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (account_id, region, alias_name) DO UPDATE SET"
         " target_key_id = EXCLUDED.target_key_id, last_updated = EXCLUDED.last_updated",
-        (event.account_id, event.region, event.alias_name, event.target_key_id,
-         event.timestamp, event.timestamp),
-    )  # fmt: skip
+        (
+            event.account_id,
+            event.region,
+            event.alias_name,
+            event.target_key_id,
+            event.timestamp,
+            event.timestamp,
+        ),
+    )
 
 
 def _alias_retargeted(conn: psycopg.Connection[Any], event: Alias.Retargeted) -> None:

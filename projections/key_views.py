@@ -47,9 +47,15 @@ def _timeline(conn: psycopg.Connection[Any], event: Any, state: str, event_name:
     conn.execute(
         "INSERT INTO audit_key_states (key_id, version, changed_at, key_state, event_name,"
         " principal_arn) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (event.originator_id, event.originator_version, event.timestamp, state, event_name,
-         actor_arn(event)),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            event.originator_version,
+            event.timestamp,
+            state,
+            event_name,
+            actor_arn(event),
+        ),
+    )
 
 
 _MATERIAL_INSERT = (
@@ -65,15 +71,27 @@ _IMPORT_STATE = ", import_state = EXCLUDED.import_state, valid_to = EXCLUDED.val
 
 
 def _material_row(
-    conn: psycopg.Connection[Any], event: Any, material: Any, *, imported: bool = False,
+    conn: psycopg.Connection[Any],
+    event: Any,
+    material: Any,
+    *,
+    imported: bool = False,
     valid_to: Any = None,
-) -> None:  # fmt: skip
+) -> None:
     conn.execute(
         _MATERIAL_INSERT + (_IMPORT_STATE if imported else ""),
-        (event.originator_id, material.version, material.material_id, material.created,
-         material.rotation_type, material.imported, IMPORTED if material.imported else None,
-         valid_to, actor_arn(event)),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            material.version,
+            material.material_id,
+            material.created,
+            material.rotation_type,
+            material.imported,
+            IMPORTED if material.imported else None,
+            valid_to,
+            actor_arn(event),
+        ),
+    )
 
 
 def _policy_row(conn: psycopg.Connection[Any], event: Any, event_name: str, name: str) -> None:
@@ -82,11 +100,20 @@ def _policy_row(conn: psycopg.Connection[Any], event: Any, event_name: str, name
         "INSERT INTO audit_key_policies (key_id, version, changed_at, event_name, policy_name,"
         " policy, principal_arn, account_id, access_key_id, request_id, source_ip)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (event.originator_id, event.originator_version, event.timestamp, event_name, name,
-         event.policy, actor.get("principal_arn", ""), actor.get("account_id", ""),
-         actor.get("access_key_id", ""), actor.get("request_id", ""),
-         actor.get("source_ip", "")),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            event.originator_version,
+            event.timestamp,
+            event_name,
+            name,
+            event.policy,
+            actor.get("principal_arn", ""),
+            actor.get("account_id", ""),
+            actor.get("access_key_id", ""),
+            actor.get("request_id", ""),
+            actor.get("source_ip", ""),
+        ),
+    )
 
 
 # ==== keys ==================================================================================
@@ -105,14 +132,31 @@ def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
         " policy_changed_by, updated_at)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
         " %s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
-        (event.originator_id, event.arn, event.account_id, event.region, state,
-         event.key_manager, event.key_spec, event.key_usage, event.origin, event.description,
-         event.timestamp, material.version if material else 0,
-         material.material_id if material else None, material.created if material else None,
-         aws_managed, AWS_MANAGED_ROTATION_DAYS if aws_managed else None, next_rotation,
-         json_text(event.tags), event.policy, event.timestamp, actor_arn(event),
-         event.timestamp),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            event.arn,
+            event.account_id,
+            event.region,
+            state,
+            event.key_manager,
+            event.key_spec,
+            event.key_usage,
+            event.origin,
+            event.description,
+            event.timestamp,
+            material.version if material else 0,
+            material.material_id if material else None,
+            material.created if material else None,
+            aws_managed,
+            AWS_MANAGED_ROTATION_DAYS if aws_managed else None,
+            next_rotation,
+            json_text(event.tags),
+            event.policy,
+            event.timestamp,
+            actor_arn(event),
+            event.timestamp,
+        ),
+    )
     if material is not None:
         _material_row(conn, event, material)
     _policy_row(conn, event, "CreateKey", "default")
@@ -122,45 +166,58 @@ def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
 def _set_state(state: str, event_name: str) -> Handler:
     def handler(conn: psycopg.Connection[Any], event: Any) -> None:
         _state_change(
-            conn, event, event_name,
+            conn,
+            event,
+            event_name,
             "UPDATE audit_keys SET key_state = %s, deletion_date = NULL, updated_at = %s"
             " WHERE key_id = %s RETURNING key_state",
             (state, event.timestamp, event.originator_id),
-        )  # fmt: skip
+        )
 
     return handler
 
 
 def _deletion_scheduled(conn: psycopg.Connection[Any], event: Key.DeletionScheduled) -> None:
     _state_change(
-        conn, event, "ScheduleKeyDeletion",
+        conn,
+        event,
+        "ScheduleKeyDeletion",
         "UPDATE audit_keys SET key_state = %s, deletion_date = %s, updated_at = %s"
         " WHERE key_id = %s RETURNING key_state",
         (key_states.PENDING_DELETION, event.deletion_date, event.timestamp, event.originator_id),
-    )  # fmt: skip
+    )
 
 
 def _deletion_cancelled(conn: psycopg.Connection[Any], event: Key.DeletionCancelled) -> None:
     # Disabled, unless the key has no usable material (imported material gone): PendingImport.
     _state_change(
-        conn, event, "CancelKeyDeletion",
+        conn,
+        event,
+        "CancelKeyDeletion",
         "UPDATE audit_keys k SET deletion_date = NULL, updated_at = %s, key_state = CASE"
         " WHEN k.current_material_version > 0 AND (k.origin <> 'EXTERNAL' OR EXISTS ("
         "  SELECT 1 FROM audit_key_materials m WHERE m.key_id = k.key_id"
         "  AND m.version = k.current_material_version AND m.import_state = %s))"
         " THEN %s ELSE %s END WHERE k.key_id = %s RETURNING k.key_state",
-        (event.timestamp, IMPORTED, key_states.DISABLED, key_states.PENDING_IMPORT,
-         event.originator_id),
-    )  # fmt: skip
+        (
+            event.timestamp,
+            IMPORTED,
+            key_states.DISABLED,
+            key_states.PENDING_IMPORT,
+            event.originator_id,
+        ),
+    )
 
 
 def _material_destroyed(conn: psycopg.Connection[Any], event: Key.MaterialDestroyed) -> None:
     _state_change(
-        conn, event, "DeleteKey",
+        conn,
+        event,
+        "DeleteKey",
         "UPDATE audit_keys SET key_state = %s, aliases = '{}', next_rotation_date = NULL,"
         " updated_at = %s WHERE key_id = %s RETURNING key_state",
         (key_states.DELETED, event.timestamp, event.originator_id),
-    )  # fmt: skip
+    )
     conn.execute(
         "UPDATE audit_key_grants SET ended_at = %s, ended_by = %s, end_event = 'DeleteKey'"
         " WHERE key_id = %s AND ended_at IS NULL",
@@ -205,12 +262,20 @@ def _grant_created(conn: psycopg.Connection[Any], event: Key.GrantCreated) -> No
         " retiring_principal, operations, constraints, issuing_account, created_at,"
         " created_by) SELECT %s, %s, arn, %s, %s, %s, %s, %s, %s, %s, %s FROM audit_keys"
         " WHERE key_id = %s ON CONFLICT (key_id, grant_id) DO NOTHING",
-        (event.originator_id, grant["grant_id"], grant.get("name") or "",
-         grant["grantee_principal"], grant.get("retiring_principal"),
-         json_text(grant["operations"]),
-         json_text(grant["constraints"]) if grant.get("constraints") else None,
-         grant["issuing_account"], event.timestamp, actor_arn(event), event.originator_id),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            grant["grant_id"],
+            grant.get("name") or "",
+            grant["grantee_principal"],
+            grant.get("retiring_principal"),
+            json_text(grant["operations"]),
+            json_text(grant["constraints"]) if grant.get("constraints") else None,
+            grant["issuing_account"],
+            event.timestamp,
+            actor_arn(event),
+            event.originator_id,
+        ),
+    )
 
 
 def _grant_ended(event_name: str) -> Handler:
@@ -218,9 +283,8 @@ def _grant_ended(event_name: str) -> Handler:
         conn.execute(
             "UPDATE audit_key_grants SET ended_at = %s, ended_by = %s, end_event = %s"
             " WHERE key_id = %s AND grant_id = %s AND ended_at IS NULL",
-            (event.timestamp, actor_arn(event), event_name, event.originator_id,
-             event.grant_id),
-        )  # fmt: skip
+            (event.timestamp, actor_arn(event), event_name, event.originator_id, event.grant_id),
+        )
 
     return handler
 
@@ -247,9 +311,14 @@ def _rotation_schedule_changed(
     conn.execute(
         "UPDATE audit_keys SET rotation_enabled = %s, rotation_period_days = %s,"
         " next_rotation_date = %s, updated_at = %s WHERE key_id = %s",
-        (event.rotation_enabled, event.rotation_period_days, event.next_rotation_date,
-         event.timestamp, event.originator_id),
-    )  # fmt: skip
+        (
+            event.rotation_enabled,
+            event.rotation_period_days,
+            event.next_rotation_date,
+            event.timestamp,
+            event.originator_id,
+        ),
+    )
 
 
 def _rotated(conn: psycopg.Connection[Any], event: Key.Rotated) -> None:
@@ -259,9 +328,15 @@ def _rotated(conn: psycopg.Connection[Any], event: Key.Rotated) -> None:
         "UPDATE audit_keys SET current_material_version = %s, current_material_id = %s,"
         " current_material_created = %s, next_rotation_date = %s, updated_at = %s"
         " WHERE key_id = %s",
-        (material.version, material.material_id, material.created, event.next_rotation_date,
-         event.timestamp, event.originator_id),
-    )  # fmt: skip
+        (
+            material.version,
+            material.material_id,
+            material.created,
+            event.next_rotation_date,
+            event.timestamp,
+            event.originator_id,
+        ),
+    )
 
 
 def _material_imported(conn: psycopg.Connection[Any], event: Key.MaterialImported) -> None:
@@ -273,16 +348,23 @@ def _material_imported(conn: psycopg.Connection[Any], event: Key.MaterialImporte
         "UPDATE audit_keys SET current_material_version = %s, current_material_id = %s,"
         " current_material_created = %s, updated_at = %s"
         " WHERE key_id = %s AND current_material_version <= %s",
-        (material.version, material.material_id, material.created, event.timestamp,
-         event.originator_id, material.version),
-    )  # fmt: skip
+        (
+            material.version,
+            material.material_id,
+            material.created,
+            event.timestamp,
+            event.originator_id,
+            material.version,
+        ),
+    )
     _state_change(
-        conn, event, "ImportKeyMaterial",
+        conn,
+        event,
+        "ImportKeyMaterial",
         "UPDATE audit_keys SET key_state = CASE WHEN key_state = %s AND current_material_id = %s"
         " THEN %s ELSE key_state END WHERE key_id = %s RETURNING key_state",
-        (key_states.PENDING_IMPORT, material.material_id, key_states.ENABLED,
-         event.originator_id),
-    )  # fmt: skip
+        (key_states.PENDING_IMPORT, material.material_id, key_states.ENABLED, event.originator_id),
+    )
 
 
 def _material_gone(event_name: str) -> Handler:
@@ -294,12 +376,19 @@ def _material_gone(event_name: str) -> Handler:
         )
         if event.current:
             _state_change(
-                conn, event, event_name,
+                conn,
+                event,
+                event_name,
                 "UPDATE audit_keys SET updated_at = %s, key_state = CASE WHEN key_state IN"
                 " (%s, %s) THEN %s ELSE key_state END WHERE key_id = %s RETURNING key_state",
-                (event.timestamp, key_states.ENABLED, key_states.DISABLED,
-                 key_states.PENDING_IMPORT, event.originator_id),
-            )  # fmt: skip
+                (
+                    event.timestamp,
+                    key_states.ENABLED,
+                    key_states.DISABLED,
+                    key_states.PENDING_IMPORT,
+                    event.originator_id,
+                ),
+            )
 
     return handler
 
@@ -309,9 +398,15 @@ def _principal_created(conn: psycopg.Connection[Any], event: Principal.Created) 
     conn.execute(
         "INSERT INTO audit_principals (principal_id, arn, account_id, principal_type, name,"
         " created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (event.originator_id, event.arn, event.account_id, event.principal_type, event.name,
-         event.timestamp),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            event.arn,
+            event.account_id,
+            event.principal_type,
+            event.name,
+            event.timestamp,
+        ),
+    )
 
 
 def _principal_policy_put(conn: psycopg.Connection[Any], event: Principal.PolicyPut) -> None:
@@ -343,9 +438,14 @@ def _access_key_created(conn: psycopg.Connection[Any], event: AccessKey.Created)
     conn.execute(
         "INSERT INTO audit_access_keys (aggregate_id, access_key_id, principal_arn, account_id,"
         " created_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (event.originator_id, event.access_key_id, event.principal_arn, event.account_id,
-         event.timestamp),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            event.access_key_id,
+            event.principal_arn,
+            event.account_id,
+            event.timestamp,
+        ),
+    )
 
 
 def _access_key_deactivated(conn: psycopg.Connection[Any], event: AccessKey.Deactivated) -> None:
@@ -361,9 +461,14 @@ def _alias_created(conn: psycopg.Connection[Any], event: Alias.Created) -> None:
         "INSERT INTO audit_alias_targets (alias_id, alias_name, account_id, region,"
         " target_key_id) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (alias_id) DO UPDATE"
         " SET target_key_id = EXCLUDED.target_key_id",
-        (event.originator_id, event.alias_name, event.account_id, event.region,
-         event.target_key_id),
-    )  # fmt: skip
+        (
+            event.originator_id,
+            event.alias_name,
+            event.account_id,
+            event.region,
+            event.target_key_id,
+        ),
+    )
 
 
 def _alias_retargeted(conn: psycopg.Connection[Any], event: Alias.Retargeted) -> None:

@@ -40,16 +40,28 @@ log = logging.getLogger("keyledger.replay")
 
 READ_MODELS: dict[str, tuple[str, ...]] = {
     key_directory.PROJECTION_NAME: (
-        "kms_keys", "kms_aliases", "kms_rotations", "alias_names", "kms_key_materials",
+        "kms_keys",
+        "kms_aliases",
+        "kms_rotations",
+        "alias_names",
+        "kms_key_materials",
         "kms_grants",
     ),
     AuditTrailProjection.name: (
-        "audit_keys", "audit_key_materials", "audit_key_policies", "audit_key_grants",
-        "audit_key_states", "audit_principals", "audit_principal_policies",
-        "audit_access_keys", "audit_alias_targets", "audit_key_last_usage", "audit_events",
+        "audit_keys",
+        "audit_key_materials",
+        "audit_key_policies",
+        "audit_key_grants",
+        "audit_key_states",
+        "audit_principals",
+        "audit_principal_policies",
+        "audit_access_keys",
+        "audit_alias_targets",
+        "audit_key_last_usage",
+        "audit_events",
         "audit_usage_hourly",
     ),
-}  # fmt: skip
+}
 # Append-only views compared over a period (``until``): table -> its time column.
 PERIOD_TABLES = {"audit_events": "event_time", "audit_usage_hourly": "hour"}
 WAIT_SECONDS = 30.0  # how long live projections get to reach the head before the snapshot
@@ -96,8 +108,9 @@ class ReplayResult:
     @property
     def gaps(self) -> int:
         """Events some view lacks: views short of the head, events set aside."""
-        set_aside = {(d.projection, d.notification_id)
-                     for d in self.dead_letters + self.replay_dead_letters}  # fmt: skip
+        set_aside = {
+            (d.projection, d.notification_id) for d in self.dead_letters + self.replay_dead_letters
+        }
         return len(self.behind) + len(set_aside)
 
     @property
@@ -106,10 +119,11 @@ class ReplayResult:
 
     def report(self) -> str:
         lines = [
-            "Replayed " + ", ".join(f"{n} up to event {p}" for n, p in self.positions.items())
+            "Replayed "
+            + ", ".join(f"{n} up to event {p}" for n, p in self.positions.items())
             + f" (the ledger's head: {self.head})"
             + (f", events until {self.until.isoformat()}" if self.until else "")
-        ]  # fmt: skip
+        ]
         for name, position in self.behind.items():
             lines.append(
                 f"  {name}: the live view stopped at event {position}, short of the head"
@@ -187,8 +201,9 @@ def replay(
         targets = {name: max(position, head) for name, position in positions.items()}
         result = ReplayResult(scratch, targets, until, head=head, dead_letters=dead_letters)
         result.behind = {name: p for name, p in positions.items() if p < head}
-        result.replay_dead_letters = _rebuild(ledger, database_url, scratch, targets,
-                                              until=until, batch_size=batch_size)  # fmt: skip
+        result.replay_dead_letters = _rebuild(
+            ledger, database_url, scratch, targets, until=until, batch_size=batch_size
+        )
         with psycopg.connect(database_url, autocommit=True) as conn:
             for table in _tables():
                 _compare(conn, live, scratch, table, until, result, shown)
@@ -229,9 +244,7 @@ def _wait_for_live_views(database_url: str, head: int, wait: float) -> None:
             time.sleep(0.02)
 
 
-def _snapshot(
-    conn: psycopg.Connection[Any], live: str
-) -> tuple[dict[str, int], list[DeadLetter]]:
+def _snapshot(conn: psycopg.Connection[Any], live: str) -> tuple[dict[str, int], list[DeadLetter]]:
     """Copy the live views into schema ``live`` in ONE snapshot, with the position each
     projection had reached and the events each had set aside."""
     conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(live)))
@@ -268,9 +281,12 @@ def _rebuild(
 ) -> list[DeadLetter]:
     """Run every projection into ``scratch`` up to its target; return what it set aside."""
     pool = ConnectionPool(
-        database_url, min_size=1, max_size=2, open=True,
+        database_url,
+        min_size=1,
+        max_size=2,
+        open=True,
         kwargs={"options": f"-c search_path={scratch}"},
-    )  # fmt: skip
+    )
     try:
         projections: list[BatchedProjection] = [
             KeyDirectoryReplay(ledger, pool, database_url, batch_size=batch_size),

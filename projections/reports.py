@@ -42,9 +42,15 @@ from domain.policy import IDENTITY_POLICY, KEY_POLICY, PolicyDocument, Statement
 from domain.policy_evaluation import EXPLICIT_DENY, AuthorizationRequest, evaluate
 
 REPORTS = (
-    "security-hub", "cis-rotation", "pending-deletion", "unused-keys", "cryptoperiod",
-    "who-can-decrypt", "inventory", "cost",
-)  # fmt: skip
+    "security-hub",
+    "cis-rotation",
+    "pending-deletion",
+    "unused-keys",
+    "cryptoperiod",
+    "who-can-decrypt",
+    "inventory",
+    "cost",
+)
 PASSED, FAILED, NOT_APPLICABLE = "PASSED", "FAILED", "NOT_APPLICABLE"
 COULD_NOT_EVALUATE = "could not evaluate"  # who-can-decrypt: a policy it cannot parse
 GONE = (key_states.PENDING_DELETION, key_states.DELETED)
@@ -75,11 +81,18 @@ DATA_KEY_PAIR_CALLS = ("GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlainte
 # Condition keys that tie a wildcard principal to named accounts or sources (KMS.5).
 RESTRICTING_KEYS = frozenset(
     {
-        "kms:calleraccount", "aws:principalaccount", "aws:principalarn", "aws:sourceaccount",
-        "aws:sourcearn", "aws:principalorgid", "aws:sourceowner", "aws:sourcevpce",
-        "aws:sourcevpc", "aws:userid",
+        "kms:calleraccount",
+        "aws:principalaccount",
+        "aws:principalarn",
+        "aws:sourceaccount",
+        "aws:sourcearn",
+        "aws:principalorgid",
+        "aws:sourceowner",
+        "aws:sourcevpce",
+        "aws:sourcevpc",
+        "aws:userid",
     }
-)  # fmt: skip
+)
 _ANY_KEYS = (
     "arn:aws:kms:zz-test-9:000000000000:key/00000000-0000-0000-0000-000000000000",
     "arn:aws:kms:yy-east-1:999999999999:key/ffffffff-ffff-ffff-ffff-ffffffffffff",
@@ -98,10 +111,14 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "report": self.name, "title": self.title,
-            "generated_at": self.generated_at.isoformat(), "scope": self.scope,
-            "summary": self.summary, "columns": list(self.columns), "rows": self.rows,
-        }  # fmt: skip
+            "report": self.name,
+            "title": self.title,
+            "generated_at": self.generated_at.isoformat(),
+            "scope": self.scope,
+            "summary": self.summary,
+            "columns": list(self.columns),
+            "rows": self.rows,
+        }
 
     def as_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2, default=_json_default)
@@ -242,15 +259,26 @@ def security_hub(pool: ConnectionPool, account: str | None, now: datetime) -> Re
     def finding(
         control: str, title: str, severity: str, resource: str, status: str, reason: str
     ) -> None:
-        rows.append({"control": control, "title": title, "severity": severity,
-                     "resource": resource, "status": status, "reason": reason})  # fmt: skip
+        rows.append(
+            {
+                "control": control,
+                "title": title,
+                "severity": severity,
+                "resource": resource,
+                "status": status,
+                "reason": reason,
+            }
+        )
 
     finding(
-        "KMS.1", "IAM customer managed policies should not allow decryption actions on all KMS "
-        "keys", "Medium", "-", NOT_APPLICABLE,
+        "KMS.1",
+        "IAM customer managed policies should not allow decryption actions on all KMS keys",
+        "Medium",
+        "-",
+        NOT_APPLICABLE,
         "KeyLedger principals have inline identity policies only (checked by KMS.2); there "
         "are no customer managed IAM policies",
-    )  # fmt: skip
+    )
     blocked = ("kms:Decrypt", "kms:ReEncryptFrom")
     failing: dict[str, str] = {}
     principals: set[str] = set()
@@ -278,21 +306,44 @@ def security_hub(pool: ConnectionPool, account: str | None, now: datetime) -> Re
             continue
         if key.key_state == key_states.PENDING_DELETION:
             when = key.deletion_date.isoformat() if key.deletion_date else "?"
-            finding("KMS.3", "AWS KMS keys should not be deleted unintentionally", "Critical",
-                    key.arn, FAILED, f"scheduled for deletion on {when}")  # fmt: skip
+            finding(
+                "KMS.3",
+                "AWS KMS keys should not be deleted unintentionally",
+                "Critical",
+                key.arn,
+                FAILED,
+                f"scheduled for deletion on {when}",
+            )
         else:
-            finding("KMS.3", "AWS KMS keys should not be deleted unintentionally", "Critical",
-                    key.arn, PASSED, "not scheduled for deletion")  # fmt: skip
+            finding(
+                "KMS.3",
+                "AWS KMS keys should not be deleted unintentionally",
+                "Critical",
+                key.arn,
+                PASSED,
+                "not scheduled for deletion",
+            )
         if _rotation_checked(key):
             ok = key.rotation_enabled
-            finding("KMS.4", "AWS KMS key rotation should be enabled", "Medium", key.arn,
-                    PASSED if ok else FAILED,
-                    f"automatic rotation every {key.rotation_period_days} days" if ok
-                    else "automatic rotation is off")  # fmt: skip
+            finding(
+                "KMS.4",
+                "AWS KMS key rotation should be enabled",
+                "Medium",
+                key.arn,
+                PASSED if ok else FAILED,
+                f"automatic rotation every {key.rotation_period_days} days"
+                if ok
+                else "automatic rotation is off",
+            )
         public = _public_reason(key.policy)
-        finding("KMS.5", "KMS keys should not be publicly accessible", "Critical", key.arn,
-                FAILED if public else PASSED,
-                public or "no statement allows every principal")  # fmt: skip
+        finding(
+            "KMS.5",
+            "KMS keys should not be publicly accessible",
+            "Critical",
+            key.arn,
+            FAILED if public else PASSED,
+            public or "no statement allows every principal",
+        )
     summary = {
         control: {
             status: sum(1 for r in rows if r["control"] == control and r["status"] == status)
@@ -301,9 +352,14 @@ def security_hub(pool: ConnectionPool, account: str | None, now: datetime) -> Re
         for control in ("KMS.1", "KMS.2", "KMS.3", "KMS.4", "KMS.5")
     }
     return Report(
-        "security-hub", "AWS Security Hub KMS controls (KMS.1-KMS.5)", now, _scope(account),
-        ("control", "title", "severity", "resource", "status", "reason"), rows, summary,
-    )  # fmt: skip
+        "security-hub",
+        "AWS Security Hub KMS controls (KMS.1-KMS.5)",
+        now,
+        _scope(account),
+        ("control", "title", "severity", "resource", "status", "reason"),
+        rows,
+        summary,
+    )
 
 
 def _public_reason(policy: str) -> str | None:
@@ -338,11 +394,20 @@ def cis_rotation(pool: ConnectionPool, account: str | None, now: datetime) -> Re
     return Report(
         "cis-rotation",
         "CIS AWS Foundations 3.6: rotation is enabled for customer-created symmetric keys",
-        now, _scope(account),
-        ("key_arn", "account_id", "key_state", "rotation_enabled", "rotation_period_days",
-         "next_rotation_date", "status"),
-        rows, {"keys": len(rows), "failed": failed, "status": FAILED if failed else PASSED},
-    )  # fmt: skip
+        now,
+        _scope(account),
+        (
+            "key_arn",
+            "account_id",
+            "key_state",
+            "rotation_enabled",
+            "rotation_period_days",
+            "next_rotation_date",
+            "status",
+        ),
+        rows,
+        {"keys": len(rows), "failed": failed, "status": FAILED if failed else PASSED},
+    )
 
 
 # ==== pending deletion, unused keys =============================================================
@@ -361,17 +426,38 @@ def pending_deletion(pool: ConnectionPool, account: str | None, now: datetime) -
             continue
         by, at = scheduled.get(key.key_id, ["", None])
         left = (key.deletion_date - now).total_seconds() / 86400 if key.deletion_date else None
-        rows.append({"key_arn": key.arn, "account_id": key.account_id,
-                     "key_manager": key.key_manager, "deletion_date": key.deletion_date,
-                     "days_left": round(left, 2) if left is not None else None,
-                     "scheduled_by": by, "scheduled_at": at,
-                     "aliases": key.aliases, "last_used_at": key.last_used_at})  # fmt: skip
+        rows.append(
+            {
+                "key_arn": key.arn,
+                "account_id": key.account_id,
+                "key_manager": key.key_manager,
+                "deletion_date": key.deletion_date,
+                "days_left": round(left, 2) if left is not None else None,
+                "scheduled_by": by,
+                "scheduled_at": at,
+                "aliases": key.aliases,
+                "last_used_at": key.last_used_at,
+            }
+        )
     return Report(
-        "pending-deletion", "Keys pending deletion", now, _scope(account),
-        ("key_arn", "account_id", "key_manager", "deletion_date", "days_left", "scheduled_by",
-         "scheduled_at", "aliases", "last_used_at"),
-        rows, {"keys": len(rows)},
-    )  # fmt: skip
+        "pending-deletion",
+        "Keys pending deletion",
+        now,
+        _scope(account),
+        (
+            "key_arn",
+            "account_id",
+            "key_manager",
+            "deletion_date",
+            "days_left",
+            "scheduled_by",
+            "scheduled_at",
+            "aliases",
+            "last_used_at",
+        ),
+        rows,
+        {"keys": len(rows)},
+    )
 
 
 def unused_keys(pool: ConnectionPool, account: str | None, now: datetime, days: int) -> Report:
@@ -384,18 +470,38 @@ def unused_keys(pool: ConnectionPool, account: str | None, now: datetime, days: 
         since = last or key.creation_date
         if since > cutoff:
             continue
-        rows.append({"key_arn": key.arn, "account_id": key.account_id,
-                     "key_state": key.key_state, "key_manager": key.key_manager,
-                     "creation_date": key.creation_date, "last_used_at": last,
-                     "last_used_operation": key.last_used_operation,
-                     "days_unused": int((now - since).total_seconds() // 86400),
-                     "never_used": last is None})  # fmt: skip
+        rows.append(
+            {
+                "key_arn": key.arn,
+                "account_id": key.account_id,
+                "key_state": key.key_state,
+                "key_manager": key.key_manager,
+                "creation_date": key.creation_date,
+                "last_used_at": last,
+                "last_used_operation": key.last_used_operation,
+                "days_unused": int((now - since).total_seconds() // 86400),
+                "never_used": last is None,
+            }
+        )
     return Report(
-        "unused-keys", f"Keys not used for {days} days or more", now, _scope(account),
-        ("key_arn", "account_id", "key_state", "key_manager", "creation_date", "last_used_at",
-         "last_used_operation", "days_unused", "never_used"),
-        rows, {"days": days, "keys": len(rows)},
-    )  # fmt: skip
+        "unused-keys",
+        f"Keys not used for {days} days or more",
+        now,
+        _scope(account),
+        (
+            "key_arn",
+            "account_id",
+            "key_state",
+            "key_manager",
+            "creation_date",
+            "last_used_at",
+            "last_used_operation",
+            "days_unused",
+            "never_used",
+        ),
+        rows,
+        {"days": days, "keys": len(rows)},
+    )
 
 
 # ==== cryptoperiods =============================================================================
@@ -431,30 +537,52 @@ def cryptoperiod(
         kind = key_type(key.key_spec, key.key_usage)
         age = (now - key.current_material_created).total_seconds() / 86400
         limit = limits[kind]
-        rows.append({"key_arn": key.arn, "account_id": key.account_id, "key_spec": key.key_spec,
-                     "key_usage": key.key_usage, "key_type": kind,
-                     "material_id": key.current_material_id,
-                     "material_created": key.current_material_created,
-                     "age_days": int(age), "cryptoperiod_days": limit,
-                     "past_cryptoperiod": age > limit,
-                     "rotation_enabled": key.rotation_enabled})  # fmt: skip
+        rows.append(
+            {
+                "key_arn": key.arn,
+                "account_id": key.account_id,
+                "key_spec": key.key_spec,
+                "key_usage": key.key_usage,
+                "key_type": kind,
+                "material_id": key.current_material_id,
+                "material_created": key.current_material_created,
+                "age_days": int(age),
+                "cryptoperiod_days": limit,
+                "past_cryptoperiod": age > limit,
+                "rotation_enabled": key.rotation_enabled,
+            }
+        )
     past = sum(1 for row in rows if row["past_cryptoperiod"])
     return Report(
-        "cryptoperiod", "Keys past their cryptoperiod (NIST SP 800-57 Part 1 Rev 5)", now,
+        "cryptoperiod",
+        "Keys past their cryptoperiod (NIST SP 800-57 Part 1 Rev 5)",
+        now,
         _scope(account),
-        ("key_arn", "account_id", "key_spec", "key_usage", "key_type", "material_id",
-         "material_created", "age_days", "cryptoperiod_days", "past_cryptoperiod",
-         "rotation_enabled"),
-        rows, {"keys": len(rows), "past_cryptoperiod": past, "cryptoperiods_days": limits},
-    )  # fmt: skip
+        (
+            "key_arn",
+            "account_id",
+            "key_spec",
+            "key_usage",
+            "key_type",
+            "material_id",
+            "material_created",
+            "age_days",
+            "cryptoperiod_days",
+            "past_cryptoperiod",
+            "rotation_enabled",
+        ),
+        rows,
+        {"keys": len(rows), "past_cryptoperiod": past, "cryptoperiods_days": limits},
+    )
 
 
 # ==== who can decrypt ===========================================================================
 def _context(principal_arn: str, account: str) -> dict[str, tuple[str, ...]]:
     return {
-        "aws:principalarn": (principal_arn,), "aws:principalaccount": (account,),
+        "aws:principalarn": (principal_arn,),
+        "aws:principalaccount": (account,),
         "kms:calleraccount": (account,),
-    }  # fmt: skip
+    }
 
 
 def who_can_decrypt(
@@ -484,13 +612,20 @@ def who_can_decrypt(
     partition = key_arn.split(":", 2)[1]
     key_policy = parse_policy(policy_text, kind=KEY_POLICY, partition=partition)
     grant_objects = tuple(
-        Grant.from_record({
-            "grant_id": g[0], "key_id": key_id, "name": g[1], "grantee_principal": g[2],
-            "retiring_principal": g[3], "operations": g[4], "constraints": g[5],
-            "issuing_account": g[6],
-        })
+        Grant.from_record(
+            {
+                "grant_id": g[0],
+                "key_id": key_id,
+                "name": g[1],
+                "grantee_principal": g[2],
+                "retiring_principal": g[3],
+                "operations": g[4],
+                "constraints": g[5],
+                "issuing_account": g[6],
+            }
+        )
         for g in grants
-    )  # fmt: skip
+    )
     rows: list[dict[str, Any]] = []
     known = set()
     unevaluated = 0
@@ -500,37 +635,61 @@ def who_can_decrypt(
         unparsed: list[str] = []
         for name, text in sorted(policies.items()):
             try:
-                identity.append(parse_policy(text, kind=IDENTITY_POLICY,
-                                             source=f"identity policy {name}",
-                                             partition=partition))  # fmt: skip
+                identity.append(
+                    parse_policy(
+                        text,
+                        kind=IDENTITY_POLICY,
+                        source=f"identity policy {name}",
+                        partition=partition,
+                    )
+                )
             except (MalformedPolicyDocumentError, LimitExceededError) as error:
                 unparsed.append(f"identity policy {name} could not be parsed: {error.message}")
         if unparsed:
             # Left out, it may have allowed or denied: the answer for this principal is
             # unknown, and the report says so rather than answering from its other policies.
             unevaluated += 1
-            rows.append({"principal": arn, "account_id": principal_account,
-                         "access": COULD_NOT_EVALUATE, "basis": "; ".join(unparsed)})  # fmt: skip
+            rows.append(
+                {
+                    "principal": arn,
+                    "account_id": principal_account,
+                    "access": COULD_NOT_EVALUATE,
+                    "basis": "; ".join(unparsed),
+                }
+            )
             continue
         request = AuthorizationRequest(
-            principal_arn=arn, principal_account=principal_account, action="kms:Decrypt",
-            resource_arn=key_arn, resource_account=key_account,
+            principal_arn=arn,
+            principal_account=principal_account,
+            action="kms:Decrypt",
+            resource_arn=key_arn,
+            resource_account=key_account,
             context=_context(arn, principal_account),
-        )  # fmt: skip
-        decision = evaluate(request, key_policy=key_policy, identity_policies=identity,
-                            grants=grant_objects, explain=True)  # fmt: skip
+        )
+        decision = evaluate(
+            request,
+            key_policy=key_policy,
+            identity_policies=identity,
+            grants=grant_objects,
+            explain=True,
+        )
         if decision.allowed:
             access, basis = "yes", decision.reason
         else:
             conditional = [
-                t for t in decision.trace
-                if t.principal != "not named" and t.action_matches and t.resource_matches
-                and t.failed_condition and t.statement.effect == "Allow"
-            ]  # fmt: skip
+                t
+                for t in decision.trace
+                if t.principal != "not named"
+                and t.action_matches
+                and t.resource_matches
+                and t.failed_condition
+                and t.statement.effect == "Allow"
+            ]
             constrained = [
-                g for g in grant_objects
+                g
+                for g in grant_objects
                 if g.grantee_principal == arn and "Decrypt" in g.operations and g.constraints
-            ]  # fmt: skip
+            ]
             if decision.outcome == EXPLICIT_DENY:
                 continue
             if conditional:
@@ -545,41 +704,65 @@ def who_can_decrypt(
                 )
             else:
                 continue
-        rows.append({"principal": arn, "account_id": principal_account, "access": access,
-                     "basis": basis})  # fmt: skip
+        rows.append(
+            {"principal": arn, "account_id": principal_account, "access": access, "basis": basis}
+        )
     for statement in key_policy.statements:
         if statement.effect != "Allow" or not any(
             glob_match(a, "kms:Decrypt", ignore_case=True) for a in statement.actions
         ):
             continue
         if statement.principal is not None and statement.principal.any:
-            rows.append({"principal": "*", "account_id": "*",
-                         "access": "conditional" if statement.conditions else "yes",
-                         "basis": f"key policy statement {statement.label} names every "
-                                  "principal"})  # fmt: skip
+            rows.append(
+                {
+                    "principal": "*",
+                    "account_id": "*",
+                    "access": "conditional" if statement.conditions else "yes",
+                    "basis": f"key policy statement {statement.label} names every principal",
+                }
+            )
         for named in sorted(statement.principal.aws if statement.principal else frozenset()):
             if named in known:
                 continue
             root = named.endswith(":root")
-            rows.append({"principal": named, "account_id": named.split(":")[4],
-                         "access": "if its identity policies allow" if root else
-                         ("conditional" if statement.conditions else "yes"),
-                         "basis": f"key policy statement {statement.label} names "
-                                  + ("the account" if root else "it")})  # fmt: skip
+            rows.append(
+                {
+                    "principal": named,
+                    "account_id": named.split(":")[4],
+                    "access": "if its identity policies allow"
+                    if root
+                    else ("conditional" if statement.conditions else "yes"),
+                    "basis": f"key policy statement {statement.label} names "
+                    + ("the account" if root else "it"),
+                }
+            )
     for grant in grant_objects:
         if "Decrypt" in grant.operations and grant.grantee_principal not in known:
-            rows.append({"principal": grant.grantee_principal,
-                         "account_id": grant.grantee_principal.split(":")[4]
-                         if grant.grantee_principal.count(":") >= 4 else "",
-                         "access": "conditional" if grant.constraints else "yes",
-                         "basis": f"grant {grant.grant_id}"})  # fmt: skip
+            rows.append(
+                {
+                    "principal": grant.grantee_principal,
+                    "account_id": grant.grantee_principal.split(":")[4]
+                    if grant.grantee_principal.count(":") >= 4
+                    else "",
+                    "access": "conditional" if grant.constraints else "yes",
+                    "basis": f"grant {grant.grant_id}",
+                }
+            )
     return Report(
-        "who-can-decrypt", f"Who can decrypt with {key_arn}", now, _scope(account),
-        ("principal", "account_id", "access", "basis"), rows,
-        {"key_arn": key_arn, "key_state": state, "principals": len(rows),
-         "evaluated_principals": len(known) - unevaluated,
-         "could_not_evaluate": unevaluated},
-    )  # fmt: skip
+        "who-can-decrypt",
+        f"Who can decrypt with {key_arn}",
+        now,
+        _scope(account),
+        ("principal", "account_id", "access", "basis"),
+        rows,
+        {
+            "key_arn": key_arn,
+            "key_state": state,
+            "principals": len(rows),
+            "evaluated_principals": len(known) - unevaluated,
+            "could_not_evaluate": unevaluated,
+        },
+    )
 
 
 # ==== inventory =================================================================================
@@ -590,37 +773,75 @@ def inventory(pool: ConnectionPool, account: str | None, now: datetime) -> Repor
             "SELECT key_id::text, version, material_id, created_at, rotation_type, imported"
             " FROM audit_key_materials ORDER BY key_id, version"
         ):
-            histories[key_id].append({"version": version, "material_id": material_id,
-                                      "created": created.isoformat(),
-                                      "rotation_type": rotation_type or "ORIGINAL",
-                                      "imported": imported})  # fmt: skip
+            histories[key_id].append(
+                {
+                    "version": version,
+                    "material_id": material_id,
+                    "created": created.isoformat(),
+                    "rotation_type": rotation_type or "ORIGINAL",
+                    "imported": imported,
+                }
+            )
     rows = []
     for key in _keys(pool, account, include_deleted=True):
         history = histories.get(key.key_id, [])
-        rows.append({
-            "key_arn": key.arn, "account_id": key.account_id, "region": key.region,
-            "key_state": key.key_state, "key_manager": key.key_manager, "key_spec": key.key_spec,
-            "key_usage": key.key_usage, "origin": key.origin, "description": key.description,
-            "creation_date": key.creation_date, "aliases": key.aliases, "tags": key.tags,
-            "rotation_enabled": key.rotation_enabled,
-            "rotation_period_days": key.rotation_period_days,
-            "next_rotation_date": key.next_rotation_date,
-            "rotations": sum(1 for m in history if m["rotation_type"] != "ORIGINAL"),
-            "last_rotated": next(
-                (m["created"] for m in reversed(history) if m["rotation_type"] != "ORIGINAL"),
-                None,
-            ),
-            "rotation_history": history,
-            "last_used_at": key.last_used_at, "last_used_operation": key.last_used_operation,
-        })  # fmt: skip
+        rows.append(
+            {
+                "key_arn": key.arn,
+                "account_id": key.account_id,
+                "region": key.region,
+                "key_state": key.key_state,
+                "key_manager": key.key_manager,
+                "key_spec": key.key_spec,
+                "key_usage": key.key_usage,
+                "origin": key.origin,
+                "description": key.description,
+                "creation_date": key.creation_date,
+                "aliases": key.aliases,
+                "tags": key.tags,
+                "rotation_enabled": key.rotation_enabled,
+                "rotation_period_days": key.rotation_period_days,
+                "next_rotation_date": key.next_rotation_date,
+                "rotations": sum(1 for m in history if m["rotation_type"] != "ORIGINAL"),
+                "last_rotated": next(
+                    (m["created"] for m in reversed(history) if m["rotation_type"] != "ORIGINAL"),
+                    None,
+                ),
+                "rotation_history": history,
+                "last_used_at": key.last_used_at,
+                "last_used_operation": key.last_used_operation,
+            }
+        )
     return Report(
-        "inventory", "Key inventory with rotation history", now, _scope(account),
-        ("key_arn", "account_id", "region", "key_state", "key_manager", "key_spec", "key_usage",
-         "origin", "description", "creation_date", "aliases", "tags", "rotation_enabled",
-         "rotation_period_days", "next_rotation_date", "rotations", "last_rotated",
-         "rotation_history", "last_used_at", "last_used_operation"),
-        rows, {"keys": len(rows)},
-    )  # fmt: skip
+        "inventory",
+        "Key inventory with rotation history",
+        now,
+        _scope(account),
+        (
+            "key_arn",
+            "account_id",
+            "region",
+            "key_state",
+            "key_manager",
+            "key_spec",
+            "key_usage",
+            "origin",
+            "description",
+            "creation_date",
+            "aliases",
+            "tags",
+            "rotation_enabled",
+            "rotation_period_days",
+            "next_rotation_date",
+            "rotations",
+            "last_rotated",
+            "rotation_history",
+            "last_used_at",
+            "last_used_operation",
+        ),
+        rows,
+        {"keys": len(rows)},
+    )
 
 
 # ==== cost ======================================================================================
@@ -644,12 +865,20 @@ def _price_class(operation: str, key_spec: str | None) -> str:
 
 
 def _key_month_charges(
-    timeline: list[tuple[datetime, str]], rotations: list[datetime], start: datetime,
+    timeline: list[tuple[datetime, str]],
+    rotations: list[datetime],
+    start: datetime,
     end: datetime,
-) -> tuple[float, float]:  # fmt: skip
+) -> tuple[float, float]:
     """(key-months billed, rotation surcharge key-months) of one key within [start, end)."""
-    points = sorted({start, end, *(t for t, _ in timeline if start < t < end),
-                     *(r for r in rotations if start < r < end)})  # fmt: skip
+    points = sorted(
+        {
+            start,
+            end,
+            *(t for t, _ in timeline if start < t < end),
+            *(r for r in rotations if start < r < end),
+        }
+    )
     hours_in_month = (end - start).total_seconds() / 3600
     base = surcharge = 0.0
     for left, right in itertools.pairwise(points):
@@ -719,8 +948,9 @@ def cost(pool: ConnectionPool, account: str | None, now: datetime, month: str) -
     for key_id, _arn, owner, manager, _spec in keys:
         if manager == AWS_MANAGED:
             continue  # no storage fee for AWS managed keys
-        base, surcharge = _key_month_charges(timelines.get(key_id, []),
-                                             rotations.get(key_id, []), start, end)  # fmt: skip
+        base, surcharge = _key_month_charges(
+            timelines.get(key_id, []), rotations.get(key_id, []), start, end
+        )
         entry = accounts[owner]
         if base > 0:
             entry["customer_keys"] += 1
@@ -734,8 +964,13 @@ def cost(pool: ConnectionPool, account: str | None, now: datetime, month: str) -
         requests: dict[str, int] = entry["requests"]
         free = FREE_REQUESTS
         billed: dict[str, int] = {}
-        for kind in ("symmetric", "rsa-2048", "ecc-data-key-pair", "asymmetric",
-                     "rsa-data-key-pair"):  # fmt: skip
+        for kind in (
+            "symmetric",
+            "rsa-2048",
+            "ecc-data-key-pair",
+            "asymmetric",
+            "rsa-data-key-pair",
+        ):
             count = requests.get(kind, 0)
             waived = min(free, count)
             free -= waived
@@ -743,33 +978,60 @@ def cost(pool: ConnectionPool, account: str | None, now: datetime, month: str) -
         request_usd = sum(billed[k] / 10_000 * PER_10K[k] for k in billed)
         storage = entry["key_months"] * KEY_MONTH
         rotation = entry["rotation_key_months"] * ROTATION_MONTH
-        rows.append({
-            "account_id": account_id, "month": month,
-            "customer_managed_keys": entry["customer_keys"],
-            "key_months": round(entry["key_months"], 4),
-            "key_storage_usd": round(storage, 2), "rotation_usd": round(rotation, 2),
-            "symmetric_requests": requests.get("symmetric", 0),
-            "rsa_2048_requests": requests.get("rsa-2048", 0),
-            "asymmetric_requests": requests.get("asymmetric", 0),
-            "data_key_pair_requests": requests.get("ecc-data-key-pair", 0),
-            "free_tier_requests": FREE_REQUESTS - free,
-            "requests_usd": round(request_usd, 2),
-            "total_usd": round(storage + rotation + request_usd, 2),
-        })  # fmt: skip
+        rows.append(
+            {
+                "account_id": account_id,
+                "month": month,
+                "customer_managed_keys": entry["customer_keys"],
+                "key_months": round(entry["key_months"], 4),
+                "key_storage_usd": round(storage, 2),
+                "rotation_usd": round(rotation, 2),
+                "symmetric_requests": requests.get("symmetric", 0),
+                "rsa_2048_requests": requests.get("rsa-2048", 0),
+                "asymmetric_requests": requests.get("asymmetric", 0),
+                "data_key_pair_requests": requests.get("ecc-data-key-pair", 0),
+                "free_tier_requests": FREE_REQUESTS - free,
+                "requests_usd": round(request_usd, 2),
+                "total_usd": round(storage + rotation + request_usd, 2),
+            }
+        )
     return Report(
-        "cost", f"Monthly cost estimate, {month} (AWS KMS pricing)", now, _scope(account),
-        ("account_id", "month", "customer_managed_keys", "key_months", "key_storage_usd",
-         "rotation_usd", "symmetric_requests", "rsa_2048_requests", "asymmetric_requests",
-         "data_key_pair_requests", "free_tier_requests", "requests_usd", "total_usd"),
+        "cost",
+        f"Monthly cost estimate, {month} (AWS KMS pricing)",
+        now,
+        _scope(account),
+        (
+            "account_id",
+            "month",
+            "customer_managed_keys",
+            "key_months",
+            "key_storage_usd",
+            "rotation_usd",
+            "symmetric_requests",
+            "rsa_2048_requests",
+            "asymmetric_requests",
+            "data_key_pair_requests",
+            "free_tier_requests",
+            "requests_usd",
+            "total_usd",
+        ),
         rows,
-        {"pricing": {"key_month_usd": KEY_MONTH, "rotation_month_usd": ROTATION_MONTH,
-                     "free_requests": FREE_REQUESTS, "per_10k_requests_usd": PER_10K},
-         "notes": ["key storage is prorated hourly; keys pending deletion are not charged",
-                   "the first and second rotations each add $1/month; later ones are free",
-                   "GenerateDataKeyPair requests are priced as ECC pairs (the pair spec is "
-                   "not recorded)",
-                   "successful requests are counted, by the calling account"]},
-    )  # fmt: skip
+        {
+            "pricing": {
+                "key_month_usd": KEY_MONTH,
+                "rotation_month_usd": ROTATION_MONTH,
+                "free_requests": FREE_REQUESTS,
+                "per_10k_requests_usd": PER_10K,
+            },
+            "notes": [
+                "key storage is prorated hourly; keys pending deletion are not charged",
+                "the first and second rotations each add $1/month; later ones are free",
+                "GenerateDataKeyPair requests are priced as ECC pairs (the pair spec is "
+                "not recorded)",
+                "successful requests are counted, by the calling account",
+            ],
+        },
+    )
 
 
 def report(

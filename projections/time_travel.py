@@ -89,9 +89,10 @@ class TimeTravel:
 
     def _decode(self, row: Any) -> Any:
         return self._mapper.to_domain_event(
-            StoredEvent(originator_id=row[0], originator_version=row[1], topic=row[2],
-                        state=bytes(row[3]))
-        )  # fmt: skip
+            StoredEvent(
+                originator_id=row[0], originator_version=row[1], topic=row[2], state=bytes(row[3])
+            )
+        )
 
     def key_as_of(self, key_id: uuid.UUID, at: datetime) -> KeyAsOf | None:
         """The key at ``at``, or None if it did not exist yet (or is no key)."""
@@ -135,21 +136,35 @@ class TimeTravel:
 
 def _as_of(key: Key, at: datetime, version: int, changed: datetime, used: Any) -> KeyAsOf:
     return KeyAsOf(
-        key_id=key.key_id, arn=key.arn, account_id=key.account_id, region=key.region,
-        as_of=at, version=version, last_changed=changed, key_state=key.state,
-        enabled=key.state == "Enabled", description=key.description, key_spec=key.key_spec,
-        key_usage=key.key_usage, origin=key.origin, key_manager=key.key_manager,
-        creation_date=key.creation_date, deletion_date=key.deletion_date,
-        rotation_enabled=key.rotation_enabled, rotation_period_days=key.rotation_period_days,
+        key_id=key.key_id,
+        arn=key.arn,
+        account_id=key.account_id,
+        region=key.region,
+        as_of=at,
+        version=version,
+        last_changed=changed,
+        key_state=key.state,
+        enabled=key.state == "Enabled",
+        description=key.description,
+        key_spec=key.key_spec,
+        key_usage=key.key_usage,
+        origin=key.origin,
+        key_manager=key.key_manager,
+        creation_date=key.creation_date,
+        deletion_date=key.deletion_date,
+        rotation_enabled=key.rotation_enabled,
+        rotation_period_days=key.rotation_period_days,
         next_rotation_date=key.next_rotation_date,
         materials=tuple(
             MaterialAsOf(m.version, m.material_id, m.created, m.rotation_type, m.imported)
             for m in key.materials
         ),
-        aliases=tuple(key.aliases), tags=dict(key.tags), policy=key.policy,
+        aliases=tuple(key.aliases),
+        tags=dict(key.tags),
+        policy=key.policy,
         grants=tuple(
             {name: value for name, value in grant.items()} for grant in key.grants.values()
         ),
         last_used_at=used.timestamp if used is not None else None,
         last_used_operation=used.operation if used is not None else None,
-    )  # fmt: skip
+    )

@@ -76,8 +76,12 @@ def start_service(
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            KeyLedgerApp(runtime), host="127.0.0.1", port=port, log_level="warning",
-            lifespan="off", http=CoalescingHttpToolsProtocol,
+            KeyLedgerApp(runtime),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            http=CoalescingHttpToolsProtocol,
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -128,9 +132,10 @@ def quiet_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Run
     drive projections, or their runner, themselves)."""
     url = fresh_database(request.param)
     settings = load_settings(
-        database_url=url, data_dir=tmp_path,
+        database_url=url,
+        data_dir=tmp_path,
         root_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-    )  # fmt: skip
+    )
     runtime = Runtime.build(settings)
     runtime.writer.start()
     runtime.bootstrap()

@@ -110,9 +110,15 @@ async def _read_answer(reader: asyncio.StreamReader) -> str:
 
 
 async def _flood_connection(
-    kind: str, port: int, source: str, period: float, first: float, until: float,
-    answers: Counter[str], late: list[float],
-) -> int:  # fmt: skip
+    kind: str,
+    port: int,
+    source: str,
+    period: float,
+    first: float,
+    until: float,
+    answers: Counter[str],
+    late: list[float],
+) -> int:
     """One connection sending at ``first``, ``first + period``, ... until ``until``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     host = f"127.0.0.1:{port}"
@@ -134,8 +140,9 @@ async def _flood_connection(
     return sent
 
 
-async def _flood(kind: str, port: int, rate: float, connections: int, start: float,
-                 stop: float) -> FloodResult:  # fmt: skip
+async def _flood(
+    kind: str, port: int, rate: float, connections: int, start: float, stop: float
+) -> FloodResult:
     answers: Counter[str] = Counter()
     late: list[float] = []
     period = connections / rate
@@ -152,14 +159,18 @@ async def _flood(kind: str, port: int, rate: float, connections: int, start: flo
     sent = await asyncio.gather(*runs, return_exceptions=True)
     late.sort()
     return FloodResult(
-        offered_per_s=rate, seconds=stop - start, sent=sum(s for s in sent if isinstance(s, int)),
-        answered=sum(answers.values()), answers=dict(answers.most_common()),
+        offered_per_s=rate,
+        seconds=stop - start,
+        sent=sum(s for s in sent if isinstance(s, int)),
+        answered=sum(answers.values()),
+        answers=dict(answers.most_common()),
         behind_ms_p99=late[int(len(late) * 0.99)] * 1e3 if late else 0.0,
-    )  # fmt: skip
+    )
 
 
-def _flood_process(kind: str, port: int, rate: float, connections: int, start: float,
-                   stop: float, out: Any) -> None:  # fmt: skip
+def _flood_process(
+    kind: str, port: int, rate: float, connections: int, start: float, stop: float, out: Any
+) -> None:
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -256,9 +267,13 @@ def _phase(
         flooded = FloodResult(**out.get(timeout=60))
         flood.join(timeout=10)
     return PhaseResult(
-        phase, result.ops_per_s, result.latency_ms.get("p50", float("nan")),
-        result.latency_ms.get("p99", float("nan")), result.errors, flooded,
-    )  # fmt: skip
+        phase,
+        result.ops_per_s,
+        result.latency_ms.get("p50", float("nan")),
+        result.latency_ms.get("p99", float("nan")),
+        result.errors,
+        flooded,
+    )
 
 
 def _table(results: list[PhaseResult]) -> str:
@@ -299,9 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=1, help="run the phases this many times")
     parser.add_argument(
-        "--cost", action="store_true",
+        "--cost",
+        action="store_true",
         help="also run each flood alone and report the service's CPU time per flood request",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     phases = [p for p in args.phases.split(",") if p]

@@ -154,9 +154,11 @@ class IdentityDirectory:
         self._known_keys = KnownAccessKeys(active_access_keys)
         self.read_slots = slots or ReadSlots()  # its pending count is worth watching
         self._credentials = CachedReads(
-            self._read_credential, self.read_slots, ttl=CREDENTIAL_CACHE_SECONDS,
+            self._read_credential,
+            self.read_slots,
+            ttl=CREDENTIAL_CACHE_SECONDS,
             miss_ttl=MISS_CACHE_SECONDS,
-        )  # fmt: skip
+        )
         self._principals = CachedReads(
             self._read_principal,
             self.read_slots,
@@ -310,13 +312,18 @@ class IdentityDirectory:
     def _record_denial(self, caller: Caller, action: str, resource: str, message: str) -> None:
         self.denials.record(
             DenialRecord(
-                denied_at=self._clock.now(), request_id=caller.request_id,
-                principal_arn=caller.principal_arn, account_id=caller.account_id,
-                action=action, resource_arn=resource, error_code="AccessDeniedException",
-                message=message, source_ip=caller.source_ip,
+                denied_at=self._clock.now(),
+                request_id=caller.request_id,
+                principal_arn=caller.principal_arn,
+                account_id=caller.account_id,
+                action=action,
+                resource_arn=resource,
+                error_code="AccessDeniedException",
+                message=message,
+                source_ip=caller.source_ip,
                 access_key_id=caller.access_key_id,
             )
-        )  # fmt: skip
+        )
 
     # --- administration ---------------------------------------------------------------
     def create_account(self, account_id: str, name: str = "") -> str:
@@ -328,10 +335,12 @@ class IdentityDirectory:
                 raise AlreadyExistsError(f"Account {account_id} already exists")
             uow.add(
                 Account.create(
-                    aggregate_id=aggregate_id, now=self._clock.now(), account_id=account_id,
+                    aggregate_id=aggregate_id,
+                    now=self._clock.now(),
+                    account_id=account_id,
                     name=name or account_id,
                 )
-            )  # fmt: skip
+            )
             return root_arn(self.partition, account_id)
 
         return self._runner.run_sync(command)
@@ -358,9 +367,13 @@ class IdentityDirectory:
                 raise AlreadyExistsError(f"Principal {arn} already exists")
             now, who = self._clock.now(), actor or OPERATOR_ACTOR
             principal = Principal.create(
-                aggregate_id=aggregate_id, now=now, arn=arn, account_id=account_id,
-                principal_type=principal_type, name=name,
-            )  # fmt: skip
+                aggregate_id=aggregate_id,
+                now=now,
+                arn=arn,
+                account_id=account_id,
+                principal_type=principal_type,
+                name=name,
+            )
             for policy_name, policy in (policies or {}).items():
                 principal.put_policy(now=now, actor=who, policy_name=policy_name, policy=policy)
             if service_name is not None:
@@ -418,9 +431,13 @@ class IdentityDirectory:
             if found is None:
                 raise NotFoundError(f"Principal {arn} does not exist")
             return PrincipalInfo(
-                found.arn, found.account_id, found.principal_type, found.name,
-                dict(found.policies), found.service_name,
-            )  # fmt: skip
+                found.arn,
+                found.account_id,
+                found.principal_type,
+                found.name,
+                dict(found.policies),
+                found.service_name,
+            )
 
         return self._runner.run_sync(command)
 
@@ -454,12 +471,15 @@ class IdentityDirectory:
                 raise AlreadyExistsError(f"Access key {access_key_id} already exists")
             uow.add(
                 AccessKey.create(
-                    aggregate_id=aggregate_id, now=self._clock.now(),
-                    access_key_id=access_key_id, principal_arn=principal,
-                    account_id=owner.account_id, wrapped_secret=wrapped,
+                    aggregate_id=aggregate_id,
+                    now=self._clock.now(),
+                    access_key_id=access_key_id,
+                    principal_arn=principal,
+                    account_id=owner.account_id,
+                    wrapped_secret=wrapped,
                     actor=actor or OPERATOR_ACTOR,
                 )
-            )  # fmt: skip
+            )
 
         self._runner.run_sync(command)
         self._credentials.forget(access_key_id)  # were it remembered as unknown

@@ -102,9 +102,12 @@ class FailedAuthenticationLimiter:
         log.warning(
             "refused %d request(s) from %d source(s) over their failed-authentication budget "
             "(most from %s: %d); the next summary in %.0f s at the earliest",
-            self._refused_since_summary, len(refusing), top_source,
-            top.refused if top is not None else 0, self.summary_seconds,
-        )  # fmt: skip
+            self._refused_since_summary,
+            len(refusing),
+            top_source,
+            top.refused if top is not None else 0,
+            self.summary_seconds,
+        )
         for _, bucket in refusing:
             bucket.refused = 0
         self._refused_since_summary = 0

@@ -44,10 +44,15 @@ MAX_RESULTS = 50
 MAX_ATTRIBUTE_VALUE = 2000  # CloudTrail counts "_", " ", "," and a newline as two
 EVENT_CATEGORIES = ("insight",)
 ATTRIBUTES = {
-    "EventId": "event_id", "EventName": "event_name", "ReadOnly": "read_only",
-    "Username": "username", "ResourceType": "resource_type", "ResourceName": "resource",
-    "EventSource": "event_source", "AccessKeyId": "access_key_id",
-}  # fmt: skip
+    "EventId": "event_id",
+    "EventName": "event_name",
+    "ReadOnly": "read_only",
+    "Username": "username",
+    "ResourceType": "resource_type",
+    "ResourceName": "resource",
+    "EventSource": "event_source",
+    "AccessKeyId": "access_key_id",
+}
 
 
 def is_cloudtrail_target(target: str) -> bool:
@@ -74,8 +79,9 @@ def lookup_filter(params: dict[str, Any]) -> AuditFilter:
         if name == "read_only":
             value = value == "true"
         values[name] = value
-    return AuditFilter(start=_time(params.get("StartTime")), end=_time(params.get("EndTime")),
-                       **values)  # fmt: skip
+    return AuditFilter(
+        start=_time(params.get("StartTime")), end=_time(params.get("EndTime")), **values
+    )
 
 
 def check_lookup(body: bytes) -> None:
@@ -168,19 +174,29 @@ class CloudTrailHandler:
             if self.auditor is None:
                 raise RuntimeError("no auditor")
             async with self.auditor.call(
-                name, event_source=CLOUDTRAIL_SOURCE, request_id=request_id, headers=headers,
-                query_string=query_string, source_ip=client[0], user_agent=user_agent,
+                name,
+                event_source=CLOUDTRAIL_SOURCE,
+                request_id=request_id,
+                headers=headers,
+                query_string=query_string,
+                source_ip=client[0],
+                user_agent=user_agent,
                 body=body,
-            ) as audit:  # fmt: skip
+            ) as audit:
                 request = IncomingRequest(
                     method=scope["method"],
                     path=scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0] or "/",
-                    query_string=query_string, headers=headers, body=body,
-                )  # fmt: skip
+                    query_string=query_string,
+                    headers=headers,
+                    body=body,
+                )
                 caller = await self.identity.authenticate(
-                    request, source_ip=client[0], user_agent=user_agent,
-                    request_id=request_id, service="cloudtrail",
-                )  # fmt: skip
+                    request,
+                    source_ip=client[0],
+                    user_agent=user_agent,
+                    request_id=request_id,
+                    service="cloudtrail",
+                )
                 if self.regions is not None:  # before the caller counts as authenticated
                     check_region(caller.region, self.regions)
                 audit.caller = caller
@@ -192,9 +208,11 @@ class CloudTrailHandler:
                     answer: dict[str, Any] = {"Events": []}
                 else:
                     page = await self.audit.lookup_events(
-                        caller, lookup_filter(params), params.get("MaxResults") or MAX_RESULTS,
+                        caller,
+                        lookup_filter(params),
+                        params.get("MaxResults") or MAX_RESULTS,
                         params.get("NextToken"),
-                    )  # fmt: skip
+                    )
                     answer = {"Events": [event_entry(row) for row in page.rows]}
                     if page.next_token:
                         answer["NextToken"] = page.next_token

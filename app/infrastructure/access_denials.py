@@ -50,8 +50,11 @@ class DenialLog:
             if self._pending >= self._max_pending:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 10_000 == 0:
-                    log.error("denial log full (%d waiting): %d record(s) dropped",
-                              self._pending, self.dropped)  # fmt: skip
+                    log.error(
+                        "denial log full (%d waiting): %d record(s) dropped",
+                        self._pending,
+                        self.dropped,
+                    )
                 return
             self._pending += 1
             if self._thread is None:

@@ -500,5 +500,7 @@ async def _prefer_cancelling_autovacuum(conn: BoundedAsyncConnection[Any]) -> No
     try:
         await conn.execute(f"SET deadlock_timeout = '{WRITER_DEADLOCK_TIMEOUT}'")
     except psycopg.errors.InsufficientPrivilege:
-        log.info("deadlock_timeout left as configured: set it to %s (docs/reliability.md)",
-                 WRITER_DEADLOCK_TIMEOUT)  # fmt: skip
+        log.info(
+            "deadlock_timeout left as configured: set it to %s (docs/reliability.md)",
+            WRITER_DEADLOCK_TIMEOUT,
+        )

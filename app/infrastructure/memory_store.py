@@ -241,9 +241,7 @@ def event_store_mode(environ: Mapping[str, str] | None = None) -> str:
     return value
 
 
-def ledger_env(
-    env: Mapping[str, str], environ: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def ledger_env(env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The Ledger's environment: ``env`` as given, or in memory mode in-memory persistence
     (the PostgreSQL connection settings are then ignored)."""
     if event_store_mode(environ) == MEMORY:

@@ -104,9 +104,15 @@ class AuditReads:
         cryptoperiods: Mapping[str, int] | None = None,
     ) -> reports.Report:
         return reports.report(
-            name, self._pool, account, now, days=days, key=key, month=month,
+            name,
+            self._pool,
+            account,
+            now,
+            days=days,
+            key=key,
+            month=month,
             cryptoperiods=cryptoperiods,
-        )  # fmt: skip
+        )
 
 
 def active_access_key_ids(pool: ConnectionPool) -> Callable[[], list[str]]:

@@ -250,8 +250,10 @@ def load_root_key(*, data_dir: Path, embedded: bool) -> bytes:
             "\n%s\nGENERATED A DEVELOPMENT ROOT KEY at %s (mode 0600).\n"
             "It protects every key in this ledger. Do not use it in production: set\n"
             "KEYLEDGER_ROOT_KEY (or KEYLEDGER_ROOT_KEY_FILE) from a secret store instead.\n%s",
-            "!" * 78, path, "!" * 78,
-        )  # fmt: skip
+            "!" * 78,
+            path,
+            "!" * 78,
+        )
     return _decode_root_key(path.read_text().strip(), str(path))
 
 

@@ -115,9 +115,12 @@ class AsymmetricOperations:
                 )
             public_key = algorithms.public_der(self.resolver.private_key(key))
             return PublicKeyInfo(
-                key.arn, public_key, key.key_spec, key.key_usage,
+                key.arn,
+                public_key,
+                key.key_spec,
+                key.key_usage,
                 key_algorithms(key.key_spec, key.key_usage),
-            )  # fmt: skip
+            )
 
         return await self.runner.run(command)
 
@@ -247,13 +250,21 @@ class AsymmetricOperations:
             self.resolver.check_usable(key, operation, dry_run)
             blob, material_id = self.resolver.seal(key, private_key, encryption_context)
             self.resolver.record(
-                key, operation, caller, key.current_material.version, encryption_context,
+                key,
+                operation,
+                caller,
+                key.current_material.version,
+                encryption_context,
                 {"keyId": key_id, "keyPairSpec": key_pair_spec},
-            )  # fmt: skip
+            )
             return DataKeyPair(
-                blob, private_key if with_plaintext else None, public_key, key.arn,
-                key_pair_spec, material_id,
-            )  # fmt: skip
+                blob,
+                private_key if with_plaintext else None,
+                public_key,
+                key.arn,
+                key_pair_spec,
+                material_id,
+            )
 
         return await self.runner.run(command)
 

@@ -80,21 +80,41 @@ SERVICE_OF_SOURCE = {KMS_SOURCE: "kms", CLOUDTRAIL_SOURCE: "cloudtrail", IAM_SOU
 # Calls whose success appends key events: those events are their records.
 EVENT_AUDITED_CALLS = (CRYPTOGRAPHIC_CALLS - {"GenerateRandom"}) | frozenset(
     {
-        "CreateKey", "EnableKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion",
-        "UpdateKeyDescription", "TagResource", "UntagResource", "PutKeyPolicy",
-        "EnableKeyRotation", "DisableKeyRotation", "RotateKeyOnDemand", "CreateAlias",
-        "UpdateAlias", "DeleteAlias", "CreateGrant", "RetireGrant", "RevokeGrant",
-        "GetParametersForImport", "ImportKeyMaterial", "DeleteImportedKeyMaterial",
+        "CreateKey",
+        "EnableKey",
+        "DisableKey",
+        "ScheduleKeyDeletion",
+        "CancelKeyDeletion",
+        "UpdateKeyDescription",
+        "TagResource",
+        "UntagResource",
+        "PutKeyPolicy",
+        "EnableKeyRotation",
+        "DisableKeyRotation",
+        "RotateKeyOnDemand",
+        "CreateAlias",
+        "UpdateAlias",
+        "DeleteAlias",
+        "CreateGrant",
+        "RetireGrant",
+        "RevokeGrant",
+        "GetParametersForImport",
+        "ImportKeyMaterial",
+        "DeleteImportedKeyMaterial",
     }
-)  # fmt: skip
+)
 # Identity administration whose success appends events the trail describes (a principal's
 # PolicyPut, an AccessKey's Created): those events are their records too.
 EVENT_AUDITED_IAM_CALLS = frozenset(
     {
-        "PutUserPolicy", "PutRolePolicy", "DeleteUserPolicy", "DeleteRolePolicy",
-        "CreateAccessKey", "UpdateAccessKey",
+        "PutUserPolicy",
+        "PutRolePolicy",
+        "DeleteUserPolicy",
+        "DeleteRolePolicy",
+        "CreateAccessKey",
+        "UpdateAccessKey",
     }
-)  # fmt: skip
+)
 EVENT_AUDITED = {KMS_SOURCE: EVENT_AUDITED_CALLS, IAM_SOURCE: EVENT_AUDITED_IAM_CALLS}
 # Never in a record, whatever the model says: the policy text (KMS logs no GetKeyPolicy
 # answer, and a refused policy is not the key's) and grant tokens (bearer values).
@@ -104,10 +124,15 @@ MAX_MESSAGE = 1024
 # recorded when they end, at the cost of a commit of their own (none is on the hot path).
 KMS_CALLS_RECORDED_WHEN_DONE = frozenset(
     {
-        "ListKeys", "ListAliases", "ListGrants", "ListRetirableGrants", "ListKeyPolicies",
-        "ListResourceTags", "ListKeyRotations",
+        "ListKeys",
+        "ListAliases",
+        "ListGrants",
+        "ListRetirableGrants",
+        "ListKeyPolicies",
+        "ListResourceTags",
+        "ListKeyRotations",
     }
-)  # fmt: skip
+)
 # What a record of a call refused before its caller was known may hold of the request.
 UNKNOWN_OPERATION = "UnknownOperation"
 _ACCESS_KEY_ID = re.compile(r"[A-Za-z0-9]{1,128}")  # AWS's AccessKeyIdType: at most 128
@@ -370,11 +395,16 @@ class AuditedRequest:
         )
         return AuditedCall.record(
             call_id=audited_call_id(caller.request_id or self.request_id, self.records),
-            now=self.auditor.clock.now(), event_name=self.event_name,
-            event_source=self.event_source, actor=caller.actor(),
-            request_parameters=parameters, error_code=code, error_message=message,
-            resources=resources, read_only=is_read_only(self.event_name),
-        )  # fmt: skip
+            now=self.auditor.clock.now(),
+            event_name=self.event_name,
+            event_source=self.event_source,
+            actor=caller.actor(),
+            request_parameters=parameters,
+            error_code=code,
+            error_message=message,
+            resources=resources,
+            read_only=is_read_only(self.event_name),
+        )
 
     def add(self, uow: UnitOfWork, resources: list[dict[str, str]], error: Any) -> None:
         """Add this call's record to the batch; count it once the batch commits."""
@@ -534,10 +564,16 @@ class Auditor:
     ) -> AuditedRequest:
         """The audit context of one API call (``async with``)."""
         audited = AuditedRequest(
-            self, event_name, event_source=event_source, request_id=request_id,
-            headers=headers, query_string=query_string, source_ip=source_ip,
-            user_agent=user_agent, body=body,
-        )  # fmt: skip
+            self,
+            event_name,
+            event_source=event_source,
+            request_id=request_id,
+            headers=headers,
+            query_string=query_string,
+            source_ip=source_ip,
+            user_agent=user_agent,
+            body=body,
+        )
         audited.caller = caller
         return audited
 
@@ -555,10 +591,13 @@ class Auditor:
         if credential is None:
             return
         claimed = Caller(
-            account_id=credential.account_id, principal_arn=credential.principal_arn,
-            access_key_id=access_key_id, region=region if is_region_name(region) else "",
-            source_ip=_source_ip(call.source_ip), request_id=call.request_id,
-        )  # fmt: skip
+            account_id=credential.account_id,
+            principal_arn=credential.principal_arn,
+            access_key_id=access_key_id,
+            region=region if is_region_name(region) else "",
+            source_ip=_source_ip(call.source_ip),
+            request_id=call.request_id,
+        )
         record = self.refusal_record(call, claimed, error)
 
         def command(uow: UnitOfWork) -> None:
@@ -575,11 +614,17 @@ class Auditor:
         code, message = error_code_of(error)
         name = refused_operation(call.event_source, call.event_name)
         return AuditedCall.record(
-            call_id=audited_call_id(call.request_id), now=self.clock.now(), event_name=name,
-            event_source=call.event_source, actor=claimed.actor(), request_parameters=None,
-            error_code=code, error_message=refusal_message(message), resources=[],
+            call_id=audited_call_id(call.request_id),
+            now=self.clock.now(),
+            event_name=name,
+            event_source=call.event_source,
+            actor=claimed.actor(),
+            request_parameters=None,
+            error_code=code,
+            error_message=refusal_message(message),
+            resources=[],
             read_only=is_read_only(name),
-        )  # fmt: skip
+        )
 
     async def refused(
         self,
@@ -596,9 +641,13 @@ class Auditor:
         app.entrypoints.server.asgi) as a refusal at authentication; a failure to record it
         does not stop its answer."""
         call = self.call(
-            event_name, request_id=request_id, headers=headers, query_string=query_string,
-            source_ip=source_ip, event_source=event_source,
-        )  # fmt: skip
+            event_name,
+            request_id=request_id,
+            headers=headers,
+            query_string=query_string,
+            source_ip=source_ip,
+            event_source=event_source,
+        )
         try:
             await self.authentication_failed(call, error)
         except Exception as failure:

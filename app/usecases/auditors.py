@@ -61,8 +61,12 @@ class EventPage:
 
 def encode_token(position: Position, query: AuditFilter) -> str:
     moment, notification_id, recipient = position
-    payload = {"t": moment.isoformat(), "n": notification_id, "r": recipient,
-               "q": query.fingerprint()}  # fmt: skip
+    payload = {
+        "t": moment.isoformat(),
+        "n": notification_id,
+        "r": recipient,
+        "q": query.fingerprint(),
+    }
     return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
 
 
@@ -192,12 +196,15 @@ class AuditService:
         await self._current()
         row = await asyncio.to_thread(self.store.last_usage, key.id)
         return LastUsage(
-            key_id=key.key_id, key_arn=key.arn, key_creation_date=key.creation_date,
+            key_id=key.key_id,
+            key_arn=key.arn,
+            key_creation_date=key.creation_date,
             tracking_start_date=key.creation_date,  # tracked since the key's first event
-            operation=row[0] if row else None, timestamp=row[1] if row else None,
+            operation=row[0] if row else None,
+            timestamp=row[1] if row else None,
             cloudtrail_event_id=str(row[2]) if row else None,
             request_id=row[3] if row else None,
-        )  # fmt: skip
+        )
 
     # ==== reports =============================================================================
     async def report(
@@ -217,9 +224,15 @@ class AuditService:
         account = await self.scope(caller) or account
         await self._current()
         return await asyncio.to_thread(
-            self.store.report, name, account, self.clock.now(), days=days, key=key,
-            month=month, cryptoperiods=cryptoperiods,
-        )  # fmt: skip
+            self.store.report,
+            name,
+            account,
+            self.clock.now(),
+            days=days,
+            key=key,
+            month=month,
+            cryptoperiods=cryptoperiods,
+        )
 
 
 def _key_uuid(key_id: str, caller: Caller | None) -> uuid.UUID:

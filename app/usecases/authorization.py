@@ -273,10 +273,12 @@ class AccessControl:
         )
         key_policy = self._key_policy(key)
         decision = evaluate(
-            authorization, key_policy=key_policy,
-            identity_policies=self.identity_policies(principal), grants=self.grants_of(key),
+            authorization,
+            key_policy=key_policy,
+            identity_policies=self.identity_policies(principal),
+            grants=self.grants_of(key),
             explain=explain,
-        )  # fmt: skip
+        )
         if not decision.allowed and decision.denial != DENIED_CROSS_ACCOUNT:
             _read_before_denying(uow, key, principal)
         return authorization, decision
@@ -307,8 +309,12 @@ class AccessControl:
             uow, caller, action, key, request, alias_name=alias_name, resource_arn=resource_arn
         )
         if not decision.allowed:
-            self.deny(caller, authorization.action, authorization.resource_arn,
-                      denial_message(authorization, decision))  # fmt: skip
+            self.deny(
+                caller,
+                authorization.action,
+                authorization.resource_arn,
+                denial_message(authorization, decision),
+            )
         return decision
 
     async def authorize_account_action(
@@ -330,13 +336,19 @@ class AccessControl:
         """Record a denial and raise AccessDeniedError with ``message``."""
         self.denials.record(
             DenialRecord(
-                denied_at=self.clock.now(), request_id=caller.request_id,
-                principal_arn=caller.principal_arn, account_id=caller.account_id,
-                action=action, resource_arn=resource_arn, error_code=ACCESS_DENIED,
-                message=message, source_ip=caller.source_ip,
-                access_key_id=caller.access_key_id, via_service=caller.via_service,
+                denied_at=self.clock.now(),
+                request_id=caller.request_id,
+                principal_arn=caller.principal_arn,
+                account_id=caller.account_id,
+                action=action,
+                resource_arn=resource_arn,
+                error_code=ACCESS_DENIED,
+                message=message,
+                source_ip=caller.source_ip,
+                access_key_id=caller.access_key_id,
+                via_service=caller.via_service,
             )
-        )  # fmt: skip
+        )
         raise AccessDeniedError(message)
 
     # ==== policy checks on PutKeyPolicy and CreateKey ============================================
@@ -370,9 +382,11 @@ class AccessControl:
                 authorization, resource_arn=key_arn, resource_account=key_account
             )
         decision = evaluate(
-            authorization, key_policy=document,
-            identity_policies=self.identity_policies(principal), grants=(),
-        )  # fmt: skip
+            authorization,
+            key_policy=document,
+            identity_policies=self.identity_policies(principal),
+            grants=(),
+        )
         if not decision.allowed:
             raise MalformedPolicyDocumentError(LOCKOUT_MESSAGE)
 

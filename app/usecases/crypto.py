@@ -63,9 +63,13 @@ class CryptoOperations:
             resolver.check_usable(key, "Encrypt", dry_run)
             blob, material_id = resolver.seal(key, plaintext, encryption_context)
             resolver.record(
-                key, "Encrypt", caller, key.current_material.version, encryption_context,
+                key,
+                "Encrypt",
+                caller,
+                key.current_material.version,
+                encryption_context,
                 {"keyId": key_id},
-            )  # fmt: skip
+            )
             return Encrypted(blob, key.arn, SYMMETRIC_DEFAULT, material_id)
 
         return await self.runner.run(command)
@@ -119,9 +123,13 @@ class CryptoOperations:
             resolver.check_usable(key, "Decrypt", dry_run)
             plaintext, material_id = resolver.decrypt_blob(key, blob, version, encryption_context)
             resolver.record(
-                key, "Decrypt", caller, version, encryption_context,
+                key,
+                "Decrypt",
+                caller,
+                version,
+                encryption_context,
                 {} if key_id is None else {"keyId": key_id},
-            )  # fmt: skip
+            )
             return Decrypted(plaintext, key.arn, SYMMETRIC_DEFAULT, material_id)
 
         return await self.runner.run(command)
@@ -189,9 +197,14 @@ class CryptoOperations:
             version = 0
             if symmetric_source:
                 source, version = resolver.open(
-                    uow, caller, blob, source_key_id, source_context, "ReEncryptFrom",
+                    uow,
+                    caller,
+                    blob,
+                    source_key_id,
+                    source_context,
+                    "ReEncryptFrom",
                     any_region=True,
-                )  # fmt: skip
+                )
             else:
                 assert source_key_id is not None
                 source = resolver.resolve(uow, caller, source_key_id, "ReEncryptFrom")
@@ -237,16 +250,26 @@ class CryptoOperations:
                 )
                 material_id = destination.current_material.material_id
             source.record_re_encryption(
-                destination=destination, now=resolver.clock.now(), actor=caller.actor(),
-                material_version=version, source_key_id=source_key_id,
-                source_context=source_context, source_algorithm=source_chosen,
-                destination_key_id=destination_key_id, destination_context=destination_context,
+                destination=destination,
+                now=resolver.clock.now(),
+                actor=caller.actor(),
+                material_version=version,
+                source_key_id=source_key_id,
+                source_context=source_context,
+                source_algorithm=source_chosen,
+                destination_key_id=destination_key_id,
+                destination_context=destination_context,
                 destination_algorithm=destination_chosen,
-            )  # fmt: skip
+            )
             return ReEncrypted(
-                new_blob, source.arn, destination.arn, source_chosen, destination_chosen,
-                source_material, material_id,
-            )  # fmt: skip
+                new_blob,
+                source.arn,
+                destination.arn,
+                source_chosen,
+                destination_chosen,
+                source_material,
+                material_id,
+            )
 
         return await self.runner.run(command)
 

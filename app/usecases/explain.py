@@ -100,12 +100,14 @@ class ExplainOperations:
                 self.operator_account
             ):
                 self.access.deny(
-                    caller, "iam:SimulatePrincipalPolicy", query.principal_arn,
+                    caller,
+                    "iam:SimulatePrincipalPolicy",
+                    query.principal_arn,
                     f"User: {caller.principal_arn} is not authorized to perform: "
                     f"iam:SimulatePrincipalPolicy on resource: {query.principal_arn} because "
                     "principals of another account can only be explained from the operator "
                     "account",
-                )  # fmt: skip
+                )
             await self.access.authorize_account_action(
                 caller, "iam:SimulatePrincipalPolicy", resource_arn=query.principal_arn
             )
@@ -130,14 +132,18 @@ class ExplainOperations:
             key, principal = await asyncio.to_thread(self._as_of, key, query.principal_arn, at)
         subject = _subject(query, principal_account, key, caller)
         request = AccessRequest(
-            encryption_context=query.encryption_context, algorithm=query.algorithm,
+            encryption_context=query.encryption_context,
+            algorithm=query.algorithm,
             new_grant=(
                 NewGrant(tuple(query.grant_operations), None) if query.grant_operations else None
             ),
             conditions=dict(query.conditions)
-            | ({"kms:GrantOperations": tuple(query.grant_operations)}
-               if query.grant_operations else {}),
-        )  # fmt: skip
+            | (
+                {"kms:GrantOperations": tuple(query.grant_operations)}
+                if query.grant_operations
+                else {}
+            ),
+        )
         alias = query.key_id if query.key_id and "alias/" in query.key_id else None
         alias_name = ("alias/" + alias.split("alias/", 1)[1]) if alias else None
         authorization: AuthorizationRequest = self.access.request_for(
@@ -210,7 +216,12 @@ def _subject(
     if via and via.count(".") == 2:  # "ec2.amazonaws.com": AWS puts the Region in it
         via = f"{via.split('.', 1)[0]}.{region}.amazonaws.com"
     return Caller(
-        account_id=account_id, principal_arn=query.principal_arn, access_key_id="",
-        region=region, source_ip=query.source_ip or "", request_id="explain",
-        via_service=via, service_principal_arn="(explain)" if via else "",
-    )  # fmt: skip
+        account_id=account_id,
+        principal_arn=query.principal_arn,
+        access_key_id="",
+        region=region,
+        source_ip=query.source_ip or "",
+        request_id="explain",
+        via_service=via,
+        service_principal_arn="(explain)" if via else "",
+    )

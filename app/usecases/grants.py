@@ -67,10 +67,16 @@ class GrantEntry:
 
 def _entry(key_arn: str, grant: Grant) -> GrantEntry:
     return GrantEntry(
-        key_arn, grant.grant_id, grant.name, grant.creation_date, grant.grantee_principal,
-        grant.retiring_principal, grant.issuing_account, grant.operations,
+        key_arn,
+        grant.grant_id,
+        grant.name,
+        grant.creation_date,
+        grant.grantee_principal,
+        grant.retiring_principal,
+        grant.issuing_account,
+        grant.operations,
         grant.constraints.record() if grant.constraints else None,
-    )  # fmt: skip
+    )
 
 
 def _marker(after: Any) -> str:
@@ -149,11 +155,15 @@ class GrantOperations:
             if dry_run:
                 raise DryRunSucceededError(DRY_RUN_MESSAGE)
             grant = Grant(
-                grant_id=secrets.token_hex(32), key_id=key.key_id, name=name or "",
-                grantee_principal=grantee_principal, retiring_principal=retiring_principal,
-                operations=wanted, constraints=constraints,
+                grant_id=secrets.token_hex(32),
+                key_id=key.key_id,
+                name=name or "",
+                grantee_principal=grantee_principal,
+                retiring_principal=retiring_principal,
+                operations=wanted,
+                constraints=constraints,
                 issuing_account=f"arn:{self.partition}:iam::{caller.account_id}:root",
-            )  # fmt: skip
+            )
             if name:
                 for existing in AccessControl.grants_of(key):
                     if existing.name == name and existing.same_request(grant):
@@ -191,10 +201,11 @@ class GrantOperations:
 
         key_arn, grants = await self.runner.run(command)
         grants = [
-            g for g in grants
+            g
+            for g in grants
             if (grant_id is None or g.grant_id == grant_id)
             and (grantee_principal is None or g.grantee_principal == grantee_principal)
-        ]  # fmt: skip
+        ]
         grants.sort(key=lambda g: (g.creation_date or datetime.min, g.grant_id))
         start = int(after) if isinstance(after, int) else 0
         size = limit or 50
@@ -223,11 +234,13 @@ class GrantOperations:
         await self.access.authorize_account_action(caller, "ListRetirableGrants")
         if principal_account != caller.account_id:
             self.access.deny(
-                caller, "kms:ListRetirableGrants", "*",
+                caller,
+                "kms:ListRetirableGrants",
+                "*",
                 f"User: {caller.principal_arn} is not authorized to perform: "
                 f"kms:ListRetirableGrants for {retiring_principal} because the retiring "
                 "principal must be in the caller's account",
-            )  # fmt: skip
+            )
         size = limit or 50
         rows = await asyncio.to_thread(self._retirable_rows, retiring_principal, after, size + 1)
         entries = [_retirable_entry(row) for row in rows[:size]]

@@ -39,10 +39,12 @@ class IdentityAdministration:
         if not operator and account_id != caller.account_id:
             why = OPERATOR_ONLY if account_id is None else "it concerns another account"
             self.access.deny(
-                caller, action, resource_arn,
+                caller,
+                action,
+                resource_arn,
                 f"User: {caller.principal_arn} is not authorized to perform: {action} on "
                 f"resource: {resource_arn} because {why}",
-            )  # fmt: skip
+            )
         await self.access.authorize_account_action(caller, action, resource_arn=resource_arn)
 
     @staticmethod
@@ -58,9 +60,11 @@ class IdentityAdministration:
     async def create_account(self, caller: Caller, account_id: str, name: str = "") -> str:
         check_account_id(account_id)
         await self._authorize(
-            caller, "organizations:CreateAccount", root_arn(self.identity.partition, account_id),
+            caller,
+            "organizations:CreateAccount",
+            root_arn(self.identity.partition, account_id),
             None,
-        )  # fmt: skip
+        )
         return await asyncio.to_thread(self.identity.create_account, account_id, name)
 
     async def create_principal(
@@ -78,9 +82,13 @@ class IdentityAdministration:
         if policies:
             await self._authorize(caller, f"iam:Put{self._kind(arn)}Policy", arn, account_id)
         return await asyncio.to_thread(
-            self.identity.create_principal, account_id, name, principal_type,
-            policies=policies, actor=caller.actor(),
-        )  # fmt: skip
+            self.identity.create_principal,
+            account_id,
+            name,
+            principal_type,
+            policies=policies,
+            actor=caller.actor(),
+        )
 
     async def get_principal(self, caller: Caller, arn: str) -> PrincipalInfo:
         await self._authorize(caller, f"iam:Get{self._kind(arn)}", arn, self._account(arn))
@@ -129,9 +137,12 @@ class IdentityAdministration:
         await self.access.authorize_account_action(caller, "cloudtrail:LookupEvents")
         account = None if caller.account_id == self.operator_account else caller.account_id
         found: list[DenialRecord] = await asyncio.to_thread(
-            self.access.denials.query, principal_arn=principal_arn, resource_arn=resource_arn,
-            account_id=account, limit=limit,
-        )  # fmt: skip
+            self.access.denials.query,
+            principal_arn=principal_arn,
+            resource_arn=resource_arn,
+            account_id=account,
+            limit=limit,
+        )
         return found
 
 

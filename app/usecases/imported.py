@@ -129,10 +129,13 @@ class ImportedMaterial:
                 key.id, _IMPORT_WRAPPING_KEY_LABEL + token_id.encode(), private_key
             )
             valid_to = key.issue_import_parameters(
-                now=self.clock.now(), actor=caller.actor(), token_id=token_id,
-                wrapping_algorithm=wrapping_algorithm, wrapping_key_spec=wrapping_key_spec,
+                now=self.clock.now(),
+                actor=caller.actor(),
+                token_id=token_id,
+                wrapping_algorithm=wrapping_algorithm,
+                wrapping_key_spec=wrapping_key_spec,
                 wrapped_private_key=wrapped,
-            )  # fmt: skip
+            )
             token = encode_import_token(key.id, token_id, valid_to)
             return ImportParametersResult(key.arn, token, public_key, valid_to)
 
@@ -170,9 +173,10 @@ class ImportedMaterial:
             now = self.clock.now()
             token_id, parameters = key.import_parameters_for(import_token, now)
             wrapping_key = self.vault.open_for_key(
-                key.id, _IMPORT_WRAPPING_KEY_LABEL + token_id.encode(),
+                key.id,
+                _IMPORT_WRAPPING_KEY_LABEL + token_id.encode(),
                 parameters["wrapped_private_key"],
-            )  # fmt: skip
+            )
             if wrapping_key is None:
                 raise InvalidImportTokenError("The import token is not valid.")
             raw = algorithms.unwrap_imported_material(
@@ -181,22 +185,35 @@ class ImportedMaterial:
             material_bytes = algorithms.normalize_imported_material(key.key_spec, raw)
             material_id = algorithms.imported_material_id(key.id.bytes, material_bytes)
             plan = key.plan_import(
-                now=now, material_id=material_id, import_type=import_type,
-                key_material_id=key_material_id, expiration_model=model, valid_to=valid_to,
-            )  # fmt: skip
+                now=now,
+                material_id=material_id,
+                import_type=import_type,
+                key_material_id=key_material_id,
+                expiration_model=model,
+                valid_to=valid_to,
+            )
             earlier = key.imported_material(material_id)
             material = self.vault.new_material(
-                key.id, version=plan.version,
+                key.id,
+                version=plan.version,
                 now=earlier.created if earlier else now,
-                rotation_type=earlier.rotation_type if earlier else (
-                    "ON_DEMAND" if plan.pending_rotation else None
-                ),
-                plaintext=material_bytes, material_id=material_id, imported=True,
-            )  # fmt: skip
+                rotation_type=earlier.rotation_type
+                if earlier
+                else ("ON_DEMAND" if plan.pending_rotation else None),
+                plaintext=material_bytes,
+                material_id=material_id,
+                imported=True,
+            )
             key.import_material(
-                now=now, actor=caller.actor(), token_id=token_id, plan=plan, material=material,
-                expiration_model=model, valid_to=valid_to, description=description or "",
-            )  # fmt: skip
+                now=now,
+                actor=caller.actor(),
+                token_id=token_id,
+                plan=plan,
+                material=material,
+                expiration_model=model,
+                valid_to=valid_to,
+                description=description or "",
+            )
             return MaterialChange(key.arn, material_id)
 
         return await self.runner.run(command)

@@ -126,36 +126,53 @@ class KeyLifecycle:
             material_bytes = await asyncio.to_thread(generate_material, key_spec)
 
         key_conditions = {
-            "kms:KeySpec": key_spec, "kms:KeyUsage": key_usage, "kms:KeyOrigin": request.origin,
-            "kms:CustomerMasterKeySpec": key_spec, "kms:CustomerMasterKeyUsage": key_usage,
+            "kms:KeySpec": key_spec,
+            "kms:KeyUsage": key_usage,
+            "kms:KeyOrigin": request.origin,
+            "kms:CustomerMasterKeySpec": key_spec,
+            "kms:CustomerMasterKeyUsage": key_usage,
             "kms:MultiRegion": "false",
             "kms:BypassPolicyLockoutSafetyCheck": str(
                 request.bypass_policy_lockout_safety_check
             ).lower(),
-        }  # fmt: skip
+        }
 
         def command(uow: UnitOfWork) -> KeyDescription:
             self.access.authorize(
-                uow, caller, "CreateKey", None,
+                uow,
+                caller,
+                "CreateKey",
+                None,
                 AccessRequest(request_tags=tags or None, conditions=key_conditions),
-            )  # fmt: skip
+            )
             if tags:  # AWS: creating a key with tags also needs kms:TagResource
                 self.access.authorize(
                     uow, caller, "TagResource", None, AccessRequest(request_tags=tags)
                 )
             if request.policy is not None:
                 self.access.check_policy(
-                    uow, caller, request.policy, key=None,
+                    uow,
+                    caller,
+                    request.policy,
+                    key=None,
                     key_arn=key_arn(self.partition, caller.region, caller.account_id, "*"),
                     key_account=caller.account_id,
                     bypass_lockout=request.bypass_policy_lockout_safety_check,
-                )  # fmt: skip
+                )
             key = self.resolver.new_key(
-                uow, caller, region=caller.region, account_id=caller.account_id,
-                key_manager=CUSTOMER, description=request.description, policy=policy,
-                tags=tags, key_spec=key_spec, key_usage=key_usage, origin=request.origin,
+                uow,
+                caller,
+                region=caller.region,
+                account_id=caller.account_id,
+                key_manager=CUSTOMER,
+                description=request.description,
+                policy=policy,
+                tags=tags,
+                key_spec=key_spec,
+                key_usage=key_usage,
+                origin=request.origin,
                 material_bytes=material_bytes,
-            )  # fmt: skip
+            )
             return KeyDescription.of(key)
 
         return await self.runner.run(command)
@@ -201,29 +218,35 @@ class KeyLifecycle:
 
     async def update_key_description(self, caller: Caller, key_id: str, description: str) -> None:
         await self._change(
-            caller, key_id, "UpdateKeyDescription",
+            caller,
+            key_id,
+            "UpdateKeyDescription",
             lambda k, now, a: k.change_description(now=now, actor=a, description=description),
-        )  # fmt: skip
+        )
 
     async def schedule_key_deletion(
         self, caller: Caller, key_id: str, pending_window_days: int | None
     ) -> DeletionScheduled:
         days = 30 if pending_window_days is None else pending_window_days
         key = await self._change(
-            caller, key_id, "ScheduleKeyDeletion",
+            caller,
+            key_id,
+            "ScheduleKeyDeletion",
             lambda k, now, a: k.schedule_deletion(now=now, actor=a, pending_window_days=days),
             request=AccessRequest(
                 conditions={"kms:ScheduleKeyDeletionPendingWindowInDays": str(days)}
             ),
-        )  # fmt: skip
+        )
         assert key.deletion_date is not None
         return DeletionScheduled(key.arn, key.deletion_date, key.state, days)
 
     async def cancel_key_deletion(self, caller: Caller, key_id: str) -> str:
         key = await self._change(
-            caller, key_id, "CancelKeyDeletion",
+            caller,
+            key_id,
+            "CancelKeyDeletion",
             lambda k, now, a: k.cancel_deletion(now=now, actor=a),
-        )  # fmt: skip
+        )
         return key.arn
 
     # ==== rotation =======================================================================
@@ -232,16 +255,20 @@ class KeyLifecycle:
     ) -> None:
         period = {"kms:RotationPeriodInDays": str(period_days)} if period_days else {}
         await self._change(
-            caller, key_id, "EnableKeyRotation",
+            caller,
+            key_id,
+            "EnableKeyRotation",
             lambda k, now, a: k.enable_rotation(now=now, actor=a, period_days=period_days),
             request=AccessRequest(conditions=period),
-        )  # fmt: skip
+        )
 
     async def disable_key_rotation(self, caller: Caller, key_id: str) -> None:
         await self._change(
-            caller, key_id, "DisableKeyRotation",
+            caller,
+            key_id,
+            "DisableKeyRotation",
             lambda k, now, a: k.disable_rotation(now=now, actor=a),
-        )  # fmt: skip
+        )
 
     async def get_key_rotation_status(self, caller: Caller, key_id: str) -> RotationStatus:
         def command(uow: UnitOfWork) -> RotationStatus:
@@ -315,9 +342,15 @@ class KeyLifecycle:
             if alias is not None and alias.exists:
                 raise AlreadyExistsError(f"An alias with the name {arn} already exists")
             self.resolver.point_alias(
-                uow, caller, alias_name, caller.account_id, caller.region, key, alias,
+                uow,
+                caller,
+                alias_name,
+                caller.account_id,
+                caller.region,
+                key,
+                alias,
                 self.clock.now(),
-            )  # fmt: skip
+            )
 
         await self.runner.run(command)
 
@@ -485,9 +518,14 @@ class KeyLifecycle:
             )
             _check_customer_managed(key, caller, "PutKeyPolicy")
             self.access.check_policy(
-                uow, caller, policy, key=key, key_arn=key.arn, key_account=key.account_id,
+                uow,
+                caller,
+                policy,
+                key=key,
+                key_arn=key.arn,
+                key_account=key.account_id,
                 bypass_lockout=bypass_lockout,
-            )  # fmt: skip
+            )
             key.put_policy(now=self.clock.now(), actor=caller.actor(), policy=policy)
 
         await self.runner.run(command)
@@ -539,8 +577,11 @@ class DueJobs:
         now = self.clock.now()
         self.directory.wait_for_current()
         done = 0
-        jobs = {"delete": self._deletion_job, "rotate": self._rotation_job,
-                "expire": self.imported.expiry_job}  # fmt: skip
+        jobs = {
+            "delete": self._deletion_job,
+            "rotate": self._rotation_job,
+            "expire": self.imported.expiry_job,
+        }
         for key_uuid, job in self.directory.keys_due(now):
             job_function = jobs[job]
             try:

@@ -150,12 +150,18 @@ class KeyResolver:
         service = ref.name.removeprefix(AWS_MANAGED_ALIAS_PREFIX)
         now = self.clock.now()
         key = self.new_key(
-            uow, caller, region=ref.region, account_id=ref.account_id, key_manager=AWS_MANAGED,
-            description=f"Default key that protects my {service} data when no other key is "
-            "defined",
+            uow,
+            caller,
+            region=ref.region,
+            account_id=ref.account_id,
+            key_manager=AWS_MANAGED,
+            description=f"Default key that protects my {service} data when no other key is defined",
             policy=aws_managed_key_policy(self.partition, ref.account_id, service, ref.region),
-            tags={}, key_spec=SYMMETRIC_DEFAULT, key_usage=ENCRYPT_DECRYPT, origin="AWS_KMS",
-        )  # fmt: skip
+            tags={},
+            key_spec=SYMMETRIC_DEFAULT,
+            key_usage=ENCRYPT_DECRYPT,
+            origin="AWS_KMS",
+        )
         self.point_alias(uow, caller, ref.name, ref.account_id, ref.region, key, alias, now)
         return key
 
@@ -188,12 +194,21 @@ class KeyResolver:
             )
         )
         key = Key.create(
-            key_id=key_uuid, now=now, actor=caller.actor(),
+            key_id=key_uuid,
+            now=now,
+            actor=caller.actor(),
             arn=key_arn(self.partition, region, account_id, str(key_uuid)),
-            account_id=account_id, region=region, description=description, key_spec=key_spec,
-            key_usage=key_usage, origin=origin, key_manager=key_manager, policy=policy,
-            tags=tags, material=material,
-        )  # fmt: skip
+            account_id=account_id,
+            region=region,
+            description=description,
+            key_spec=key_spec,
+            key_usage=key_usage,
+            origin=origin,
+            key_manager=key_manager,
+            policy=policy,
+            tags=tags,
+            material=material,
+        )
         uow.add(key)
         return key
 
@@ -212,10 +227,14 @@ class KeyResolver:
         arn = alias_arn(self.partition, region, account_id, alias_name)
         if alias is None:
             alias = Alias.create(
-                alias_id=alias_aggregate_id(account_id, region, alias_name), now=now,
-                actor=actor, alias_name=alias_name, account_id=account_id, region=region,
+                alias_id=alias_aggregate_id(account_id, region, alias_name),
+                now=now,
+                actor=actor,
+                alias_name=alias_name,
+                account_id=account_id,
+                region=region,
                 target_key_id=key.key_id,
-            )  # fmt: skip
+            )
             uow.add(alias)
         elif alias.target_key_id is None:
             alias.assign(now=now, actor=actor, target_key_id=key.key_id, alias_arn=arn)
@@ -248,9 +267,13 @@ class KeyResolver:
         if cipher is None:
             raise NotFoundError(f"Key '{key.arn}' does not exist")
         blob = seal(
-            cipher, key_id=key.id, material_version=material.version, plaintext=plaintext,
-            encryption_context=context, nonce=os.urandom(12),
-        )  # fmt: skip
+            cipher,
+            key_id=key.id,
+            material_version=material.version,
+            plaintext=plaintext,
+            encryption_context=context,
+            nonce=os.urandom(12),
+        )
         return blob, material.material_id
 
     def open(
@@ -316,10 +339,13 @@ class KeyResolver:
         """Record a use; ``request_parameters``: what its record logs besides the context
         and algorithm (domain.keys.Key.Used), the KeyId as the caller gave it first."""
         key.record_use(
-            operation=operation, now=self.clock.now(), actor=caller.actor(),
-            material_version=material_version, encryption_context=encryption_context,
+            operation=operation,
+            now=self.clock.now(),
+            actor=caller.actor(),
+            material_version=material_version,
+            encryption_context=encryption_context,
             request_parameters=request_parameters,
-        )  # fmt: skip
+        )
 
     def record_use(
         self,
@@ -334,10 +360,14 @@ class KeyResolver:
         ``key_id`` as given, the algorithm, and ``logged`` (lowerCamelCase members, never a
         secret)."""
         key.record_use(
-            operation=operation, now=self.clock.now(), actor=caller.actor(),
-            material_version=key.current_material.version, encryption_context=None,
-            algorithm=algorithm, request_parameters={"keyId": key_id, **logged},
-        )  # fmt: skip
+            operation=operation,
+            now=self.clock.now(),
+            actor=caller.actor(),
+            material_version=key.current_material.version,
+            encryption_context=None,
+            algorithm=algorithm,
+            request_parameters={"keyId": key_id, **logged},
+        )
 
     # ==== asymmetric and HMAC material ===================================================
     def material_bytes(self, key: Key) -> bytes:

@@ -35,9 +35,12 @@ def root(account_id: str) -> str:
 def key_policy_doc(*statements: dict[str, Any], account_id: str = ACCOUNT_ID) -> str:
     """A key policy: the default root statement (delegation to IAM), then ``statements``."""
     default = {
-        "Sid": "Enable IAM User Permissions", "Effect": "Allow",
-        "Principal": {"AWS": root(account_id)}, "Action": "kms:*", "Resource": "*",
-    }  # fmt: skip
+        "Sid": "Enable IAM User Permissions",
+        "Effect": "Allow",
+        "Principal": {"AWS": root(account_id)},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
     return policy(default, *statements)
 
 
@@ -70,9 +73,12 @@ class Identities:
     ) -> Principal:
         identity = self.service.runtime.identity
         arn = identity.create_principal(
-            account_id, name or f"p-{uuid.uuid4().hex[:10]}", "role" if role else "user",
-            policies=policies, service_name=service_name,
-        )  # fmt: skip
+            account_id,
+            name or f"p-{uuid.uuid4().hex[:10]}",
+            "role" if role else "user",
+            policies=policies,
+            service_name=service_name,
+        )
         access_key_id, secret = identity.create_access_key(arn)
         client = self.service.client("kms", access_key_id=access_key_id, secret_access_key=secret)
         return Principal(arn, account_id, access_key_id, secret, client)
@@ -80,9 +86,11 @@ class Identities:
     def acting_for(self, service_principal: Principal, principal_arn: str) -> Any:
         """A client of ``service_principal`` signing on behalf of ``principal_arn``."""
         return client_on_behalf_of(
-            self.service, service_principal.access_key_id, service_principal.secret,
+            self.service,
+            service_principal.access_key_id,
+            service_principal.secret,
             principal_arn,
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture

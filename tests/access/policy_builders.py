@@ -129,7 +129,12 @@ def grant(
     subset: Mapping[str, str] | None = None,
 ) -> Grant:
     return Grant(
-        grant_id=grant_id, key_id=KEY_ID, name="", grantee_principal=grantee,
-        retiring_principal=retiring, operations=tuple(operations),
-        constraints=GrantConstraints.of(equals, subset), issuing_account=ROOT_A,
-    )  # fmt: skip
+        grant_id=grant_id,
+        key_id=KEY_ID,
+        name="",
+        grantee_principal=grantee,
+        retiring_principal=retiring,
+        operations=tuple(operations),
+        constraints=GrantConstraints.of(equals, subset),
+        issuing_account=ROOT_A,
+    )

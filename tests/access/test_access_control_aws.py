@@ -73,8 +73,12 @@ def test_an_explicit_deny_in_the_key_policy_beats_the_identity_policy(
     kms, identities: Identities, new_key
 ):
     bob = identities.principal(policies={"KmsAll": KMS_ALL})
-    deny_decrypt = {"Effect": "Deny", "Principal": {"AWS": bob.arn}, "Action": "kms:Decrypt",
-                    "Resource": "*"}  # fmt: skip
+    deny_decrypt = {
+        "Effect": "Deny",
+        "Principal": {"AWS": bob.arn},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+    }
     key = new_key(Policy=key_policy_doc(deny_decrypt))
 
     blob = bob.kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x")["CiphertextBlob"]
@@ -91,8 +95,12 @@ def test_an_explicit_deny_in_an_identity_policy_beats_the_key_policy(
     carol = identities.principal(
         policies={"Deny": policy({"Effect": "Deny", "Action": "kms:Encrypt", "Resource": "*"})}
     )
-    names_carol = {"Effect": "Allow", "Principal": {"AWS": carol.arn}, "Action": "kms:*",
-                   "Resource": "*"}  # fmt: skip
+    names_carol = {
+        "Effect": "Allow",
+        "Principal": {"AWS": carol.arn},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
     key = new_key(Policy=key_policy_doc(names_carol))
 
     with aws_error(
@@ -104,9 +112,16 @@ def test_an_explicit_deny_in_an_identity_policy_beats_the_key_policy(
 
 def test_a_key_policy_naming_a_principal_needs_no_identity_policy(identities: Identities, new_key):
     dave = identities.principal()
-    key = new_key(Policy=key_policy_doc({"Effect": "Allow", "Principal": {"AWS": dave.arn},
-                                         "Action": ["kms:Encrypt", "kms:Decrypt"],
-                                         "Resource": "*"}))  # fmt: skip
+    key = new_key(
+        Policy=key_policy_doc(
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": dave.arn},
+                "Action": ["kms:Encrypt", "kms:Decrypt"],
+                "Resource": "*",
+            }
+        )
+    )
 
     blob = dave.kms.encrypt(KeyId=key["KeyId"], Plaintext=b"direct")["CiphertextBlob"]
 
@@ -117,15 +132,21 @@ def test_a_key_policy_naming_a_principal_needs_no_identity_policy(identities: Id
 def test_a_condition_on_the_encryption_context(identities: Identities, new_key):
     user = identities.principal()
     tenant_only = {
-        "Effect": "Allow", "Principal": {"AWS": user.arn}, "Action": ["kms:Encrypt", "kms:Decrypt"],
-        "Resource": "*", "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "t1"}},
-    }  # fmt: skip
+        "Effect": "Allow",
+        "Principal": {"AWS": user.arn},
+        "Action": ["kms:Encrypt", "kms:Decrypt"],
+        "Resource": "*",
+        "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "t1"}},
+    }
     key = new_key(Policy=key_policy_doc(tenant_only))
 
     blob = user.kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", EncryptionContext={"tenant": "t1"})
-    assert user.kms.decrypt(
-        CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"tenant": "t1"}
-    )["Plaintext"] == b"x"  # fmt: skip
+    assert (
+        user.kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"tenant": "t1"})[
+            "Plaintext"
+        ]
+        == b"x"
+    )
     with aws_error("AccessDeniedException"):
         user.kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", EncryptionContext={"tenant": "t2"})
     with aws_error("AccessDeniedException"):
@@ -136,9 +157,12 @@ def test_a_condition_on_the_alias_used(kms, identities: Identities, new_key):
     user = identities.principal()
     alias = new_alias()
     by_alias = {
-        "Effect": "Allow", "Principal": {"AWS": user.arn}, "Action": "kms:Encrypt",
-        "Resource": "*", "Condition": {"StringEquals": {"kms:RequestAlias": alias}},
-    }  # fmt: skip
+        "Effect": "Allow",
+        "Principal": {"AWS": user.arn},
+        "Action": "kms:Encrypt",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"kms:RequestAlias": alias}},
+    }
     key = new_key(Policy=key_policy_doc(by_alias))
     kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
 
@@ -150,12 +174,18 @@ def test_a_condition_on_the_alias_used(kms, identities: Identities, new_key):
 def test_a_condition_on_the_source_ip(identities: Identities, new_key):
     user = identities.principal(policies={"KmsAll": KMS_ALL})
     only_from = {
-        "Effect": "Deny", "Principal": {"AWS": user.arn}, "Action": "kms:*", "Resource": "*",
+        "Effect": "Deny",
+        "Principal": {"AWS": user.arn},
+        "Action": "kms:*",
+        "Resource": "*",
         "Condition": {"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
-    }  # fmt: skip
+    }
     elsewhere = new_key(Policy=key_policy_doc(only_from))
-    local = new_key(Policy=key_policy_doc({**only_from, "Condition": {
-        "NotIpAddress": {"aws:SourceIp": "127.0.0.0/8"}}}))  # fmt: skip
+    local = new_key(
+        Policy=key_policy_doc(
+            {**only_from, "Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.0/8"}}}
+        )
+    )
 
     user.kms.encrypt(KeyId=local["KeyId"], Plaintext=b"x")
     with aws_error("AccessDeniedException"):
@@ -183,15 +213,23 @@ def test_put_key_policy_refuses_a_policy_that_locks_the_caller_out(kms, service,
 
 def identities_free_policy() -> str:
     """A valid key policy that names nobody who exists but the account's root... of another."""
-    return policy({"Effect": "Allow", "Principal": {"AWS": root("999999999999")},
-                   "Action": "kms:*", "Resource": "*"})  # fmt: skip
+    return policy(
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": root("999999999999")},
+            "Action": "kms:*",
+            "Resource": "*",
+        }
+    )
 
 
 def test_the_bypass_flag_skips_the_lockout_check_and_locks_the_caller_out(kms, key_id):
     kms.put_key_policy(
-        KeyId=key_id, PolicyName="default", Policy=identities_free_policy(),
+        KeyId=key_id,
+        PolicyName="default",
+        Policy=identities_free_policy(),
         BypassPolicyLockoutSafetyCheck=True,
-    )  # fmt: skip
+    )
 
     with aws_error("AccessDeniedException"):
         kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=key_policy_doc())
@@ -209,8 +247,15 @@ def test_create_key_applies_the_lockout_check_to_its_policy(kms, service):
 
 def test_create_key_stores_its_policy(kms, identities: Identities):
     user = identities.principal()
-    document = key_policy_doc({"Sid": "User", "Effect": "Allow", "Principal": {"AWS": user.arn},
-                               "Action": "kms:Encrypt", "Resource": "*"})  # fmt: skip
+    document = key_policy_doc(
+        {
+            "Sid": "User",
+            "Effect": "Allow",
+            "Principal": {"AWS": user.arn},
+            "Action": "kms:Encrypt",
+            "Resource": "*",
+        }
+    )
 
     key_id = kms.create_key(Policy=document)["KeyMetadata"]["KeyId"]
 
@@ -219,8 +264,12 @@ def test_create_key_stores_its_policy(kms, identities: Identities):
 
 
 def test_a_key_policy_naming_a_principal_that_does_not_exist_is_malformed(kms, key_id):
-    ghost = {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/ghost-x"},
-             "Action": "kms:*", "Resource": "*"}  # fmt: skip
+    ghost = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/ghost-x"},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
 
     with aws_error(
         "MalformedPolicyDocumentException",
@@ -232,21 +281,58 @@ def test_a_key_policy_naming_a_principal_that_does_not_exist_is_malformed(kms, k
 @pytest.mark.parametrize(
     "document",
     [
-        {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*",
-                        "Extra": 1}]},
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "kms:*",
+                    "Resource": "*",
+                    "Extra": 1,
+                }
+            ]
+        },
         {"Statement": [{"Effect": "Maybe", "Principal": "*", "Action": "kms:*", "Resource": "*"}]},
         {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": 7, "Resource": "*"}]},
         {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]},
-        {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*",
-                        "Condition": {"StringEqualz": {"kms:ViaService": "x"}}}]},
-        {"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::*:root"},
-                        "Action": "kms:*", "Resource": "*"}]},
-        {"Version": "2020-01-01", "Statement": [{"Effect": "Allow", "Principal": "*",
-                                                 "Action": "kms:*", "Resource": "*"}]},
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "kms:*",
+                    "Resource": "*",
+                    "Condition": {"StringEqualz": {"kms:ViaService": "x"}},
+                }
+            ]
+        },
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "arn:aws:iam::*:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ]
+        },
+        {
+            "Version": "2020-01-01",
+            "Statement": [
+                {"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*"}
+            ],
+        },
     ],
-    ids=["unknown-element", "bad-effect", "action-not-a-string", "no-principal",
-         "unknown-operator", "wildcard-principal-arn", "unknown-version"],
-)  # fmt: skip
+    ids=[
+        "unknown-element",
+        "bad-effect",
+        "action-not-a-string",
+        "no-principal",
+        "unknown-operator",
+        "wildcard-principal-arn",
+        "unknown-version",
+    ],
+)
 def test_malformed_key_policies_are_refused(kms, key_id, service, document):
     with ledger_unchanged(service), aws_error("MalformedPolicyDocumentException"):
         kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(document))
@@ -285,10 +371,13 @@ def test_list_grants_shows_each_grant_as_aws_does(kms, identities: Identities):
     grantee, retiree = identities.principal(), identities.principal()
     key = kms.create_key()["KeyMetadata"]
     created = kms.create_grant(
-        KeyId=key["KeyId"], GranteePrincipal=grantee.arn, RetiringPrincipal=retiree.arn,
-        Operations=["Decrypt"], Name="nightly-backup",
+        KeyId=key["KeyId"],
+        GranteePrincipal=grantee.arn,
+        RetiringPrincipal=retiree.arn,
+        Operations=["Decrypt"],
+        Name="nightly-backup",
         Constraints={"EncryptionContextSubset": {"job": "backup"}},
-    )  # fmt: skip
+    )
 
     grants = kms.list_grants(KeyId=key["KeyId"])["Grants"]
 
@@ -309,9 +398,11 @@ def test_grant_constraints_limit_the_encryption_context(kms, identities: Identit
     grantee = identities.principal()
     key = kms.create_key()["KeyMetadata"]
     kms.create_grant(
-        KeyId=key["KeyId"], GranteePrincipal=grantee.arn, Operations=["Encrypt"],
+        KeyId=key["KeyId"],
+        GranteePrincipal=grantee.arn,
+        Operations=["Encrypt"],
         Constraints={"EncryptionContextEquals": {"Tenant": "t1"}},
-    )  # fmt: skip
+    )
 
     grantee.kms.encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext={"tenant": "t1"})
     for context in ({"tenant": "t2"}, {"tenant": "t1", "extra": "e"}, {}):
@@ -324,9 +415,11 @@ def test_the_retiring_principal_retires_a_grant_and_lists_it_first(kms, identiti
     retiree = identities.principal(policies={"List": policy(allow("kms:ListRetirableGrants"))})
     key = kms.create_key()["KeyMetadata"]
     created = kms.create_grant(
-        KeyId=key["KeyId"], GranteePrincipal=grantee.arn, RetiringPrincipal=retiree.arn,
+        KeyId=key["KeyId"],
+        GranteePrincipal=grantee.arn,
+        RetiringPrincipal=retiree.arn,
         Operations=["Encrypt"],
-    )  # fmt: skip
+    )
 
     retirable = retiree.kms.list_retirable_grants(RetiringPrincipal=retiree.arn)["Grants"]
     assert [g["GrantId"] for g in retirable] == [created["GrantId"]]
@@ -343,10 +436,12 @@ def test_a_grantee_retires_its_grant_by_token_only_if_the_grant_says_so(
 ):
     grantee = identities.principal()
     key = kms.create_key()["KeyMetadata"]
-    plain = kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=grantee.arn,
-                             Operations=["Encrypt"])  # fmt: skip
-    retirable = kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=grantee.arn,
-                                 Operations=["Encrypt", "RetireGrant"])  # fmt: skip
+    plain = kms.create_grant(
+        KeyId=key["KeyId"], GranteePrincipal=grantee.arn, Operations=["Encrypt"]
+    )
+    retirable = kms.create_grant(
+        KeyId=key["KeyId"], GranteePrincipal=grantee.arn, Operations=["Encrypt", "RetireGrant"]
+    )
 
     with aws_error("AccessDeniedException"):
         grantee.kms.retire_grant(GrantToken=plain["GrantToken"])
@@ -360,8 +455,12 @@ def test_a_grantee_retires_its_grant_by_token_only_if_the_grant_says_so(
 def test_a_named_grant_is_created_once(kms, identities: Identities):
     grantee = identities.principal()
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
-    request = {"KeyId": key_id, "GranteePrincipal": grantee.arn, "Operations": ["Decrypt"],
-               "Name": "replica-sync"}  # fmt: skip
+    request = {
+        "KeyId": key_id,
+        "GranteePrincipal": grantee.arn,
+        "Operations": ["Decrypt"],
+        "Name": "replica-sync",
+    }
 
     first, again = kms.create_grant(**request), kms.create_grant(**request)
     changed = kms.create_grant(**{**request, "Operations": ["Decrypt", "Encrypt"]})
@@ -382,8 +481,9 @@ def test_a_forged_grant_token_is_invalid(kms, key_id):
 def test_a_grant_with_create_grant_passes_on_only_what_it_holds(kms, identities: Identities):
     delegate, other = identities.principal(), identities.principal()
     key = kms.create_key()["KeyMetadata"]
-    kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=delegate.arn,
-                     Operations=["Decrypt", "CreateGrant"])  # fmt: skip
+    kms.create_grant(
+        KeyId=key["KeyId"], GranteePrincipal=delegate.arn, Operations=["Decrypt", "CreateGrant"]
+    )
 
     delegate.kms.create_grant(KeyId=key["Arn"], GranteePrincipal=other.arn, Operations=["Decrypt"])
     with aws_error("AccessDeniedException"):
@@ -415,8 +515,12 @@ def test_revoke_grant_needs_a_valid_grant_id(kms, key_id):
 
 def test_a_grant_can_be_created_but_not_used_in_a_dry_run(kms, key_id, identities: Identities):
     with aws_error("DryRunOperationException"):
-        kms.create_grant(KeyId=key_id, GranteePrincipal=identities.principal().arn,
-                         Operations=["Decrypt"], DryRun=True)  # fmt: skip
+        kms.create_grant(
+            KeyId=key_id,
+            GranteePrincipal=identities.principal().arn,
+            Operations=["Decrypt"],
+            DryRun=True,
+        )
     assert kms.list_grants(KeyId=key_id)["Grants"] == []
 
 
@@ -427,17 +531,23 @@ def test_cross_account_use_needs_the_key_policy_and_the_identity_policy(
     other = identities.account()
     stranger = identities.principal(other)
     key = kms.create_key()["KeyMetadata"]
-    with aws_error("AccessDeniedException",
-                   denied(stranger.arn, "Encrypt", key["Arn"], "resource")):  # fmt: skip
+    with aws_error(
+        "AccessDeniedException", denied(stranger.arn, "Encrypt", key["Arn"], "resource")
+    ):
         stranger.kms.encrypt(KeyId=key["Arn"], Plaintext=b"x")
 
-    names_account = {"Effect": "Allow", "Principal": {"AWS": root(other)},
-                     "Action": ["kms:Encrypt", "kms:Decrypt", "kms:DisableKey"],
-                     "Resource": "*"}  # fmt: skip
-    kms.put_key_policy(KeyId=key["KeyId"], PolicyName="default",
-                       Policy=key_policy_doc(names_account))  # fmt: skip
-    with aws_error("AccessDeniedException",
-                   denied(stranger.arn, "Encrypt", key["Arn"], "identity")):  # fmt: skip
+    names_account = {
+        "Effect": "Allow",
+        "Principal": {"AWS": root(other)},
+        "Action": ["kms:Encrypt", "kms:Decrypt", "kms:DisableKey"],
+        "Resource": "*",
+    }
+    kms.put_key_policy(
+        KeyId=key["KeyId"], PolicyName="default", Policy=key_policy_doc(names_account)
+    )
+    with aws_error(
+        "AccessDeniedException", denied(stranger.arn, "Encrypt", key["Arn"], "identity")
+    ):
         stranger.kms.encrypt(KeyId=key["Arn"], Plaintext=b"x")
 
     service_identity = identities.service.runtime.identity
@@ -475,8 +585,10 @@ def test_every_denial_leaves_a_record(service, identities: Identities, key_id):
     record = records[0]
     assert record.request_id == request_id
     assert (record.account_id, record.action, record.resource_arn) == (
-        ACCOUNT_ID, "kms:Encrypt", key_arn
-    )  # fmt: skip
+        ACCOUNT_ID,
+        "kms:Encrypt",
+        key_arn,
+    )
     assert record.error_code == "AccessDeniedException"
     assert record.message == refused.value.response["Error"]["Message"]
     assert record.source_ip == "127.0.0.1"
@@ -489,9 +601,12 @@ def test_a_trusted_service_acts_for_a_user_and_sets_kms_via_service(
 ):
     user = identities.principal(policies={"KmsAll": KMS_ALL})
     only_via_ec2 = {
-        "Effect": "Deny", "Principal": {"AWS": user.arn}, "Action": "kms:*", "Resource": "*",
+        "Effect": "Deny",
+        "Principal": {"AWS": user.arn},
+        "Action": "kms:*",
+        "Resource": "*",
         "Condition": {"StringNotEquals": {"kms:ViaService": f"ec2.{REGION}.amazonaws.com"}},
-    }  # fmt: skip
+    }
     key = new_key(Policy=key_policy_doc(only_via_ec2))
     ec2 = identities.principal(service_name="ec2.amazonaws.com")
 
@@ -521,9 +636,12 @@ def test_the_on_behalf_of_header_must_be_signed(raw, identities: Identities):
     ec2 = identities.principal(service_name="ec2.amazonaws.com")
 
     response = raw(
-        "TrentService.ListKeys", {}, access_key_id=ec2.access_key_id,
-        secret_access_key=ec2.secret, extra_headers={"X-KeyLedger-On-Behalf-Of": ADMIN_ARN},
-    )  # fmt: skip
+        "TrentService.ListKeys",
+        {},
+        access_key_id=ec2.access_key_id,
+        secret_access_key=ec2.secret,
+        extra_headers={"X-KeyLedger-On-Behalf-Of": ADMIN_ARN},
+    )
 
     assert (response.status, response.error_type) == (400, "AccessDeniedException")
     assert "must appear once and be signed" in response.message

@@ -46,10 +46,13 @@ def cross_account_setup(kms: Any, identities: Identities) -> dict[str, Any]:
         account_b, role=True, policies={"Use": policy(allow(["kms:Decrypt", "kms:DescribeKey"]))}
     )
     through_ec2 = {
-        "Sid": "CopierThroughEc2", "Effect": "Allow", "Principal": {"AWS": role.arn},
-        "Action": "kms:Decrypt", "Resource": "*",
+        "Sid": "CopierThroughEc2",
+        "Effect": "Allow",
+        "Principal": {"AWS": role.arn},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
         "Condition": {"StringEquals": {"kms:ViaService": EC2_VIA, "kms:CallerAccount": account_b}},
-    }  # fmt: skip
+    }
     key = kms.create_key(Policy=key_policy_doc(through_ec2))["KeyMetadata"]
     return {"account_b": account_b, "role": role, "key": key}
 
@@ -58,8 +61,13 @@ def cross_account_setup(kms: Any, identities: Identities) -> dict[str, Any]:
 def test_explain_names_the_statements_that_allow(rest: RestClient, cross_account_setup):
     role, key = cross_account_setup["role"], cross_account_setup["key"]
 
-    answer = explain(rest, principal_arn=role.arn, action="kms:Decrypt", key_id=key["Arn"],
-                     via_service="ec2.amazonaws.com")  # fmt: skip
+    answer = explain(
+        rest,
+        principal_arn=role.arn,
+        action="kms:Decrypt",
+        key_id=key["Arn"],
+        via_service="ec2.amazonaws.com",
+    )
 
     assert answer["allowed"] is True
     assert answer["decision"] == "Allow"
@@ -95,13 +103,23 @@ def test_explain_answers_as_of_a_past_time(
     user = identities.principal(policies={"All": KMS_ALL})
     key = kms.create_key()["KeyMetadata"]
     before = service.runtime.clock.now()
-    deny = {"Sid": "NoMore", "Effect": "Deny", "Principal": {"AWS": user.arn},
-            "Action": "kms:*", "Resource": "*"}  # fmt: skip
+    deny = {
+        "Sid": "NoMore",
+        "Effect": "Deny",
+        "Principal": {"AWS": user.arn},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
     kms.put_key_policy(KeyId=key["KeyId"], PolicyName="default", Policy=key_policy_doc(deny))
 
     now = explain(rest, principal_arn=user.arn, action="kms:Encrypt", key_id=key["KeyId"])
-    then = explain(rest, principal_arn=user.arn, action="kms:Encrypt", key_id=key["KeyId"],
-                   at=before.isoformat())  # fmt: skip
+    then = explain(
+        rest,
+        principal_arn=user.arn,
+        action="kms:Encrypt",
+        key_id=key["KeyId"],
+        at=before.isoformat(),
+    )
 
     assert (now["decision"], [s["sid"] for s in now["statements"]]) == ("ExplicitDeny", ["NoMore"])
     assert then["decision"] == "Allow"
@@ -116,8 +134,9 @@ def test_explain_answers_as_of_before_a_policy_was_attached(
     before = service.runtime.clock.now()
     service.runtime.identity.put_principal_policy(user.arn, "Late", KMS_ALL)
 
-    then = explain(rest, principal_arn=user.arn, action="kms:Encrypt", key_id=key_id,
-                   at=before.isoformat())  # fmt: skip
+    then = explain(
+        rest, principal_arn=user.arn, action="kms:Encrypt", key_id=key_id, at=before.isoformat()
+    )
 
     assert (then["decision"], then["allowed"]) == ("ImplicitDeny", False)
     assert explain(rest, principal_arn=user.arn, action="kms:Encrypt", key_id=key_id)["allowed"]
@@ -154,17 +173,26 @@ def test_the_admin_api_creates_a_working_identity(rest: RestClient, service: Ser
     account = "".join(str(d) for d in [5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7])
     response = rest.post("/v1/iam/accounts", {"account_id": account, "name": "apps"})
     assert response.status_code in (201, 409), response.text
-    created = rest.post("/v1/iam/principals", {
-        "account_id": account, "name": f"svc-{service.runtime.clock.now().timestamp():.0f}",
-        "type": "role", "policies": {"Kms": KMS_ALL}})  # fmt: skip
+    created = rest.post(
+        "/v1/iam/principals",
+        {
+            "account_id": account,
+            "name": f"svc-{service.runtime.clock.now().timestamp():.0f}",
+            "type": "role",
+            "policies": {"Kms": KMS_ALL},
+        },
+    )
     assert created.status_code == 201, created.text
     principal = created.json()
     assert principal["type"] == "role" and principal["policies"] == {"Kms": KMS_ALL}
 
     pair = rest.post(f"/v1/iam/principals/{principal['arn']}/access-keys")
     assert pair.status_code == 201, pair.text
-    client = service.client("kms", access_key_id=pair.json()["access_key_id"],
-                            secret_access_key=pair.json()["secret_access_key"])  # fmt: skip
+    client = service.client(
+        "kms",
+        access_key_id=pair.json()["access_key_id"],
+        secret_access_key=pair.json()["secret_access_key"],
+    )
     key_id = client.create_key()["KeyMetadata"]["KeyId"]
     client.encrypt(KeyId=key_id, Plaintext=b"x")
 
@@ -176,8 +204,9 @@ def test_the_admin_api_creates_a_working_identity(rest: RestClient, service: Ser
 def test_the_admin_api_designates_trusted_services(rest: RestClient, identities: Identities):
     principal = identities.principal()
 
-    response = rest.put(f"/v1/iam/principals/{principal.arn}/service",
-                        {"service_name": "ec2.amazonaws.com"})  # fmt: skip
+    response = rest.put(
+        f"/v1/iam/principals/{principal.arn}/service", {"service_name": "ec2.amazonaws.com"}
+    )
 
     assert response.status_code == 204, response.text
     assert rest.get(f"/v1/iam/principals/{principal.arn}").json()["service_name"] == (
@@ -193,8 +222,9 @@ def test_an_account_administers_only_itself(service: Service, identities: Identi
     own = client.post("/v1/iam/principals", {"account_id": account, "name": "own-user"})
     foreign = client.post("/v1/iam/principals", {"account_id": ACCOUNT_ID, "name": "foreign"})
     new_account = client.post("/v1/iam/accounts", {"account_id": "123412341234"})
-    service_trust = client.put(f"/v1/iam/principals/{own.json()['arn']}/service",
-                               {"service_name": "ec2.amazonaws.com"})  # fmt: skip
+    service_trust = client.put(
+        f"/v1/iam/principals/{own.json()['arn']}/service", {"service_name": "ec2.amazonaws.com"}
+    )
 
     assert own.status_code == 201, own.text
     assert_error(foreign, 403, "AccessDeniedException")
@@ -239,23 +269,32 @@ def test_grants_under_v1(rest: RestClient, identities: Identities, kms: Any):
     grantee = identities.principal()
     key = kms.create_key()["KeyMetadata"]
 
-    created = rest.post("/v1/grants", {"key_id": key["KeyId"], "grantee_principal": grantee.arn,
-                                       "operations": ["Encrypt"]})  # fmt: skip
+    created = rest.post(
+        "/v1/grants",
+        {"key_id": key["KeyId"], "grantee_principal": grantee.arn, "operations": ["Encrypt"]},
+    )
     assert created.status_code == 201, created.text
     grantee.kms.encrypt(KeyId=key["Arn"], Plaintext=b"x")
     listed = rest.get("/v1/grants", params={"key_id": key["KeyId"]}).json()["grants"]
     assert [g["grant_id"] for g in listed] == [created.json()["grant_id"]]
 
-    revoked = rest.delete(f"/v1/grants/{created.json()['grant_id']}",
-                          params={"key_id": key["KeyId"]})  # fmt: skip
+    revoked = rest.delete(
+        f"/v1/grants/{created.json()['grant_id']}", params={"key_id": key["KeyId"]}
+    )
     assert revoked.status_code == 204, revoked.text
     assert rest.get("/v1/grants", params={"key_id": key["KeyId"]}).json()["grants"] == []
 
 
 def test_key_policy_bypass_flag_under_v1(rest: RestClient, kms: Any):
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
-    foreign = policy({"Effect": "Allow", "Principal": {"AWS": root("999999999999")},
-                      "Action": "kms:*", "Resource": "*"})  # fmt: skip
+    foreign = policy(
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": root("999999999999")},
+            "Action": "kms:*",
+            "Resource": "*",
+        }
+    )
 
     refused = rest.put(f"/v1/keys/{key_id}/policy", {"policy": foreign})
     bypassing = {"policy": foreign, "bypass_policy_lockout_safety_check": True}
@@ -281,13 +320,34 @@ def test_the_cli_manages_policies_and_explains(
 ):
     user = identities.principal()
     key = kms.create_key()["KeyMetadata"]
-    explain_args = ["authz", "explain", "--principal", user.arn, "--action", "kms:Encrypt",
-                    "--key", key["Arn"]]  # fmt: skip
+    explain_args = [
+        "authz",
+        "explain",
+        "--principal",
+        user.arn,
+        "--action",
+        "kms:Encrypt",
+        "--key",
+        key["Arn"],
+    ]
 
     assert cli.main(explain_args) == 1
     assert "ImplicitDeny" in capsys.readouterr().out
-    assert cli.main(["principals", "put-policy", "--principal", user.arn, "--name", "Kms",
-                     "--document", KMS_ALL]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "principals",
+                "put-policy",
+                "--principal",
+                user.arn,
+                "--name",
+                "Kms",
+                "--document",
+                KMS_ALL,
+            ]
+        )
+        == 0
+    )
     assert cli.main(explain_args) == 0
     out = capsys.readouterr().out
     assert "Allow: the Allow statement 'Enable IAM User Permissions' of the key policy" in out
@@ -300,7 +360,18 @@ def test_the_cli_designates_a_service_principal(
 ):
     principal = identities.principal()
 
-    assert cli.main(["principals", "set-service", "--principal", principal.arn,
-                     "--service", "ec2.amazonaws.com"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "principals",
+                "set-service",
+                "--principal",
+                principal.arn,
+                "--service",
+                "ec2.amazonaws.com",
+            ]
+        )
+        == 0
+    )
 
     assert "trusted as ec2.amazonaws.com" in capsys.readouterr().out

@@ -34,10 +34,25 @@ from tests.access.policy_builders import (
 
 PRINCIPALS = [ALICE, BOB, CAROL_B, COPIER]
 STATEMENT_PRINCIPALS = [aws(ALICE), aws(BOB), aws(ROOT_A), aws(ROOT_B), aws(COPIER), "*"]
-ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:DescribeKey",
-           "kms:CreateGrant", "kms:DisableKey", "kms:RetireGrant"]  # fmt: skip
-ACTION_PATTERNS = ["kms:*", "*", "kms:Decrypt", "kms:Encrypt", "kms:Re*", "kms:Describe*",
-                   ["kms:Decrypt", "kms:CreateGrant"], "kms:Disable*"]  # fmt: skip
+ACTIONS = [
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:ReEncryptFrom",
+    "kms:DescribeKey",
+    "kms:CreateGrant",
+    "kms:DisableKey",
+    "kms:RetireGrant",
+]
+ACTION_PATTERNS = [
+    "kms:*",
+    "*",
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:Re*",
+    "kms:Describe*",
+    ["kms:Decrypt", "kms:CreateGrant"],
+    "kms:Disable*",
+]
 OPERATIONS = [action.split(":")[1] for action in ACTIONS]
 RESOURCES = ["*", KEY, OTHER_KEY, f"arn:aws:kms:*:{A}:key/*"]
 CONDITIONS: list[dict[str, Any] | None] = [
@@ -104,9 +119,13 @@ def scenarios(draw: Any) -> dict[str, Any]:
         "key": key_statements,
         "identity": identity_statements,
         "grants": grants,
-        "request": request(action, principal=principal, conditions=conditions,
-                           encryption_context={"tenant": "a"} if entries else None),
-    }  # fmt: skip
+        "request": request(
+            action,
+            principal=principal,
+            conditions=conditions,
+            encryption_context={"tenant": "a"} if entries else None,
+        ),
+    }
 
 
 def decide(
@@ -129,12 +148,17 @@ def test_adding_a_deny_never_widens_access(
 ) -> None:
     before = decide(scenario["key"], scenario["identity"], scenario["grants"], scenario["request"])
     if to_key_policy:
-        after = decide([*scenario["key"], deny], scenario["identity"], scenario["grants"],
-                       scenario["request"])  # fmt: skip
+        after = decide(
+            [*scenario["key"], deny], scenario["identity"], scenario["grants"], scenario["request"]
+        )
     else:
         identity_deny = {k: v for k, v in deny.items() if k not in ("Principal", "NotPrincipal")}
-        after = decide(scenario["key"], [*scenario["identity"], identity_deny],
-                       scenario["grants"], scenario["request"])  # fmt: skip
+        after = decide(
+            scenario["key"],
+            [*scenario["identity"], identity_deny],
+            scenario["grants"],
+            scenario["request"],
+        )
     assert not after or before
 
 
@@ -162,8 +186,9 @@ def test_adding_a_grant_never_narrows_access(
 ) -> None:
     before = decide(scenario["key"], scenario["identity"], scenario["grants"], scenario["request"])
     extra = grant(grantee, [operation.split(":")[1]], grant_id="f" * 64)
-    after = decide(scenario["key"], scenario["identity"], [*scenario["grants"], extra],
-                   scenario["request"])  # fmt: skip
+    after = decide(
+        scenario["key"], scenario["identity"], [*scenario["grants"], extra], scenario["request"]
+    )
     assert after or not before
 
 

@@ -14,15 +14,24 @@ from app.usecases.authorization import AccessRequest, condition_context
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ALICE = "arn:aws:iam::111122223333:user/alice"
 KEY = SimpleNamespace(
-    arn="arn:aws:kms:us-east-1:111122223333:key/k", account_id="111122223333",
-    key_spec="SYMMETRIC_DEFAULT", key_usage="ENCRYPT_DECRYPT", origin="AWS_KMS",
-    aliases=["alias/finance", "alias/payroll"], tags={"Team": "payments"},
-)  # fmt: skip
+    arn="arn:aws:kms:us-east-1:111122223333:key/k",
+    account_id="111122223333",
+    key_spec="SYMMETRIC_DEFAULT",
+    key_usage="ENCRYPT_DECRYPT",
+    origin="AWS_KMS",
+    aliases=["alias/finance", "alias/payroll"],
+    tags={"Team": "payments"},
+)
 
 
 def caller(**fields: Any) -> Caller:
-    defaults = {"account_id": "111122223333", "principal_arn": ALICE, "access_key_id": "AK",
-                "region": "eu-west-2", "source_ip": "10.1.2.3"}  # fmt: skip
+    defaults = {
+        "account_id": "111122223333",
+        "principal_arn": ALICE,
+        "access_key_id": "AK",
+        "region": "eu-west-2",
+        "source_ip": "10.1.2.3",
+    }
     return Caller(**{**defaults, **fields})
 
 
@@ -79,9 +88,13 @@ def test_alias_tags_and_further_keys() -> None:
     request = AccessRequest(request_tags={"env": "prod"}, conditions=grant)
 
     context = condition_context(
-        caller(principal_arn="arn:aws:iam::111122223333:role/r"), "kms:CreateGrant", None,
-        request, NOW, alias_name="alias/finance",
-    )  # fmt: skip
+        caller(principal_arn="arn:aws:iam::111122223333:role/r"),
+        "kms:CreateGrant",
+        None,
+        request,
+        NOW,
+        alias_name="alias/finance",
+    )
 
     assert context["kms:requestalias"] == ("alias/finance",)
     assert context["aws:principaltype"] == ("AssumedRole",)

@@ -98,9 +98,16 @@ def scenario(service: Service) -> Scenario:
         KeyId=key_a["KeyId"], KeySpec="AES_256", EncryptionContext=SNAPSHOT_CONTEXT
     )
     return Scenario(
-        identities, account_a, account_b, key_a, key_b, copier, ec2, data_key["Plaintext"],
+        identities,
+        account_a,
+        account_b,
+        key_a,
+        key_b,
+        copier,
+        ec2,
+        data_key["Plaintext"],
         data_key["CiphertextBlob"],
-    )  # fmt: skip
+    )
 
 
 def test_the_key_carries_the_missions_policy(scenario: Scenario, service: Service) -> None:
@@ -115,22 +122,26 @@ def test_account_b_reencrypts_the_data_key_under_its_own_key(scenario: Scenario)
 
     # EC2 creates a grant for the copy on A's key (kms:CreateGrant through EC2, as account B).
     grant = ec2_for_copier.create_grant(
-        KeyId=scenario.key_a["Arn"], GranteePrincipal=scenario.copier.arn,
-        RetiringPrincipal=scenario.copier.arn, Operations=["ReEncryptFrom"],
+        KeyId=scenario.key_a["Arn"],
+        GranteePrincipal=scenario.copier.arn,
+        RetiringPrincipal=scenario.copier.arn,
+        Operations=["ReEncryptFrom"],
         Constraints={"EncryptionContextEquals": SNAPSHOT_CONTEXT},
-    )  # fmt: skip
+    )
     # ...and re-encrypts the snapshot's data key under B's own key, using the grant.
     copied = ec2_for_copier.re_encrypt(
-        CiphertextBlob=scenario.snapshot_key_blob, SourceEncryptionContext=SNAPSHOT_CONTEXT,
-        DestinationKeyId=scenario.key_b["Arn"], DestinationEncryptionContext=SNAPSHOT_CONTEXT,
+        CiphertextBlob=scenario.snapshot_key_blob,
+        SourceEncryptionContext=SNAPSHOT_CONTEXT,
+        DestinationKeyId=scenario.key_b["Arn"],
+        DestinationEncryptionContext=SNAPSHOT_CONTEXT,
         GrantTokens=[grant["GrantToken"]],
-    )  # fmt: skip
+    )
 
     assert copied["SourceKeyId"] == scenario.key_a["Arn"]
     assert copied["KeyId"] == scenario.key_b["Arn"]
     plaintext = scenario.copier.kms.decrypt(
         CiphertextBlob=copied["CiphertextBlob"], EncryptionContext=SNAPSHOT_CONTEXT
-    )["Plaintext"]  # fmt: skip
+    )["Plaintext"]
     assert plaintext == scenario.data_key
     # The copy no longer needs A's key: the grant is retired by its retiring principal.
     scenario.copier.kms.retire_grant(KeyId=scenario.key_a["Arn"], GrantId=grant["GrantId"])
@@ -178,9 +189,10 @@ def test_every_other_principal_is_refused(scenario: Scenario, service: Service, 
         )
     with ledger_unchanged(service), aws_error("AccessDeniedException"):
         client.create_grant(
-            KeyId=scenario.key_a["Arn"], GranteePrincipal=scenario.copier.arn,
+            KeyId=scenario.key_a["Arn"],
+            GranteePrincipal=scenario.copier.arn,
             Operations=["Decrypt"],
-        )  # fmt: skip
+        )
 
 
 def test_the_role_may_do_only_what_the_policy_names(scenario: Scenario) -> None:

@@ -49,10 +49,16 @@ class RestClient:
         headers = {"Content-Type": "application/json"} if content else {}
         if sign:
             headers = sign_request(
-                method, url, headers, content,
-                access_key_id=self.access_key_id, secret_access_key=self.secret_access_key,
-                region=REGION, service="kms", now=self.service.runtime.clock.now(),
-            )  # fmt: skip
+                method,
+                url,
+                headers,
+                content,
+                access_key_id=self.access_key_id,
+                secret_access_key=self.secret_access_key,
+                region=REGION,
+                service="kms",
+                now=self.service.runtime.clock.now(),
+            )
         sent = content if sent_content is None else sent_content
         return self.http.request(method, url, content=sent, headers=headers)
 
@@ -598,11 +604,19 @@ def _policy_with_lone_surrogate() -> str:
     """A key policy whose action spells a lone surrogate with a JSON escape ("\\ud800"):
     the body's parser reads the document as plain text, the policy parser as a surrogate."""
     return json.dumps(
-        {"Version": "2012-10-17",
-         "Statement": [{"Sid": "lone \ud800", "Effect": "Allow",
-                        "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
-                        "Action": ["kms:*", "kms:\ud800"], "Resource": "*"}]}
-    )  # fmt: skip
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "lone \ud800",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+                    "Action": ["kms:*", "kms:\ud800"],
+                    "Resource": "*",
+                }
+            ],
+        }
+    )
 
 
 def test_key_policy_with_a_lone_surrogate_fails_with_400_malformed_policy_document(
@@ -623,9 +637,11 @@ def test_identity_policy_with_a_lone_surrogate_fails_with_400_malformed_policy_d
     created = rest.post("/v1/iam/principals", {"account_id": "111122223333", "name": name})
     assert created.status_code == 201, created.text
     policy = json.dumps(
-        {"Version": "2012-10-17",
-         "Statement": [{"Effect": "Allow", "Action": "kms:\udfff", "Resource": "*"}]}
-    )  # fmt: skip
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "kms:\udfff", "Resource": "*"}],
+        }
+    )
 
     response = rest.put(
         f"/v1/iam/principals/arn:aws:iam::111122223333:user/{name}/policies/Kms",
@@ -638,10 +654,16 @@ def test_identity_policy_with_a_lone_surrogate_fails_with_400_malformed_policy_d
 def test_body_sent_without_json_content_type_fails_with_400(service: Service) -> None:
     url = f"{service.endpoint}/v1/keys"
     headers = sign_request(
-        "POST", url, {"Content-Type": "application/x-www-form-urlencoded"}, b"{}",
-        access_key_id=service.access_key_id, secret_access_key=service.secret_access_key,
-        region=REGION, service="kms", now=service.runtime.clock.now(),
-    )  # fmt: skip
+        "POST",
+        url,
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        b"{}",
+        access_key_id=service.access_key_id,
+        secret_access_key=service.secret_access_key,
+        region=REGION,
+        service="kms",
+        now=service.runtime.clock.now(),
+    )
     response = httpx.post(url, content=b"{}", headers=headers)
     body = assert_error(response, 400, "ValidationException")
     assert "application/json" in body["message"]

@@ -24,23 +24,48 @@ from tests.conftest import ACCOUNT_ID, REGION, Service
 @pytest.mark.parametrize(
     ("operation", "given", "logged"),
     [
-        ("Encrypt", {"KeyId": "k", "Plaintext": b"secret", "EncryptionContext": {"A": "b"}},
-         {"keyId": "k", "encryptionContext": {"A": "b"}}),
-        ("Decrypt", {"CiphertextBlob": b"ct", "GrantTokens": ["t"], "DryRun": True},
-         {"dryRun": True}),
-        ("Sign", {"KeyId": "k", "Message": b"m", "SigningAlgorithm": "ECDSA_SHA_256"},
-         {"keyId": "k", "signingAlgorithm": "ECDSA_SHA_256"}),
-        ("PutKeyPolicy", {"KeyId": "k", "PolicyName": "default", "Policy": "{...}"},
-         {"keyId": "k", "policyName": "default"}),
-        ("ImportKeyMaterial", {"KeyId": "k", "ImportToken": b"t", "EncryptedKeyMaterial": b"m",
-                               "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"},
-         {"keyId": "k", "expirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}),
-        ("CreateKey", {"Tags": [{"TagKey": "a", "TagValue": "b"}], "Unknown": 1},
-         {"tags": [{"tagKey": "a", "tagValue": "b"}]}),
-        ("VerifyMac", {"KeyId": "k", "Message": b"m", "Mac": b"x", "MacAlgorithm": "HMAC_SHA_256"},
-         {"keyId": "k", "macAlgorithm": "HMAC_SHA_256"}),
+        (
+            "Encrypt",
+            {"KeyId": "k", "Plaintext": b"secret", "EncryptionContext": {"A": "b"}},
+            {"keyId": "k", "encryptionContext": {"A": "b"}},
+        ),
+        (
+            "Decrypt",
+            {"CiphertextBlob": b"ct", "GrantTokens": ["t"], "DryRun": True},
+            {"dryRun": True},
+        ),
+        (
+            "Sign",
+            {"KeyId": "k", "Message": b"m", "SigningAlgorithm": "ECDSA_SHA_256"},
+            {"keyId": "k", "signingAlgorithm": "ECDSA_SHA_256"},
+        ),
+        (
+            "PutKeyPolicy",
+            {"KeyId": "k", "PolicyName": "default", "Policy": "{...}"},
+            {"keyId": "k", "policyName": "default"},
+        ),
+        (
+            "ImportKeyMaterial",
+            {
+                "KeyId": "k",
+                "ImportToken": b"t",
+                "EncryptedKeyMaterial": b"m",
+                "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE",
+            },
+            {"keyId": "k", "expirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"},
+        ),
+        (
+            "CreateKey",
+            {"Tags": [{"TagKey": "a", "TagValue": "b"}], "Unknown": 1},
+            {"tags": [{"tagKey": "a", "tagValue": "b"}]},
+        ),
+        (
+            "VerifyMac",
+            {"KeyId": "k", "Message": b"m", "Mac": b"x", "MacAlgorithm": "HMAC_SHA_256"},
+            {"keyId": "k", "macAlgorithm": "HMAC_SHA_256"},
+        ),
     ],
-)  # fmt: skip
+)
 def test_records_keep_what_kms_logs_and_nothing_secret(
     operation: str, given: dict[str, Any], logged: dict[str, Any]
 ) -> None:

@@ -34,4 +34,3 @@ def test_a_description_with_nul_reaches_the_trail_and_the_key_views(
             "SELECT description FROM audit_keys WHERE key_id = %s", (key_id,)
         ).fetchone()
     assert row == ("before\ufffdafter",)  # text columns cannot hold NUL
-

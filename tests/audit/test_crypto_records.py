@@ -67,7 +67,7 @@ def key(kms: Any) -> dict[str, Any]:
         ("generate_data_key_without_plaintext", {"KeySpec": "AES_128"}, {"keySpec": "AES_128"}),
         ("generate_data_key_without_plaintext", {"NumberOfBytes": 64}, {"numberOfBytes": 64}),
     ],
-)  # fmt: skip
+)
 def test_a_data_key_record_logs_the_key_spec_or_number_of_bytes_asked_for(
     kms: Any,
     cloudtrail: Any,
@@ -79,8 +79,10 @@ def test_a_data_key_record_logs_the_key_spec_or_number_of_bytes_asked_for(
     answer = getattr(kms, operation)(KeyId=key["KeyId"], EncryptionContext={"t": "1"}, **size)
     record = _record(cloudtrail, key["Arn"], answer)
     assert record["requestParameters"] == {
-        "keyId": key["KeyId"], "encryptionContext": {"t": "1"}, **logged
-    }  # fmt: skip
+        "keyId": key["KeyId"],
+        "encryptionContext": {"t": "1"},
+        **logged,
+    }
     assert record["resources"] == [_resource(key["Arn"])]
     text = _text(record)
     assert base64.b64encode(answer["CiphertextBlob"]).decode() not in text
@@ -99,8 +101,10 @@ def test_a_data_key_pair_record_logs_the_key_pair_spec(
     )
     record = _record(cloudtrail, key["Arn"], answer)
     assert record["requestParameters"] == {
-        "keyId": key["Arn"], "keyPairSpec": "ECC_NIST_P256", "encryptionContext": {"pair": "yes"}
-    }  # fmt: skip
+        "keyId": key["Arn"],
+        "keyPairSpec": "ECC_NIST_P256",
+        "encryptionContext": {"pair": "yes"},
+    }
     text = _text(record)
     for secret in ("PublicKey", "PrivateKeyPlaintext", "PrivateKeyCiphertextBlob"):
         if secret in answer:
@@ -115,8 +119,10 @@ def test_a_call_made_with_an_alias_logs_the_alias_and_names_the_key_in_resources
     by_name = kms.encrypt(KeyId=alias, Plaintext=b"x", EncryptionContext={"a": "b"})
     record = _record(cloudtrail, key["Arn"], by_name)
     assert record["requestParameters"] == {
-        "keyId": alias, "encryptionContext": {"a": "b"}, "encryptionAlgorithm": "SYMMETRIC_DEFAULT"
-    }  # fmt: skip
+        "keyId": alias,
+        "encryptionContext": {"a": "b"},
+        "encryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
     assert record["resources"] == [_resource(key["Arn"])]
     assert record["_entry"]["Resources"] == [
         {"ResourceType": KEY_RESOURCE, "ResourceName": key["Arn"]}
@@ -136,8 +142,9 @@ def test_a_decrypt_logs_the_key_id_only_when_given_and_always_the_algorithm(
     }
     named = kms.decrypt(CiphertextBlob=blob, KeyId=key["Arn"])
     assert _record(cloudtrail, key["Arn"], named)["requestParameters"] == {
-        "keyId": key["Arn"], "encryptionAlgorithm": "SYMMETRIC_DEFAULT"
-    }  # fmt: skip
+        "keyId": key["Arn"],
+        "encryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
 
 
 def test_sign_and_verify_log_the_message_type_and_signing_algorithm_never_the_message(
@@ -147,14 +154,19 @@ def test_sign_and_verify_log_the_message_type_and_signing_algorithm_never_the_me
     message = b"the message signed, never logged"
     signed = kms.sign(KeyId=key["KeyId"], Message=message, SigningAlgorithm="ECDSA_SHA_256")
     verified = kms.verify(
-        KeyId=key["KeyId"], Message=message, MessageType="RAW",
-        Signature=signed["Signature"], SigningAlgorithm="ECDSA_SHA_256",
-    )  # fmt: skip
+        KeyId=key["KeyId"],
+        Message=message,
+        MessageType="RAW",
+        Signature=signed["Signature"],
+        SigningAlgorithm="ECDSA_SHA_256",
+    )
     for answer in (signed, verified):
         record = _record(cloudtrail, key["Arn"], answer)
         assert record["requestParameters"] == {
-            "keyId": key["KeyId"], "messageType": "RAW", "signingAlgorithm": "ECDSA_SHA_256"
-        }  # fmt: skip
+            "keyId": key["KeyId"],
+            "messageType": "RAW",
+            "signingAlgorithm": "ECDSA_SHA_256",
+        }
         text = _text(record)
         for secret in (message, signed["Signature"]):
             assert base64.b64encode(secret).decode() not in text
@@ -172,8 +184,9 @@ def test_mac_and_key_agreement_records_log_their_algorithms_never_the_mac_or_pub
     for answer in (mac, verified):
         record = _record(cloudtrail, hmac["Arn"], answer)
         assert record["requestParameters"] == {
-            "keyId": hmac["KeyId"], "macAlgorithm": "HMAC_SHA_256"
-        }  # fmt: skip
+            "keyId": hmac["KeyId"],
+            "macAlgorithm": "HMAC_SHA_256",
+        }
         assert base64.b64encode(mac["Mac"]).decode() not in _text(record)
     agreement = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]
     peer = (
@@ -186,8 +199,9 @@ def test_mac_and_key_agreement_records_log_their_algorithms_never_the_mac_or_pub
     )
     record = _record(cloudtrail, agreement["Arn"], derived)
     assert record["requestParameters"] == {
-        "keyId": agreement["KeyId"], "keyAgreementAlgorithm": "ECDH"
-    }  # fmt: skip
+        "keyId": agreement["KeyId"],
+        "keyAgreementAlgorithm": "ECDH",
+    }
     text = _text(record)
     for secret in (peer, derived["SharedSecret"]):
         assert base64.b64encode(secret).decode() not in text
@@ -207,18 +221,23 @@ def test_a_re_encrypt_is_one_record_naming_both_keys_and_both_contexts(
     since = _since()
     blob = kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", EncryptionContext={"from": "a"})
     moved = kms.re_encrypt(
-        CiphertextBlob=blob["CiphertextBlob"], SourceEncryptionContext={"from": "a"},
-        DestinationKeyId=alias, DestinationEncryptionContext={"to": "b"},
-    )  # fmt: skip
-    found = by_request(records(cloudtrail, "EventName", "ReEncrypt", StartTime=since),
-                       request_id(moved))  # fmt: skip
+        CiphertextBlob=blob["CiphertextBlob"],
+        SourceEncryptionContext={"from": "a"},
+        DestinationKeyId=alias,
+        DestinationEncryptionContext={"to": "b"},
+    )
+    found = by_request(
+        records(cloudtrail, "EventName", "ReEncrypt", StartTime=since), request_id(moved)
+    )
     assert len(found) == 1
     (record,) = found
     assert record["requestParameters"] == {
-        "sourceEncryptionContext": {"from": "a"}, "sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
-        "destinationKeyId": alias, "destinationEncryptionContext": {"to": "b"},
+        "sourceEncryptionContext": {"from": "a"},
+        "sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "destinationKeyId": alias,
+        "destinationEncryptionContext": {"to": "b"},
         "destinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
-    }  # fmt: skip
+    }
     assert record["resources"] == [_resource(key["Arn"]), _resource(destination["Arn"])]
     assert record["recipientAccountId"] == ACCOUNT_ID and "sharedEventID" not in record
     materials = record["additionalEventData"]
@@ -231,8 +250,10 @@ def test_a_re_encrypt_is_one_record_naming_both_keys_and_both_contexts(
         assert base64.b64encode(secret).decode() not in text
     # Each key's own trail and last use name this one record.
     for arn in (key["Arn"], destination["Arn"]):
-        assert by_request(records(cloudtrail, "ResourceName", arn, StartTime=since),
-                          request_id(moved)) == found  # fmt: skip
+        assert (
+            by_request(records(cloudtrail, "ResourceName", arn, StartTime=since), request_id(moved))
+            == found
+        )
     for used in (key, destination):
         last = _last_usage(kms, used)
         assert (last["Operation"], last["KmsRequestId"]) == ("ReEncrypt", request_id(moved))
@@ -257,9 +278,11 @@ def test_a_re_encrypt_logs_the_source_key_id_as_given(
     )
     record = _record(cloudtrail, key["Arn"], moved)
     assert record["requestParameters"] == {
-        "sourceKeyId": key["KeyId"], "sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
-        "destinationKeyId": key["Arn"], "destinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
-    }  # fmt: skip
+        "sourceKeyId": key["KeyId"],
+        "sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "destinationKeyId": key["Arn"],
+        "destinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
     assert record["resources"] == [_resource(key["Arn"]), _resource(key["Arn"])]
 
 
@@ -268,17 +291,26 @@ def test_a_cross_account_re_encrypt_is_delivered_to_each_account_once(
 ) -> None:
     account = identities.account()
     user: Principal = identities.principal(account, policies={"Kms": KMS_ALL})
-    source = kms.create_key(Policy=key_policy_doc({
-        "Sid": "Other account", "Effect": "Allow", "Principal": {"AWS": user.arn},
-        "Action": ["kms:ReEncryptFrom"], "Resource": "*"}))["KeyMetadata"]  # fmt: skip
+    source = kms.create_key(
+        Policy=key_policy_doc(
+            {
+                "Sid": "Other account",
+                "Effect": "Allow",
+                "Principal": {"AWS": user.arn},
+                "Action": ["kms:ReEncryptFrom"],
+                "Resource": "*",
+            }
+        )
+    )["KeyMetadata"]
     destination = user.kms.create_key()["KeyMetadata"]
     since = _since()
     blob = kms.encrypt(KeyId=source["KeyId"], Plaintext=b"x")["CiphertextBlob"]
     moved = user.kms.re_encrypt(
         CiphertextBlob=blob, SourceKeyId=source["Arn"], DestinationKeyId=destination["KeyId"]
     )
-    copies = by_request(records(cloudtrail, "EventName", "ReEncrypt", StartTime=since),
-                        request_id(moved))  # fmt: skip
+    copies = by_request(
+        records(cloudtrail, "EventName", "ReEncrypt", StartTime=since), request_id(moved)
+    )
     assert sorted(c["recipientAccountId"] for c in copies) == sorted([account, ACCOUNT_ID])
     assert len({c["eventID"] for c in copies}) == 2
     assert {c["sharedEventID"] for c in copies} == {copies[0]["sharedEventID"]}
@@ -304,18 +336,28 @@ def test_a_used_event_stored_before_version_2_still_gives_its_record(
     key_uuid = uuid.UUID(key["KeyId"])
     material_version = 1
     event = Key.Used(
-        originator_id=key_uuid, originator_version=2, timestamp=datetime.now(UTC),
-        actor={"principal_arn": f"arn:aws:iam::{ACCOUNT_ID}:user/admin", "account_id": ACCOUNT_ID,
-               "region": key["Arn"].split(":")[3], "request_id": f"v1-{uuid.uuid4()}"},
-        operation="Encrypt", material_version=material_version,
-        encryption_context={"old": "event"}, algorithm="SYMMETRIC_DEFAULT",
-        request_id="", request_parameters=None,
-    )  # fmt: skip
+        originator_id=key_uuid,
+        originator_version=2,
+        timestamp=datetime.now(UTC),
+        actor={
+            "principal_arn": f"arn:aws:iam::{ACCOUNT_ID}:user/admin",
+            "account_id": ACCOUNT_ID,
+            "region": key["Arn"].split(":")[3],
+            "request_id": f"v1-{uuid.uuid4()}",
+        },
+        operation="Encrypt",
+        material_version=material_version,
+        encryption_context={"old": "event"},
+        algorithm="SYMMETRIC_DEFAULT",
+        request_id="",
+        request_parameters=None,
+    )
     stored = ledger.mapper.to_stored_event(event)
     state = orjson.loads(stored.state)
     del state["class_version"], state["request_parameters"]
-    old = StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
-                      orjson.dumps(state))  # fmt: skip
+    old = StoredEvent(
+        stored.originator_id, stored.originator_version, stored.topic, orjson.dumps(state)
+    )
     ledger.recorder.insert_events([old])
     (loaded,) = [e for e in ledger.events.get(key_uuid, gt=1) if isinstance(e, Key.Used)]
     assert loaded.request_parameters is None
@@ -327,9 +369,10 @@ def test_a_used_event_stored_before_version_2_still_gives_its_record(
     ]
     assert record["eventName"] == "Encrypt"
     assert record["requestParameters"] == {
-        "keyId": key["Arn"], "encryptionContext": {"old": "event"},
+        "keyId": key["Arn"],
+        "encryptionContext": {"old": "event"},
         "encryptionAlgorithm": "SYMMETRIC_DEFAULT",
-    }  # fmt: skip
+    }
     last = kms.get_key_last_usage(KeyId=key["KeyId"])["KeyLastUsage"]
     assert last["CloudTrailEventId"] == record["eventID"]
     # the key, with the old event in its history, still works, and the views replay the same

@@ -31,10 +31,27 @@ def test_export_writes_the_period_as_cloudtrail_delivers_it(
     out = tmp_path / "evidence"
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url}
     process = subprocess.run(
-        [sys.executable, "-m", "app", "audit", "export", "--out", str(out), "--start",
-         start.isoformat(), "--end", end.isoformat(), "--account", ACCOUNT_ID],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "audit",
+            "export",
+            "--out",
+            str(out),
+            "--start",
+            start.isoformat(),
+            "--end",
+            end.isoformat(),
+            "--account",
+            ACCOUNT_ID,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert process.returncode == 0, process.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["account"] == ACCOUNT_ID
@@ -51,8 +68,11 @@ def test_export_writes_the_period_as_cloudtrail_delivers_it(
             assert len(records) == entry["records"]
             delivered.extend(records)
     assert len(delivered) == manifest["records"]
-    names = [r["eventName"] for r in delivered if r["resources"]
-             and r["resources"][0]["ARN"] == key["Arn"]]  # fmt: skip
+    names = [
+        r["eventName"]
+        for r in delivered
+        if r["resources"] and r["resources"][0]["ARN"] == key["Arn"]
+    ]
     assert names == ["CreateKey", "Encrypt"]  # oldest first
     assert all(start.isoformat()[:19] <= r["eventTime"][:19] for r in delivered)
     lines = (out / "events.jsonl").read_text().splitlines()

@@ -37,22 +37,28 @@ def calls(kms: Any, identities: Identities) -> dict[str, Any]:
     since = _since()
     created = kms.create_key(Description="audited")
     key = created["KeyMetadata"]
-    encrypted = kms.encrypt(KeyId=key["KeyId"], Plaintext=PLAINTEXT,
-                            EncryptionContext={"tenant": "acme"})  # fmt: skip
-    decrypted = kms.decrypt(CiphertextBlob=encrypted["CiphertextBlob"],
-                            EncryptionContext={"tenant": "acme"})  # fmt: skip
+    encrypted = kms.encrypt(
+        KeyId=key["KeyId"], Plaintext=PLAINTEXT, EncryptionContext={"tenant": "acme"}
+    )
+    decrypted = kms.decrypt(
+        CiphertextBlob=encrypted["CiphertextBlob"], EncryptionContext={"tenant": "acme"}
+    )
     described = kms.describe_key(KeyId=key["KeyId"])
     stranger = identities.principal(ACCOUNT_ID)  # no identity policy: may do nothing
     with pytest.raises(ClientError) as denied:
         stranger.kms.encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext={"t": "1"})
     assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
     return {
-        "since": since, "key": key, "stranger": stranger,
-        "create": request_id(created), "encrypt": request_id(encrypted),
-        "decrypt": request_id(decrypted), "describe": request_id(described),
+        "since": since,
+        "key": key,
+        "stranger": stranger,
+        "create": request_id(created),
+        "encrypt": request_id(encrypted),
+        "decrypt": request_id(decrypted),
+        "describe": request_id(described),
         "denied": denied.value.response["ResponseMetadata"]["RequestId"],
         "ciphertext": encrypted["CiphertextBlob"],
-    }  # fmt: skip
+    }
 
 
 def test_each_lookup_attribute_finds_the_calls_just_made(
@@ -134,15 +140,17 @@ def test_cryptographic_records_log_the_context_and_never_plaintext_or_ciphertext
     (decrypt,) = by_request(found, calls["decrypt"])
     (create,) = by_request(found, calls["create"])
     assert encrypt["requestParameters"] == {  # keyId as given; resources name the key ARN
-        "keyId": calls["key"]["KeyId"], "encryptionContext": {"tenant": "acme"},
+        "keyId": calls["key"]["KeyId"],
+        "encryptionContext": {"tenant": "acme"},
         "encryptionAlgorithm": "SYMMETRIC_DEFAULT",
-    }  # fmt: skip
+    }
     assert [r["ARN"] for r in encrypt["resources"]] == [calls["key"]["Arn"]]
     assert encrypt["responseElements"] is None
     assert len(encrypt["additionalEventData"]["keyMaterialId"]) == 64
     assert decrypt["requestParameters"] == {  # called without a KeyId: none logged
-        "encryptionContext": {"tenant": "acme"}, "encryptionAlgorithm": "SYMMETRIC_DEFAULT"
-    }  # fmt: skip
+        "encryptionContext": {"tenant": "acme"},
+        "encryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
     assert create["responseElements"]["keyMetadata"]["keyId"] == calls["key"]["KeyId"]
     assert create["readOnly"] is False
     text = json.dumps(found, default=str)
@@ -201,8 +209,12 @@ def test_a_failed_signature_with_a_known_access_key_is_recorded(
 ) -> None:
     since = _since()
     principal = identities.principal(ACCOUNT_ID, policies={"All": KMS_ALL})
-    answer = raw("TrentService.ListKeys", {}, access_key_id=principal.access_key_id,
-                 secret_access_key="not-the-secret")  # fmt: skip
+    answer = raw(
+        "TrentService.ListKeys",
+        {},
+        access_key_id=principal.access_key_id,
+        secret_access_key="not-the-secret",
+    )
     assert answer.error_type == "InvalidSignatureException"
     (record,) = records(cloudtrail, "AccessKeyId", principal.access_key_id, StartTime=since)
     assert record["eventName"] == "ListKeys"
@@ -231,8 +243,10 @@ def test_lookups_are_newest_first_and_page_with_next_token(kms: Any, cloudtrail:
     assert len({event["EventId"] for event in seen}) == 6
     times = [event["EventTime"] for event in seen]
     assert times == sorted(times, reverse=True)
-    contexts = [json.loads(e["CloudTrailEvent"])["requestParameters"]["encryptionContext"]["n"]
-                for e in seen[:5]]  # fmt: skip
+    contexts = [
+        json.loads(e["CloudTrailEvent"])["requestParameters"]["encryptionContext"]["n"]
+        for e in seen[:5]
+    ]
     assert contexts == ["4", "3", "2", "1", "0"]
     window = cloudtrail.lookup_events(
         LookupAttributes=attribute, StartTime=since, EndTime=datetime.now(UTC) + timedelta(1)
@@ -247,20 +261,29 @@ def test_lookups_are_newest_first_and_page_with_next_token(kms: Any, cloudtrail:
     [
         ({"MaxResults": 51}, "InvalidMaxResultsException"),
         ({"StartTime": 2_000_000_000, "EndTime": 1_000_000_000}, "InvalidTimeRangeException"),
-        ({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "Encrypt"},
-                               {"AttributeKey": "ReadOnly", "AttributeValue": "true"}]},
-         "InvalidLookupAttributesException"),
+        (
+            {
+                "LookupAttributes": [
+                    {"AttributeKey": "EventName", "AttributeValue": "Encrypt"},
+                    {"AttributeKey": "ReadOnly", "AttributeValue": "true"},
+                ]
+            },
+            "InvalidLookupAttributesException",
+        ),
         ({"NextToken": "not-a-token"}, "InvalidNextTokenException"),
     ],
-)  # fmt: skip
+)
 def test_lookup_errors_are_cloudtrails(
     service: Service, request_members: dict[str, Any], error: str
 ) -> None:
     unvalidated = boto3.client(  # botocore itself checks only MaxResults' minimum
-        "cloudtrail", endpoint_url=service.endpoint, region_name=REGION,
-        aws_access_key_id=service.access_key_id, aws_secret_access_key=service.secret_access_key,
+        "cloudtrail",
+        endpoint_url=service.endpoint,
+        region_name=REGION,
+        aws_access_key_id=service.access_key_id,
+        aws_secret_access_key=service.secret_access_key,
         config=Config(parameter_validation=False, retries={"max_attempts": 1}),
-    )  # fmt: skip
+    )
     with pytest.raises(ClientError) as failure:
         unvalidated.lookup_events(**request_members)
     assert failure.value.response["Error"]["Code"] == error
@@ -282,10 +305,22 @@ def test_an_account_sees_its_own_records_only(
 ) -> None:
     account = identities.account()
     auditor = identities.principal(
-        account, policies={"Audit": json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": ["cloudtrail:LookupEvents", "kms:*"],
-             "Resource": "*"}]})},
-    )  # fmt: skip
+        account,
+        policies={
+            "Audit": json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["cloudtrail:LookupEvents", "kms:*"],
+                            "Resource": "*",
+                        }
+                    ],
+                }
+            )
+        },
+    )
     own = auditor.kms.create_key()["KeyMetadata"]
     theirs = kms.create_key()["KeyMetadata"]
     client = cloudtrail_of(service, auditor)
@@ -307,9 +342,17 @@ def test_a_cross_account_use_is_recorded_in_both_accounts(
 ) -> None:
     account = identities.account()
     user: Principal = identities.principal(account, policies={"Kms": KMS_ALL})
-    key = kms.create_key(Policy=key_policy_doc({
-        "Sid": "Other account", "Effect": "Allow", "Principal": {"AWS": user.arn},
-        "Action": ["kms:Encrypt"], "Resource": "*"}))["KeyMetadata"]  # fmt: skip
+    key = kms.create_key(
+        Policy=key_policy_doc(
+            {
+                "Sid": "Other account",
+                "Effect": "Allow",
+                "Principal": {"AWS": user.arn},
+                "Action": ["kms:Encrypt"],
+                "Resource": "*",
+            }
+        )
+    )["KeyMetadata"]
     answer = user.kms.encrypt(KeyId=key["Arn"], Plaintext=b"x")
     copies = by_request(records(cloudtrail, "ResourceName", key["Arn"]), request_id(answer))
     assert {c["recipientAccountId"] for c in copies} == {account, ACCOUNT_ID}
@@ -344,23 +387,23 @@ def test_management_calls_are_recorded_from_their_events(
         "CreateAlias": kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"]),
         "UpdateAlias": kms.update_alias(AliasName=alias, TargetKeyId=other["KeyId"]),
         "DeleteAlias": kms.delete_alias(AliasName=alias),
-        "EnableKeyRotation": kms.enable_key_rotation(KeyId=key["KeyId"],
-                                                     RotationPeriodInDays=90),
+        "EnableKeyRotation": kms.enable_key_rotation(KeyId=key["KeyId"], RotationPeriodInDays=90),
         "RotateKeyOnDemand": kms.rotate_key_on_demand(KeyId=key["KeyId"]),
-        "CreateGrant": kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=grantee.arn,
-                                        Operations=["Decrypt"]),
-        "ScheduleKeyDeletion": kms.schedule_key_deletion(KeyId=key["KeyId"],
-                                                         PendingWindowInDays=7),
+        "CreateGrant": kms.create_grant(
+            KeyId=key["KeyId"], GranteePrincipal=grantee.arn, Operations=["Decrypt"]
+        ),
+        "ScheduleKeyDeletion": kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7),
         "DisableKey": kms.disable_key(KeyId=other["KeyId"]),
-    }  # fmt: skip
+    }
     found = records(cloudtrail, "ResourceType", "AWS::KMS::Key", StartTime=_since() - timedelta(60))
     shaped = {name: by_request(found, request_id(answer)) for name, answer in calls.items()}
     assert {name: [r["eventName"] for r in rs] for name, rs in shaped.items()} == {
         name: [name] for name in calls
     }
     assert shaped["UpdateAlias"][0]["requestParameters"] == {
-        "aliasName": alias, "targetKeyId": other["KeyId"]
-    }  # fmt: skip
+        "aliasName": alias,
+        "targetKeyId": other["KeyId"],
+    }
     assert shaped["UpdateAlias"][0]["resources"][0]["ARN"] == other["Arn"]
     assert shaped["EnableKeyRotation"][0]["requestParameters"]["rotationPeriodInDays"] == 90
     rotated = shaped["RotateKeyOnDemand"][0]

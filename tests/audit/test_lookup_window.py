@@ -29,10 +29,13 @@ def unvalidated(service: Service) -> Iterator[Any]:
     """The administrator's CloudTrail client with botocore's own checks off (it checks only
     MaxResults' minimum), so that each bad request reaches the service."""
     yield boto3.client(
-        "cloudtrail", endpoint_url=service.endpoint, region_name=REGION,
-        aws_access_key_id=service.access_key_id, aws_secret_access_key=service.secret_access_key,
+        "cloudtrail",
+        endpoint_url=service.endpoint,
+        region_name=REGION,
+        aws_access_key_id=service.access_key_id,
+        aws_secret_access_key=service.secret_access_key,
         config=Config(parameter_validation=False, retries={"max_attempts": 1}),
-    )  # fmt: skip
+    )
 
 
 def _names(client: Any, key_arn: str, **kwargs: Any) -> list[str]:
@@ -53,8 +56,12 @@ def test_lookup_events_covers_the_last_90_days_and_the_rest_query_everything(
         assert _names(cloudtrail, key["Arn"]) == []
         # A start time older than the window finds what the window holds: no error.
         assert _names(cloudtrail, key["Arn"], StartTime=created_at) == []
-        assert _names(cloudtrail, key["Arn"], StartTime=created_at,
-                      EndTime=created_at + timedelta(days=1)) == []  # fmt: skip
+        assert (
+            _names(
+                cloudtrail, key["Arn"], StartTime=created_at, EndTime=created_at + timedelta(days=1)
+            )
+            == []
+        )
         auditor.kms.describe_key(KeyId=key["KeyId"])
         assert _names(cloudtrail, key["Arn"], StartTime=created_at) == ["DescribeKey"]
         rest = rest_of(service, auditor)
@@ -65,8 +72,10 @@ def test_lookup_events_covers_the_last_90_days_and_the_rest_query_everything(
             rest.http.close()
         assert everything.status_code == 200, everything.text
         assert [r["eventName"] for r in everything.json()["events"]] == [
-            "DescribeKey", "Encrypt", "CreateKey"
-        ]  # fmt: skip
+            "DescribeKey",
+            "Encrypt",
+            "CreateKey",
+        ]
         assert exported.text.count("\n") == 3
     finally:
         clock.advance(-(WINDOW + timedelta(days=1)))  # later tests expect the real time
@@ -81,8 +90,9 @@ def test_a_next_token_keeps_paging_while_the_window_moves(
     cloudtrail = cloudtrail_of(service, auditor)
     attribute = [{"AttributeKey": "ResourceName", "AttributeValue": key["Arn"]}]
     first = cloudtrail.lookup_events(LookupAttributes=attribute, MaxResults=2)
-    rest = cloudtrail.lookup_events(LookupAttributes=attribute, MaxResults=2,
-                                    NextToken=first["NextToken"])  # fmt: skip
+    rest = cloudtrail.lookup_events(
+        LookupAttributes=attribute, MaxResults=2, NextToken=first["NextToken"]
+    )
     names = [e["EventName"] for e in first["Events"] + rest["Events"]]
     assert names == ["Encrypt", "Encrypt", "Encrypt", "CreateKey"]
 
@@ -95,22 +105,36 @@ TOO_LONG = "a_" * 667  # 1,334 characters that CloudTrail counts as 2,001
     [
         ({"MaxResults": 0}, "InvalidMaxResultsException"),
         ({"MaxResults": 51}, "InvalidMaxResultsException"),
-        ({"LookupAttributes": [{"AttributeKey": "Region", "AttributeValue": "us-east-1"}]},
-         "InvalidLookupAttributesException"),
-        ({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "Encrypt"},
-                               {"AttributeKey": "ReadOnly", "AttributeValue": "true"}]},
-         "InvalidLookupAttributesException"),
-        ({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": ""}]},
-         "InvalidLookupAttributesException"),
-        ({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": TOO_LONG}]},
-         "InvalidLookupAttributesException"),
-        ({"LookupAttributes": [{"AttributeKey": "ReadOnly", "AttributeValue": "maybe"}]},
-         "InvalidLookupAttributesException"),
+        (
+            {"LookupAttributes": [{"AttributeKey": "Region", "AttributeValue": "us-east-1"}]},
+            "InvalidLookupAttributesException",
+        ),
+        (
+            {
+                "LookupAttributes": [
+                    {"AttributeKey": "EventName", "AttributeValue": "Encrypt"},
+                    {"AttributeKey": "ReadOnly", "AttributeValue": "true"},
+                ]
+            },
+            "InvalidLookupAttributesException",
+        ),
+        (
+            {"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": ""}]},
+            "InvalidLookupAttributesException",
+        ),
+        (
+            {"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": TOO_LONG}]},
+            "InvalidLookupAttributesException",
+        ),
+        (
+            {"LookupAttributes": [{"AttributeKey": "ReadOnly", "AttributeValue": "maybe"}]},
+            "InvalidLookupAttributesException",
+        ),
         ({"EventCategory": "management"}, "InvalidEventCategoryException"),
         ({"NextToken": "not-a-token"}, "InvalidNextTokenException"),
         ({"StartTime": 2_000_000_000, "EndTime": 1_000_000_000}, "InvalidTimeRangeException"),
     ],
-)  # fmt: skip
+)
 def test_each_bad_lookup_gets_cloudtrails_error_and_is_recorded(
     unvalidated: Any, cloudtrail: Any, request_members: dict[str, Any], error: str
 ) -> None:
@@ -118,8 +142,9 @@ def test_each_bad_lookup_gets_cloudtrails_error_and_is_recorded(
         unvalidated.lookup_events(**request_members)
     answer = failure.value.response
     assert (answer["Error"]["Code"], answer["ResponseMetadata"]["HTTPStatusCode"]) == (error, 400)
-    (record,) = by_request(records(cloudtrail, "EventName", "LookupEvents"),
-                           answer["ResponseMetadata"]["RequestId"])  # fmt: skip
+    (record,) = by_request(
+        records(cloudtrail, "EventName", "LookupEvents"), answer["ResponseMetadata"]["RequestId"]
+    )
     assert (record["eventSource"], record["errorCode"]) == ("cloudtrail.amazonaws.com", error)
 
 
@@ -127,11 +152,19 @@ def test_a_time_outside_the_possible_values_is_an_invalid_time_range(service: Se
     url = service.endpoint + "/"
     body = json.dumps({"StartTime": 10**15}).encode()  # year 31,690,708: botocore refuses it
     headers = sign_request(
-        "POST", url, {"Content-Type": "application/x-amz-json-1.1",
-                      "X-Amz-Target": TARGET_PREFIX + "LookupEvents"}, body,
-        access_key_id=service.access_key_id, secret_access_key=service.secret_access_key,
-        region=REGION, service="cloudtrail", now=datetime.now(UTC),
-    )  # fmt: skip
+        "POST",
+        url,
+        {
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": TARGET_PREFIX + "LookupEvents",
+        },
+        body,
+        access_key_id=service.access_key_id,
+        secret_access_key=service.secret_access_key,
+        region=REGION,
+        service="cloudtrail",
+        now=datetime.now(UTC),
+    )
     answer = httpx.post(url, content=body, headers=headers, timeout=10)
     assert answer.status_code == 400
     assert answer.json()["__type"] == "InvalidTimeRangeException"

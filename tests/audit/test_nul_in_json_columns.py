@@ -48,8 +48,9 @@ def _later_calls_are_recorded_and_listed(kms: Any, cloudtrail: Any) -> None:
     later_id = later["KeyMetadata"]["KeyId"]
     described = kms.describe_key(KeyId=later_id)
     assert by_request(records(cloudtrail, "EventName", "DescribeKey"), request_id(described))
-    listed = [k["KeyId"] for page in kms.get_paginator("list_keys").paginate()
-              for k in page["Keys"]]  # fmt: skip
+    listed = [
+        k["KeyId"] for page in kms.get_paginator("list_keys").paginate() for k in page["Keys"]
+    ]
     assert later_id in listed
 
 
@@ -92,9 +93,12 @@ def test_a_grant_constraint_with_nul_leaves_the_trail_and_directory_going(
     key_id = kms.create_key(Description=f"granted, {member} with NUL")["KeyMetadata"]["KeyId"]
     grantee = "arn:aws:iam::111122223333:user/admin"
     granted = kms.create_grant(
-        KeyId=key_id, GranteePrincipal=grantee, RetiringPrincipal=grantee,
-        Operations=["Encrypt"], Constraints={member: {"ten\x00ant": "a\x00b"}},
-    )  # fmt: skip
+        KeyId=key_id,
+        GranteePrincipal=grantee,
+        RetiringPrincipal=grantee,
+        Operations=["Encrypt"],
+        Constraints={member: {"ten\x00ant": "a\x00b"}},
+    )
 
     _later_calls_are_recorded_and_listed(kms, cloudtrail)
     (record,) = by_request(records(cloudtrail, "EventName", "CreateGrant"), request_id(granted))
@@ -110,11 +114,13 @@ def test_a_grant_constraint_with_nul_leaves_the_trail_and_directory_going(
 
 # ==== the NUL-safe JSON text itself =============================================================
 JSON_SCALARS = (
-    st.none() | st.booleans()
+    st.none()
+    | st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(alphabet=st.sampled_from("a\x00\\u0\"é\ufffd\U0001f600\n")) | st.text()
-)  # fmt: skip
+    | st.text(alphabet=st.sampled_from('a\x00\\u0"é\ufffd\U0001f600\n'))
+    | st.text()
+)
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),

@@ -26,8 +26,14 @@ EVENTS = 3000
 
 def _fill(runtime: Runtime) -> int:
     """Thousands of events of several kinds (Used mostly, as in production)."""
-    admin = Caller(ACCOUNT_ID, f"arn:aws:iam::{ACCOUNT_ID}:user/admin", "AKLGTEST", REGION,
-                   source_ip="192.0.2.1", user_agent="crash-test")  # fmt: skip
+    admin = Caller(
+        ACCOUNT_ID,
+        f"arn:aws:iam::{ACCOUNT_ID}:user/admin",
+        "AKLGTEST",
+        REGION,
+        source_ip="192.0.2.1",
+        user_agent="crash-test",
+    )
     service = runtime.service
 
     async def fill() -> None:
@@ -37,10 +43,12 @@ def _fill(runtime: Runtime) -> int:
         ]
         await service.keys.disable_key(admin, keys[4])
         for round_ in range(EVENTS // 100):
-            await asyncio.gather(*(
-                service.crypto.encrypt(admin, keys[n % 4], b"x", {"round": str(round_)})
-                for n in range(100)
-            ))  # fmt: skip
+            await asyncio.gather(
+                *(
+                    service.crypto.encrypt(admin, keys[n % 4], b"x", {"round": str(round_)})
+                    for n in range(100)
+                )
+            )
         await service.keys.describe_key(admin, keys[0])
 
     asyncio.run(fill())
@@ -59,8 +67,11 @@ def _runner(url: str) -> subprocess.Popen[Any]:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": url}
     return subprocess.Popen(
         [sys.executable, "-m", "app", "projections", "run", "--batch-size", "25"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait(condition: Any, timeout: float = 120.0) -> None:

@@ -22,9 +22,13 @@ REPO = Path(__file__).resolve().parents[2]
 def _cli(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url}
     return subprocess.run(
-        [sys.executable, "-m", "app", *args], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "app", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -37,9 +41,10 @@ def ledger_with_history(kms: Any) -> dict[str, Any]:
     kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"a": "b"})
     other = kms.create_key(Description="re-encrypted into")["KeyMetadata"]["KeyId"]
     kms.re_encrypt(  # one record naming two keys, counted under each
-        CiphertextBlob=blob["CiphertextBlob"], SourceEncryptionContext={"a": "b"},
+        CiphertextBlob=blob["CiphertextBlob"],
+        SourceEncryptionContext={"a": "b"},
         DestinationKeyId=other,
-    )  # fmt: skip
+    )
     kms.generate_data_key(KeyId=f"alias/replay-{key_id[:8]}", KeySpec="AES_256")
     kms.enable_key_rotation(KeyId=key_id)
     kms.rotate_key_on_demand(KeyId=key_id)

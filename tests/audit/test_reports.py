@@ -37,10 +37,15 @@ class Estate:
 
 def _policy_with(account: str, *statements: dict[str, Any]) -> str:
     return policy(
-        {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
-         "Principal": {"AWS": root(account)}, "Action": "kms:*", "Resource": "*"},
+        {
+            "Sid": "Enable IAM User Permissions",
+            "Effect": "Allow",
+            "Principal": {"AWS": root(account)},
+            "Action": "kms:*",
+            "Resource": "*",
+        },
         *statements,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +54,9 @@ def estate(service: Service) -> Estate:
     identities = Identities(service)
     account = identities.account()
     owner = identities.principal(account, name="owner", policies={"Audit": AUDITOR_POLICY})
-    broad = identities.principal(account, name="broad",
-                                 policies={"Decrypt": policy(allow("kms:Decrypt"))})  # fmt: skip
+    broad = identities.principal(
+        account, name="broad", policies={"Decrypt": policy(allow("kms:Decrypt"))}
+    )
     app = identities.principal(account, name="app", role=True)
     conditional = identities.principal(account, name="conditional")
     grantee = identities.principal(account, name="grantee")
@@ -70,22 +76,50 @@ def estate(service: Service) -> Estate:
     kms.encrypt(KeyId=keys["not-rotating"]["KeyId"], Plaintext=b"x")
     new("pending")
     kms.schedule_key_deletion(KeyId=keys["pending"]["KeyId"], PendingWindowInDays=7)
-    new("public", Policy=policy({"Sid": "Everyone", "Effect": "Allow", "Principal": "*",
-                                 "Action": "kms:*", "Resource": "*"}))  # fmt: skip
+    new(
+        "public",
+        Policy=policy(
+            {
+                "Sid": "Everyone",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+        ),
+    )
     kms.enable_key_rotation(KeyId=keys["public"]["KeyId"])
     new("signing", KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")
-    shared = new("shared", Policy=_policy_with(
-        account,
-        {"Sid": "App decrypts", "Effect": "Allow", "Principal": {"AWS": app.arn},
-         "Action": "kms:Decrypt", "Resource": "*"},
-        {"Sid": "Tenant acme only", "Effect": "Allow", "Principal": {"AWS": conditional.arn},
-         "Action": "kms:Decrypt", "Resource": "*",
-         "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "acme"}}},
-    ))  # fmt: skip
+    shared = new(
+        "shared",
+        Policy=_policy_with(
+            account,
+            {
+                "Sid": "App decrypts",
+                "Effect": "Allow",
+                "Principal": {"AWS": app.arn},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+            },
+            {
+                "Sid": "Tenant acme only",
+                "Effect": "Allow",
+                "Principal": {"AWS": conditional.arn},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "acme"}},
+            },
+        ),
+    )
     kms.enable_key_rotation(KeyId=shared["KeyId"])
     kms.create_grant(KeyId=shared["KeyId"], GranteePrincipal=grantee.arn, Operations=["Decrypt"])
-    principals = {"broad": broad, "app": app, "conditional": conditional, "grantee": grantee,
-                  "nobody": nobody}  # fmt: skip
+    principals = {
+        "broad": broad,
+        "app": app,
+        "conditional": conditional,
+        "grantee": grantee,
+        "nobody": nobody,
+    }
     return Estate(account, owner, keys, principals)
 
 
@@ -115,8 +149,12 @@ def test_security_hub_kms_controls(service: Service, estate: Estate) -> None:
     assert _status(found, "KMS.3", keys["rotating"]["Arn"]) == PASSED
     assert _status(found, "KMS.4", keys["not-rotating"]["Arn"]) == FAILED
     assert _status(found, "KMS.4", keys["rotating"]["Arn"]) == PASSED
-    assert not [r for r in found.rows if r["control"] == "KMS.4"
-                and r["resource"] in (keys["pending"]["Arn"], keys["signing"]["Arn"])]  # fmt: skip
+    assert not [
+        r
+        for r in found.rows
+        if r["control"] == "KMS.4"
+        and r["resource"] in (keys["pending"]["Arn"], keys["signing"]["Arn"])
+    ]
     assert _status(found, "KMS.5", keys["public"]["Arn"]) == FAILED
     assert _status(found, "KMS.5", keys["shared"]["Arn"]) == PASSED
     assert found.summary["KMS.5"] == {PASSED: 5, FAILED: 1}
@@ -126,9 +164,11 @@ def test_cis_rotation(service: Service, estate: Estate) -> None:
     found = _report(service, estate, "cis-rotation")
     statuses = {row["key_arn"]: row["status"] for row in found.rows}
     assert statuses == {
-        estate.keys["rotating"]["Arn"]: PASSED, estate.keys["not-rotating"]["Arn"]: FAILED,
-        estate.keys["public"]["Arn"]: PASSED, estate.keys["shared"]["Arn"]: PASSED,
-    }  # fmt: skip
+        estate.keys["rotating"]["Arn"]: PASSED,
+        estate.keys["not-rotating"]["Arn"]: FAILED,
+        estate.keys["public"]["Arn"]: PASSED,
+        estate.keys["shared"]["Arn"]: PASSED,
+    }
     assert found.summary["status"] == FAILED
 
 
@@ -159,8 +199,9 @@ def test_keys_past_their_cryptoperiod(service: Service, estate: Estate) -> None:
     assert past[estate.keys["not-rotating"]["Arn"]] is True
     assert past[estate.keys["signing"]["Arn"]] is False
     assert estate.keys["pending"]["Arn"] not in past
-    longer = _report(service, estate, "cryptoperiod", now=later,
-                     cryptoperiods={"symmetric-encryption": 1000})  # fmt: skip
+    longer = _report(
+        service, estate, "cryptoperiod", now=later, cryptoperiods={"symmetric-encryption": 1000}
+    )
     assert not any(r["past_cryptoperiod"] for r in longer.rows)
 
 
@@ -198,7 +239,7 @@ def test_who_can_decrypt_lists_a_principal_whose_identity_policy_it_cannot_parse
     with pool.connection() as conn:
         conn.execute(
             "INSERT INTO audit_principal_policies (principal_id, policy_name, policy, updated_at)"
-            " SELECT principal_id, 'Legacy', '{\"Version\": \"2008-10-17\", \"Statement\": []}',"
+            ' SELECT principal_id, \'Legacy\', \'{"Version": "2008-10-17", "Statement": []}\','
             " now() FROM audit_principals WHERE arn = %s",
             (suspect.arn,),
         )
@@ -279,10 +320,22 @@ def test_reports_over_rest_as_json_and_csv(service: Service, estate: Estate) -> 
 def test_reports_from_the_cli(service: Service, estate: Estate) -> None:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url}
     process = subprocess.run(
-        [sys.executable, "-m", "app", "audit", "report", "pending-deletion", "--account",
-         estate.account],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "audit",
+            "report",
+            "pending-deletion",
+            "--account",
+            estate.account,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert process.returncode == 0, process.stderr
     (row,) = json.loads(process.stdout)["rows"]
     assert row["key_arn"] == estate.keys["pending"]["Arn"]

@@ -39,10 +39,16 @@ class RealTimeRest(RestClient):
         if content is None:
             content = b"" if body is None else json.dumps(body).encode()
         headers = sign_request(
-            method, url, {"Content-Type": "application/json"} if content else {}, content,
-            access_key_id=self.access_key_id, secret_access_key=self.secret_access_key,
-            region=REGION, service="kms", now=datetime.now(UTC),
-        )  # fmt: skip
+            method,
+            url,
+            {"Content-Type": "application/json"} if content else {},
+            content,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            region=REGION,
+            service="kms",
+            now=datetime.now(UTC),
+        )
         return self.http.request(method, url, content=content, headers=headers)
 
 
@@ -69,8 +75,9 @@ def _recorded(
     cloudtrail: Any, source: str, since: datetime, response: httpx.Response
 ) -> list[dict[str, Any]]:
     """The records of one REST call, found with LookupEvents by their event source."""
-    return by_request(records(cloudtrail, "EventSource", source, StartTime=since),
-                      _request_id(response))  # fmt: skip
+    return by_request(
+        records(cloudtrail, "EventSource", source, StartTime=since), _request_id(response)
+    )
 
 
 def test_identity_administration_is_recorded_as_iam_calls(
@@ -82,19 +89,23 @@ def test_identity_administration_is_recorded_as_iam_calls(
     role_arn = f"arn:aws:iam::{account}:role/worker"
     calls = {
         "CreateUser": rest.post("/v1/iam/principals", {"account_id": account, "name": "app"}),
-        "CreateRole": rest.post("/v1/iam/principals",
-                                {"account_id": account, "name": "worker", "type": "role"}),
-        "PutUserPolicy": rest.put(f"/v1/iam/principals/{user_arn}/policies/Kms",
-                                  {"policy": KMS_ALL}),
-        "PutRolePolicy": rest.put(f"/v1/iam/principals/{role_arn}/policies/Kms",
-                                  {"policy": KMS_ALL}),
-        "PutUserPolicy again": rest.put(f"/v1/iam/principals/{user_arn}/policies/Kms",
-                                        {"policy": KMS_ALL}),  # unchanged: no event
+        "CreateRole": rest.post(
+            "/v1/iam/principals", {"account_id": account, "name": "worker", "type": "role"}
+        ),
+        "PutUserPolicy": rest.put(
+            f"/v1/iam/principals/{user_arn}/policies/Kms", {"policy": KMS_ALL}
+        ),
+        "PutRolePolicy": rest.put(
+            f"/v1/iam/principals/{role_arn}/policies/Kms", {"policy": KMS_ALL}
+        ),
+        "PutUserPolicy again": rest.put(
+            f"/v1/iam/principals/{user_arn}/policies/Kms", {"policy": KMS_ALL}
+        ),  # unchanged: no event
         "GetUser": rest.get(f"/v1/iam/principals/{user_arn}"),
         "GetRole": rest.get(f"/v1/iam/principals/{role_arn}"),
         "CreateAccessKey": rest.post(f"/v1/iam/principals/{user_arn}/access-keys"),
         "DeleteRolePolicy": rest.delete(f"/v1/iam/principals/{role_arn}/policies/Kms"),
-    }  # fmt: skip
+    }
     access_key = calls["CreateAccessKey"].json()
     calls["UpdateAccessKey"] = rest.post(
         f"/v1/iam/access-keys/{access_key['access_key_id']}/deactivate"
@@ -107,8 +118,10 @@ def test_identity_administration_is_recorded_as_iam_calls(
     assert {name: {r["recipientAccountId"] for r in rs} for name, rs in copies.items()} == {
         name: {ACCOUNT_ID, account} for name in calls
     }
-    found = {name: [r for r in rs if r["recipientAccountId"] == ACCOUNT_ID]
-             for name, rs in copies.items()}  # fmt: skip
+    found = {
+        name: [r for r in rs if r["recipientAccountId"] == ACCOUNT_ID]
+        for name, rs in copies.items()
+    }
     assert {name: [r["eventName"] for r in rs] for name, rs in found.items()} == {
         name: [name.removesuffix(" again")] for name in calls
     }
@@ -125,8 +138,9 @@ def test_identity_administration_is_recorded_as_iam_calls(
     assert found["CreateRole"][0]["resources"][0]["type"] == "AWS::IAM::Role"
     assert found["PutUserPolicy"][0]["requestParameters"]["policyDocument"] == KMS_ALL
     assert found["PutUserPolicy again"][0]["requestParameters"] == {
-        "userName": "app", "policyName": "Kms"
-    }  # fmt: skip
+        "userName": "app",
+        "policyName": "Kms",
+    }
     assert found["GetRole"][0]["requestParameters"] == {"roleName": "worker"}
     issued = found["CreateAccessKey"][0]
     assert issued["responseElements"]["accessKey"]["accessKeyId"] == access_key["access_key_id"]
@@ -156,8 +170,9 @@ def test_keyledger_administration_is_recorded_under_its_own_source(
     created = rest.post("/v1/iam/accounts", {"account_id": account, "name": "apps"})
     assert created.status_code == 201, created.text
     principal = identities.principal(account)
-    designated = rest.put(f"/v1/iam/principals/{principal.arn}/service",
-                          {"service_name": "ec2.amazonaws.com"})  # fmt: skip
+    designated = rest.put(
+        f"/v1/iam/principals/{principal.arn}/service", {"service_name": "ec2.amazonaws.com"}
+    )
     assert designated.status_code == 204, designated.text
     copies = _recorded(cloudtrail, KEYLEDGER, since, created)
     assert {r["recipientAccountId"] for r in copies} == {ACCOUNT_ID, account}
@@ -166,12 +181,16 @@ def test_keyledger_administration_is_recorded_under_its_own_source(
     assert account_record["requestParameters"] == {"accountId": account, "accountName": "apps"}
     assert account_record["resources"][0]["ARN"] == f"arn:aws:iam::{account}:root"
     assert account_record["readOnly"] is False
-    (designation,) = [r for r in _recorded(cloudtrail, KEYLEDGER, since, designated)
-                      if r["recipientAccountId"] == ACCOUNT_ID]  # fmt: skip
+    (designation,) = [
+        r
+        for r in _recorded(cloudtrail, KEYLEDGER, since, designated)
+        if r["recipientAccountId"] == ACCOUNT_ID
+    ]
     assert designation["eventName"] == "DesignateServicePrincipal"
     assert designation["requestParameters"] == {
-        "principalArn": principal.arn, "serviceName": "ec2.amazonaws.com"
-    }  # fmt: skip
+        "principalArn": principal.arn,
+        "serviceName": "ec2.amazonaws.com",
+    }
 
 
 def test_explain_denials_as_of_and_reports_are_recorded(
@@ -181,14 +200,22 @@ def test_explain_denials_as_of_and_reports_are_recorded(
     key = kms.create_key()["KeyMetadata"]
     user = identities.principal(ACCOUNT_ID)
     calls = {
-        "ExplainAccess": rest.post("/v1/authz/explain", {
-            "principal_arn": user.arn, "action": "kms:Decrypt", "key_id": key["Arn"],
-            "encryption_context": {"tenant": "acme"}}),
+        "ExplainAccess": rest.post(
+            "/v1/authz/explain",
+            {
+                "principal_arn": user.arn,
+                "action": "kms:Decrypt",
+                "key_id": key["Arn"],
+                "encryption_context": {"tenant": "acme"},
+            },
+        ),
         "ListAccessDenials": rest.get("/v1/authz/denials", params={"principal_arn": user.arn}),
-        "GetKeyAsOf": rest.get(f"/v1/audit/keys/{key['Arn']}/as-of",
-                               params={"at": service.runtime.clock.now().isoformat()}),
+        "GetKeyAsOf": rest.get(
+            f"/v1/audit/keys/{key['Arn']}/as-of",
+            params={"at": service.runtime.clock.now().isoformat()},
+        ),
         "GetComplianceReport": rest.get("/v1/audit/reports/cis-rotation"),
-    }  # fmt: skip
+    }
     assert all(r.status_code == 200 for r in calls.values()), {
         name: r.text for name, r in calls.items() if r.status_code != 200
     }
@@ -214,13 +241,15 @@ def test_a_denied_administration_call_is_recorded(
     client = rest_of(service, stranger)
     try:
         denied = {
-            "CreateUser": client.post("/v1/iam/principals",
-                                      {"account_id": ACCOUNT_ID, "name": "intruder"}),
-            "PutUserPolicy": client.put(f"/v1/iam/principals/{victim}/policies/Mine",
-                                        {"policy": KMS_ALL}),
+            "CreateUser": client.post(
+                "/v1/iam/principals", {"account_id": ACCOUNT_ID, "name": "intruder"}
+            ),
+            "PutUserPolicy": client.put(
+                f"/v1/iam/principals/{victim}/policies/Mine", {"policy": KMS_ALL}
+            ),
             "CreateAccount": client.post("/v1/iam/accounts", {"account_id": "999988887777"}),
             "GetComplianceReport": client.get("/v1/audit/reports/inventory"),
-        }  # fmt: skip
+        }
     finally:
         client.http.close()
     assert {name: r.status_code for name, r in denied.items()} == dict.fromkeys(denied, 403)
@@ -243,14 +272,17 @@ def test_administration_calls_refused_by_validation_are_recorded(
     since = _since(service)
     user = identities.principal(ACCOUNT_ID)
     refused = {
-        "ValidationException": rest.post("/v1/iam/principals",
-                                         {"account_id": "not-an-account", "name": "x"}),
+        "ValidationException": rest.post(
+            "/v1/iam/principals", {"account_id": "not-an-account", "name": "x"}
+        ),
         "SerializationException": rest.post("/v1/iam/principals", content=b'{"account_id": '),
         "MalformedPolicyDocumentException": rest.put(
-            f"/v1/iam/principals/{user.arn}/policies/Bad", {"policy": "{not json"}),
-        "AlreadyExistsException": rest.post("/v1/iam/principals",
-                                            {"account_id": ACCOUNT_ID, "name": "admin"}),
-    }  # fmt: skip
+            f"/v1/iam/principals/{user.arn}/policies/Bad", {"policy": "{not json"}
+        ),
+        "AlreadyExistsException": rest.post(
+            "/v1/iam/principals", {"account_id": ACCOUNT_ID, "name": "admin"}
+        ),
+    }
     for code, answer in refused.items():
         assert answer.status_code in (400, 409), answer.text
         assert answer.json()["__type"] == code
@@ -268,5 +300,6 @@ def test_administration_calls_refused_by_validation_are_recorded(
     assert report.status_code == 400
     (unknown,) = _recorded(cloudtrail, KEYLEDGER, since, report)
     assert (unknown["eventName"], unknown["errorCode"]) == (
-        "GetComplianceReport", "ValidationException"
-    )  # fmt: skip
+        "GetComplianceReport",
+        "ValidationException",
+    )

@@ -46,14 +46,25 @@ def test_filters_combine(rest: RestClient, kms: Any, identities: Identities) -> 
         kms.encrypt(KeyId=key_arn, Plaintext=b"x", EncryptionContext=context)
     stranger = identities.principal(ACCOUNT_ID)
     with pytest.raises(Exception):  # noqa: B017 (AccessDenied, recorded)
-        stranger.kms.decrypt(CiphertextBlob=kms.encrypt(KeyId=key["Arn"], Plaintext=b"y")[
-            "CiphertextBlob"])  # fmt: skip
-    found = _events(rest, key=key["Arn"], event_name="Encrypt", encryption_context_key="tenant",
-                    start_time=start.isoformat())["events"]  # fmt: skip
+        stranger.kms.decrypt(
+            CiphertextBlob=kms.encrypt(KeyId=key["Arn"], Plaintext=b"y")["CiphertextBlob"]
+        )
+    found = _events(
+        rest,
+        key=key["Arn"],
+        event_name="Encrypt",
+        encryption_context_key="tenant",
+        start_time=start.isoformat(),
+    )["events"]
     assert len(found) == 1
     assert found[0]["requestParameters"]["encryptionContext"] == {"tenant": "acme"}
-    denied = _events(rest, principal_arn=stranger.arn, error_code="AccessDenied",
-                     source_ip="127.0.0.1", key=key["KeyId"])["events"]  # fmt: skip
+    denied = _events(
+        rest,
+        principal_arn=stranger.arn,
+        error_code="AccessDenied",
+        source_ip="127.0.0.1",
+        key=key["KeyId"],
+    )["events"]
     assert [(r["eventName"], r["errorCode"]) for r in denied] == [("Decrypt", "AccessDenied")]
     assert _events(rest, principal_arn=stranger.arn, error_code="*")["events"] == denied
     assert _events(rest, principal_arn=stranger.arn, source_ip="203.0.113.9")["events"] == []
@@ -105,8 +116,12 @@ def test_an_account_reads_its_own_trail_only(
             ).json()["events"]
             == []
         )
-        assert client.get(f"/v1/audit/keys/{foreign['KeyId']}/as-of",
-                          params={"at": "2100-01-01T00:00:00Z"}).status_code == 404  # fmt: skip
+        assert (
+            client.get(
+                f"/v1/audit/keys/{foreign['KeyId']}/as-of", params={"at": "2100-01-01T00:00:00Z"}
+            ).status_code
+            == 404
+        )
     finally:
         client.http.close()
 
@@ -118,20 +133,32 @@ def key_history(service: Service, kms: Any, identities: Identities) -> dict[str,
     key = kms.create_key(Description="first", Tags=[{"TagKey": "stage", "TagValue": "one"}])
     metadata = key["KeyMetadata"]
     before = service.runtime.clock.now()
-    policy = key_policy_doc({"Sid": "Grantee may decrypt", "Effect": "Allow",
-                             "Principal": {"AWS": grantee.arn}, "Action": "kms:Decrypt",
-                             "Resource": "*"})  # fmt: skip
+    policy = key_policy_doc(
+        {
+            "Sid": "Grantee may decrypt",
+            "Effect": "Allow",
+            "Principal": {"AWS": grantee.arn},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+        }
+    )
     kms.put_key_policy(KeyId=metadata["KeyId"], PolicyName="default", Policy=policy)
-    grant = kms.create_grant(KeyId=metadata["KeyId"], GranteePrincipal=grantee.arn,
-                             Operations=["Decrypt"])  # fmt: skip
+    grant = kms.create_grant(
+        KeyId=metadata["KeyId"], GranteePrincipal=grantee.arn, Operations=["Decrypt"]
+    )
     kms.update_key_description(KeyId=metadata["KeyId"], Description="second")
     kms.tag_resource(KeyId=metadata["KeyId"], Tags=[{"TagKey": "stage", "TagValue": "two"}])
     kms.encrypt(KeyId=metadata["KeyId"], Plaintext=b"x")
     kms.disable_key(KeyId=metadata["KeyId"])
     after = service.runtime.clock.now()
     kms.schedule_key_deletion(KeyId=metadata["KeyId"], PendingWindowInDays=7)
-    return {"key": metadata, "before": before, "after": after, "policy": policy,
-            "grant_id": grant["GrantId"]}  # fmt: skip
+    return {
+        "key": metadata,
+        "before": before,
+        "after": after,
+        "policy": policy,
+        "grant_id": grant["GrantId"],
+    }
 
 
 def test_a_key_as_of_any_time(rest: RestClient, key_history: dict[str, Any]) -> None:
@@ -167,10 +194,22 @@ def test_a_key_as_of_any_time(rest: RestClient, key_history: dict[str, Any]) -> 
 def test_the_cli_tells_a_key_as_of_a_time(service: Service, key_history: dict[str, Any]) -> None:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url}
     process = subprocess.run(
-        [sys.executable, "-m", "app", "audit", "key", key_history["key"]["KeyId"], "--at",
-         key_history["before"].isoformat()],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "audit",
+            "key",
+            key_history["key"]["KeyId"],
+            "--at",
+            key_history["before"].isoformat(),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert process.returncode == 0, process.stderr
     answer = json.loads(process.stdout)
     assert (answer["key_state"], answer["description"]) == ("Enabled", "first")

@@ -60,9 +60,13 @@ def ledger_unchanged(service: Service) -> Iterator[None]:
     before = ledger_position(service)
     yield
     after = ledger_position(service)
-    appended = service.runtime.ledger.recorder.select_notifications(
-        start=before + 1, limit=max(after - before, 1), stop=after
-    ) if after > before else []  # fmt: skip
+    appended = (
+        service.runtime.ledger.recorder.select_notifications(
+            start=before + 1, limit=max(after - before, 1), stop=after
+        )
+        if after > before
+        else []
+    )
     assert [n.topic for n in appended if n.topic != get_topic(AuditedCall.CallRecorded)] == []
 
 
@@ -104,11 +108,16 @@ def raw(service: Service) -> RawSender:
         headers = {"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": target}
         if sign:
             headers = sign_request(
-                "POST", url, headers, payload,
+                "POST",
+                url,
+                headers,
+                payload,
                 access_key_id=access_key_id or service.access_key_id,
                 secret_access_key=secret_access_key or service.secret_access_key,
-                region=region, service="kms", now=now or datetime.now(UTC),
-            )  # fmt: skip
+                region=region,
+                service="kms",
+                now=now or datetime.now(UTC),
+            )
         headers.update(extra_headers or {})
         response = httpx.post(url, content=payload, headers=headers, timeout=10)
         parsed = response.json() if response.content else {}
@@ -132,9 +141,11 @@ def unvalidated_kms(service: Service):  # type: ignore[no-untyped-def]
 
 # Like an IAM user, a new principal may do nothing until an identity policy allows it.
 KMS_FULL_ACCESS = json.dumps(
-    {"Version": "2012-10-17",
-     "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
-)  # fmt: skip
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}],
+    }
+)
 ON_BEHALF_OF = "X-KeyLedger-On-Behalf-Of"
 
 

@@ -107,12 +107,16 @@ def test_signature_freshness_follows_real_time_not_the_service_clock(kms, servic
 def test_a_body_changed_after_signing_fails_the_signature(service):
     url = service.endpoint + "/"
     headers = sign_request(
-        "POST", url,
+        "POST",
+        url,
         {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "TrentService.CreateKey"},
-        b"{}", access_key_id=service.access_key_id,
-        secret_access_key=service.secret_access_key, region=REGION, service="kms",
+        b"{}",
+        access_key_id=service.access_key_id,
+        secret_access_key=service.secret_access_key,
+        region=REGION,
+        service="kms",
         now=datetime.now(UTC),
-    )  # fmt: skip
+    )
 
     with ledger_unchanged(service):
         response = httpx.post(url, content=b'{"Description": "x"}', headers=headers)
@@ -135,9 +139,10 @@ def test_a_malformed_authorization_header_is_an_incomplete_signature(raw):
 def test_a_deactivated_access_key_is_unrecognized(service):
     identity = service.runtime.identity
     principal = identity.create_principal(
-        ACCOUNT_ID, f"temp-{datetime.now().timestamp():.0f}",
+        ACCOUNT_ID,
+        f"temp-{datetime.now().timestamp():.0f}",
         policies={"KmsFullAccess": KMS_FULL_ACCESS},
-    )  # fmt: skip
+    )
     access_key_id, secret = identity.create_access_key(principal)
     client = service.client("kms", access_key_id=access_key_id, secret_access_key=secret)
     client.list_keys(Limit=1)

@@ -46,16 +46,27 @@ def unknown_key() -> str:
 
 
 def kms_call(
-    client: httpx.Client, service: Service, access_key_id: str, secret: str,
-    target: str = "TrentService.ListKeys", body: bytes = b"{}", signed_for: str = "kms",
-) -> httpx.Response:  # fmt: skip
+    client: httpx.Client,
+    service: Service,
+    access_key_id: str,
+    secret: str,
+    target: str = "TrentService.ListKeys",
+    body: bytes = b"{}",
+    signed_for: str = "kms",
+) -> httpx.Response:
     """POST / signed (with ``secret``, right or wrong) for ``access_key_id``."""
     url = service.endpoint + "/"
     headers = sign_request(
-        "POST", url, {"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": target}, body,
-        access_key_id=access_key_id, secret_access_key=secret, region=REGION,
-        service=signed_for, now=datetime.now(UTC),
-    )  # fmt: skip
+        "POST",
+        url,
+        {"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": target},
+        body,
+        access_key_id=access_key_id,
+        secret_access_key=secret,
+        region=REGION,
+        service=signed_for,
+        now=datetime.now(UTC),
+    )
     return client.post(url, content=body, headers=headers)
 
 
@@ -156,10 +167,14 @@ def test_cloudtrail_answers_a_throttled_source_with_throttling_exception(service
     body = json.dumps({"MaxResults": 1}).encode()
 
     response = kms_call(
-        source, service, unknown_key(), "wrong",
-        target="com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents", body=body,
+        source,
+        service,
+        unknown_key(),
+        "wrong",
+        target="com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents",
+        body=body,
         signed_for="cloudtrail",
-    )  # fmt: skip
+    )
 
     assert (response.status_code, error_type(response)) == (400, "ThrottlingException")
 
@@ -168,9 +183,16 @@ def test_rest_answers_a_throttled_source_429(service, source):
     spend_budget(source, service)
     url = service.endpoint + "/v1/keys"
     headers = sign_request(
-        "GET", url, {}, b"", access_key_id=unknown_key(), secret_access_key="wrong",
-        region=REGION, service="kms", now=datetime.now(UTC),
-    )  # fmt: skip
+        "GET",
+        url,
+        {},
+        b"",
+        access_key_id=unknown_key(),
+        secret_access_key="wrong",
+        region=REGION,
+        service="kms",
+        now=datetime.now(UTC),
+    )
 
     response = source.get(url, headers=headers)
 

@@ -132,10 +132,12 @@ def test_several_violations_are_counted_and_joined(raw):
     assert len(violations) == 2
     assert any("at 'origin'" in v for v in violations)
     assert any(
-        v.endswith("at 'description' failed to satisfy constraint: Member must have length "
-                   "less than or equal to 8192")
+        v.endswith(
+            "at 'description' failed to satisfy constraint: Member must have length "
+            "less than or equal to 8192"
+        )
         for v in violations
-    )  # fmt: skip
+    )
 
 
 def test_a_string_too_long_answers_validation_with_the_maximum(raw):

@@ -36,10 +36,11 @@ def call_records(service: Service, since: int, principal: Principal) -> list[byt
     )
     topic = get_topic(AuditedCall.CallRecorded)
     return [
-        n.state for n in found
+        n.state
+        for n in found
         if n.topic == topic
         and orjson.loads(n.state)["actor"]["access_key_id"] == principal.access_key_id
-    ]  # fmt: skip
+    ]
 
 
 def trail_record(service: Service, principal: Principal) -> dict[str, Any]:
@@ -69,9 +70,13 @@ def test_a_call_with_a_wrong_secret_records_none_of_its_body(
     body = {"Description": "d" * 400_000, "Tags": [{"TagKey": "k" * 128, "TagValue": "v" * 256}]}
     since = ledger_position(service)
 
-    answer = raw("TrentService.CreateKey", body, access_key_id=principal.access_key_id,
-                 secret_access_key="not-the-secret",
-                 extra_headers={"User-Agent": LONG_USER_AGENT})  # fmt: skip
+    answer = raw(
+        "TrentService.CreateKey",
+        body,
+        access_key_id=principal.access_key_id,
+        secret_access_key="not-the-secret",
+        extra_headers={"User-Agent": LONG_USER_AGENT},
+    )
 
     assert answer.error_type == "InvalidSignatureException"
     record = assert_bounded_refusal(service, since, principal)
@@ -86,9 +91,12 @@ def test_a_megabyte_body_with_a_wrong_secret_leaves_a_record_of_constant_size(
     principal = fresh_principal(service)
     since = ledger_position(service)
 
-    answer = raw("TrentService.CreateKey", {"Description": "d" * 1_048_576},
-                 access_key_id=principal.access_key_id,
-                 secret_access_key="not-the-secret")  # fmt: skip
+    answer = raw(
+        "TrentService.CreateKey",
+        {"Description": "d" * 1_048_576},
+        access_key_id=principal.access_key_id,
+        secret_access_key="not-the-secret",
+    )
 
     assert answer.status == 413
     record = assert_bounded_refusal(service, since, principal)
@@ -101,8 +109,12 @@ def test_an_operation_name_that_is_none_is_recorded_as_a_placeholder(
     principal = fresh_principal(service)
     since = ledger_position(service)
 
-    raw("TrentService.Chosen" + "X" * 100, {}, access_key_id=principal.access_key_id,
-        secret_access_key="not-the-secret")  # fmt: skip
+    raw(
+        "TrentService.Chosen" + "X" * 100,
+        {},
+        access_key_id=principal.access_key_id,
+        secret_access_key="not-the-secret",
+    )
 
     record = assert_bounded_refusal(service, since, principal)
     assert record["eventName"] == "UnknownOperation"
@@ -114,8 +126,13 @@ def test_a_claimed_region_is_recorded_only_when_it_is_a_region_name(
     principal = fresh_principal(service)
     since = ledger_position(service)
 
-    raw("TrentService.ListKeys", {}, access_key_id=principal.access_key_id,
-        secret_access_key="not-the-secret", region="r" * 5000)  # fmt: skip
+    raw(
+        "TrentService.ListKeys",
+        {},
+        access_key_id=principal.access_key_id,
+        secret_access_key="not-the-secret",
+        region="r" * 5000,
+    )
 
     record = assert_bounded_refusal(service, since, principal)
     assert "r" * 100 not in record["awsRegion"]
@@ -128,11 +145,16 @@ def test_a_lookup_with_a_wrong_secret_records_none_of_its_body(service: Service)
     body = json.dumps({"LookupAttributes": [attribute]}).encode()
     url = service.endpoint + "/"
     headers = sign_request(
-        "POST", url, {"Content-Type": "application/x-amz-json-1.1",
-                      "X-Amz-Target": CLOUDTRAIL_TARGET}, body,
-        access_key_id=principal.access_key_id, secret_access_key="not-the-secret",
-        region=REGION, service="cloudtrail", now=datetime.now(UTC),
-    )  # fmt: skip
+        "POST",
+        url,
+        {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": CLOUDTRAIL_TARGET},
+        body,
+        access_key_id=principal.access_key_id,
+        secret_access_key="not-the-secret",
+        region=REGION,
+        service="cloudtrail",
+        now=datetime.now(UTC),
+    )
     since = ledger_position(service)
 
     answer = httpx.post(url, content=body, headers=headers, timeout=10)
@@ -148,10 +170,16 @@ def test_a_rest_call_with_a_wrong_secret_records_none_of_its_body(service: Servi
     body = json.dumps({"description": "d" * 400_000, "tags": {"k": "v" * 256}}).encode()
     url = service.endpoint + "/v1/keys"
     headers = sign_request(
-        "POST", url, {"Content-Type": "application/json", "User-Agent": LONG_USER_AGENT}, body,
-        access_key_id=principal.access_key_id, secret_access_key="not-the-secret",
-        region=REGION, service="kms", now=datetime.now(UTC),
-    )  # fmt: skip
+        "POST",
+        url,
+        {"Content-Type": "application/json", "User-Agent": LONG_USER_AGENT},
+        body,
+        access_key_id=principal.access_key_id,
+        secret_access_key="not-the-secret",
+        region=REGION,
+        service="kms",
+        now=datetime.now(UTC),
+    )
     since = ledger_position(service)
 
     answer = httpx.post(url, content=body, headers=headers, timeout=10)

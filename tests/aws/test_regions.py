@@ -39,10 +39,16 @@ def rest_create_key(service: Service, region: str) -> httpx.Response:
     url = service.endpoint + "/v1/keys"
     body = json.dumps({"description": "rest"}).encode()
     headers = sign_request(
-        "POST", url, {"Content-Type": "application/json"}, body,
-        access_key_id=service.access_key_id, secret_access_key=service.secret_access_key,
-        region=region, service="kms", now=datetime.now(UTC),
-    )  # fmt: skip
+        "POST",
+        url,
+        {"Content-Type": "application/json"},
+        body,
+        access_key_id=service.access_key_id,
+        secret_access_key=service.secret_access_key,
+        region=region,
+        service="kms",
+        now=datetime.now(UTC),
+    )
     return httpx.post(url, content=body, headers=headers, timeout=10)
 
 

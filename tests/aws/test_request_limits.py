@@ -35,17 +35,21 @@ class Endpoint:
 
 ENDPOINTS = {
     Protocol.KMS: Endpoint(
-        "/", {"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": "TrentService.CreateKey"},
-        "kms", JSON_CONTENT_TYPE,
+        "/",
+        {"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": "TrentService.CreateKey"},
+        "kms",
+        JSON_CONTENT_TYPE,
     ),
     Protocol.CLOUDTRAIL: Endpoint(
-        "/", {"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": CLOUDTRAIL_TARGET},
-        "cloudtrail", JSON_CONTENT_TYPE,
+        "/",
+        {"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": CLOUDTRAIL_TARGET},
+        "cloudtrail",
+        JSON_CONTENT_TYPE,
     ),
     Protocol.REST: Endpoint(
         "/v1/keys", {"Content-Type": "application/json"}, "kms", "application/json"
     ),
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -62,11 +66,16 @@ def signed_head(service: Service, protocol: Protocol, body: bytes, framing: str)
     endpoint = ENDPOINTS[protocol]
     url = service.endpoint + endpoint.path
     headers = sign_request(
-        "POST", url, {**endpoint.headers,
-                      "X-Amz-Content-Sha256": hashlib.sha256(body).hexdigest()}, body,
-        access_key_id=service.access_key_id, secret_access_key=service.secret_access_key,
-        region=REGION, service=endpoint.signing_service, now=datetime.now(UTC),
-    )  # fmt: skip
+        "POST",
+        url,
+        {**endpoint.headers, "X-Amz-Content-Sha256": hashlib.sha256(body).hexdigest()},
+        body,
+        access_key_id=service.access_key_id,
+        secret_access_key=service.secret_access_key,
+        region=REGION,
+        service=endpoint.signing_service,
+        now=datetime.now(UTC),
+    )
     lines = [f"POST {endpoint.path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), framing]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -99,8 +108,12 @@ def _read_answer(sock: socket.socket) -> Answer:
         chunk = sock.recv(65536)
         assert chunk, "connection closed in the middle of the answer"
         rest += chunk
-    return Answer(int(status_line.split()[1]), headers, json.loads(rest[:length] or b"{}"),
-                  closed=_closed(sock))  # fmt: skip
+    return Answer(
+        int(status_line.split()[1]),
+        headers,
+        json.loads(rest[:length] or b"{}"),
+        closed=_closed(sock),
+    )
 
 
 def _closed(sock: socket.socket) -> bool:
@@ -181,19 +194,28 @@ def maximal_policy() -> str:
     """A valid key policy of exactly 32,768 UTF-8 bytes, mostly non-ASCII characters."""
     root = f"arn:aws:iam::{ACCOUNT_ID}:root"
     statements: list[dict[str, Any]] = [
-        {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
-         "Principal": {"AWS": root}, "Action": "kms:*", "Resource": "*"},
-        {"Sid": "Padding", "Effect": "Allow", "Principal": {"AWS": root},
-         "Action": "kms:Encrypt", "Resource": "*",
-         "Condition": {"StringEquals": {"kms:EncryptionContext:note": ""}}},
-    ]  # fmt: skip
+        {
+            "Sid": "Enable IAM User Permissions",
+            "Effect": "Allow",
+            "Principal": {"AWS": root},
+            "Action": "kms:*",
+            "Resource": "*",
+        },
+        {
+            "Sid": "Padding",
+            "Effect": "Allow",
+            "Principal": {"AWS": root},
+            "Action": "kms:Encrypt",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:EncryptionContext:note": ""}},
+        },
+    ]
 
     def document(padding: int) -> str:
         statements[1]["Condition"]["StringEquals"]["kms:EncryptionContext:note"] = NON_ASCII * (
             padding // 2
         ) + "x" * (padding % 2)
-        return json.dumps({"Version": "2012-10-17", "Statement": statements},
-                          ensure_ascii=False)  # fmt: skip
+        return json.dumps({"Version": "2012-10-17", "Statement": statements}, ensure_ascii=False)
 
     padding = 32_768 - len(document(0).encode())
     policy = document(padding)
@@ -202,8 +224,9 @@ def maximal_policy() -> str:
 
 
 def test_the_largest_legitimate_create_key_succeeds(kms: Any) -> None:
-    tags = [{"TagKey": f"{n:03d}" + NON_ASCII * 125, "TagValue": NON_ASCII * 256}
-            for n in range(50)]  # fmt: skip
+    tags = [
+        {"TagKey": f"{n:03d}" + NON_ASCII * 125, "TagValue": NON_ASCII * 256} for n in range(50)
+    ]
 
     created = kms.create_key(Policy=maximal_policy(), Description=NON_ASCII * 8192, Tags=tags)
 

@@ -30,21 +30,32 @@ PRINCIPALS = st.one_of(
 @pytest.fixture(scope="module")
 def unvalidated_kms(service: Service) -> Any:
     return boto3.client(
-        "kms", endpoint_url=service.endpoint, region_name=REGION,
+        "kms",
+        endpoint_url=service.endpoint,
+        region_name=REGION,
         aws_access_key_id=service.access_key_id,
         aws_secret_access_key=service.secret_access_key,
         config=Config(parameter_validation=False, retries={"max_attempts": 1}),
-    )  # fmt: skip
+    )
 
 
 def rest_list_retirable(service: Service, principal: str) -> httpx.Response:
-    url = str(httpx.URL(service.endpoint + "/v1/grants/retirable",
-                        params={"retiring_principal": principal}))  # fmt: skip
+    url = str(
+        httpx.URL(
+            service.endpoint + "/v1/grants/retirable", params={"retiring_principal": principal}
+        )
+    )
     headers = sign_request(
-        "GET", url, {}, b"",
-        access_key_id=service.access_key_id, secret_access_key=service.secret_access_key,
-        region=REGION, service="kms", now=datetime.now(UTC),
-    )  # fmt: skip
+        "GET",
+        url,
+        {},
+        b"",
+        access_key_id=service.access_key_id,
+        secret_access_key=service.secret_access_key,
+        region=REGION,
+        service="kms",
+        now=datetime.now(UTC),
+    )
     return httpx.get(url, headers=headers, timeout=10)
 
 

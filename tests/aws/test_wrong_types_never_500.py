@@ -50,11 +50,19 @@ TEXTS = {
     "GranteePrincipal": f"arn:aws:iam::{ACCOUNT_ID}:root",
     "RetiringPrincipal": f"arn:aws:iam::{ACCOUNT_ID}:root",
     "Policy": json.dumps(
-        {"Version": "2012-10-17",
-         "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
-                        "Action": "kms:*", "Resource": "*"}]}
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ],
+        }
     ),
-}  # fmt: skip
+}
 NUMBERS = {"NumberOfBytes": 32, "PendingWindowInDays": 7, "RotationPeriodInDays": 365}
 
 LONE_SURROGATES = ("\ud800", "a\udfffb", "\udbff", "x\ud83d")  # "\ud83d": half an emoji
@@ -70,8 +78,10 @@ SCALARS = (
 )
 JSON_VALUES = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(HOSTILE_TEXT | st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(HOSTILE_TEXT | st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 # What a value must be for each type of the model (JSON types, as the protocol reads them).
@@ -216,11 +226,16 @@ def sender(service: Service) -> Iterator[RawSender]:
         def send(target: str, body: bytes | dict[str, Any]) -> RawResponse:
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers = sign_request(
-                "POST", url, {"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": target},
-                payload, access_key_id=service.access_key_id,
-                secret_access_key=service.secret_access_key, region=REGION, service="kms",
+                "POST",
+                url,
+                {"Content-Type": JSON_CONTENT_TYPE, "X-Amz-Target": target},
+                payload,
+                access_key_id=service.access_key_id,
+                secret_access_key=service.secret_access_key,
+                region=REGION,
+                service="kms",
                 now=datetime.now(UTC),
-            )  # fmt: skip
+            )
             response = http.post(url, content=payload, headers=headers)
             try:
                 parsed = response.json() if response.content else {}
@@ -258,9 +273,11 @@ def test_a_value_of_the_wrong_json_type_anywhere_never_answers_a_5xx(
         what = f"{operation} {'.'.join(path)}={value!r}"
         assert_aws_shaped(response, what)
         if cannot_be_read(shape_at(shape, path), path, value):
-            expected = "SerializationException" if operation in OPERATIONS else (
-                "UnknownOperationException"
-            )  # fmt: skip
+            expected = (
+                "SerializationException"
+                if operation in OPERATIONS
+                else ("UnknownOperationException")
+            )
             assert (response.status, response.error_type) == (400, expected), (
                 f"{what}: {response.body}"
             )
@@ -270,9 +287,11 @@ def test_a_value_of_the_wrong_json_type_anywhere_never_answers_a_5xx(
         check = example(path=path, value=None)(check)
         check = example(path=path, value=a_wrong_json_type(shape_at(shape, path)))(check)
     settings(
-        max_examples=EXAMPLES, deadline=None, database=None,
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
         suppress_health_check=[HealthCheck.too_slow],
-    )(given(path=st.sampled_from(paths), value=JSON_VALUES)(check))()  # fmt: skip
+    )(given(path=st.sampled_from(paths), value=JSON_VALUES)(check))()
 
 
 # --- what the chaos harness found -----------------------------------------------------------
@@ -318,12 +337,20 @@ def _policy_with(text: str) -> str:
     """A key policy whose Sid, action and condition key carry ``text``, written as the
     JSON escapes json.dumps writes (a lone surrogate as "\\ud800")."""
     return json.dumps(
-        {"Version": "2012-10-17",
-         "Statement": [{"Sid": text, "Effect": "Allow",
-                        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
-                        "Action": ["kms:*", f"kms:{text}"], "Resource": "*",
-                        "Condition": {"StringEquals": {f"kms:EncryptionContext:{text}": text}}}]}
-    )  # fmt: skip
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": text,
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
+                    "Action": ["kms:*", f"kms:{text}"],
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {f"kms:EncryptionContext:{text}": text}},
+                }
+            ],
+        }
+    )
 
 
 @pytest.mark.parametrize("text", ["\ud800", "lone \ud800 and \udfff surrogates", "\udbff"])

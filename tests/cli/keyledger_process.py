@@ -60,9 +60,13 @@ def clean_env(home: Path, **variables: str) -> dict[str, str]:
 def keyledger(*args: str, cwd: Path, env: dict[str, str], timeout: float = 60) -> str:
     """Run a one-shot ``keyledger`` command; its stdout, or AssertionError with its output."""
     result = subprocess.run(
-        [str(KEYLEDGER), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [str(KEYLEDGER), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, f"keyledger {args} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -74,9 +78,13 @@ class KeyLedgerProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(KEYLEDGER), "run", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [str(KEYLEDGER), "run", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         self.endpoint = ""
 
     def output(self) -> str:
@@ -203,8 +211,10 @@ class Checkout:
             if " = " in line
         )
         return boto3.client(
-            "kms", endpoint_url=endpoint, region_name=saved["region"],
+            "kms",
+            endpoint_url=endpoint,
+            region_name=saved["region"],
             aws_access_key_id=saved["aws_access_key_id"],
             aws_secret_access_key=saved["aws_secret_access_key"],
             config=Config(retries={"max_attempts": 1}),
-        )  # fmt: skip
+        )

@@ -40,6 +40,9 @@ def test_the_installed_package_holds_no_benchmark() -> None:
 def test_the_benchmark_runs_from_the_checkout() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tools.bench", "--help"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "--suite" in out and "--operations" in out

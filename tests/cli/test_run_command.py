@@ -39,9 +39,13 @@ EXPORT = re.compile(r"^\s*export (AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY)=(\S+)
 
 def kms(endpoint: str, access_key_id: str, secret: str):  # type: ignore[no-untyped-def]
     return boto3.client(
-        "kms", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}),
-    )  # fmt: skip
+        "kms",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret,
+        config=Config(retries={"max_attempts": 1}),
+    )
 
 
 @dataclass
@@ -59,9 +63,13 @@ class Workspace:
     def start(self, *args: str, **variables: str) -> KeyLedgerProcess:
         self.runs += 1
         return KeyLedgerProcess(
-            "--port", str(free_port()), *args, cwd=self.cwd, env=self.env | variables,
+            "--port",
+            str(free_port()),
+            *args,
+            cwd=self.cwd,
+            env=self.env | variables,
             log_path=self.cwd.parent / f"run-{self.runs}.log",
-        )  # fmt: skip
+        )
 
     def keyledger(self, *args: str) -> str:
         return keyledger(*args, cwd=self.cwd, env=self.env)
@@ -111,9 +119,15 @@ def first_run(workspace: Workspace) -> FirstRun:
         # Like an IAM user, the new principal may do only what its identity policy allows.
         kms_full_access = '{"Statement": {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}}'
         principal = workspace.keyledger(
-            "principals", "create", "--account", account, "--name", "app",
-            "--policy", f"KmsFullAccess={kms_full_access}",
-        ).strip()  # fmt: skip
+            "principals",
+            "create",
+            "--account",
+            account,
+            "--name",
+            "app",
+            "--policy",
+            f"KmsFullAccess={kms_full_access}",
+        ).strip()
         assert principal == f"arn:aws:iam::{account}:user/app"
         issued = dict(
             line.split("=", 1)
@@ -135,9 +149,13 @@ def first_run(workspace: Workspace) -> FirstRun:
     status = process.interrupt(timeout=20)
     assert status in (0, 130), process.output()
     return FirstRun(
-        pair["AWS_ACCESS_KEY_ID"], pair["AWS_SECRET_ACCESS_KEY"], key_id, ciphertext,
-        (issued["AWS_ACCESS_KEY_ID"], issued["AWS_SECRET_ACCESS_KEY"]), app_key["KeyId"],
-    )  # fmt: skip
+        pair["AWS_ACCESS_KEY_ID"],
+        pair["AWS_SECRET_ACCESS_KEY"],
+        key_id,
+        ciphertext,
+        (issued["AWS_ACCESS_KEY_ID"], issued["AWS_SECRET_ACCESS_KEY"]),
+        app_key["KeyId"],
+    )
 
 
 def test_first_start_generates_a_root_key_and_administrator_credentials(
@@ -241,9 +259,12 @@ def test_workers_serve_with_the_audit_trail_in_a_process_of_its_own_restarted_if
         endpoint = process.wait_until_serving(timeout=60)
         admin = kms(endpoint, first_run.access_key_id, first_run.secret)
         trail = boto3.client(
-            "cloudtrail", endpoint_url=endpoint, region_name=REGION,
-            aws_access_key_id=first_run.access_key_id, aws_secret_access_key=first_run.secret,
-        )  # fmt: skip
+            "cloudtrail",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id=first_run.access_key_id,
+            aws_secret_access_key=first_run.secret,
+        )
 
         def recorded(key_arn: str, event_name: str) -> Callable[[], bool]:
             def check() -> bool:
@@ -261,8 +282,9 @@ def test_workers_serve_with_the_audit_trail_in_a_process_of_its_own_restarted_if
         projector.kill()
         assert eventually(
             lambda: [p.pid for p in _projectors(process.process.pid)] not in ([], [projector.pid]),
-            timeout=20, poll=0.1,
-        )  # fmt: skip
+            timeout=20,
+            poll=0.1,
+        )
         admin.encrypt(KeyId=key["KeyId"], Plaintext=b"after the restart")
         assert eventually(recorded(key["Arn"], "Encrypt"), timeout=20, poll=0.1)
         survivors = _projectors(process.process.pid)

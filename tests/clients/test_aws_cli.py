@@ -82,16 +82,27 @@ def test_key_lifecycle_and_encryption_round_trip_through_the_cli(aws: AwsCli, tm
     plaintext = secrets.token_bytes(200) + b"\x00\xff binary-safe"
     (tmp_path / "plain.bin").write_bytes(plaintext)
     blob_b64 = aws.text(
-        "encrypt", "--key-id", key_id, "--plaintext", "fileb://plain.bin",
-        "--encryption-context", "purpose=cli-test,tenant=t1",
-        "--query", "CiphertextBlob",
-    )  # fmt: skip
+        "encrypt",
+        "--key-id",
+        key_id,
+        "--plaintext",
+        "fileb://plain.bin",
+        "--encryption-context",
+        "purpose=cli-test,tenant=t1",
+        "--query",
+        "CiphertextBlob",
+    )
     (tmp_path / "blob.bin").write_bytes(base64.b64decode(blob_b64))
 
     decrypted_b64 = aws.text(
-        "decrypt", "--ciphertext-blob", "fileb://blob.bin",
-        "--encryption-context", "tenant=t1,purpose=cli-test", "--query", "Plaintext",
-    )  # fmt: skip
+        "decrypt",
+        "--ciphertext-blob",
+        "fileb://blob.bin",
+        "--encryption-context",
+        "tenant=t1,purpose=cli-test",
+        "--query",
+        "Plaintext",
+    )
     assert base64.b64decode(decrypted_b64) == plaintext
 
     alias = f"alias/cli-{uuid.uuid4().hex}"

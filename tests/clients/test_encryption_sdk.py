@@ -58,9 +58,11 @@ def test_envelope_round_trip_with_an_encryption_context(service, kms, sdk, sdk_s
     plaintext = secrets.token_bytes(5000)  # several frames' worth of a few KB
 
     ciphertext, header = sdk.encrypt(
-        source=plaintext, key_provider=_provider(sdk_session, arn), encryption_context=CONTEXT,
+        source=plaintext,
+        key_provider=_provider(sdk_session, arn),
+        encryption_context=CONTEXT,
         frame_length=1024,
-    )  # fmt: skip
+    )
     assert plaintext not in ciphertext
     assert [k.key_provider.key_info.decode() for k in header.encrypted_data_keys] == [arn]
 
@@ -81,9 +83,10 @@ def test_envelope_round_trip_with_an_encryption_context(service, kms, sdk, sdk_s
 def test_a_tampered_data_key_is_refused_by_kms(kms, sdk, sdk_session):
     arn = _key_arn(kms)
     ciphertext, header = sdk.encrypt(
-        source=b"secret payload", key_provider=_provider(sdk_session, arn),
+        source=b"secret payload",
+        key_provider=_provider(sdk_session, arn),
         encryption_context=CONTEXT,
-    )  # fmt: skip
+    )
     (data_key,) = header.encrypted_data_keys
     edk = data_key.encrypted_data_key
     position = ciphertext.index(edk) + len(edk) - 1  # the GCM tag of KeyLedger's blob
@@ -113,9 +116,10 @@ def test_a_message_under_two_keys_decrypts_with_either(service, kms, sdk, sdk_se
     first, second = _key_arn(kms), _key_arn(kms)
     plaintext = secrets.token_bytes(3000)
     ciphertext, header = sdk.encrypt(
-        source=plaintext, key_provider=_provider(sdk_session, first, second),
+        source=plaintext,
+        key_provider=_provider(sdk_session, first, second),
         encryption_context=CONTEXT,
-    )  # fmt: skip
+    )
     assert sorted(k.key_provider.key_info.decode() for k in header.encrypted_data_keys) == sorted(
         [first, second]
     )
@@ -141,9 +145,10 @@ def test_decrypting_with_only_an_unrelated_key_fails(kms, sdk, sdk_session):
 def test_a_disabled_key_stops_the_sdk_from_decrypting(kms, sdk, sdk_session):
     arn = _key_arn(kms)
     ciphertext, _ = sdk.encrypt(
-        source=b"until disabled", key_provider=_provider(sdk_session, arn),
+        source=b"until disabled",
+        key_provider=_provider(sdk_session, arn),
         encryption_context=CONTEXT,
-    )  # fmt: skip
+    )
     kms.disable_key(KeyId=arn)
 
     with pytest.raises(DecryptKeyError):

@@ -19,9 +19,14 @@ ALIAS_ARN = "arn:aws:kms:us-east-1:111122223333:alias/orders"
 
 def alias(target: str = "k1") -> Alias:
     return Alias.create(
-        alias_id=uuid.uuid4(), now=NOW, actor=ACTOR, alias_name="alias/orders",
-        account_id="111122223333", region="us-east-1", target_key_id=target,
-    )  # fmt: skip
+        alias_id=uuid.uuid4(),
+        now=NOW,
+        actor=ACTOR,
+        alias_name="alias/orders",
+        account_id="111122223333",
+        region="us-east-1",
+        target_key_id=target,
+    )
 
 
 def test_an_existing_alias_cannot_be_created_again() -> None:

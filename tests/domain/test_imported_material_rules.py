@@ -38,9 +38,14 @@ from tests.domain.builders import (
 
 def plan(key: Key, material_id: str, **overrides: object) -> object:
     arguments: dict[str, object] = {
-        "now": NOW, "material_id": material_id, "import_type": None, "key_material_id": None,
-        "expiration_model": KEY_MATERIAL_DOES_NOT_EXPIRE, "valid_to": None, **overrides,
-    }  # fmt: skip
+        "now": NOW,
+        "material_id": material_id,
+        "import_type": None,
+        "key_material_id": None,
+        "expiration_model": KEY_MATERIAL_DOES_NOT_EXPIRE,
+        "valid_to": None,
+        **overrides,
+    }
     return key.plan_import(**arguments)  # type: ignore[arg-type]
 
 
@@ -55,8 +60,11 @@ def test_an_external_key_waits_in_pending_import_until_its_material_arrives() ->
 def test_only_external_keys_take_imported_material() -> None:
     key = new_key()
     message = f"{key.arn} origin is AWS_KMS which is not valid for this operation."
-    for command in (lambda: import_token(key), lambda: plan(key, "a" * 64),
-                    lambda: key.material_to_delete(None)):  # fmt: skip
+    for command in (
+        lambda: import_token(key),
+        lambda: plan(key, "a" * 64),
+        lambda: key.material_to_delete(None),
+    ):
         with pytest.raises(UnsupportedOperationError) as raised:
             command()
         assert raised.value.message == message
@@ -119,9 +127,7 @@ def test_deleted_material_sends_the_key_to_pending_import_and_deleting_again_doe
 
 def test_a_disabled_key_whose_material_expires_is_pending_import_after_reimport_enabled() -> None:
     key = key_in(key_states.DISABLED, origin="EXTERNAL")
-    key.delete_imported_material(
-        now=NOW, actor=ACTOR, material_id=key.current_material.material_id
-    )
+    key.delete_imported_material(now=NOW, actor=ACTOR, material_id=key.current_material.material_id)
     assert key.state == key_states.PENDING_IMPORT
     import_material(key)
     assert key.state == key_states.ENABLED  # AWS §6: ImportKeyMaterial PendingImport→Enabled
@@ -129,9 +135,7 @@ def test_a_disabled_key_whose_material_expires_is_pending_import_after_reimport_
 
 def test_material_lost_while_pending_deletion_leaves_the_key_pending_deletion() -> None:
     key = key_in(key_states.PENDING_DELETION, origin="EXTERNAL")
-    key.delete_imported_material(
-        now=NOW, actor=ACTOR, material_id=key.current_material.material_id
-    )
+    key.delete_imported_material(now=NOW, actor=ACTOR, material_id=key.current_material.material_id)
     assert key.state == key_states.PENDING_DELETION
     key.cancel_deletion(now=NOW, actor=ACTOR)
     assert key.state == key_states.PENDING_IMPORT
@@ -192,10 +196,15 @@ def test_an_import_token_is_usable_once_within_24_hours_and_for_its_key_only() -
         key.import_parameters_for(b"not a token", NOW)
     token_id, _ = key.import_parameters_for(token, NOW)
     key.import_material(
-        now=NOW, actor=ACTOR, token_id=token_id, plan=plan(key, "a" * 64),  # type: ignore[arg-type]
+        now=NOW,
+        actor=ACTOR,
+        token_id=token_id,
+        plan=plan(key, "a" * 64),  # type: ignore[arg-type]
         material=material(1, imported=True, material_id="a" * 64),
-        expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE, valid_to=None, description="",
-    )  # fmt: skip
+        expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE,
+        valid_to=None,
+        description="",
+    )
     with pytest.raises(InvalidImportTokenError) as raised:  # used
         key.import_parameters_for(token, NOW)
     assert "already been used" in raised.value.message

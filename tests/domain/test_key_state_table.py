@@ -44,10 +44,11 @@ OUTCOMES: dict[str, tuple[type[Exception], str] | None] = {
     "NPD": (InvalidStateError, "{arn} is not pending deletion."),
     "PIMP": (InvalidStateError, "{arn} is pending import."),
     "EXT": (
-        UnsupportedOperationError, "{arn} origin is EXTERNAL which is not valid for this operation."
+        UnsupportedOperationError,
+        "{arn} origin is EXTERNAL which is not valid for this operation.",
     ),
     "NF": (NotFoundError, "Key '{arn}' does not exist"),
-}  # fmt: skip
+}
 
 
 def parse(table: str) -> list[tuple[str, str, str]]:
@@ -156,9 +157,13 @@ def _rotate_on_demand(key: Key) -> None:
 
 def _reimport(key: Key) -> None:
     key.plan_import(
-        now=NOW, material_id=key.materials[0].material_id, import_type=None,
-        key_material_id=None, expiration_model="KEY_MATERIAL_DOES_NOT_EXPIRE", valid_to=None,
-    )  # fmt: skip
+        now=NOW,
+        material_id=key.materials[0].material_id,
+        import_type=None,
+        key_material_id=None,
+        expiration_model="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        valid_to=None,
+    )
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Key], Any]]] = {
@@ -166,37 +171,69 @@ COMMANDS: dict[str, tuple[str, Callable[[Key], Any]]] = {
     "enable": ("AWS_KMS", lambda k: k.enable(now=NOW, actor=ACTOR)),
     "disable": ("AWS_KMS", lambda k: k.disable(now=NOW, actor=ACTOR)),
     "schedule_deletion": (
-        "AWS_KMS", lambda k: k.schedule_deletion(now=NOW, actor=ACTOR, pending_window_days=30)),
+        "AWS_KMS",
+        lambda k: k.schedule_deletion(now=NOW, actor=ACTOR, pending_window_days=30),
+    ),
     "cancel_deletion": ("AWS_KMS", lambda k: k.cancel_deletion(now=NOW, actor=ACTOR)),
     "change_description": (
-        "AWS_KMS", lambda k: k.change_description(now=NOW, actor=ACTOR, description="d")),
+        "AWS_KMS",
+        lambda k: k.change_description(now=NOW, actor=ACTOR, description="d"),
+    ),
     "tag": ("AWS_KMS", lambda k: k.tag(now=NOW, actor=ACTOR, tags={"team": "ledger"})),
     "untag": ("AWS_KMS", lambda k: k.untag(now=NOW, actor=ACTOR, tag_keys=["team"])),
     "put_policy": ("AWS_KMS", lambda k: k.put_policy(now=NOW, actor=ACTOR, policy="{}")),
-    "create_grant": ("AWS_KMS", lambda k: k.create_grant(
-        now=NOW, actor=ACTOR, grant={"grant_id": "g2", "operations": ["Decrypt"]})),
+    "create_grant": (
+        "AWS_KMS",
+        lambda k: k.create_grant(
+            now=NOW, actor=ACTOR, grant={"grant_id": "g2", "operations": ["Decrypt"]}
+        ),
+    ),
     "retire_grant": (
-        "AWS_KMS", lambda k: k.end_grant(now=NOW, actor=ACTOR, grant_id="g1", revoke=False)),
+        "AWS_KMS",
+        lambda k: k.end_grant(now=NOW, actor=ACTOR, grant_id="g1", revoke=False),
+    ),
     "revoke_grant": (
-        "AWS_KMS", lambda k: k.end_grant(now=NOW, actor=ACTOR, grant_id="g1", revoke=True)),
-    "create_alias": ("AWS_KMS", lambda k: k.add_alias(
-        now=NOW, actor=ACTOR, alias_name="alias/new", operation="CreateAlias")),
-    "update_alias_to": ("AWS_KMS", lambda k: k.add_alias(
-        now=NOW, actor=ACTOR, alias_name="alias/moved", operation="UpdateAlias")),
+        "AWS_KMS",
+        lambda k: k.end_grant(now=NOW, actor=ACTOR, grant_id="g1", revoke=True),
+    ),
+    "create_alias": (
+        "AWS_KMS",
+        lambda k: k.add_alias(
+            now=NOW, actor=ACTOR, alias_name="alias/new", operation="CreateAlias"
+        ),
+    ),
+    "update_alias_to": (
+        "AWS_KMS",
+        lambda k: k.add_alias(
+            now=NOW, actor=ACTOR, alias_name="alias/moved", operation="UpdateAlias"
+        ),
+    ),
     "delete_alias": (
-        "AWS_KMS", lambda k: k.remove_alias(now=NOW, actor=ACTOR, alias_name="alias/kept")),
+        "AWS_KMS",
+        lambda k: k.remove_alias(now=NOW, actor=ACTOR, alias_name="alias/kept"),
+    ),
     "enable_rotation": (
-        "AWS_KMS", lambda k: k.enable_rotation(now=NOW, actor=ACTOR, period_days=180)),
+        "AWS_KMS",
+        lambda k: k.enable_rotation(now=NOW, actor=ACTOR, period_days=180),
+    ),
     "disable_rotation": ("AWS_KMS", lambda k: k.disable_rotation(now=NOW, actor=ACTOR)),
     "rotate_on_demand": ("AWS_KMS", _rotate_on_demand),
     "encrypt": ("AWS_KMS", lambda k: k.check_allowed("Encrypt")),
     "sign": ("AWS_KMS", lambda k: k.check_allowed("Sign")),
-    "get_parameters_for_import": ("EXTERNAL", lambda k: k.issue_import_parameters(
-        now=NOW, actor=ACTOR, token_id="ab" * 16, wrapping_algorithm="RSAES_OAEP_SHA_256",
-        wrapping_key_spec="RSA_2048", wrapped_private_key=b"p")),
+    "get_parameters_for_import": (
+        "EXTERNAL",
+        lambda k: k.issue_import_parameters(
+            now=NOW,
+            actor=ACTOR,
+            token_id="ab" * 16,
+            wrapping_algorithm="RSAES_OAEP_SHA_256",
+            wrapping_key_spec="RSA_2048",
+            wrapped_private_key=b"p",
+        ),
+    ),
     "reimport_same_material": ("EXTERNAL", _reimport),
     "delete_imported_material": ("EXTERNAL", lambda k: k.material_to_delete(None)),
-}  # fmt: skip
+}
 
 # The rows AWS's table gives for the operation each command serves (DeleteAlias on a
 # deleted key: its aliases went with it, so there is nothing to remove).

@@ -39,10 +39,13 @@ def test_encrypt_and_decrypt_through_two_workers_land_in_the_audit_trail(workdir
 
         credentials = kms._request_signer._credentials  # the administrator's pair
         trail = boto3.client(
-            "cloudtrail", endpoint_url=endpoint, region_name=kms.meta.region_name,
-            aws_access_key_id=credentials.access_key, aws_secret_access_key=credentials.secret_key,
+            "cloudtrail",
+            endpoint_url=endpoint,
+            region_name=kms.meta.region_name,
+            aws_access_key_id=credentials.access_key,
+            aws_secret_access_key=credentials.secret_key,
             config=Config(retries={"max_attempts": 1}),
-        )  # fmt: skip
+        )
 
         def recorded() -> set[str]:
             events = trail.lookup_events(

@@ -105,20 +105,32 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def new_key(key_id: uuid.UUID | None = None) -> Key:
     key_id = key_id or uuid.uuid4()
     return Key.create(
-        key_id=key_id, now=NOW, actor=Actor(request_id="create"),
-        arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}", account_id="111122223333",
-        region="us-east-1", description="", key_spec="SYMMETRIC_DEFAULT",
-        key_usage="ENCRYPT_DECRYPT", origin="AWS_KMS", key_manager="CUSTOMER", policy="{}",
-        tags={}, material=KeyMaterial(1, "1" * 64, b"wrapped", NOW, None),
-    )  # fmt: skip
+        key_id=key_id,
+        now=NOW,
+        actor=Actor(request_id="create"),
+        arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}",
+        account_id="111122223333",
+        region="us-east-1",
+        description="",
+        key_spec="SYMMETRIC_DEFAULT",
+        key_usage="ENCRYPT_DECRYPT",
+        origin="AWS_KMS",
+        key_manager="CUSTOMER",
+        policy="{}",
+        tags={},
+        material=KeyMaterial(1, "1" * 64, b"wrapped", NOW, None),
+    )
 
 
 def use(key: Key, request_id: str = "r", times: int = 1) -> Key:
     for n in range(times):
         key.record_use(
-            operation="Encrypt", now=NOW, actor=Actor(request_id=f"{request_id}{n}"),
-            material_version=1, encryption_context=None,
-        )  # fmt: skip
+            operation="Encrypt",
+            now=NOW,
+            actor=Actor(request_id=f"{request_id}{n}"),
+            material_version=1,
+            encryption_context=None,
+        )
     return key
 
 
@@ -305,8 +317,9 @@ def test_the_library_path_settles_versions_in_memory_too() -> None:
 OPERATIONS = ["use", "use twice", "disable", "enable", "reload"]
 programs = st.lists(
     st.tuples(st.integers(min_value=0, max_value=2), st.sampled_from(OPERATIONS)),
-    min_size=1, max_size=14,
-)  # fmt: skip
+    min_size=1,
+    max_size=14,
+)
 
 
 async def run_program(stores: list[Any], program: list[tuple[int, str]]) -> dict[str, Any]:

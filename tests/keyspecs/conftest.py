@@ -21,9 +21,13 @@ from tests.conftest import Service
 
 RSA_SPECS = ("RSA_2048", "RSA_3072", "RSA_4096")
 RSA_SIGNING = (
-    "RSASSA_PSS_SHA_256", "RSASSA_PSS_SHA_384", "RSASSA_PSS_SHA_512",
-    "RSASSA_PKCS1_V1_5_SHA_256", "RSASSA_PKCS1_V1_5_SHA_384", "RSASSA_PKCS1_V1_5_SHA_512",
-)  # fmt: skip
+    "RSASSA_PSS_SHA_256",
+    "RSASSA_PSS_SHA_384",
+    "RSASSA_PSS_SHA_512",
+    "RSASSA_PKCS1_V1_5_SHA_256",
+    "RSASSA_PKCS1_V1_5_SHA_384",
+    "RSASSA_PKCS1_V1_5_SHA_512",
+)
 # Every key spec x signing algorithm pair AWS lists.
 SIGNING_PAIRS = [
     *((spec, algorithm) for spec in RSA_SPECS for algorithm in RSA_SIGNING),

@@ -35,19 +35,33 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def external_key(key_spec: str = "SYMMETRIC_DEFAULT") -> Key:
     return Key.create(
-        key_id=uuid.uuid4(), now=NOW, actor=Actor(), arn="arn:aws:kms:us-east-1:111122223333:key/k",
-        account_id="111122223333", region="us-east-1", description="", key_spec=key_spec,
-        key_usage="ENCRYPT_DECRYPT", origin="EXTERNAL", key_manager="CUSTOMER", policy="{}",
-        tags={}, material=None,
-    )  # fmt: skip
+        key_id=uuid.uuid4(),
+        now=NOW,
+        actor=Actor(),
+        arn="arn:aws:kms:us-east-1:111122223333:key/k",
+        account_id="111122223333",
+        region="us-east-1",
+        description="",
+        key_spec=key_spec,
+        key_usage="ENCRYPT_DECRYPT",
+        origin="EXTERNAL",
+        key_manager="CUSTOMER",
+        policy="{}",
+        tags={},
+        material=None,
+    )
 
 
 def issue(key: Key, now: datetime = NOW) -> bytes:
     token_id = os.urandom(16).hex()
     valid_to = key.issue_import_parameters(
-        now=now, actor=Actor(), token_id=token_id, wrapping_algorithm="RSAES_OAEP_SHA_256",
-        wrapping_key_spec="RSA_2048", wrapped_private_key=b"wrapped",
-    )  # fmt: skip
+        now=now,
+        actor=Actor(),
+        token_id=token_id,
+        wrapping_algorithm="RSAES_OAEP_SHA_256",
+        wrapping_key_spec="RSA_2048",
+        wrapped_private_key=b"wrapped",
+    )
     return encode_import_token(key.id, token_id, valid_to)
 
 
@@ -63,14 +77,24 @@ def do_import(
     token = issue(key, now)
     token_id, _ = key.import_parameters_for(token, now)
     plan = key.plan_import(
-        now=now, material_id=material_id, import_type=import_type, key_material_id=None,
-        expiration_model=model, valid_to=valid_to,
-    )  # fmt: skip
+        now=now,
+        material_id=material_id,
+        import_type=import_type,
+        key_material_id=None,
+        expiration_model=model,
+        valid_to=valid_to,
+    )
     material = KeyMaterial(plan.version, material_id, b"w", now, None, imported=True)
     key.import_material(
-        now=now, actor=Actor(), token_id=token_id, plan=plan, material=material,
-        expiration_model=model, valid_to=valid_to, description="",
-    )  # fmt: skip
+        now=now,
+        actor=Actor(),
+        token_id=token_id,
+        plan=plan,
+        material=material,
+        expiration_model=model,
+        valid_to=valid_to,
+        description="",
+    )
 
 
 def test_an_import_token_names_its_key_and_expires_after_24_hours() -> None:
@@ -112,14 +136,23 @@ def test_a_used_token_cannot_be_used_again() -> None:
     token = issue(key)
     token_id, _ = key.import_parameters_for(token, NOW)
     plan = key.plan_import(
-        now=NOW, material_id="a" * 64, import_type=None, key_material_id=None,
-        expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE, valid_to=None,
-    )  # fmt: skip
+        now=NOW,
+        material_id="a" * 64,
+        import_type=None,
+        key_material_id=None,
+        expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE,
+        valid_to=None,
+    )
     key.import_material(
-        now=NOW, actor=Actor(), token_id=token_id, plan=plan,
+        now=NOW,
+        actor=Actor(),
+        token_id=token_id,
+        plan=plan,
         material=KeyMaterial(1, "a" * 64, b"w", NOW, None, imported=True),
-        expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE, valid_to=None, description="",
-    )  # fmt: skip
+        expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE,
+        valid_to=None,
+        description="",
+    )
 
     with pytest.raises(InvalidImportTokenError):
         key.import_parameters_for(token, NOW)
@@ -131,9 +164,13 @@ def test_other_material_is_incorrect_and_new_material_waits_for_rotation() -> No
 
     with pytest.raises(IncorrectKeyMaterialError):
         key.plan_import(
-            now=NOW, material_id="b" * 64, import_type=None, key_material_id=None,
-            expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE, valid_to=None,
-        )  # fmt: skip
+            now=NOW,
+            material_id="b" * 64,
+            import_type=None,
+            key_material_id=None,
+            expiration_model=KEY_MATERIAL_DOES_NOT_EXPIRE,
+            valid_to=None,
+        )
     do_import(key, "b" * 64, import_type="NEW_KEY_MATERIAL")
     assert key.pending_material is not None and key.current_material.material_id == "a" * 64
     key.rotate_on_demand(now=NOW, actor=Actor(), material=None)
@@ -144,18 +181,25 @@ def test_other_material_is_incorrect_and_new_material_waits_for_rotation() -> No
 
 @pytest.mark.parametrize(
     ("model", "valid_to"),
-    [(KEY_MATERIAL_EXPIRES, None), (KEY_MATERIAL_EXPIRES, NOW),
-     (KEY_MATERIAL_EXPIRES, NOW + timedelta(days=366)),
-     (KEY_MATERIAL_DOES_NOT_EXPIRE, NOW + timedelta(days=1))],
-)  # fmt: skip
+    [
+        (KEY_MATERIAL_EXPIRES, None),
+        (KEY_MATERIAL_EXPIRES, NOW),
+        (KEY_MATERIAL_EXPIRES, NOW + timedelta(days=366)),
+        (KEY_MATERIAL_DOES_NOT_EXPIRE, NOW + timedelta(days=1)),
+    ],
+)
 def test_expiration_settings_outside_awss_rules_are_validation_errors(
     model: str, valid_to: datetime | None
 ) -> None:
     with pytest.raises(ValidationError):
         external_key().plan_import(
-            now=NOW, material_id="a" * 64, import_type=None, key_material_id=None,
-            expiration_model=model, valid_to=valid_to,
-        )  # fmt: skip
+            now=NOW,
+            material_id="a" * 64,
+            import_type=None,
+            key_material_id=None,
+            expiration_model=model,
+            valid_to=valid_to,
+        )
 
 
 def test_a_key_of_origin_aws_kms_takes_no_import() -> None:

@@ -27,8 +27,11 @@ from tests.keyspecs.conftest import (
 
 ARN_PREFIX = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/"
 WRAPPING_ALGORITHMS = (
-    "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256",
-)  # fmt: skip
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "RSA_AES_KEY_WRAP_SHA_1",
+    "RSA_AES_KEY_WRAP_SHA_256",
+)
 
 
 def advance(service, **delta: float) -> int:
@@ -49,8 +52,10 @@ def test_an_external_key_starts_pending_import_without_material(service, kms):
     metadata = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
 
     assert (metadata["KeyState"], metadata["Origin"], metadata["Enabled"]) == (
-        "PendingImport", "EXTERNAL", False,
-    )  # fmt: skip
+        "PendingImport",
+        "EXTERNAL",
+        False,
+    )
     assert "CurrentKeyMaterialId" not in metadata
     with (
         ledger_unchanged(service),
@@ -123,9 +128,12 @@ def test_imported_ecc_material_wrapped_with_plain_oaep_signs(kms):
     private_key = ec.generate_private_key(ec.SECP256R1())
     key_id = external_key(kms, "ECC_NIST_P256", "SIGN_VERIFY")
     import_material(
-        kms, key_id, pkcs8(private_key), wrapping_algorithm="RSAES_OAEP_SHA_256",
+        kms,
+        key_id,
+        pkcs8(private_key),
+        wrapping_algorithm="RSAES_OAEP_SHA_256",
         wrapping_key_spec="RSA_3072",
-    )  # fmt: skip
+    )
 
     signature = kms.sign(KeyId=key_id, SigningAlgorithm="ECDSA_SHA_256", Message=b"m")["Signature"]
 
@@ -179,9 +187,11 @@ def test_material_that_does_not_unwrap_is_invalid_ciphertext(service, kms):
 
     with aws_error("InvalidCiphertextException"):
         kms.import_key_material(
-            KeyId=key_id, ImportToken=parameters["ImportToken"],
-            EncryptedKeyMaterial=b"\x02" * 256, ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
-        )  # fmt: skip
+            KeyId=key_id,
+            ImportToken=parameters["ImportToken"],
+            EncryptedKeyMaterial=b"\x02" * 256,
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
 
 
 def test_get_parameters_for_a_key_of_origin_aws_kms_is_unsupported(kms, key_id):
@@ -197,9 +207,10 @@ def test_get_parameters_for_a_key_of_origin_aws_kms_is_unsupported(kms, key_id):
 def test_the_retired_pkcs1_wrapping_algorithm_is_refused(kms):
     with aws_error("ValidationException"):
         kms.get_parameters_for_import(
-            KeyId=external_key(kms), WrappingAlgorithm="RSAES_PKCS1_V1_5",
+            KeyId=external_key(kms),
+            WrappingAlgorithm="RSAES_PKCS1_V1_5",
             WrappingKeySpec="RSA_2048",
-        )  # fmt: skip
+        )
 
 
 # --- the import token ----------------------------------------------------------------------------
@@ -211,10 +222,12 @@ def _parameters(kms, key_id: str):  # type: ignore[no-untyped-def]
 
 def _import_with(kms, key_id, parameters, material, **members):  # type: ignore[no-untyped-def]
     return kms.import_key_material(
-        KeyId=key_id, ImportToken=parameters["ImportToken"],
+        KeyId=key_id,
+        ImportToken=parameters["ImportToken"],
         EncryptedKeyMaterial=wrap_material(parameters["PublicKey"], "RSAES_OAEP_SHA_256", material),
-        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE", **members,
-    )  # fmt: skip
+        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        **members,
+    )
 
 
 def test_an_import_token_is_single_use(service, kms):
@@ -269,9 +282,12 @@ def test_valid_to_must_lie_within_the_next_365_days(service, kms, days):
 
     with aws_error("ValidationException"):
         import_material(
-            kms, key_id, os.urandom(32), ExpirationModel="KEY_MATERIAL_EXPIRES",
+            kms,
+            key_id,
+            os.urandom(32),
+            ExpirationModel="KEY_MATERIAL_EXPIRES",
             ValidTo=later(service, days=days),
-        )  # fmt: skip
+        )
 
 
 def test_material_expires_when_the_scheduler_passes_its_valid_to(service, kms):
@@ -312,9 +328,12 @@ def test_re_importing_changes_the_expiration(service, kms):
     key_id = external_key(kms)
     material = os.urandom(32)
     import_material(
-        kms, key_id, material, ExpirationModel="KEY_MATERIAL_EXPIRES",
+        kms,
+        key_id,
+        material,
+        ExpirationModel="KEY_MATERIAL_EXPIRES",
         ValidTo=later(service, days=5),
-    )  # fmt: skip
+    )
 
     import_material(kms, key_id, material)  # now KEY_MATERIAL_DOES_NOT_EXPIRE
     advance(service, days=6)
@@ -442,9 +461,11 @@ def test_asymmetric_keys_take_no_new_material(service, kms):
 
     with aws_error("ValidationException"):
         import_material(
-            kms, key_id, pkcs8(ec.generate_private_key(ec.SECP256R1())),
+            kms,
+            key_id,
+            pkcs8(ec.generate_private_key(ec.SECP256R1())),
             ImportType="NEW_KEY_MATERIAL",
-        )  # fmt: skip
+        )
 
 
 # --- the ledger ----------------------------------------------------------------------------------

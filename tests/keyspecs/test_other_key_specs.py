@@ -34,14 +34,23 @@ ARN_PREFIX = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/"
 OAEP = ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256")
 # AWS's plaintext limits (reference §4).
 RSA_LIMITS = {
-    ("RSA_2048", "RSAES_OAEP_SHA_1"): 214, ("RSA_3072", "RSAES_OAEP_SHA_1"): 342,
-    ("RSA_4096", "RSAES_OAEP_SHA_1"): 470, ("RSA_2048", "RSAES_OAEP_SHA_256"): 190,
-    ("RSA_3072", "RSAES_OAEP_SHA_256"): 318, ("RSA_4096", "RSAES_OAEP_SHA_256"): 446,
-}  # fmt: skip
+    ("RSA_2048", "RSAES_OAEP_SHA_1"): 214,
+    ("RSA_3072", "RSAES_OAEP_SHA_1"): 342,
+    ("RSA_4096", "RSAES_OAEP_SHA_1"): 470,
+    ("RSA_2048", "RSAES_OAEP_SHA_256"): 190,
+    ("RSA_3072", "RSAES_OAEP_SHA_256"): 318,
+    ("RSA_4096", "RSAES_OAEP_SHA_256"): 446,
+}
 DATA_KEY_PAIR_SPECS = (
-    *RSA_SPECS, "ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521", "ECC_SECG_P256K1",
-    "ECC_NIST_EDWARDS25519", "ML_KEM_768", "ML_KEM_1024",
-)  # fmt: skip
+    *RSA_SPECS,
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "ECC_NIST_EDWARDS25519",
+    "ML_KEM_768",
+    "ML_KEM_1024",
+)
 
 
 def oaep(algorithm: str) -> padding.OAEP:
@@ -108,17 +117,35 @@ def test_rsa_ciphertext_made_by_the_openssl_command_line_decrypts_in_the_service
     (tmp_path / "plaintext").write_bytes(b"sealed by openssl")
 
     subprocess.run(
-        ["openssl", "pkeyutl", "-encrypt", "-pubin", "-keyform", "DER",
-         "-inkey", str(tmp_path / "public.der"), "-pkeyopt", "rsa_padding_mode:oaep",
-         "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt", "rsa_mgf1_md:sha256",
-         "-in", str(tmp_path / "plaintext"), "-out", str(tmp_path / "ciphertext")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-keyform",
+            "DER",
+            "-inkey",
+            str(tmp_path / "public.der"),
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+            "-in",
+            str(tmp_path / "plaintext"),
+            "-out",
+            str(tmp_path / "ciphertext"),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     decrypted = kms.decrypt(
-        CiphertextBlob=(tmp_path / "ciphertext").read_bytes(), KeyId=key_id,
+        CiphertextBlob=(tmp_path / "ciphertext").read_bytes(),
+        KeyId=key_id,
         EncryptionAlgorithm="RSAES_OAEP_SHA_256",
-    )  # fmt: skip
+    )
     assert decrypted["Plaintext"] == b"sealed by openssl"
 
 
@@ -129,21 +156,28 @@ def test_re_encrypt_moves_rsa_ciphertext_to_a_symmetric_key_and_back(kms, genera
     )["CiphertextBlob"]
 
     to_symmetric = kms.re_encrypt(
-        CiphertextBlob=rsa_blob, SourceKeyId=rsa_key, SourceEncryptionAlgorithm="RSAES_OAEP_SHA_1",
+        CiphertextBlob=rsa_blob,
+        SourceKeyId=rsa_key,
+        SourceEncryptionAlgorithm="RSAES_OAEP_SHA_1",
         DestinationKeyId=key_id,
-    )  # fmt: skip
+    )
     back = kms.re_encrypt(
-        CiphertextBlob=to_symmetric["CiphertextBlob"], DestinationKeyId=rsa_key,
+        CiphertextBlob=to_symmetric["CiphertextBlob"],
+        DestinationKeyId=rsa_key,
         DestinationEncryptionAlgorithm="RSAES_OAEP_SHA_256",
-    )  # fmt: skip
+    )
 
     assert to_symmetric["SourceEncryptionAlgorithm"] == "RSAES_OAEP_SHA_1"
     assert kms.decrypt(CiphertextBlob=to_symmetric["CiphertextBlob"])["Plaintext"] == b"moving"
     assert back["DestinationEncryptionAlgorithm"] == "RSAES_OAEP_SHA_256"
-    assert kms.decrypt(
-        CiphertextBlob=back["CiphertextBlob"], KeyId=rsa_key,
-        EncryptionAlgorithm="RSAES_OAEP_SHA_256",
-    )["Plaintext"] == b"moving"  # fmt: skip
+    assert (
+        kms.decrypt(
+            CiphertextBlob=back["CiphertextBlob"],
+            KeyId=rsa_key,
+            EncryptionAlgorithm="RSAES_OAEP_SHA_256",
+        )["Plaintext"]
+        == b"moving"
+    )
 
 
 def test_rsa_decrypt_of_garbage_is_invalid_ciphertext(service, kms, generated_key):
@@ -189,9 +223,11 @@ def test_rsa_encryption_takes_no_encryption_context(service, kms, generated_key)
 
     with ledger_unchanged(service), aws_error("ValidationException"):
         kms.encrypt(
-            KeyId=key_id, Plaintext=b"x", EncryptionAlgorithm="RSAES_OAEP_SHA_256",
+            KeyId=key_id,
+            Plaintext=b"x",
+            EncryptionAlgorithm="RSAES_OAEP_SHA_256",
             EncryptionContext={"a": "b"},
-        )  # fmt: skip
+        )
 
 
 def test_encrypting_with_a_signing_key_is_invalid_key_usage(service, kms, generated_key):
@@ -241,8 +277,9 @@ def test_a_generated_hmac_key_macs_and_verifies(service, kms, generated_key, spe
     assert metadata["MacAlgorithms"] == [algorithm]
     assert "EncryptionAlgorithms" not in metadata
     assert [e.operation for e in used_events(service, key_id)[before:]] == [
-        "GenerateMac", "VerifyMac",
-    ]  # fmt: skip
+        "GenerateMac",
+        "VerifyMac",
+    ]
 
 
 def test_a_wrong_mac_is_kms_invalid_mac(service, kms, generated_key):
@@ -436,12 +473,16 @@ def test_a_data_key_pair_spec_this_build_cannot_make_is_unsupported(service, kms
     [
         ("RSA_2048", "ENCRYPT_DECRYPT", "EncryptionAlgorithms", OAEP),
         ("ECC_NIST_P521", "KEY_AGREEMENT", "KeyAgreementAlgorithms", ("ECDH",)),
-        ("ECC_NIST_EDWARDS25519", "SIGN_VERIFY", "SigningAlgorithms",
-         ("ED25519_SHA_512", "ED25519_PH_SHA_512")),
+        (
+            "ECC_NIST_EDWARDS25519",
+            "SIGN_VERIFY",
+            "SigningAlgorithms",
+            ("ED25519_SHA_512", "ED25519_PH_SHA_512"),
+        ),
         ("ML_DSA_87", "SIGN_VERIFY", "SigningAlgorithms", ("ML_DSA_SHAKE_256",)),
         ("ML_KEM_1024", "ENCAPSULATE_DECAPSULATE", "EncapsulationAlgorithms", ("ML_KEM",)),
     ],
-)  # fmt: skip
+)
 def test_describe_key_lists_the_algorithms_of_the_spec_and_usage(
     kms, generated_key, spec, usage, member, algorithms
 ):

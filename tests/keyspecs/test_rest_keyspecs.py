@@ -36,10 +36,16 @@ class WallClockRestClient(RestClient):
         content = b"" if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if content else {}
         headers = sign_request(
-            method, url, headers, content,
-            access_key_id=self.access_key_id, secret_access_key=self.secret_access_key,
-            region=REGION, service="kms", now=datetime.now(UTC),
-        )  # fmt: skip
+            method,
+            url,
+            headers,
+            content,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            region=REGION,
+            service="kms",
+            now=datetime.now(UTC),
+        )
         return self.http.request(method, url, content=content, headers=headers)
 
 
@@ -60,9 +66,12 @@ def test_rest_signs_and_verifies_and_gives_the_public_key(rest):
     ).json()
     verified = rest.post(
         f"/v1/keys/{key_id}/verify",
-        {"message": b64(b"hello"), "signing_algorithm": "ECDSA_SHA_256",
-         "signature": signed["signature"]},
-    )  # fmt: skip
+        {
+            "message": b64(b"hello"),
+            "signing_algorithm": "ECDSA_SHA_256",
+            "signature": signed["signature"],
+        },
+    )
 
     verify_locally(
         unb64(public["public_key"]), "ECDSA_SHA_256", b"hello", unb64(signed["signature"])
@@ -75,9 +84,12 @@ def test_rest_answers_a_bad_signature_with_the_aws_error(rest):
 
     response = rest.post(
         f"/v1/keys/{key_id}/verify",
-        {"message": b64(b"hello"), "signing_algorithm": "ECDSA_SHA_256",
-         "signature": b64(b"\x30\x00")},
-    )  # fmt: skip
+        {
+            "message": b64(b"hello"),
+            "signing_algorithm": "ECDSA_SHA_256",
+            "signature": b64(b"\x30\x00"),
+        },
+    )
 
     assert response.status_code == 400
     assert response.json()["__type"] == "KMSInvalidSignatureException"
@@ -92,11 +104,11 @@ def test_rest_generates_and_verifies_macs(rest):
     good = rest.post(
         f"/v1/keys/{key_id}/verify-mac",
         {"message": b64(b"m"), "mac_algorithm": "HMAC_SHA_256", "mac": mac},
-    )  # fmt: skip
+    )
     bad = rest.post(
         f"/v1/keys/{key_id}/verify-mac",
         {"message": b64(b"x"), "mac_algorithm": "HMAC_SHA_256", "mac": mac},
-    )  # fmt: skip
+    )
 
     assert good.status_code == 200 and good.json()["mac_valid"] is True
     assert (bad.status_code, bad.json()["__type"]) == (400, "KMSInvalidMacException")
@@ -142,9 +154,12 @@ def test_rest_encrypts_with_rsa(rest):
     sealed = rest.encrypt(key_id, b"rsa", encryption_algorithm="RSAES_OAEP_SHA_256").json()
     opened = rest.post(
         "/v1/decrypt",
-        {"ciphertext": sealed["ciphertext"], "key_id": key_id,
-         "encryption_algorithm": "RSAES_OAEP_SHA_256"},
-    ).json()  # fmt: skip
+        {
+            "ciphertext": sealed["ciphertext"],
+            "key_id": key_id,
+            "encryption_algorithm": "RSAES_OAEP_SHA_256",
+        },
+    ).json()
 
     assert unb64(opened["plaintext"]) == b"rsa"
 
@@ -157,16 +172,19 @@ def test_rest_imports_expires_and_deletes_material(service, rest):
     parameters = rest.post(
         f"/v1/keys/{key_id}/import-parameters",
         {"wrapping_algorithm": "RSAES_OAEP_SHA_256", "wrapping_key_spec": "RSA_2048"},
-    ).json()  # fmt: skip
+    ).json()
     valid_to = service.runtime.clock.now() + timedelta(days=1)
 
     imported = rest.put(
         f"/v1/keys/{key_id}/material",
-        {"import_token": parameters["import_token"],
-         "encrypted_key_material": b64(wrap_material(
-             unb64(parameters["public_key"]), "RSAES_OAEP_SHA_256", material)),
-         "valid_to": valid_to.isoformat()},
-    )  # fmt: skip
+        {
+            "import_token": parameters["import_token"],
+            "encrypted_key_material": b64(
+                wrap_material(unb64(parameters["public_key"]), "RSAES_OAEP_SHA_256", material)
+            ),
+            "valid_to": valid_to.isoformat(),
+        },
+    )
 
     assert imported.status_code == 200, imported.text
     described = rest.get(f"/v1/keys/{key_id}").json()
@@ -187,5 +205,10 @@ def test_rest_imports_expires_and_deletes_material(service, rest):
     assert deleted.status_code == 200
     assert deleted.json()["material_id"] == imported.json()["material_id"]
     events = [e["type"] for e in rest.get(f"/v1/keys/{key_id}/events").json()["events"]]
-    assert events == ["Created", "ImportParametersIssued", "MaterialImported", "Used",
-                      "MaterialExpired"]  # fmt: skip
+    assert events == [
+        "Created",
+        "ImportParametersIssued",
+        "MaterialImported",
+        "Used",
+        "MaterialExpired",
+    ]

@@ -36,9 +36,11 @@ def test_a_signature_made_in_the_service_verifies_with_the_cryptography_library(
 
     for message_type in message_types(algorithm):
         signed = kms.sign(
-            KeyId=key_id, SigningAlgorithm=algorithm, MessageType=message_type,
+            KeyId=key_id,
+            SigningAlgorithm=algorithm,
+            MessageType=message_type,
             Message=kms_input(public_key, algorithm, message_type, MESSAGE),
-        )  # fmt: skip
+        )
 
         assert signed["SigningAlgorithm"] == algorithm
         verify_locally(public_key, algorithm, MESSAGE, signed["Signature"])
@@ -52,10 +54,12 @@ def test_a_signature_made_outside_verifies_in_the_service(kms, imported_key, spe
 
     for message_type in message_types(algorithm):
         verified = kms.verify(
-            KeyId=key_id, SigningAlgorithm=algorithm, MessageType=message_type,
+            KeyId=key_id,
+            SigningAlgorithm=algorithm,
+            MessageType=message_type,
             Message=kms_input(public_key, algorithm, message_type, MESSAGE),
             Signature=signature,
-        )  # fmt: skip
+        )
 
         assert verified["SignatureValid"] is True
 
@@ -70,9 +74,12 @@ def test_a_signature_made_outside_from_a_digest_verifies_in_the_service(
     signature = prehashed_sign_locally(private_key, algorithm, MESSAGE)
 
     assert kms.verify(
-        KeyId=key_id, SigningAlgorithm=algorithm, MessageType="DIGEST",
-        Message=digest(algorithm, MESSAGE), Signature=signature,
-    )["SignatureValid"]  # fmt: skip
+        KeyId=key_id,
+        SigningAlgorithm=algorithm,
+        MessageType="DIGEST",
+        Message=digest(algorithm, MESSAGE),
+        Signature=signature,
+    )["SignatureValid"]
 
 
 def test_the_public_key_is_the_imported_private_keys(kms, imported_key):
@@ -93,9 +100,11 @@ def test_a_digest_signed_in_the_service_verifies_as_a_signature_over_the_message
 ):
     key_id = generated_key("ECC_NIST_P256", "SIGN_VERIFY")
     signature = kms.sign(
-        KeyId=key_id, SigningAlgorithm="ECDSA_SHA_256", MessageType="DIGEST",
+        KeyId=key_id,
+        SigningAlgorithm="ECDSA_SHA_256",
+        MessageType="DIGEST",
         Message=digest("ECDSA_SHA_256", MESSAGE),
-    )["Signature"]  # fmt: skip
+    )["Signature"]
 
     assert kms.verify(
         KeyId=key_id, SigningAlgorithm="ECDSA_SHA_256", Message=MESSAGE, Signature=signature
@@ -120,13 +129,16 @@ def _pem(public_der: bytes, path: Path) -> Path:
 @pytest.mark.parametrize(
     ("spec", "algorithm", "options"),
     [
-        ("RSA_2048", "RSASSA_PSS_SHA_256",
-         ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:-1"]),
+        (
+            "RSA_2048",
+            "RSASSA_PSS_SHA_256",
+            ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:-1"],
+        ),
         ("RSA_3072", "RSASSA_PKCS1_V1_5_SHA_384", []),
         ("ECC_NIST_P256", "ECDSA_SHA_256", []),
         ("ECC_SECG_P256K1", "ECDSA_SHA_256", []),
     ],
-)  # fmt: skip
+)
 def test_a_signature_made_in_the_service_verifies_with_the_openssl_command_line(
     kms, generated_key, tmp_path, spec, algorithm, options
 ):
@@ -137,10 +149,21 @@ def test_a_signature_made_in_the_service_verifies_with_the_openssl_command_line(
     (tmp_path / "signature").write_bytes(signature)
 
     result = subprocess.run(
-        ["openssl", "dgst", "-sha" + algorithm.rsplit("_", 1)[-1], "-verify", str(public_pem),
-         *options, "-signature", str(tmp_path / "signature"), str(tmp_path / "message")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            "openssl",
+            "dgst",
+            "-sha" + algorithm.rsplit("_", 1)[-1],
+            "-verify",
+            str(public_pem),
+            *options,
+            "-signature",
+            str(tmp_path / "signature"),
+            str(tmp_path / "message"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Verified OK" in result.stdout
@@ -153,14 +176,17 @@ def test_sign_and_verify_each_record_a_used_event_with_the_algorithm(service, km
 
     signature = kms.sign(KeyId=key_id, SigningAlgorithm="ED25519_SHA_512", Message=MESSAGE)
     kms.verify(
-        KeyId=key_id, SigningAlgorithm="ED25519_SHA_512", Message=MESSAGE,
+        KeyId=key_id,
+        SigningAlgorithm="ED25519_SHA_512",
+        Message=MESSAGE,
         Signature=signature["Signature"],
-    )  # fmt: skip
+    )
 
     recorded = used_events(service, key_id)[before:]
     assert [(e.operation, e.algorithm) for e in recorded] == [
-        ("Sign", "ED25519_SHA_512"), ("Verify", "ED25519_SHA_512"),
-    ]  # fmt: skip
+        ("Sign", "ED25519_SHA_512"),
+        ("Verify", "ED25519_SHA_512"),
+    ]
     assert all(e.encryption_context == {} for e in recorded)
 
 
@@ -170,9 +196,11 @@ def test_a_garbage_signature_is_kms_invalid_signature(service, kms, generated_ke
 
     with ledger_unchanged(service), aws_error("KMSInvalidSignatureException", ""):
         kms.verify(
-            KeyId=key_id, SigningAlgorithm="RSASSA_PSS_SHA_256", Message=MESSAGE,
+            KeyId=key_id,
+            SigningAlgorithm="RSASSA_PSS_SHA_256",
+            Message=MESSAGE,
             Signature=b"\x00" * 256,
-        )  # fmt: skip
+        )
 
 
 def test_a_signature_over_another_message_is_kms_invalid_signature(service, kms, generated_key):
@@ -181,16 +209,21 @@ def test_a_signature_over_another_message_is_kms_invalid_signature(service, kms,
 
     with ledger_unchanged(service), aws_error("KMSInvalidSignatureException"):
         kms.verify(
-            KeyId=key_id, SigningAlgorithm="ML_DSA_SHAKE_256", Message=b"two",
+            KeyId=key_id,
+            SigningAlgorithm="ML_DSA_SHAKE_256",
+            Message=b"two",
             Signature=signature["Signature"],
-        )  # fmt: skip
+        )
 
 
 @pytest.mark.parametrize(
     ("spec", "algorithm", "length"),
-    [("ECC_NIST_P256", "ECDSA_SHA_256", 31), ("RSA_2048", "RSASSA_PSS_SHA_512", 32),
-     ("ECC_NIST_EDWARDS25519", "ED25519_PH_SHA_512", 32)],
-)  # fmt: skip
+    [
+        ("ECC_NIST_P256", "ECDSA_SHA_256", 31),
+        ("RSA_2048", "RSASSA_PSS_SHA_512", 32),
+        ("ECC_NIST_EDWARDS25519", "ED25519_PH_SHA_512", 32),
+    ],
+)
 def test_a_digest_of_the_wrong_length_is_a_validation_error(
     service, kms, generated_key, spec, algorithm, length
 ):
@@ -207,11 +240,13 @@ def test_a_digest_of_the_wrong_length_is_a_validation_error(
 
 @pytest.mark.parametrize(
     ("spec", "algorithm", "message_type"),
-    [("ECC_NIST_EDWARDS25519", "ED25519_SHA_512", "DIGEST"),
-     ("ECC_NIST_EDWARDS25519", "ED25519_PH_SHA_512", "RAW"),
-     ("ML_DSA_65", "ML_DSA_SHAKE_256", "DIGEST"),
-     ("ECC_NIST_P256", "ECDSA_SHA_256", "EXTERNAL_MU")],
-)  # fmt: skip
+    [
+        ("ECC_NIST_EDWARDS25519", "ED25519_SHA_512", "DIGEST"),
+        ("ECC_NIST_EDWARDS25519", "ED25519_PH_SHA_512", "RAW"),
+        ("ML_DSA_65", "ML_DSA_SHAKE_256", "DIGEST"),
+        ("ECC_NIST_P256", "ECDSA_SHA_256", "EXTERNAL_MU"),
+    ],
+)
 def test_a_message_type_the_algorithm_does_not_take_is_a_validation_error(
     service, kms, generated_key, spec, algorithm, message_type
 ):
@@ -228,16 +263,22 @@ def test_an_external_mu_of_the_wrong_length_is_a_validation_error(service, kms, 
 
     with ledger_unchanged(service), aws_error("ValidationException"):
         kms.sign(
-            KeyId=key_id, SigningAlgorithm="ML_DSA_SHAKE_256", MessageType="EXTERNAL_MU",
+            KeyId=key_id,
+            SigningAlgorithm="ML_DSA_SHAKE_256",
+            MessageType="EXTERNAL_MU",
             Message=b"x" * 32,
-        )  # fmt: skip
+        )
 
 
 @pytest.mark.parametrize(
     ("spec", "algorithm"),
-    [("ECC_NIST_P256", "ECDSA_SHA_384"), ("RSA_2048", "ECDSA_SHA_256"),
-     ("ECC_NIST_EDWARDS25519", "ML_DSA_SHAKE_256"), ("ML_DSA_44", "ED25519_SHA_512")],
-)  # fmt: skip
+    [
+        ("ECC_NIST_P256", "ECDSA_SHA_384"),
+        ("RSA_2048", "ECDSA_SHA_256"),
+        ("ECC_NIST_EDWARDS25519", "ML_DSA_SHAKE_256"),
+        ("ML_DSA_44", "ED25519_SHA_512"),
+    ],
+)
 def test_an_algorithm_the_key_spec_does_not_offer_is_invalid_key_usage(
     service, kms, generated_key, spec, algorithm
 ):

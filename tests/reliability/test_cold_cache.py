@@ -99,7 +99,8 @@ def test_a_key_cache_smaller_than_the_keys_in_use_stays_bounded_and_answers_righ
         assert len(vault._materials) <= 2 * SMALL_CACHE
         for key_id in keys[:3]:
             operations = [
-                e.operation for e in service.runtime.ledger.events.get(uuid.UUID(key_id))
+                e.operation
+                for e in service.runtime.ledger.events.get(uuid.UUID(key_id))
                 if type(e).__name__ == "Used"
-            ]  # fmt: skip
+            ]
             assert operations == ["Encrypt", "Decrypt", "Decrypt"]

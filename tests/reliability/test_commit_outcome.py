@@ -38,11 +38,13 @@ TERMINATIONS = 5
 def kms_client(service: Service) -> Any:
     """A KMS client that never retries: each answer is the service's own."""
     return boto3.client(
-        "kms", endpoint_url=service.endpoint, region_name=REGION,
+        "kms",
+        endpoint_url=service.endpoint,
+        region_name=REGION,
         aws_access_key_id=service.access_key_id,
         aws_secret_access_key=service.secret_access_key,
         config=Config(retries={"total_max_attempts": 1}),
-    )  # fmt: skip
+    )
 
 
 @contextlib.contextmanager

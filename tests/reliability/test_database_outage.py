@@ -50,10 +50,13 @@ def kms_client(service: Service, credentials: tuple[str, str] | None = None) -> 
     """A KMS client that never retries: each answer is the service's own."""
     access_key_id, secret = credentials or (service.access_key_id, service.secret_access_key)
     return boto3.client(
-        "kms", endpoint_url=service.endpoint, region_name=REGION,
-        aws_access_key_id=access_key_id, aws_secret_access_key=secret,
+        "kms",
+        endpoint_url=service.endpoint,
+        region_name=REGION,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret,
         config=Config(retries={"total_max_attempts": 1}),
-    )  # fmt: skip
+    )
 
 
 def a_new_principal(service: Service, name: str) -> tuple[str, tuple[str, str]]:

@@ -51,10 +51,14 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp = Path(tmp_path_factory.mktemp("loop"))
     url = fresh_database("embedded")
     settings = load_settings(
-        database_url=url, data_dir=tmp, test_clock=True, scheduler_interval_seconds=3600,
-        bootstrap_access_key_id=ACCESS_KEY_ID, bootstrap_secret_access_key=SECRET_ACCESS_KEY,
+        database_url=url,
+        data_dir=tmp,
+        test_clock=True,
+        scheduler_interval_seconds=3600,
+        bootstrap_access_key_id=ACCESS_KEY_ID,
+        bootstrap_secret_access_key=SECRET_ACCESS_KEY,
         root_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-    )  # fmt: skip
+    )
     runtime = Runtime.build(settings)
     runtime.start(writer_on_own_loop=False)  # KeyLedgerApp's lifespan starts it
     with socket.socket() as sock:
@@ -62,10 +66,14 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         port = int(sock.getsockname()[1])
     server = uvicorn.Server(
         uvicorn.Config(
-            KeyLedgerApp(runtime, on_started=runtime.bootstrap), host="127.0.0.1", port=port,
-            log_level="warning", lifespan="on", http=CoalescingHttpToolsProtocol,
+            KeyLedgerApp(runtime, on_started=runtime.bootstrap),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            http=CoalescingHttpToolsProtocol,
         )
-    )  # fmt: skip
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -110,9 +118,11 @@ def noop_seconds(service: Service) -> float:
 
 
 def answered_while_waiting(
-    service: Service, background: ThreadPoolExecutor, tables: tuple[str, ...],
+    service: Service,
+    background: ThreadPoolExecutor,
+    tables: tuple[str, ...],
     call: Callable[[], Any],
-) -> Future[Any]:  # fmt: skip
+) -> Future[Any]:
     """Start ``call`` while ``tables`` are locked; check the loop answers meanwhile."""
     with locked(service, *tables):
         waiting = background.submit(call)

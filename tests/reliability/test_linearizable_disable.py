@@ -69,9 +69,14 @@ def encrypt_storm(clients: list[Any], key_id: str, disabler: Any) -> Storm:
                 metadata = failure.response["ResponseMetadata"]
                 error = failure.response["Error"]["Code"]
             outcomes.append(
-                Outcome(started, time.monotonic(), metadata["RequestId"], error,
-                        metadata["HTTPStatusCode"])
-            )  # fmt: skip
+                Outcome(
+                    started,
+                    time.monotonic(),
+                    metadata["RequestId"],
+                    error,
+                    metadata["HTTPStatusCode"],
+                )
+            )
 
     threads = [threading.Thread(target=encrypt_until_done, args=(c,)) for c in clients]
     for thread in threads:
@@ -125,9 +130,10 @@ def check_linearizable(
 
     # The race was real: Encrypts were in flight while DisableKey was.
     overlapping = [
-        o for o in storm.outcomes
+        o
+        for o in storm.outcomes
         if o.started < storm.disable_returned and o.finished > storm.disable_sent
-    ]  # fmt: skip
+    ]
     assert overlapping
 
 

@@ -41,11 +41,18 @@ def _key_fields(service: Service, key_id: uuid.UUID) -> dict[str, object]:
 
     now = service.runtime.clock.now()
     return dict(
-        key_id=key_id, now=now, actor=Actor(),
+        key_id=key_id,
+        now=now,
+        actor=Actor(),
         arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}",
-        account_id="111122223333", region="us-east-1", description="", key_spec=SYMMETRIC_DEFAULT,
-        key_usage="ENCRYPT_DECRYPT", origin="AWS_KMS", key_manager="CUSTOMER", policy="{}",
-        tags={}, material=service.runtime.vault.new_material(
-            key_id, version=1, now=now, rotation_type=None
-        ),
-    )  # fmt: skip
+        account_id="111122223333",
+        region="us-east-1",
+        description="",
+        key_spec=SYMMETRIC_DEFAULT,
+        key_usage="ENCRYPT_DECRYPT",
+        origin="AWS_KMS",
+        key_manager="CUSTOMER",
+        policy="{}",
+        tags={},
+        material=service.runtime.vault.new_material(key_id, version=1, now=now, rotation_type=None),
+    )

@@ -38,10 +38,15 @@ def pool_behind_proxy() -> Iterator[tuple[ConnectionPool, PgProxy]]:
     url = fresh_database("embedded")
     proxy = PgProxy(url)
     pool = BoundedPool(
-        proxy.url, min_size=1, max_size=2, open=True, timeout=1.0,
-        reconnect_timeout=POOL_RECONNECT_TIMEOUT, connection_class=bounded_connection_class(5.0),
+        proxy.url,
+        min_size=1,
+        max_size=2,
+        open=True,
+        timeout=1.0,
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+        connection_class=bounded_connection_class(5.0),
         kwargs=libpq_options(2, 5.0),
-    )  # fmt: skip
+    )
     try:
         yield pool, proxy
     finally:
@@ -89,9 +94,14 @@ def test_after_a_restart_every_stale_connection_is_dropped_at_once(which: str) -
     proxy = PgProxy(url)
     ledger = Ledger(env=connection_params(proxy.url) | timeout_env(1.0, 5.0))
     service_pool = BoundedPool(
-        proxy.url, min_size=STALE_CONNECTIONS, max_size=8, open=True, timeout=1.0,
-        reconnect_timeout=POOL_RECONNECT_TIMEOUT, kwargs=libpq_options(2, 5.0),
-    )  # fmt: skip
+        proxy.url,
+        min_size=STALE_CONNECTIONS,
+        max_size=8,
+        open=True,
+        timeout=1.0,
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+        kwargs=libpq_options(2, 5.0),
+    )
     service_pool.wait()
 
     def read() -> None:

@@ -94,9 +94,10 @@ def _history_with_poison(runtime: Runtime) -> dict[str, str]:
 def _poison_notification(runtime: Runtime, key_id: str) -> Any:
     head = runtime.ledger.recorder.max_notification_id() or 0
     found = [
-        n for n in runtime.ledger.recorder.select_notifications(start=1, limit=head)
+        n
+        for n in runtime.ledger.recorder.select_notifications(start=1, limit=head)
         if n.originator_id == uuid.UUID(key_id) and n.topic.endswith("DescriptionChanged")
-    ]  # fmt: skip
+    ]
     assert len(found) == 1
     return found[0]
 
@@ -112,8 +113,7 @@ def test_an_event_a_projection_cannot_apply_is_set_aside_after_bounded_retries_a
     keys = _history_with_poison(quiet_ledger)
     poison = _poison_notification(quiet_ledger, keys["before"])
     head = quiet_ledger.ledger.recorder.max_notification_id() or 0
-    directory = PoisonedDirectory(quiet_ledger.ledger, quiet_ledger.pool,
-                                  quiet_ledger.database_url)  # fmt: skip
+    directory = PoisonedDirectory(quiet_ledger.ledger, quiet_ledger.pool, quiet_ledger.database_url)
 
     directory.catch_up_to(head)
 
@@ -125,9 +125,15 @@ def test_an_event_a_projection_cannot_apply_is_set_aside_after_bounded_retries_a
         " error_type, error_message, attempts FROM projection_dead_letters",
     )
     assert letter == (
-        "key_directory", poison.id, poison.originator_id, poison.originator_version,
-        poison.topic, "RuntimeError", "this event cannot be applied", directory.event_attempts,
-    )  # fmt: skip
+        "key_directory",
+        poison.id,
+        poison.originator_id,
+        poison.originator_version,
+        poison.topic,
+        "RuntimeError",
+        "this event cannot be applied",
+        directory.event_attempts,
+    )
     later = _query(quiet_ledger, "SELECT key_state FROM kms_keys WHERE key_id = %s", keys["after"])
     assert later == [("Disabled",)]  # events after the poison are in the view
     found = directory.dead_letters()
@@ -175,8 +181,11 @@ def test_the_audit_trail_holds_a_record_saying_a_set_aside_record_is_missing(
     assert details["originatorId"] == key["KeyId"]
     assert details["topic"] == poison.topic
     assert details["errorType"] == "RuntimeError"
-    rows = _query(service.runtime, "SELECT notification_id FROM audit_events WHERE event_name = %s",
-                  UNAVAILABLE_EVENT_NAME)  # fmt: skip
+    rows = _query(
+        service.runtime,
+        "SELECT notification_id FROM audit_events WHERE event_name = %s",
+        UNAVAILABLE_EVENT_NAME,
+    )
     assert rows == [(poison.id,)]  # where the missing record would sort
     assert any(
         r.levelno == logging.ERROR and f"SET ASIDE event {poison.id}" in r.getMessage()
@@ -201,9 +210,13 @@ def test_replay_reports_a_stalled_projection_as_a_difference(quiet_ledger: Runti
 def _cli(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": runtime.database_url}
     return subprocess.run(
-        [sys.executable, "-m", "app", *args], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "app", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_replay_and_the_dead_letters_command_report_events_set_aside(

@@ -27,9 +27,11 @@ from domain.errors import InvalidCiphertextError
 from tests.conftest import Service
 
 SERVICE_SETTINGS = settings(
-    max_examples=50, deadline=None, database=None,
+    max_examples=50,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)  # fmt: skip
+)
 DOMAIN_SETTINGS = settings(max_examples=200, deadline=None, database=None)
 
 # Any unicode text but lone surrogates (which no JSON client can send as UTF-8).
@@ -188,17 +190,23 @@ def test_canonical_context_of_nothing_is_empty_but_an_empty_pair_is_not():
 
 @DOMAIN_SETTINGS
 @given(
-    plaintext=st.binary(max_size=512), context=contexts, version=st.integers(0, 2**32 - 1),
+    plaintext=st.binary(max_size=512),
+    context=contexts,
+    version=st.integers(0, 2**32 - 1),
     key_bytes=st.binary(min_size=16, max_size=16),
-)  # fmt: skip
+)
 def test_seal_then_open_round_trips_and_binds_the_context(plaintext, context, version, key_bytes):
     cipher = AESGCM(AESGCM.generate_key(256))
     key_id = uuid.UUID(bytes=key_bytes)
 
     blob = seal(
-        cipher, key_id=key_id, material_version=version, plaintext=plaintext,
-        encryption_context=context, nonce=secrets.token_bytes(12),
-    )  # fmt: skip
+        cipher,
+        key_id=key_id,
+        material_version=version,
+        plaintext=plaintext,
+        encryption_context=context,
+        nonce=secrets.token_bytes(12),
+    )
 
     assert len(blob) == len(plaintext) + OVERHEAD
     header = read_header(blob)
@@ -227,9 +235,13 @@ def test_parsing_random_bytes_raises_only_invalid_ciphertext(blob):
 def test_a_flipped_byte_in_a_sealed_blob_never_opens(data):
     cipher = AESGCM(AESGCM.generate_key(256))
     blob = seal(
-        cipher, key_id=uuid.uuid4(), material_version=1, plaintext=b"domain",
-        encryption_context=None, nonce=secrets.token_bytes(12),
-    )  # fmt: skip
+        cipher,
+        key_id=uuid.uuid4(),
+        material_version=1,
+        plaintext=b"domain",
+        encryption_context=None,
+        nonce=secrets.token_bytes(12),
+    )
     position = data.draw(st.integers(0, len(blob) - 1))
     tampered = bytearray(blob)
     tampered[position] ^= data.draw(st.integers(1, 255))

@@ -133,11 +133,13 @@ class Deployment:
 
     def kms(self, access_key_id: str | None = None, secret: str | None = None):  # type: ignore[no-untyped-def]
         return boto3.client(
-            "kms", endpoint_url=self.endpoint, region_name=REGION,
+            "kms",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
             aws_access_key_id=access_key_id or self.access_key_id,
             aws_secret_access_key=secret or self.secret_access_key,
             config=Config(retries={"max_attempts": 1}),
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture(params=database_backends())
@@ -180,9 +182,12 @@ def test_no_secret_reaches_the_database_or_the_log(deployment: Deployment):
 
     text_blob = kms.encrypt(KeyId=key, Plaintext=marker_text.encode(), EncryptionContext=context)
     bytes_blob = kms.encrypt(KeyId=key, Plaintext=marker_bytes)["CiphertextBlob"]
-    assert kms.decrypt(
-        CiphertextBlob=text_blob["CiphertextBlob"], EncryptionContext=context
-    )["Plaintext"] == marker_text.encode()  # fmt: skip
+    assert (
+        kms.decrypt(CiphertextBlob=text_blob["CiphertextBlob"], EncryptionContext=context)[
+            "Plaintext"
+        ]
+        == marker_text.encode()
+    )
     moved = kms.re_encrypt(CiphertextBlob=bytes_blob, DestinationKeyId=other)["CiphertextBlob"]
     assert kms.decrypt(CiphertextBlob=moved)["Plaintext"] == marker_bytes
     data_key = kms.generate_data_key(KeyId=key, KeySpec="AES_256", EncryptionContext=context)
@@ -206,9 +211,17 @@ def test_no_secret_reaches_the_database_or_the_log(deployment: Deployment):
     # A second access key, issued by the CLI against the same database, used once.
     kms_full_access = '{"Statement": {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}}'
     principal = keyledger(
-        "principals", "create", "--account", ACCOUNT_ID, "--name", "leaky",
-        "--policy", f"KmsFullAccess={kms_full_access}", cwd=deployment.cwd, env=deployment.env,
-    ).strip()  # fmt: skip
+        "principals",
+        "create",
+        "--account",
+        ACCOUNT_ID,
+        "--name",
+        "leaky",
+        "--policy",
+        f"KmsFullAccess={kms_full_access}",
+        cwd=deployment.cwd,
+        env=deployment.env,
+    ).strip()
     issued = keyledger(
         "access-keys", "create", "--principal", principal, cwd=deployment.cwd, env=deployment.env
     )
@@ -320,8 +333,10 @@ def test_a_deleted_key_is_crypto_shredded(own_service):
         with pytest.raises(ClientError) as failure:
             kms.decrypt(CiphertextBlob=blob)
         assert failure.value.response["Error"]["Code"] in (
-            "NotFoundException", "InvalidCiphertextException", "KMSInvalidStateException",
-        )  # fmt: skip
+            "NotFoundException",
+            "InvalidCiphertextException",
+            "KMSInvalidStateException",
+        )
         assert failure.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     # Other keys are untouched, also through the fresh vault.
     assert kms.decrypt(CiphertextBlob=kept)["Plaintext"] == b"kept"

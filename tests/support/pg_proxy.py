@@ -145,9 +145,13 @@ class PgProxy:
             self._links.discard(link)
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link,
-        *, upstream: bool,
-    ) -> None:  # fmt: skip
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        link: _Link,
+        *,
+        upstream: bool,
+    ) -> None:
         while data := await reader.read(65536):
             await self._flowing.wait()
             if upstream and len(link.head) < 4096:

@@ -22,23 +22,45 @@ SIGNER = "arn:aws:iam::111122223333:role/ec2-service"
 
 # What Caller.actor() and the constants returned when actors were dicts (literally).
 USER_CALLER = Caller(
-    account_id="111122223333", principal_arn=USER, access_key_id="AKIAEXAMPLE",
-    region="eu-west-1", source_ip="", user_agent="aws-cli/2", request_id="req-1",
-)  # fmt: skip
+    account_id="111122223333",
+    principal_arn=USER,
+    access_key_id="AKIAEXAMPLE",
+    region="eu-west-1",
+    source_ip="",
+    user_agent="aws-cli/2",
+    request_id="req-1",
+)
 OLD_USER: dict[str, Any] = {
-    "principal_arn": USER, "account_id": "111122223333", "access_key_id": "AKIAEXAMPLE",
-    "region": "eu-west-1", "source_ip": "", "user_agent": "aws-cli/2", "request_id": "req-1",
-}  # fmt: skip
+    "principal_arn": USER,
+    "account_id": "111122223333",
+    "access_key_id": "AKIAEXAMPLE",
+    "region": "eu-west-1",
+    "source_ip": "",
+    "user_agent": "aws-cli/2",
+    "request_id": "req-1",
+}
 VIA_CALLER = Caller(
-    account_id="111122223333", principal_arn=USER, access_key_id="AKIASERVICE",
-    region="eu-west-1", source_ip="10.0.0.1", user_agent="", request_id="req-2",
-    via_service="ec2.eu-west-1.amazonaws.com", service_principal_arn=SIGNER,
-)  # fmt: skip
+    account_id="111122223333",
+    principal_arn=USER,
+    access_key_id="AKIASERVICE",
+    region="eu-west-1",
+    source_ip="10.0.0.1",
+    user_agent="",
+    request_id="req-2",
+    via_service="ec2.eu-west-1.amazonaws.com",
+    service_principal_arn=SIGNER,
+)
 OLD_VIA: dict[str, Any] = {
-    "principal_arn": USER, "account_id": "111122223333", "access_key_id": "AKIASERVICE",
-    "region": "eu-west-1", "source_ip": "10.0.0.1", "user_agent": "", "request_id": "req-2",
-    "via_service": "ec2.eu-west-1.amazonaws.com", "service_principal_arn": SIGNER,
-}  # fmt: skip
+    "principal_arn": USER,
+    "account_id": "111122223333",
+    "access_key_id": "AKIASERVICE",
+    "region": "eu-west-1",
+    "source_ip": "10.0.0.1",
+    "user_agent": "",
+    "request_id": "req-2",
+    "via_service": "ec2.eu-west-1.amazonaws.com",
+    "service_principal_arn": SIGNER,
+}
 OLD_SERVICE: dict[str, Any] = {"principal_arn": "kms.amazonaws.com", "service": "kms"}
 OLD_OPERATOR: dict[str, Any] = {"principal_arn": "keyledger-operator"}
 
@@ -53,12 +75,21 @@ CASES = [
 def new_key(actor: Actor) -> Key:
     key_id = uuid.UUID(int=1)
     return Key.create(
-        key_id=key_id, now=NOW, actor=actor,
-        arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}", account_id="111122223333",
-        region="us-east-1", description="", key_spec="SYMMETRIC_DEFAULT",
-        key_usage="ENCRYPT_DECRYPT", origin="AWS_KMS", key_manager="CUSTOMER", policy="{}",
-        tags={}, material=KeyMaterial(1, "1" * 64, b"wrapped", NOW, None),
-    )  # fmt: skip
+        key_id=key_id,
+        now=NOW,
+        actor=actor,
+        arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}",
+        account_id="111122223333",
+        region="us-east-1",
+        description="",
+        key_spec="SYMMETRIC_DEFAULT",
+        key_usage="ENCRYPT_DECRYPT",
+        origin="AWS_KMS",
+        key_manager="CUSTOMER",
+        policy="{}",
+        tags={},
+        material=KeyMaterial(1, "1" * 64, b"wrapped", NOW, None),
+    )
 
 
 @pytest.mark.parametrize(("actor", "old"), CASES)
@@ -88,10 +119,14 @@ def test_an_event_stores_the_same_bytes_as_with_the_old_dict(
 def test_identity_events_store_the_same_bytes() -> None:
     mapper = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).mapper
     issued = AccessKey.create(
-        aggregate_id=uuid.UUID(int=2), now=NOW, access_key_id="AKIAEXAMPLE",
-        principal_arn=USER, account_id="111122223333", wrapped_secret=b"w",
+        aggregate_id=uuid.UUID(int=2),
+        now=NOW,
+        access_key_id="AKIAEXAMPLE",
+        principal_arn=USER,
+        account_id="111122223333",
+        wrapped_secret=b"w",
         actor=OPERATOR_ACTOR,
-    )  # fmt: skip
+    )
     (created,) = issued.pending_events
     old = AccessKey.Created(**{**created.__dict__, "actor": dict(OLD_OPERATOR)})
     assert mapper.to_stored_event(created).state == mapper.to_stored_event(old).state

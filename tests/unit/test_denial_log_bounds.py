@@ -13,9 +13,15 @@ from app.ports import DenialRecord
 
 def _denial(n: int) -> DenialRecord:
     return DenialRecord(
-        datetime.now(UTC), f"req-{n}", "arn:aws:iam::111122223333:user/x", "111122223333",
-        "kms:Decrypt", "*", "AccessDeniedException", "denied",
-    )  # fmt: skip
+        datetime.now(UTC),
+        f"req-{n}",
+        "arn:aws:iam::111122223333:user/x",
+        "111122223333",
+        "kms:Decrypt",
+        "*",
+        "AccessDeniedException",
+        "denied",
+    )
 
 
 def test_records_past_the_bound_are_dropped_and_counted_while_the_database_is_away():

@@ -33,11 +33,21 @@ def material(version: int, at: datetime = NOW, rotation_type: str | None = None)
 
 def new_key(key_manager: str = "CUSTOMER") -> Key:
     return Key.create(
-        key_id=uuid.uuid4(), now=NOW, actor=Actor(principal_arn="p"), arn=ARN,
-        account_id="111122223333", region="us-east-1", description="", key_spec="SYMMETRIC_DEFAULT",
-        key_usage="ENCRYPT_DECRYPT", origin="AWS_KMS", key_manager=key_manager, policy="{}",
-        tags={}, material=material(1),
-    )  # fmt: skip
+        key_id=uuid.uuid4(),
+        now=NOW,
+        actor=Actor(principal_arn="p"),
+        arn=ARN,
+        account_id="111122223333",
+        region="us-east-1",
+        description="",
+        key_spec="SYMMETRIC_DEFAULT",
+        key_usage="ENCRYPT_DECRYPT",
+        origin="AWS_KMS",
+        key_manager=key_manager,
+        policy="{}",
+        tags={},
+        material=material(1),
+    )
 
 
 @pytest.mark.parametrize(
@@ -57,7 +67,7 @@ def new_key(key_manager: str = "CUSTOMER") -> Key:
         (key_states.DISABLED, "CancelKeyDeletion", InvalidStateError, NOT_PENDING),
         (key_states.DELETED, "DescribeKey", NotFoundError, f"Key '{ARN}' does not exist"),
     ],
-)  # fmt: skip
+)
 def test_state_table_refuses_operation_with_aws_error(
     state: str, operation: str, error: type[Exception], message: str
 ) -> None:
@@ -195,9 +205,12 @@ def test_used_event_changes_only_last_used() -> None:
     key = new_key()
     before = {k: v for k, v in vars(key).items() if not k.startswith("last_used")}
     key.record_use(
-        operation="Encrypt", now=NOW, actor=Actor(request_id="r-1"), material_version=1,
+        operation="Encrypt",
+        now=NOW,
+        actor=Actor(request_id="r-1"),
+        material_version=1,
         encryption_context={"purpose": "test"},
-    )  # fmt: skip
+    )
     after = {k: v for k, v in vars(key).items() if not k.startswith("last_used")}
     assert key.last_used_operation == "Encrypt"
     assert key.last_used_request_id == "r-1"

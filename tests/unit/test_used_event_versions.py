@@ -20,12 +20,21 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def new_key() -> Key:
     key_id = uuid.uuid4()
     return Key.create(
-        key_id=key_id, now=NOW, actor=Actor(principal_arn="p"),
-        arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}", account_id="111122223333",
-        region="us-east-1", description="", key_spec="SYMMETRIC_DEFAULT",
-        key_usage="ENCRYPT_DECRYPT", origin="AWS_KMS", key_manager="CUSTOMER", policy="{}",
-        tags={}, material=KeyMaterial(1, "1" * 64, b"wrapped", NOW, None),
-    )  # fmt: skip
+        key_id=key_id,
+        now=NOW,
+        actor=Actor(principal_arn="p"),
+        arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}",
+        account_id="111122223333",
+        region="us-east-1",
+        description="",
+        key_spec="SYMMETRIC_DEFAULT",
+        key_usage="ENCRYPT_DECRYPT",
+        origin="AWS_KMS",
+        key_manager="CUSTOMER",
+        policy="{}",
+        tags={},
+        material=KeyMaterial(1, "1" * 64, b"wrapped", NOW, None),
+    )
 
 
 def in_memory_ledger() -> Ledger:
@@ -45,10 +54,14 @@ def as_stored_before_version_2(ledger: Ledger, event: Key.Used) -> StoredEvent:
 
 def used(key: Key, **overrides: Any) -> Key.Used:
     arguments: dict[str, Any] = {
-        "operation": "Encrypt", "now": NOW, "actor": Actor(request_id="r-1"),
-        "material_version": 1, "encryption_context": {"tenant": "acme"},
-        "request_parameters": {"keyId": "alias/orders"}, **overrides,
-    }  # fmt: skip
+        "operation": "Encrypt",
+        "now": NOW,
+        "actor": Actor(request_id="r-1"),
+        "material_version": 1,
+        "encryption_context": {"tenant": "acme"},
+        "request_parameters": {"keyId": "alias/orders"},
+        **overrides,
+    }
     key.record_use(**arguments)
     event = key.pending_events[-1]
     assert isinstance(event, Key.Used)
@@ -99,11 +112,17 @@ def test_a_re_encryption_is_a_use_of_each_key_with_the_calls_parameters_on_the_d
 ):
     source, destination = new_key(), new_key()
     source.record_re_encryption(
-        destination=destination, now=NOW, actor=Actor(request_id="r-2"), material_version=1,
-        source_key_id=None, source_context={"from": "a"}, source_algorithm="SYMMETRIC_DEFAULT",
-        destination_key_id="alias/archive", destination_context={"to": "b"},
+        destination=destination,
+        now=NOW,
+        actor=Actor(request_id="r-2"),
+        material_version=1,
+        source_key_id=None,
+        source_context={"from": "a"},
+        source_algorithm="SYMMETRIC_DEFAULT",
+        destination_key_id="alias/archive",
+        destination_context={"to": "b"},
         destination_algorithm="SYMMETRIC_DEFAULT",
-    )  # fmt: skip
+    )
     (from_event,) = [e for e in source.pending_events if isinstance(e, Key.Used)]
     (to_event,) = [e for e in destination.pending_events if isinstance(e, Key.Used)]
     assert (from_event.operation, from_event.request_parameters) == ("ReEncryptFrom", {})
@@ -111,9 +130,11 @@ def test_a_re_encryption_is_a_use_of_each_key_with_the_calls_parameters_on_the_d
     assert to_event.operation == "ReEncryptTo"
     assert to_event.encryption_context == {"to": "b"}
     assert to_event.request_parameters == {
-        "sourceEncryptionContext": {"from": "a"}, "sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
-        "destinationKeyId": "alias/archive", SOURCE_USE: [str(source.id), 1],
-    }  # fmt: skip
+        "sourceEncryptionContext": {"from": "a"},
+        "sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "destinationKeyId": "alias/archive",
+        SOURCE_USE: [str(source.id), 1],
+    }
     assert source.last_used_operation == "ReEncryptFrom"
     assert destination.last_used_operation == "ReEncryptTo"
 
@@ -121,10 +142,17 @@ def test_a_re_encryption_is_a_use_of_each_key_with_the_calls_parameters_on_the_d
 def test_a_re_encryption_under_the_same_key_records_both_uses_on_it() -> None:
     key = new_key()
     key.record_re_encryption(
-        destination=key, now=NOW, actor=Actor(), material_version=1, source_key_id=key.arn,
-        source_context=None, source_algorithm="SYMMETRIC_DEFAULT", destination_key_id=key.arn,
-        destination_context=None, destination_algorithm="SYMMETRIC_DEFAULT",
-    )  # fmt: skip
+        destination=key,
+        now=NOW,
+        actor=Actor(),
+        material_version=1,
+        source_key_id=key.arn,
+        source_context=None,
+        source_algorithm="SYMMETRIC_DEFAULT",
+        destination_key_id=key.arn,
+        destination_context=None,
+        destination_algorithm="SYMMETRIC_DEFAULT",
+    )
     uses = [e for e in key.pending_events if isinstance(e, Key.Used)]
     assert [e.operation for e in uses] == ["ReEncryptFrom", "ReEncryptTo"]
     assert uses[1].request_parameters is not None

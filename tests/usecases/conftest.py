@@ -42,9 +42,11 @@ def runtime() -> Iterator[InMemoryRuntime]:
 
 def caller_for(principal_arn: str, region: str = REGION) -> Caller:
     return Caller(
-        account_id=principal_arn.split(":")[4], principal_arn=principal_arn,
-        access_key_id="AKLGUSECASETESTS0001", region=region,
-    )  # fmt: skip
+        account_id=principal_arn.split(":")[4],
+        principal_arn=principal_arn,
+        access_key_id="AKLGUSECASETESTS0001",
+        region=region,
+    )
 
 
 @pytest.fixture

@@ -62,10 +62,14 @@ def test_a_grant_opens_a_key_to_its_grantee_until_retired(
 
     created = call(
         grants.create_grant(
-            admin, symmetric_key, grantee_principal=app_arn, operations=["Encrypt", "Decrypt"],
-            retiring_principal=app_arn, name="app-grant",
+            admin,
+            symmetric_key,
+            grantee_principal=app_arn,
+            operations=["Encrypt", "Decrypt"],
+            retiring_principal=app_arn,
+            name="app-grant",
         )
-    )  # fmt: skip
+    )
     sealed = call(crypto.encrypt(app, symmetric_key, b"granted", None))
     assert call(crypto.decrypt(app, sealed.ciphertext, None, None)).plaintext == b"granted"
     with pytest.raises(AccessDeniedError):  # only the operations granted

@@ -76,13 +76,21 @@ def test_every_cryptographic_operation_appends_its_used_event(
     )
     call(
         crypto.generate_data_key(
-            admin, symmetric_key, number_of_bytes=16, key_spec=None, encryption_context=None,
+            admin,
+            symmetric_key,
+            number_of_bytes=16,
+            key_spec=None,
+            encryption_context=None,
             with_plaintext=False,
         )
-    )  # fmt: skip
+    )
     call(crypto.decrypt(admin, data_key.ciphertext, symmetric_key, None))
     with pytest.raises(InvalidCiphertextError):  # a refused decryption is not a use
         call(crypto.decrypt(admin, sealed.ciphertext, None, {"purpose": "other"}))
     assert used_operations(runtime, symmetric_key) == [
-        "Encrypt", "Decrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "Decrypt",
-    ]  # fmt: skip
+        "Encrypt",
+        "Decrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "Decrypt",
+    ]

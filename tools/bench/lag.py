@@ -53,8 +53,12 @@ class LagSampler:
         def percentile(q: float) -> float:
             return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-        return {"p50_s": percentile(0.50), "p99_s": percentile(0.99), "max_s": ordered[-1],
-                "samples": float(len(ordered))}  # fmt: skip
+        return {
+            "p50_s": percentile(0.50),
+            "p99_s": percentile(0.99),
+            "max_s": ordered[-1],
+            "samples": float(len(ordered)),
+        }
 
     def describe(self) -> str:
         found = self.summary()

@@ -600,9 +600,14 @@ class Suite:
             port = _free_port()
             argv = [*base, "run", "--port", str(port), "--workers", str(workers)]
             self.services[name] = Server(
-                name, argv, env | {"KEYLEDGER_PORT": str(port)}, port, "/readyz", self.tmp,
+                name,
+                argv,
+                env | {"KEYLEDGER_PORT": str(port)},
+                port,
+                "/readyz",
+                self.tmp,
                 workers=workers,
-            )  # fmt: skip
+            )
         moto = _venv_script("moto_server")
         if moto:
             port = _free_port()
@@ -867,10 +872,14 @@ class Suite:
             options.duration,
         )
         lags = [
-            c.audit_lag_p99_s for c in self.cells
-            if c.phase == "fresh" and c.target == "keyledger" and c.concurrency == HOT_CONCURRENCY
-            and c.operation in CRYPTO_OPERATIONS and c.audit_lag_p99_s is not None
-        ]  # fmt: skip
+            c.audit_lag_p99_s
+            for c in self.cells
+            if c.phase == "fresh"
+            and c.target == "keyledger"
+            and c.concurrency == HOT_CONCURRENCY
+            and c.operation in CRYPTO_OPERATIONS
+            and c.audit_lag_p99_s is not None
+        ]
         if lags:
             self.rows.append(
                 Row(
@@ -904,11 +913,13 @@ class Suite:
             baseline = self.run(
                 f"one process Encrypt c={half}+{HOT_CONCURRENCY - half}{tag}",
                 "two-processes" + tag,
-                [Load(first.target, "Encrypt", (body,), half),
-                 Load(first.target, "Encrypt", (body,), HOT_CONCURRENCY - half)],
+                [
+                    Load(first.target, "Encrypt", (body,), half),
+                    Load(first.target, "Encrypt", (body,), HOT_CONCURRENCY - half),
+                ],
                 self.options.duration,
                 [first],
-            )  # fmt: skip
+            )
             second.start()
             before = self._stream(key_uuid)
             loads = [
@@ -935,11 +946,15 @@ class Suite:
         verdict = (
             f"{_fmt_ops(cell.ops_per_s)} (1 process: {_fmt_ops(one)}), p99 "
             f"{_fmt_ms(cell.p99_ms)}, {cell.errors} err; +{added:,} events for "
-            f"{cell.all_ok:,} ok" + (f" + {cell.all_errors} unknown" if cell.all_errors else "")
+            f"{cell.all_ok:,} ok"
+            + (f" + {cell.all_errors} unknown" if cell.all_errors else "")
             + f", v1..{after['max']:,} {'contiguous' if contiguous else 'WITH GAPS'}"
-            + ("" if after["requests"] is None else
-               f", request ids {'unique' if unique else 'DUPLICATED'}")
-        )  # fmt: skip
+            + (
+                ""
+                if after["requests"] is None
+                else f", request ids {'unique' if unique else 'DUPLICATED'}"
+            )
+        )
         met = cell.errors == 0 and contiguous and exact and unique and cell.ops_per_s >= one
         self.rows.append(
             Row(
@@ -1131,9 +1146,12 @@ class Suite:
                         nonce, AESGCM.generate_key(256), material_aad(key_id, 1, material_id)
                     )
                     material = KeyMaterial(
-                        version=1, material_id=material_id, wrapped=nonce + sealed, created=now,
+                        version=1,
+                        material_id=material_id,
+                        wrapped=nonce + sealed,
+                        created=now,
                         rotation_type=None,
-                    )  # fmt: skip
+                    )
                     keys.append(
                         Key.create(
                             key_id=key_id,
@@ -1426,7 +1444,9 @@ class Suite:
             "python": platform.python_version(),
             "code": _code_version(),
             "machine": {
-                "cpus": os.cpu_count(), "cpu": _cpu_model(), "platform": platform.platform()
+                "cpus": os.cpu_count(),
+                "cpu": _cpu_model(),
+                "platform": platform.platform(),
             },
             "settings": {
                 k: str(v) if isinstance(v, Path) else v
@@ -1522,13 +1542,21 @@ def _code_version() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-            text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
     return commit + ("+changes" if dirty else "")

@@ -197,9 +197,11 @@ def floods(h: Harness) -> None:
             for label, kind in FLOOD_CONDITIONS:
                 rounds[kind or "none"].append(_one_condition(h, pool, watch, label, kind))
     for kind, measured in rounds.items():
-        figures[kind] = {**measured[-1], "legit_ops_per_s": round(statistics.median(
-            m["legit_ops_per_s"] for m in measured), 1),
-            "legit_ops_per_s_each_round": [m["legit_ops_per_s"] for m in measured]}  # fmt: skip
+        figures[kind] = {
+            **measured[-1],
+            "legit_ops_per_s": round(statistics.median(m["legit_ops_per_s"] for m in measured), 1),
+            "legit_ops_per_s_each_round": [m["legit_ops_per_s"] for m in measured],
+        }
     h.report.figures["floods"] = figures
     _judge_target(h, figures)
 
@@ -211,10 +213,17 @@ def _one_condition(
     profile = h.profile
     start_at = time.time() + FLOOD_START_DELAY_S
     spec = FloodSpec(
-        kind, "127.0.0.1", h.service.port, profile.flood_rate, profile.flood_connections,
-        profile.flood_seconds, start_at, h.keys[0], h.service.creds.region,
+        kind,
+        "127.0.0.1",
+        h.service.port,
+        profile.flood_rate,
+        profile.flood_connections,
+        profile.flood_seconds,
+        start_at,
+        h.keys[0],
+        h.service.creds.region,
         h.rng.randrange(2**31),
-    )  # fmt: skip
+    )
     future = pool.submit(flood_worker, spec) if kind else None
     begin = time.monotonic() + (start_at - time.time())
     head = watch.current_head()
@@ -237,11 +246,15 @@ def _one_condition(
         "legit_p99_ms": stats.p99_ms,
         "legit_p50_ms": stats.p50_ms,
         "legit_failed": stats.failed,
-        "flood": None if flood is None else {
-            "sent": flood.sent, "statuses": flood.statuses, "failures": flood.failures,
+        "flood": None
+        if flood is None
+        else {
+            "sent": flood.sent,
+            "statuses": flood.statuses,
+            "failures": flood.failures,
             "p99_ms": flood.p99_ms,
         },
-    }  # fmt: skip
+    }
 
 
 def _judge_target(h: Harness, figures: dict[str, object]) -> None:
@@ -251,15 +264,19 @@ def _judge_target(h: Harness, figures: dict[str, object]) -> None:
     if not isinstance(noop, dict) or not isinstance(unknown, dict):
         return
     share = unknown["legit_ops_per_s"] / max(noop["legit_ops_per_s"], 1e-9)
-    shown = (f"{unknown['legit_ops_per_s']:,.0f} vs {noop['legit_ops_per_s']:,.0f} ops/s"
-             f" ({share:.2f}x)")  # fmt: skip
+    shown = (
+        f"{unknown['legit_ops_per_s']:,.0f} vs {noop['legit_ops_per_s']:,.0f} ops/s ({share:.2f}x)"
+    )
     h.report.figure("floods", "legit beside unknown-id flood / beside no-op flood", shown)
     target = h.profile.flood_target_share
     if target is not None:
         h.report.invariant(
-            "floods", f"flood target: unknown-id flood leaves >= {target:.0%} of the no-op"
-            " flood's legitimate throughput", share >= target, shown,
-        )  # fmt: skip
+            "floods",
+            f"flood target: unknown-id flood leaves >= {target:.0%} of the no-op"
+            " flood's legitimate throughput",
+            share >= target,
+            shown,
+        )
 
 
 def _judge_flood(h: Harness, label: str, kind: str, flood: FloodResult) -> None:

@@ -14,8 +14,18 @@ from typing import Any
 from tools.chaos.checks import Issues
 
 # The table's order (rows of other scenarios follow, as they came).
-ORDER = ("setup", "floods", "outages", "faults", "load", "durability", "hostile text",
-         "fuzz AWS JSON", "fuzz REST", "run")  # fmt: skip
+ORDER = (
+    "setup",
+    "floods",
+    "outages",
+    "faults",
+    "load",
+    "durability",
+    "hostile text",
+    "fuzz AWS JSON",
+    "fuzz REST",
+    "run",
+)
 
 
 @dataclass
@@ -57,8 +67,9 @@ class Report:
 
     def table(self) -> str:
         headers = ["scenario", "check", "result", "ok?"]
-        rows = sorted(self.rows, key=lambda r: ORDER.index(r.scenario) if r.scenario in ORDER
-                      else len(ORDER))  # fmt: skip
+        rows = sorted(
+            self.rows, key=lambda r: ORDER.index(r.scenario) if r.scenario in ORDER else len(ORDER)
+        )
         lines = [[r.scenario, r.check, r.value, _mark(r.ok)] for r in rows]
         widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
 

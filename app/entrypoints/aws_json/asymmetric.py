@@ -65,9 +65,13 @@ async def get_public_key(
 
 async def sign(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     result = await service.asymmetric.sign(
-        caller, params["KeyId"], _required_blob(params, "Message"), params.get("MessageType"),
-        params["SigningAlgorithm"], _dry_run(params),
-    )  # fmt: skip
+        caller,
+        params["KeyId"],
+        _required_blob(params, "Message"),
+        params.get("MessageType"),
+        params["SigningAlgorithm"],
+        _dry_run(params),
+    )
     return {
         "KeyId": result.key_arn,
         "Signature": _b64(result.signature),
@@ -77,9 +81,14 @@ async def sign(service: KeyService, caller: Caller, params: dict[str, Any]) -> d
 
 async def verify(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     result = await service.asymmetric.verify(
-        caller, params["KeyId"], _required_blob(params, "Message"), params.get("MessageType"),
-        _required_blob(params, "Signature"), params["SigningAlgorithm"], _dry_run(params),
-    )  # fmt: skip
+        caller,
+        params["KeyId"],
+        _required_blob(params, "Message"),
+        params.get("MessageType"),
+        _required_blob(params, "Signature"),
+        params["SigningAlgorithm"],
+        _dry_run(params),
+    )
     return {"KeyId": result.key_arn, "SignatureValid": True, "SigningAlgorithm": result.algorithm}
 
 
@@ -98,9 +107,13 @@ async def generate_mac(
 
 async def verify_mac(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     result = await service.asymmetric.verify_mac(
-        caller, params["KeyId"], _required_blob(params, "Message"), params["MacAlgorithm"],
-        _required_blob(params, "Mac"), _dry_run(params),
-    )  # fmt: skip
+        caller,
+        params["KeyId"],
+        _required_blob(params, "Message"),
+        params["MacAlgorithm"],
+        _required_blob(params, "Mac"),
+        _dry_run(params),
+    )
     return {"KeyId": result.key_arn, "MacValid": True, "MacAlgorithm": result.algorithm}
 
 
@@ -108,9 +121,13 @@ async def _data_key_pair(
     service: KeyService, caller: Caller, params: dict[str, Any], *, with_plaintext: bool
 ) -> dict[str, Any]:
     result = await service.asymmetric.generate_data_key_pair(
-        caller, params["KeyId"], params["KeyPairSpec"], params.get("EncryptionContext"),
-        with_plaintext=with_plaintext, dry_run=_dry_run(params),
-    )  # fmt: skip
+        caller,
+        params["KeyId"],
+        params["KeyPairSpec"],
+        params.get("EncryptionContext"),
+        with_plaintext=with_plaintext,
+        dry_run=_dry_run(params),
+    )
     answer: dict[str, Any] = {
         "PrivateKeyCiphertextBlob": _b64(result.private_key_ciphertext),
         "PublicKey": _b64(result.public_key),
@@ -171,9 +188,12 @@ async def decapsulate(
     service: KeyService, caller: Caller, params: dict[str, Any]
 ) -> dict[str, Any]:
     result = await service.asymmetric.decapsulate(
-        caller, params["KeyId"], _required_blob(params, "SharedSecretCiphertextBlob"),
-        params["EncapsulationAlgorithm"], _dry_run(params),
-    )  # fmt: skip
+        caller,
+        params["KeyId"],
+        _required_blob(params, "SharedSecretCiphertextBlob"),
+        params["EncapsulationAlgorithm"],
+        _dry_run(params),
+    )
     return {
         "KeyId": result.key_arn,
         "SharedSecret": _b64(result.shared_secret),
@@ -208,12 +228,16 @@ async def import_key_material(
     service: KeyService, caller: Caller, params: dict[str, Any]
 ) -> dict[str, Any]:
     result = await service.imported.import_key_material(
-        caller, params["KeyId"], _required_blob(params, "ImportToken"),
-        _required_blob(params, "EncryptedKeyMaterial"), valid_to=_timestamp(params.get("ValidTo")),
-        expiration_model=params.get("ExpirationModel"), import_type=params.get("ImportType"),
+        caller,
+        params["KeyId"],
+        _required_blob(params, "ImportToken"),
+        _required_blob(params, "EncryptedKeyMaterial"),
+        valid_to=_timestamp(params.get("ValidTo")),
+        expiration_model=params.get("ExpirationModel"),
+        import_type=params.get("ImportType"),
         description=params.get("KeyMaterialDescription"),
         key_material_id=params.get("KeyMaterialId"),
-    )  # fmt: skip
+    )
     return {"KeyId": result.key_arn, "KeyMaterialId": result.material_id}
 
 

@@ -62,12 +62,15 @@ async def create_grant(
     if not params.get("GranteePrincipal"):
         raise ValidationError("GranteePrincipal is required.")
     created = await service.grants.create_grant(
-        caller, params["KeyId"], grantee_principal=params["GranteePrincipal"],
+        caller,
+        params["KeyId"],
+        grantee_principal=params["GranteePrincipal"],
         operations=params["Operations"],
         retiring_principal=params.get("RetiringPrincipal"),
-        constraints=constraints_from_request(params.get("Constraints")), name=params.get("Name"),
+        constraints=constraints_from_request(params.get("Constraints")),
+        name=params.get("Name"),
         dry_run=bool(params.get("DryRun")),
-    )  # fmt: skip
+    )
     return {"GrantToken": created.grant_token, "GrantId": created.grant_id}
 
 
@@ -76,10 +79,13 @@ async def list_grants(
 ) -> dict[str, Any]:
     _no_service_principals(params, "GranteeServicePrincipal")
     page = await service.grants.list_grants(
-        caller, params["KeyId"], grant_id=params.get("GrantId"),
+        caller,
+        params["KeyId"],
+        grant_id=params.get("GrantId"),
         grantee_principal=params.get("GranteePrincipal"),
-        limit=params.get("Limit"), marker=params.get("Marker"),
-    )  # fmt: skip
+        limit=params.get("Limit"),
+        marker=params.get("Marker"),
+    )
     return _grants(page)
 
 
@@ -97,10 +103,12 @@ async def retire_grant(
     service: KeyService, caller: Caller, params: dict[str, Any]
 ) -> dict[str, Any]:
     await service.grants.retire_grant(
-        caller, grant_token=params.get("GrantToken"), key_id=params.get("KeyId"),
+        caller,
+        grant_token=params.get("GrantToken"),
+        key_id=params.get("KeyId"),
         grant_id=params.get("GrantId"),
         dry_run=bool(params.get("DryRun")),
-    )  # fmt: skip
+    )
     return {}
 
 

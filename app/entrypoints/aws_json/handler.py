@@ -160,9 +160,13 @@ async def cancel_key_deletion(
 
 async def encrypt(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     result = await service.crypto.encrypt(
-        caller, params["KeyId"], params["Plaintext"], params.get("EncryptionContext"),
-        params.get("EncryptionAlgorithm"), bool(params.get("DryRun")),
-    )  # fmt: skip
+        caller,
+        params["KeyId"],
+        params["Plaintext"],
+        params.get("EncryptionContext"),
+        params.get("EncryptionAlgorithm"),
+        bool(params.get("DryRun")),
+    )
     return {
         "CiphertextBlob": _b64(result.ciphertext),
         "KeyId": result.key_arn,
@@ -179,9 +183,13 @@ async def decrypt(service: KeyService, caller: Caller, params: dict[str, Any]) -
             "constraint: Member must not be null"
         )
     result = await service.crypto.decrypt(
-        caller, params["CiphertextBlob"], params.get("KeyId"), params.get("EncryptionContext"),
-        params.get("EncryptionAlgorithm"), bool(params.get("DryRun")),
-    )  # fmt: skip
+        caller,
+        params["CiphertextBlob"],
+        params.get("KeyId"),
+        params.get("EncryptionContext"),
+        params.get("EncryptionAlgorithm"),
+        bool(params.get("DryRun")),
+    )
     return {
         "KeyId": result.key_arn,
         "Plaintext": _b64(result.plaintext),
@@ -199,14 +207,16 @@ async def re_encrypt(service: KeyService, caller: Caller, params: dict[str, Any]
             "constraint: Member must not be null"
         )
     result = await service.crypto.re_encrypt(
-        caller, params["CiphertextBlob"], source_key_id=params.get("SourceKeyId"),
+        caller,
+        params["CiphertextBlob"],
+        source_key_id=params.get("SourceKeyId"),
         destination_key_id=params["DestinationKeyId"],
         source_context=params.get("SourceEncryptionContext"),
         destination_context=params.get("DestinationEncryptionContext"),
         source_algorithm=params.get("SourceEncryptionAlgorithm"),
         destination_algorithm=params.get("DestinationEncryptionAlgorithm"),
         dry_run=bool(params.get("DryRun")),
-    )  # fmt: skip
+    )
     return {
         "CiphertextBlob": _b64(result.ciphertext),
         "SourceKeyId": result.source_key_arn,
@@ -222,11 +232,14 @@ async def _data_key(
     service: KeyService, caller: Caller, params: dict[str, Any], *, with_plaintext: bool
 ) -> dict[str, Any]:
     result = await service.crypto.generate_data_key(
-        caller, params["KeyId"], number_of_bytes=params.get("NumberOfBytes"),
+        caller,
+        params["KeyId"],
+        number_of_bytes=params.get("NumberOfBytes"),
         key_spec=params.get("KeySpec"),
-        encryption_context=params.get("EncryptionContext"), with_plaintext=with_plaintext,
+        encryption_context=params.get("EncryptionContext"),
+        with_plaintext=with_plaintext,
         dry_run=bool(params.get("DryRun")),
-    )  # fmt: skip
+    )
     answer: dict[str, Any] = {
         "CiphertextBlob": _b64(result.ciphertext),
         "KeyId": result.key_arn,
@@ -399,9 +412,12 @@ async def put_key_policy(
     service: KeyService, caller: Caller, params: dict[str, Any]
 ) -> dict[str, Any]:
     await service.keys.put_key_policy(
-        caller, params["KeyId"], params.get("PolicyName"), params["Policy"],
+        caller,
+        params["KeyId"],
+        params.get("PolicyName"),
+        params["Policy"],
         bypass_lockout=bool(params.get("BypassPolicyLockoutSafetyCheck")),
-    )  # fmt: skip
+    )
     return {}
 
 
@@ -501,11 +517,14 @@ class AwsJsonHandler:
             return _NotAudited()
         client = scope.get("client") or ("", 0)
         return self.auditor.call(
-            name, request_id=request_id, headers=headers, body=body,
+            name,
+            request_id=request_id,
+            headers=headers,
+            body=body,
             query_string=scope.get("query_string", b"").decode("latin-1"),
             source_ip=client[0],
             user_agent=next((v for k, v in headers if k.lower() == "user-agent"), ""),
-        )  # fmt: skip
+        )
 
     async def _authenticate(
         self, scope: dict[str, Any], headers: list[tuple[str, str]], body: bytes, request_id: str

@@ -66,9 +66,12 @@ def open_context(*, migrate: bool = False) -> AuditContext:
     pool = ConnectionPool(database_url, min_size=1, max_size=4, open=True)
     trail = AuditTrailProjection(ledger, pool, database_url)
     audit = AuditService(
-        store=AuditReads(trail, pool, ledger), clock=Clock(),
-        operator_account=settings.default_account_id, online=None, wait_seconds=0,
-    )  # fmt: skip
+        store=AuditReads(trail, pool, ledger),
+        clock=Clock(),
+        operator_account=settings.default_account_id,
+        online=None,
+        wait_seconds=0,
+    )
     return AuditContext(settings, database_url, ledger, pool, trail, audit)
 
 
@@ -121,8 +124,10 @@ def cmd_projections_dead_letters(args: argparse.Namespace) -> int:
     """List the events each projection set aside; exit 1 if there are any."""
     context = open_context()
     try:
-        views = [context.trail, KeyDirectoryProjection(context.ledger, context.pool,
-                                                       context.database_url)]  # fmt: skip
+        views = [
+            context.trail,
+            KeyDirectoryProjection(context.ledger, context.pool, context.database_url),
+        ]
         found = {view.name: view.dead_letters(args.limit) for view in views}
     finally:
         context.close()
@@ -142,9 +147,13 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     context = open_context()
     try:
         result = replay(
-            context.ledger, context.database_url, until=_time(args.until), keep=args.keep,
-            batch_size=args.batch_size, wait=args.wait,
-        )  # fmt: skip
+            context.ledger,
+            context.database_url,
+            until=_time(args.until),
+            keep=args.keep,
+            batch_size=args.batch_size,
+            wait=args.wait,
+        )
     finally:
         context.close()
     print(result.report())
@@ -161,9 +170,12 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
             recipient_account=args.account, start=_time(args.start), end=_time(args.end)
         )
         manifest = Manifest(
-            start=query.start, end=query.end, account=args.account,
-            generated_at=datetime.now(UTC), ledger_position=context.trail.position(),
-        )  # fmt: skip
+            start=query.start,
+            end=query.end,
+            account=args.account,
+            generated_at=datetime.now(UTC),
+            ledger_position=context.trail.position(),
+        )
         rows = asyncio.run(context.audit.export(None, query))
         export_trail(rows, Path(args.out), manifest)
     finally:
@@ -179,11 +191,16 @@ def cmd_audit_events(args: argparse.Namespace) -> int:
     try:
         _warn_if_behind(context)
         query = AuditFilter(
-            recipient_account=args.account, principal_arn=args.principal, resource=args.key,
-            event_name=args.event_name, error_code=args.error_code, start=_time(args.start),
-            end=_time(args.end), source_ip=args.source_ip,
+            recipient_account=args.account,
+            principal_arn=args.principal,
+            resource=args.key,
+            event_name=args.event_name,
+            error_code=args.error_code,
+            start=_time(args.start),
+            end=_time(args.end),
+            source_ip=args.source_ip,
             encryption_context_key=args.encryption_context_key,
-        )  # fmt: skip
+        )
         if args.format == "json":
             page = asyncio.run(context.audit.lookup(None, query, args.limit, None))
             for row in page.rows:
@@ -227,10 +244,15 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
         _warn_if_behind(context)
         found = asyncio.run(
             context.audit.report(
-                None, args.name, days=args.days, key=args.key, month=args.month,
-                cryptoperiods=periods or None, account=args.account,
+                None,
+                args.name,
+                days=args.days,
+                key=args.key,
+                month=args.month,
+                cryptoperiods=periods or None,
+                account=args.account,
             )
-        )  # fmt: skip
+        )
     finally:
         context.close()
     sys.stdout.write(found.as_csv() if args.format == "csv" else found.as_json() + "\n")
@@ -265,10 +287,12 @@ def add_commands(commands: Any) -> None:
     replay_parser.add_argument("--keep", action="store_true", help="keep the scratch schema")
     replay_parser.add_argument("--batch-size", type=int, default=2000)
     replay_parser.add_argument(
-        "--wait", type=float, default=WAIT_SECONDS,
+        "--wait",
+        type=float,
+        default=WAIT_SECONDS,
         help="seconds the live views get to reach the ledger's head before the comparison"
         " (a view still short of it is reported as a difference)",
-    )  # fmt: skip
+    )
     replay_parser.set_defaults(handler=cmd_audit_replay)
 
     export = audit.add_parser("export", help="write the audit trail of a period to files")
@@ -304,8 +328,10 @@ def add_commands(commands: Any) -> None:
     report.add_argument("--key", help="who-can-decrypt: key id or ARN")
     report.add_argument("--month", help="cost: YYYY-MM (default: this month)")
     report.add_argument(
-        "--cryptoperiod", action="append", metavar="KEY_TYPE=DAYS",
+        "--cryptoperiod",
+        action="append",
+        metavar="KEY_TYPE=DAYS",
         help="cryptoperiod: override a NIST default (symmetric-encryption=365, ...)",
-    )  # fmt: skip
+    )
     report.add_argument("--account", help="one account (default: every account)")
     report.set_defaults(handler=cmd_audit_report)

@@ -25,10 +25,22 @@ import orjson
 from projections.audit_queries import AuditRow
 
 CSV_COLUMNS = (
-    "eventTime", "eventID", "eventName", "eventSource", "readOnly", "errorCode", "principalArn",
-    "userName", "accessKeyId", "sourceIPAddress", "awsRegion", "requestID", "resources",
-    "encryptionContextKeys", "recipientAccountId",
-)  # fmt: skip
+    "eventTime",
+    "eventID",
+    "eventName",
+    "eventSource",
+    "readOnly",
+    "errorCode",
+    "principalArn",
+    "userName",
+    "accessKeyId",
+    "sourceIPAddress",
+    "awsRegion",
+    "requestID",
+    "resources",
+    "encryptionContextKeys",
+    "recipientAccountId",
+)
 CONTEXT_MEMBERS = ("encryptionContext", "sourceEncryptionContext", "destinationEncryptionContext")
 
 
@@ -44,12 +56,22 @@ def csv_values(row: AuditRow) -> list[Any]:
         for key in parameters[member]
     ]
     return [
-        record.get("eventTime"), record.get("eventID"), record.get("eventName"),
-        record.get("eventSource"), record.get("readOnly"), record.get("errorCode") or "",
-        identity.get("arn", ""), row.username, row.access_key_id,
-        record.get("sourceIPAddress"), record.get("awsRegion"), record.get("requestID", ""),
-        " ".join(row.resources), " ".join(context_keys), row.recipient_account_id,
-    ]  # fmt: skip
+        record.get("eventTime"),
+        record.get("eventID"),
+        record.get("eventName"),
+        record.get("eventSource"),
+        record.get("readOnly"),
+        record.get("errorCode") or "",
+        identity.get("arn", ""),
+        row.username,
+        row.access_key_id,
+        record.get("sourceIPAddress"),
+        record.get("awsRegion"),
+        record.get("requestID", ""),
+        " ".join(row.resources),
+        " ".join(context_keys),
+        row.recipient_account_id,
+    ]
 
 
 def csv_lines(rows: Iterable[AuditRow]) -> Iterator[str]:
@@ -135,9 +157,10 @@ def export_trail(rows: Iterable[AuditRow], out: Path, manifest: Manifest) -> Man
         )
         compressed = gzip.compress(content, mtime=0)
         manifest.files.append(
-            ExportedFile(name, len(records), _write(out, name, compressed), digest,
-                         times[0], times[-1])
-        )  # fmt: skip
+            ExportedFile(
+                name, len(records), _write(out, name, compressed), digest, times[0], times[-1]
+            )
+        )
 
     try:
         for row in rows:

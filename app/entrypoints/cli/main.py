@@ -70,13 +70,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"KeyLedger listening on http://{settings.host}:{settings.port}", flush=True)
 
     config = uvicorn.Config(
-        KeyLedgerApp(runtime, on_started=on_started), host=settings.host, port=settings.port,
-        log_level=settings.log_level, lifespan="on", access_log=False,
+        KeyLedgerApp(runtime, on_started=on_started),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        access_log=False,
         # Per-request work that buys nothing here: no proxy in front by default, and
         # AWS clients ignore the Server and Date headers.
-        proxy_headers=False, server_header=False, date_header=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         http=CoalescingHttpToolsProtocol,
-    )  # fmt: skip
+    )
     # Uvicorn stops on SIGTERM, then raises it again: by default that kills this process
     # before the runtime stops and before atexit stops the embedded PostgreSQL.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -101,8 +107,10 @@ def _hold_port(settings: Settings) -> PortHold | None:
     except PortInUseError as error:
         print(f"keyledger run: {error.strerror}", file=sys.stderr)
     except OSError as error:
-        print(f"keyledger run: cannot listen on {settings.host}:{settings.port}: {error}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"keyledger run: cannot listen on {settings.host}:{settings.port}: {error}",
+            file=sys.stderr,
+        )
     return None
 
 
@@ -297,13 +305,18 @@ def cmd_authz_explain(args: argparse.Namespace) -> int:
     for name, value in _pairs(args.condition).items():
         conditions[name] = value.split(",") if "," in value else value
     query = ExplainQuery(
-        principal_arn=args.principal, action=args.action, key_id=args.key,
+        principal_arn=args.principal,
+        action=args.action,
+        key_id=args.key,
         encryption_context=_pairs(args.encryption_context) or None,
-        algorithm=args.encryption_algorithm, source_ip=args.source_ip,
-        via_service=args.via_service, region=args.region or load_settings().default_region,
+        algorithm=args.encryption_algorithm,
+        source_ip=args.source_ip,
+        via_service=args.via_service,
+        region=args.region or load_settings().default_region,
         grant_operations=args.grant_operations.split(",") if args.grant_operations else None,
-        conditions=conditions, at=datetime.fromisoformat(args.at) if args.at else None,
-    )  # fmt: skip
+        conditions=conditions,
+        at=datetime.fromisoformat(args.at) if args.at else None,
+    )
     runtime = _identity_runtime(args)
     try:
         answer = asyncio.run(runtime.service.explain.explain_access(None, query))
@@ -372,9 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     create_principal.add_argument("--name", required=True)
     create_principal.add_argument("--type", choices=("user", "role"), default="user")
     create_principal.add_argument(
-        "--policy", action="append", metavar="NAME=JSON|@FILE",
+        "--policy",
+        action="append",
+        metavar="NAME=JSON|@FILE",
         help="an inline identity policy (repeatable); without one the principal may do nothing",
-    )  # fmt: skip
+    )
     create_principal.add_argument(
         "--administrator", action="store_true", help="attach AdministratorAccess (Action *)"
     )

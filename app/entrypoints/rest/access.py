@@ -268,31 +268,47 @@ async def get_principal(arn: str, caller: CallerDep, admin: AdminDep) -> Princip
 async def explain(body: ExplainRequest, caller: CallerDep, service: ServiceDep) -> ExplainResult:
     """Would ``principal_arn`` be allowed ``action`` on the key, and why (or as of ``at``)?"""
     query = ExplainQuery(
-        principal_arn=body.principal_arn, action=body.action, key_id=body.key_id,
-        encryption_context=body.encryption_context, algorithm=body.encryption_algorithm,
-        source_ip=body.source_ip, via_service=body.via_service, region=body.region,
-        grant_operations=body.grant_operations, conditions=body.condition_keys, at=body.at,
-    )  # fmt: skip
+        principal_arn=body.principal_arn,
+        action=body.action,
+        key_id=body.key_id,
+        encryption_context=body.encryption_context,
+        algorithm=body.encryption_algorithm,
+        source_ip=body.source_ip,
+        via_service=body.via_service,
+        region=body.region,
+        grant_operations=body.grant_operations,
+        conditions=body.condition_keys,
+        at=body.at,
+    )
     answer = await service.explain.explain_access(caller, query)
     decision = answer.decision
     return ExplainResult(
-        allowed=decision.allowed, decision=decision.outcome, reason=decision.reason,
-        message=answer.message, principal_arn=answer.principal_arn,
-        principal_found=answer.principal_found, action=answer.action,
-        resource_arn=answer.resource_arn, as_of=answer.as_of, key_version=answer.key_version,
+        allowed=decision.allowed,
+        decision=decision.outcome,
+        reason=decision.reason,
+        message=answer.message,
+        principal_arn=answer.principal_arn,
+        principal_found=answer.principal_found,
+        action=answer.action,
+        resource_arn=answer.resource_arn,
+        as_of=answer.as_of,
+        key_version=answer.key_version,
         statements=[StatementPublic(**vars(s)) for s in decision.statements],
         grants=list(decision.grants),
         evaluated=[
             StatementTracePublic(
-                **vars(t.statement), principal=t.principal, action_matches=t.action_matches,
-                resource_matches=t.resource_matches, failed_condition=t.failed_condition,
+                **vars(t.statement),
+                principal=t.principal,
+                action_matches=t.action_matches,
+                resource_matches=t.resource_matches,
+                failed_condition=t.failed_condition,
                 applies=t.applies,
             )
             for t in decision.trace
         ],
         evaluated_grants=[GrantTracePublic(**vars(g)) for g in decision.grant_trace],
         context=answer.context,
-    )  # fmt: skip
+    )
 
 
 @router.get("/authz/denials", tags=["access"])
@@ -328,10 +344,15 @@ async def create_grant(
         else None
     )
     created = await service.grants.create_grant(
-        caller, body.key_id, grantee_principal=body.grantee_principal,
-        operations=list(body.operations), retiring_principal=body.retiring_principal,
-        constraints=constraints, name=body.name, dry_run=body.dry_run,
-    )  # fmt: skip
+        caller,
+        body.key_id,
+        grantee_principal=body.grantee_principal,
+        operations=list(body.operations),
+        retiring_principal=body.retiring_principal,
+        constraints=constraints,
+        name=body.name,
+        dry_run=body.dry_run,
+    )
     return GrantCreatedPublic(grant_id=created.grant_id, grant_token=created.grant_token)
 
 
@@ -346,9 +367,13 @@ async def list_grants(
     marker: str | None = None,
 ) -> GrantList:
     page = await service.grants.list_grants(
-        caller, key_id, grant_id=grant_id, grantee_principal=grantee_principal, limit=limit,
+        caller,
+        key_id,
+        grant_id=grant_id,
+        grantee_principal=grantee_principal,
+        limit=limit,
         marker=marker,
-    )  # fmt: skip
+    )
     return GrantList(
         grants=[_grant_public(g) for g in page.items],
         next_marker=page.next_marker,
@@ -376,9 +401,12 @@ async def list_retirable_grants(
 async def retire_grant(body: GrantRetire, caller: CallerDep, service: ServiceDep) -> None:
     """Retire a grant by its token, or by key and grant id."""
     await service.grants.retire_grant(
-        caller, grant_token=body.grant_token, key_id=body.key_id, grant_id=body.grant_id,
+        caller,
+        grant_token=body.grant_token,
+        key_id=body.key_id,
+        grant_id=body.grant_id,
         dry_run=body.dry_run,
-    )  # fmt: skip
+    )
 
 
 @router.delete("/grants/{grant_id}", **NO_CONTENT, tags=["grants"])

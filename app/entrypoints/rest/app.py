@@ -337,9 +337,13 @@ async def delete_alias(alias_name: str, caller: CallerDep, service: ServiceDep) 
 @router.post("/decrypt", tags=["cryptography"])
 async def decrypt(body: DecryptRequest, caller: CallerDep, service: ServiceDep) -> DecryptResult:
     result = await service.crypto.decrypt(
-        caller, body.ciphertext, body.key_id, body.encryption_context,
-        body.encryption_algorithm, body.dry_run,
-    )  # fmt: skip
+        caller,
+        body.ciphertext,
+        body.key_id,
+        body.encryption_context,
+        body.encryption_algorithm,
+        body.dry_run,
+    )
     return DecryptResult(
         plaintext=result.plaintext,
         key_arn=result.key_arn,
@@ -353,13 +357,16 @@ async def re_encrypt(
     body: ReEncryptRequest, caller: CallerDep, service: ServiceDep
 ) -> ReEncryptResult:
     result = await service.crypto.re_encrypt(
-        caller, body.ciphertext, source_key_id=body.source_key_id,
+        caller,
+        body.ciphertext,
+        source_key_id=body.source_key_id,
         destination_key_id=body.destination_key_id,
         source_context=body.source_encryption_context,
         destination_context=body.destination_encryption_context,
         source_algorithm=body.source_encryption_algorithm,
-        destination_algorithm=body.destination_encryption_algorithm, dry_run=body.dry_run,
-    )  # fmt: skip
+        destination_algorithm=body.destination_encryption_algorithm,
+        dry_run=body.dry_run,
+    )
     return ReEncryptResult(
         ciphertext=result.ciphertext,
         source_key_arn=result.source_key_arn,
@@ -433,9 +440,12 @@ async def put_policy(
     key_id: KeyId, body: PolicyUpdate, caller: CallerDep, service: ServiceDep
 ) -> None:
     await service.keys.put_key_policy(
-        caller, key_id, body.policy_name, body.policy,
+        caller,
+        key_id,
+        body.policy_name,
+        body.policy,
         bypass_lockout=body.bypass_policy_lockout_safety_check,
-    )  # fmt: skip
+    )
 
 
 @router.get(KEY + "/rotation", tags=["rotation"])
@@ -489,9 +499,13 @@ async def encrypt(
     key_id: KeyId, body: EncryptRequest, caller: CallerDep, service: ServiceDep
 ) -> EncryptResult:
     result = await service.crypto.encrypt(
-        caller, key_id, body.plaintext, body.encryption_context, body.encryption_algorithm,
+        caller,
+        key_id,
+        body.plaintext,
+        body.encryption_context,
+        body.encryption_algorithm,
         body.dry_run,
-    )  # fmt: skip
+    )
     return EncryptResult(
         ciphertext=result.ciphertext,
         key_arn=result.key_arn,
@@ -506,10 +520,14 @@ async def generate_data_key(
 ) -> DataKeyResult:
     """A data key, encrypted under the key (and in plaintext unless with_plaintext is false)."""
     result = await service.crypto.generate_data_key(
-        caller, key_id, number_of_bytes=body.number_of_bytes, key_spec=body.key_spec,
-        encryption_context=body.encryption_context, with_plaintext=body.with_plaintext,
+        caller,
+        key_id,
+        number_of_bytes=body.number_of_bytes,
+        key_spec=body.key_spec,
+        encryption_context=body.encryption_context,
+        with_plaintext=body.with_plaintext,
         dry_run=body.dry_run,
-    )  # fmt: skip
+    )
     return DataKeyResult(
         ciphertext=result.ciphertext,
         plaintext=result.plaintext,
@@ -531,8 +549,9 @@ async def key_events(
 ) -> EventList:
     """The key's recorded history, oldest first; key material shows only its version and id."""
     # One more than the page tells whether another follows; the store reads just these.
-    later = await service.keys.key_history(caller, key_id, after_version=after_version,
-                                      limit=limit + 1)  # fmt: skip
+    later = await service.keys.key_history(
+        caller, key_id, after_version=after_version, limit=limit + 1
+    )
     page, truncated = later[:limit], len(later) > limit
     return EventList(
         events=[event_public(event) for event in page],
@@ -678,14 +697,20 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
         if problem is not None:
             log.warning("not ready: %s", problem)
             return JSONResponse({"status": "unavailable", "database": problem}, status_code=503)
-        gaps = {name: gap for name, gap in (await runtime.projection_gaps() or {}).items()
-                if gap.count}  # fmt: skip
+        gaps = {
+            name: gap for name, gap in (await runtime.projection_gaps() or {}).items() if gap.count
+        }
         if gaps:
-            return {"status": "degraded", "projections": {
-                name: {"events_set_aside": gap.count,
-                       "newest": [_set_aside(letter) for letter in gap.newest]}
-                for name, gap in gaps.items()
-            }}  # fmt: skip
+            return {
+                "status": "degraded",
+                "projections": {
+                    name: {
+                        "events_set_aside": gap.count,
+                        "newest": [_set_aside(letter) for letter in gap.newest],
+                    }
+                    for name, gap in gaps.items()
+                },
+            }
         return {"status": "ready"}
 
     return app
@@ -693,7 +718,10 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
 
 def _set_aside(letter: DeadLetter) -> dict[str, Any]:
     return {
-        "notification_id": letter.notification_id, "aggregate_id": str(letter.originator_id),
-        "version": letter.originator_version, "topic": letter.topic,
-        "error_type": letter.error_type, "failed_at": letter.failed_at.isoformat(),
-    }  # fmt: skip
+        "notification_id": letter.notification_id,
+        "aggregate_id": str(letter.originator_id),
+        "version": letter.originator_version,
+        "topic": letter.topic,
+        "error_type": letter.error_type,
+        "failed_at": letter.failed_at.isoformat(),
+    }

@@ -207,9 +207,14 @@ async def verify(
 ) -> VerifyResult:
     """A valid signature answers 200; an invalid one KMSInvalidSignatureException (400)."""
     result = await service.asymmetric.verify(
-        caller, key_id, body.message, body.message_type, body.signature,
-        body.signing_algorithm, body.dry_run,
-    )  # fmt: skip
+        caller,
+        key_id,
+        body.message,
+        body.message_type,
+        body.signature,
+        body.signing_algorithm,
+        body.dry_run,
+    )
     return VerifyResult(
         key_arn=result.key_arn, signature_valid=True, signing_algorithm=result.algorithm
     )
@@ -242,9 +247,13 @@ async def generate_data_key_pair(
 ) -> DataKeyPairResult:
     """A key pair whose private key is encrypted under this symmetric key."""
     result = await service.asymmetric.generate_data_key_pair(
-        caller, key_id, body.key_pair_spec, body.encryption_context,
-        with_plaintext=body.with_plaintext, dry_run=body.dry_run,
-    )  # fmt: skip
+        caller,
+        key_id,
+        body.key_pair_spec,
+        body.encryption_context,
+        with_plaintext=body.with_plaintext,
+        dry_run=body.dry_run,
+    )
     return DataKeyPairResult(
         private_key_ciphertext=result.private_key_ciphertext,
         private_key_plaintext=result.private_key_plaintext,
@@ -325,11 +334,16 @@ async def import_key_material(
     if valid_to is not None and valid_to.tzinfo is None:
         valid_to = valid_to.replace(tzinfo=UTC)
     result = await service.imported.import_key_material(
-        caller, key_id, body.import_token, body.encrypted_key_material,
-        valid_to=valid_to, expiration_model=body.expiration_model,
-        import_type=body.import_type, description=body.description,
+        caller,
+        key_id,
+        body.import_token,
+        body.encrypted_key_material,
+        valid_to=valid_to,
+        expiration_model=body.expiration_model,
+        import_type=body.import_type,
+        description=body.description,
         key_material_id=body.key_material_id,
-    )  # fmt: skip
+    )
     return MaterialPublic(key_arn=result.key_arn, material_id=result.material_id)
 
 

@@ -102,12 +102,20 @@ def _filter(
     event_id: str | None,
 ) -> AuditFilter:
     return AuditFilter(
-        principal_arn=principal_arn, resource=key, event_name=event_name,
-        error_code=error_code, start=start_time, end=end_time, source_ip=source_ip,
-        encryption_context_key=encryption_context_key, read_only=read_only,
-        event_source=event_source, username=username, access_key_id=access_key_id,
+        principal_arn=principal_arn,
+        resource=key,
+        event_name=event_name,
+        error_code=error_code,
+        start=start_time,
+        end=end_time,
+        source_ip=source_ip,
+        encryption_context_key=encryption_context_key,
+        read_only=read_only,
+        event_source=event_source,
+        username=username,
+        access_key_id=access_key_id,
         event_id=event_id,
-    )  # fmt: skip
+    )
 
 
 @router.get("/events", tags=["audit"], response_model=None)
@@ -142,18 +150,30 @@ async def audit_events(
     record, oldest first.
     """
     query = _filter(
-        principal_arn, key, event_name, error_code, start_time, end_time, source_ip,
-        encryption_context_key, read_only, event_source, username, access_key_id, event_id,
-    )  # fmt: skip
+        principal_arn,
+        key,
+        event_name,
+        error_code,
+        start_time,
+        end_time,
+        source_ip,
+        encryption_context_key,
+        read_only,
+        event_source,
+        username,
+        access_key_id,
+        event_id,
+    )
     query = replace(query, recipient_account=account)
     if format != "json":
         rows = await audit.export(caller, query)
         if format == "jsonl":
             return StreamingResponse(jsonl_lines(rows), media_type="application/x-ndjson")
         return StreamingResponse(
-            csv_lines(rows), media_type="text/csv",
+            csv_lines(rows),
+            media_type="text/csv",
             headers={"content-disposition": 'attachment; filename="audit-events.csv"'},
-        )  # fmt: skip
+        )
     page = await audit.lookup(caller, query, limit, next_token)
     body = b'{"events":[' + b",".join(row.record.encode() for row in page.rows) + b"]"
     body += b',"next_token":' + orjson.dumps(page.next_token) + b"}"
@@ -170,9 +190,13 @@ async def key_as_of(
     """The key's state, policy and grants as they were at ``at``, from its events."""
     found = await audit.key_as_of(caller, key_id, at)
     return KeyAsOfPublic.model_validate(
-        {**vars(found), "materials": [vars(m) for m in found.materials],
-         "aliases": list(found.aliases), "grants": [_plain(g) for g in found.grants]}
-    )  # fmt: skip
+        {
+            **vars(found),
+            "materials": [vars(m) for m in found.materials],
+            "aliases": list(found.aliases),
+            "grants": [_plain(g) for g in found.grants],
+        }
+    )
 
 
 @router.get("/keys/{key_id:path}/last-usage", tags=["audit"])
@@ -207,14 +231,20 @@ async def compliance_report(
             raise ValidationError(f"cryptoperiod takes KEY_TYPE=DAYS, not '{item}'")
         periods[kind] = int(days_text)
     found = await audit.report(
-        caller, name, days=days, key=key, month=month, cryptoperiods=periods or None,
+        caller,
+        name,
+        days=days,
+        key=key,
+        month=month,
+        cryptoperiods=periods or None,
         account=account,
-    )  # fmt: skip
+    )
     if format == "csv":
         return Response(
-            found.as_csv(), media_type="text/csv",
+            found.as_csv(),
+            media_type="text/csv",
             headers={"content-disposition": f'attachment; filename="{name}.csv"'},
-        )  # fmt: skip
+        )
     return Response(found.as_json(), media_type="application/json")
 
 

@@ -29,29 +29,54 @@ from domain.identity import principal_arn, root_arn
 
 # REST route (endpoint function name) -> the AWS operation it performs.
 OPERATIONS = {
-    "create_key": "CreateKey", "list_keys": "ListKeys", "describe_key": "DescribeKey",
-    "update_key": "UpdateKeyDescription", "enable_key": "EnableKey", "disable_key": "DisableKey",
-    "schedule_deletion": "ScheduleKeyDeletion", "cancel_deletion": "CancelKeyDeletion",
-    "list_aliases": "ListAliases", "create_alias": "CreateAlias", "update_alias": "UpdateAlias",
-    "delete_alias": "DeleteAlias", "encrypt": "Encrypt", "decrypt": "Decrypt",
-    "re_encrypt": "ReEncrypt", "generate_data_key": "GenerateDataKey",
-    "generate_random": "GenerateRandom", "untag_key": "UntagResource",
-    "untag_key_many": "UntagResource", "list_tags": "ListResourceTags", "tag_key": "TagResource",
-    "get_policy": "GetKeyPolicy", "put_policy": "PutKeyPolicy",
-    "get_rotation": "GetKeyRotationStatus", "enable_rotation": "EnableKeyRotation",
-    "disable_rotation": "DisableKeyRotation", "rotate_now": "RotateKeyOnDemand",
-    "list_rotations": "ListKeyRotations", "key_events": "DescribeKey",
-    "get_public_key": "GetPublicKey", "sign": "Sign", "verify": "Verify",
-    "generate_mac": "GenerateMac", "verify_mac": "VerifyMac",
-    "generate_data_key_pair": "GenerateDataKeyPair", "derive_shared_secret": "DeriveSharedSecret",
-    "encapsulate": "Encapsulate", "decapsulate": "Decapsulate",
+    "create_key": "CreateKey",
+    "list_keys": "ListKeys",
+    "describe_key": "DescribeKey",
+    "update_key": "UpdateKeyDescription",
+    "enable_key": "EnableKey",
+    "disable_key": "DisableKey",
+    "schedule_deletion": "ScheduleKeyDeletion",
+    "cancel_deletion": "CancelKeyDeletion",
+    "list_aliases": "ListAliases",
+    "create_alias": "CreateAlias",
+    "update_alias": "UpdateAlias",
+    "delete_alias": "DeleteAlias",
+    "encrypt": "Encrypt",
+    "decrypt": "Decrypt",
+    "re_encrypt": "ReEncrypt",
+    "generate_data_key": "GenerateDataKey",
+    "generate_random": "GenerateRandom",
+    "untag_key": "UntagResource",
+    "untag_key_many": "UntagResource",
+    "list_tags": "ListResourceTags",
+    "tag_key": "TagResource",
+    "get_policy": "GetKeyPolicy",
+    "put_policy": "PutKeyPolicy",
+    "get_rotation": "GetKeyRotationStatus",
+    "enable_rotation": "EnableKeyRotation",
+    "disable_rotation": "DisableKeyRotation",
+    "rotate_now": "RotateKeyOnDemand",
+    "list_rotations": "ListKeyRotations",
+    "key_events": "DescribeKey",
+    "get_public_key": "GetPublicKey",
+    "sign": "Sign",
+    "verify": "Verify",
+    "generate_mac": "GenerateMac",
+    "verify_mac": "VerifyMac",
+    "generate_data_key_pair": "GenerateDataKeyPair",
+    "derive_shared_secret": "DeriveSharedSecret",
+    "encapsulate": "Encapsulate",
+    "decapsulate": "Decapsulate",
     "get_parameters_for_import": "GetParametersForImport",
     "import_key_material": "ImportKeyMaterial",
     "delete_imported_key_material": "DeleteImportedKeyMaterial",
-    "create_grant": "CreateGrant", "list_grants": "ListGrants",
-    "list_retirable_grants": "ListRetirableGrants", "retire_grant": "RetireGrant",
-    "revoke_grant": "RevokeGrant", "key_last_usage": "GetKeyLastUsage",
-}  # fmt: skip
+    "create_grant": "CreateGrant",
+    "list_grants": "ListGrants",
+    "list_retirable_grants": "ListRetirableGrants",
+    "retire_grant": "RetireGrant",
+    "revoke_grant": "RevokeGrant",
+    "key_last_usage": "GetKeyLastUsage",
+}
 # The auditors' reads are CloudTrail's LookupEvents.
 CLOUDTRAIL_OPERATIONS = {"audit_events": "LookupEvents"}
 
@@ -97,9 +122,16 @@ def _name_member(arn: str) -> dict[str, str]:
 def _create_account(values: Values, partition: str, _owner: Callable[[str], str]) -> AdminCall:
     account = _text(values, "account_id")
     resources = (
-        [{"arn": root_arn(partition, account), "account_id": account,
-          "type": "AWS::Organizations::Account"}] if account else []
-    )  # fmt: skip
+        [
+            {
+                "arn": root_arn(partition, account),
+                "account_id": account,
+                "type": "AWS::Organizations::Account",
+            }
+        ]
+        if account
+        else []
+    )
     parameters = {"accountId": values.get("account_id"), "accountName": values.get("name")}
     return AdminCall(KEYLEDGER_SOURCE, "CreateAccount", parameters, resources)
 
@@ -109,16 +141,18 @@ def _create_principal(values: Values, partition: str, _owner: Callable[[str], st
     noun = "Role" if kind == "role" else "User"
     account, name = _text(values, "account_id"), _text(values, "name")
     arn = principal_arn(partition, account, str(kind), name) if account and name else ""
-    return AdminCall(IAM_SOURCE, f"Create{noun}", {f"{noun}Name": values.get("name")},
-                     _principal_resource(arn))  # fmt: skip
+    return AdminCall(
+        IAM_SOURCE, f"Create{noun}", {f"{noun}Name": values.get("name")}, _principal_resource(arn)
+    )
 
 
 def _principal_policy(verb: str) -> Describer:
     def describe(values: Values, _partition: str, _owner: Callable[[str], str]) -> AdminCall:
         arn = _text(values, "arn")  # the policy text is the event's to log, when it is put
         parameters = {**_name_member(arn), "PolicyName": values.get("policy_name")}
-        return AdminCall(IAM_SOURCE, f"{verb}{_noun(arn)}Policy", parameters,
-                         _principal_resource(arn))  # fmt: skip
+        return AdminCall(
+            IAM_SOURCE, f"{verb}{_noun(arn)}Policy", parameters, _principal_resource(arn)
+        )
 
     return describe
 
@@ -131,14 +165,19 @@ def _get_principal(values: Values, _partition: str, _owner: Callable[[str], str]
 def _designate_service(values: Values, _partition: str, _owner: Callable[[str], str]) -> AdminCall:
     arn = _text(values, "arn")
     parameters = {"principalArn": arn, "serviceName": values.get("service_name")}
-    return AdminCall(KEYLEDGER_SOURCE, "DesignateServicePrincipal", parameters,
-                     _principal_resource(arn))  # fmt: skip
+    return AdminCall(
+        KEYLEDGER_SOURCE, "DesignateServicePrincipal", parameters, _principal_resource(arn)
+    )
 
 
 def _create_access_key(values: Values, _partition: str, _owner: Callable[[str], str]) -> AdminCall:
     arn = _text(values, "arn")
-    return AdminCall(IAM_SOURCE, "CreateAccessKey", {"UserName": arn.rsplit("/", 1)[-1]},
-                     _principal_resource(arn, "AWS::IAM::AccessKey"))  # fmt: skip
+    return AdminCall(
+        IAM_SOURCE,
+        "CreateAccessKey",
+        {"UserName": arn.rsplit("/", 1)[-1]},
+        _principal_resource(arn, "AWS::IAM::AccessKey"),
+    )
 
 
 def _deactivate_access_key(
@@ -149,8 +188,9 @@ def _deactivate_access_key(
     parameters = {"AccessKeyId": access_key_id, "Status": "Inactive"}
     if arn:
         parameters["UserName"] = arn.rsplit("/", 1)[-1]
-    return AdminCall(IAM_SOURCE, "UpdateAccessKey", parameters,
-                     _principal_resource(arn, "AWS::IAM::AccessKey"))  # fmt: skip
+    return AdminCall(
+        IAM_SOURCE, "UpdateAccessKey", parameters, _principal_resource(arn, "AWS::IAM::AccessKey")
+    )
 
 
 def _keyledger(event_name: str, members: dict[str, str], resource: str = "") -> Describer:
@@ -180,11 +220,19 @@ ADMIN_CALLS: dict[str, Describer] = {
     "get_principal": _get_principal,
     "explain": _keyledger(
         "ExplainAccess",
-        {"principalArn": "principal_arn", "action": "action", "keyId": "key_id",
-         "encryptionContext": "encryption_context", "encryptionAlgorithm":
-         "encryption_algorithm", "sourceIp": "source_ip", "viaService": "via_service",
-         "region": "region", "grantOperations": "grant_operations",
-         "conditionKeys": "condition_keys", "at": "at"},
+        {
+            "principalArn": "principal_arn",
+            "action": "action",
+            "keyId": "key_id",
+            "encryptionContext": "encryption_context",
+            "encryptionAlgorithm": "encryption_algorithm",
+            "sourceIp": "source_ip",
+            "viaService": "via_service",
+            "region": "region",
+            "grantOperations": "grant_operations",
+            "conditionKeys": "condition_keys",
+            "at": "at",
+        },
         "principal_arn",
     ),
     "list_denials": _keyledger(
@@ -194,10 +242,17 @@ ADMIN_CALLS: dict[str, Describer] = {
     "key_as_of": _keyledger("GetKeyAsOf", {"keyId": "key_id", "at": "at"}, "key_id"),
     "compliance_report": _keyledger(
         "GetComplianceReport",
-        {"reportName": "name", "format": "format", "days": "days", "key": "key",
-         "month": "month", "cryptoperiod": "cryptoperiod", "account": "account"},
+        {
+            "reportName": "name",
+            "format": "format",
+            "days": "days",
+            "key": "key",
+            "month": "month",
+            "cryptoperiod": "cryptoperiod",
+            "account": "account",
+        },
     ),
-}  # fmt: skip
+}
 
 
 def _camel(name: str) -> str:
@@ -233,8 +288,10 @@ def rest_parameters(operation: str, values: dict[str, Any]) -> dict[str, Any] | 
         and isinstance(values["tags"], dict)
         and operation in ("CreateKey", "TagResource")
     ):  # REST tags are a map; AWS's a list of pairs
-        values = {**values, "Tags": [{"TagKey": k, "TagValue": v}
-                                     for k, v in values["tags"].items()]}  # fmt: skip
+        values = {
+            **values,
+            "Tags": [{"TagKey": k, "TagValue": v} for k, v in values["tags"].items()],
+        }
         values.pop("tags")
     if "tag_key" in values and operation == "UntagResource":
         tag_keys = values.pop("tag_key")
@@ -278,11 +335,14 @@ async def audited(
     assert operation is not None
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
     call = auditor.call(
-        operation, event_source=source, request_id="", headers=headers,
+        operation,
+        event_source=source,
+        request_id="",
+        headers=headers,
         query_string=request.scope.get("query_string", b"").decode("latin-1"),
         source_ip=request.client.host if request.client else "",
         user_agent=request.headers.get("user-agent", ""),
-    )  # fmt: skip
+    )
     call.resolve_caller = lambda: getattr(request.state, "caller", None)
     if authenticate is not None:
         with contextlib.suppress(Exception):  # the route's own dependency answers failures

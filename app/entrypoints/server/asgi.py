@@ -92,11 +92,14 @@ class KeyLedgerApp:
             source, name = self._operation(protocol, scope)
             client = scope.get("client") or ("", 0)
             await auditor.refused(
-                name, event_source=source, request_id=request_id,
+                name,
+                event_source=source,
+                request_id=request_id,
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
                 query_string=scope.get("query_string", b"").decode("latin-1"),
-                source_ip=client[0], error=error,
-            )  # fmt: skip
+                source_ip=client[0],
+                error=error,
+            )
         await refuse_too_large(send, protocol, error, request_id)
 
     def _operation(self, protocol: Protocol, scope: dict[str, Any]) -> tuple[str, str]:

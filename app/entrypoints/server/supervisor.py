@@ -55,9 +55,14 @@ class Supervised:
     """A child process (``python -c command``), restarted whenever it exits until stopped."""
 
     def __init__(
-        self, name: str, command: str, env: dict[str, str], *, niceness: int = 0,
+        self,
+        name: str,
+        command: str,
+        env: dict[str, str],
+        *,
+        niceness: int = 0,
         quiet: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.name = name
         self._stdout = subprocess.DEVNULL if quiet else None
         self._command = command
@@ -80,9 +85,12 @@ class Supervised:
                 os.nice(niceness)
 
         self._process = subprocess.Popen(
-            [sys.executable, "-c", self._command], env=self._env, stdin=subprocess.DEVNULL,
-            stdout=self._stdout, preexec_fn=before_exec,
-        )  # fmt: skip
+            [sys.executable, "-c", self._command],
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._stdout,
+            preexec_fn=before_exec,
+        )
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
@@ -134,8 +142,10 @@ def main() -> int:
         print(f"keyledger run: {error.strerror}", file=sys.stderr)
         return 1
     except OSError as error:
-        print(f"keyledger run: cannot listen on {settings.host}:{settings.port}: {error}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"keyledger run: cannot listen on {settings.host}:{settings.port}: {error}",
+            file=sys.stderr,
+        )
         return 1
     resolve_database_url(settings)
     child = multiprocessing.get_context("spawn").Process(
@@ -208,9 +218,13 @@ def _children(settings: Settings, port: int) -> list[Supervised]:
     children = []
     if settings.run_audit_projection:
         children.append(
-            Supervised("audit projection", PROJECTOR_COMMAND,
-                       env | {"KEYLEDGER_RUN_AUDIT_PROJECTION": "true"}, quiet=True)
-        )  # fmt: skip
+            Supervised(
+                "audit projection",
+                PROJECTOR_COMMAND,
+                env | {"KEYLEDGER_RUN_AUDIT_PROJECTION": "true"},
+                quiet=True,
+            )
+        )
         env["KEYLEDGER_RUN_AUDIT_PROJECTION"] = "false"  # the workers run none
     # The workers yield the CPU to the projector: at saturation, requests slow down
     # rather than the audit trail falling behind.

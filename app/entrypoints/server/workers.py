@@ -138,12 +138,18 @@ def main() -> int:
     logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # a line per reconnect
     sock = reuse_port_socket(settings.host, settings.port)
     config = uvicorn.Config(
-        "app.entrypoints.server.asgi:create_app", factory=True,
-        host=settings.host, port=settings.port,
-        log_level=settings.log_level, lifespan="on", access_log=False,
-        proxy_headers=False, server_header=False, date_header=False,
+        "app.entrypoints.server.asgi:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         http=CoalescingHttpToolsProtocol,
-    )  # fmt: skip
+    )
     # Uvicorn listens on the socket once the application has started (lifespan), so no
     # connection waits on a worker that is still building its runtime.
     uvicorn.Server(config).run(sockets=[sock])

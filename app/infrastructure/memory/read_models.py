@@ -114,9 +114,11 @@ class MemoryKeyDirectory(LedgerFollower):
             rows = sorted(
                 (key_id, row.arn)
                 for key_id, row in self._keys.items()
-                if row.account_id == account_id and row.region == region
-                and row.state != key_states.DELETED and (start is None or key_id > start)
-            )  # fmt: skip
+                if row.account_id == account_id
+                and row.region == region
+                and row.state != key_states.DELETED
+                and (start is None or key_id > start)
+            )
         return [(str(key_id), arn) for key_id, arn in rows[:limit]]
 
     def list_aliases(
@@ -132,10 +134,11 @@ class MemoryKeyDirectory(LedgerFollower):
             rows = sorted(
                 (name, row.target_key_id, row.created, row.updated)
                 for (account, reg, name), row in self._aliases.items()
-                if account == account_id and reg == region
+                if account == account_id
+                and reg == region
                 and (target is None or uuid.UUID(row.target_key_id) == target)
                 and (after is None or name > after)
-            )  # fmt: skip
+            )
         return rows[:limit]
 
     def keys_due(self, now: datetime) -> list[tuple[uuid.UUID, str]]:
@@ -144,14 +147,16 @@ class MemoryKeyDirectory(LedgerFollower):
                 (key_id, "delete")
                 for key_id, row in self._keys.items()
                 if row.state == key_states.PENDING_DELETION
-                and row.deletion_date is not None and row.deletion_date <= now
-            ]  # fmt: skip
+                and row.deletion_date is not None
+                and row.deletion_date <= now
+            ]
             due += [
                 (key_id, "rotate")
                 for key_id, row in self._keys.items()
                 if row.state == key_states.ENABLED
-                and row.next_rotation_date is not None and row.next_rotation_date <= now
-            ]  # fmt: skip
+                and row.next_rotation_date is not None
+                and row.next_rotation_date <= now
+            ]
             expired = {
                 key_id
                 for (key_id, _), (imported, valid_to) in self._materials.items()
@@ -176,9 +181,12 @@ class MemoryKeyDirectory(LedgerFollower):
         state = key_states.ENABLED if event.material is not None else key_states.PENDING_IMPORT
         aws_managed = event.key_manager == "AWS"
         self._keys[event.originator_id] = _KeyRow(
-            event.account_id, event.region, event.arn, state,
+            event.account_id,
+            event.region,
+            event.arn,
+            state,
             next_rotation_date=event.timestamp + AWS_MANAGED_ROTATION if aws_managed else None,
-        )  # fmt: skip
+        )
 
     def _set_state(self, key_id: uuid.UUID, state: str) -> None:
         row = self._keys.get(key_id)
@@ -243,11 +251,17 @@ class MemoryKeyDirectory(LedgerFollower):
         if key is None or where in self._grants:
             return
         self._grants[where] = (
-            key_id, grant["grant_id"], key.arn, grant.get("name") or "",
-            grant["grantee_principal"], grant.get("retiring_principal"),
-            list(grant["operations"]), grant.get("constraints") or None,
-            grant["issuing_account"], event.timestamp,
-        )  # fmt: skip
+            key_id,
+            grant["grant_id"],
+            key.arn,
+            grant.get("name") or "",
+            grant["grantee_principal"],
+            grant.get("retiring_principal"),
+            list(grant["operations"]),
+            grant.get("constraints") or None,
+            grant["issuing_account"],
+            event.timestamp,
+        )
 
     def _grant_ended(self, event: Any) -> None:
         self._grants.pop((event.originator_id, event.grant_id), None)

@@ -203,8 +203,9 @@ def _remove_if_stale(lock_file: Path, pgdata: Path) -> None:
         return
     if data_dir != pgdata or _is_postmaster_of(pid, pgdata):
         return
-    _logger.warning("removing stale %s (pid %d is not a running server of %s)",
-                    lock_file, pid, pgdata)  # fmt: skip
+    _logger.warning(
+        "removing stale %s (pid %d is not a running server of %s)", lock_file, pid, pgdata
+    )
     lock_file.unlink(missing_ok=True)
 
 
@@ -318,8 +319,9 @@ def restart_if_dead(data_dir: Path) -> bool:
                     f"embedded PostgreSQL (pid {dead_pid}) died and did not start again "
                     f"({type(error).__name__}; the server log is {pgdata / 'log'})"
                 ) from error
-        _logger.warning("embedded PostgreSQL (pid %d) died; restarted it (pid %d)",
-                        dead_pid, server.get_pid())  # fmt: skip
+        _logger.warning(
+            "embedded PostgreSQL (pid %d) died; restarted it (pid %d)", dead_pid, server.get_pid()
+        )
         return True
 
 

@@ -32,9 +32,14 @@ def _nul_safe(base: type[Any]) -> type[Any]:
 
 # psycopg's own registration order: the last of each format is the default for str.
 _DUMPERS = (
-    string.StrBinaryDumperName, string.StrBinaryDumperVarchar, string.StrBinaryDumper,
-    string.StrDumperName, string.StrDumperVarchar, string.StrDumper, string.StrDumperUnknown,
-)  # fmt: skip
+    string.StrBinaryDumperName,
+    string.StrBinaryDumperVarchar,
+    string.StrBinaryDumper,
+    string.StrDumperName,
+    string.StrDumperVarchar,
+    string.StrDumper,
+    string.StrDumperUnknown,
+)
 _installed = False
 
 
