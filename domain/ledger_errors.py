@@ -28,6 +28,10 @@ class MalformedCheckpointError(MalformedNoteError):
     """A note's text is not a checkpoint body (c2sp.org/tlog-checkpoint)."""
 
 
+class CheckpointOriginError(LedgerVerificationError):
+    """A checkpoint names another origin (log) than the one expected."""
+
+
 class MalformedVerifierKeyError(LedgerVerificationError):
     """A verifier key string is not `<name>+<hex key ID>+<base64(0x01 || public key)>`."""
 
