@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from app.bootstrap import Runtime
-from app.entrypoints.rest.app import ERROR_RESPONSES, CallerDep, LedgerRoute, ServiceDep
+from app.entrypoints.rest.deps import ERROR_RESPONSES, CallerDep, LedgerRoute, ServiceDep
 from app.entrypoints.rest.schemas import MAX_KEY_ID, MAX_POLICY, EncryptionContext, RequestBody
 from app.usecases.explain import ExplainQuery
 from app.usecases.grants import GrantEntry

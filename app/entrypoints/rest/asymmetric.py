@@ -14,7 +14,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from app.entrypoints.rest.app import ERROR_RESPONSES, KEY, CallerDep, KeyId, LedgerRoute, ServiceDep
+from app.entrypoints.rest.deps import (
+    ERROR_RESPONSES,
+    KEY,
+    CallerDep,
+    KeyId,
+    LedgerRoute,
+    ServiceDep,
+)
 from app.entrypoints.rest.schemas import (
     MAX_CIPHERTEXT,
     MAX_PLAINTEXT,

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from app.bootstrap import Runtime
 from app.entrypoints.cli.audit_export import csv_lines, jsonl_lines
-from app.entrypoints.rest.app import ERROR_RESPONSES, CallerDep, LedgerRoute
+from app.entrypoints.rest.deps import ERROR_RESPONSES, CallerDep, LedgerRoute
 from app.entrypoints.rest.schemas import MAX_KEY_ID
 from app.usecases.auditors import AuditService
 from domain.errors import InternalError, ValidationError
