@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from eventsourcing.application import (
@@ -113,17 +113,9 @@ class Ledger(Application):
         """
         if self.snapshots is None:
             return
-        crossed: set[Any] = set()
-        for event in processing_event.events:
-            aggregate = processing_event.aggregates.get(event.originator_id)
-            interval = self.snapshotting_intervals.get(type(aggregate))
-            if interval and event.originator_version % interval == 0:
-                crossed.add(event.originator_id)
-        snapshots = [
-            type(aggregate).Snapshot.take(aggregate)  # type: ignore[attr-defined]
-            for aggregate_id, aggregate in processing_event.aggregates.items()
-            if aggregate_id in crossed
-        ]
+        snapshots = snapshots_due(
+            processing_event.aggregates, processing_event.events, self.snapshotting_intervals
+        )
         if snapshots:
             self.snapshots.put(snapshots)
 
@@ -145,3 +137,21 @@ class Ledger(Application):
         super().register_transcodings(transcoder)
         transcoder.register(BytesAsBase64())
         transcoder.register(KeyMaterialAsDict())
+
+
+def snapshots_due(
+    aggregates: Mapping[Any, Any], events: Iterable[Any], intervals: Mapping[Any, int]
+) -> list[Any]:
+    """Snapshots, taken from the aggregates in memory, of each one whose events crossed its
+    snapshotting interval: the one rule of the Ledger's save and the group-commit writer."""
+    crossed = {
+        event.originator_id
+        for event in events
+        if (aggregate := aggregates.get(event.originator_id)) is not None
+        and (interval := intervals.get(type(aggregate)))
+        and event.originator_version % interval == 0
+    }
+    return [
+        type(aggregates[aggregate_id]).Snapshot.take(aggregates[aggregate_id])
+        for aggregate_id in crossed
+    ]

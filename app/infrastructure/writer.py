@@ -34,7 +34,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,7 +42,7 @@ import psycopg
 from eventsourcing.domain import Aggregate
 
 from app.infrastructure.event_store import CommitOutcomeUnknown, NotCommitted
-from app.infrastructure.ledger import Ledger, project_fast
+from app.infrastructure.ledger import Ledger, project_fast, snapshots_due
 from app.infrastructure.memory_store import open_event_store
 from app.infrastructure.postgres.database import (
     DEFAULT_IO_TIMEOUT,
@@ -52,6 +51,7 @@ from app.infrastructure.postgres.database import (
     time_left,
 )
 from app.ports import Command, CommandFailed, CommandHooks, NeedsLoad
+from app.support.lru import BoundedLru
 from domain.errors import DependencyTimeoutError, DomainError, InternalError
 
 log = logging.getLogger("keyledger.writer")
@@ -105,10 +105,9 @@ class UnitOfWork:
             return aggregate
         if aggregate_id in self.missing:
             return None
-        cached = self._writer._cache.get(aggregate_id)
+        cached = self._writer._cache.get(aggregate_id)  # (marks it recently used)
         if cached is None or (fresh and aggregate_id not in self.read):
             raise NeedsLoad(aggregate_id)
-        self._writer._cache.move_to_end(aggregate_id)
         self.touched[aggregate_id] = cached
         self.accessed.append((cached, len(cached.pending_events)))
         return cached
@@ -146,8 +145,7 @@ class LedgerWriter:
         self.deadline = deadline
         self.retry_interval = retry_interval
         self._reconnecting: asyncio.Task[None] | None = None  # set while the store is away
-        self._cache: OrderedDict[uuid.UUID, Aggregate] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: BoundedLru[uuid.UUID, Aggregate] = BoundedLru(cache_size)
         self._pending: list[Entry] = []
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -238,14 +236,11 @@ class LedgerWriter:
 
     # --- the cache -------------------------------------------------------------------
     def _remember(self, aggregate: Aggregate) -> None:
-        self._cache[aggregate.id] = aggregate
-        self._cache.move_to_end(aggregate.id)
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(aggregate.id, aggregate)
 
     def evict(self, aggregate_ids: Any) -> None:
         for aggregate_id in list(aggregate_ids):
-            self._cache.pop(aggregate_id, None)
+            self._cache.pop(aggregate_id)
 
     async def _load(self, uow: UnitOfWork, aggregate_ids: set[uuid.UUID]) -> None:
         """Read aggregates (or the events cached copies lack) into the cache, in bulk."""
@@ -520,18 +515,8 @@ class LedgerWriter:
 
     async def _snapshot(self, aggregates: list[Aggregate], events: list[Any]) -> None:
         """Snapshot, from memory, each aggregate whose events crossed its interval."""
-        intervals = self.ledger.snapshotting_intervals
         by_id = {aggregate.id: aggregate for aggregate in aggregates}
-        crossed = {
-            event.originator_id
-            for event in events
-            if (interval := intervals.get(type(by_id[event.originator_id])))
-            and event.originator_version % interval == 0
-        }
-        snapshots = [
-            type(by_id[aggregate_id]).Snapshot.take(by_id[aggregate_id])  # type: ignore[attr-defined]
-            for aggregate_id in crossed
-        ]
+        snapshots = snapshots_due(by_id, events, self.ledger.snapshotting_intervals)
         if snapshots:
             try:
                 await self.store.put_snapshots(snapshots)
