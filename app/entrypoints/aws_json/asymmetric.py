@@ -6,21 +6,14 @@ specs: they parse the (already validated) members, call one use case, shape the 
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from app.auth.credentials import Caller
+from app.entrypoints.aws_json.common import Operation, b64
 from app.usecases.keys import KeyService
 from domain.errors import ValidationError
 from domain.key_specs import KeyAlgorithms
-
-Operation = Callable[[KeyService, Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
 
 
 def _dry_run(params: dict[str, Any]) -> bool:
@@ -55,7 +48,7 @@ async def get_public_key(
     info = await service.asymmetric.get_public_key(caller, params["KeyId"])
     return {
         "KeyId": info.key_arn,
-        "PublicKey": _b64(info.public_key),
+        "PublicKey": b64(info.public_key),
         "CustomerMasterKeySpec": info.key_spec,
         "KeySpec": info.key_spec,
         "KeyUsage": info.key_usage,
@@ -74,7 +67,7 @@ async def sign(service: KeyService, caller: Caller, params: dict[str, Any]) -> d
     )
     return {
         "KeyId": result.key_arn,
-        "Signature": _b64(result.signature),
+        "Signature": b64(result.signature),
         "SigningAlgorithm": result.algorithm,
     }
 
@@ -102,7 +95,7 @@ async def generate_mac(
         params["MacAlgorithm"],
         _dry_run(params),
     )
-    return {"Mac": _b64(result.mac), "MacAlgorithm": result.algorithm, "KeyId": result.key_arn}
+    return {"Mac": b64(result.mac), "MacAlgorithm": result.algorithm, "KeyId": result.key_arn}
 
 
 async def verify_mac(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
@@ -129,14 +122,14 @@ async def _data_key_pair(
         dry_run=_dry_run(params),
     )
     answer: dict[str, Any] = {
-        "PrivateKeyCiphertextBlob": _b64(result.private_key_ciphertext),
-        "PublicKey": _b64(result.public_key),
+        "PrivateKeyCiphertextBlob": b64(result.private_key_ciphertext),
+        "PublicKey": b64(result.public_key),
         "KeyId": result.key_arn,
         "KeyPairSpec": result.key_pair_spec,
         "KeyMaterialId": result.material_id,
     }
     if result.private_key_plaintext is not None:
-        answer["PrivateKeyPlaintext"] = _b64(result.private_key_plaintext)
+        answer["PrivateKeyPlaintext"] = b64(result.private_key_plaintext)
     return answer
 
 
@@ -164,7 +157,7 @@ async def derive_shared_secret(
     )
     return {
         "KeyId": result.key_arn,
-        "SharedSecret": _b64(result.shared_secret),
+        "SharedSecret": b64(result.shared_secret),
         "KeyAgreementAlgorithm": result.algorithm,
         "KeyOrigin": result.key_origin,
     }
@@ -178,8 +171,8 @@ async def encapsulate(
     )
     return {
         "KeyId": result.key_arn,
-        "SharedSecret": _b64(result.shared_secret),
-        "SharedSecretCiphertextBlob": _b64(result.ciphertext),
+        "SharedSecret": b64(result.shared_secret),
+        "SharedSecretCiphertextBlob": b64(result.ciphertext),
         "EncapsulationAlgorithm": result.algorithm,
     }
 
@@ -196,7 +189,7 @@ async def decapsulate(
     )
     return {
         "KeyId": result.key_arn,
-        "SharedSecret": _b64(result.shared_secret),
+        "SharedSecret": b64(result.shared_secret),
         "EncapsulationAlgorithm": result.algorithm,
     }
 
@@ -209,8 +202,8 @@ async def get_parameters_for_import(
     )
     return {
         "KeyId": result.key_arn,
-        "ImportToken": _b64(result.import_token),
-        "PublicKey": _b64(result.public_key),
+        "ImportToken": b64(result.import_token),
+        "PublicKey": b64(result.public_key),
         "ParametersValidTo": result.valid_to.timestamp(),
     }
 

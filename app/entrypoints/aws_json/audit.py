@@ -5,13 +5,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.auth.credentials import Caller
+from app.entrypoints.aws_json.common import Operation
 from app.usecases.keys import KeyService
-
-Operation = Callable[[KeyService, Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 async def get_key_last_usage(

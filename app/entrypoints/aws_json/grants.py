@@ -6,16 +6,14 @@ RevokeGrant. They read the (already validated) members, call one use case, shape
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.auth.credentials import Caller
+from app.entrypoints.aws_json.common import Operation
 from app.usecases.grants import GrantEntry, constraints_from_request
 from app.usecases.keys import KeyService
 from app.usecases.results import Page
 from domain.errors import UnsupportedOperationError, ValidationError
-
-Operation = Callable[[KeyService, Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def _grant_entry(grant: GrantEntry) -> dict[str, Any]:
