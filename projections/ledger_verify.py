@@ -1,0 +1,301 @@
+"""Live verification of the ledger against its Merkle log (issue 13).
+
+`verify_ledger` is the pure core: given the stored events in notification-id order, the
+stored leaves (level-0 nodes with their positions) in index order, the stored tree's size
+and root, and the stored checkpoints, it recomputes every leaf from the events, rebuilds
+the tree and returns the FIRST failure, with a typed reason:
+
+- ``altered``: the event at a leaf's position hashes to another leaf;
+- ``reordered``: so does it, but its content is another position's leaf (rows moved or
+  their contents swapped);
+- ``missing``: a leaf's position has no stored event (a row deleted);
+- ``inserted``: a stored event at or below the tree's last position has no leaf;
+- ``truncated``: the events end before the tree (or a checkpoint) does;
+- ``tree``: the stored tree contradicts itself (leaf positions not increasing, a size or
+  root that is not its leaves');
+- ``checkpoint``: a checkpoint's root is not the root of the events at its size.
+
+`verify_database` is the SQL reader: it streams both tables in ONE repeatable-read
+snapshot (server-side cursors, O(log n) memory beyond one fetch) and calls the core.
+
+What this does not show: an attacker who rewrites the events AND the tree tables
+consistently is caught only by a checkpoint signed before (once checkpoints are signed
+and their key pinned); events after the tree's last position are not yet under the tree
+and are not checked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+
+from domain.ledger_leaves import leaf_hash_of
+from domain.merkle import CompactRange
+
+REORDER_WINDOW = 10_000  # leaves scanned past an altered one, looking for where it moved
+FETCH_ROWS = 5_000
+
+
+class Reason(StrEnum):
+    ALTERED = "altered"
+    REORDERED = "reordered"
+    MISSING = "missing"
+    INSERTED = "inserted"
+    TRUNCATED = "truncated"
+    TREE = "tree"
+    CHECKPOINT = "checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A stored event, exactly as stored (``keyledger_events``)."""
+
+    position: int  # notification_id
+    originator_id: uuid.UUID
+    version: int
+    topic: str
+    state: bytes
+
+    def leaf_hash(self, position: int | None = None) -> bytes:
+        pos = self.position if position is None else position
+        return leaf_hash_of(pos, self.originator_id, self.version, self.topic, self.state)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLeaf:
+    """A level-0 node of ``ledger_tree_nodes``: its index, its event's position, its hash."""
+
+    index: int
+    position: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    reason: Reason
+    detail: str
+    position: int | None = None  # the event's notification id, when one is named
+    index: int | None = None  # the leaf's index in the tree, when one is named
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    size: int  # the stored tree's size
+    checked: int  # leaves recomputed from events
+    checkpoints: int  # checkpoints checked
+    root: bytes  # the root recomputed from the events (at `checked` leaves)
+    failure: Failure | None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class _Peek(Iterator[Any]):
+    """An iterator that can look at its next item."""
+
+    _END = object()
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._items = iter(items)
+        self._next: Any = next(self._items, self._END)
+
+    def peek(self) -> Any | None:
+        return None if self._next is self._END else self._next
+
+    def __next__(self) -> Any:
+        if self._next is self._END:
+            raise StopIteration
+        item, self._next = self._next, next(self._items, self._END)
+        return item
+
+
+def _describe(event: EventRow) -> str:
+    return f"event {event.position} ({event.topic} of {event.originator_id} v{event.version})"
+
+
+def _moved(event: EventRow, leaf: StoredLeaf, events: _Peek, leaves: _Peek) -> Failure | None:
+    """After an altered leaf: REORDERED if the event's content is another leaf's within the
+    window (or another event's content is this leaf's), else ALTERED."""
+    window_events: list[EventRow] = []
+    window_leaves: list[StoredLeaf] = []
+    for _ in range(REORDER_WINDOW):
+        e, lf = events.peek(), leaves.peek()
+        if e is None and lf is None:
+            break
+        if e is not None:
+            window_events.append(next(events))
+        if lf is not None:
+            window_leaves.append(next(leaves))
+    for other in window_leaves:
+        if event.leaf_hash(other.position) == other.hash:
+            return Failure(
+                Reason.REORDERED,
+                f"{_describe(event)} is stored at {event.position} but belongs at"
+                f" event {other.position} (leaf {other.index})",
+                event.position,
+                leaf.index,
+            )
+    for other_event in window_events:
+        if other_event.leaf_hash(leaf.position) == leaf.hash:
+            return Failure(
+                Reason.REORDERED,
+                f"leaf {leaf.index} (event {leaf.position}) holds"
+                f" {_describe(other_event)}, stored at event {other_event.position}",
+                event.position,
+                leaf.index,
+            )
+    return None
+
+
+def verify_ledger(
+    events: Iterable[EventRow],
+    leaves: Iterable[StoredLeaf],
+    size: int,
+    root: bytes,
+    checkpoints: Iterable[tuple[int, bytes]] = (),
+) -> Verification:
+    """Recompute the tree from `events` and compare it with the stored one; first failure.
+
+    `events` in notification-id order (only those at or below the tree's last position
+    matter: later ones are not under the tree yet), `leaves` in index order, `size` and
+    `root` the stored tree's, `checkpoints` as (size, root).
+    """
+    wanted = sorted(checkpoints)
+    compact = CompactRange()
+    event_items, leaf_items = _Peek(events), _Peek(leaves)
+    failure: Failure | None = None
+    checked = 0
+    roots: dict[int, bytes] = {0: compact.root()}
+    due = {s for s, _ in wanted}
+    last_position = 0
+    while failure is None:
+        leaf: StoredLeaf | None = leaf_items.peek()
+        event: EventRow | None = event_items.peek()
+        if leaf is None:
+            break  # events past the last leaf are not under the tree yet
+        if leaf.index != compact.size or leaf.position <= last_position:
+            failure = Failure(
+                Reason.TREE,
+                f"stored leaf {leaf.index} (event {leaf.position}) does not follow leaf"
+                f" {compact.size - 1} (event {last_position})",
+                leaf.position,
+                leaf.index,
+            )
+            break
+        if event is None:
+            failure = Failure(
+                Reason.TRUNCATED,
+                f"the events end at leaf {leaf.index} (event {leaf.position}) of a tree of"
+                f" {size}: the ledger's tail is gone",
+                leaf.position,
+                leaf.index,
+            )
+            break
+        if event.position < leaf.position:
+            failure = Failure(
+                Reason.INSERTED,
+                f"{_describe(event)} has no leaf: the tree goes from event {last_position}"
+                f" to event {leaf.position}",
+                event.position,
+                leaf.index,
+            )
+            break
+        if event.position > leaf.position:
+            failure = Failure(
+                Reason.MISSING,
+                f"leaf {leaf.index} is event {leaf.position}, which is not stored"
+                f" (the next stored is event {event.position})",
+                leaf.position,
+                leaf.index,
+            )
+            break
+        next(leaf_items)
+        next(event_items)
+        recomputed = event.leaf_hash()
+        if recomputed != leaf.hash:
+            failure = _moved(event, leaf, event_items, leaf_items)
+            if failure is None:
+                failure = Failure(
+                    Reason.ALTERED,
+                    f"{_describe(event)} is not the event leaf {leaf.index} commits to",
+                    event.position,
+                    leaf.index,
+                )
+            break
+        compact.append(recomputed)
+        checked += 1
+        last_position = event.position
+        if compact.size in due:
+            roots[compact.size] = compact.root()
+    computed_root = compact.root()
+    if failure is None and checked != size:
+        failure = Failure(
+            Reason.TREE, f"the tree says {size} leaves; {checked} are stored", index=checked
+        )
+    if failure is None and computed_root != root:
+        failure = Failure(Reason.TREE, f"the stored root at size {size} is not its leaves' root")
+    done = 0
+    for cp_size, cp_root in wanted:
+        if failure is not None:
+            break
+        if cp_size > checked:
+            failure = Failure(
+                Reason.TRUNCATED,
+                f"a checkpoint covers {cp_size} events; the ledger's tree has {checked}",
+                index=checked,
+            )
+        elif roots[cp_size] != cp_root:
+            failure = Failure(
+                Reason.CHECKPOINT,
+                f"the checkpoint at size {cp_size} is not the root of the first {cp_size} events",
+                index=cp_size,
+            )
+        else:
+            done += 1
+    return Verification(size, checked, done, computed_root, failure)
+
+
+# --- the SQL reader ------------------------------------------------------------------------
+EVENTS_SQL = (
+    "SELECT notification_id, originator_id, originator_version, topic, state"
+    " FROM keyledger_events WHERE notification_id <= %s ORDER BY notification_id"
+)
+LEAVES_SQL = (
+    "SELECT index, notification_id, hash FROM ledger_tree_nodes WHERE level = 0 ORDER BY index"
+)
+TREE_SQL = "SELECT size, notification_id, root FROM ledger_tree WHERE id"
+CHECKPOINTS_SQL = "SELECT size, root FROM ledger_checkpoints ORDER BY size"
+
+
+def verify_database(conn: psycopg.Connection[Any]) -> Verification:
+    """Verify the ledger on `conn` (not in a transaction) in one repeatable-read snapshot."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute(TREE_SQL).fetchone()
+        if row is None:
+            return Verification(
+                0, 0, 0, b"", Failure(Reason.TREE, "ledger_tree has no row: no Merkle log")
+            )
+        size, last_position, root = int(row[0]), int(row[1]), bytes(row[2])
+        checkpoints = [(int(s), bytes(r)) for s, r in conn.execute(CHECKPOINTS_SQL).fetchall()]
+        with (
+            conn.cursor(name="kl_verify_events") as event_rows,
+            conn.cursor(name="kl_verify_leaves") as leaf_rows,
+        ):
+            event_rows.itersize = leaf_rows.itersize = FETCH_ROWS
+            # Below the tree's last position every event must be a leaf; later events are
+            # not under the tree yet (those a checkpoint claims would be missing anyway).
+            event_rows.execute(EVENTS_SQL, (last_position,))
+            leaf_rows.execute(LEAVES_SQL)
+            events = (EventRow(int(p), o, int(v), str(t), bytes(s)) for p, o, v, t, s in event_rows)
+            leaves = (StoredLeaf(int(i), int(p), bytes(h)) for i, p, h in leaf_rows)
+            return verify_ledger(events, leaves, size, root, checkpoints)
