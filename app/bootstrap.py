@@ -56,6 +56,7 @@ from domain.keys import Key
 from projections.audit_trail import AuditTrailProjection
 from projections.batched import DeadLetters
 from projections.key_directory import KeyDirectoryProjection
+from projections.merkle_log import MerkleLogProjection
 
 log = logging.getLogger("keyledger")
 GIL_SWITCH_INTERVAL = 0.0005
@@ -114,6 +115,8 @@ class Runtime:
     auditor: Auditor
     audit_service: AuditService
     denials: DenialLog
+    # The ledger's Merkle log (projections/merkle_log.py): runs where the audit trail runs.
+    merkle: MerkleLogProjection | None = None
     _scheduler_stop: threading.Event = field(default_factory=threading.Event)
     _scheduler: threading.Thread | None = None
 
@@ -151,8 +154,10 @@ class Runtime:
         writer.after_load.append(prefetch_wrapping_keys(vault))
         writer.commit_listeners.append(vault.committed)
         audit = AuditTrailProjection(ledger, pool, database_url)
+        merkle = MerkleLogProjection(ledger, pool, database_url)
         if settings.run_audit_projection:  # else another process leads it: no wake-ups here
             writer.commit_listeners.append(audit.committed)
+            writer.commit_listeners.append(merkle.committed)
 
         denials = DenialLog(pool)  # denials found authenticating and authorizing
         parts = wire_use_cases(
@@ -181,6 +186,7 @@ class Runtime:
             parts.auditor,
             parts.audit_service,
             denials,
+            merkle,
         )
 
     def start(self, *, writer_on_own_loop: bool = True) -> None:
@@ -201,6 +207,8 @@ class Runtime:
         self.directory.start()
         if self.settings.run_audit_projection:
             self.audit.start()
+            if self.merkle is not None:
+                self.merkle.start()
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         self._scheduler.start()
 
@@ -211,6 +219,8 @@ class Runtime:
             # Started by start() only: the identity commands run just the writer.
             self.directory.stop()
             self.audit.stop()
+            if self.merkle is not None:
+                self.merkle.stop()
         self.writer.stop()
         self.denials.close()
         self.vault.close()

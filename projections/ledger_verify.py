@@ -26,8 +26,9 @@ and are not checked.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -162,15 +163,19 @@ def verify_ledger(
     size: int,
     root: bytes,
     checkpoints: Iterable[tuple[int, bytes]] = (),
+    internal_nodes: Callable[[int], Iterable[tuple[int, bytes]]] | None = None,
 ) -> Verification:
     """Recompute the tree from `events` and compare it with the stored one; first failure.
 
     `events` in notification-id order (only those at or below the tree's last position
     matter: later ones are not under the tree yet), `leaves` in index order, `size` and
-    `root` the stored tree's, `checkpoints` as (size, root).
+    `root` the stored tree's, `checkpoints` as (size, root). `internal_nodes(level)`, when
+    given, streams a level's stored (index, hash) in index order: each node above the
+    leaves is then compared as the rebuild completes it.
     """
     wanted = sorted(checkpoints)
     compact = CompactRange()
+    levels: dict[int, Iterator[tuple[int, bytes]]] = {}
     event_items, leaf_items = _Peek(events), _Peek(leaves)
     failure: Failure | None = None
     checked = 0
@@ -231,7 +236,24 @@ def verify_ledger(
                     leaf.index,
                 )
             break
-        compact.append(recomputed)
+        for node, value in compact.append(recomputed)[1:]:
+            if internal_nodes is None:
+                break
+            if node.level not in levels:
+                levels[node.level] = iter(internal_nodes(node.level))
+            stored = next(levels[node.level], None)
+            if stored is None or stored != (node.index, value):
+                failure = Failure(
+                    Reason.TREE,
+                    f"stored node ({node.level}, {node.index}) is not the hash of its"
+                    f" children (leaves {node.begin} to {node.end - 1})"
+                    + ("; it is not stored" if stored is None else ""),
+                    event.position,
+                    leaf.index,
+                )
+                break
+        if failure is not None:
+            break
         checked += 1
         last_position = event.position
         if compact.size in due:
@@ -272,14 +294,18 @@ EVENTS_SQL = (
 LEAVES_SQL = (
     "SELECT index, notification_id, hash FROM ledger_tree_nodes WHERE level = 0 ORDER BY index"
 )
+NODES_SQL = "SELECT index, hash FROM ledger_tree_nodes WHERE level = %s ORDER BY index"
 TREE_SQL = "SELECT size, notification_id, root FROM ledger_tree WHERE id"
 CHECKPOINTS_SQL = "SELECT size, root FROM ledger_checkpoints ORDER BY size"
 
 
 def verify_database(conn: psycopg.Connection[Any]) -> Verification:
-    """Verify the ledger on `conn` (not in a transaction) in one repeatable-read snapshot."""
+    """Verify the ledger on `conn` in one snapshot: a repeatable-read transaction of its own
+    when `conn` is idle, else (a savepoint in) the caller's transaction."""
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if idle:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         row = conn.execute(TREE_SQL).fetchone()
         if row is None:
             return Verification(
@@ -290,6 +316,7 @@ def verify_database(conn: psycopg.Connection[Any]) -> Verification:
         with (
             conn.cursor(name="kl_verify_events") as event_rows,
             conn.cursor(name="kl_verify_leaves") as leaf_rows,
+            contextlib.ExitStack() as level_cursors,
         ):
             event_rows.itersize = leaf_rows.itersize = FETCH_ROWS
             # Below the tree's last position every event must be a leaf; later events are
@@ -298,4 +325,11 @@ def verify_database(conn: psycopg.Connection[Any]) -> Verification:
             leaf_rows.execute(LEAVES_SQL)
             events = (EventRow(int(p), o, int(v), str(t), bytes(s)) for p, o, v, t, s in event_rows)
             leaves = (StoredLeaf(int(i), int(p), bytes(h)) for i, p, h in leaf_rows)
-            return verify_ledger(events, leaves, size, root, checkpoints)
+
+            def level(number: int) -> Iterator[tuple[int, bytes]]:
+                cursor = level_cursors.enter_context(conn.cursor(name=f"kl_verify_level_{number}"))
+                cursor.itersize = FETCH_ROWS
+                cursor.execute(NODES_SQL, (number,))
+                return ((int(i), bytes(h)) for i, h in cursor)
+
+            return verify_ledger(events, leaves, size, root, checkpoints, level)

@@ -197,3 +197,29 @@ def test_a_stored_root_or_size_that_is_not_the_leaves_is_the_tree() -> None:
     assert failure is not None and failure.reason == Reason.TREE
     failure = verify_ledger(as_events(EVENTS), LEAVES, SIZE + 1, ROOT).failure
     assert failure is not None and failure.reason == Reason.TREE
+
+
+def internal_streams(events: list[Row], altered: NodeId | None = None):  # type: ignore[no-untyped-def]
+    compact = CompactRange()
+    node_rows, _ = append_events(compact, 0, events)
+    by_level: dict[int, list[tuple[int, bytes]]] = {}
+    for level, index, value, _ in node_rows:
+        if level:
+            if NodeId(level, index) == altered:
+                value = hashlib.sha256(value).digest()
+            by_level.setdefault(level, []).append((index, value))
+    for nodes in by_level.values():
+        nodes.sort()
+    return lambda level: by_level.get(level, [])
+
+
+def test_every_stored_node_above_the_leaves_is_compared() -> None:
+    ok = verify_ledger(as_events(EVENTS), LEAVES, SIZE, ROOT, (), internal_streams(EVENTS))
+    assert ok.ok, ok.failure
+    bad = internal_streams(EVENTS, altered=NodeId(2, 1))
+    failure = verify_ledger(as_events(EVENTS), LEAVES, SIZE, ROOT, (), bad).failure
+    assert failure is not None and failure.reason == Reason.TREE
+    assert failure.index == 7  # the leaf that completes node (2, 1): leaves 4 to 7
+    missing = internal_streams(EVENTS[:8])  # nodes of the first 8 leaves only
+    failure = verify_ledger(as_events(EVENTS), LEAVES, SIZE, ROOT, (), missing).failure
+    assert failure is not None and failure.reason == Reason.TREE and "not stored" in failure.detail

@@ -6,6 +6,7 @@ settings name, and need no root key: nothing here decrypts anything.
     keyledger projections run [--batch-size N]
     keyledger projections dead-letters [--limit N]
     keyledger audit replay [--until T] [--keep] [--wait SECONDS]
+    keyledger audit verify [--catch-up]
     keyledger audit export --out DIR [--start T] [--end T] [--account A]
     keyledger audit events [--key K] [--principal ARN] [--event-name N] ... [--format F]
     keyledger audit key KEY --at T
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from app.entrypoints.cli.audit_export import Manifest, csv_lines, export_trail, jsonl_lines
@@ -38,6 +40,8 @@ from projections import reports
 from projections.audit_queries import AuditFilter
 from projections.audit_trail import AuditTrailProjection
 from projections.key_directory import KeyDirectoryProjection
+from projections.ledger_verify import verify_database
+from projections.merkle_log import MerkleLogProjection
 from projections.replay import WAIT_SECONDS, replay
 
 
@@ -105,6 +109,12 @@ def cmd_projections_run(args: argparse.Namespace) -> int:
             context.ledger, context.pool, context.database_url, batch_size=args.batch_size
         )
     ]
+    # The Merkle log runs where the audit trail does (docs/verifiable-ledger.md).
+    runners.append(
+        MerkleLogProjection(
+            context.ledger, context.pool, context.database_url, batch_size=args.batch_size
+        )
+    )
     if not args.audit_only:
         runners.append(KeyDirectoryProjection(context.ledger, context.pool, context.database_url))
     for runner in runners:
@@ -160,6 +170,36 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     if args.keep:
         print(f"scratch schema kept: {result.schema}")
     return 0 if result.identical else 1
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Recompute every leaf of the Merkle log from the stored events and compare; exit 0
+    when all holds, 1 naming the first failure (docs/verifiable-ledger.md)."""
+    context = open_context(migrate=args.catch_up)
+    try:
+        if args.catch_up:
+            MerkleLogProjection(context.ledger, context.pool, context.database_url).catch_up_to()
+        head = context.ledger.recorder.max_notification_id() or 0
+        with psycopg.connect(context.database_url) as conn:
+            result = verify_database(conn)
+            row = conn.execute("SELECT notification_id FROM ledger_tree WHERE id").fetchone()
+    finally:
+        context.close()
+    covered = int(row[0]) if row else 0
+    if result.failure is not None:
+        print(f"FAILED: {result.failure}", file=sys.stderr)
+        return 1
+    print(
+        f"verified: {result.checked} event(s) under the tree (size {result.size}, root"
+        f" {result.root.hex()}), {result.checkpoints} checkpoint(s)"
+    )
+    if covered < head:
+        print(
+            f"warning: events after {covered} (up to {head}) are not under the tree yet;"
+            " `--catch-up` appends them first",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
@@ -269,7 +309,11 @@ def add_commands(commands: Any) -> None:
         "run", help="run the projections in the foreground (exactly once; resumable)"
     )
     run.add_argument("--batch-size", type=int, help="events per batch (default 2000)")
-    run.add_argument("--audit-only", action="store_true", help="only the audit trail")
+    run.add_argument(
+        "--audit-only",
+        action="store_true",
+        help="only the audit trail and the Merkle log (not the key directory)",
+    )
     run.set_defaults(handler=cmd_projections_run)
     dead = projections.add_parser(
         "dead-letters", help="the events each projection set aside (exit 1 if any)"
@@ -294,6 +338,16 @@ def add_commands(commands: Any) -> None:
         " (a view still short of it is reported as a difference)",
     )
     replay_parser.set_defaults(handler=cmd_audit_replay)
+
+    verify = audit.add_parser(
+        "verify",
+        help="recompute the ledger's Merkle log from the stored events (exit 1 naming the"
+        " first event that fails: altered, reordered, missing, inserted, truncated)",
+    )
+    verify.add_argument(
+        "--catch-up", action="store_true", help="append the events not yet in the tree first"
+    )
+    verify.set_defaults(handler=cmd_audit_verify)
 
     export = audit.add_parser("export", help="write the audit trail of a period to files")
     export.add_argument("--out", required=True, help="directory to write")
