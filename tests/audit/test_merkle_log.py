@@ -23,8 +23,9 @@ from app.bootstrap import Runtime
 from app.usecases.keys import CreateKeyRequest
 from domain.ledger_leaves import leaf_of
 from domain.merkle import leaf_hash, node_hash, split_point
+from domain.policy import default_key_policy
 from projections.ledger_verify import Reason, verify_database
-from projections.merkle_log import MerkleLogProjection
+from projections.merkle_log import MerkleLogError, MerkleLogProjection
 from tests.conftest import ACCOUNT_ID, REGION, Service
 
 ADMIN = Caller(
@@ -36,6 +37,7 @@ ADMIN = Caller(
     user_agent="merkle-test",
 )
 USED = "domain.keys:Key.Used"
+POLICY_CHANGED = "domain.keys:Key.PolicyChanged"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -51,6 +53,8 @@ def _fill(runtime: Runtime, rounds: int) -> list[str]:
         for round_ in range(rounds):
             for key in keys[:2]:
                 await service.crypto.encrypt(ADMIN, key, b"x", {"round": str(round_)})
+        policy = default_key_policy("aws", ACCOUNT_ID).replace("key-default-1", "key-merkle-1")
+        await service.keys.put_key_policy(ADMIN, keys[1], "default", policy)
         await service.keys.disable_key(ADMIN, keys[2])
         return keys
 
@@ -162,6 +166,19 @@ def _used_state_changed(conn: psycopg.Connection[Any], skipped: int) -> int:
     return target
 
 
+def _policy_changed(conn: psycopg.Connection[Any], skipped: int) -> int:
+    # The policy text itself, edited in place in the stored state (plain JSON here).
+    target = _positions(conn, POLICY_CHANGED)[0]
+    row = conn.execute(
+        "UPDATE keyledger_events SET state = convert_to(replace(convert_from(state, 'UTF8'),"
+        " 'key-merkle-1', 'key-merkle-2'), 'UTF8') WHERE notification_id = %s"
+        " RETURNING position('key-merkle-2' IN convert_from(state, 'UTF8'))",
+        (target,),
+    ).fetchone()
+    assert row is not None and row[0] > 0, "the policy is not stored as plain text"
+    return target
+
+
 def _middle_row_deleted(conn: psycopg.Connection[Any], skipped: int) -> int:
     target = _positions(conn)[len(_positions(conn)) // 2]
     conn.execute("DELETE FROM keyledger_events WHERE notification_id = %s", (target,))
@@ -220,6 +237,7 @@ def _tree_node_altered(conn: psycopg.Connection[Any], skipped: int) -> int:
     ("tamper", "reason"),
     [
         (_used_state_changed, Reason.ALTERED),
+        (_policy_changed, Reason.ALTERED),
         (_middle_row_deleted, Reason.MISSING),
         (_row_inserted, Reason.INSERTED),
         (_rows_swapped, Reason.REORDERED),
@@ -306,3 +324,34 @@ def test_a_running_service_keeps_the_log(service: Service) -> None:
         result = verify_database(conn)
     assert result.ok, result.failure
     assert result.checked >= 2
+
+
+class _Poisoned(MerkleLogProjection):
+    """A log that cannot take one event (as if its row could not be hashed)."""
+
+    poison = 0
+    retry_delay = 0.0
+
+    def apply(self, conn: psycopg.Connection[Any], events: Any, ids: Any) -> None:
+        if self.poison in ids:
+            raise ValueError("cannot take it")
+        super().apply(conn, events, ids)
+
+
+def test_an_event_the_log_cannot_take_stops_it_and_is_never_set_aside(
+    quiet_ledger: Runtime,
+) -> None:
+    runtime = quiet_ledger
+    _fill(runtime, 2)
+    head = int(runtime.ledger.recorder.max_notification_id() or 0)
+    log = _Poisoned(runtime.ledger, runtime.pool, runtime.database_url, batch_size=4)
+    log.poison = head - 2
+    with pytest.raises(MerkleLogError):
+        log.catch_up_to(head)
+    with psycopg.connect(runtime.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM projection_dead_letters WHERE projection_name = 'merkle_log'"
+        ).fetchone()
+        assert row is not None and row[0] == 0
+        assert _tree(conn)[1] == head - 3  # everything before the poison, nothing after
+        assert verify_database(conn).ok
