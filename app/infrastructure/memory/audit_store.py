@@ -18,8 +18,9 @@ WHY = (
 )
 
 
-class AuditTrailNotInMemory(NotImplementedError):
-    pass
+class AuditTrailNotInMemory(RuntimeError):
+    """The in-memory runtime was asked an auditor's query: it has no audit trail by design
+    (a second, in-memory copy of the SQL read models would test itself, not them)."""
 
 
 class NoAuditStore:
