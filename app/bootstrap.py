@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -21,6 +22,8 @@ from app.infrastructure.access_denials import DenialLog
 from app.infrastructure.clock import Clock
 from app.infrastructure.event_store import timeout_env
 from app.infrastructure.ledger import Ledger
+from app.infrastructure.ledger_guard import Checkpointer, GuardStatus, LedgerWatch, guard_status
+from app.infrastructure.ledger_signing import LedgerSigner, parse_verifier_keys
 from app.infrastructure.memory.audit_store import NoAuditStore
 from app.infrastructure.memory.denials import MemoryDenialLog
 from app.infrastructure.memory.read_models import MemoryAccessKeyIndex, MemoryKeyDirectory
@@ -53,9 +56,11 @@ from app.usecases.imported import ImportedMaterial
 from app.usecases.keys import DueJobs, KeyLifecycle, KeyService
 from app.usecases.resolution import KeyResolver
 from domain.keys import Key
+from domain.signed_notes import NoteVerifier
 from projections.audit_trail import AuditTrailProjection
 from projections.batched import DeadLetters
 from projections.key_directory import KeyDirectoryProjection
+from projections.ledger_checkpoints import covered_position
 from projections.merkle_log import MerkleLogProjection
 
 log = logging.getLogger("keyledger")
@@ -117,6 +122,10 @@ class Runtime:
     denials: DenialLog
     # The ledger's Merkle log (projections/merkle_log.py): runs where the audit trail runs.
     merkle: MerkleLogProjection | None = None
+    # Its checkpoints and this process's watch over them (app/infrastructure/ledger_guard.py):
+    # in every serving process (they need the root key), off with ledger_log.
+    checkpointer: Checkpointer | None = None
+    ledger_watch: LedgerWatch | None = None
     _scheduler_stop: threading.Event = field(default_factory=threading.Event)
     _scheduler: threading.Thread | None = None
 
@@ -154,10 +163,12 @@ class Runtime:
         writer.after_load.append(prefetch_wrapping_keys(vault))
         writer.commit_listeners.append(vault.committed)
         audit = AuditTrailProjection(ledger, pool, database_url)
-        merkle = MerkleLogProjection(ledger, pool, database_url)
+        merkle = MerkleLogProjection(ledger, pool, database_url) if settings.ledger_log else None
         if settings.run_audit_projection:  # else another process leads it: no wake-ups here
             writer.commit_listeners.append(audit.committed)
-            writer.commit_listeners.append(merkle.committed)
+            if merkle is not None:
+                writer.commit_listeners.append(merkle.committed)
+        checkpointer, watch = ledger_guards(settings, database_url, vault)
 
         denials = DenialLog(pool)  # denials found authenticating and authorizing
         parts = wire_use_cases(
@@ -187,6 +198,8 @@ class Runtime:
             parts.audit_service,
             denials,
             merkle,
+            checkpointer,
+            watch,
         )
 
     def start(self, *, writer_on_own_loop: bool = True) -> None:
@@ -209,6 +222,9 @@ class Runtime:
             self.audit.start()
             if self.merkle is not None:
                 self.merkle.start()
+        for guard in (self.checkpointer, self.ledger_watch):
+            if guard is not None:
+                guard.start()
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         self._scheduler.start()
 
@@ -221,6 +237,9 @@ class Runtime:
             self.audit.stop()
             if self.merkle is not None:
                 self.merkle.stop()
+            for guard in (self.checkpointer, self.ledger_watch):
+                if guard is not None:
+                    guard.stop()
         self.writer.stop()
         self.denials.close()
         self.vault.close()
@@ -266,6 +285,35 @@ class Runtime:
         except Exception:  # /readyz and /metrics answer without it
             return None
 
+    def ledger_status(self) -> GuardStatus | None:
+        """This process's verification of the ledger (None: the log is off)."""
+        if self.ledger_watch is None and self.checkpointer is None:
+            return None
+        return guard_status(self.ledger_watch, self.checkpointer)
+
+    async def checkpoint_lag(self) -> float:
+        """Seconds the oldest event not yet under a signed checkpoint has waited (NaN when
+        the database does not answer in time or the log is off)."""
+        if self.checkpointer is None:
+            return float("nan")
+        seconds, now = self.settings.database_deadline_seconds, self.clock.now()
+
+        def lag() -> float:
+            with self.pool.connection() as conn:
+                covered = covered_position(conn)
+            pending = self.ledger.recorder.select_notifications(start=covered + 1, limit=1)
+            if not pending:
+                return 0.0
+            event: Any = self.ledger.mapper.to_domain_event(pending[0])
+            waiting_since: datetime = event.timestamp
+            return max(0.0, (now - waiting_since).total_seconds())
+
+        try:
+            with database_deadline(seconds):
+                return await asyncio.wait_for(asyncio.to_thread(lag), seconds)
+        except Exception:  # the metrics page must answer even when the store does not
+            return float("nan")
+
     async def audit_lag(self) -> float:
         """The audit trail's lag in seconds (NaN when the database does not answer in time)."""
         seconds, now = self.settings.database_deadline_seconds, self.clock.now()
@@ -294,6 +342,30 @@ class Runtime:
             settings.bootstrap_access_key_id,
             secret.get_secret_value() if secret else None,
         )
+
+
+def ledger_guards(
+    settings: Settings, database_url: str, vault: Vault
+) -> tuple[Checkpointer | None, LedgerWatch | None]:
+    """The checkpointer and the watch of a serving process (None, None without the log).
+    Both trust this process's own signing key (from the root key), never the database's
+    list, plus the configured ledger_trusted_keys."""
+    if not settings.ledger_log:
+        return None, None
+    origin = settings.checkpoint_origin
+    trusted = parse_verifier_keys(settings.ledger_trusted_keys)
+
+    def signer() -> LedgerSigner:
+        return LedgerSigner.from_seed(origin, vault.ledger_signing_seed())
+
+    def verifiers() -> list[NoteVerifier]:
+        return [signer().verifier, *trusted]
+
+    checkpointer = Checkpointer(
+        database_url, signer, trusted, settings.ledger_checkpoint_interval_seconds
+    )
+    watch = LedgerWatch(database_url, verifiers, settings.ledger_watch_interval_seconds)
+    return checkpointer, watch
 
 
 def prefetch_wrapping_keys(vault: Vault) -> Callable[[Any, list[Any]], Awaitable[None]]:

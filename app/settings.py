@@ -108,6 +108,22 @@ class Settings(BaseSettings):
     #: its work does not wait on the workers' GIL (the trail stays within 1 s of the
     #: ledger under full load).
     run_audit_projection: bool = True
+    # --- the verifiable ledger (docs/verifiable-ledger.md) --------------------------------
+    #: Keep the Merkle log over the ledger, sign checkpoints and watch them. Off only to
+    #: measure what the log costs (make bench); without it nothing is verifiable.
+    ledger_log: bool = True
+    #: The log's origin: the first line of every checkpoint and the name of its signing
+    #: key. Name the deployment uniquely (e.g. ``kms.example.com/prod``); the default
+    #: names the account and Region.
+    ledger_origin: str | None = None
+    #: How often the leading process signs the tree head when it grew (checkpoint lag is
+    #: about the Merkle log's lag plus this).
+    ledger_checkpoint_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: How often each process re-verifies the recent range and samples older events.
+    ledger_watch_interval_seconds: float = Field(default=10.0, gt=0)
+    #: Further verifier keys (``<name>+<key ID>+<base64 key>``) whose checkpoints this
+    #: service trusts beside its own: a previous signing key, or witnesses.
+    ledger_trusted_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Lets tests move the service clock. Never enable in production.
     test_clock: bool = False
 
@@ -161,6 +177,27 @@ class Settings(BaseSettings):
         if value is not None:
             _decode_root_key(value.get_secret_value())
         return value
+
+    @field_validator("ledger_trusted_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("ledger_origin")
+    @classmethod
+    def _check_origin(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() for c in value) or "+" in value):
+            raise ValueError("ledger_origin is one word: no space, no '+'")
+        return value
+
+    @property
+    def checkpoint_origin(self) -> str:
+        """The origin of this deployment's checkpoints (and its signing key's name)."""
+        return self.ledger_origin or (
+            f"keyledger/{self.partition}/{self.default_account_id}/{self.default_region}"
+        )
 
     @field_validator("regions", mode="before")
     @classmethod

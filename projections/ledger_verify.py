@@ -13,30 +13,39 @@ the tree and returns the FIRST failure, with a typed reason:
 - ``truncated``: the events end before the tree (or a checkpoint) does;
 - ``tree``: the stored tree contradicts itself (leaf positions not increasing, a size or
   root that is not its leaves');
-- ``checkpoint``: a checkpoint's root is not the root of the events at its size.
+- ``checkpoint``: a checkpoint row is not what its note signs, or (no key pinned) its
+  root is not the root of the events at its size;
+- ``unsigned``: a checkpoint's note carries no valid signature of a pinned key;
+- ``forked``: a checkpoint signed by a pinned key (stored, or kept by the auditor) is not
+  the root of the events at its size: the signed history and the ledger diverge;
+- ``rolled-back``: a checkpoint the auditor kept covers more events than the ledger has
+  (a restore from an older backup, or a truncation with its checkpoints).
 
 `verify_database` is the SQL reader: it streams both tables in ONE repeatable-read
 snapshot (server-side cursors, O(log n) memory beyond one fetch) and calls the core.
 
-What this does not show: an attacker who rewrites the events AND the tree tables
-consistently is caught only by a checkpoint signed before (once checkpoints are signed
-and their key pinned); events after the tree's last position are not yet under the tree
-and are not checked.
+What this does not show: an attacker who rewrites the events, the tree tables AND the
+checkpoints consistently is caught only by a pinned key (they cannot sign) or by a
+checkpoint kept from before (a rollback); events after the tree's last position are not
+yet under the tree and are not checked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import psycopg
 
+from domain.checkpoints import Checkpoint, open_checkpoint
+from domain.ledger_errors import LedgerVerificationError
 from domain.ledger_leaves import leaf_hash_of
 from domain.merkle import CompactRange
+from domain.signed_notes import NoteVerifier
 
 REORDER_WINDOW = 10_000  # leaves scanned past an altered one, looking for where it moved
 FETCH_ROWS = 5_000
@@ -50,6 +59,9 @@ class Reason(StrEnum):
     TRUNCATED = "truncated"
     TREE = "tree"
     CHECKPOINT = "checkpoint"
+    UNSIGNED = "unsigned"
+    FORKED = "forked"
+    ROLLED_BACK = "rolled-back"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +176,9 @@ def verify_ledger(
     root: bytes,
     checkpoints: Iterable[tuple[int, bytes]] = (),
     internal_nodes: Callable[[int], Iterable[tuple[int, bytes]]] | None = None,
+    *,
+    signed: bool = False,
+    kept: Iterable[tuple[int, bytes]] = (),
 ) -> Verification:
     """Recompute the tree from `events` and compare it with the stored one; first failure.
 
@@ -171,16 +186,19 @@ def verify_ledger(
     matter: later ones are not under the tree yet), `leaves` in index order, `size` and
     `root` the stored tree's, `checkpoints` as (size, root). `internal_nodes(level)`, when
     given, streams a level's stored (index, hash) in index order: each node above the
-    leaves is then compared as the rebuild completes it.
+    leaves is then compared as the rebuild completes it. `signed`: the checkpoints'
+    signatures were verified with a pinned key (a root that differs is then a fork).
+    `kept`: checkpoints the auditor kept from before (verified), as (size, root).
     """
     wanted = sorted(checkpoints)
+    kept_ones = sorted(kept)
     compact = CompactRange()
     levels: dict[int, Iterator[tuple[int, bytes]]] = {}
     event_items, leaf_items = _Peek(events), _Peek(leaves)
     failure: Failure | None = None
     checked = 0
     roots: dict[int, bytes] = {0: compact.root()}
-    due = {s for s, _ in wanted}
+    due = {s for s, _ in wanted} | {s for s, _ in kept_ones}
     last_position = 0
     while failure is None:
         leaf: StoredLeaf | None = leaf_items.peek()
@@ -277,8 +295,28 @@ def verify_ledger(
             )
         elif roots[cp_size] != cp_root:
             failure = Failure(
-                Reason.CHECKPOINT,
-                f"the checkpoint at size {cp_size} is not the root of the first {cp_size} events",
+                Reason.FORKED if signed else Reason.CHECKPOINT,
+                f"the {'signed ' if signed else ''}checkpoint at size {cp_size} is not the"
+                f" root of the first {cp_size} events",
+                index=cp_size,
+            )
+        else:
+            done += 1
+    for cp_size, cp_root in kept_ones:
+        if failure is not None:
+            break
+        if cp_size > checked:
+            failure = Failure(
+                Reason.ROLLED_BACK,
+                f"a checkpoint you kept covers {cp_size} events; the ledger has {checked}:"
+                " it was restored from an older backup or truncated",
+                index=checked,
+            )
+        elif roots[cp_size] != cp_root:
+            failure = Failure(
+                Reason.FORKED,
+                f"the first {cp_size} events are not those the checkpoint you kept signed:"
+                " the ledger was rolled back and rewritten, or forked",
                 index=cp_size,
             )
         else:
@@ -296,12 +334,42 @@ LEAVES_SQL = (
 )
 NODES_SQL = "SELECT index, hash FROM ledger_tree_nodes WHERE level = %s ORDER BY index"
 TREE_SQL = "SELECT size, notification_id, root FROM ledger_tree WHERE id"
-CHECKPOINTS_SQL = "SELECT size, root FROM ledger_checkpoints ORDER BY size"
+CHECKPOINTS_SQL = "SELECT size, root, note FROM ledger_checkpoints ORDER BY size"
 
 
-def verify_database(conn: psycopg.Connection[Any]) -> Verification:
+def check_checkpoint_rows(
+    rows: Iterable[tuple[int, bytes, str]], verifiers: Sequence[NoteVerifier]
+) -> Failure | None:
+    """The first stored checkpoint (size, root, note) that is not signed by a pinned key
+    (UNSIGNED) or whose row is not what its note signs (CHECKPOINT)."""
+    for size, root, note in rows:
+        try:
+            opened, _ = open_checkpoint(note, verifiers)
+        except LedgerVerificationError as error:
+            return Failure(
+                Reason.UNSIGNED,
+                f"the checkpoint at size {size} has no valid signature of a pinned key: {error}",
+                index=size,
+            )
+        if (opened.size, opened.root_hash) != (size, root):
+            return Failure(
+                Reason.CHECKPOINT,
+                f"the checkpoint row at size {size} is not what its note signs (size"
+                f" {opened.size}): the row was altered",
+                index=size,
+            )
+    return None
+
+
+def verify_database(
+    conn: psycopg.Connection[Any],
+    verifiers: Sequence[NoteVerifier] = (),
+    kept: Sequence[Checkpoint] = (),
+) -> Verification:
     """Verify the ledger on `conn` in one snapshot: a repeatable-read transaction of its own
-    when `conn` is idle, else (a savepoint in) the caller's transaction."""
+    when `conn` is idle, else (a savepoint in) the caller's transaction. With `verifiers`
+    (the pinned keys), every stored checkpoint's signature is checked too; `kept` are
+    checkpoints the auditor kept (already verified), checked against the events."""
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
         if idle:
@@ -312,7 +380,12 @@ def verify_database(conn: psycopg.Connection[Any]) -> Verification:
                 0, 0, 0, b"", Failure(Reason.TREE, "ledger_tree has no row: no Merkle log")
             )
         size, last_position, root = int(row[0]), int(row[1]), bytes(row[2])
-        checkpoints = [(int(s), bytes(r)) for s, r in conn.execute(CHECKPOINTS_SQL).fetchall()]
+        rows = [(int(s), bytes(r), str(n)) for s, r, n in conn.execute(CHECKPOINTS_SQL)]
+        if verifiers:
+            unsigned = check_checkpoint_rows(rows, verifiers)
+            if unsigned is not None:
+                return Verification(size, 0, 0, b"", unsigned)
+        checkpoints = [(s, r) for s, r, _ in rows]
         with (
             conn.cursor(name="kl_verify_events") as event_rows,
             conn.cursor(name="kl_verify_leaves") as leaf_rows,
@@ -332,4 +405,13 @@ def verify_database(conn: psycopg.Connection[Any]) -> Verification:
                 cursor.execute(NODES_SQL, (number,))
                 return ((int(i), bytes(h)) for i, h in cursor)
 
-            return verify_ledger(events, leaves, size, root, checkpoints, level)
+            return verify_ledger(
+                events,
+                leaves,
+                size,
+                root,
+                checkpoints,
+                level,
+                signed=bool(verifiers),
+                kept=[(c.size, c.root_hash) for c in kept],
+            )

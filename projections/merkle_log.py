@@ -57,6 +57,17 @@ class MerkleLogError(RuntimeError):
     """The stored tree cannot be continued (missing frontier nodes, positions out of order)."""
 
 
+def read_nodes(conn: psycopg.Connection[Any], wanted: Iterable[NodeId]) -> dict[NodeId, bytes]:
+    """The stored hashes of the `wanted` perfect nodes (those stored), in one query."""
+    nodes = list(wanted)
+    if not nodes:
+        return {}
+    rows = conn.execute(
+        NODES_SELECT, ([n.level for n in nodes], [n.index for n in nodes])
+    ).fetchall()
+    return {NodeId(int(level), int(index)): bytes(h) for level, index, h in rows}
+
+
 def load_compact_range(conn: psycopg.Connection[Any]) -> tuple[CompactRange, int]:
     """The stored tree's compact range and its last leaf's position (notification id)."""
     row = conn.execute(TREE_SELECT).fetchone()
@@ -64,12 +75,7 @@ def load_compact_range(conn: psycopg.Connection[Any]) -> tuple[CompactRange, int
         raise MerkleLogError("ledger_tree has no row: run the migrations")
     size, position = int(row[0]), int(row[1])
     wanted = frontier_nodes(size)
-    found: dict[NodeId, bytes] = {}
-    if wanted:
-        rows = conn.execute(
-            NODES_SELECT, ([n.level for n in wanted], [n.index for n in wanted])
-        ).fetchall()
-        found = {NodeId(int(level), int(index)): bytes(h) for level, index, h in rows}
+    found = read_nodes(conn, wanted)
     missing = [node for node in wanted if node not in found]
     if missing:
         raise MerkleLogError(f"the tree of size {size} lacks its frontier nodes {missing}")

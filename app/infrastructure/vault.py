@@ -49,6 +49,10 @@ log = logging.getLogger("keyledger.vault")
 
 ROOT_KEY_BYTES = 32
 IDENTITY_WRAPPING_KEY_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+# The ledger's checkpoint-signing key (app/infrastructure/ledger_signing.py): its 32 bytes
+# are an Ed25519 seed, stored as a wrapping key is, so that it is wrapped under the root
+# key and re-wrapped with it.
+LEDGER_SIGNING_KEY_OWNER = uuid.UUID("00000000-0000-4000-8000-000000000002")
 DEFAULT_CACHE_SIZE = 10_000  # keys whose wrapping key and materials stay unwrapped
 # Work a writer command leaves to the writer (see Vault._defer).
 READ, CREATE, IMPORT, SHRED, SHRED_IMPORTED = "read", "create", "import", "shred", "shred-imported"
@@ -631,6 +635,19 @@ class Vault:
             raise RootKeyError("the identity wrapping key is missing")
         aad = b"keyledger:secret:" + access_key_id.encode()
         return wrapping_key.decrypt(wrapped[:12], wrapped[12:], aad).decode()
+
+    # --- the ledger's signing key ------------------------------------------------
+    def ledger_signing_seed(self) -> bytes:
+        """The 32-byte seed of the ledger's Ed25519 checkpoint-signing key, made (and
+        stored wrapped under the root key) the first time any process asks. Blocks: call
+        it from a thread, never on the event loop."""
+        if _on_event_loop():
+            raise RuntimeError("ledger_signing_seed reads the database: call it off the loop")
+        owner = LEDGER_SIGNING_KEY_OWNER
+        wrapped = self._rows.read(owner, create=self._new_row(owner))
+        if wrapped is None:
+            raise RootKeyError("the ledger's signing key has been destroyed")
+        return self._unwrap_under_root(owner, bytes(wrapped))
 
     # --- grant tokens --------------------------------------------------------------
     def grant_token_mac(self, payload: bytes) -> bytes:

@@ -6,7 +6,7 @@ settings name, and need no root key: nothing here decrypts anything.
     keyledger projections run [--batch-size N]
     keyledger projections dead-letters [--limit N]
     keyledger audit replay [--until T] [--keep] [--wait SECONDS]
-    keyledger audit verify [--catch-up]
+    keyledger audit verify [--catch-up] [--public-key VKEY] [--checkpoint NOTE_FILE]
     keyledger audit export --out DIR [--start T] [--end T] [--account A]
     keyledger audit events [--key K] [--principal ARN] [--event-name N] ... [--format F]
     keyledger audit key KEY --at T
@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from app.entrypoints.cli import audit_verify
 from app.entrypoints.cli.audit_export import Manifest, csv_lines, export_trail, jsonl_lines
 from app.infrastructure.clock import Clock
 from app.infrastructure.ledger import Ledger
@@ -40,7 +41,6 @@ from projections import reports
 from projections.audit_queries import AuditFilter
 from projections.audit_trail import AuditTrailProjection
 from projections.key_directory import KeyDirectoryProjection
-from projections.ledger_verify import verify_database
 from projections.merkle_log import MerkleLogProjection
 from projections.replay import WAIT_SECONDS, replay
 
@@ -110,11 +110,12 @@ def cmd_projections_run(args: argparse.Namespace) -> int:
         )
     ]
     # The Merkle log runs where the audit trail does (docs/verifiable-ledger.md).
-    runners.append(
-        MerkleLogProjection(
-            context.ledger, context.pool, context.database_url, batch_size=args.batch_size
+    if context.settings.ledger_log:
+        runners.append(
+            MerkleLogProjection(
+                context.ledger, context.pool, context.database_url, batch_size=args.batch_size
+            )
         )
-    )
     if not args.audit_only:
         runners.append(KeyDirectoryProjection(context.ledger, context.pool, context.database_url))
     for runner in runners:
@@ -173,33 +174,28 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    """Recompute every leaf of the Merkle log from the stored events and compare; exit 0
-    when all holds, 1 naming the first failure (docs/verifiable-ledger.md)."""
+    """Recompute every leaf of the Merkle log from the stored events and compare, check the
+    checkpoints' signatures with the pinned keys and the kept checkpoints; exit 0 when all
+    holds, 1 naming the first failure (docs/verifiable-ledger.md)."""
     context = open_context(migrate=args.catch_up)
     try:
         if args.catch_up:
             MerkleLogProjection(context.ledger, context.pool, context.database_url).catch_up_to()
         head = context.ledger.recorder.max_notification_id() or 0
+        status, line = audit_verify.run(args, context.database_url)
         with psycopg.connect(context.database_url) as conn:
-            result = verify_database(conn)
             row = conn.execute("SELECT notification_id FROM ledger_tree WHERE id").fetchone()
     finally:
         context.close()
+    audit_verify.print_outcome(status, line)
     covered = int(row[0]) if row else 0
-    if result.failure is not None:
-        print(f"FAILED: {result.failure}", file=sys.stderr)
-        return 1
-    print(
-        f"verified: {result.checked} event(s) under the tree (size {result.size}, root"
-        f" {result.root.hex()}), {result.checkpoints} checkpoint(s)"
-    )
-    if covered < head:
+    if status == 0 and covered < head:
         print(
             f"warning: events after {covered} (up to {head}) are not under the tree yet;"
             " `--catch-up` appends them first",
             file=sys.stderr,
         )
-    return 0
+    return status
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
@@ -341,12 +337,11 @@ def add_commands(commands: Any) -> None:
 
     verify = audit.add_parser(
         "verify",
-        help="recompute the ledger's Merkle log from the stored events (exit 1 naming the"
-        " first event that fails: altered, reordered, missing, inserted, truncated)",
+        help="recompute the ledger's Merkle log from the stored events and check its signed"
+        " checkpoints (exit 1 naming the first event or checkpoint that fails: altered,"
+        " reordered, missing, inserted, truncated, unsigned, forked, rolled-back)",
     )
-    verify.add_argument(
-        "--catch-up", action="store_true", help="append the events not yet in the tree first"
-    )
+    audit_verify.add_arguments(verify)
     verify.set_defaults(handler=cmd_audit_verify)
 
     export = audit.add_parser("export", help="write the audit trail of a period to files")

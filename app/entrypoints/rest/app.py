@@ -527,7 +527,8 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
         """Ready when the event store answers in time (readiness_timeout_seconds); else
         503, with a member per failed check (``database``: why) beside ``status``. A view
         that set events aside still serves (200), but says so: ``degraded``, with the
-        views' gaps under ``projections``."""
+        views' gaps under ``projections``; so does a ledger whose verification failed
+        (``ledger``: what failed)."""
         problem = await runtime.database_problem()
         if problem is not None:
             log.warning("not ready: %s", problem)
@@ -535,18 +536,28 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
         gaps = {
             name: gap for name, gap in (await runtime.projection_gaps() or {}).items() if gap.count
         }
+        answer: dict[str, Any] = {"status": "ready"}
         if gaps:
-            return {
-                "status": "degraded",
-                "projections": {
-                    name: {
-                        "events_set_aside": gap.count,
-                        "newest": [_set_aside(letter) for letter in gap.newest],
-                    }
-                    for name, gap in gaps.items()
-                },
+            answer["status"] = "degraded"
+            answer["projections"] = {
+                name: {
+                    "events_set_aside": gap.count,
+                    "newest": [_set_aside(letter) for letter in gap.newest],
+                }
+                for name, gap in gaps.items()
             }
-        return {"status": "ready"}
+        ledger = runtime.ledger_status()
+        if ledger is not None and (ledger.failure or ledger.signer_problem):
+            # Tampering found: still serving (the keys are not the ledger's evidence),
+            # but every probe says so (docs/verifiable-ledger.md).
+            answer["status"] = "degraded"
+            answer["ledger"] = {
+                "verification": "failed",
+                "failure": ledger.failure or ledger.signer_problem,
+                "checkpoint_size": ledger.checkpoint_size,
+                "checked_at": ledger.checked_at.isoformat() if ledger.checked_at else None,
+            }
+        return answer
 
     return app
 

@@ -160,8 +160,10 @@ class KeyLedgerApp:
             "# TYPE keyledger_database_available gauge",
             f"keyledger_database_available {int(self.runtime.writer.available)}",
         ]
-        # Both bounded, and read at once: the page answers within the longer bound.
-        gaps, lag = await asyncio.gather(self.runtime.projection_gaps(), self.runtime.audit_lag())
+        # All bounded, and read at once: the page answers within the longest bound.
+        gaps, lag, checkpoint_lag = await asyncio.gather(
+            self.runtime.projection_gaps(), self.runtime.audit_lag(), self.runtime.checkpoint_lag()
+        )
         if gaps is not None:
             lines += [
                 "# HELP keyledger_projection_events_set_aside events a view could not apply"
@@ -177,6 +179,7 @@ class KeyLedgerApp:
                 "# TYPE keyledger_audit_lag_seconds gauge",
                 f"keyledger_audit_lag_seconds {lag:.6f}",
             ]
+        lines += _ledger_lines(self.runtime, checkpoint_lag)
         body = ("\n".join(lines) + "\n").encode()
         await send(
             {
@@ -186,6 +189,37 @@ class KeyLedgerApp:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _ledger_lines(runtime: Runtime, checkpoint_lag: float) -> list[str]:
+    """The verifiable ledger's gauges (docs/verifiable-ledger.md); none with the log off."""
+    status = runtime.ledger_status()
+    if status is None:
+        return []
+    signed = runtime.checkpointer.signed if runtime.checkpointer is not None else 0
+    failed = int(bool(status.failure or status.signer_problem))
+    return [
+        "# HELP keyledger_ledger_verification_failed 1 once this process found the ledger"
+        " tampered with (see /readyz and the log)",
+        "# TYPE keyledger_ledger_verification_failed gauge",
+        f"keyledger_ledger_verification_failed {failed}",
+        "# HELP keyledger_ledger_checkpoint_size the newest checkpoint this process verified",
+        "# TYPE keyledger_ledger_checkpoint_size gauge",
+        f"keyledger_ledger_checkpoint_size {status.checkpoint_size}",
+        "# HELP keyledger_ledger_verified_size leaves this process recomputed from the events",
+        "# TYPE keyledger_ledger_verified_size gauge",
+        f"keyledger_ledger_verified_size {status.verified_size}",
+        "# HELP keyledger_ledger_sampled_total older leaves this process checked by sampling",
+        "# TYPE keyledger_ledger_sampled_total counter",
+        f"keyledger_ledger_sampled_total {status.sampled}",
+        "# HELP keyledger_ledger_checkpoints_signed_total checkpoints this process signed",
+        "# TYPE keyledger_ledger_checkpoints_signed_total counter",
+        f"keyledger_ledger_checkpoints_signed_total {signed}",
+        "# HELP keyledger_ledger_checkpoint_lag_seconds age of the oldest event not yet under"
+        " a signed checkpoint",
+        "# TYPE keyledger_ledger_checkpoint_lag_seconds gauge",
+        f"keyledger_ledger_checkpoint_lag_seconds {checkpoint_lag:.6f}",
+    ]
 
 
 def _target(scope: dict[str, Any]) -> str:
