@@ -1,6 +1,7 @@
 """The production process model end to end: ``keyledger run --workers 2`` (supervisor,
-two workers with lifespan on and the writer on each HTTP loop, the audit projection in a
-process of its own, embedded PostgreSQL in a temporary data dir), driven through boto3."""
+two workers with lifespan on and the writer on each HTTP loop, the audit projection and the
+Merkle log in a process of its own, checkpoints signed by one worker, embedded PostgreSQL in
+a temporary data dir), driven through boto3."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
 
@@ -56,6 +58,14 @@ def test_encrypt_and_decrypt_through_two_workers_land_in_the_audit_trail(workdir
         assert eventually(
             lambda: {"CreateKey", "Encrypt", "Decrypt"} <= recorded(), timeout=30, poll=0.2
         ), (recorded(), process.output())
+
+        def under_a_signed_checkpoint() -> bool:
+            # The projection process builds the Merkle log; one worker signs its head.
+            metrics = httpx.get(endpoint + "/metrics", timeout=10).text
+            assert "keyledger_ledger_verification_failed 0" in metrics, metrics
+            return "keyledger_ledger_checkpoint_lag_seconds 0.000000" in metrics
+
+        assert eventually(under_a_signed_checkpoint, timeout=30, poll=0.2), process.output()
     finally:
         status = process.interrupt(timeout=40, signum=signal.SIGTERM)
     assert status == 0, process.output()

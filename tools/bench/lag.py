@@ -1,4 +1,5 @@
-"""The audit trail's lag during a benchmark: ``keyledger_audit_lag_seconds`` from /metrics.
+"""A lag during a benchmark, from /metrics: the audit trail's (``keyledger_audit_lag_seconds``,
+the default) or the ledger's checkpoint lag (``CHECKPOINT_LAG``).
 
 ``LagSampler`` polls a target's /metrics every ``interval`` seconds while a cell runs (in a
 thread, so the load generator is not slowed) and reports the lag's p50, p99 and maximum.
@@ -13,13 +14,20 @@ from typing import Any
 
 import httpx
 
-LAG = re.compile(rb"^keyledger_audit_lag_seconds ([0-9.eE+-]+|nan)$", re.MULTILINE)
+AUDIT_LAG = "keyledger_audit_lag_seconds"
+CHECKPOINT_LAG = "keyledger_ledger_checkpoint_lag_seconds"
+
+
+def _pattern(metric: str) -> re.Pattern[bytes]:
+    return re.compile(rb"^" + metric.encode() + rb" ([0-9.eE+-]+|nan)$", re.MULTILINE)
 
 
 class LagSampler:
-    def __init__(self, url: str, interval: float = 0.1) -> None:
+    def __init__(self, url: str, interval: float = 0.1, metric: str = AUDIT_LAG) -> None:
         self.url = url.rstrip("/") + "/metrics"
         self.interval = interval
+        self.metric = metric
+        self._pattern = _pattern(metric)
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -38,7 +46,7 @@ class LagSampler:
         with httpx.Client(timeout=2.0, verify=False) as client:
             while not self._stop.wait(self.interval):
                 try:
-                    found = LAG.search(client.get(self.url).content)
+                    found = self._pattern.search(client.get(self.url).content)
                 except httpx.HTTPError:
                     continue
                 if found and found.group(1) != b"nan":
@@ -64,7 +72,8 @@ class LagSampler:
         found = self.summary()
         if found is None:
             return ""
+        what = "audit lag" if self.metric == AUDIT_LAG else "checkpoint lag"
         return (
-            f", audit lag p50 {found['p50_s']:.3f}s p99 {found['p99_s']:.3f}s"
+            f", {what} p50 {found['p50_s']:.3f}s p99 {found['p99_s']:.3f}s"
             f" max {found['max_s']:.3f}s"
         )

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from tools.bench import bench
 from tools.bench.bench import CellResult, Credentials, Load, Target
-from tools.bench.lag import LagSampler
+from tools.bench.lag import CHECKPOINT_LAG, LagSampler
 
 if TYPE_CHECKING:
     from app.infrastructure.ledger import Ledger
@@ -87,9 +87,17 @@ MAX_KEYS_PASS_S = 900.0  # give up using every key once after this long
 PROGRESS_EVERY_S = 5.0
 METRICS_POLLS = 40
 TARGET_AUDIT_LAG_S = 1.0
+TARGET_CHECKPOINT_LAG_S = 2.0  # newest event not yet under a signed checkpoint (issue 13)
+TARGET_LOG_COST = 0.05  # throughput the Merkle log may cost at c=64 (issue 13)
+LEDGER_ROUNDS = 2  # log on / log off rounds, interleaved
+# The notification id of the newest event under a signed checkpoint.
+SIGNED_POSITION = (
+    "SELECT notification_id FROM ledger_tree_nodes WHERE level = 0"
+    " AND index = (SELECT max(size) - 1 FROM ledger_checkpoints)"
+)
 USED_TOPIC = "domain.keys:Key.Used"
 PROJECTIONS = ("key_directory", "audit_trail")
-PHASES = ("throughput", "processes", "history", "keys", "store")
+PHASES = ("throughput", "ledger", "processes", "history", "keys", "store")
 REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
 
@@ -463,6 +471,18 @@ class Database:
         )
         return int(head) - min(int(positions.get(name) or 0) for name in PROJECTIONS)
 
+    def wait_for_merkle_log(self, timeout: float = PROJECTION_TIMEOUT_S) -> float:
+        """Seconds until a signed checkpoint covers the head of the log (a service with the
+        log off leaves it behind; measuring its catch-up would put that in the figures)."""
+        started = time.perf_counter()
+        while True:
+            head = int(self.scalar("SELECT max(notification_id) FROM keyledger_events") or 0)
+            signed = int(self.scalar(SIGNED_POSITION) or 0)
+            if signed >= head or time.perf_counter() - started > timeout:
+                break
+            time.sleep(0.2)
+        return time.perf_counter() - started
+
     def wait_for_projection(self, timeout: float = PROJECTION_TIMEOUT_S) -> float:
         """Seconds until both projections reach the head of the log (gives up, saying
         so, after ``timeout``: the measurements then include the catch-up)."""
@@ -502,6 +522,7 @@ class Cell:
     store_events: int | None = None
     audit_lag_p99_s: float | None = None
     audit_lag_max_s: float | None = None
+    checkpoint_lag_p99_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -595,14 +616,21 @@ class Suite:
         }
         # "keyledger" runs --workers N; the two-process case compares single-process
         # services: "keyledger-1" alone, then beside "keyledger-2".
-        servers = {"keyledger": self.options.workers, "keyledger-1": 1, "keyledger-2": 1}
+        # "keyledger-nolog" is "keyledger" without the Merkle log (its cost: ledger phase).
+        servers = {
+            "keyledger": self.options.workers,
+            "keyledger-nolog": self.options.workers,
+            "keyledger-1": 1,
+            "keyledger-2": 1,
+        }
         for name, workers in servers.items():
             port = _free_port()
             argv = [*base, "run", "--port", str(port), "--workers", str(workers)]
+            extra = {"KEYLEDGER_LEDGER_LOG": "false"} if name == "keyledger-nolog" else {}
             self.services[name] = Server(
                 name,
                 argv,
-                env | {"KEYLEDGER_PORT": str(port)},
+                env | {"KEYLEDGER_PORT": str(port)} | extra,
                 port,
                 "/readyz",
                 self.tmp,
@@ -702,6 +730,11 @@ class Suite:
         # The audit trail's lag behind the ledger while the load runs (issue: p99 <= 1 s).
         with contextlib.ExitStack() as sampling:
             lag = sampling.enter_context(LagSampler(servers[0].url)) if servers else None
+            checkpoint_lag = (
+                sampling.enter_context(LagSampler(servers[0].url, metric=CHECKPOINT_LAG))
+                if servers
+                else None
+            )
             results = bench.run_loads(
                 loads,
                 self.creds if loads[0].target.name != "moto" else self.moto_creds,
@@ -719,6 +752,9 @@ class Suite:
         if summary is not None:
             cell.audit_lag_p99_s = summary["p99_s"]
             cell.audit_lag_max_s = summary["max_s"]
+        checkpoints = checkpoint_lag.summary() if checkpoint_lag is not None else None
+        if checkpoints is not None:
+            cell.checkpoint_lag_p99_s = checkpoints["p99_s"]
         if servers:
             after = [s.metrics() for s in servers]
             pairs = list(zip(after, before, strict=True))
@@ -889,6 +925,25 @@ class Suite:
                     met=max(lags) <= TARGET_AUDIT_LAG_S,
                 )
             )
+        checkpoint_lags = [
+            c.checkpoint_lag_p99_s
+            for c in self.cells
+            if c.phase == "fresh"
+            and c.target == "keyledger"
+            and c.concurrency == HOT_CONCURRENCY
+            and c.operation in CRYPTO_OPERATIONS
+            and c.checkpoint_lag_p99_s is not None
+        ]
+        if checkpoint_lags:
+            self.rows.append(
+                Row(
+                    f"newest event not under a signed checkpoint, crypto cells at"
+                    f" c={HOT_CONCURRENCY}",
+                    f"p99 {max(checkpoint_lags):.2f} s (worst cell)",
+                    target=f"p99 <= {TARGET_CHECKPOINT_LAG_S:g} s",
+                    met=max(checkpoint_lags) <= TARGET_CHECKPOINT_LAG_S,
+                )
+            )
         self.rows.append(
             Row(
                 f"Noop (HTTP stack ceiling, before auth), c={HOT_CONCURRENCY}",
@@ -896,6 +951,64 @@ class Suite:
                 target="(ceiling)",
             )
         )
+
+    def ledger_cost(self) -> None:
+        """The verifiable ledger's cost: the crypto cells at c=64 on the same database by
+        the same service with the Merkle log, checkpoints and watch on, then off,
+        interleaved for LEDGER_ROUNDS rounds (one service runs at a time)."""
+        options = self.options
+        on, off = self.service, self.services["keyledger-nolog"]
+        means: dict[tuple[str, bool], list[float]] = {}
+        for round_ in range(1, LEDGER_ROUNDS + 1):
+            for logged, server in ((True, on), (False, off)):
+                (off if logged else on).stop()
+                server.start()
+                if logged and self.db is not None:
+                    waited = self.db.wait_for_merkle_log()
+                    log(f"Merkle log caught up and signed in {waited:.1f} s")
+                for operation in CRYPTO_OPERATIONS:
+                    cell = self.single(
+                        f"{operation} c={HOT_CONCURRENCY} log {'on' if logged else 'off'}"
+                        f" #{round_}",
+                        "ledger",
+                        server,
+                        operation,
+                        self.hot_bodies[operation],
+                        HOT_CONCURRENCY,
+                        options.short,
+                    )
+                    means.setdefault((operation, logged), []).append(cell.ops_per_s)
+        off.stop()
+        on.start()
+        for operation in CRYPTO_OPERATIONS:
+            with_log = sum(means[(operation, True)]) / LEDGER_ROUNDS
+            without = sum(means[(operation, False)]) / LEDGER_ROUNDS
+            cost = 1.0 - with_log / without if without else 0.0  # < 0: the log ran faster
+            self.rows.append(
+                Row(
+                    f"{operation} c={HOT_CONCURRENCY} with the Merkle log vs without"
+                    f" ({LEDGER_ROUNDS} rounds each, interleaved)",
+                    f"{with_log:,.0f} vs {without:,.0f} ops/s"
+                    f" ({abs(100 * cost):.1f}% {'less' if cost >= 0 else 'more'} with the log)",
+                    target=f"<= {100 * TARGET_LOG_COST:g}% less",
+                    met=cost <= TARGET_LOG_COST,
+                )
+            )
+        lags = [
+            c.checkpoint_lag_p99_s
+            for c in self.cells
+            if c.phase == "ledger" and "log on" in c.label and c.checkpoint_lag_p99_s is not None
+        ]
+        if lags:
+            self.rows.append(
+                Row(
+                    f"newest event not under a signed checkpoint, log-on cells at"
+                    f" c={HOT_CONCURRENCY}",
+                    f"p99 {max(lags):.2f} s (worst cell)",
+                    target=f"p99 <= {TARGET_CHECKPOINT_LAG_S:g} s",
+                    met=max(lags) <= TARGET_CHECKPOINT_LAG_S,
+                )
+            )
 
     def two_processes(self, tag: str = "") -> None:
         """Two single-process services on one hot key at once, against one of them alone
@@ -1410,6 +1523,7 @@ class Suite:
             "client cpu%",
             "host cpu%",
             "audit lag p99 s",
+            "ckpt lag p99 s",
             "events",
         ]
 
@@ -1430,6 +1544,7 @@ class Suite:
                 num(c.client_cpu_pct, 0),
                 num(c.machine_cpu_pct, 0),
                 num(c.audit_lag_p99_s, 2),
+                num(c.checkpoint_lag_p99_s, 2),
                 "-" if c.store_events is None else f"{c.store_events:,}",
             ]
             for c in self.cells
@@ -1599,6 +1714,8 @@ def main(args: argparse.Namespace) -> int:
             suite.phase("throughput and moto", suite.throughput)
         else:
             suite.phase("hot key", suite.create_hot_key)
+        if "ledger" in phases:
+            suite.phase("the Merkle log's cost", suite.ledger_cost)
         if "processes" in phases:
             suite.phase("two processes", suite.two_processes)
         if options.history_events and "history" in phases:
