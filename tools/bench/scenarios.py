@@ -96,7 +96,7 @@ SIGNED_POSITION = (
     " AND index = (SELECT max(size) - 1 FROM ledger_checkpoints)"
 )
 USED_TOPIC = "domain.keys:Key.Used"
-PROJECTIONS = ("key_directory", "audit_trail")
+PROJECTIONS = ("key_directory", "audit_trail", "merkle_log")
 PHASES = ("throughput", "ledger", "processes", "history", "keys", "store")
 REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
