@@ -8,6 +8,7 @@ settings name, and need no root key: nothing here decrypts anything.
     keyledger audit replay [--until T] [--keep] [--wait SECONDS]
     keyledger audit verify [--catch-up] [--public-key VKEY] [--checkpoint NOTE_FILE]
     keyledger audit export --out DIR [--start T] [--end T] [--account A]
+                           [--wait-checkpoint SECONDS] [--no-ledger | --ledger-only]
     keyledger audit events [--key K] [--principal ARN] [--event-name N] ... [--format F]
     keyledger audit key KEY --at T
     keyledger audit report NAME [--format json|csv] [--days N] [--key K] [--month YYYY-MM]
@@ -29,8 +30,15 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from app.entrypoints.cli import audit_verify
-from app.entrypoints.cli.audit_export import Manifest, csv_lines, export_trail, jsonl_lines
+from app.entrypoints.cli import audit_verify, trail_digests
+from app.entrypoints.cli.audit_export import (
+    Manifest,
+    csv_lines,
+    export_trail,
+    jsonl_lines,
+    write_manifest,
+)
+from app.entrypoints.cli.ledger_export import write_ledger_evidence
 from app.infrastructure.clock import Clock
 from app.infrastructure.ledger import Ledger
 from app.infrastructure.postgres.database import connection_params, resolve_database_url
@@ -41,6 +49,7 @@ from projections import reports
 from projections.audit_queries import AuditFilter
 from projections.audit_trail import AuditTrailProjection
 from projections.key_directory import KeyDirectoryProjection
+from projections.ledger_export import LedgerExportError
 from projections.merkle_log import MerkleLogProjection
 from projections.replay import WAIT_SECONDS, replay
 
@@ -199,9 +208,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
+    """Write the trail of a period, its digests and the ledger evidence (exit 2 if the
+    ledger cannot back it yet: docs/ledger-export.md)."""
     context = open_context()
+    out = Path(args.out)
     try:
-        _warn_if_behind(context)
+        signer = trail_digests.load_digest_signer(context.settings, context.database_url)
         query = AuditFilter(
             recipient_account=args.account, start=_time(args.start), end=_time(args.end)
         )
@@ -212,12 +224,37 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
             generated_at=datetime.now(UTC),
             ledger_position=context.trail.position(),
         )
-        rows = asyncio.run(context.audit.export(None, query))
-        export_trail(rows, Path(args.out), manifest)
+
+        def ledger(counted: Manifest | None) -> list[Any]:
+            return write_ledger_evidence(
+                context.database_url,
+                out,
+                counted,
+                whole=args.ledger_only,
+                wait_seconds=args.wait_checkpoint,
+            )
+
+        if args.ledger_only:
+            out.mkdir(parents=True, exist_ok=True)
+            manifest.files.extend(ledger(None))
+            write_manifest(out, manifest, signer)
+        else:
+            _warn_if_behind(context)
+            rows = asyncio.run(context.audit.export(None, query))
+            export_trail(rows, out, manifest, signer, None if args.no_ledger else ledger)
+    except LedgerExportError as error:
+        print(f"error: no ledger evidence: {error}; {out} is incomplete", file=sys.stderr)
+        return 2
     finally:
         context.close()
-    print(f"exported {manifest.records} record(s) in {len(manifest.files)} file(s) to {args.out}")
-    print(f"manifest: {Path(args.out) / 'manifest.json'}")
+    print(f"exported {manifest.records} record(s) in {len(manifest.files)} file(s) to {out}")
+    if signer is None:
+        print(
+            "no digest files and an unsigned manifest: no ledger signing key is available"
+            " to this command",
+            file=sys.stderr,
+        )
+    print(f"manifest: {out / 'manifest.json'}")
     return 0
 
 
@@ -349,6 +386,23 @@ def add_commands(commands: Any) -> None:
     export.add_argument("--start", help="from (ISO 8601, inclusive)")
     export.add_argument("--end", help="until (ISO 8601, inclusive)")
     export.add_argument("--account", help="one account's records (default: every account)")
+    export.add_argument(
+        "--wait-checkpoint",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for a signed checkpoint covering the records (default:"
+        " fail at once)",
+    )
+    scope = export.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--no-ledger", action="store_true", help="no ledger/ evidence (the trail files only)"
+    )
+    scope.add_argument(
+        "--ledger-only",
+        action="store_true",
+        help="no records: every leaf and every checkpoint up to the newest (whole-ledger mode)",
+    )
     export.set_defaults(handler=cmd_audit_export)
 
     events = audit.add_parser("events", help="query the audit trail, newest first")

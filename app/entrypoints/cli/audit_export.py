@@ -5,6 +5,10 @@ gzipped ``{"Records": [...]}`` file per account, Region and hour, under
 ``AWSLogs/<account>/CloudTrail/<region>/<yyyy>/<mm>/<dd>/``), the same records as JSON lines
 and CSV, and a ``manifest.json`` listing every file with its SHA-256 and record count, so
 that nothing can be changed or left out unnoticed once the manifest is kept.
+
+With the ledger's signing key (``signer``), it also writes CloudTrail-style digest files and
+signs the manifest (app/entrypoints/cli/trail_digests.py); ``ledger`` adds the ledger
+evidence (app/entrypoints/cli/ledger_export.py). docs/ledger-export.md has the format.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import gzip
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from app.entrypoints.cli.trail_digests import DigestSigner, sign_manifest, write_digests
 from projections.audit_queries import AuditRow
 
 CSV_COLUMNS = (
@@ -111,6 +116,10 @@ class Manifest:
     ledger_position: int
     records: int = 0
     files: list[ExportedFile] = field(default_factory=list)
+    # The ledger events (notification ids) of the oldest- and newest-numbered records.
+    first_event: int | None = None
+    last_event: int | None = None
+    digest_key: str | None = None  # the digests' key fingerprint; None: no digests
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +128,8 @@ class Manifest:
             "generated_at": self.generated_at.isoformat(),
             "audit_trail_position": self.ledger_position,
             "records": self.records,
+            "events": {"first": self.first_event, "last": self.last_event},
+            "digest_public_key_fingerprint": self.digest_key,
             "files": [vars(f) for f in self.files],
         }
 
@@ -134,8 +145,38 @@ def _write(base: Path, relative: str, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def export_trail(rows: Iterable[AuditRow], out: Path, manifest: Manifest) -> Manifest:
-    """Write ``rows`` (oldest first) under ``out``; return the manifest, also written."""
+LedgerEvidence = Callable[["Manifest"], list[ExportedFile]]
+
+
+def export_trail(
+    rows: Iterable[AuditRow],
+    out: Path,
+    manifest: Manifest,
+    signer: DigestSigner | None = None,
+    ledger: LedgerEvidence | None = None,
+) -> Manifest:
+    """Write ``rows`` (oldest first) under ``out``, digests if ``signer``, the ledger
+    evidence if ``ledger``; return the manifest, also written (and signed if ``signer``)."""
+    write_records(rows, out, manifest)
+    if signer is not None:
+        log_files = [f for f in manifest.files if f.path.endswith(".json.gz")]
+        for written in write_digests(out, log_files, signer):
+            manifest.files.append(ExportedFile(written.path, 0, written.sha256))
+        manifest.digest_key = signer.fingerprint
+    if ledger is not None:
+        manifest.files.extend(ledger(manifest))
+    write_manifest(out, manifest, signer)
+    return manifest
+
+
+def write_manifest(out: Path, manifest: Manifest, signer: DigestSigner | None = None) -> None:
+    (out / "manifest.json").write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
+    if signer is not None:
+        sign_manifest(out, signer)
+
+
+def write_records(rows: Iterable[AuditRow], out: Path, manifest: Manifest) -> None:
+    """The log files, events.jsonl and events.csv; counts them into ``manifest``."""
     out.mkdir(parents=True, exist_ok=True)
     jsonl = (out / "events.jsonl").open("w", encoding="utf-8")
     csv_file = (out / "events.csv").open("w", encoding="utf-8", newline="")
@@ -177,6 +218,9 @@ def export_trail(rows: Iterable[AuditRow], out: Path, manifest: Manifest) -> Man
             jsonl.write(row.record + "\n")
             writer.writerow(csv_values(row))
             manifest.records += 1
+            event = row.notification_id
+            manifest.first_event = min(event, manifest.first_event or event)
+            manifest.last_event = max(event, manifest.last_event or event)
         flush()
     finally:
         jsonl.close()
@@ -185,5 +229,3 @@ def export_trail(rows: Iterable[AuditRow], out: Path, manifest: Manifest) -> Man
         data = (out / name).read_bytes()
         count = manifest.records
         manifest.files.append(ExportedFile(name, count, hashlib.sha256(data).hexdigest()))
-    (out / "manifest.json").write_text(json.dumps(manifest.as_dict(), indent=2) + "\n")
-    return manifest
