@@ -658,7 +658,13 @@ def verify(
         + (f"; {checkpoints} checkpoints, each the root of its prefix" if whole else ""),
     ]
     has_digests = any(DIGEST_PATH.fullmatch(p) for p in entries)
-    if has_digests or (signed and log_files):
+    if signed and log_files and not has_digests:
+        raise Failure(
+            "digests missing",
+            "no digest files: an export written without the ledger's key (--unsigned"
+            " accepts it, checking the ledger evidence and the records' eventIDs only)",
+        )
+    if has_digests:
         digests, chains = check_digests(export, keys, log_files)
         summary.append(f"digests: {digests} in {chains} chain(s), signed and chained")
     if "events.jsonl" in entries or log_files:

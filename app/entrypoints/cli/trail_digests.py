@@ -63,10 +63,16 @@ def load_digest_signer(settings: Settings, database_url: str) -> DigestSigner | 
 
 
 class LogFile(Protocol):
-    path: str
-    sha256_uncompressed: str | None
-    oldest_event_time: str | None
-    newest_event_time: str | None
+    """What a digest lists of a log file (audit_export.ExportedFile)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def sha256_uncompressed(self) -> str | None: ...  # hex, of the uncompressed content
+    @property
+    def oldest_event_time(self) -> str | None: ...  # ISO 8601
+    @property
+    def newest_event_time(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
