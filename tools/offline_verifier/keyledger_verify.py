@@ -21,6 +21,9 @@ Checks, in this order (the first that fails is named, and the exit status is 1):
 5. every record (log files, events.jsonl, events.csv agree) has the eventID of a leaf in
    the range: uuid5(namespace, "<originator id>:<version>") for the caller's copy,
    uuid5(namespace, "<originator id>:<version>:<recipient account>") for further copies.
+6. manifest.json.sig: the manifest is signed by the pinned key, so no file was removed.
+
+``--unsigned`` accepts an export written without the ledger's key (no 4 and 6).
 
 Exit 0 prints a summary; exit 1 prints ``FAILED: <reason>: <detail>``.
 """

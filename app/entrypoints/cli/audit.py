@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool
 
 from app.entrypoints.cli import audit_verify, trail_digests
 from app.entrypoints.cli.audit_export import (
+    ExportedFile,
     Manifest,
     csv_lines,
     export_trail,
@@ -225,7 +226,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
             ledger_position=context.trail.position(),
         )
 
-        def ledger(counted: Manifest | None) -> list[Any]:
+        def ledger(counted: Manifest | None) -> list[ExportedFile]:
             return write_ledger_evidence(
                 context.database_url,
                 out,
