@@ -37,6 +37,7 @@ from domain.signed_notes import NoteVerifier, parse_note
 from projections.audit_trail import AuditTrailProjection
 from projections.merkle_log import MerkleLogProjection
 from tests.audit.test_merkle_log import _fill
+from tests.conftest import ACCOUNT_ID, Service
 from tests.support.databases import database_backends, drop, fresh_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -431,3 +432,33 @@ def test_a_forked_checkpoint_is_caught_in_the_whole_ledger(
     done = verify(export, tmp_path, "--public-key", ledger.vkey)
     assert done.returncode == 1
     assert done.stderr.startswith("FAILED: checkpoint inconsistent:"), done.stderr
+
+
+def test_a_running_services_own_checkpoints_back_its_export(
+    service: Service, tmp_path: Path
+) -> None:
+    """The service's checkpoint signer (not a test key) anchors the export; without the
+    digest key the export verifies as --unsigned with the published key pinned."""
+    kms = service.client("kms")
+    start = service.runtime.clock.now()
+    key = kms.create_key(Description="exported with evidence")["KeyMetadata"]["KeyId"]
+    kms.encrypt(KeyId=key, Plaintext=b"x")
+    end = service.runtime.clock.now() + timedelta(seconds=1)
+    assert service.runtime.audit is not None
+    service.runtime.audit.wait_for_current()
+    out = tmp_path / "evidence"
+    period = ["--start", start.isoformat(), "--end", end.isoformat(), "--account", ACCOUNT_ID]
+    command = ["audit", "export", "--out", str(out), *period, "--wait-checkpoint", "30"]
+    done = subprocess.run(
+        [sys.executable, "-m", "app", *command],
+        cwd=REPO,
+        env={**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    vkey = (out / "ledger" / "signers.txt").read_text().split()[0]
+    checked = verify(out, tmp_path, "--public-key", vkey, "--unsigned")
+    assert checked.returncode == 0, checked.stderr
+    assert "records: 2," in checked.stdout
