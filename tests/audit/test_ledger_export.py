@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from app.bootstrap import Runtime
+from app.infrastructure.ledger_signing import LedgerSigner
 from app.settings import load_settings
 from domain.checkpoints import Checkpoint, parse_checkpoint, sign_checkpoint
 from domain.signed_notes import NoteVerifier, parse_note
@@ -434,11 +435,10 @@ def test_a_forked_checkpoint_is_caught_in_the_whole_ledger(
     assert done.stderr.startswith("FAILED: checkpoint inconsistent:"), done.stderr
 
 
-def test_a_running_services_own_checkpoints_back_its_export(
-    service: Service, tmp_path: Path
-) -> None:
-    """The service's checkpoint signer (not a test key) anchors the export; without the
-    digest key the export verifies as --unsigned with the published key pinned."""
+def test_a_running_services_own_key_signs_its_export(service: Service, tmp_path: Path) -> None:
+    """The service's checkpoint signer (not a test key) anchors the export, and the export
+    command, given the root key, signs the digests and the manifest with the same key: the
+    export verifies with that key pinned. Without the root key it is unsigned, and says so."""
     kms = service.client("kms")
     start = service.runtime.clock.now()
     key = kms.create_key(Description="exported with evidence")["KeyMetadata"]["KeyId"]
@@ -446,19 +446,33 @@ def test_a_running_services_own_checkpoints_back_its_export(
     end = service.runtime.clock.now() + timedelta(seconds=1)
     assert service.runtime.audit is not None
     service.runtime.audit.wait_for_current()
-    out = tmp_path / "evidence"
     period = ["--start", start.isoformat(), "--end", end.isoformat(), "--account", ACCOUNT_ID]
-    command = ["audit", "export", "--out", str(out), *period, "--wait-checkpoint", "30"]
-    done = subprocess.run(
-        [sys.executable, "-m", "app", *command],
-        cwd=REPO,
-        env={**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    vkey = (out / "ledger" / "signers.txt").read_text().split()[0]
-    checked = verify(out, tmp_path, "--public-key", vkey, "--unsigned")
+    root_key = service.runtime.settings.root_key
+    assert root_key is not None
+    pinned = LedgerSigner.from_seed(
+        service.runtime.settings.checkpoint_origin, service.runtime.vault.ledger_signing_seed()
+    ).vkey
+
+    def export(out: Path, **env: str) -> subprocess.CompletedProcess[str]:
+        command = ["audit", "export", "--out", str(out), *period, "--wait-checkpoint", "30"]
+        return subprocess.run(
+            [sys.executable, "-m", "app", *command],
+            cwd=REPO,
+            env={**os.environ, "KEYLEDGER_DATABASE_URL": service.runtime.database_url} | env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    signed = export(tmp_path / "signed", KEYLEDGER_ROOT_KEY=root_key.get_secret_value())
+    assert signed.returncode == 0, signed.stderr
+    checked = verify(tmp_path / "signed", tmp_path, "--public-key", pinned)
     assert checked.returncode == 0, checked.stderr
     assert "records: 2," in checked.stdout
+
+    unsigned = export(tmp_path / "unsigned")
+    assert unsigned.returncode == 0 and "unsigned manifest" in unsigned.stderr
+    refused = verify(tmp_path / "unsigned", tmp_path, "--public-key", pinned)
+    assert refused.returncode == 1, refused.stdout
+    accepted = verify(tmp_path / "unsigned", tmp_path, "--public-key", pinned, "--unsigned")
+    assert accepted.returncode == 0, accepted.stderr

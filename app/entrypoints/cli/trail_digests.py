@@ -30,7 +30,10 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from psycopg_pool import ConnectionPool
 
+from app.infrastructure.ledger_signing import LedgerSigner
+from app.infrastructure.vault import Vault, load_root_key
 from app.settings import Settings
 
 DIGEST_BUCKET = "keyledger-export"  # no S3: the name digests give the export's root
@@ -57,9 +60,25 @@ class DigestSigner:
 
 
 def load_digest_signer(settings: Settings, database_url: str) -> DigestSigner | None:
-    """The key ``keyledger audit export`` signs digests with: None (no digests) until the
-    checkpoint signer's module supplies the ledger's signing key here."""
-    return None
+    """The ledger's signing key (the checkpoints' key, app/infrastructure/ledger_signing.py),
+    for ``keyledger audit export`` to sign digests and the manifest with; None when this
+    command has no root key (none configured, and no development key in the data dir):
+    then the export is unsigned and says so. A root key that is not the database's is an
+    error (RootKeyError), never an unsigned export."""
+    root_key = settings.root_key_bytes()
+    if root_key is None:
+        development_key = settings.data_dir / "root.key"
+        if settings.database_url is not None or not development_key.exists():
+            return None
+        root_key = load_root_key(data_dir=settings.data_dir, embedded=True)
+    pool = ConnectionPool(database_url, min_size=1, max_size=1, open=True)
+    try:
+        vault = Vault(root_key, pool)
+        vault.check_root_key()
+        signer = LedgerSigner.from_seed(settings.checkpoint_origin, vault.ledger_signing_seed())
+    finally:
+        pool.close()
+    return DigestSigner(signer.origin, signer.private_key)
 
 
 class LogFile(Protocol):
