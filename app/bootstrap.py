@@ -54,6 +54,7 @@ from app.usecases.explain import ExplainOperations
 from app.usecases.grants import GrantOperations
 from app.usecases.imported import ImportedMaterial
 from app.usecases.keys import DueJobs, KeyLifecycle, KeyService
+from app.usecases.ledger_evidence import LedgerEvidence
 from app.usecases.resolution import KeyResolver
 from domain.keys import Key
 from domain.signed_notes import NoteVerifier
@@ -61,6 +62,7 @@ from projections.audit_trail import AuditTrailProjection
 from projections.batched import DeadLetters
 from projections.key_directory import KeyDirectoryProjection
 from projections.ledger_checkpoints import covered_position
+from projections.ledger_proofs import LedgerProofs
 from projections.merkle_log import MerkleLogProjection
 
 log = logging.getLogger("keyledger")
@@ -126,6 +128,8 @@ class Runtime:
     # in every serving process (they need the root key), off with ledger_log.
     checkpointer: Checkpointer | None = None
     ledger_watch: LedgerWatch | None = None
+    # Checkpoints, signers and proofs for auditors (app/usecases/ledger_evidence.py).
+    ledger_evidence: LedgerEvidence | None = None
     _scheduler_stop: threading.Event = field(default_factory=threading.Event)
     _scheduler: threading.Thread | None = None
 
@@ -200,6 +204,7 @@ class Runtime:
             merkle,
             checkpointer,
             watch,
+            ledger_evidence=LedgerEvidence(store=LedgerProofs(pool), audit=parts.audit_service),
         )
 
     def start(self, *, writer_on_own_loop: bool = True) -> None:

@@ -454,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_audit.add_commands(commands)  # projections run, audit replay/export/events/key/report
 
+    from app.entrypoints.cli import ledger as cli_ledger
+
+    cli_ledger.add_commands(commands)  # ledger checkpoints, public keys, proofs, check-proof
+
     return parser
 
 

@@ -41,6 +41,7 @@ from app.entrypoints.rest.deps import (
     ServiceDep,
     error_response,
 )
+from app.entrypoints.rest.ledger import router as ledger_router
 from app.entrypoints.rest.schemas import (
     MAX_KEY_ID,
     AliasCreate,
@@ -509,6 +510,7 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
     app.include_router(router)
     app.include_router(access_router)
     app.include_router(audit_router)
+    app.include_router(ledger_router)
 
     async def http_error(request: Request, error: Exception) -> Response:
         return await error_response(request, error)
