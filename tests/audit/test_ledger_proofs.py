@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from app.usecases.ledger_evidence import LedgerEvidence, checkpoint_document
+from app.usecases.ledger_evidence import LedgerEvidence, check_proof, checkpoint_document
 from domain.checkpoints import Checkpoint, open_checkpoint, sign_checkpoint
 from domain.errors import ValidationError
 from domain.ledger_leaves import leaf_of
@@ -37,7 +38,9 @@ from projections.ledger_proofs import (
     NoSuchEventError,
     inclusion_proof,
 )
+from projections.merkle_log import MerkleLogProjection
 from tests.access.conftest import Identities, Principal
+from tests.api.test_rest_api import RestClient
 from tests.audit.conftest import AUDITOR_POLICY
 from tests.conftest import ACCOUNT_ID, REGION, Service, running_service
 from tests.support import rfc9162_reference as ref
@@ -134,12 +137,15 @@ def _sign_checkpoints(url: str, entries: list[bytes]) -> list[NoteVerifier]:
 
 @pytest.fixture(scope="module")
 def proven(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proven]:
-    with running_service(tmp_path_factory.mktemp("ledger-proofs")) as service:
+    # The service's own log, signer and watch are off: this test builds the tree and signs
+    # checkpoints at the sizes it chooses, with a key of its own.
+    tmp = tmp_path_factory.mktemp("ledger-proofs")
+    with running_service(tmp, ledger_log=False) as service:
         runtime = service.runtime
         auditor, stranger = _fill(service, Identities(service))
         head = int(runtime.ledger.recorder.max_notification_id() or 0)
-        assert runtime.merkle is not None
-        assert runtime.audit.wait_for(head, 30) and runtime.merkle.wait_for(head, 30)
+        assert runtime.audit.wait_for(head, 30)
+        MerkleLogProjection(runtime.ledger, runtime.pool, runtime.database_url).catch_up_to(head)
         entries, positions = _leaves(runtime.database_url)
         verifiers = _sign_checkpoints(runtime.database_url, entries)
         with psycopg.connect(runtime.database_url) as conn:
@@ -509,3 +515,35 @@ def test_cli_answers_a_missing_checkpoint_with_an_error_line(proven: Proven) -> 
     missing = _cli(proven, "checkpoint", "--size", str(10**12))
     assert missing.returncode == 2
     assert "NoSuchCheckpointError" in missing.stderr and "Traceback" not in missing.stderr
+
+
+# ==== the service's own signer ================================================================
+def test_a_running_service_proves_an_event_under_its_own_signed_checkpoint(
+    service: Service,
+) -> None:
+    """With the log, signer and watch on (the shared service): the newest event is soon
+    under a checkpoint the service signed, and its proof checks with the published key."""
+    rest = RestClient(service, service.access_key_id, service.secret_access_key)
+    kms = service.client("kms")
+    kms.encrypt(KeyId=kms.create_key()["KeyMetadata"]["KeyId"], Plaintext=b"z")
+    position = int(service.runtime.ledger.recorder.max_notification_id() or 0)
+    deadline = time.monotonic() + 30
+    while True:
+        response = rest.get("/v1/ledger/proofs/inclusion", params={"position": position})
+        if response.status_code == 200:
+            break
+        assert response.status_code == 404, response.text  # not yet under a checkpoint
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.2)
+    signers = rest.get("/v1/ledger/public-key").json()["signers"]
+    verifiers = [NoteVerifier.parse(s["vkey"]) for s in signers]
+    origin = service.runtime.settings.checkpoint_origin
+    assert check_proof(response.json(), verifiers, origin).startswith("OK: ")
+    newest = rest.get("/v1/ledger/checkpoint").json()
+    first = rest.get("/v1/ledger/checkpoints", params={"limit": 1}).json()["checkpoints"][0]
+    consistency = rest.get(
+        "/v1/ledger/proofs/consistency", params={"from": first["size"], "to": newest["size"]}
+    )
+    assert consistency.status_code == 200, consistency.text
+    assert check_proof(consistency.json(), verifiers, origin).startswith("OK: ")
+    rest.http.close()
