@@ -483,10 +483,34 @@ def test_cli_prints_the_documents_and_check_proof_verifies_them(
     raw = _cli(proven, "checkpoint", "--raw", "--size", str(newest))
     assert raw.returncode == 0, raw.stderr
     assert raw.stdout == proven.note(newest)
-    keys = _cli(proven, "public-key")
-    assert keys.returncode == 0, keys.stderr
     vkey = str(proven.verifiers[0])
-    assert vkey in [s["vkey"] for s in json.loads(keys.stdout)["signers"]]
+    keys, document = _cli(proven, "public-key"), _cli(proven, "public-key", "--json")
+    assert keys.returncode == document.returncode == 0, keys.stderr + document.stderr
+    assert keys.stdout == vkey + "\n"  # a file to pin: one verifier key a line
+    assert json.loads(document.stdout) == _ok(_get(proven, "/v1/ledger/public-key"))
+    # The auditor's routine (docs/verifiable-ledger.md): pin the key, keep a checkpoint.
+    (tmp_path / "pinned.vkey").write_text(keys.stdout)
+    (tmp_path / "kept.note").write_text(raw.stdout)
+    env = {**os.environ, "KEYLEDGER_DATABASE_URL": proven.service.runtime.database_url}
+    verified = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "audit",
+            "verify",
+            "--public-key-file",
+            str(tmp_path / "pinned.vkey"),
+            "--checkpoint",
+            str(tmp_path / "kept.note"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verified.returncode == 0, verified.stderr
     event_id = proven.records[-1][0]
     proofs = {
         "inclusion": _cli(proven, "prove-inclusion", "--event-id", event_id),

@@ -2,11 +2,13 @@
 
 The reads run as the local operator (every event) against the database the settings name,
 like ``keyledger audit``, and print the JSON documents the REST routes under /v1/ledger
-answer. ``check-proof`` needs no database: it verifies a saved proof offline.
+answer, but for the two files an auditor keeps: ``checkpoint --raw`` prints the signed note
+and ``public-key`` the verifier keys, one a line (``--json``: the document).
+``check-proof`` needs no database: it verifies a saved proof offline.
 
     keyledger ledger checkpoint [--size N] [--raw]
     keyledger ledger checkpoints [--after N] [--limit N]
-    keyledger ledger public-key
+    keyledger ledger public-key [--json]
     keyledger ledger prove-inclusion (--position N | --event-id UUID) [--size M]
     keyledger ledger prove-consistency --from A [--to B]
     keyledger ledger check-proof FILE --public-key VKEY [--public-key VKEY ...] [--origin O]
@@ -67,8 +69,13 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_public_key(args: argparse.Namespace) -> int:
+    """One verifier key a line (a file to pin: ``audit verify --public-key-file``), or the
+    REST document with --json."""
     rows = _ask(lambda evidence: evidence.signers(None))
-    _print({"signers": [signer_document(r) for r in rows]})
+    if args.json:
+        _print({"signers": [signer_document(r) for r in rows]})
+    else:
+        sys.stdout.write("".join(r.vkey + "\n" for r in rows))
     return 0
 
 
@@ -131,7 +138,10 @@ def add_commands(commands: Any) -> None:
     )
     listing.set_defaults(handler=cmd_checkpoints)
 
-    keys = ledger.add_parser("public-key", help="the published checkpoint-signing keys")
+    keys = ledger.add_parser(
+        "public-key", help="the published checkpoint-signing keys, one verifier key a line"
+    )
+    keys.add_argument("--json", action="store_true", help="the REST document instead")
     keys.set_defaults(handler=cmd_public_key)
 
     inclusion = ledger.add_parser(
