@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 
     from domain.keys import KeyMaterial
     from projections.audit_queries import AuditFilter, AuditRow, Position
+    from projections.ledger_proofs import (
+        CheckpointRow,
+        ConsistencyProof,
+        InclusionProof,
+        SignerRow,
+    )
     from projections.reports import Report
     from projections.time_travel import KeyAsOf
 
@@ -271,3 +277,25 @@ class AuditStore(Protocol):
 
 # The ids of the active access keys (an index the audit views keep), read in a thread.
 ActiveAccessKeys = Callable[[], Iterable[str]]
+
+
+class LedgerEvidenceStore(Protocol):
+    """The evidence's read model (projections.ledger_proofs.LedgerProofs). Synchronous:
+    for threads."""
+
+    def checkpoint(self, size: int | None = None) -> CheckpointRow: ...
+
+    def checkpoints(self, after_size: int = -1, limit: int = 100) -> list[CheckpointRow]: ...
+
+    def signers(self) -> list[SignerRow]: ...
+
+    def inclusion_proof(
+        self,
+        *,
+        position: int | None = None,
+        event_id: uuid.UUID | None = None,
+        size: int | None = None,
+        account: str | None = None,
+    ) -> InclusionProof: ...
+
+    def consistency_proof(self, from_size: int, to_size: int | None = None) -> ConsistencyProof: ...

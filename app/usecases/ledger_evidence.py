@@ -27,8 +27,9 @@ import binascii
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from app.ports import LedgerEvidenceStore
 from app.usecases.auditors import AuditService
 from domain.checkpoints import Checkpoint, open_checkpoint
 from domain.errors import ValidationError
@@ -47,28 +48,6 @@ if TYPE_CHECKING:
     from app.auth.credentials import Caller
 
 Document = dict[str, Any]
-
-
-class LedgerEvidenceStore(Protocol):
-    """The evidence's read model (projections.ledger_proofs.LedgerProofs). Synchronous:
-    for threads."""
-
-    def checkpoint(self, size: int | None = None) -> CheckpointRow: ...
-
-    def checkpoints(self, after_size: int = -1, limit: int = 100) -> list[CheckpointRow]: ...
-
-    def signers(self) -> list[SignerRow]: ...
-
-    def inclusion_proof(
-        self,
-        *,
-        position: int | None = None,
-        event_id: uuid.UUID | None = None,
-        size: int | None = None,
-        account: str | None = None,
-    ) -> InclusionProof: ...
-
-    def consistency_proof(self, from_size: int, to_size: int | None = None) -> ConsistencyProof: ...
 
 
 class LedgerEvidence:

@@ -252,6 +252,15 @@ ADMIN_CALLS: dict[str, Describer] = {
             "account": "account",
         },
     ),
+    # The verifiable ledger's evidence (app/entrypoints/rest/ledger.py).
+    "get_checkpoint": _keyledger("GetLedgerCheckpoint", {"size": "size"}),
+    "get_checkpoint_note": _keyledger("GetLedgerCheckpoint", {"size": "size"}),
+    "list_checkpoints": _keyledger("ListLedgerCheckpoints", {"after": "after", "limit": "limit"}),
+    "get_public_keys": _keyledger("GetLedgerPublicKey", {}),
+    "prove_inclusion": _keyledger(
+        "GetLedgerInclusionProof", {"position": "position", "eventId": "event_id", "size": "size"}
+    ),
+    "prove_consistency": _keyledger("GetLedgerConsistencyProof", {"from": "from", "to": "to"}),
 }
 
 
