@@ -6,7 +6,9 @@ server of ``--database-url``) it seeds ``--events`` synthetic ``Used`` rows serv
 
 * the Merkle log's catch-up from empty (`MerkleLogProjection.catch_up_to`);
 * one signed checkpoint over the whole tree (a throwaway Ed25519 key);
-* `keyledger audit verify`'s core (`verify_database`) over every event, with the key pinned.
+* `keyledger audit verify`'s core (`verify_database`) over every event, with the key pinned;
+* with ``--export DIR``: the whole-ledger export (`keyledger audit export --ledger-only`) and
+  the standalone offline verifier over it (tools/offline_verifier, the key pinned).
 
 It prints one line per step with events/s and writes ``--json``. The database is dropped
 at the end unless ``--keep``. Figures in docs name the commit and machine they came from.
@@ -71,6 +73,34 @@ def seed(database_url: str, events: int) -> int:
     return events
 
 
+def export_and_verify(database_url: str, out: Path, events: int, vkey: str) -> list[dict[str, Any]]:
+    """The whole-ledger export by the real CLI, then the standalone verifier over it."""
+    import shutil
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYLEDGER_")}
+    env["KEYLEDGER_DATABASE_URL"] = database_url
+
+    def command(*argv: str) -> str:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[:4]} failed: {done.stderr[-2000:]}")
+        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+    verifier = Path(__file__).resolve().parents[1] / "offline_verifier" / "keyledger_verify.py"
+    export = [sys.executable, "-m", "app", "audit", "export", "--ledger-only", "--out", str(out)]
+    offline = [sys.executable, str(verifier), str(out), "--public-key", vkey, "--unsigned"]
+    return [
+        timed(
+            "whole-ledger export (keyledger audit export --ledger-only)",
+            events,
+            lambda: command(*export),
+        ),
+        timed("offline verifier over the export (key pinned)", events, lambda: command(*offline)),
+    ]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg
     from psycopg_pool import ConnectionPool
@@ -116,6 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return f"{result.checked} events, {result.checkpoints} checkpoint(s)"
 
             steps.append(timed("keyledger audit verify (pinned key)", args.events, verify))
+        if args.export is not None:
+            steps += export_and_verify(db.url, args.export, args.events, signer.vkey)
     finally:
         if args.keep:
             log(f"kept database {db.name}: {db.url}")
@@ -143,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the embedded PostgreSQL's data dir (default .keyledger)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument(
+        "--export", type=Path, help="also export the whole ledger here and verify it offline"
+    )
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     document = run(args)
