@@ -42,6 +42,7 @@ from app.infrastructure.postgres.database import (
 )
 from app.infrastructure.postgres.migrate import apply_migrations
 from app.infrastructure.read_models import AuditReads, KeyDirectoryReads, active_access_key_ids
+from app.infrastructure.root_keys import RootKey, file_root_key
 from app.infrastructure.vault import ROOT_KEY_BYTES, Vault, load_root_key
 from app.infrastructure.writer import LedgerWriter
 from app.settings import Settings
@@ -138,9 +139,7 @@ class Runtime:
         database_url = resolve_database_url(settings)
         if run_migrations:
             migrate(database_url)
-        root_key = settings.root_key_bytes() or load_root_key(
-            data_dir=settings.data_dir, embedded=settings.database_url is None
-        )
+        root_key = root_key_from_settings(settings)
         ledger = Ledger(
             env=ledger_env(
                 connection_params(database_url)
@@ -347,6 +346,14 @@ class Runtime:
             settings.bootstrap_access_key_id,
             secret.get_secret_value() if secret else None,
         )
+
+
+def root_key_from_settings(settings: Settings) -> RootKey:
+    """The root key the settings name (docs/key-custody.md)."""
+    current = settings.root_key_bytes() or load_root_key(
+        data_dir=settings.data_dir, embedded=settings.database_url is None
+    )
+    return file_root_key(current, settings.previous_root_key_bytes())
 
 
 def ledger_guards(

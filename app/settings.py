@@ -13,7 +13,7 @@ import binascii
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     root_key: SecretStr | None = None
     #: A file holding the root key: base64 text or exactly 32 raw bytes.
     root_key_file: Path | None = None
+    #: Where the root key lives (docs/key-custody.md): ``file`` (root_key / root_key_file,
+    #: or the embedded development key).
+    root_key_provider: Literal["file"] = "file"
+    #: During a root-key rotation (``keyledger operator rotate-root-key``): the keys rows may
+    #: still be wrapped under (base64, comma-separated). Unwrapping tries them after the
+    #: current key; wrapping always uses the current one. Empty once the rotation is done.
+    previous_root_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     bootstrap_access_key_id: str | None = None
     bootstrap_secret_access_key: SecretStr | None = None
     default_account_id: str = "111122223333"
@@ -177,6 +184,23 @@ class Settings(BaseSettings):
         if value is not None:
             _decode_root_key(value.get_secret_value())
         return value
+
+    @field_validator("previous_root_keys", mode="before")
+    @classmethod
+    def _parse_previous_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("previous_root_keys")
+    @classmethod
+    def _check_previous_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            _decode_root_key(key.get_secret_value())
+        return value
+
+    def previous_root_key_bytes(self) -> list[bytes]:
+        return [_decode_root_key(key.get_secret_value()) for key in self.previous_root_keys]
 
     @field_validator("ledger_trusted_keys", mode="before")
     @classmethod

@@ -41,18 +41,25 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg_pool import ConnectionPool
 
+from app.infrastructure.root_keys import (
+    ROOT_KEY_BYTES,
+    AesGcmRootKey,
+    RootKey,
+    RootKeyError,
+)
 from app.ports import NeedsLoad
 from app.support.lru import BoundedLru
 from domain.keys import KeyMaterial
 
 log = logging.getLogger("keyledger.vault")
 
-ROOT_KEY_BYTES = 32
 IDENTITY_WRAPPING_KEY_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
 # The ledger's checkpoint-signing key (app/infrastructure/ledger_signing.py): its 32 bytes
 # are an Ed25519 seed, stored as a wrapping key is, so that it is wrapped under the root
 # key and re-wrapped with it.
 LEDGER_SIGNING_KEY_OWNER = uuid.UUID("00000000-0000-4000-8000-000000000002")
+# The key that MACs grant tokens (Vault.grant_token_mac), stored the same way.
+GRANT_TOKEN_KEY_OWNER = uuid.UUID("00000000-0000-4000-8000-000000000003")
 DEFAULT_CACHE_SIZE = 10_000  # keys whose wrapping key and materials stay unwrapped
 # Work a writer command leaves to the writer (see Vault._defer).
 READ, CREATE, IMPORT, SHRED, SHRED_IMPORTED = "read", "create", "import", "shred", "shred-imported"
@@ -97,8 +104,8 @@ class WrappingKeyStore(Protocol):
     the ``*_on`` ones run on the writer's event loop, on the connection its event store gave
     (None in memory)."""
 
-    def count_sealed_by_others(self, root_key_id: str) -> int:
-        """Rows wrapped under another root key than ``root_key_id``."""
+    def count_sealed_by_others(self, root_key_ids: Sequence[str]) -> int:
+        """Rows wrapped under a root key none of ``root_key_ids`` names."""
         ...
 
     def read(self, owner_id: uuid.UUID, *, create: WrappingKeyRow | None = None) -> Any:
@@ -150,10 +157,11 @@ class PostgresWrappingKeys:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
-    def count_sealed_by_others(self, root_key_id: str) -> int:
+    def count_sealed_by_others(self, root_key_ids: Sequence[str]) -> int:
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT count(*) FROM wrapping_keys WHERE root_key_id <> %s", (root_key_id,)
+                "SELECT count(*) FROM wrapping_keys WHERE root_key_id <> ALL(%s)",
+                (list(root_key_ids),),
             ).fetchone()
         return int(row[0]) if row else 0
 
@@ -230,10 +238,6 @@ class PostgresWrappingKeys:
         return [owner for (owner,) in await cursor.fetchall()]
 
 
-class RootKeyError(RuntimeError):
-    """The root key is missing, malformed, or not the one the database was sealed with."""
-
-
 def load_root_key(*, data_dir: Path, embedded: bool) -> bytes:
     """The development root key in ``data_dir``, generated on first use (embedded only).
 
@@ -271,11 +275,6 @@ def _decode_root_key(value: str, source: str) -> bytes:
     return key
 
 
-def root_key_id(root_key: bytes) -> str:
-    """A fingerprint that names the root key without revealing it."""
-    return hmac.new(root_key, b"keyledger root key id", hashlib.sha256).hexdigest()[:16]
-
-
 def material_owner(key_id: uuid.UUID, material: KeyMaterial) -> uuid.UUID:
     """Whose wrapping key wraps ``material``: the key's, or its own when imported."""
     if material.imported:
@@ -302,13 +301,12 @@ class Vault:
 
     def __init__(
         self,
-        root_key: bytes,
+        root_key: bytes | RootKey,
         store: ConnectionPool | WrappingKeyStore,
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
-        self._root = AESGCM(root_key)
-        self._root_key_id = root_key_id(root_key)
+        self._root: RootKey = AesGcmRootKey(root_key) if isinstance(root_key, bytes) else root_key
         self._rows: WrappingKeyStore = (
             PostgresWrappingKeys(store) if isinstance(store, ConnectionPool) else store
         )
@@ -332,30 +330,43 @@ class Vault:
         self._stock: deque[tuple[uuid.UUID, bytes]] = deque()
         self._stocking = False
         self._lock = threading.Lock()
-        # Grant tokens are MACed under a key derived from the root key (see grant_token_mac).
-        self._grant_token_key = hmac.new(root_key, b"keyledger grant tokens", hashlib.sha256)
+        # Grant tokens are MACed under a stored secret (see grant_token_mac), read by start().
+        self._grant_token_key: Any = None
 
     # --- start-up ----------------------------------------------------------------
+    @property
+    def _root_key_id(self) -> str:
+        return self._root.key_id
+
+    @property
+    def root_key_id(self) -> str:
+        """The id of the root key this vault wraps under (never the key)."""
+        return self._root.key_id
+
     def check_root_key(self) -> None:
-        if self._rows.count_sealed_by_others(self._root_key_id):
+        """Refuse a root key the database's rows were not wrapped under, then read the
+        secrets the vault keeps at hand (blocks: call it off the event loop)."""
+        if self._rows.count_sealed_by_others(self._root.known_ids):
             raise RootKeyError(
                 "this database was sealed with a different root key; refusing to start "
                 f"(this root key's id is {self._root_key_id})"
             )
+        self._load_grant_token_key()
+
+    def _load_grant_token_key(self) -> None:
+        owner = GRANT_TOKEN_KEY_OWNER
+        wrapped = self._rows.read(owner, create=self._new_row(owner))
+        if wrapped is None:
+            raise RootKeyError("the grant-token key has been destroyed")
+        key = self._unwrap_under_root(owner, bytes(wrapped))
+        self._grant_token_key = hmac.new(key, b"keyledger grant tokens", hashlib.sha256)
 
     # --- wrapping keys -----------------------------------------------------------
     def _wrap_under_root(self, owner_id: uuid.UUID, key: bytes) -> bytes:
-        nonce = secrets.token_bytes(12)
-        return nonce + self._root.encrypt(nonce, key, b"keyledger:wrapping-key:" + owner_id.bytes)
+        return self._root.wrap(owner_id, key)
 
     def _unwrap_under_root(self, owner_id: uuid.UUID, wrapped: bytes) -> bytes:
-        aad = b"keyledger:wrapping-key:" + owner_id.bytes
-        try:
-            return self._root.decrypt(wrapped[:12], wrapped[12:], aad)
-        except InvalidTag:
-            raise RootKeyError(
-                f"wrapping key {owner_id} does not open under the root key"
-            ) from None
+        return self._root.unwrap(owner_id, wrapped)
 
     def _wrapping_key(self, owner_id: uuid.UUID, *, create: bool = False) -> AESGCM | None:
         """The owner's wrapping key (created first if ``create``); None once shredded.
@@ -651,23 +662,25 @@ class Vault:
 
     # --- grant tokens --------------------------------------------------------------
     def grant_token_mac(self, payload: bytes) -> bytes:
-        """HMAC-SHA256 of a grant token's payload; tokens die with a root-key rotation."""
+        """HMAC-SHA256 of a grant token's payload, under a secret stored wrapped like a
+        wrapping key (so it outlives a root-key rotation, as AWS's grant tokens do)."""
+        if self._grant_token_key is None:
+            if _on_event_loop():
+                raise RootKeyError("the vault has not been started (check_root_key)")
+            self._load_grant_token_key()
         mac = self._grant_token_key.copy()
         mac.update(payload)
         return mac.digest()
 
     # --- root key rotation -------------------------------------------------------
-    def rewrap_all(self, new_root_key: bytes) -> int:
+    def rewrap_all(self, new_root_key: bytes | RootKey) -> int:
         """Re-wrap every live wrapping key under ``new_root_key``; ciphertexts are untouched."""
-        new_root = AESGCM(new_root_key)
+        new_root = AesGcmRootKey(new_root_key) if isinstance(new_root_key, bytes) else new_root_key
 
         def rewrap(owner_id: uuid.UUID, wrapped: bytes) -> bytes:
-            key = self._unwrap_under_root(owner_id, wrapped)
-            nonce = secrets.token_bytes(12)
-            aad = b"keyledger:wrapping-key:" + owner_id.bytes
-            return nonce + new_root.encrypt(nonce, key, aad)
+            return new_root.wrap(owner_id, self._unwrap_under_root(owner_id, wrapped))
 
-        return self._rows.rewrap(rewrap, root_key_id(new_root_key))
+        return self._rows.rewrap(rewrap, new_root.key_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,9 +49,9 @@ class MemoryWrappingKeys:
             return len(self._rows)
 
     # --- WrappingKeyStore ---------------------------------------------------------------
-    def count_sealed_by_others(self, root_key_id: str) -> int:
+    def count_sealed_by_others(self, root_key_ids: Sequence[str]) -> int:
         with self._lock:
-            return sum(1 for row in self._rows.values() if row.root_key_id != root_key_id)
+            return sum(1 for row in self._rows.values() if row.root_key_id not in root_key_ids)
 
     def read(self, owner_id: uuid.UUID, *, create: WrappingKeyRow | None = None) -> Any:
         with self._lock:
