@@ -1226,7 +1226,8 @@ class Suite:
         """
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        from app.infrastructure.vault import material_aad, root_key_id
+        from app.infrastructure.root_keys import root_key_id
+        from app.infrastructure.vault import material_aad
         from domain.identifiers import key_arn
         from domain.keys import Key, KeyMaterial
 
