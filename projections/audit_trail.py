@@ -34,6 +34,7 @@ import psycopg
 from eventsourcing.persistence import Notification
 
 from domain.audit import KEYLEDGER_SOURCE, KMS_SOURCE, AuditedCall, is_read_only
+from domain.custody import RootKeyCustody
 from domain.identity import AccessKey, Account, Principal
 from domain.key_specs import key_algorithms
 from domain.keys import AWS_MANAGED, SOURCE_USE, Alias, Key
@@ -799,7 +800,39 @@ class AuditTrailProjection(BatchedProjection):
             Principal.ServiceDesignated: lambda e: None,
             AccessKey.Created: self._access_key_created,
             AccessKey.Deactivated: self._access_key_deactivated,
+            RootKeyCustody.Created: lambda e: None,
+            RootKeyCustody.RotationStarted: self._root_key_rotation("started"),
+            RootKeyCustody.RotationCompleted: self._root_key_rotation("completed"),
         }
+
+    def _root_key_rotation(self, state: str) -> Callable[[Any], Described]:
+        """A root-key rotation (app/usecases/custody.py): the operator's call, delivered to
+        the operator's account, naming the root keys by id."""
+
+        def describe(event: Any) -> Described:
+            details: dict[str, Any] = {
+                "rootKeyRotation": state,
+                "fromRootKeyIds": list(event.from_key_ids),
+                "toRootKeyId": event.to_key_id,
+            }
+            if state == "started":
+                details["wrappingKeysToRewrap"] = event.wrapping_keys
+            else:
+                details["wrappingKeysRewrapped"] = event.rewrapped
+            return Described(
+                event_name="RotateRootKey",
+                actor=event.actor,
+                account_id=event.account_id,
+                region=event.region,
+                request_parameters=None,
+                resources=[],
+                read_only=False,
+                event_source=KEYLEDGER_SOURCE,
+                service_event=True,
+                service_details=details,
+            )
+
+        return describe
 
     def _generic(self, event: Any) -> Described | None:
         """An event this version does not know: recorded under its own name, never lost."""

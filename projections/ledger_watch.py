@@ -30,12 +30,13 @@ from typing import Any
 import psycopg
 
 from domain.ledger_errors import LedgerVerificationError
-from domain.ledger_leaves import leaf_hash_of
+from domain.ledger_leaves import encode_leaf
 from domain.merkle import (
     CompactRange,
     assemble,
     frontier_nodes,
     inclusion_plan,
+    leaf_hash,
     plan_nodes,
     verify_inclusion,
 )
@@ -52,17 +53,23 @@ CHECKPOINT_AT_MOST = (
     "SELECT size, root, note, signed_at FROM ledger_checkpoints WHERE size <= %s"
     " ORDER BY size DESC LIMIT 1"
 )
+# PostgreSQL hashes the states (the watch runs in every serving process: the states need not
+# cross the wire); `keyledger audit verify` hashes the stored bytes itself.
 EVENTS_AFTER = (
-    "SELECT notification_id, originator_id, originator_version, topic, state"
+    "SELECT notification_id, originator_id, originator_version, topic, sha256(state)"
     " FROM keyledger_events WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
 )
 LEAVES_AT = (
     "SELECT index, notification_id, hash FROM ledger_tree_nodes WHERE level = 0 AND index = ANY(%s)"
 )
 EVENTS_AT = (
-    "SELECT notification_id, originator_id, originator_version, topic, state"
+    "SELECT notification_id, originator_id, originator_version, topic, sha256(state)"
     " FROM keyledger_events WHERE notification_id = ANY(%s)"
 )
+
+
+def _leaf_hash(position: int, originator: Any, version: int, topic: str, digest: bytes) -> bytes:
+    return leaf_hash(encode_leaf(position, originator, version, topic, bytes(digest)))
 
 
 @dataclass
@@ -166,10 +173,10 @@ def _recent(
     wanted = target.size - compact.size
     extended = compact.copy()
     last = state.last_position
-    for position, originator, version, topic, stored in conn.execute(
+    for position, originator, version, topic, digest in conn.execute(
         EVENTS_AFTER, (state.last_position, wanted)
     ):
-        extended.append(leaf_hash_of(int(position), originator, int(version), topic, stored))
+        extended.append(_leaf_hash(int(position), originator, int(version), topic, digest))
         last = int(position)
     if extended.size < target.size or extended.root() != target.root:
         return (
@@ -203,8 +210,8 @@ def _sample(
         event = events.get(position)
         if event is None:
             return f"event {position} (leaf {index}) is gone: deleted from the ledger"
-        _, originator, version, topic, stored = event
-        recomputed = leaf_hash_of(position, originator, int(version), topic, stored)
+        _, originator, version, topic, digest = event
+        recomputed = _leaf_hash(position, originator, int(version), topic, digest)
         if recomputed != stored_hash:
             return f"event {position} (leaf {index}) is not the event its leaf commits to"
         try:

@@ -129,9 +129,12 @@ class WrappingKeyStore(Protocol):
         """Shred the key's row and its imported materials' (parent_id); their owners."""
         ...
 
-    def rewrap(self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str) -> int:
-        """Replace every live wrapped key by ``rewrap(owner, wrapped)``, now sealed by
-        ``root_key_id``, all or nothing; how many."""
+    def rewrap_batch(
+        self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str, limit: int
+    ) -> int:
+        """Move up to ``limit`` rows not under ``root_key_id`` to it (a live row's key
+        re-wrapped by ``rewrap(owner, wrapped)``; a shredded row just relabelled), in one
+        transaction; how many moved (0: none left)."""
         ...
 
     async def read_live_on(
@@ -192,21 +195,24 @@ class PostgresWrappingKeys:
         with self.pool.connection() as conn:
             return [owner for (owner,) in conn.execute(SHRED_KEY, (at, key_id, key_id)).fetchall()]
 
-    def rewrap(self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str) -> int:
-        count = 0
+    def rewrap_batch(
+        self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str, limit: int
+    ) -> int:
         with self.pool.connection() as conn, conn.transaction():
+            # Locked: a shred or a fresh import of the same row waits for this batch.
             rows = conn.execute(
-                "SELECT owner_id, wrapped_key FROM wrapping_keys "
-                "WHERE wrapped_key IS NOT NULL FOR UPDATE"
+                "SELECT owner_id, wrapped_key FROM wrapping_keys WHERE root_key_id <> %s"
+                " ORDER BY owner_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (root_key_id, limit),
             ).fetchall()
             for owner_id, wrapped in rows:
+                fresh = None if wrapped is None else rewrap(owner_id, bytes(wrapped))
                 conn.execute(
-                    "UPDATE wrapping_keys SET wrapped_key = %s, root_key_id = %s "
-                    "WHERE owner_id = %s",
-                    (rewrap(owner_id, bytes(wrapped)), root_key_id, owner_id),
+                    "UPDATE wrapping_keys SET wrapped_key = %s, root_key_id = %s"
+                    " WHERE owner_id = %s",
+                    (fresh, root_key_id, owner_id),
                 )
-                count += 1
-        return count
+        return len(rows)
 
     async def read_live_on(
         self, conn: Any, owner_ids: Sequence[uuid.UUID]
@@ -673,14 +679,22 @@ class Vault:
         return mac.digest()
 
     # --- root key rotation -------------------------------------------------------
-    def rewrap_all(self, new_root_key: bytes | RootKey) -> int:
-        """Re-wrap every live wrapping key under ``new_root_key``; ciphertexts are untouched."""
-        new_root = AesGcmRootKey(new_root_key) if isinstance(new_root_key, bytes) else new_root_key
+    def rows_to_rewrap(self) -> int:
+        """Wrapping-key rows not yet under the current root key (a rotation's work left)."""
+        return self._rows.count_sealed_by_others((self._root.key_id,))
+
+    @property
+    def previous_root_key_ids(self) -> tuple[str, ...]:
+        return tuple(i for i in self._root.known_ids if i != self._root.key_id)
+
+    def rewrap_batch(self, limit: int) -> int:
+        """Re-wrap up to ``limit`` rows under the current root key (unwrapped under a
+        previous one); ciphertexts and events are untouched. Blocks: off the event loop."""
 
         def rewrap(owner_id: uuid.UUID, wrapped: bytes) -> bytes:
-            return new_root.wrap(owner_id, self._unwrap_under_root(owner_id, wrapped))
+            return self._root.wrap(owner_id, self._root.unwrap(owner_id, wrapped))
 
-        return self._rows.rewrap(rewrap, new_root.key_id)
+        return self._rows.rewrap_batch(rewrap, self._root.key_id, limit)
 
 
 @dataclass(frozen=True, slots=True)

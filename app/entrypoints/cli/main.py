@@ -458,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_ledger.add_commands(commands)  # ledger checkpoints, public keys, proofs, check-proof
 
+    from app.entrypoints.cli import operator as cli_operator
+
+    cli_operator.add_commands(commands)  # operator rotate-root-key
+
     return parser
 
 

@@ -98,14 +98,17 @@ class MemoryWrappingKeys:
                 row.wrapped_key, row.destroyed_at = None, at
             return owners
 
-    def rewrap(self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str) -> int:
+    def rewrap_batch(
+        self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str, limit: int
+    ) -> int:
         with self._lock:
-            live = {o: r for o, r in self._rows.items() if r.wrapped_key is not None}
+            due = [o for o, r in sorted(self._rows.items()) if r.root_key_id != root_key_id]
+            due = due[:limit]
             # All or nothing, as the table's transaction: compute every new row first.
-            fresh = {o: rewrap(o, r.wrapped_key) for o, r in live.items() if r.wrapped_key}
+            fresh = {o: rewrap(o, w) if (w := self._rows[o].wrapped_key) else None for o in due}
             for owner_id, wrapped in fresh.items():
-                live[owner_id].wrapped_key = wrapped
-                live[owner_id].root_key_id = root_key_id
+                self._rows[owner_id].wrapped_key = wrapped
+                self._rows[owner_id].root_key_id = root_key_id
             return len(fresh)
 
     # On the writer's loop: no connection, nothing to wait for.
