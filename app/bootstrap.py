@@ -373,10 +373,19 @@ def ledger_guards(
     def verifiers() -> list[NoteVerifier]:
         return [signer().verifier, *trusted]
 
-    checkpointer = Checkpointer(
-        database_url, signer, trusted, settings.ledger_checkpoint_interval_seconds
+    watch = LedgerWatch(
+        database_url,
+        verifiers,
+        settings.ledger_watch_interval_seconds,
+        recent=lambda: checkpointer.leading,  # one process recomputes the recent range
     )
-    watch = LedgerWatch(database_url, verifiers, settings.ledger_watch_interval_seconds)
+    checkpointer = Checkpointer(
+        database_url,
+        signer,
+        trusted,
+        settings.ledger_checkpoint_interval_seconds,
+        watch_failure=lambda: watch.state.failure,
+    )
     return checkpointer, watch
 
 

@@ -9,7 +9,8 @@
    before (a smaller one means the database was rolled back; another root, a fork);
 3. re-verifies the recent range: the events appended since the last pass, recomputed from
    ``keyledger_events`` and appended to the compact range this process keeps, must hash to
-   a signed checkpoint's root (at most `max_events` a pass; the rest next time);
+   a signed checkpoint's root (at most `max_events` a pass; the rest next time). Only one
+   process does this (the one that signs checkpoints): the others sample the whole tree;
 4. samples older events: for `samples` random leaves under the checkpoint, the stored
    event must hash to the stored leaf, and the leaf's inclusion proof (from stored nodes)
    must lead to the signed root.
@@ -97,14 +98,16 @@ def watch_pass(
     max_events: int = 100_000,
     samples: int = 8,
     rng: random.Random | None = None,
+    recent: bool = True,
 ) -> str | None:
     """One pass (in one repeatable-read snapshot, `conn` in autocommit); the failure seen,
-    which `state` keeps, or None."""
+    which `state` keeps, or None. `recent` False skips recomputing the recent range (one
+    process does it: the checkpoint signer's) and samples the whole tree instead."""
     if state.failure is not None:
         return state.failure
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        failure = _pass(conn, state, verifiers, max_events, samples, rng or random.Random())
+        failure = _pass(conn, state, verifiers, max_events, samples, rng or random.Random(), recent)
     state.passes += 1
     state.failure = failure
     return failure
@@ -117,6 +120,7 @@ def _pass(
     max_events: int,
     samples: int,
     rng: random.Random,
+    recent: bool,
 ) -> str | None:
     newest = newest_checkpoint(conn)
     if newest is None:
@@ -139,7 +143,11 @@ def _pass(
     if state.compact is None:
         _start(conn, state, newest)
         return None
-    return _recent(conn, state, verifiers, max_events) or _sample(conn, state, samples, rng)
+    if not recent:
+        return _sample(conn, state, samples, rng, newest.size)
+    return _recent(conn, state, verifiers, max_events) or _sample(
+        conn, state, samples, rng, state.started_at
+    )
 
 
 def _start(conn: psycopg.Connection[Any], state: WatchState, newest: StoredCheckpoint) -> None:
@@ -189,13 +197,17 @@ def _recent(
 
 
 def _sample(
-    conn: psycopg.Connection[Any], state: WatchState, samples: int, rng: random.Random
+    conn: psycopg.Connection[Any],
+    state: WatchState,
+    samples: int,
+    rng: random.Random,
+    below: int,
 ) -> str | None:
-    """Check random leaves older than the recent range against the trusted checkpoint."""
+    """Check random leaves below index `below` against the trusted checkpoint."""
     trusted = state.trusted
-    if trusted is None or state.started_at == 0 or samples <= 0:
+    if trusted is None or below <= 0 or samples <= 0:
         return None
-    indices = sorted({rng.randrange(state.started_at) for _ in range(samples)})
+    indices = sorted({rng.randrange(below) for _ in range(samples)})
     leaves = {int(i): (int(p), bytes(h)) for i, p, h in conn.execute(LEAVES_AT, (indices,))}
     missing = [i for i in indices if i not in leaves]
     if missing:

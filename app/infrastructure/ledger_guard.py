@@ -4,9 +4,10 @@
   Merkle log's tree head every ``interval`` seconds when it grew
   (projections/ledger_checkpoints.py). It holds the signing key, unwrapped from the root
   key, so it runs in the service's processes, never in the projection process.
-* `LedgerWatch`: every serving process re-verifies what was appended since its last pass
-  and samples older events (projections/ledger_watch.py); a failure is reported loudly
-  (an ERROR line every pass), in /readyz and in /metrics.
+* `LedgerWatch`: every serving process checks the newest checkpoint and samples the tree;
+  the signing process also re-verifies everything appended since its last pass, and stops
+  signing once its watch failed (projections/ledger_watch.py); a failure is reported
+  loudly (an ERROR line every pass), in /readyz and in /metrics.
 
 Both trust the signing key this process derives from the root key, plus any extra
 verifier keys configured (``ledger_trusted_keys``), never the keys the database lists.
@@ -26,7 +27,7 @@ import psycopg
 
 from app.infrastructure.ledger_signing import LedgerSigner, publish
 from domain.signed_notes import NoteVerifier
-from projections.ledger_checkpoints import issue_checkpoint
+from projections.ledger_checkpoints import IssueOutcome, issue_checkpoint
 from projections.ledger_watch import WatchState, watch_pass
 
 log = logging.getLogger("keyledger.ledger")
@@ -83,10 +84,12 @@ class Checkpointer(_Loop):
         signer: Callable[[], LedgerSigner],
         trusted: list[NoteVerifier],
         interval: float = 1.0,
+        watch_failure: Callable[[], str | None] = lambda: None,
     ) -> None:
         super().__init__(database_url, interval)
         self._signer_factory = signer
         self._trusted = trusted
+        self._watch_failure = watch_failure  # this process's watch: a failure stops signing
         self.leading = False
         self.signed = 0
         self.problem: str | None = None
@@ -116,7 +119,12 @@ class Checkpointer(_Loop):
         publish(conn, signer)
         verifiers = [signer.verifier, *self._trusted]
         while not self._stopping.is_set():
-            outcome = issue_checkpoint(conn, signer.sign_checkpoint, verifiers)
+            found = self._watch_failure()
+            outcome = (
+                IssueOutcome(problem=f"the ledger watch failed: {found}")
+                if found is not None
+                else issue_checkpoint(conn, signer.sign_checkpoint, verifiers)
+            )
             if outcome.problem != self.problem and outcome.problem is not None:
                 log.error("LEDGER CHECKPOINTS STOPPED: %s; nothing more is signed", outcome.problem)
             self.problem = outcome.problem
@@ -138,9 +146,11 @@ class LedgerWatch(_Loop):
         *,
         max_events: int = 100_000,
         samples: int = 8,
+        recent: Callable[[], bool] = lambda: True,
     ) -> None:
         super().__init__(database_url, interval)
         self._verifiers_factory = verifiers
+        self._recent = recent  # whether this process re-verifies the recent range
         self.max_events = max_events
         self.samples = samples
         self.state = WatchState()
@@ -170,6 +180,7 @@ class LedgerWatch(_Loop):
             max_events=self.max_events,
             samples=self.samples,
             rng=self._rng,
+            recent=self._recent(),
         )
         self.checked_at = datetime.now().astimezone()
         if failure is not None:

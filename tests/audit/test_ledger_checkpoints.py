@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.bootstrap import Runtime
+from app.infrastructure.ledger_guard import Checkpointer
 from app.infrastructure.ledger_signing import LedgerSigner, publish, published_verifiers
 from app.infrastructure.vault import LEDGER_SIGNING_KEY_OWNER, Vault
 from domain.checkpoints import open_checkpoint
@@ -157,10 +158,17 @@ def test_the_signer_refuses_to_continue_a_checkpoint_it_did_not_sign(
 
 
 # --- the watch ----------------------------------------------------------------------------
-def _watch(runtime: Runtime, state: WatchState, samples: int = 0) -> str | None:
+def _watch(
+    runtime: Runtime, state: WatchState, samples: int = 0, *, recent: bool = True
+) -> str | None:
     with psycopg.connect(runtime.database_url, autocommit=True) as conn:
         return watch_pass(
-            conn, state, [_signer(runtime).verifier], samples=samples, rng=random.Random(7)
+            conn,
+            state,
+            [_signer(runtime).verifier],
+            samples=samples,
+            rng=random.Random(7),
+            recent=recent,
         )
 
 
@@ -206,6 +214,48 @@ def test_the_watch_samples_older_events(quiet_ledger: Runtime) -> None:
         conn.execute("DELETE FROM keyledger_events WHERE notification_id = %s", (target,))
     failure = _watch(quiet_ledger, state, samples=50 * size)
     assert failure is not None and f"event {target}" in failure and "deleted" in failure
+
+
+def test_a_process_that_does_not_sign_samples_the_whole_tree(quiet_ledger: Runtime) -> None:
+    signer, state = _signer(quiet_ledger), WatchState()
+    _grow(quiet_ledger)
+    _issue(quiet_ledger, signer)
+    assert _watch(quiet_ledger, state, recent=False) is None
+    size = _grow(quiet_ledger)
+    _issue(quiet_ledger, signer)
+    with psycopg.connect(quiet_ledger.database_url, autocommit=True) as conn:
+        target = _positions(conn, USED)[-1]  # in the range the signer's watch recomputes
+        conn.execute(
+            "UPDATE keyledger_events SET state = state || '\\x00'::bytea"
+            " WHERE notification_id = %s",
+            (target,),
+        )
+    failure = _watch(quiet_ledger, state, samples=50 * size, recent=False)
+    assert failure is not None and f"event {target}" in failure
+    assert state.verified_size == state.started_at  # it recomputed nothing itself
+
+
+def test_the_signer_stops_once_its_watch_failed(quiet_ledger: Runtime) -> None:
+    signer = _signer(quiet_ledger)
+    _grow(quiet_ledger)
+    checkpointer = Checkpointer(
+        quiet_ledger.database_url,
+        lambda: signer,
+        [],
+        interval=0.05,
+        watch_failure=lambda: "event 7 is not the event its leaf commits to",
+    )
+    checkpointer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while checkpointer.problem is None:
+            assert time.monotonic() < deadline, "the checkpointer never ran"
+            time.sleep(0.02)
+    finally:
+        checkpointer.stop()
+    assert checkpointer.problem.startswith("the ledger watch failed: event 7")
+    with psycopg.connect(quiet_ledger.database_url) as conn:
+        assert _checkpoint_count(conn) == 0
 
 
 def test_the_watch_finds_a_rollback(quiet_ledger: Runtime) -> None:
