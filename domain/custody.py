@@ -9,6 +9,7 @@ and the audit trail say when the old key stopped being needed.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,26 @@ from eventsourcing.domain import Aggregate
 from domain.actors import ActorRecord
 
 CUSTODY_ID = uuid.UUID("6b6c6373-7573-4000-8000-000000000001")  # "klcus..."
+
+
+@dataclass(frozen=True)
+class RotationScope:
+    """What both records of one rotation say: who, where it is delivered, from and to."""
+
+    actor: ActorRecord
+    account_id: str  # the operator's account and Region: where the record is delivered
+    region: str
+    from_key_ids: list[str]
+    to_key_id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "account_id": self.account_id,
+            "region": self.region,
+            "from_key_ids": list(self.from_key_ids),
+            "to_key_id": self.to_key_id,
+        }
 
 
 class RootKeyCustody(Aggregate):
@@ -56,46 +77,12 @@ class RootKeyCustody(Aggregate):
             aggregate.root_key_id = self.to_key_id
             aggregate.rotating_to = None
 
-    def start_rotation(
-        self,
-        *,
-        now: datetime,
-        actor: ActorRecord,
-        account_id: str,
-        region: str,
-        from_key_ids: list[str],
-        to_key_id: str,
-        wrapping_keys: int,
-    ) -> None:
+    def start_rotation(self, *, now: datetime, scope: RotationScope, wrapping_keys: int) -> None:
         self.trigger_event(
-            self.RotationStarted,
-            timestamp=now,
-            actor=actor,
-            account_id=account_id,
-            region=region,
-            from_key_ids=from_key_ids,
-            to_key_id=to_key_id,
-            wrapping_keys=wrapping_keys,
+            self.RotationStarted, timestamp=now, wrapping_keys=wrapping_keys, **scope.fields()
         )
 
-    def complete_rotation(
-        self,
-        *,
-        now: datetime,
-        actor: ActorRecord,
-        account_id: str,
-        region: str,
-        from_key_ids: list[str],
-        to_key_id: str,
-        rewrapped: int,
-    ) -> None:
+    def complete_rotation(self, *, now: datetime, scope: RotationScope, rewrapped: int) -> None:
         self.trigger_event(
-            self.RotationCompleted,
-            timestamp=now,
-            actor=actor,
-            account_id=account_id,
-            region=region,
-            from_key_ids=from_key_ids,
-            to_key_id=to_key_id,
-            rewrapped=rewrapped,
+            self.RotationCompleted, timestamp=now, rewrapped=rewrapped, **scope.fields()
         )

@@ -11,25 +11,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from domain.ledger_leaves import encode_leaf
 from domain.merkle import NodeId, leaf_hash
+from projections.ledger_checkpoints import StoredCheckpoint
+from projections.ledger_checkpoints import newest_checkpoint as newest_checkpoint
 
 
 class LedgerExportError(RuntimeError):
     """The log cannot back an export (behind, unsigned, or not verifying)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCheckpoint:
-    size: int
-    root: bytes
-    note: str
-    signed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +64,6 @@ def leaf_index(conn: psycopg.Connection[Any], notification_id: int) -> int | Non
 def tree_size(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT size FROM ledger_tree WHERE id").fetchone()
     return int(row[0]) if row else 0
-
-
-def newest_checkpoint(conn: psycopg.Connection[Any]) -> StoredCheckpoint | None:
-    row = conn.execute(CHECKPOINT_COLUMNS + " ORDER BY size DESC LIMIT 1").fetchone()
-    return None if row is None else _checkpoint(row)
 
 
 def checkpoints_up_to(conn: psycopg.Connection[Any], size: int) -> Iterator[StoredCheckpoint]:

@@ -38,6 +38,7 @@ from domain.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from projections.ledger_checkpoints import StoredCheckpoint
 
 MAX_SIZE = 2**63 - 1  # sizes and positions are PostgreSQL bigints
 MAX_PAGE = 1000
@@ -69,12 +70,7 @@ class LedgerInconsistentError(InternalError):
 
 
 # --- answers -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class CheckpointRow:
-    size: int
-    root: bytes
-    note: str  # the signed note, exactly as signed
-    signed_at: datetime
+CheckpointRow = StoredCheckpoint  # a signed checkpoint as stored (note exactly as signed)
 
 
 @dataclass(frozen=True, slots=True)

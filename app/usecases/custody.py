@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from app.ports import Clock, CommandRunner, RootKeyRewrap, UnitOfWork
 from domain.actors import Actor
-from domain.custody import CUSTODY_ID, RootKeyCustody
+from domain.custody import CUSTODY_ID, RootKeyCustody, RotationScope
 
 DEFAULT_BATCH = 500
 
@@ -83,30 +83,13 @@ class RootKeyRotation:
 
     def _record(self, step: str, from_keys: list[str], to_key: str, count: int) -> None:
         account_id, region = self._where
-        actor = self._actor.record()
+        scope = RotationScope(self._actor.record(), account_id, region, from_keys, to_key)
 
         def command(uow: UnitOfWork) -> None:
-            custody = self._custody(uow)
-            now = self._clock.now()
+            custody, now = self._custody(uow), self._clock.now()
             if step == "start":
-                custody.start_rotation(
-                    now=now,
-                    actor=actor,
-                    account_id=account_id,
-                    region=region,
-                    from_key_ids=from_keys,
-                    to_key_id=to_key,
-                    wrapping_keys=count,
-                )
+                custody.start_rotation(now=now, scope=scope, wrapping_keys=count)
             else:
-                custody.complete_rotation(
-                    now=now,
-                    actor=actor,
-                    account_id=account_id,
-                    region=region,
-                    from_key_ids=from_keys,
-                    to_key_id=to_key,
-                    rewrapped=count,
-                )
+                custody.complete_rotation(now=now, scope=scope, rewrapped=count)
 
         self._runner.run_sync(command)
