@@ -42,7 +42,13 @@ from app.infrastructure.postgres.database import (
 )
 from app.infrastructure.postgres.migrate import apply_migrations
 from app.infrastructure.read_models import AuditReads, KeyDirectoryReads, active_access_key_ids
-from app.infrastructure.root_keys import RootKey, file_root_key
+from app.infrastructure.root_keys import (
+    AesGcmRootKey,
+    RootKey,
+    RotatingRootKey,
+    close_root_key,
+    file_root_key,
+)
 from app.infrastructure.vault import ROOT_KEY_BYTES, Vault, load_root_key
 from app.infrastructure.writer import LedgerWriter
 from app.settings import Settings
@@ -136,10 +142,11 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
+        # The root key first: a wrong PIN or a missing key fails before anything starts.
+        root_key = root_key_from_settings(settings)
         database_url = resolve_database_url(settings)
         if run_migrations:
             migrate(database_url)
-        root_key = root_key_from_settings(settings)
         ledger = Ledger(
             env=ledger_env(
                 connection_params(database_url)
@@ -247,6 +254,7 @@ class Runtime:
         self.writer.stop()
         self.denials.close()
         self.vault.close()
+        close_root_key(self.vault.root)
         self.pool.close()
         self.ledger.close()
 
@@ -350,6 +358,15 @@ class Runtime:
 
 def root_key_from_settings(settings: Settings) -> RootKey:
     """The root key the settings name (docs/key-custody.md)."""
+    if settings.root_key_provider == "pkcs11":
+        # Imported here: only a deployment with an HSM loads the PKCS#11 binding.
+        from app.infrastructure.pkcs11_root_key import Pkcs11Config, Pkcs11RootKey
+
+        token_key = Pkcs11RootKey(Pkcs11Config.from_settings(settings))
+        previous = settings.previous_root_key_bytes()  # moving from a file key to the HSM
+        if not previous:
+            return token_key
+        return RotatingRootKey(token_key, [AesGcmRootKey(key) for key in previous])
     current = settings.root_key_bytes() or load_root_key(
         data_dir=settings.data_dir, embedded=settings.database_url is None
     )
