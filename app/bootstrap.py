@@ -47,7 +47,6 @@ from app.infrastructure.root_keys import (
     RootKey,
     RotatingRootKey,
     close_root_key,
-    file_root_key,
 )
 from app.infrastructure.vault import ROOT_KEY_BYTES, Vault, load_root_key
 from app.infrastructure.writer import LedgerWriter
@@ -357,20 +356,34 @@ class Runtime:
 
 
 def root_key_from_settings(settings: Settings) -> RootKey:
-    """The root key the settings name (docs/key-custody.md)."""
-    if settings.root_key_provider == "pkcs11":
-        # Imported here: only a deployment with an HSM loads the PKCS#11 binding.
-        from app.infrastructure.pkcs11_root_key import Pkcs11Config, Pkcs11RootKey
+    """The root key the settings name (docs/key-custody.md), with the previous ones of a
+    rotation in progress: file keys (previous_root_keys) and token keys
+    (pkcs11_previous_key_labels), whatever the current key's provider."""
+    opened: list[RootKey] = []
+    try:
+        previous: list[RootKey] = [AesGcmRootKey(k) for k in settings.previous_root_key_bytes()]
+        for label in settings.pkcs11_previous_key_labels:
+            opened.append(_token_root_key(settings, label))
+        previous += opened
+        if settings.root_key_provider == "pkcs11":
+            current = _token_root_key(settings, settings.pkcs11_key_label)
+        else:
+            current = AesGcmRootKey(
+                settings.root_key_bytes()
+                or load_root_key(data_dir=settings.data_dir, embedded=settings.database_url is None)
+            )
+    except BaseException:
+        for key in opened:  # their token sessions
+            close_root_key(key)
+        raise
+    return RotatingRootKey(current, previous) if previous else current
 
-        token_key = Pkcs11RootKey(Pkcs11Config.from_settings(settings))
-        previous = settings.previous_root_key_bytes()  # moving from a file key to the HSM
-        if not previous:
-            return token_key
-        return RotatingRootKey(token_key, [AesGcmRootKey(key) for key in previous])
-    current = settings.root_key_bytes() or load_root_key(
-        data_dir=settings.data_dir, embedded=settings.database_url is None
-    )
-    return file_root_key(current, settings.previous_root_key_bytes())
+
+def _token_root_key(settings: Settings, label: str) -> RootKey:
+    # Imported here: only a deployment with an HSM loads the PKCS#11 binding.
+    from app.infrastructure.pkcs11_root_key import Pkcs11Config, Pkcs11RootKey
+
+    return Pkcs11RootKey(Pkcs11Config.from_settings(settings, key_label=label))
 
 
 def ledger_guards(

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     pkcs11_pin_file: Path | None = None
     #: The label of the root key in the token (``keyledger operator create-hsm-key``).
     pkcs11_key_label: str = Field(default="keyledger-root", min_length=1)
+    #: During a rotation from one token key to another (``keyledger operator
+    #: rotate-root-key``): the labels of the keys in the same token that rows may still be
+    #: wrapped under (comma-separated), as previous_root_keys for keys held as bytes.
+    pkcs11_previous_key_labels: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: During a root-key rotation (``keyledger operator rotate-root-key``): the keys rows may
     #: still be wrapped under (base64, comma-separated). Unwrapping tries them after the
     #: current key; wrapping always uses the current one. Empty once the rotation is done.
@@ -204,7 +208,7 @@ class Settings(BaseSettings):
             _decode_root_key(value.get_secret_value())
         return value
 
-    @field_validator("previous_root_keys", mode="before")
+    @field_validator("previous_root_keys", "pkcs11_previous_key_labels", mode="before")
     @classmethod
     def _parse_previous_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,12 +18,14 @@ from pathlib import Path
 import pytest
 
 from app.infrastructure.pkcs11_root_key import FORMAT, Pkcs11Config, create_hsm_key
-from app.infrastructure.root_keys import AesGcmRootKey, root_key_id
+from app.infrastructure.root_keys import root_key_id
 from tests.conftest import Service, start_service
 from tests.support.databases import drop, fresh_database
 from tests.support.softhsm import SoftHsm, new_label, softhsm_token
 
 pytestmark = pytest.mark.postgres
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -105,11 +110,28 @@ def test_serves_and_restarts_with_the_root_key_in_the_token(
     assert "Traceback" not in caplog.text
 
 
+def rotate(url: str, tmp: Path, env: dict[str, str]) -> str:
+    """``keyledger operator rotate-root-key``, as an operator runs it beside the service."""
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("KEYLEDGER_")}
+    variables |= env | {"KEYLEDGER_DATABASE_URL": url, "KEYLEDGER_DATA_DIR": str(tmp)}
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "operator", "rotate-root-key", "--batch-size", "2"],
+        cwd=REPO,
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no longer needed" in done.stdout
+    return done.stdout + done.stderr
+
+
 def test_moves_from_a_file_key_into_the_token(
     token: SoftHsm, database: str, tmp_path: Path
 ) -> None:
     """With the file key as a previous key, old rows open and new rows go to the token;
-    once every row is re-wrapped (what rotate-root-key does), the token alone serves."""
+    once the rotation has re-wrapped every row, the token alone serves."""
     old_key = secrets.token_bytes(32)
     old = base64.b64encode(old_key).decode()
     with serving(database, tmp_path, root_key=old) as service:
@@ -117,7 +139,8 @@ def test_moves_from_a_file_key_into_the_token(
         old_id = kms.create_key()["KeyMetadata"]["KeyId"]
         old_blob = kms.encrypt(KeyId=old_id, Plaintext=b"before")["CiphertextBlob"]
 
-    settings = token.settings(make_key(token))
+    label = make_key(token)
+    settings = token.settings(label)
     with serving(database, tmp_path, **settings, previous_root_keys=[old]) as service:
         kms = service.client("kms")
         assert kms.decrypt(CiphertextBlob=old_blob)["Plaintext"] == b"before"
@@ -131,14 +154,13 @@ def test_moves_from_a_file_key_into_the_token(
             by_id[stored_id] = by_id.get(stored_id, 0) + 1
             assert wrapped.startswith(FORMAT) == (stored_id == hsm_key_id)
         assert set(by_id) == {hsm_key_id, root_key_id(old_key)}
-        # What the rotation command does, in short: every row re-wrapped in the token.
-        store = service.runtime.vault._rows
-        store.rewrap(
-            lambda owner, wrapped: root.wrap(owner, root.unwrap(owner, wrapped)), hsm_key_id
+        output = rotate(
+            database, tmp_path, token.env(label) | {"KEYLEDGER_PREVIOUS_ROOT_KEYS": old}
         )
-        assert {stored_id for _, stored_id in rows(service)} == {hsm_key_id}
-        with pytest.raises(Exception, match="does not open"):
-            AesGcmRootKey(old_key).unwrap(*next(iter(_owner_rows(service))))
+        assert token.pin not in output and old not in output
+        for wrapped, stored_id in rows(service):
+            assert stored_id == hsm_key_id and wrapped.startswith(FORMAT)
+        assert kms.decrypt(CiphertextBlob=old_blob)["Plaintext"] == b"before"
 
     with serving(database, tmp_path, **settings) as service:  # the file key forgotten
         kms = service.client("kms")
@@ -146,9 +168,23 @@ def test_moves_from_a_file_key_into_the_token(
         assert kms.decrypt(CiphertextBlob=new_blob)["Plaintext"] == b"after"
 
 
-def _owner_rows(service: Service) -> list[tuple[object, bytes]]:
-    with service.runtime.pool.connection() as conn:
-        found = conn.execute(
-            "SELECT owner_id, wrapped_key FROM wrapping_keys WHERE wrapped_key IS NOT NULL"
-        ).fetchall()
-    return [(owner, bytes(wrapped)) for owner, wrapped in found]
+def test_rotates_from_one_token_key_to_another(
+    token: SoftHsm, database: str, tmp_path: Path
+) -> None:
+    first, second = make_key(token), make_key(token)
+    with serving(database, tmp_path, **token.settings(first)) as service:
+        kms = service.client("kms")
+        key = kms.create_key()["KeyMetadata"]["KeyId"]
+        blob = kms.encrypt(KeyId=key, Plaintext=b"first")["CiphertextBlob"]
+        first_id = service.runtime.vault.root_key_id
+
+    rotating = token.settings(second, pkcs11_previous_key_labels=[first])
+    with serving(database, tmp_path, **rotating) as service:
+        second_id = service.runtime.vault.root_key_id
+        assert service.runtime.vault.root.known_ids == (second_id, first_id)
+        env = token.env(second) | {"KEYLEDGER_PKCS11_PREVIOUS_KEY_LABELS": first}
+        rotate(database, tmp_path, env)
+        assert {stored_id for _, stored_id in rows(service)} == {second_id}
+
+    with serving(database, tmp_path, **token.settings(second)) as service:
+        assert service.client("kms").decrypt(CiphertextBlob=blob)["Plaintext"] == b"first"
