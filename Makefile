@@ -1,7 +1,8 @@
 # KeyLedger developer tasks. Needs only python3 (>= 3.11) and network access to PyPI.
 #
 #   make run     install (if needed) and run the service (embedded PostgreSQL by default)
-#   make test    install dev tools (if needed), then lint and every test tier
+#   make test    install dev tools and SoftHSM2 (if needed), then lint and every test tier
+#   make system-packages  install the Debian packages the tests need (softhsm2), if missing
 #   make test-fast  the in-memory tiers only (no PostgreSQL, no server, no lint): seconds
 #   make bench   run the benchmark (tools/bench; ARGS=--suite for every figure)
 #   make chaos   attack a real service: kill -9, outages, floods, fuzzing (ARGS=--short for CI)
@@ -24,7 +25,7 @@ DEV_STAMP := $(VENV)/.keyledger-dev.stamp
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help run test test-fast bench chaos lint clean distclean
+.PHONY: help run test test-fast bench chaos lint clean distclean system-packages
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -68,9 +69,15 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# System packages the tests need: SoftHSM2, the PKCS#11 token of the HSM root-key tests.
+# Installed with apt-get when missing and this user may (root or sudo -n); otherwise the
+# script says what to install (and fails under CI=true).
+system-packages:
+	@bash tools/install-softhsm2.sh
+
 # `python -m pytest` puts the repo root on sys.path, so `tests.support` imports work.
 # pytest exit code 5 ("no tests collected") fails the target like any other failure.
-test: lint
+test: lint system-packages
 	@status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; \
 	exit $$status

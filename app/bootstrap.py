@@ -42,7 +42,12 @@ from app.infrastructure.postgres.database import (
 )
 from app.infrastructure.postgres.migrate import apply_migrations
 from app.infrastructure.read_models import AuditReads, KeyDirectoryReads, active_access_key_ids
-from app.infrastructure.root_keys import RootKey, file_root_key
+from app.infrastructure.root_keys import (
+    AesGcmRootKey,
+    RootKey,
+    RotatingRootKey,
+    close_root_key,
+)
 from app.infrastructure.vault import ROOT_KEY_BYTES, Vault, load_root_key
 from app.infrastructure.writer import LedgerWriter
 from app.settings import Settings
@@ -136,10 +141,11 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
+        # The root key first: a wrong PIN or a missing key fails before anything starts.
+        root_key = root_key_from_settings(settings)
         database_url = resolve_database_url(settings)
         if run_migrations:
             migrate(database_url)
-        root_key = root_key_from_settings(settings)
         ledger = Ledger(
             env=ledger_env(
                 connection_params(database_url)
@@ -247,6 +253,7 @@ class Runtime:
         self.writer.stop()
         self.denials.close()
         self.vault.close()
+        close_root_key(self.vault.root)
         self.pool.close()
         self.ledger.close()
 
@@ -349,11 +356,34 @@ class Runtime:
 
 
 def root_key_from_settings(settings: Settings) -> RootKey:
-    """The root key the settings name (docs/key-custody.md)."""
-    current = settings.root_key_bytes() or load_root_key(
-        data_dir=settings.data_dir, embedded=settings.database_url is None
-    )
-    return file_root_key(current, settings.previous_root_key_bytes())
+    """The root key the settings name (docs/key-custody.md), with the previous ones of a
+    rotation in progress: file keys (previous_root_keys) and token keys
+    (pkcs11_previous_key_labels), whatever the current key's provider."""
+    opened: list[RootKey] = []
+    try:
+        previous: list[RootKey] = [AesGcmRootKey(k) for k in settings.previous_root_key_bytes()]
+        for label in settings.pkcs11_previous_key_labels:
+            opened.append(_token_root_key(settings, label))
+        previous += opened
+        if settings.root_key_provider == "pkcs11":
+            current = _token_root_key(settings, settings.pkcs11_key_label)
+        else:
+            current = AesGcmRootKey(
+                settings.root_key_bytes()
+                or load_root_key(data_dir=settings.data_dir, embedded=settings.database_url is None)
+            )
+    except BaseException:
+        for key in opened:  # their token sessions
+            close_root_key(key)
+        raise
+    return RotatingRootKey(current, previous) if previous else current
+
+
+def _token_root_key(settings: Settings, label: str) -> RootKey:
+    # Imported here: only a deployment with an HSM loads the PKCS#11 binding.
+    from app.infrastructure.pkcs11_root_key import Pkcs11Config, Pkcs11RootKey
+
+    return Pkcs11RootKey(Pkcs11Config.from_settings(settings, key_label=label))
 
 
 def ledger_guards(

@@ -90,8 +90,25 @@ class Settings(BaseSettings):
     #: A file holding the root key: base64 text or exactly 32 raw bytes.
     root_key_file: Path | None = None
     #: Where the root key lives (docs/key-custody.md): ``file`` (root_key / root_key_file,
-    #: or the embedded development key).
-    root_key_provider: Literal["file"] = "file"
+    #: or the embedded development key); ``pkcs11`` (a non-extractable key in a PKCS#11
+    #: token, an HSM: the pkcs11_* settings below; the key never enters this process).
+    root_key_provider: Literal["file", "pkcs11"] = "file"
+    # --- the PKCS#11 (HSM) root key (app/infrastructure/pkcs11_root_key.py) -------------
+    #: The token vendor's PKCS#11 library (SoftHSM2's by default, for development).
+    pkcs11_module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
+    #: The token holding the root key, by label; or by slot id (pkcs11_slot); both must
+    #: then match.
+    pkcs11_token_label: str | None = None
+    pkcs11_slot: int | None = Field(default=None, ge=0)
+    #: The token's user PIN; or pkcs11_pin_file, a file holding it (one line). Never logged.
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_pin_file: Path | None = None
+    #: The label of the root key in the token (``keyledger operator create-hsm-key``).
+    pkcs11_key_label: str = Field(default="keyledger-root", min_length=1)
+    #: During a rotation from one token key to another (``keyledger operator
+    #: rotate-root-key``): the labels of the keys in the same token that rows may still be
+    #: wrapped under (comma-separated), as previous_root_keys for keys held as bytes.
+    pkcs11_previous_key_labels: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: During a root-key rotation (``keyledger operator rotate-root-key``): the keys rows may
     #: still be wrapped under (base64, comma-separated). Unwrapping tries them after the
     #: current key; wrapping always uses the current one. Empty once the rotation is done.
@@ -155,14 +172,20 @@ class Settings(BaseSettings):
     #: While the database is away, how often the writer tries to reconnect.
     database_retry_interval_seconds: float = Field(default=0.1, gt=0, le=10)
 
-    @field_validator("database_url", "bootstrap_access_key_id", mode="before")
+    @field_validator(
+        "database_url",
+        "bootstrap_access_key_id",
+        "pkcs11_token_label",
+        "pkcs11_slot",
+        mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
         return value
 
-    @field_validator("root_key", "bootstrap_secret_access_key", mode="before")
+    @field_validator("root_key", "bootstrap_secret_access_key", "pkcs11_pin", mode="before")
     @classmethod
     def _blank_secret_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -171,7 +194,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("root_key_file", mode="before")
+    @field_validator("root_key_file", "pkcs11_pin_file", mode="before")
     @classmethod
     def _blank_path_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -185,7 +208,7 @@ class Settings(BaseSettings):
             _decode_root_key(value.get_secret_value())
         return value
 
-    @field_validator("previous_root_keys", mode="before")
+    @field_validator("previous_root_keys", "pkcs11_previous_key_labels", mode="before")
     @classmethod
     def _parse_previous_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -273,6 +296,13 @@ class Settings(BaseSettings):
             )
         if self.root_key is not None and self.root_key_file is not None:
             raise ValueError("set only one of root_key and root_key_file")
+        if self.pkcs11_pin is not None and self.pkcs11_pin_file is not None:
+            raise ValueError("set only one of pkcs11_pin and pkcs11_pin_file")
+        if self.root_key_provider == "pkcs11" and (
+            self.root_key is not None or self.root_key_file is not None
+        ):
+            # The point of an HSM is that the root key is never in this process.
+            raise ValueError("root_key_provider pkcs11 takes no root_key or root_key_file")
         if (self.bootstrap_access_key_id is None) != (self.bootstrap_secret_access_key is None):
             raise ValueError(
                 "bootstrap_access_key_id and bootstrap_secret_access_key must be set together"
@@ -288,6 +318,14 @@ class Settings(BaseSettings):
             if len(data) == ROOT_KEY_BYTES:
                 return data
             return _decode_root_key(data.decode("ascii", errors="replace"))
+        return None
+
+    def pkcs11_pin_value(self) -> str | None:
+        """The token's user PIN from ``pkcs11_pin`` or ``pkcs11_pin_file``; None if neither."""
+        if self.pkcs11_pin is not None:
+            return self.pkcs11_pin.get_secret_value()
+        if self.pkcs11_pin_file is not None:
+            return self.pkcs11_pin_file.read_text().strip()
         return None
 
 

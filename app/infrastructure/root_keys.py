@@ -6,7 +6,9 @@ key for an owner. Providers differ in where the key lives:
 * `AesGcmRootKey`: 32 bytes in this process (from KEYLEDGER_ROOT_KEY, a file, or the
   embedded development key): AES-256-GCM, a random 96-bit nonce before the ciphertext, the
   owner's id in the additional data. The format every stored row has had since the start.
-* others (a PKCS#11 token, a Shamir-sealed key) implement the same protocol.
+* `Pkcs11RootKey` (pkcs11_root_key.py): a non-extractable key in a PKCS#11 token (an
+  HSM), which wraps and unwraps inside the token.
+* others (a Shamir-sealed key) implement the same protocol.
 
 ``key_id`` names the key without revealing it; it is stored beside every wrapped row
 (``wrapping_keys.root_key_id``), which is how a rotation knows what is left to re-wrap.
@@ -129,3 +131,13 @@ def file_root_key(current: bytes, previous: Sequence[bytes] = ()) -> RootKey:
     if not previous:
         return key
     return RotatingRootKey(key, [AesGcmRootKey(old) for old in previous])
+
+
+def close_root_key(key: RootKey) -> None:
+    """Release what a provider holds (a token session); a key in memory holds nothing."""
+    if isinstance(key, RotatingRootKey):
+        for part in (key.current, *key.previous):
+            close_root_key(part)
+    close = getattr(key, "close", None)
+    if callable(close):
+        close()

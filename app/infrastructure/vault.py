@@ -345,6 +345,11 @@ class Vault:
         return self._root.key_id
 
     @property
+    def root(self) -> RootKey:
+        """The root key this vault wraps under (its provider, never its bytes)."""
+        return self._root
+
+    @property
     def root_key_id(self) -> str:
         """The id of the root key this vault wraps under (never the key)."""
         return self._root.key_id

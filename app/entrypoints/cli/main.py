@@ -472,10 +472,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:
+        from app.infrastructure.root_keys import RootKeyError
         from domain.errors import DomainError
 
         if isinstance(error, DomainError):
             print(f"error: {type(error).__name__}: {error.message}", file=sys.stderr)
+            return 2
+        if isinstance(error, RootKeyError):  # a start-up error to fix, not a crash
+            print(f"error: root key: {error}", file=sys.stderr)
             return 2
         raise
 

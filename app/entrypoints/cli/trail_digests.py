@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from psycopg_pool import ConnectionPool
 
 from app.infrastructure.ledger_signing import LedgerSigner
+from app.infrastructure.root_keys import RootKey, close_root_key
 from app.infrastructure.vault import Vault, load_root_key
 from app.settings import Settings
 
@@ -65,8 +66,12 @@ def load_digest_signer(settings: Settings, database_url: str) -> DigestSigner | 
     command has no root key (none configured, and no development key in the data dir):
     then the export is unsigned and says so. A root key that is not the database's is an
     error (RootKeyError), never an unsigned export."""
-    root_key = settings.root_key_bytes()
-    if root_key is None:
+    root_key: bytes | RootKey | None = settings.root_key_bytes()
+    if settings.root_key_provider == "pkcs11":
+        from app.bootstrap import root_key_from_settings
+
+        root_key = root_key_from_settings(settings)
+    elif root_key is None:
         development_key = settings.data_dir / "root.key"
         if settings.database_url is not None or not development_key.exists():
             return None
@@ -78,6 +83,8 @@ def load_digest_signer(settings: Settings, database_url: str) -> DigestSigner | 
         signer = LedgerSigner.from_seed(settings.checkpoint_origin, vault.ledger_signing_seed())
     finally:
         pool.close()
+        if not isinstance(root_key, bytes):
+            close_root_key(root_key)
     return DigestSigner(signer.origin, signer.private_key)
 
 
