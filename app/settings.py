@@ -90,8 +90,9 @@ class Settings(BaseSettings):
     #: A file holding the root key: base64 text or exactly 32 raw bytes.
     root_key_file: Path | None = None
     #: Where the root key lives (docs/key-custody.md): ``file`` (root_key / root_key_file,
-    #: or the embedded development key).
-    root_key_provider: Literal["file"] = "file"
+    #: or the embedded development key); ``shamir`` (sealed in the database under an unseal
+    #: key split into shares by ``keyledger operator init``: the service starts sealed).
+    root_key_provider: Literal["file", "shamir"] = "file"
     #: During a root-key rotation (``keyledger operator rotate-root-key``): the keys rows may
     #: still be wrapped under (base64, comma-separated). Unwrapping tries them after the
     #: current key; wrapping always uses the current one. Empty once the rotation is done.
@@ -273,6 +274,13 @@ class Settings(BaseSettings):
             )
         if self.root_key is not None and self.root_key_file is not None:
             raise ValueError("set only one of root_key and root_key_file")
+        if self.root_key_provider == "shamir" and (
+            self.root_key is not None or self.root_key_file is not None or self.previous_root_keys
+        ):
+            raise ValueError(
+                "root_key_provider shamir keeps the root key sealed in the database:"
+                " set no root_key, root_key_file or previous_root_keys"
+            )
         if (self.bootstrap_access_key_id is None) != (self.bootstrap_secret_access_key is None):
             raise ValueError(
                 "bootstrap_access_key_id and bootstrap_secret_access_key must be set together"

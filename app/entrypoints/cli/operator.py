@@ -1,6 +1,7 @@
 """``keyledger operator ...``: the root key's custody (docs/key-custody.md).
 
     keyledger operator rotate-root-key [--batch-size N]
+    keyledger operator init | unseal | seal | seal-status    (seal.py: the shamir provider)
 
 Run with the NEW root key as the current one and the old one(s) as previous
 (``KEYLEDGER_ROOT_KEY=<new>`` and ``KEYLEDGER_PREVIOUS_ROOT_KEYS=<old>``), the same settings
@@ -68,7 +69,7 @@ def _batch(text: str) -> int:
 def add_commands(commands: Any) -> None:
     """Add ``operator`` to the ``keyledger`` command's subparsers."""
     operator = commands.add_parser(
-        "operator", help="the root key's custody: rotation"
+        "operator", help="the root key's custody: rotation; Shamir init, unseal, seal"
     ).add_subparsers(dest="action", required=True)
     rotate = operator.add_parser(
         "rotate-root-key",
@@ -76,3 +77,7 @@ def add_commands(commands: Any) -> None:
     )
     rotate.add_argument("--batch-size", type=_batch, default=DEFAULT_BATCH)
     rotate.set_defaults(handler=cmd_rotate_root_key)
+
+    from app.entrypoints.cli import seal as cli_seal
+
+    cli_seal.add_commands(operator)  # init, unseal, seal, seal-status (the shamir provider)
