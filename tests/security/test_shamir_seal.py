@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from app.bootstrap import migrate
 from app.entrypoints.cli.main import main as keyledger
 from app.infrastructure.shamir_root_key import initialize
 from domain import shamir
-from tests.conftest import Service, start_service
+from tests.conftest import ACCOUNT_ID, Service, start_service
 from tests.support.databases import database_backends, drop, fresh_database
 from tests.support.signing import sign_request
 
@@ -69,15 +70,40 @@ def _sealed_error(call: object) -> None:
     assert "sealed" in error["Error"]["Message"]
 
 
-def _signed_seal(service: Service) -> httpx.Response:
+def _seal_records(service: Service) -> list[str]:
+    cloudtrail = service.client("cloudtrail")
+    attribute = [{"AttributeKey": "EventName", "AttributeValue": "Seal"}]
+    found: list[str] = []
+
+    def recorded() -> bool:
+        found[:] = [
+            json.loads(event["CloudTrailEvent"])["userIdentity"]["arn"]
+            for event in cloudtrail.lookup_events(LookupAttributes=attribute)["Events"]
+        ]
+        return bool(found)
+
+    _wait_for(recorded)
+    return found
+
+
+def _wait_for(condition: object, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _signed_seal(
+    service: Service, access_key_id: str | None = None, secret: str | None = None
+) -> httpx.Response:
     url = service.endpoint + "/v1/sys/seal"
     headers = sign_request(
         "POST",
         url,
         {"Content-Type": "application/json"},
         b"{}",
-        access_key_id=service.access_key_id,
-        secret_access_key=service.secret_access_key,
+        access_key_id=access_key_id or service.access_key_id,
+        secret_access_key=secret or service.secret_access_key,
         region="us-east-1",
         service="kms",
         now=datetime.now(UTC),
@@ -165,6 +191,20 @@ def test_sealed_start_unseal_seal_and_unseal_again(
         answer = _unseal(service, share)
     assert answer.json()["sealed"] is False
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept across seals"
+
+    # The seal is in the audit trail, attributed; checkpoints are signed again once unsealed.
+    assert _seal_records(service) == [f"arn:aws:iam::{ACCOUNT_ID}:user/admin"]
+    _wait_for(
+        lambda: service.runtime.checkpointer is not None and service.runtime.checkpointer.signed > 0
+    )
+
+    # Only an administrator of the operator account may seal.
+    runtime = service.runtime
+    reader = runtime.identity.create_principal(ACCOUNT_ID, "reader", "user")
+    reader_key, reader_secret = runtime.identity.create_access_key(reader)
+    refused = _signed_seal(service, reader_key, reader_secret)
+    assert refused.status_code == 403 and refused.json()["__type"] == "AccessDeniedException"
+    assert kms.list_keys()["Keys"]
 
     # The CLI's seal-status, and its seal (signed with the environment's credentials).
     assert keyledger(["operator", "seal-status", "--endpoint", service.endpoint]) == 0
