@@ -119,7 +119,7 @@ def initialize(
         if others and others[0]:
             raise AlreadyInitializedError(
                 f"this database holds {others[0]} wrapping key(s) under another root key:"
-                " moving them to a new root key is keyledger operator rotate-root-key's work"
+                " init seals the root key of a new deployment (docs/key-custody.md)"
             )
         inserted = conn.execute(
             INSERT_SEAL, (key_id, sealed, shares, threshold)

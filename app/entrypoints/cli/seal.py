@@ -52,6 +52,9 @@ def _request(
             status, text, worker = answer.status, answer.read(), answer.headers.get(PROCESS_HEADER)
     except urllib.error.HTTPError as error:
         status, text, worker = error.code, error.read(), error.headers.get(PROCESS_HEADER)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise SystemExit(f"error: cannot reach {url}: {reason}") from None
     try:
         document = json.loads(text) if text else {}
     except ValueError:
