@@ -45,9 +45,11 @@ from app.infrastructure.read_models import AuditReads, KeyDirectoryReads, active
 from app.infrastructure.root_keys import (
     AesGcmRootKey,
     RootKey,
+    RootKeyError,
     RotatingRootKey,
     close_root_key,
 )
+from app.infrastructure.shamir_root_key import SealStatus, ShamirRootKey, load_seal
 from app.infrastructure.vault import ROOT_KEY_BYTES, Vault, load_root_key
 from app.infrastructure.writer import LedgerWriter
 from app.settings import Settings
@@ -62,6 +64,7 @@ from app.usecases.imported import ImportedMaterial
 from app.usecases.keys import DueJobs, KeyLifecycle, KeyService
 from app.usecases.ledger_evidence import LedgerEvidence
 from app.usecases.resolution import KeyResolver
+from domain.errors import UnsupportedOperationError
 from domain.keys import Key
 from domain.signed_notes import NoteVerifier
 from projections.audit_trail import AuditTrailProjection
@@ -136,8 +139,16 @@ class Runtime:
     ledger_watch: LedgerWatch | None = None
     # Checkpoints, signers and proofs for auditors (app/usecases/ledger_evidence.py).
     ledger_evidence: LedgerEvidence | None = None
+    # The Shamir-sealed root key (None with other providers): see unseal and seal.
+    custody: ShamirRootKey | None = None
     _scheduler_stop: threading.Event = field(default_factory=threading.Event)
     _scheduler: threading.Thread | None = None
+    # Serving needs the root key: False from a seal until an unseal has finished (the
+    # vault's secrets read, the guards started), not just until the key is held.
+    _open: bool = True
+    _started: bool = False
+    _after_unseal: list[Callable[[], Any]] = field(default_factory=list)
+    _seal_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
@@ -146,6 +157,8 @@ class Runtime:
         database_url = resolve_database_url(settings)
         if run_migrations:
             migrate(database_url)
+        root_key = root_key_from_settings(settings, database_url)
+        custody = root_key if isinstance(root_key, ShamirRootKey) else None
         ledger = Ledger(
             env=ledger_env(
                 connection_params(database_url)
@@ -157,7 +170,10 @@ class Runtime:
         )
         pool = connection_pool(database_url, settings)
         vault = Vault(root_key, pool, cache_size=settings.key_cache_size)
-        vault.check_root_key()
+        if custody is None:
+            vault.check_root_key()
+        else:  # sealed: its secrets are read on unseal
+            vault.refuse_foreign_rows()
         clock = Clock(adjustable=settings.test_clock)
         writer = LedgerWriter(
             ledger,
@@ -210,6 +226,8 @@ class Runtime:
             checkpointer,
             watch,
             ledger_evidence=LedgerEvidence(store=LedgerProofs(pool), audit=parts.audit_service),
+            custody=custody,
+            _open=custody is None,
         )
 
     def start(self, *, writer_on_own_loop: bool = True) -> None:
@@ -232,11 +250,98 @@ class Runtime:
             self.audit.start()
             if self.merkle is not None:
                 self.merkle.start()
+        with self._seal_lock:
+            self._started = True
+            if not self.sealed:  # else they start on unseal: they need the root key
+                self._start_guards()
+        self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self._scheduler.start()
+
+    def _start_guards(self) -> None:
         for guard in (self.checkpointer, self.ledger_watch):
             if guard is not None:
                 guard.start()
-        self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
-        self._scheduler.start()
+
+    # --- seal and unseal (the shamir provider; docs/key-custody.md) -----------------------
+    @property
+    def sealed(self) -> bool:
+        """Whether calls that need the root key must be refused (SealedError)."""
+        return not self._open
+
+    def seal_status(self) -> SealStatus | None:
+        """None when the root key is not sealable (the file provider)."""
+        if self.custody is None:
+            return None
+        status = self.custody.status()
+        if not status.sealed and not self._open:  # held, the unseal still finishing
+            return SealStatus(True, status.threshold, status.threshold, status.shares)
+        return status
+
+    def when_unsealed(self, action: Callable[[], Any]) -> None:
+        """Run ``action`` now if the root key is usable, else (once) after the next unseal:
+        what needs the root key at start-up (the bootstrap administrator)."""
+        with self._seal_lock:
+            if self.sealed:
+                self._after_unseal.append(action)
+                return
+        action()
+
+    def unseal(self, share: bytes) -> SealStatus:
+        """Give one unseal key share (blocks: call it off the event loop). The share that
+        completes the threshold opens the root key; then the vault reads its secrets, the
+        ledger's guards start and what waited for the unseal runs."""
+        if self.custody is None:
+            raise UnsupportedOperationError("this service's root key is not Shamir-sealed")
+        status, opened = self.custody.submit(share)
+        log.info(
+            "unseal key share accepted: %d of %d%s",
+            status.threshold if opened else status.progress,
+            status.threshold,
+            "; root key opened" if opened else "",
+        )
+        if opened:
+            self._finish_unseal()
+        return self.seal_status() or status
+
+    def _finish_unseal(self) -> None:
+        assert self.custody is not None
+        try:
+            self.vault.check_root_key()  # the grant-token key: read before any call is served
+        except Exception:
+            self.custody.seal()
+            log.exception("unsealed, but the vault could not start: sealed again")
+            raise
+        with self._seal_lock:
+            self._open = True
+            waiting, self._after_unseal = self._after_unseal, []
+            if self._started:
+                self._start_guards()
+        log.warning("UNSEALED: root key %s is in memory; serving", self.vault.root_key_id)
+        for action in waiting:
+            try:
+                action()
+            except Exception:
+                log.exception("a start-up step waiting for the unseal failed")
+
+    def seal(self) -> bool:
+        """Forget the root key and everything unwrapped under it (blocks: off the event
+        loop); whether it was unsealed. The guards stop (they hold the signing key) and are
+        made anew, to start on the next unseal."""
+        if self.custody is None:
+            raise UnsupportedOperationError("this service's root key is not Shamir-sealed")
+        with self._seal_lock:
+            self._open = False
+            was_open = self.custody.seal()
+            for guard in (self.checkpointer, self.ledger_watch):
+                if guard is not None:
+                    guard.stop()
+            self.checkpointer, self.ledger_watch = ledger_guards(
+                self.settings, self.database_url, self.vault
+            )
+        self.vault.forget()
+        self.identity.forget_credentials()
+        log.warning("SEALED: the root key and every key unwrapped under it are forgotten")
+        return was_open
 
     def stop(self) -> None:
         self._scheduler_stop.set()
@@ -337,6 +442,8 @@ class Runtime:
     def _schedule(self) -> None:
         interval = self.settings.scheduler_interval_seconds
         while not self._scheduler_stop.wait(interval):
+            if self.sealed:  # rotations and deletions need the root key
+                continue
             try:
                 done = self.service.jobs.run_due_jobs()
                 if done:
@@ -355,10 +462,15 @@ class Runtime:
         )
 
 
-def root_key_from_settings(settings: Settings) -> RootKey:
+def root_key_from_settings(settings: Settings, database_url: str | None = None) -> RootKey:
     """The root key the settings name (docs/key-custody.md), with the previous ones of a
     rotation in progress: file keys (previous_root_keys) and token keys
-    (pkcs11_previous_key_labels), whatever the current key's provider."""
+    (pkcs11_previous_key_labels), whatever the current key's provider. The shamir
+    provider's is read, sealed, from ``database_url``."""
+    if settings.root_key_provider == "shamir":
+        if database_url is None:
+            raise RootKeyError("the shamir root key provider needs the database")
+        return ShamirRootKey(load_seal(database_url))
     opened: list[RootKey] = []
     try:
         previous: list[RootKey] = [AesGcmRootKey(k) for k in settings.previous_root_key_bytes()]

@@ -92,7 +92,9 @@ class Settings(BaseSettings):
     #: Where the root key lives (docs/key-custody.md): ``file`` (root_key / root_key_file,
     #: or the embedded development key); ``pkcs11`` (a non-extractable key in a PKCS#11
     #: token, an HSM: the pkcs11_* settings below; the key never enters this process).
-    root_key_provider: Literal["file", "pkcs11"] = "file"
+    #: ``shamir`` (sealed in the database under an unseal key split into shares by
+    #: ``keyledger operator init``: the service starts sealed).
+    root_key_provider: Literal["file", "pkcs11", "shamir"] = "file"
     # --- the PKCS#11 (HSM) root key (app/infrastructure/pkcs11_root_key.py) -------------
     #: The token vendor's PKCS#11 library (SoftHSM2's by default, for development).
     pkcs11_module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
@@ -303,6 +305,13 @@ class Settings(BaseSettings):
         ):
             # The point of an HSM is that the root key is never in this process.
             raise ValueError("root_key_provider pkcs11 takes no root_key or root_key_file")
+        if self.root_key_provider == "shamir" and (
+            self.root_key is not None or self.root_key_file is not None or self.previous_root_keys
+        ):
+            raise ValueError(
+                "root_key_provider shamir keeps the root key sealed in the database:"
+                " set no root_key, root_key_file or previous_root_keys"
+            )
         if (self.bootstrap_access_key_id is None) != (self.bootstrap_secret_access_key is None):
             raise ValueError(
                 "bootstrap_access_key_id and bootstrap_secret_access_key must be set together"

@@ -167,6 +167,20 @@ class DependencyTimeoutError(InternalError):
     """The event store did not answer in time."""
 
 
+SEALED_MESSAGE = (
+    "KeyLedger is sealed: its root key is not in memory until enough unseal key shares are"
+    " given (keyledger operator unseal, POST /v1/sys/unseal). Retry once it is unsealed."
+)
+
+
+class SealedError(InternalError):
+    """The root key is sealed (the Shamir provider before its unseal, or after a seal):
+    nothing that needs it can be answered; 503, retryable (docs/key-custody.md)."""
+
+    def __init__(self, message: str = SEALED_MESSAGE) -> None:
+        super().__init__(message)
+
+
 # AWS's text for KMS's ThrottlingException (reference: sts-quotas-multiregion-emulators §2).
 THROTTLING_MESSAGE = (
     "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."

@@ -60,7 +60,8 @@ def start_service(
     database_url: str, tmp: Path, **settings: object
 ) -> tuple[Service, uvicorn.Server, threading.Thread]:
     log_path = tmp / "service.log"
-    settings.setdefault("root_key", base64.b64encode(secrets.token_bytes(32)).decode())
+    if settings.get("root_key_provider", "file") == "file":
+        settings.setdefault("root_key", base64.b64encode(secrets.token_bytes(32)).decode())
     config = load_settings(
         database_url=database_url,
         data_dir=tmp,
@@ -72,7 +73,7 @@ def start_service(
     )
     runtime = Runtime.build(config)
     runtime.start()
-    runtime.bootstrap()
+    runtime.when_unsealed(runtime.bootstrap)  # at once, unless the root key is sealed
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(

@@ -88,6 +88,10 @@ class CachedReads(Generic[T]):
         self._found.pop(name)
         self._missing.pop(name)
 
+    def forget_all(self) -> None:
+        for cache in (self._found, self._missing, self._vouched):
+            cache.clear()
+
     async def get(self, name: str) -> T | None:
         found = self._found.get(name)
         if found is not None or name in self._missing:

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from app.auth.credential_reads import CachedReads, KnownAccessKeys, ReadSlots
 from app.auth.limiter import FailedAuthenticationLimiter
-from app.auth.sigv4 import IncomingRequest, VerifiedCaller, verify_request
+from app.auth.sigv4 import IncomingRequest, VerifiedCaller, forget_signing_keys, verify_request
 from app.ports import (
     ActiveAccessKeys,
     Clock,
@@ -175,6 +175,12 @@ class IdentityDirectory:
     async def credential_async(self, access_key_id: str) -> Credential | None:
         """The access key's credential, read off the event loop when not cached."""
         return await self._credentials.get(access_key_id)
+
+    def forget_credentials(self) -> None:
+        """Drop every cached secret (a seal: they were unwrapped under the root key), and
+        the SigV4 signing keys derived from them."""
+        self._credentials.forget_all()
+        forget_signing_keys()
 
     def cached_credential(self, access_key_id: str) -> Credential | None:
         """The credential if this process holds it; never reads."""

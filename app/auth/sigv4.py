@@ -535,6 +535,11 @@ def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return _hmac(key, TERMINATOR)
 
 
+def forget_signing_keys() -> None:
+    """Drop the cached derived keys (a seal forgets every secret)."""
+    _signing_key.cache_clear()
+
+
 def _signature(key: bytes, amz_date: str, scope: str, canonical_request: str) -> str:
     digest = hashlib.sha256(canonical_request.encode("utf-8", "surrogatepass")).hexdigest()
     string_to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"

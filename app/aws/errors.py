@@ -49,6 +49,7 @@ AWS_ERRORS: dict[type[Exception], tuple[str, int]] = {
     errors.UnrecognizedClientError: ("UnrecognizedClientException", 400),
     errors.InvalidSignatureError: ("InvalidSignatureException", 400),
     errors.DependencyTimeoutError: ("DependencyTimeoutException", 503),
+    errors.SealedError: ("KMSInternalException", 503),
     errors.InternalError: ("KMSInternalException", 500),
 }
 
@@ -65,6 +66,7 @@ REST_STATUS: dict[type[Exception], int] = {
     errors.RequestTooLargeError: 413,
     errors.ThrottlingError: 429,
     errors.DependencyTimeoutError: 503,
+    errors.SealedError: 503,
     errors.InternalError: 500,
 }
 

@@ -357,12 +357,27 @@ class Vault:
     def check_root_key(self) -> None:
         """Refuse a root key the database's rows were not wrapped under, then read the
         secrets the vault keeps at hand (blocks: call it off the event loop)."""
+        self.refuse_foreign_rows()
+        self._load_grant_token_key()
+
+    def refuse_foreign_rows(self) -> None:
+        """The half of check_root_key a sealed root key allows: its id is known, its key
+        is not (app/infrastructure/shamir_root_key.py)."""
         if self._rows.count_sealed_by_others(self._root.known_ids):
             raise RootKeyError(
                 "this database was sealed with a different root key; refusing to start "
                 f"(this root key's id is {self._root_key_id})"
             )
-        self._load_grant_token_key()
+
+    def forget(self) -> None:
+        """Drop every key this process unwrapped (a seal): wrapping keys, materials, the
+        grant-token key and the stock of new wrapping keys (whose unused rows are deleted).
+        Python cannot wipe the bytes; it drops every reference to them."""
+        self.close()
+        for cache in (self._wrapping_keys, self._materials, self._absent, self._done):
+            cache.clear()
+        self._deferred = {}
+        self._grant_token_key = None
 
     def _load_grant_token_key(self) -> None:
         owner = GRANT_TOKEN_KEY_OWNER

@@ -47,6 +47,12 @@ class IdentityAdministration:
             )
         await self.access.authorize_account_action(caller, action, resource_arn=resource_arn)
 
+    async def authorize_operator_action(self, caller: Caller, action: str) -> None:
+        """An action on the service itself (``keyledger:Seal``): operator account only."""
+        await self._authorize(
+            caller, action, root_arn(self.identity.partition, self.operator_account), None
+        )
+
     @staticmethod
     def _kind(arn: str) -> str:
         return "Role" if ":role/" in arn else "User"

@@ -15,6 +15,7 @@ def test_every_v1_route_says_how_its_call_is_recorded() -> None:
         set(call_records.OPERATIONS)
         | set(call_records.CLOUDTRAIL_OPERATIONS)
         | set(call_records.ADMIN_CALLS)
+        | call_records.UNATTRIBUTED_CALLS
     )
     every = [
         route

@@ -61,7 +61,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime.start(writer_on_own_loop=False)
 
     def on_started() -> None:
-        _print_credentials(settings, runtime.bootstrap(), runtime)
+        # Sealed (the shamir provider): the administrator needs the root key: after unseal.
+        runtime.when_unsealed(lambda: _print_credentials(settings, runtime.bootstrap(), runtime))
+        status = runtime.seal_status()
+        if status is not None and status.sealed:
+            print(
+                f"KeyLedger is SEALED: give {status.threshold} of its {status.shares} unseal key"
+                " shares (keyledger operator unseal) before it serves anything",
+                flush=True,
+            )
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -123,6 +131,9 @@ def prepare_database(settings: Settings) -> None:
     _configure_logging(settings.log_level)
     migrate(resolve_database_url(settings))
     runtime = Runtime.build(settings, run_migrations=False)
+    if runtime.custody is not None:  # sealed here: the first worker unsealed bootstraps
+        runtime.stop()
+        return
     runtime.writer.start()
     try:
         _print_credentials(settings, runtime.bootstrap(), runtime)
@@ -460,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from app.entrypoints.cli import operator as cli_operator
 
-    cli_operator.add_commands(commands)  # operator rotate-root-key
+    cli_operator.add_commands(commands)  # operator rotate-root-key, init, unseal, seal
 
     return parser
 
@@ -473,13 +484,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:
         from app.infrastructure.root_keys import RootKeyError
-        from domain.errors import DomainError
+        from domain.errors import DomainError, SealedError
 
         if isinstance(error, DomainError):
             print(f"error: {type(error).__name__}: {error.message}", file=sys.stderr)
             return 2
         if isinstance(error, RootKeyError):  # a start-up error to fix, not a crash
             print(f"error: root key: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, SealedError):  # a command that needs the root key, run here
+            print(
+                "error: the root key is Shamir-sealed and this command needs it: use the"
+                " unsealed service's REST API instead (docs/key-custody.md)",
+                file=sys.stderr,
+            )
             return 2
         raise
 

@@ -2,6 +2,7 @@
 
     keyledger operator rotate-root-key [--batch-size N]
     keyledger operator create-hsm-key [--label L]      (operator_pkcs11.py)
+    keyledger operator init | unseal | seal | seal-status    (seal.py: the shamir provider)
 
 Run with the NEW root key as the current one and the old one(s) as previous
 (``KEYLEDGER_ROOT_KEY=<new>`` and ``KEYLEDGER_PREVIOUS_ROOT_KEYS=<old>``), the same settings
@@ -69,7 +70,7 @@ def _batch(text: str) -> int:
 def add_commands(commands: Any) -> None:
     """Add ``operator`` to the ``keyledger`` command's subparsers."""
     operator = commands.add_parser(
-        "operator", help="the root key's custody: rotation, the HSM key"
+        "operator", help="the root key's custody: rotation, the HSM key; Shamir init, unseal, seal"
     ).add_subparsers(dest="action", required=True)
     rotate = operator.add_parser(
         "rotate-root-key",
@@ -81,3 +82,7 @@ def add_commands(commands: Any) -> None:
     from app.entrypoints.cli import operator_pkcs11
 
     operator_pkcs11.add_commands(operator)  # create-hsm-key
+
+    from app.entrypoints.cli import seal as cli_seal
+
+    cli_seal.add_commands(operator)  # init, unseal, seal, seal-status (the shamir provider)

@@ -78,6 +78,8 @@ from app.entrypoints.rest.schemas import (
     TagList,
     TagUpdate,
 )
+from app.entrypoints.rest.sys import signed as sys_signed_router
+from app.entrypoints.rest.sys import unsigned as sys_unsigned_router
 from app.usecases.keys import CreateKeyRequest
 from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
 from domain.keys import KeyMaterial
@@ -511,6 +513,8 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
     app.include_router(access_router)
     app.include_router(audit_router)
     app.include_router(ledger_router)
+    app.include_router(sys_unsigned_router)
+    app.include_router(sys_signed_router)
 
     async def http_error(request: Request, error: Exception) -> Response:
         return await error_response(request, error)
@@ -531,6 +535,16 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
         that set events aside still serves (200), but says so: ``degraded``, with the
         views' gaps under ``projections``; so does a ledger whose verification failed
         (``ledger``: what failed)."""
+        sealed = runtime.seal_status()
+        if sealed is not None and sealed.sealed:  # alive, but serves nothing until unsealed
+            return JSONResponse(
+                {
+                    "status": "sealed",
+                    "unseal_progress": sealed.progress,
+                    "threshold": sealed.threshold,
+                },
+                status_code=503,
+            )
         problem = await runtime.database_problem()
         if problem is not None:
             log.warning("not ready: %s", problem)

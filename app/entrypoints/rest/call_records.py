@@ -261,7 +261,13 @@ ADMIN_CALLS: dict[str, Describer] = {
         "GetLedgerInclusionProof", {"position": "position", "eventId": "event_id", "size": "size"}
     ),
     "prove_consistency": _keyledger("GetLedgerConsistencyProof", {"from": "from", "to": "to"}),
+    # The Shamir-sealed root key (app/entrypoints/rest/sys.py): a seal is signed.
+    "seal": _keyledger("Seal", {}),
 }
+# Routes no caller can be named for, so no record can be attributed: the unseal (the share
+# is its credential, and while sealed no signature can be checked) and the seal status.
+# The service logs every unseal step instead (never the share); docs/key-custody.md.
+UNATTRIBUTED_CALLS = frozenset({"unseal", "seal_status"})
 
 
 def _camel(name: str) -> str:

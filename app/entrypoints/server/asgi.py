@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -14,12 +15,21 @@ from app.entrypoints.aws_json.handler import AwsJsonHandler
 from app.entrypoints.cloudtrail_json import TARGET_PREFIX as CLOUDTRAIL_TARGET_PREFIX
 from app.entrypoints.cloudtrail_json import CloudTrailHandler, is_cloudtrail_target
 from app.entrypoints.rest.app import create_rest_app, recorded_operation
-from app.entrypoints.server.request_limits import BODY_LIMITS, Protocol, read_body, replaying
+from app.entrypoints.rest.sys import PROCESS_HEADER, UNSIGNED_PATHS
+from app.entrypoints.server.request_limits import (
+    BODY_LIMITS,
+    Protocol,
+    answer_error,
+    read_body,
+    replaying,
+)
 from app.entrypoints.server.request_limits import refuse as refuse_too_large
 from app.infrastructure.postgres.database import bounded_waits
 from app.settings import load_settings
 from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
-from domain.errors import RequestTooLargeError
+from domain.errors import RequestTooLargeError, SealedError
+
+log = logging.getLogger("keyledger")
 
 
 class KeyLedgerApp:
@@ -50,6 +60,9 @@ class KeyLedgerApp:
         if protocol is None:
             await self._metrics(send)
             return
+        if self.runtime.sealed and _needs_root_key(protocol, scope):
+            await self._refuse_sealed(protocol, scope, receive, send)
+            return
         # Every body is read here, within its protocol's limit, before any handler runs.
         try:
             body = await read_body(scope, receive, BODY_LIMITS[protocol])
@@ -69,6 +82,27 @@ class KeyLedgerApp:
             await self.cloudtrail.answer(scope, body, send)
         else:
             await self.rest(scope, replaying(body, receive), send)
+
+    async def _refuse_sealed(
+        self, protocol: Protocol, scope: dict[str, Any], receive: Any, send: Any
+    ) -> None:
+        """503 while the root key is sealed, before anything reads the request: no caller
+        can be authenticated (their secrets are wrapped under the root key), so nothing is
+        recorded either. The body is read (within its limit) so the connection stays
+        usable; one over the limit is not, and the connection closes after the answer."""
+        try:
+            body = await read_body(scope, receive, BODY_LIMITS[protocol])
+        except RequestTooLargeError:
+            body = None
+            close = True
+        else:
+            if body is None:  # the client left
+                return
+            close = False
+        worker = ((PROCESS_HEADER.encode(), str(os.getpid()).encode()),)
+        await answer_error(
+            send, protocol, SealedError(), str(uuid.uuid4()), close=close, headers=worker
+        )
 
     def _protocol(self, scope: dict[str, Any]) -> Protocol | None:
         """The protocol of an HTTP request (None: the metrics page). At ``POST /`` the
@@ -222,6 +256,15 @@ def _ledger_lines(runtime: Runtime, checkpoint_lag: float) -> list[str]:
     ]
 
 
+def _needs_root_key(protocol: Protocol, scope: dict[str, Any]) -> bool:
+    """Every KMS and CloudTrail call and every /v1 route but the unseal's and the seal
+    status's; /healthz, /readyz and the API's documentation do not."""
+    if protocol is not Protocol.REST:
+        return True
+    path: str = scope["path"]
+    return path.startswith("/v1/") and path.rstrip("/") not in UNSIGNED_PATHS
+
+
 def _target(scope: dict[str, Any]) -> str:
     for name, value in scope["headers"]:
         if name.lower() == b"x-amz-target":
@@ -243,6 +286,8 @@ class WorkerApp:
         if scope["type"] == "lifespan" and self.app is None:
             runtime = Runtime.build(load_settings(), run_migrations=False)
             runtime.start(writer_on_own_loop=False)
+            if runtime.custody is not None:  # bootstrapped on unseal (prepare_database could not)
+                runtime.when_unsealed(_bootstrap_after_unseal(runtime))
             self.app = KeyLedgerApp(runtime)
             try:
                 await self.app(scope, receive, send)
@@ -251,6 +296,21 @@ class WorkerApp:
             return
         assert self.app is not None
         await self.app(scope, receive, send)
+
+
+def _bootstrap_after_unseal(runtime: Runtime) -> Callable[[], None]:
+    """A worker's bootstrap of the administrator, once unsealed (idempotent: every worker
+    runs it; the credentials are the configured bootstrap pair, or made with the CLI)."""
+
+    def bootstrap() -> None:
+        try:
+            admin_arn, _pair = runtime.bootstrap()
+        except Exception as error:  # another worker's bootstrap won the race: it is done
+            log.warning("administrator not bootstrapped by this worker: %s", error)
+            return
+        log.info("administrator %s ready", admin_arn)
+
+    return bootstrap
 
 
 def create_app() -> WorkerApp:

@@ -129,19 +129,29 @@ async def refuse(
 ) -> None:
     """The 413 answer, in the protocol's error shape; the server closes the connection
     after it, so a client still sending learns at once and streams no further."""
+    await answer_error(send, protocol, error, request_id, close=True)
+
+
+async def answer_error(
+    send: Any,
+    protocol: Protocol,
+    error: Exception,
+    request_id: str,
+    *,
+    close: bool,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """An error answered by the dispatcher itself, in the protocol's error shape."""
     code, status, message = aws_error(error)
     body = orjson.dumps({"__type": code, "message": message})
     content_type = REST_CONTENT_TYPE if protocol is Protocol.REST else AWS_JSON_CONTENT_TYPE
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-amzn-requestid", request_id.encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    answer_headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-amzn-requestid", request_id.encode()),
+    ]
+    if close:
+        answer_headers.append((b"connection", b"close"))
+    answer_headers.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": answer_headers})
     await send({"type": "http.response.body", "body": body})
