@@ -152,12 +152,14 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
-        # The root key first: a wrong PIN or a missing key fails before anything starts.
-        root_key = root_key_from_settings(settings)
+        # The root key first: a wrong PIN or a missing key fails before anything starts
+        # (the Shamir-sealed key is read, sealed, from the migrated database).
+        sealed = settings.root_key_provider == "shamir"
+        early = None if sealed else root_key_from_settings(settings)
         database_url = resolve_database_url(settings)
         if run_migrations:
             migrate(database_url)
-        root_key = root_key_from_settings(settings, database_url)
+        root_key = early if early is not None else root_key_from_settings(settings, database_url)
         custody = root_key if isinstance(root_key, ShamirRootKey) else None
         ledger = Ledger(
             env=ledger_env(
