@@ -6,14 +6,17 @@ one configured CloudHSM "cluster" is the test session's SoftHSM2 token.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from tests.audit.conftest import records
 from tests.aws.conftest import aws_error
 from tests.conftest import Service, running_service
 from tests.support.softhsm import SoftHsm, softhsm_token
@@ -328,3 +331,31 @@ def test_delete_frees_the_name_and_the_cluster(kms, token):
     with aws_error("CustomKeyStoreNotFoundException"):
         describe(kms, store_id)
     cloudhsm_store(kms, token, CustomKeyStoreName=store_name)
+
+
+# --- secrets and the audit trail ----------------------------------------------------------
+def test_the_password_is_in_no_event_and_no_cloudtrail_record(kms, token, store_service):
+    response = kms.create_custom_key_store(
+        CustomKeyStoreName=name(),
+        CloudHsmClusterId=CLUSTER,
+        TrustAnchorCertificate=ANCHOR,
+        KeyStorePassword=token.pin,
+    )
+    request_id = response["ResponseMetadata"]["RequestId"]
+    cloudtrail = store_service.client("cloudtrail")
+    deadline, found = time.monotonic() + 10, []
+    while not found and time.monotonic() < deadline:
+        found = [
+            r
+            for r in records(cloudtrail, "EventName", "CreateCustomKeyStore")
+            if r.get("requestID") == request_id
+        ]
+        time.sleep(0.1)
+    assert found, "no CloudTrail record of CreateCustomKeyStore"
+    parameters = found[0]["requestParameters"]
+    assert parameters["cloudHsmClusterId"] == CLUSTER and "keyStorePassword" not in parameters
+    assert token.pin not in json.dumps(found[0], default=str)
+    url = store_service.runtime.settings.database_url
+    with psycopg.connect(url) as conn:
+        states = conn.execute("SELECT state FROM keyledger_events").fetchall()
+    assert not any(token.pin.encode() in bytes(state) for (state,) in states)
