@@ -21,6 +21,7 @@ from app.auth.credentials import IdentityDirectory
 from app.infrastructure.access_denials import DenialLog
 from app.infrastructure.clock import Clock
 from app.infrastructure.event_store import timeout_env
+from app.infrastructure.hsm_clusters import Pkcs11Clusters
 from app.infrastructure.ledger import Ledger
 from app.infrastructure.ledger_guard import Checkpointer, GuardStatus, LedgerWatch, guard_status
 from app.infrastructure.ledger_signing import LedgerSigner, parse_verifier_keys
@@ -58,6 +59,7 @@ from app.usecases.auditing import AuditedCommands, Auditor
 from app.usecases.auditors import AuditService, OnlineParts
 from app.usecases.authorization import AccessControl
 from app.usecases.crypto import CryptoOperations
+from app.usecases.custom_key_stores import CustomKeyStoreOperations
 from app.usecases.explain import ExplainOperations
 from app.usecases.grants import GrantOperations
 from app.usecases.imported import ImportedMaterial
@@ -629,6 +631,13 @@ def wire_use_cases(
             operator_account=operator,
         ),
         audit=audit_service,
+        custom_key_stores=CustomKeyStoreOperations(
+            runner=runner,
+            access=access,
+            vault=vault,
+            clock=clock,
+            clusters=Pkcs11Clusters(settings.cloudhsm_clusters, str(settings.pkcs11_module)),
+        ),
         jobs=DueJobs(
             runner=runner,
             vault=vault,

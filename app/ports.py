@@ -167,6 +167,31 @@ class Vault(Protocol):
     def grant_token_mac(self, payload: bytes) -> bytes: ...
 
 
+# ==== CloudHSM clusters (custom key stores) ====================================================
+@dataclass(frozen=True)
+class HsmCluster:
+    """A cluster a CloudHSM key store can use: here, a PKCS#11 token."""
+
+    cluster_id: str
+    token: str  # which token (module and label): clusters naming one token are related
+    trust_anchor: str | None  # the certificate a store must present, when configured
+
+
+class HsmClusters(Protocol):
+    """The configured clusters (KEYLEDGER_CLOUDHSM_CLUSTERS) and the sessions to them."""
+
+    def cluster(self, cluster_id: str) -> HsmCluster | None: ...
+
+    def connect(self, store: uuid.UUID, cluster_id: str, pin: str) -> str | None:
+        """Log in to the cluster's token with ``pin`` and keep the session for ``store``;
+        None, or AWS's ConnectionErrorCode. Blocks: call it off the event loop."""
+        ...
+
+    def disconnect(self, store: uuid.UUID) -> None:
+        """Close the store's session, if it has one. Blocks."""
+        ...
+
+
 # ==== the denial log ==========================================================================
 @dataclass(frozen=True)
 class DenialRecord:

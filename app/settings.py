@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     #: rotate-root-key``): the labels of the keys in the same token that rows may still be
     #: wrapped under (comma-separated), as previous_root_keys for keys held as bytes.
     pkcs11_previous_key_labels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # --- CloudHSM key stores (app/infrastructure/hsm_clusters.py) -------------------------
+    #: The "clusters" CreateCustomKeyStore may name (JSON): cluster id -> {"token_label"
+    #: (required), "module" (default pkcs11_module), "trust_anchor" (optional: the
+    #: TrustAnchorCertificate a store must present)}. A store's KeyStorePassword is the
+    #: token's user PIN.
+    cloudhsm_clusters: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: During a root-key rotation (``keyledger operator rotate-root-key``): the keys rows may
     #: still be wrapped under (base64, comma-separated). Unwrapping tries them after the
     #: current key; wrapping always uses the current one. Empty once the rotation is done.
@@ -226,6 +232,19 @@ class Settings(BaseSettings):
 
     def previous_root_key_bytes(self) -> list[bytes]:
         return [_decode_root_key(key.get_secret_value()) for key in self.previous_root_keys]
+
+    @field_validator("cloudhsm_clusters")
+    @classmethod
+    def _check_clusters(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for cluster_id, entry in value.items():
+            if not re.fullmatch(r"cluster-[2-7a-zA-Z]{11,16}", cluster_id):
+                raise ValueError(f"cloudhsm_clusters: {cluster_id!r} is not a cluster id")
+            if not entry.get("token_label"):
+                raise ValueError(f"cloudhsm_clusters: {cluster_id} needs a token_label")
+            unknown = set(entry) - {"token_label", "module", "trust_anchor"}
+            if unknown:
+                raise ValueError(f"cloudhsm_clusters: {cluster_id}: unknown {sorted(unknown)}")
+        return value
 
     @field_validator("ledger_trusted_keys", mode="before")
     @classmethod

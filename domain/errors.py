@@ -133,6 +133,51 @@ class IncorrectKeyMaterialError(DomainError):
     """The imported material is not the key's material, or not valid for its key spec."""
 
 
+# --- custom key stores (AWS's exceptions, one class each) -------------------
+class CustomKeyStoreNotFoundError(NotFoundError):
+    """No custom key store with that id or name in the account and Region."""
+
+
+class CustomKeyStoreNameInUseError(AlreadyExistsError):
+    """Another custom key store of the account and Region has that name."""
+
+
+class CustomKeyStoreInvalidStateError(InvalidStateError):
+    """The store's connection state does not allow the operation."""
+
+
+class CustomKeyStoreHasCMKsError(DomainError):
+    """The store still holds KMS keys (DeleteCustomKeyStore)."""
+
+
+class CloudHsmClusterNotFoundError(DomainError):
+    """No cluster with that id (here: none configured in KEYLEDGER_CLOUDHSM_CLUSTERS)."""
+
+
+class CloudHsmClusterInUseError(DomainError):
+    """The cluster already backs another custom key store of the account."""
+
+
+class CloudHsmClusterNotRelatedError(DomainError):
+    """UpdateCustomKeyStore named a cluster that does not hold the store's keys."""
+
+
+class IncorrectTrustAnchorError(DomainError):
+    """The trust anchor certificate is not the cluster's."""
+
+
+class XksProxyUriInUseError(DomainError):
+    """Another external key store uses that proxy endpoint and path."""
+
+
+class XksProxyUriEndpointInUseError(DomainError):
+    """Another external key store (VPC connectivity) uses that proxy endpoint."""
+
+
+class XksProxyVpcEndpointServiceInUseError(DomainError):
+    """Another external key store uses that VPC endpoint service."""
+
+
 # --- identity ----------------------------------------------------------------
 class AccessDeniedError(DomainError):
     """The caller is authenticated but not allowed to perform the action."""

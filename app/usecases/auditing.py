@@ -131,6 +131,13 @@ KMS_CALLS_RECORDED_WHEN_DONE = frozenset(
         "ListKeyPolicies",
         "ListResourceTags",
         "ListKeyRotations",
+        # Custom key stores: a store's events are no CloudTrail records; the call is.
+        "CreateCustomKeyStore",
+        "DescribeCustomKeyStores",
+        "UpdateCustomKeyStore",
+        "ConnectCustomKeyStore",
+        "DisconnectCustomKeyStore",
+        "DeleteCustomKeyStore",
     }
 )
 # What a record of a call refused before its caller was known may hold of the request.

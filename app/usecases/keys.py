@@ -28,6 +28,7 @@ from app.usecases.asymmetric import AsymmetricOperations
 from app.usecases.auditors import AuditService
 from app.usecases.authorization import AccessControl, AccessRequest
 from app.usecases.crypto import CryptoOperations
+from app.usecases.custom_key_stores import CustomKeyStoreOperations
 from app.usecases.explain import ExplainOperations
 from app.usecases.grants import GrantOperations
 from app.usecases.imported import ImportedMaterial, imported_rotation_entries
@@ -630,6 +631,7 @@ class KeyService:
     grants: GrantOperations
     explain: ExplainOperations
     audit: AuditService
+    custom_key_stores: CustomKeyStoreOperations
     jobs: DueJobs
     access: AccessControl
 

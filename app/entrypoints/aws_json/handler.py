@@ -23,6 +23,7 @@ from app.entrypoints.aws_json.asymmetric import OPERATIONS as KEY_SPEC_OPERATION
 from app.entrypoints.aws_json.audit import OPERATIONS as AUDIT_OPERATIONS
 from app.entrypoints.aws_json.common import Operation
 from app.entrypoints.aws_json.crypto import OPERATIONS as CRYPTO_OPERATIONS
+from app.entrypoints.aws_json.custom_key_stores import OPERATIONS as CUSTOM_KEY_STORE_OPERATIONS
 from app.entrypoints.aws_json.grants import OPERATIONS as GRANT_OPERATIONS
 from app.entrypoints.aws_json.keys import OPERATIONS as KEY_OPERATIONS
 from app.entrypoints.aws_json.shapes import parse_request
@@ -44,6 +45,7 @@ OPERATIONS: dict[str, Operation] = {
     **GRANT_OPERATIONS,
     **KEY_SPEC_OPERATIONS,
     **AUDIT_OPERATIONS,
+    **CUSTOM_KEY_STORE_OPERATIONS,
 }
 
 

@@ -1,0 +1,361 @@
+"""Custom key stores through boto3: AWS's six operations, their states and their errors.
+
+A service of the module's own (fresh database: stores are limited to 10 per Region), whose
+one configured CloudHSM "cluster" is the test session's SoftHSM2 token.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.audit.conftest import records
+from tests.aws.conftest import aws_error
+from tests.conftest import Service, running_service
+from tests.support.softhsm import SoftHsm, softhsm_token
+
+CLUSTER = "cluster-abcdefghijk"
+OTHER_CLUSTER = "cluster-zyxwvutsrqp"
+UNKNOWN_CLUSTER = "cluster-mnopqrstuvw"
+ANCHOR = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----"
+XKS_ACCESS_KEY = "ABCDEFGHIJKLMNOPQRST2345"
+XKS_SECRET = "s" * 43
+
+
+@pytest.fixture(scope="module")
+def token() -> SoftHsm:
+    return softhsm_token()
+
+
+@pytest.fixture(scope="module")
+def store_service(tmp_path_factory: pytest.TempPathFactory, token: SoftHsm) -> Iterator[Service]:
+    tmp: Path = tmp_path_factory.mktemp("keyledger-cks")
+    clusters = {
+        CLUSTER: {"token_label": token.token_label, "trust_anchor": ANCHOR},
+        OTHER_CLUSTER: {"token_label": "no-such-token"},
+    }
+    with running_service(tmp, cloudhsm_clusters=clusters) as service:
+        yield service
+
+
+@pytest.fixture
+def kms(store_service: Service) -> Iterator[Any]:
+    """A client whose stores are disconnected and deleted after the test."""
+    client = store_service.client("kms")
+    yield client
+    for store in client.describe_custom_key_stores()["CustomKeyStores"]:
+        if store["ConnectionState"] != "DISCONNECTED":
+            client.disconnect_custom_key_store(CustomKeyStoreId=store["CustomKeyStoreId"])
+        client.delete_custom_key_store(CustomKeyStoreId=store["CustomKeyStoreId"])
+
+
+def name() -> str:
+    return f"store-{secrets.token_hex(4)}"
+
+
+def cloudhsm_store(kms: Any, token: SoftHsm, **overrides: Any) -> str:
+    params = {
+        "CustomKeyStoreName": name(),
+        "CloudHsmClusterId": CLUSTER,
+        "TrustAnchorCertificate": ANCHOR,
+        "KeyStorePassword": token.pin,
+        **overrides,
+    }
+    return str(kms.create_custom_key_store(**params)["CustomKeyStoreId"])
+
+
+def xks_store(kms: Any, **overrides: Any) -> str:
+    params = {
+        "CustomKeyStoreName": name(),
+        "CustomKeyStoreType": "EXTERNAL_KEY_STORE",
+        "XksProxyUriEndpoint": "https://xks.example.com",
+        "XksProxyUriPath": f"/{secrets.token_hex(4)}/kms/xks/v1",
+        "XksProxyConnectivity": "PUBLIC_ENDPOINT",
+        "XksProxyAuthenticationCredential": {
+            "AccessKeyId": XKS_ACCESS_KEY,
+            "RawSecretAccessKey": XKS_SECRET,
+        },
+        **overrides,
+    }
+    return str(kms.create_custom_key_store(**params)["CustomKeyStoreId"])
+
+
+def describe(kms: Any, store_id: str) -> dict[str, Any]:
+    stores = kms.describe_custom_key_stores(CustomKeyStoreId=store_id)["CustomKeyStores"]
+    assert len(stores) == 1
+    return dict(stores[0])
+
+
+def settled(kms: Any, store_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        store = describe(kms, store_id)
+        if store["ConnectionState"] != "CONNECTING" or time.monotonic() > deadline:
+            return store
+        time.sleep(0.05)
+
+
+# --- CreateCustomKeyStore ------------------------------------------------------------------
+def test_a_new_cloudhsm_store_is_disconnected_with_an_aws_shaped_id(kms, token):
+    store_id = cloudhsm_store(kms, token)
+    store = describe(kms, store_id)
+    assert store_id.startswith("cks-") and len(store_id) == 21
+    assert store["ConnectionState"] == "DISCONNECTED"
+    assert store["CustomKeyStoreType"] == "AWS_CLOUDHSM"
+    assert store["CloudHsmClusterId"] == CLUSTER
+    assert store["TrustAnchorCertificate"] == ANCHOR
+    assert "ConnectionErrorCode" not in store
+
+
+def test_create_refuses_a_name_in_use(kms, token):
+    taken = name()
+    xks_store(kms, CustomKeyStoreName=taken)
+    with aws_error("CustomKeyStoreNameInUseException"):
+        cloudhsm_store(kms, token, CustomKeyStoreName=taken)
+
+
+def test_create_refuses_an_unknown_cluster(kms, token):
+    with aws_error("CloudHsmClusterNotFoundException"):
+        cloudhsm_store(kms, token, CloudHsmClusterId=UNKNOWN_CLUSTER)
+
+
+def test_create_refuses_a_cluster_in_use(kms, token):
+    cloudhsm_store(kms, token)
+    with aws_error("CloudHsmClusterInUseException"):
+        cloudhsm_store(kms, token)
+
+
+def test_create_refuses_another_trust_anchor(kms, token):
+    with aws_error("IncorrectTrustAnchorException"):
+        cloudhsm_store(kms, token, TrustAnchorCertificate="not the cluster's certificate")
+
+
+def test_create_of_a_cloudhsm_store_needs_its_password(kms):
+    with aws_error("ValidationException"):
+        kms.create_custom_key_store(
+            CustomKeyStoreName=name(), CloudHsmClusterId=CLUSTER, TrustAnchorCertificate=ANCHOR
+        )
+
+
+def test_create_refuses_xks_members_for_a_cloudhsm_store(kms, token):
+    with aws_error("ValidationException"):
+        cloudhsm_store(kms, token, XksProxyUriPath="/kms/xks/v1")
+
+
+def test_create_refuses_a_malformed_cluster_id_from_the_model(kms, token):
+    with aws_error("ValidationException"):
+        cloudhsm_store(kms, token, CloudHsmClusterId="cluster-1111111111111")
+
+
+def test_an_external_store_never_answers_its_secret(kms):
+    store = describe(kms, xks_store(kms))
+    assert store["CustomKeyStoreType"] == "EXTERNAL_KEY_STORE"
+    assert store["XksProxyConfiguration"]["AccessKeyId"] == XKS_ACCESS_KEY
+    assert store["XksProxyConfiguration"]["Connectivity"] == "PUBLIC_ENDPOINT"
+    assert XKS_SECRET not in repr(store)
+
+
+def test_create_refuses_a_proxy_uri_in_use(kms):
+    xks_store(kms, XksProxyUriPath="/same/kms/xks/v1")
+    with aws_error("XksProxyUriInUseException"):
+        xks_store(kms, XksProxyUriPath="/same/kms/xks/v1")
+
+
+def test_vpc_connectivity_needs_an_endpoint_service(kms):
+    with aws_error("ValidationException"):
+        xks_store(kms, XksProxyConnectivity="VPC_ENDPOINT_SERVICE")
+
+
+def test_create_stops_at_ten_stores_per_region(kms):
+    for _ in range(10):
+        xks_store(kms)
+    with aws_error("LimitExceededException"):
+        xks_store(kms)
+
+
+# --- DescribeCustomKeyStores ---------------------------------------------------------------
+def test_describe_finds_a_store_by_name(kms, token):
+    store_name = name()
+    store_id = cloudhsm_store(kms, token, CustomKeyStoreName=store_name)
+    found = kms.describe_custom_key_stores(CustomKeyStoreName=store_name)["CustomKeyStores"]
+    assert [s["CustomKeyStoreId"] for s in found] == [store_id]
+
+
+def test_describe_of_an_unknown_store_is_not_found(kms):
+    with aws_error("CustomKeyStoreNotFoundException"):
+        kms.describe_custom_key_stores(CustomKeyStoreId="cks-0123456789abcdef0")
+    with aws_error("CustomKeyStoreNotFoundException"):
+        kms.describe_custom_key_stores(CustomKeyStoreName="nobody")
+
+
+def test_describe_refuses_both_id_and_name(kms, token):
+    store_id = cloudhsm_store(kms, token)
+    with aws_error("ValidationException"):
+        kms.describe_custom_key_stores(CustomKeyStoreId=store_id, CustomKeyStoreName="x")
+
+
+def test_describe_pages_with_limit_and_marker(kms):
+    made = [xks_store(kms) for _ in range(3)]
+    first = kms.describe_custom_key_stores(Limit=2)
+    assert first["Truncated"] is True
+    rest = kms.describe_custom_key_stores(Limit=2, Marker=first["NextMarker"])
+    assert rest["Truncated"] is False and "NextMarker" not in rest
+    seen = [s["CustomKeyStoreId"] for s in first["CustomKeyStores"] + rest["CustomKeyStores"]]
+    assert seen == made
+
+
+def test_describe_refuses_a_marker_it_did_not_issue(kms):
+    with aws_error("InvalidMarkerException"):
+        kms.describe_custom_key_stores(Marker="not-a-marker")
+
+
+def test_another_region_does_not_see_the_store(kms, token, store_service):
+    store_id = cloudhsm_store(kms, token)
+    other_region = store_service.client("kms", region="us-west-2")
+    with aws_error("CustomKeyStoreNotFoundException"):
+        other_region.describe_custom_key_stores(CustomKeyStoreId=store_id)
+
+
+# --- ConnectCustomKeyStore / DisconnectCustomKeyStore ------------------------------------
+def test_connect_with_the_token_pin_connects(kms, token):
+    store_id = cloudhsm_store(kms, token)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    assert settled(kms, store_id)["ConnectionState"] == "CONNECTED"
+
+
+def test_connect_with_a_wrong_pin_fails_with_invalid_credentials(kms, token):
+    store_id = cloudhsm_store(kms, token, KeyStorePassword="wrong-pin-123")
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    store = settled(kms, store_id)
+    assert (store["ConnectionState"], store["ConnectionErrorCode"]) == (
+        "FAILED",
+        "INVALID_CREDENTIALS",
+    )
+
+
+def test_connect_to_a_missing_token_fails_with_cluster_not_found(kms, token):
+    store_id = cloudhsm_store(kms, token, CloudHsmClusterId=OTHER_CLUSTER)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    assert settled(kms, store_id)["ConnectionErrorCode"] == "CLUSTER_NOT_FOUND"
+
+
+def test_a_failed_store_must_be_disconnected_before_it_connects_again(kms, token):
+    store_id = cloudhsm_store(kms, token, KeyStorePassword="wrong-pin-123")
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    settled(kms, store_id)
+    with aws_error("CustomKeyStoreInvalidStateException"):
+        kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    kms.disconnect_custom_key_store(CustomKeyStoreId=store_id)
+    kms.update_custom_key_store(CustomKeyStoreId=store_id, KeyStorePassword=token.pin)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    assert settled(kms, store_id)["ConnectionState"] == "CONNECTED"
+
+
+def test_disconnect_of_a_disconnected_store_is_invalid(kms, token):
+    store_id = cloudhsm_store(kms, token)
+    with aws_error("CustomKeyStoreInvalidStateException"):
+        kms.disconnect_custom_key_store(CustomKeyStoreId=store_id)
+
+
+def test_disconnect_returns_a_connected_store_to_disconnected(kms, token):
+    store_id = cloudhsm_store(kms, token)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    settled(kms, store_id)
+    kms.disconnect_custom_key_store(CustomKeyStoreId=store_id)
+    assert describe(kms, store_id)["ConnectionState"] == "DISCONNECTED"
+
+
+# --- UpdateCustomKeyStore -----------------------------------------------------------------
+def test_update_renames_a_disconnected_store(kms, token):
+    store_id = cloudhsm_store(kms, token)
+    new_name = name()
+    kms.update_custom_key_store(CustomKeyStoreId=store_id, NewCustomKeyStoreName=new_name)
+    assert describe(kms, store_id)["CustomKeyStoreName"] == new_name
+
+
+def test_update_of_a_connected_cloudhsm_store_is_invalid(kms, token):
+    store_id = cloudhsm_store(kms, token)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    settled(kms, store_id)
+    with aws_error("CustomKeyStoreInvalidStateException"):
+        kms.update_custom_key_store(CustomKeyStoreId=store_id, NewCustomKeyStoreName=name())
+
+
+def test_update_refuses_an_unrelated_cluster(kms, token):
+    store_id = cloudhsm_store(kms, token)
+    with aws_error("CloudHsmClusterNotRelatedException"):
+        kms.update_custom_key_store(CustomKeyStoreId=store_id, CloudHsmClusterId=OTHER_CLUSTER)
+
+
+def test_update_refuses_a_name_in_use(kms, token):
+    taken = name()
+    xks_store(kms, CustomKeyStoreName=taken)
+    store_id = cloudhsm_store(kms, token)
+    with aws_error("CustomKeyStoreNameInUseException"):
+        kms.update_custom_key_store(CustomKeyStoreId=store_id, NewCustomKeyStoreName=taken)
+
+
+def test_update_changes_an_external_stores_proxy_path(kms):
+    store_id = xks_store(kms)
+    kms.update_custom_key_store(CustomKeyStoreId=store_id, XksProxyUriPath="/new/kms/xks/v1")
+    assert describe(kms, store_id)["XksProxyConfiguration"]["UriPath"] == "/new/kms/xks/v1"
+
+
+def test_update_of_an_unknown_store_is_not_found(kms):
+    with aws_error("CustomKeyStoreNotFoundException"):
+        kms.update_custom_key_store(
+            CustomKeyStoreId="cks-0123456789abcdef0", NewCustomKeyStoreName="x"
+        )
+
+
+# --- DeleteCustomKeyStore -----------------------------------------------------------------
+def test_delete_of_a_connected_store_is_invalid(kms, token):
+    store_id = cloudhsm_store(kms, token)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    settled(kms, store_id)
+    with aws_error("CustomKeyStoreInvalidStateException"):
+        kms.delete_custom_key_store(CustomKeyStoreId=store_id)
+
+
+def test_delete_frees_the_name_and_the_cluster(kms, token):
+    store_name = name()
+    store_id = cloudhsm_store(kms, token, CustomKeyStoreName=store_name)
+    kms.delete_custom_key_store(CustomKeyStoreId=store_id)
+    with aws_error("CustomKeyStoreNotFoundException"):
+        describe(kms, store_id)
+    cloudhsm_store(kms, token, CustomKeyStoreName=store_name)
+
+
+# --- secrets and the audit trail ----------------------------------------------------------
+def test_the_password_is_in_no_event_and_no_cloudtrail_record(kms, token, store_service):
+    response = kms.create_custom_key_store(
+        CustomKeyStoreName=name(),
+        CloudHsmClusterId=CLUSTER,
+        TrustAnchorCertificate=ANCHOR,
+        KeyStorePassword=token.pin,
+    )
+    request_id = response["ResponseMetadata"]["RequestId"]
+    cloudtrail = store_service.client("cloudtrail")
+    deadline, found = time.monotonic() + 10, []
+    while not found and time.monotonic() < deadline:
+        found = [
+            r
+            for r in records(cloudtrail, "EventName", "CreateCustomKeyStore")
+            if r.get("requestID") == request_id
+        ]
+        time.sleep(0.1)
+    assert found, "no CloudTrail record of CreateCustomKeyStore"
+    parameters = found[0]["requestParameters"]
+    assert parameters["cloudHsmClusterId"] == CLUSTER and "keyStorePassword" not in parameters
+    assert token.pin not in json.dumps(found[0], default=str)
+    url = store_service.runtime.settings.database_url
+    with psycopg.connect(url) as conn:
+        states = conn.execute("SELECT state FROM keyledger_events").fetchall()
+    assert not any(token.pin.encode() in bytes(state) for (state,) in states)
