@@ -29,6 +29,7 @@ from app.usecases.auditors import AuditService
 from app.usecases.authorization import AccessControl, AccessRequest
 from app.usecases.crypto import CryptoOperations
 from app.usecases.explain import ExplainOperations
+from app.usecases.external_keys import ExternalKeyOperations
 from app.usecases.grants import GrantOperations
 from app.usecases.imported import ImportedMaterial, imported_rotation_entries
 from app.usecases.resolution import KeyResolver
@@ -632,6 +633,7 @@ class KeyService:
     audit: AuditService
     jobs: DueJobs
     access: AccessControl
+    external: ExternalKeyOperations  # the XKS Proxy API KeyLedger serves
 
 
 # ==== checks that need no key ==========================================================
