@@ -61,6 +61,7 @@ from app.usecases.authorization import AccessControl
 from app.usecases.crypto import CryptoOperations
 from app.usecases.custom_key_stores import CustomKeyStoreOperations
 from app.usecases.explain import ExplainOperations
+from app.usecases.external_keys import ExternalKeyOperations
 from app.usecases.grants import GrantOperations
 from app.usecases.imported import ImportedMaterial
 from app.usecases.keys import DueJobs, KeyLifecycle, KeyService
@@ -647,6 +648,7 @@ def wire_use_cases(
             partition=partition,
         ),
         access=access,
+        external=ExternalKeyOperations(runner=runner, resolver=resolver),
     )
     auditor = Auditor(writer, identity, clock, is_unavailable)
     return UseCases(identity, service, auditor, audit_service)

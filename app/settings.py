@@ -56,6 +56,9 @@ LOG_LEVELS = frozenset({"critical", "error", "warning", "info", "debug", "trace"
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
+_XKS_KEY_ID_RE = re.compile(r"[A-Za-z0-9]{4,128}")
+_XKS_URI_PATH_RE = re.compile(r"(/[A-Za-z0-9_-]+)*/kms/xks/v1")
+_PRINCIPAL_RE = re.compile(r"arn:[a-z0-9-]+:iam::\d{12}:\S+")
 
 
 def _decode_root_key(text: str) -> bytes:
@@ -156,6 +159,20 @@ class Settings(BaseSettings):
     #: Further verifier keys (``<name>+<key ID>+<base64 key>``) whose checkpoints this
     #: service trusts beside its own: a previous signing key, or witnesses.
     ledger_trusted_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # --- external key stores (docs/key-custody.md#external-key-stores-xks) ---------------
+    #: The XKS Proxy API KeyLedger serves: one or two ``AccessKeyId:SecretAccessKey`` pairs
+    #: (comma-separated; two while rotating), the SigV4 credentials AWS KMS (or another
+    #: KeyLedger) signs its calls with. Empty: the XKS Proxy API is not served. Never logged.
+    xks_credentials: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    #: The KeyLedger principal whose permissions the XKS credentials use (its account's
+    #: keys; kms:DescribeKey, kms:Encrypt, kms:Decrypt on them).
+    xks_principal_arn: str | None = None
+    #: Where the XKS Proxy API is served: ``[/<prefix>]/kms/xks/v1``.
+    xks_uri_path: str = "/kms/xks/v1"
+    #: KeyLedger as an XKS client: the longest a proxy may take to answer (AWS: 250 ms),
+    #: and the connections kept to each proxy.
+    xks_proxy_timeout_seconds: float = Field(default=0.25, gt=0, le=30)
+    xks_proxy_max_connections: int = Field(default=10, ge=1, le=1000)
     #: Lets tests move the service clock. Never enable in production.
     test_clock: bool = False
 
@@ -185,6 +202,7 @@ class Settings(BaseSettings):
         "bootstrap_access_key_id",
         "pkcs11_token_label",
         "pkcs11_slot",
+        "xks_principal_arn",
         mode="before",
     )
     @classmethod
@@ -245,6 +263,36 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"cloudhsm_clusters: {cluster_id}: unknown {sorted(unknown)}")
         return value
+
+    @field_validator("xks_credentials", mode="before")
+    @classmethod
+    def _parse_xks_credentials(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("xks_credentials")
+    @classmethod
+    def _check_xks_credentials(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if len(value) > 2:
+            raise ValueError("xks_credentials holds one or two AccessKeyId:Secret pairs")
+        for pair in value:
+            key_id, _, secret = pair.get_secret_value().partition(":")
+            if not _XKS_KEY_ID_RE.fullmatch(key_id) or not secret:
+                raise ValueError("xks_credentials: each pair is AccessKeyId:SecretAccessKey")
+        return value
+
+    @field_validator("xks_uri_path")
+    @classmethod
+    def _check_xks_uri_path(cls, value: str) -> str:
+        if len(value) > 128 or not _XKS_URI_PATH_RE.fullmatch(value):
+            raise ValueError("xks_uri_path is [/<prefix>]/kms/xks/v1 (at most 128 characters)")
+        return value
+
+    def xks_secrets(self) -> dict[str, str]:
+        """The XKS credentials: access key id -> secret access key."""
+        pairs = (pair.get_secret_value().partition(":") for pair in self.xks_credentials)
+        return {key_id: secret for key_id, _, secret in pairs}
 
     @field_validator("ledger_trusted_keys", mode="before")
     @classmethod
@@ -331,6 +379,10 @@ class Settings(BaseSettings):
                 "root_key_provider shamir keeps the root key sealed in the database:"
                 " set no root_key, root_key_file or previous_root_keys"
             )
+        if self.xks_credentials and (
+            self.xks_principal_arn is None or not _PRINCIPAL_RE.fullmatch(self.xks_principal_arn)
+        ):
+            raise ValueError("xks_credentials need xks_principal_arn, an IAM principal's ARN")
         if (self.bootstrap_access_key_id is None) != (self.bootstrap_secret_access_key is None):
             raise ValueError(
                 "bootstrap_access_key_id and bootstrap_secret_access_key must be set together"

@@ -29,6 +29,11 @@ IAM_SOURCE = "iam.amazonaws.com"  # identity administration, as CloudTrail recor
 # service designations): named like AWS's sources, after the IAM prefix of its own actions
 # ("keyledger:DesignateServicePrincipal").
 KEYLEDGER_SOURCE = "keyledger.amazonaws.com"
+# The XKS Proxy API KeyLedger serves (app.entrypoints.xks): its calls are recorded under the
+# proxy's operation names (GetKeyMetadata, Encrypt, Decrypt, GetHealthStatus).
+XKS_SOURCE = "xks-proxy.keyledger.amazonaws.com"
+# Used.operation of a use through the XKS Proxy API -> its record's eventName.
+XKS_USES = {"XksEncrypt": "Encrypt", "XksDecrypt": "Decrypt"}
 # CloudTrail's Event history: LookupEvents sees the last 90 days of management events.
 LOOKUP_EVENTS_WINDOW = timedelta(days=90)
 CRYPTOGRAPHIC_CALLS = frozenset(

@@ -33,7 +33,14 @@ import orjson
 import psycopg
 from eventsourcing.persistence import Notification
 
-from domain.audit import KEYLEDGER_SOURCE, KMS_SOURCE, AuditedCall, is_read_only
+from domain.audit import (
+    KEYLEDGER_SOURCE,
+    KMS_SOURCE,
+    XKS_SOURCE,
+    XKS_USES,
+    AuditedCall,
+    is_read_only,
+)
 from domain.custody import RootKeyCustody
 from domain.identity import AccessKey, Account, Principal
 from domain.key_specs import key_algorithms
@@ -135,6 +142,11 @@ USED_SHAPES: dict[str, tuple[str, str, str, str | None]] = {
     "DeriveSharedSecret": ("DeriveSharedSecret", "keyId", "", "keyAgreementAlgorithm"),
     "Encapsulate": ("Encapsulate", "keyId", "", "encapsulationAlgorithm"),
     "Decapsulate": ("Decapsulate", "keyId", "", "encapsulationAlgorithm"),
+    # Uses through the XKS Proxy API KeyLedger serves: recorded under XKS_SOURCE.
+    **{
+        operation: (name, "externalKeyId", "", "encryptionAlgorithm")
+        for operation, name in XKS_USES.items()
+    },
 }
 CONTEXT_MEMBERS = ("encryptionContext", "sourceEncryptionContext", "destinationEncryptionContext")
 
@@ -600,6 +612,7 @@ class AuditTrailProjection(BatchedProjection):
             request_parameters=parameters,
             resources=resources,
             read_only=True,
+            event_source=XKS_SOURCE if operation in XKS_USES else KMS_SOURCE,
             additional=additional or None,
             context_keys=context_keys,
             count_each_resource=source is not None,

@@ -61,6 +61,8 @@ from domain.audit import (
     CRYPTOGRAPHIC_CALLS,
     IAM_SOURCE,
     KMS_SOURCE,
+    XKS_SOURCE,
+    XKS_USES,
     AuditedCall,
     audited_call_id,
     is_read_only,
@@ -115,7 +117,11 @@ EVENT_AUDITED_IAM_CALLS = frozenset(
         "UpdateAccessKey",
     }
 )
-EVENT_AUDITED = {KMS_SOURCE: EVENT_AUDITED_CALLS, IAM_SOURCE: EVENT_AUDITED_IAM_CALLS}
+EVENT_AUDITED = {
+    KMS_SOURCE: EVENT_AUDITED_CALLS,
+    IAM_SOURCE: EVENT_AUDITED_IAM_CALLS,
+    XKS_SOURCE: frozenset(XKS_USES.values()),  # their Used events (XksEncrypt, XksDecrypt)
+}
 # Never in a record, whatever the model says: the policy text (KMS logs no GetKeyPolicy
 # answer, and a refused policy is not the key's) and grant tokens (bearer values).
 WITHHELD_MEMBERS = frozenset({"Policy", "GrantTokens", "GrantToken"})

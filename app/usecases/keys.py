@@ -30,6 +30,7 @@ from app.usecases.authorization import AccessControl, AccessRequest
 from app.usecases.crypto import CryptoOperations
 from app.usecases.custom_key_stores import CustomKeyStoreOperations
 from app.usecases.explain import ExplainOperations
+from app.usecases.external_keys import ExternalKeyOperations
 from app.usecases.grants import GrantOperations
 from app.usecases.imported import ImportedMaterial, imported_rotation_entries
 from app.usecases.resolution import KeyResolver
@@ -634,6 +635,7 @@ class KeyService:
     custom_key_stores: CustomKeyStoreOperations
     jobs: DueJobs
     access: AccessControl
+    external: ExternalKeyOperations  # the XKS Proxy API KeyLedger serves
 
 
 # ==== checks that need no key ==========================================================

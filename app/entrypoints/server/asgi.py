@@ -24,6 +24,7 @@ from app.entrypoints.server.request_limits import (
     replaying,
 )
 from app.entrypoints.server.request_limits import refuse as refuse_too_large
+from app.entrypoints.xks.handler import XksConfig, XksHandler
 from app.infrastructure.postgres.database import bounded_waits
 from app.settings import load_settings
 from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
@@ -48,6 +49,7 @@ class KeyLedgerApp:
             runtime.audit_service, runtime.identity, runtime.auditor, regions
         )
         self.rest = create_rest_app(runtime)
+        self.xks = _xks_handler(runtime)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -55,6 +57,9 @@ class KeyLedgerApp:
             return
         if scope["type"] != "http":
             await self.rest(scope, receive, send)
+            return
+        if self.xks is not None and self.xks.serves(scope["path"]):
+            await self.xks(scope, receive, send)  # its own limits, errors and sealed answer
             return
         protocol = self._protocol(scope)
         if protocol is None:
@@ -254,6 +259,25 @@ def _ledger_lines(runtime: Runtime, checkpoint_lag: float) -> list[str]:
         "# TYPE keyledger_ledger_checkpoint_lag_seconds gauge",
         f"keyledger_ledger_checkpoint_lag_seconds {checkpoint_lag:.6f}",
     ]
+
+
+def _xks_handler(runtime: Runtime) -> XksHandler | None:
+    """The XKS Proxy API, when its credentials are set."""
+    settings = runtime.settings
+    if not settings.xks_credentials:
+        return None
+    assert settings.xks_principal_arn is not None  # the settings insist on it
+    config = XksConfig(
+        uri_path=settings.xks_uri_path,
+        secrets=settings.xks_secrets(),
+        principal_arn=settings.xks_principal_arn,
+        regions=frozenset(settings.regions),
+        clock=runtime.clock.now,
+        sealed=lambda: runtime.sealed,
+        available=lambda: bool(runtime.writer.available),
+        database_wait_seconds=settings.request_database_wait_seconds,
+    )
+    return XksHandler(runtime.service.external, runtime.auditor, config)
 
 
 def _needs_root_key(protocol: Protocol, scope: dict[str, Any]) -> bool:

@@ -1,0 +1,204 @@
+"""The XKS Proxy API v1 (github.com/aws/aws-kms-xksproxy-api-spec): its pure parts.
+
+The AES-GCM additional data the spec prescribes, the Ciphertext Data Integrity Value, the
+ciphertext metadata KeyLedger writes (the material version), the limits of its members,
+and how AWS KMS surfaces each failure of a proxy to its own callers. No I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+
+from domain.errors import ValidationError
+
+SIGNING_SERVICE = "kms-xks-proxy"
+DEFAULT_URI_PATH = "/kms/xks/v1"
+AES_GCM = "AES_GCM"
+SHA_256 = "SHA_256"
+KEY_SPEC = "AES_256"
+IV_BYTES = 12
+TAG_BYTES = 16
+MAX_AAD = 0xFFFF  # its length is two bytes in the AAD fed to GCM
+MAX_CIPHERTEXT_METADATA = 20
+MAX_DATA = 8192  # plaintext or ciphertext bytes (the spec requires at least 4300)
+MAX_METADATA_TEXT = 2048  # an ARN may be 2048 characters
+EXTERNAL_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+URI_PATH = re.compile(r"(/[A-Za-z0-9_-]+)*/kms/xks/v1")
+# KeyLedger's ciphertext metadata: b"KL" and the key material's version (4 bytes, big-endian).
+_METADATA_TAG = b"KL"
+
+
+def gcm_aad(aad: bytes | None, ciphertext_metadata: bytes | None) -> bytes:
+    """What GCM authenticates: len16be(aad) || aad || len8(ctMeta) || ctMeta (0 if absent)."""
+    aad = aad or b""
+    meta = ciphertext_metadata or b""
+    if len(aad) > MAX_AAD or len(meta) > MAX_CIPHERTEXT_METADATA:
+        raise ValidationError("additionalAuthenticatedData or ciphertextMetadata is too long")
+    return len(aad).to_bytes(2, "big") + aad + len(meta).to_bytes(1, "big") + meta
+
+
+def integrity_value(
+    aad: bytes | None, ciphertext_metadata: bytes | None, iv: bytes, ciphertext: bytes, tag: bytes
+) -> bytes:
+    """The CDIV (Appendix C): SHA-256 over the decoded members, no lengths."""
+    digest = hashlib.sha256()
+    for part in (aad or b"", ciphertext_metadata or b"", iv, ciphertext, tag):
+        digest.update(part)
+    return digest.digest()
+
+
+def material_metadata(version: int) -> bytes:
+    return _METADATA_TAG + version.to_bytes(4, "big")
+
+
+def material_version(ciphertext_metadata: bytes | None) -> int | None:
+    """The material version KeyLedger wrote, or None when the metadata is not KeyLedger's."""
+    meta = ciphertext_metadata or b""
+    if len(meta) != 6 or not meta.startswith(_METADATA_TAG):
+        return None
+    return int.from_bytes(meta[2:], "big")
+
+
+def b64decode(value: object, member: str, *, limit: int) -> bytes:
+    """A base64 member, strictly decoded and bounded; ValidationError otherwise."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{member} must be a base64 string")
+    if len(value) > (limit + 2) // 3 * 4:
+        raise ValidationError(f"{member} is longer than {limit} bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(f"{member} is not valid base64") from None
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def is_external_key_id(text: str) -> bool:
+    return EXTERNAL_KEY_ID.fullmatch(text) is not None
+
+
+# ==== how AWS KMS surfaces a proxy's failures (the spec's "KMS Considerations" table) ========
+@dataclass(frozen=True)
+class Surfaced:
+    """The KMS exception a failure becomes, by KMS operation family, and its message."""
+
+    key_store: str  # Create/UpdateCustomKeyStore, ConnectCustomKeyStore
+    create_key: str  # CreateKey
+    message: str
+    crypto: str = "KMSInvalidStateException"  # Encrypt, Decrypt, ReEncrypt, GenerateDataKey*
+
+
+_UNINTERPRETABLE = (
+    "AWS KMS cannot interpret the response from the external key store proxy. If you see "
+    "this error repeatedly, report it to your external key store proxy administrator."
+)
+_UNREACHABLE = (
+    "AWS KMS cannot communicate with the external key store proxy. This might be a transient "
+    "network issue. If you see this error repeatedly, verify that your external key store "
+    "proxy is active and is connected to the network, and that its endpoint URI is correct "
+    "in your external key store."
+)
+_STATE = "CustomKeyStoreInvalidStateException"
+_INVALID_RESPONSE = "XksProxyInvalidResponseException"
+_URI_UNREACHABLE = "XksProxyUriUnreachableException"
+MALFORMED_RESPONSE = "MalformedResponse"
+UNREACHABLE = "Unreachable"
+TIMED_OUT = "Timeout"
+SURFACED: dict[str, Surfaced] = {
+    "ValidationException": Surfaced(_INVALID_RESPONSE, _STATE, _UNINTERPRETABLE),
+    "InvalidStateException": Surfaced(
+        _STATE,
+        "XksKeyInvalidConfigurationException",
+        "The external key associated with this KMS key in an external key store is not "
+        "enabled in the external key manager. Enable the external key in the external key "
+        "manager and retry the request.",
+    ),
+    "InvalidCiphertextException": Surfaced(
+        _STATE,
+        _STATE,
+        "The external key store proxy rejected the request because the specified ciphertext "
+        "or encryption context is corrupted, missing, or otherwise invalid.",
+    ),
+    "InvalidKeyUsageException": Surfaced(
+        _STATE,
+        "XksKeyInvalidConfigurationException",
+        "The external key associated with this KMS key in an external key store does not "
+        "support the requested operation. Enable the operation on the key in your external "
+        "key manager, and try the request again.",
+    ),
+    "AuthenticationFailedException": Surfaced(
+        "XksProxyIncorrectAuthenticationCredentialException",
+        _STATE,
+        "The external key store proxy rejected the request because it could not "
+        "authenticate AWS KMS. Verify the XKS proxy authentication credentials for your "
+        "external key store and update if necessary.",
+    ),
+    "AccessDeniedException": Surfaced(
+        _STATE,
+        "KMSInvalidStateException",
+        "The external key store proxy denied access to the operation. Verify that the user "
+        "and the external key are both authorized for this operation, and try the request "
+        "again.",
+    ),
+    "KeyNotFoundException": Surfaced(
+        _STATE,
+        "XksKeyNotFoundException",
+        "The external key associated with this KMS key in an external key store was not "
+        "found in its external key manager. If the external key ID associated with this KMS "
+        "key is incorrect, create a new KMS key with the correct external key ID.",
+    ),
+    "InvalidUriPathException": Surfaced(
+        "XksProxyInvalidConfigurationException",
+        _STATE,
+        "The external key store proxy rejected the request because of an invalid URI path. "
+        "Verify the URI path for your external key store and update if necessary.",
+    ),
+    "UnsupportedOperationException": Surfaced(
+        _STATE,
+        "XksKeyInvalidResponseException",
+        "The external key store proxy rejected the request because it does not support the "
+        "requested operation. If you see this error repeatedly, report it to your external "
+        "key store proxy administrator.",
+    ),
+    "DependencyTimeoutException": Surfaced(
+        _URI_UNREACHABLE,
+        _STATE,
+        "The external key store proxy did not respond to the request in the time allotted. "
+        "Retry the request. If you see this error repeatedly, report it to your external key "
+        "store proxy administrator.",
+    ),
+    "ThrottlingException": Surfaced(
+        _URI_UNREACHABLE,
+        _STATE,
+        "The external key store proxy rejected the request due to a very high request rate. "
+        "Reduce the frequency of your calls using KMS keys in this external key store.",
+    ),
+    "InternalException": Surfaced(
+        _INVALID_RESPONSE,
+        _STATE,
+        "The external key store proxy rejected the request because it cannot communicate "
+        "with the external key manager. Verify that the external key store proxy "
+        "configuration is correct and that the external key manager is available.",
+    ),
+    UNREACHABLE: Surfaced(_URI_UNREACHABLE, _STATE, _UNREACHABLE),
+    TIMED_OUT: Surfaced(
+        _URI_UNREACHABLE,
+        _STATE,
+        "AWS KMS rejected the request because the external key store proxy did not respond "
+        "in time. Retry the request. If you see this error repeatedly, report it to your "
+        "external key store proxy administrator.",
+    ),
+    MALFORMED_RESPONSE: Surfaced(_INVALID_RESPONSE, _STATE, _UNINTERPRETABLE),
+}
+
+
+def surfaced(failure: str) -> Surfaced:
+    """How KMS surfaces ``failure`` (a proxy's errorName or one of the transport failures);
+    an errorName the spec does not define reads as a malformed response."""
+    return SURFACED.get(failure, SURFACED[MALFORMED_RESPONSE])
