@@ -31,13 +31,11 @@ from typing import Any
 import psycopg
 
 from domain.ledger_errors import LedgerVerificationError
-from domain.ledger_leaves import encode_leaf
 from domain.merkle import (
     CompactRange,
     assemble,
     frontier_nodes,
     inclusion_plan,
-    leaf_hash,
     plan_nodes,
     verify_inclusion,
 )
@@ -48,29 +46,27 @@ from projections.ledger_checkpoints import (
     newest_checkpoint,
     tree_extends,
 )
-from projections.merkle_log import read_nodes
+from projections.merkle_log import LEAF_HASH_SQL, read_nodes
 
 CHECKPOINT_AT_MOST = (
     "SELECT size, root, note, signed_at FROM ledger_checkpoints WHERE size <= %s"
     " ORDER BY size DESC LIMIT 1"
 )
-# PostgreSQL hashes the states (the watch runs in every serving process: the states need not
-# cross the wire); `keyledger audit verify` hashes the stored bytes itself.
+# PostgreSQL computes the leaf hashes (projections.merkle_log.LEAF_HASH_SQL: the states need
+# not cross the wire); `keyledger audit verify` hashes the stored bytes itself.
 EVENTS_AFTER = (
-    "SELECT notification_id, originator_id, originator_version, topic, sha256(state)"
-    " FROM keyledger_events WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+    "SELECT notification_id, "
+    + LEAF_HASH_SQL
+    + " FROM keyledger_events WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
 )
 LEAVES_AT = (
     "SELECT index, notification_id, hash FROM ledger_tree_nodes WHERE level = 0 AND index = ANY(%s)"
 )
 EVENTS_AT = (
-    "SELECT notification_id, originator_id, originator_version, topic, sha256(state)"
-    " FROM keyledger_events WHERE notification_id = ANY(%s)"
+    "SELECT notification_id, "
+    + LEAF_HASH_SQL
+    + " FROM keyledger_events WHERE notification_id = ANY(%s)"
 )
-
-
-def _leaf_hash(position: int, originator: Any, version: int, topic: str, digest: bytes) -> bytes:
-    return leaf_hash(encode_leaf(position, originator, version, topic, bytes(digest)))
 
 
 @dataclass
@@ -181,10 +177,8 @@ def _recent(
     wanted = target.size - compact.size
     extended = compact.copy()
     last = state.last_position
-    for position, originator, version, topic, digest in conn.execute(
-        EVENTS_AFTER, (state.last_position, wanted)
-    ):
-        extended.append(_leaf_hash(int(position), originator, int(version), topic, digest))
+    for position, leaf in conn.execute(EVENTS_AFTER, (state.last_position, wanted)):
+        extended.append(bytes(leaf))
         last = int(position)
     if extended.size < target.size or extended.root() != target.root:
         return (
@@ -222,8 +216,7 @@ def _sample(
         event = events.get(position)
         if event is None:
             return f"event {position} (leaf {index}) is gone: deleted from the ledger"
-        _, originator, version, topic, digest = event
-        recomputed = _leaf_hash(position, originator, int(version), topic, digest)
+        recomputed = bytes(event[1])
         if recomputed != stored_hash:
             return f"event {position} (leaf {index}) is not the event its leaf commits to"
         try:

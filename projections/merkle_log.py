@@ -52,23 +52,33 @@ NODES_SELECT = (
     " ON n.level = f.level AND n.index = f.index"
 )
 NODES_COPY = "COPY ledger_tree_nodes (level, index, hash, notification_id) FROM STDIN"
-# The stored rows as the leaves need them: PostgreSQL hashes the state bytes, so the
-# (large) states never cross the wire nor pass through Python.
+# Each stored row's leaf hash, computed by PostgreSQL exactly as domain.ledger_leaves
+# encodes and hashes a leaf (SHA-256(0x00 || position u64 || originator 16 bytes ||
+# version u64 || topic length u32 || topic UTF-8 || SHA-256(state)), all big-endian): the
+# states never cross the wire and the per-event hashing runs in C. The tests compare the
+# tree with one computed in Python from the stored rows; `keyledger audit verify` and the
+# offline verifier hash in Python themselves.
+LEAF_HASH_SQL = (
+    "sha256('\\x00'::bytea || int8send(notification_id) || uuid_send(originator_id)"
+    " || int8send(originator_version) || int4send(octet_length(topic))"
+    " || convert_to(topic, 'UTF8') || sha256(state))"
+)
 EVENT_DIGESTS = (
-    "SELECT notification_id, originator_id, originator_version, topic, sha256(state)"
-    " FROM keyledger_events WHERE notification_id > %s AND notification_id <= %s"
+    "SELECT notification_id, originator_id, originator_version, topic, "
+    + LEAF_HASH_SQL
+    + " FROM keyledger_events WHERE notification_id > %s AND notification_id <= %s"
     " ORDER BY notification_id LIMIT %s"
 )
 
 
 class EventDigest(NamedTuple):
-    """A stored event as its leaf needs it: the SHA-256 of its state, not the state."""
+    """A stored event as the log needs it: its leaf hash (and what names it in a log line)."""
 
     id: int  # the notification id (the leaf's position)
     originator_id: Any
     originator_version: int
     topic: str
-    state_hash: bytes
+    leaf_hash: bytes
 
 
 class MerkleLogError(RuntimeError):
@@ -118,14 +128,11 @@ def append_events(
             raise MerkleLogError(
                 f"event {position} does not follow the tree's last leaf (event {last})"
             )
-        digest = getattr(event, "state_hash", None)
-        if digest is None:
+        leaf = getattr(event, "leaf_hash", None)
+        if leaf is None:  # a stored row as such: hash it here
             digest = hashlib.sha256(bytes(event.state)).digest()
-        leaf = leaf_hash(
-            encode_leaf(
-                position, event.originator_id, event.originator_version, event.topic, digest
-            )
-        )
+            version, topic = event.originator_version, event.topic
+            leaf = leaf_hash(encode_leaf(position, event.originator_id, version, topic, digest))
         for node, value in compact.append(leaf):
             rows.append((node.level, node.index, value, position if node.level == 0 else None))
         last = position
@@ -151,7 +158,7 @@ class MerkleLogProjection(BatchedProjection):
         return notification
 
     def _next_batch(self, position: int, stop: int | None) -> tuple[Sequence[Any], int]:
-        """Like every view's, but reading each row's state digest, not its state."""
+        """Like every view's, but reading each row's leaf hash, not its state."""
         head = stop if stop is not None else (self._ledger.recorder.max_notification_id() or 0)
         if head <= position:
             return [], position

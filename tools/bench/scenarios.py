@@ -731,7 +731,9 @@ class Suite:
         with contextlib.ExitStack() as sampling:
             lag = sampling.enter_context(LagSampler(servers[0].url)) if servers else None
             checkpoint_lag = (
-                sampling.enter_context(LagSampler(servers[0].url, metric=CHECKPOINT_LAG))
+                sampling.enter_context(
+                    LagSampler(servers[0].url, interval=0.5, metric=CHECKPOINT_LAG)
+                )
                 if servers
                 else None
             )
