@@ -415,7 +415,7 @@ class Runtime:
     async def checkpoint_lag(self) -> float:
         """Seconds the oldest event not yet under a signed checkpoint has waited (NaN when
         the database does not answer in time or the log is off)."""
-        if self.checkpointer is None:
+        if self.ledger_watch is None:  # the log is off
             return float("nan")
         seconds, now = self.settings.database_deadline_seconds, self.clock.now()
 
@@ -508,31 +508,72 @@ def ledger_guards(
 ) -> tuple[Checkpointer | None, LedgerWatch | None]:
     """The checkpointer and the watch of a serving process (None, None without the log).
     Both trust this process's own signing key (from the root key), never the database's
-    list, plus the configured ledger_trusted_keys."""
+    list, plus the configured ledger_trusted_keys.
+
+    The workers of ``keyledger run --workers N`` (run_audit_projection false) sign nothing
+    and only sample: the projection process signs and recomputes the recent range
+    (`projection_guards`), off the workers' event loops. A Shamir-sealed key cannot be
+    unsealed there, so then the workers sign."""
     if not settings.ledger_log:
         return None, None
+    signs_here = settings.run_audit_projection or settings.root_key_provider == "shamir"
+    return _guards(settings, database_url, lambda: vault, signs_here)
+
+
+def projection_guards(
+    settings: Settings, database_url: str, pool: ConnectionPool
+) -> tuple[Checkpointer | None, LedgerWatch | None]:
+    """The checkpointer and the watch of ``keyledger projections run`` (the supervisor's
+    projection process): its root key and vault are opened in the checkpointer's thread,
+    on first use, and retried until they open (the development key may not exist yet)."""
+    if not settings.ledger_log or settings.root_key_provider == "shamir":
+        return None, None
+    no_root_key = settings.root_key_provider == "file" and settings.root_key_bytes() is None
+    if no_root_key and settings.database_url is not None:  # none here, and never will be
+        log.info("no root key in this process: it signs no checkpoints")
+        return None, None
+    opened: list[Vault] = []
+    lock = threading.Lock()
+
+    def vault() -> Vault:
+        with lock:
+            if not opened:
+                found = Vault(root_key_from_settings(settings, database_url), pool)
+                found.check_root_key()
+                opened.append(found)
+            return opened[0]
+
+    return _guards(settings, database_url, vault, True)
+
+
+def _guards(
+    settings: Settings, database_url: str, vault: Callable[[], Vault], signs: bool
+) -> tuple[Checkpointer | None, LedgerWatch]:
     origin = settings.checkpoint_origin
     trusted = parse_verifier_keys(settings.ledger_trusted_keys)
 
     def signer() -> LedgerSigner:
-        return LedgerSigner.from_seed(origin, vault.ledger_signing_seed())
+        return LedgerSigner.from_seed(origin, vault().ledger_signing_seed())
 
     def verifiers() -> list[NoteVerifier]:
         return [signer().verifier, *trusted]
 
+    checkpointer: Checkpointer | None = None
     watch = LedgerWatch(
         database_url,
         verifiers,
         settings.ledger_watch_interval_seconds,
-        recent=lambda: checkpointer.leading,  # one process recomputes the recent range
+        # One process recomputes the recent range: the one that signs.
+        recent=lambda: checkpointer is not None and checkpointer.leading,
     )
-    checkpointer = Checkpointer(
-        database_url,
-        signer,
-        trusted,
-        settings.ledger_checkpoint_interval_seconds,
-        watch_failure=lambda: watch.state.failure,
-    )
+    if signs:
+        checkpointer = Checkpointer(
+            database_url,
+            signer,
+            trusted,
+            settings.ledger_checkpoint_interval_seconds,
+            watch_failure=lambda: watch.state.failure,
+        )
     return checkpointer, watch
 
 

@@ -413,3 +413,59 @@ def test_audit_verify_names_an_altered_or_re_signed_checkpoint_row(
                 [signer.verifier],
             )
     assert _verify_cli(quiet_ledger, "--public-key", signer.vkey).returncode == 1
+
+
+# --- where the signer runs ----------------------------------------------------------------
+def test_the_workers_of_a_supervised_service_sign_nothing_and_sample(
+    quiet_ledger: Runtime,
+) -> None:
+    """`keyledger run --workers N` turns run_audit_projection off in its workers: they keep
+    a sampling watch; the projection process signs (below)."""
+    from app.bootstrap import ledger_guards
+
+    worker = quiet_ledger.settings.model_copy(update={"run_audit_projection": False})
+    checkpointer, watch = ledger_guards(worker, quiet_ledger.database_url, quiet_ledger.vault)
+    assert checkpointer is None and watch is not None
+    single = quiet_ledger.settings
+    checkpointer, watch = ledger_guards(single, quiet_ledger.database_url, quiet_ledger.vault)
+    assert checkpointer is not None and watch is not None
+
+
+def test_the_projection_process_signs_checkpoints_with_the_root_key(
+    quiet_ledger: Runtime,
+) -> None:
+    """`keyledger projections run --audit-only`, given the root key as the supervisor's
+    projection process is, builds the Merkle log and signs its head with the service's key."""
+    _fill(quiet_ledger, 2)
+    head = int(quiet_ledger.ledger.recorder.max_notification_id() or 0)
+    root_key = quiet_ledger.settings.root_key
+    assert root_key is not None
+    env = {
+        **os.environ,
+        "KEYLEDGER_DATABASE_URL": quiet_ledger.database_url,
+        "KEYLEDGER_ROOT_KEY": root_key.get_secret_value(),
+        "KEYLEDGER_LEDGER_CHECKPOINT_INTERVAL_SECONDS": "0.2",
+    }
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "app", "projections", "run", "--audit-only"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        with psycopg.connect(quiet_ledger.database_url, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT n.notification_id FROM ledger_tree_nodes n WHERE n.level = 0"
+                    " AND n.index = (SELECT max(size) - 1 FROM ledger_checkpoints)"
+                ).fetchone()
+                if row is not None and int(row[0]) >= head:
+                    break
+                assert time.monotonic() < deadline, "no checkpoint covers the head"
+                time.sleep(0.1)
+            assert verify_database(conn, [_signer(quiet_ledger).verifier]).ok
+    finally:
+        runner.terminate()
+        runner.wait(timeout=30)

@@ -1,7 +1,9 @@
 """``keyledger projections run`` and ``keyledger audit ...``: the auditor's commands.
 
 They run as the local operator (every account, no credentials) against the database the
-settings name, and need no root key: nothing here decrypts anything.
+settings name, and need no root key: nothing here decrypts anything (except that
+``projections run``, given the root key as the supervisor's projection process is, also
+signs the ledger's checkpoints).
 
     keyledger projections run [--batch-size N]
     keyledger projections dead-letters [--limit N]
@@ -128,6 +130,15 @@ def cmd_projections_run(args: argparse.Namespace) -> int:
         )
     if not args.audit_only:
         runners.append(KeyDirectoryProjection(context.ledger, context.pool, context.database_url))
+    # The checkpoint signer and the recent-range watch run here too when the root key can
+    # be opened here (docs/verifiable-ledger.md): off the workers' event loops.
+    from app.bootstrap import projection_guards
+
+    runners += [
+        guard
+        for guard in projection_guards(context.settings, context.database_url, context.pool)
+        if guard is not None
+    ]
     for runner in runners:
         runner.start()
     print("projections running: " + ", ".join(type(r).__name__ for r in runners), flush=True)
