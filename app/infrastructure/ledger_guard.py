@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,7 +50,7 @@ class GuardStatus:
     signer_problem: str | None  # why the checkpointer refuses to sign, when it leads
 
 
-class _Loop:
+class _Loop(ABC):
     """A daemon thread calling ``step`` every ``interval`` seconds until stopped."""
 
     name = "ledger"
@@ -69,8 +70,9 @@ class _Loop:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    @abstractmethod
     def run(self) -> None:
-        raise NotImplementedError
+        """The thread's body: loop until ``_stopping`` is set."""
 
 
 class Checkpointer(_Loop):
