@@ -31,7 +31,7 @@ from projections.ledger_checkpoints import IssueOutcome, issue_checkpoint
 from projections.ledger_verify import Reason, verify_database
 from projections.ledger_watch import WatchState, watch_pass
 from projections.merkle_log import MerkleLogProjection
-from tests.audit.test_merkle_log import _fill, _positions
+from tests.audit.test_merkle_log import _fill, _positions, projections_running
 from tests.conftest import start_service
 from tests.support.databases import database_backends, drop, fresh_database
 
@@ -440,20 +440,11 @@ def test_the_projection_process_signs_checkpoints_with_the_root_key(
     head = int(quiet_ledger.ledger.recorder.max_notification_id() or 0)
     root_key = quiet_ledger.settings.root_key
     assert root_key is not None
-    env = {
-        **os.environ,
-        "KEYLEDGER_DATABASE_URL": quiet_ledger.database_url,
-        "KEYLEDGER_ROOT_KEY": root_key.get_secret_value(),
-        "KEYLEDGER_LEDGER_CHECKPOINT_INTERVAL_SECONDS": "0.2",
-    }
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "app", "projections", "run", "--audit-only"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with projections_running(
+        quiet_ledger.database_url,
+        KEYLEDGER_ROOT_KEY=root_key.get_secret_value(),
+        KEYLEDGER_LEDGER_CHECKPOINT_INTERVAL_SECONDS="0.2",
+    ):
         deadline = time.monotonic() + 60
         with psycopg.connect(quiet_ledger.database_url, autocommit=True) as conn:
             while True:
@@ -466,6 +457,3 @@ def test_the_projection_process_signs_checkpoints_with_the_root_key(
                 assert time.monotonic() < deadline, "no checkpoint covers the head"
                 time.sleep(0.1)
             assert verify_database(conn, [_signer(quiet_ledger).verifier]).ok
-    finally:
-        runner.terminate()
-        runner.wait(timeout=30)

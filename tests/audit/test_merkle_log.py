@@ -6,6 +6,7 @@ tampering of ``keyledger_events`` with its reason."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -283,30 +284,37 @@ def test_keyledger_audit_verify_exits_naming_the_first_failure(quiet_ledger: Run
     assert "FAILED: missing: leaf" in failed.stderr and f"event {target}" in failed.stderr
 
 
+@contextlib.contextmanager
+def projections_running(database_url: str, **env: str) -> Iterator[None]:
+    """`keyledger projections run --audit-only` (the supervisor's projection process) on
+    `database_url`, with further KEYLEDGER_* settings, until the block ends."""
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "app", "projections", "run", "--audit-only"],
+        cwd=REPO,
+        env={**os.environ, "KEYLEDGER_DATABASE_URL": database_url, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        runner.terminate()
+        runner.wait(timeout=30)
+
+
 def test_the_projection_process_builds_the_log(quiet_ledger: Runtime) -> None:
     """`keyledger projections run --audit-only`, the supervisor's projection process, runs
     the Merkle log beside the audit trail."""
     runtime = quiet_ledger
     _fill(runtime, 2)
     head = int(runtime.ledger.recorder.max_notification_id() or 0)
-    env = {**os.environ, "KEYLEDGER_DATABASE_URL": runtime.database_url}
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "app", "projections", "run", "--audit-only"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with projections_running(runtime.database_url):
         deadline = time.monotonic() + 60
         with psycopg.connect(runtime.database_url, autocommit=True) as conn:
             while _tree(conn)[1] < head:
                 assert time.monotonic() < deadline, "the Merkle log did not reach the head"
                 time.sleep(0.1)
             assert verify_database(conn).ok
-    finally:
-        runner.terminate()
-        runner.wait(timeout=30)
 
 
 def test_a_running_service_keeps_the_log(service: Service) -> None:
