@@ -63,6 +63,18 @@ class KeyMaterial:
     # True for material imported from outside (Origin EXTERNAL): it is wrapped under a
     # wrapping key of its own, so deleting or expiring it shreds just that material.
     imported: bool = False
+    # True for material generated inside a CloudHSM key store's token: it never leaves
+    # the token, ``wrapped`` is empty and the token's key is labelled ``material_id``.
+    in_store: bool = False
+
+
+class KeyStoreLocation(TypedDict):
+    """Where a key of a custom key store lives: the store, and the cluster (AWS_CLOUDHSM)
+    or the external key (EXTERNAL_KEY_STORE) that holds its material."""
+
+    custom_key_store_id: str
+    cloud_hsm_cluster_id: str | None
+    xks_key_id: str | None
 
 
 class ImportedMaterialState(TypedDict):
@@ -123,6 +135,7 @@ class Key(Aggregate):
     # attributes existed; events always assign new values, never mutate these in place.
     # (Type comments, not annotations: annotations would make them dataclass fields.)
     pending_material = None  # type: KeyMaterial | None
+    store = None  # type: KeyStoreLocation | None
     imported_materials = {}  # type: dict[str, ImportedMaterialState]
     import_parameters = {}  # type: dict[str, ImportParameters]
 
@@ -141,6 +154,9 @@ class Key(Aggregate):
         policy: str
         tags: dict[str, str]
         material: KeyMaterial | None
+        # Where a key of a custom key store lives (None for the rest, and for events
+        # recorded before custom key stores existed).
+        store: KeyStoreLocation | None = None
 
     def __init__(
         self,
@@ -157,8 +173,10 @@ class Key(Aggregate):
         policy: str,
         tags: dict[str, str],
         material: KeyMaterial | None,
+        store: KeyStoreLocation | None = None,
     ) -> None:
         self.arn = arn
+        self.store = store
         self.account_id = account_id
         self.region = region
         self.description = description
@@ -209,6 +227,7 @@ class Key(Aggregate):
         policy: str,
         tags: dict[str, str],
         material: KeyMaterial | None,
+        store: KeyStoreLocation | None = None,
     ) -> Key:
         check_tags(tags, existing={})
         return cls._create(
@@ -227,6 +246,7 @@ class Key(Aggregate):
             policy=policy,
             tags=tags,
             material=material,
+            store=store,
         )
 
     # --- derived views ---------------------------------------------------------

@@ -38,7 +38,7 @@ class KeyMaterialAsDict(Transcoding):
     name = "key_material"
 
     def encode(self, obj: KeyMaterial) -> dict[str, Any]:
-        return {
+        encoded = {
             "version": obj.version,
             "material_id": obj.material_id,
             "wrapped": obj.wrapped,
@@ -46,9 +46,13 @@ class KeyMaterialAsDict(Transcoding):
             "rotation_type": obj.rotation_type,
             "imported": obj.imported,
         }
+        if obj.in_store:  # only then: every other key's events keep their bytes
+            encoded["in_store"] = True
+        return encoded
 
     def decode(self, data: dict[str, Any]) -> KeyMaterial:
-        return KeyMaterial(**data)  # events from before "imported" existed default to False
+        # Events from before "imported" or "in_store" existed default to False.
+        return KeyMaterial(**data)
 
 
 def project_fast(aggregate: Any, events: Any) -> Any:
