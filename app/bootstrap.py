@@ -67,6 +67,7 @@ from app.usecases.imported import ImportedMaterial
 from app.usecases.keys import DueJobs, KeyLifecycle, KeyService
 from app.usecases.ledger_evidence import LedgerEvidence
 from app.usecases.resolution import KeyResolver
+from app.usecases.store_keys import StoreKeys
 from domain.errors import UnsupportedOperationError
 from domain.keys import Key
 from domain.signed_notes import NoteVerifier
@@ -361,6 +362,7 @@ class Runtime:
                 if guard is not None:
                     guard.stop()
         self.writer.stop()
+        self.service.custom_key_stores.clusters.close()
         self.denials.close()
         self.vault.close()
         close_root_key(self.vault.root)
@@ -632,7 +634,11 @@ def wire_use_cases(
     access = AccessControl(
         runner=runner, vault=vault, clock=clock, denials=denials, partition=partition
     )
-    resolver = KeyResolver(access=access, vault=vault, clock=clock, partition=partition)
+    clusters = Pkcs11Clusters(settings.cloudhsm_clusters, str(settings.pkcs11_module))
+    stores = StoreKeys(vault=vault, clusters=clusters)
+    resolver = KeyResolver(
+        access=access, vault=vault, clock=clock, partition=partition, stores=stores
+    )
     imported = ImportedMaterial(runner=runner, resolver=resolver, vault=vault, clock=clock)
     # The default account administers (and may explain, and audit) every account.
     audit_service = AuditService(
@@ -678,7 +684,7 @@ def wire_use_cases(
             access=access,
             vault=vault,
             clock=clock,
-            clusters=Pkcs11Clusters(settings.cloudhsm_clusters, str(settings.pkcs11_module)),
+            clusters=clusters,
         ),
         jobs=DueJobs(
             runner=runner,
@@ -687,6 +693,7 @@ def wire_use_cases(
             directory=directory,
             imported=imported,
             partition=partition,
+            stores=stores,
         ),
         access=access,
         external=ExternalKeyOperations(runner=runner, resolver=resolver),
@@ -777,6 +784,7 @@ class InMemoryRuntime:
 
     def stop(self) -> None:
         self.writer.stop()
+        self.service.custom_key_stores.clusters.close()
         self.vault.close()
         self.ledger.close()
 

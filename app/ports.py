@@ -105,6 +105,17 @@ class HookedCommandRunner(Protocol):
     ) -> T: ...
 
 
+class NeedsOutsideCall(Exception):
+    """A command needs a call it must never make on the writer: to an HSM or an external
+    key store (app.usecases.outside_calls). It raises this before changing anything; the
+    writer answers it as it is (neither a failure to audit nor an error to log), and its
+    caller makes the call off the writer, then runs the command again with the answer."""
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(type(call).__name__)
+        self.call = call
+
+
 # Whether an error says the database did not answer (retry later: 503), as opposed to an
 # answer it gave. Provided by app.infrastructure.postgres.database.is_unavailable.
 Unavailability = Callable[[BaseException], bool]
@@ -189,6 +200,55 @@ class HsmClusters(Protocol):
 
     def disconnect(self, store: uuid.UUID) -> None:
         """Close the store's session, if it has one. Blocks."""
+        ...
+
+    def close(self) -> None:
+        """Close every session (the service stops). Blocks."""
+        ...
+
+    # Keys in the token. Each blocks: call them off the event loop. ``pin`` gives the
+    # store's KeyStorePassword when this process has no session for the store yet (the
+    # store was connected by another process): it is asked for only then.
+    def generate_key(
+        self, store: uuid.UUID, cluster_id: str, pin: Callable[[], str], label: str
+    ) -> None:
+        """A new AES-256 key in the token: sensitive, never extractable, labelled ``label``."""
+        ...
+
+    def destroy_key(
+        self, store: uuid.UUID, cluster_id: str, pin: Callable[[], str], label: str
+    ) -> bool:
+        """Destroy the token's key ``label``; False when it was not there."""
+        ...
+
+    def encrypt(
+        self,
+        store: uuid.UUID,
+        cluster_id: str,
+        pin: Callable[[], str],
+        label: str,
+        nonce: bytes,
+        plaintext: bytes,
+        aad: bytes,
+    ) -> bytes:
+        """AES-GCM in the token: ciphertext and 16-byte tag."""
+        ...
+
+    def decrypt(
+        self,
+        store: uuid.UUID,
+        cluster_id: str,
+        pin: Callable[[], str],
+        label: str,
+        nonce: bytes,
+        ciphertext: bytes,
+        aad: bytes,
+    ) -> bytes | None:
+        """AES-GCM in the token; None when the tag does not verify."""
+        ...
+
+    def random(self, store: uuid.UUID, cluster_id: str, pin: Callable[[], str], size: int) -> bytes:
+        """``size`` random bytes from the token's generator."""
         ...
 
 

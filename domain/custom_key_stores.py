@@ -23,6 +23,7 @@ from domain.errors import (
     CustomKeyStoreHasCMKsError,
     CustomKeyStoreInvalidStateError,
     CustomKeyStoreNameInUseError,
+    IncorrectOriginError,
     LimitExceededError,
     XksProxyUriEndpointInUseError,
     XksProxyUriInUseError,
@@ -238,6 +239,42 @@ class CustomKeyStore(Aggregate):
         if self.connection_state in (DISCONNECTING, DISCONNECTED):
             raise _invalid_state(self.store_id, self.connection_state, "DisconnectCustomKeyStore")
         self.trigger_event(self.Disconnected, timestamp=now, actor=actor.record())
+
+    # --- its keys ----------------------------------------------------------------------
+    class KeyAdded(Event):
+        key_id: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.key_ids = aggregate.key_ids | {self.key_id}
+
+    class KeyRemoved(Event):
+        key_id: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.key_ids = aggregate.key_ids - {self.key_id}
+
+    def check_key_creation(self, origin: str) -> None:
+        """CreateKey in this store: its type must match the Origin, and it must be
+        CONNECTED (AWS: CustomKeyStoreInvalidStateException otherwise)."""
+        expected = AWS_CLOUDHSM if self.is_cloudhsm else EXTERNAL_KEY_STORE
+        if origin != expected:
+            raise IncorrectOriginError(
+                f"Origin {origin} is not valid for custom key store {self.store_id} of type"
+                f" {self.store_type}."
+            )
+        self.check_connected("CreateKey")
+
+    def check_connected(self, operation: str) -> None:
+        """CreateKey and GenerateRandom need a CONNECTED store."""
+        if self.connection_state != CONNECTED:
+            raise _invalid_state(self.store_id, self.connection_state, operation)
+
+    def add_key(self, *, now: datetime, actor: Actor, key_id: str) -> None:
+        self.trigger_event(self.KeyAdded, timestamp=now, actor=actor.record(), key_id=key_id)
+
+    def remove_key(self, *, now: datetime, actor: Actor, key_id: str) -> None:
+        if key_id in self.key_ids:
+            self.trigger_event(self.KeyRemoved, timestamp=now, actor=actor.record(), key_id=key_id)
 
     # --- deletion ----------------------------------------------------------------------
     class Deleted(Event):

@@ -146,12 +146,20 @@ class CustomKeyStoreInvalidStateError(InvalidStateError):
     """The store's connection state does not allow the operation."""
 
 
+class IncorrectOriginError(UnsupportedOperationError):
+    """CreateKey's Origin does not match the custom key store's type."""
+
+
 class CustomKeyStoreHasCMKsError(DomainError):
     """The store still holds KMS keys (DeleteCustomKeyStore)."""
 
 
 class CloudHsmClusterNotFoundError(DomainError):
     """No cluster with that id (here: none configured in KEYLEDGER_CLOUDHSM_CLUSTERS)."""
+
+
+class CloudHsmClusterInvalidConfigurationError(DomainError):
+    """The cluster cannot hold the key (here: its token refused to create it)."""
 
 
 class CloudHsmClusterInUseError(DomainError):
@@ -210,6 +218,11 @@ class InternalError(Exception):
 
 class DependencyTimeoutError(InternalError):
     """The event store did not answer in time."""
+
+
+class KeyUnavailableError(InternalError):
+    """The key's custom key store could not complete the request (its HSM or its
+    external key store proxy failed); retryable."""
 
 
 SEALED_MESSAGE = (

@@ -23,6 +23,10 @@ AWS_ERRORS: dict[type[Exception], tuple[str, int]] = {
     errors.CustomKeyStoreHasCMKsError: ("CustomKeyStoreHasCMKsException", 400),
     errors.CloudHsmClusterNotFoundError: ("CloudHsmClusterNotFoundException", 400),
     errors.CloudHsmClusterInUseError: ("CloudHsmClusterInUseException", 400),
+    errors.CloudHsmClusterInvalidConfigurationError: (
+        "CloudHsmClusterInvalidConfigurationException",
+        400,
+    ),
     errors.CloudHsmClusterNotRelatedError: ("CloudHsmClusterNotRelatedException", 400),
     errors.IncorrectTrustAnchorError: ("IncorrectTrustAnchorException", 400),
     errors.XksProxyUriInUseError: ("XksProxyUriInUseException", 400),
@@ -64,6 +68,7 @@ AWS_ERRORS: dict[type[Exception], tuple[str, int]] = {
     errors.InvalidSignatureError: ("InvalidSignatureException", 400),
     errors.DependencyTimeoutError: ("DependencyTimeoutException", 503),
     errors.SealedError: ("KMSInternalException", 503),
+    errors.KeyUnavailableError: ("KeyUnavailableException", 500),
     errors.InternalError: ("KMSInternalException", 500),
 }
 

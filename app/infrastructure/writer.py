@@ -50,7 +50,7 @@ from app.infrastructure.postgres.database import (
     is_unavailable,
     time_left,
 )
-from app.ports import Command, CommandFailed, CommandHooks, NeedsLoad
+from app.ports import Command, CommandFailed, CommandHooks, NeedsLoad, NeedsOutsideCall
 from app.support.lru import BoundedLru
 from domain.errors import DependencyTimeoutError, DomainError, InternalError
 
@@ -356,7 +356,8 @@ class LedgerWriter:
             _, future, hooks = entry
             if ok:
                 remaining.append(entry)
-            elif hooks is not None:  # its failure is recorded before it is answered
+            elif hooks is not None and not isinstance(value, NeedsOutsideCall):
+                # Its failure is recorded before it is answered.
                 remaining.append((hooks.failure_retry(value), future, None))
             else:
                 _answer(future, False, value)
@@ -435,6 +436,10 @@ class LedgerWriter:
                 except NeedsLoad as need:
                     needed.add(need.aggregate_id)
                     deferred.append(index)
+                except NeedsOutsideCall as need:  # not a failure: answered as it is
+                    outcomes[index] = (False, need)
+                    if uow.pending_count() == before:
+                        continue
                 except DomainError as error:
                     outcomes[index] = (False, error)
                 except Exception as error:

@@ -19,7 +19,8 @@ import asyncio
 from dataclasses import dataclass
 
 from app.auth.credentials import Caller
-from app.ports import CommandRunner, UnitOfWork
+from app.ports import Command, CommandRunner, UnitOfWork
+from app.usecases.outside_calls import OutsideCalls, run_with_outside_calls
 from app.usecases.resolution import KeyResolver, check_key_use, stop_if_dry_run
 from domain import algorithms
 from domain.errors import (
@@ -238,17 +239,22 @@ class AsymmetricOperations:
             # Check before spending seconds on an RSA pair the request cannot use.
             def check(uow: UnitOfWork) -> None:
                 key = self.resolver.resolve(uow, caller, key_id, operation)
-                self.resolver.check_usable(key, operation, dry_run)
+                self.resolver.check_usable(key, operation, dry_run, uow)
 
             await self.runner.run(check)
         private_key, public_key = await asyncio.to_thread(
             algorithms.generate_key_pair, key_pair_spec
         )
 
-        def command(uow: UnitOfWork) -> DataKeyPair:
+        def command_with(calls: OutsideCalls | None) -> Command[DataKeyPair]:
+            return lambda uow: command(uow, calls)
+
+        def command(uow: UnitOfWork, calls: OutsideCalls | None) -> DataKeyPair:
             key = self.resolver.resolve(uow, caller, key_id, operation)
-            self.resolver.check_usable(key, operation, dry_run)
-            blob, material_id = self.resolver.seal(key, private_key, encryption_context)
+            self.resolver.check_usable(key, operation, dry_run, uow)
+            blob, material_id = self.resolver.seal(
+                key, private_key, encryption_context, uow=uow, calls=calls
+            )
             self.resolver.record(
                 key,
                 operation,
@@ -266,7 +272,7 @@ class AsymmetricOperations:
                 material_id,
             )
 
-        return await self.runner.run(command)
+        return await run_with_outside_calls(self.runner, command_with, self.resolver.stores.perform)
 
     # ==== DeriveSharedSecret ===================================================================
     async def derive_shared_secret(

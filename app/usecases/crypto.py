@@ -10,11 +10,13 @@ is recorded.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from app.auth.credentials import Caller
-from app.ports import CommandRunner, UnitOfWork
+from app.ports import Command, CommandRunner, UnitOfWork
 from app.usecases.authorization import AccessControl, AccessRequest, default_algorithm
+from app.usecases.outside_calls import OutsideCalls, run_with_outside_calls
 from app.usecases.resolution import (
     KeyResolver,
     check_key_use,
@@ -23,12 +25,14 @@ from app.usecases.resolution import (
     stop_if_dry_run,
 )
 from app.usecases.results import DataKey, Decrypted, Encrypted, ReEncrypted
+from app.usecases.store_keys import TokenRandom
 from domain import algorithms
 from domain.ciphertext import read_header
-from domain.errors import ValidationError
+from domain.errors import UnsupportedOperationError, ValidationError
 from domain.key_specs import DATA_KEY_SPECS, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT
 
 MAX_PLAINTEXT = 4096
+T = TypeVar("T")
 
 
 class CryptoOperations:
@@ -58,21 +62,29 @@ class CryptoOperations:
         resolver = self.resolver
         access = AccessRequest(encryption_context, default_algorithm(algorithm))
 
-        def command(uow: UnitOfWork) -> Encrypted:
-            key = resolver.resolve(uow, caller, key_id, "Encrypt", request=access)
-            resolver.check_usable(key, "Encrypt", dry_run)
-            blob, material_id = resolver.seal(key, plaintext, encryption_context)
-            resolver.record(
-                key,
-                "Encrypt",
-                caller,
-                key.current_material.version,
-                encryption_context,
-                {"keyId": key_id},
-            )
-            return Encrypted(blob, key.arn, SYMMETRIC_DEFAULT, material_id)
+        def command_with(calls: OutsideCalls | None) -> Command[Encrypted]:
+            def command(uow: UnitOfWork) -> Encrypted:
+                key = resolver.resolve(uow, caller, key_id, "Encrypt", request=access)
+                resolver.check_usable(key, "Encrypt", dry_run, uow)
+                blob, material_id = resolver.seal(
+                    key, plaintext, encryption_context, uow=uow, calls=calls
+                )
+                resolver.record(
+                    key,
+                    "Encrypt",
+                    caller,
+                    key.current_material.version,
+                    encryption_context,
+                    {"keyId": key_id},
+                )
+                return Encrypted(blob, key.arn, SYMMETRIC_DEFAULT, material_id)
 
-        return await self.runner.run(command)
+            return command
+
+        return await self._run(command_with)
+
+    def _run(self, command_with: Callable[[OutsideCalls | None], Command[T]]) -> Awaitable[T]:
+        return run_with_outside_calls(self.runner, command_with, self.resolver.stores.perform)
 
     async def _encrypt_rsa(
         self,
@@ -118,21 +130,28 @@ class CryptoOperations:
         read_header(blob)  # a malformed blob fails before any key is touched
         resolver = self.resolver
 
-        def command(uow: UnitOfWork) -> Decrypted:
-            key, version = resolver.open(uow, caller, blob, key_id, encryption_context, "Decrypt")
-            resolver.check_usable(key, "Decrypt", dry_run)
-            plaintext, material_id = resolver.decrypt_blob(key, blob, version, encryption_context)
-            resolver.record(
-                key,
-                "Decrypt",
-                caller,
-                version,
-                encryption_context,
-                {} if key_id is None else {"keyId": key_id},
-            )
-            return Decrypted(plaintext, key.arn, SYMMETRIC_DEFAULT, material_id)
+        def command_with(calls: OutsideCalls | None) -> Command[Decrypted]:
+            def command(uow: UnitOfWork) -> Decrypted:
+                key, version = resolver.open(
+                    uow, caller, blob, key_id, encryption_context, "Decrypt"
+                )
+                resolver.check_usable(key, "Decrypt", dry_run, uow)
+                plaintext, material_id = resolver.decrypt_blob(
+                    key, blob, version, encryption_context, uow=uow, calls=calls
+                )
+                resolver.record(
+                    key,
+                    "Decrypt",
+                    caller,
+                    version,
+                    encryption_context,
+                    {} if key_id is None else {"keyId": key_id},
+                )
+                return Decrypted(plaintext, key.arn, SYMMETRIC_DEFAULT, material_id)
 
-        return await self.runner.run(command)
+            return command
+
+        return await self._run(command_with)
 
     async def _decrypt_rsa(
         self,
@@ -193,7 +212,10 @@ class CryptoOperations:
         )
         resolver = self.resolver
 
-        def command(uow: UnitOfWork) -> ReEncrypted:
+        def command_with(calls: OutsideCalls | None) -> Command[ReEncrypted]:
+            return lambda uow: command(uow, calls)
+
+        def command(uow: UnitOfWork, calls: OutsideCalls | None) -> ReEncrypted:
             version = 0
             if symmetric_source:
                 source, version = resolver.open(
@@ -212,7 +234,7 @@ class CryptoOperations:
                 uow, caller, destination_key_id, request=destination_request
             )
             if symmetric_source:
-                resolver.check_usable(source, "ReEncryptFrom", False)
+                resolver.check_usable(source, "ReEncryptFrom", False, uow)
                 source_chosen = SYMMETRIC_DEFAULT
             else:
                 check_key_use(source, "ReEncryptFrom", ENCRYPT_DECRYPT)
@@ -222,7 +244,7 @@ class CryptoOperations:
                 refuse_encryption_context(source_context)
                 version = source.current_material.version
             if symmetric_destination:
-                resolver.check_usable(destination, "ReEncryptTo", dry_run)
+                resolver.check_usable(destination, "ReEncryptTo", dry_run, uow)
                 destination_chosen = SYMMETRIC_DEFAULT
             else:
                 check_key_use(destination, "ReEncryptTo", ENCRYPT_DECRYPT)
@@ -234,7 +256,7 @@ class CryptoOperations:
 
             if symmetric_source:
                 plaintext, source_material = resolver.decrypt_blob(
-                    source, blob, version, source_context
+                    source, blob, version, source_context, uow=uow, calls=calls
                 )
             else:
                 plaintext = algorithms.rsa_decrypt(
@@ -242,7 +264,9 @@ class CryptoOperations:
                 )
                 source_material = source.current_material.material_id
             if symmetric_destination:
-                new_blob, material_id = resolver.seal(destination, plaintext, destination_context)
+                new_blob, material_id = resolver.seal(
+                    destination, plaintext, destination_context, uow=uow, calls=calls
+                )
             else:
                 algorithms.check_rsa_encryption(destination.key_spec, destination_chosen, plaintext)
                 new_blob = algorithms.rsa_encrypt(
@@ -271,7 +295,7 @@ class CryptoOperations:
                 material_id,
             )
 
-        return await self.runner.run(command)
+        return await self._run(command_with)
 
     # ==== GenerateDataKey and GenerateRandom =============================================
     async def generate_data_key(
@@ -289,12 +313,17 @@ class CryptoOperations:
         operation = "GenerateDataKey" if with_plaintext else "GenerateDataKeyWithoutPlaintext"
         access = AccessRequest(encryption_context, SYMMETRIC_DEFAULT)
         resolver = self.resolver
+        data_key = os.urandom(size)  # here: a command run again seals the same data key
 
-        def command(uow: UnitOfWork) -> DataKey:
+        def command_with(calls: OutsideCalls | None) -> Command[DataKey]:
+            return lambda uow: command(uow, calls)
+
+        def command(uow: UnitOfWork, calls: OutsideCalls | None) -> DataKey:
             key = resolver.resolve(uow, caller, key_id, operation, request=access)
-            resolver.check_usable(key, operation, dry_run)
-            data_key = os.urandom(size)
-            blob, material_id = resolver.seal(key, data_key, encryption_context)
+            resolver.check_usable(key, operation, dry_run, uow)
+            blob, material_id = resolver.seal(
+                key, data_key, encryption_context, uow=uow, calls=calls
+            )
             given: dict[str, Any] = {"keyId": key_id}
             if key_spec is not None:
                 given["keySpec"] = key_spec
@@ -305,13 +334,32 @@ class CryptoOperations:
             )
             return DataKey(blob, data_key if with_plaintext else None, key.arn, material_id)
 
-        return await self.runner.run(command)
+        return await self._run(command_with)
 
-    async def generate_random(self, caller: Caller, number_of_bytes: int | None) -> bytes:
+    async def generate_random(
+        self, caller: Caller, number_of_bytes: int | None, custom_key_store_id: str | None = None
+    ) -> bytes:
+        """Random bytes: from the operating system's generator, or from a CloudHSM key
+        store's token when ``custom_key_store_id`` names one."""
         if number_of_bytes is None:
             raise ValidationError("NumberOfBytes is required.")
-        await self.access.authorize_account_action(caller, "GenerateRandom")
-        return os.urandom(number_of_bytes)
+        if custom_key_store_id is None:
+            await self.access.authorize_account_action(caller, "GenerateRandom")
+            return os.urandom(number_of_bytes)
+        stores, size = self.resolver.stores, number_of_bytes
+
+        def command(uow: UnitOfWork, calls: OutsideCalls) -> bytes:
+            self.access.authorize(uow, caller, "GenerateRandom", None)
+            store = stores.connected_store(uow, caller, custom_key_store_id, "GenerateRandom")
+            if not store.is_cloudhsm:
+                raise UnsupportedOperationError(
+                    f"GenerateRandom is not valid for custom key store {store.store_id} of type"
+                    f" {store.store_type}."
+                )
+            return bytes(calls.answer(TokenRandom(stores.token_of(store), size)))
+
+        calls = stores.calls()
+        return await calls.run(self.runner, lambda uow: command(uow, calls))
 
 
 def _check_plaintext(plaintext: bytes) -> None:

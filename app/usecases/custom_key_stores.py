@@ -25,6 +25,7 @@ from app.auth.credentials import SERVICE_ACTOR, Caller
 from app.ports import Clock, CommandRunner, HsmClusters, UnitOfWork, Vault
 from app.usecases.authorization import AccessControl
 from app.usecases.results import Page
+from app.usecases.store_keys import SECRET_LABEL
 from domain.custom_key_stores import (
     AWS_CLOUDHSM,
     CONNECTING,
@@ -48,7 +49,6 @@ from domain.errors import (
 )
 
 log = logging.getLogger("keyledger.custom_key_stores")
-SECRET_LABEL = b"custom-key-store-secret:"
 DEFAULT_PAGE = 100  # DescribeCustomKeyStores without Limit (AWS: at most 1000)
 CONNECTION_ERROR = "INTERNAL_ERROR"
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -33,6 +35,7 @@ from app.usecases.explain import ExplainOperations
 from app.usecases.external_keys import ExternalKeyOperations
 from app.usecases.grants import GrantOperations
 from app.usecases.imported import ImportedMaterial, imported_rotation_entries
+from app.usecases.outside_calls import OutsideCalls
 from app.usecases.resolution import KeyResolver
 from app.usecases.results import (
     AliasEntry,
@@ -43,11 +46,19 @@ from app.usecases.results import (
     RotationEntry,
     RotationStatus,
 )
+from app.usecases.store_keys import StoreKeys, TokenGenerateKey, TokenStore
 from domain import key_states
 from domain.algorithms import generate_material
+from domain.custom_key_stores import (
+    AWS_CLOUDHSM,
+    EXTERNAL_KEY_STORE,
+    CustomKeyStore,
+    store_aggregate_id,
+)
 from domain.errors import (
     AccessDeniedError,
     AlreadyExistsError,
+    CustomKeyStoreNotFoundError,
     InvalidMarkerError,
     InvalidStateError,
     NotFoundError,
@@ -64,8 +75,10 @@ from domain.key_specs import (
     SYMMETRIC_DEFAULT,
     USAGES_BY_SPEC,
 )
-from domain.keys import CUSTOMER, Alias, Key
+from domain.keys import CUSTOMER, Alias, Key, KeyStoreLocation
 from domain.policy import default_key_policy, validate_policy_document
+
+STORE_ORIGINS = (AWS_CLOUDHSM, EXTERNAL_KEY_STORE)
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,7 @@ class CreateKeyRequest:
     tags: tuple[tuple[str, str], ...] = ()
     multi_region: bool = False
     custom_key_store_id: str | None = None
+    xks_key_id: str | None = None
 
 
 class KeyLifecycle:
@@ -110,14 +124,13 @@ class KeyLifecycle:
     # ==== key lifecycle ===============================================================
     async def create_key(self, caller: Caller, request: CreateKeyRequest) -> KeyDescription:
         key_spec, key_usage = _check_key_spec(request)
-        if request.origin not in (AWS_KMS, EXTERNAL):
+        if request.origin not in (AWS_KMS, EXTERNAL, *STORE_ORIGINS):
             raise UnsupportedOperationError(
                 f"Origin {request.origin} is not supported by this KeyLedger version."
             )
         if request.multi_region:
             raise UnsupportedOperationError("Multi-Region keys are not supported yet.")
-        if request.custom_key_store_id:
-            raise UnsupportedOperationError("Custom key stores are not supported.")
+        _check_store_request(request, key_spec)
         if request.policy is not None:
             validate_policy_document(request.policy)
         tags = tags_from_pairs(request.tags)
@@ -127,6 +140,7 @@ class KeyLifecycle:
             # RSA generation takes up to seconds: never on the writer thread.
             material_bytes = await asyncio.to_thread(generate_material, key_spec)
 
+        in_store = secrets.token_hex(32) if request.origin == AWS_CLOUDHSM else None
         key_conditions = {
             "kms:KeySpec": key_spec,
             "kms:KeyUsage": key_usage,
@@ -139,7 +153,7 @@ class KeyLifecycle:
             ).lower(),
         }
 
-        def command(uow: UnitOfWork) -> KeyDescription:
+        def command(uow: UnitOfWork, calls: OutsideCalls | None) -> KeyDescription:
             self.access.authorize(
                 uow,
                 caller,
@@ -161,6 +175,9 @@ class KeyLifecycle:
                     key_account=caller.account_id,
                     bypass_lockout=request.bypass_policy_lockout_safety_check,
                 )
+            store = None
+            if request.custom_key_store_id is not None:
+                store = self._store_for_key(uow, caller, request, in_store, calls)
             key = self.resolver.new_key(
                 uow,
                 caller,
@@ -174,16 +191,52 @@ class KeyLifecycle:
                 key_usage=key_usage,
                 origin=request.origin,
                 material_bytes=material_bytes,
+                in_store=in_store,
+                store=None if store is None else _location(store, request),
             )
+            if store is not None:
+                store.add_key(now=self.clock.now(), actor=caller.actor(), key_id=key.key_id)
             return KeyDescription.of(key)
 
-        return await self.runner.run(command)
+        if request.custom_key_store_id is None:
+            return await self.runner.run(lambda uow: command(uow, None))
+        calls = self.resolver.stores.calls()
+        try:
+            return await calls.run(self.runner, lambda uow: command(uow, calls))
+        except Exception:
+            if in_store is not None:
+                await self.resolver.stores.forget_token_key(calls, in_store)
+            raise
+
+    def _store_for_key(
+        self,
+        uow: UnitOfWork,
+        caller: Caller,
+        request: CreateKeyRequest,
+        in_store: str | None,
+        calls: OutsideCalls | None,
+    ) -> CustomKeyStore:
+        """The connected store a new key goes in; for a CloudHSM store, its material is
+        generated in the token (an outside call) before the key is recorded."""
+        assert request.custom_key_store_id is not None and calls is not None
+        found = uow.get(
+            store_aggregate_id(caller.account_id, caller.region, request.custom_key_store_id)
+        )
+        if not isinstance(found, CustomKeyStore) or found.deleted:
+            raise CustomKeyStoreNotFoundError(
+                f"Custom key store {request.custom_key_store_id} not found."
+            )
+        found.check_key_creation(request.origin)
+        if in_store is not None:
+            calls.answer(TokenGenerateKey(self.resolver.stores.token_of(found), in_store))
+        return found
 
     async def describe_key(self, caller: Caller, key_id: str) -> KeyDescription:
         def command(uow: UnitOfWork) -> KeyDescription:
-            return KeyDescription.of(
-                self.resolver.resolve(uow, caller, key_id, "DescribeKey", fresh=True)
-            )
+            key = self.resolver.resolve(uow, caller, key_id, "DescribeKey", fresh=True)
+            if key.store is None:
+                return KeyDescription.of(key)
+            return KeyDescription.of(key, self.resolver.stores.key_state(uow, key))
 
         return await self.runner.run(command)
 
@@ -565,6 +618,7 @@ class DueJobs:
         directory: KeyDirectory,
         imported: ImportedMaterial,
         partition: str,
+        stores: StoreKeys,
     ) -> None:
         self.runner = runner
         self.vault = vault
@@ -572,6 +626,9 @@ class DueJobs:
         self.directory = directory
         self.imported = imported
         self.partition = partition
+        self.stores = stores
+        # Token keys of deleted CloudHSM-store keys, destroyed once the deletion commits.
+        self._token_keys: list[tuple[TokenStore, str]] = []
 
     def run_due_jobs(self) -> int:
         """Delete keys whose window ended, rotate keys that are due, delete imported
@@ -590,7 +647,14 @@ class DueJobs:
                 done += self.runner.run_sync(partial(job_function, key_uuid=key_uuid))
             except (InvalidStateError, NotFoundError):
                 continue
+            finally:
+                self._destroy_token_keys()
         return done
+
+    def _destroy_token_keys(self) -> None:
+        while self._token_keys:
+            token, label = self._token_keys.pop()
+            self.stores.destroy_token_key(token, label)
 
     def _deletion_job(self, uow: UnitOfWork, *, key_uuid: uuid.UUID) -> int:
         key: Key | None = uow.get(key_uuid, fresh=True)
@@ -599,6 +663,7 @@ class DueJobs:
             return 0
         # Shred first: if the commit then fails, the key is unusable and the job re-runs.
         self.vault.shred(key.id, now)
+        self._leave_store(uow, key, now)
         for alias_name in list(key.aliases):
             alias: Alias | None = uow.get(
                 alias_aggregate_id(key.account_id, key.region, alias_name)
@@ -608,6 +673,19 @@ class DueJobs:
                 alias.delete(now=now, actor=SERVICE_ACTOR, alias_arn=arn)
         key.destroy_material(now=now, actor=SERVICE_ACTOR)
         return 1
+
+    def _leave_store(self, uow: UnitOfWork, key: Key, now: datetime) -> None:
+        """A deleted key leaves its custom key store; its token key goes once this commits."""
+        store = self.stores.store_of(uow, key)
+        if store is None:
+            return
+        store.remove_key(now=now, actor=SERVICE_ACTOR, key_id=key.key_id)
+        if store.is_cloudhsm:
+            token = self.stores.token_of(store)
+            labels = [m.material_id for m in key.materials if m.in_store]
+            uow.after_commit.append(
+                lambda: self._token_keys.extend((token, label) for label in labels)
+            )
 
     def _rotation_job(self, uow: UnitOfWork, *, key_uuid: uuid.UUID) -> int:
         key: Key | None = uow.get(key_uuid, fresh=True)
@@ -639,6 +717,34 @@ class KeyService:
 
 
 # ==== checks that need no key ==========================================================
+def _check_store_request(request: CreateKeyRequest, key_spec: str) -> None:
+    """CreateKey's custom key store members: CustomKeyStoreId with Origin AWS_CLOUDHSM or
+    EXTERNAL_KEY_STORE (and XksKeyId with the latter), symmetric encryption keys only."""
+    in_store = request.origin in STORE_ORIGINS
+    if in_store and not request.custom_key_store_id:
+        raise ValidationError(f"CustomKeyStoreId is required when Origin is {request.origin}.")
+    if request.custom_key_store_id and not in_store:
+        raise UnsupportedOperationError(
+            f"Origin {request.origin} is not valid for a KMS key in a custom key store."
+        )
+    if (request.xks_key_id is not None) != (request.origin == EXTERNAL_KEY_STORE):
+        raise ValidationError(
+            "XksKeyId is required when Origin is EXTERNAL_KEY_STORE, and valid only then."
+        )
+    if in_store and (key_spec != SYMMETRIC_DEFAULT or request.multi_region):
+        raise UnsupportedOperationError(
+            f"KeySpec {key_spec} is not valid for a KMS key in a custom key store."
+        )
+
+
+def _location(store: CustomKeyStore, request: CreateKeyRequest) -> KeyStoreLocation:
+    return KeyStoreLocation(
+        custom_key_store_id=store.store_id,
+        cloud_hsm_cluster_id=store.settings.get("cluster_id") if store.is_cloudhsm else None,
+        xks_key_id=request.xks_key_id,
+    )
+
+
 def _check_key_spec(request: CreateKeyRequest) -> tuple[str, str]:
     if request.key_spec and request.customer_master_key_spec:
         raise ValidationError(

@@ -18,6 +18,8 @@ from typing import Any
 from app.auth.credentials import Caller
 from app.ports import Clock, UnitOfWork, Vault
 from app.usecases.authorization import AccessControl, AccessRequest
+from app.usecases.outside_calls import OutsideCalls
+from app.usecases.store_keys import StoreKeys
 from domain import algorithms
 from domain.ciphertext import open_blob, read_header, seal
 from domain.errors import (
@@ -25,6 +27,7 @@ from domain.errors import (
     IncorrectKeyError,
     InvalidCiphertextError,
     InvalidKeyUsageError,
+    InvalidStateError,
     NotFoundError,
     ValidationError,
 )
@@ -37,7 +40,7 @@ from domain.identifiers import (
     parse_key_reference,
 )
 from domain.key_specs import ENCRYPT_DECRYPT, EXTERNAL, SYMMETRIC_DEFAULT
-from domain.keys import AWS_MANAGED, Alias, Key
+from domain.keys import AWS_MANAGED, Alias, Key, KeyMaterial, KeyStoreLocation
 from domain.policy import aws_managed_key_policy
 
 DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
@@ -70,12 +73,19 @@ def is_symmetric_algorithm(algorithm: str | None) -> bool:
 
 class KeyResolver:
     def __init__(
-        self, *, access: AccessControl, vault: Vault, clock: Clock, partition: str
+        self,
+        *,
+        access: AccessControl,
+        vault: Vault,
+        clock: Clock,
+        partition: str,
+        stores: StoreKeys,
     ) -> None:
         self.access = access
         self.vault = vault
         self.clock = clock
         self.partition = partition
+        self.stores = stores
 
     # ==== finding keys ===================================================================
     def arn(self, ref: KeyReference) -> str:
@@ -181,18 +191,23 @@ class KeyResolver:
         key_usage: str,
         origin: str,
         material_bytes: bytes | None = None,
+        in_store: str | None = None,
+        store: KeyStoreLocation | None = None,
     ) -> Key:
         """A new key with fresh material (``material_bytes``, or AES-256 when None); keys of
-        Origin EXTERNAL start without material, PendingImport."""
+        Origin EXTERNAL start without material, PendingImport. A key of a CloudHSM key
+        store has its material in the token, labelled ``in_store`` (its material id)."""
         key_uuid = self.vault.new_key_id()  # its wrapping key is stored already
         now = self.clock.now()
-        material = (
-            None
-            if origin == EXTERNAL
-            else self.vault.new_material(
+        material: KeyMaterial | None
+        if in_store is not None:
+            material = KeyMaterial(1, in_store, b"", now, None, in_store=True)
+        elif origin == EXTERNAL:
+            material = None
+        else:
+            material = self.vault.new_material(
                 key_uuid, version=1, now=now, rotation_type=None, plaintext=material_bytes
             )
-        )
         key = Key.create(
             key_id=key_uuid,
             now=now,
@@ -208,6 +223,7 @@ class KeyResolver:
             policy=policy,
             tags=tags,
             material=material,
+            store=store,
         )
         uow.add(key)
         return key
@@ -243,8 +259,13 @@ class KeyResolver:
         key.add_alias(now=now, actor=actor, alias_name=alias_name, operation="CreateAlias")
 
     # ==== symmetric ciphertexts ==========================================================
-    def check_usable(self, key: Key, operation: str, dry_run: bool) -> None:
-        """For the symmetric paths: the key's state, usage and spec allow ``operation``."""
+    def check_usable(
+        self, key: Key, operation: str, dry_run: bool, uow: UnitOfWork | None = None
+    ) -> None:
+        """For the symmetric paths: the key's state, usage and spec allow ``operation``
+        (and, for a key in a custom key store, that store is connected: ``uow`` given)."""
+        if key.store is not None and uow is not None:
+            self.stores.check_available(uow, key)
         key.check_allowed(operation)
         if key.key_usage != ENCRYPT_DECRYPT:
             raise InvalidKeyUsageError(
@@ -260,10 +281,18 @@ class KeyResolver:
             raise DryRunSucceededError(DRY_RUN_MESSAGE)
 
     def seal(
-        self, key: Key, plaintext: bytes, context: Mapping[str, str] | None
+        self,
+        key: Key,
+        plaintext: bytes,
+        context: Mapping[str, str] | None,
+        *,
+        uow: UnitOfWork | None = None,
+        calls: OutsideCalls | None = None,
     ) -> tuple[bytes, str]:
+        """Seal under the key's current material; a key in a custom key store needs the
+        batch (``uow``) and the request's outside calls."""
         material = key.current_material
-        cipher = self.vault.cipher(key.id, material)
+        cipher = self._cipher(key, material, uow, calls)
         if cipher is None:
             raise NotFoundError(f"Key '{key.arn}' does not exist")
         blob = seal(
@@ -272,9 +301,22 @@ class KeyResolver:
             material_version=material.version,
             plaintext=plaintext,
             encryption_context=context,
-            nonce=os.urandom(12),
+            nonce=calls.nonce if calls is not None else os.urandom(12),
         )
         return blob, material.material_id
+
+    def _cipher(
+        self,
+        key: Key,
+        material: KeyMaterial,
+        uow: UnitOfWork | None,
+        calls: OutsideCalls | None,
+    ) -> Any:
+        if not material.in_store:
+            return self.vault.cipher(key.id, material)
+        if uow is None:
+            raise InvalidStateError(f"{key.arn} is unavailable.")
+        return self.stores.cipher(uow, key, material.material_id, calls)
 
     def open(
         self,
@@ -316,12 +358,19 @@ class KeyResolver:
         return key, header.material_version
 
     def decrypt_blob(
-        self, key: Key, blob: bytes, material_version: int, context: dict[str, str] | None
+        self,
+        key: Key,
+        blob: bytes,
+        material_version: int,
+        context: dict[str, str] | None,
+        *,
+        uow: UnitOfWork | None = None,
+        calls: OutsideCalls | None = None,
     ) -> tuple[bytes, str]:
         material = key.material(material_version)
         if material is None:
             raise InvalidCiphertextError()
-        cipher = self.vault.cipher(key.id, material)
+        cipher = self._cipher(key, material, uow, calls)
         if cipher is None:
             raise InvalidCiphertextError()
         return open_blob(cipher, blob, context), material.material_id

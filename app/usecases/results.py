@@ -34,9 +34,14 @@ class KeyDescription:
     encapsulation_algorithms: tuple[str, ...] = ()
     expiration_model: str | None = None  # imported material only
     valid_to: datetime | None = None
+    custom_key_store_id: str | None = None  # keys in custom key stores only
+    cloud_hsm_cluster_id: str | None = None
+    xks_key_id: str | None = None
 
     @classmethod
-    def of(cls, key: Key) -> KeyDescription:
+    def of(cls, key: Key, state: str | None = None) -> KeyDescription:
+        """``state``: the state to report when it differs from the key's own (a key of a
+        disconnected custom key store is Unavailable)."""
         algorithms = key_algorithms(key.key_spec, key.key_usage)
         current_import = key.current_import
         if current_import is not None and not current_import["imported"]:
@@ -46,10 +51,10 @@ class KeyDescription:
             key_id=key.key_id,
             arn=key.arn,
             creation_date=key.creation_date,
-            enabled=key.state == key_states.ENABLED,
+            enabled=(state or key.state) == key_states.ENABLED,
             description=key.description,
             key_usage=key.key_usage,
-            key_state=key.state,
+            key_state=state or key.state,
             deletion_date=key.deletion_date,
             origin=key.origin,
             key_manager=key.key_manager,
@@ -63,6 +68,9 @@ class KeyDescription:
             encapsulation_algorithms=algorithms.encapsulation,
             expiration_model=current_import["expiration_model"] if current_import else None,
             valid_to=current_import["valid_to"] if current_import else None,
+            custom_key_store_id=key.store["custom_key_store_id"] if key.store else None,
+            cloud_hsm_cluster_id=key.store["cloud_hsm_cluster_id"] if key.store else None,
+            xks_key_id=key.store["xks_key_id"] if key.store else None,
         )
 
 

@@ -167,8 +167,10 @@ def test_create_key_answers_unsupported_for_a_valid_spec_this_build_cannot_creat
         kms.create_key(KeySpec="ML_KEM_512", KeyUsage="ENCAPSULATE_DECAPSULATE")
 
 
-def test_create_key_answers_unsupported_for_a_custom_key_store_origin(kms):
-    with aws_error("UnsupportedOperationException"):
+def test_create_key_with_a_custom_key_store_origin_needs_the_store(kms):
+    with aws_error(
+        "ValidationException", "CustomKeyStoreId is required when Origin is AWS_CLOUDHSM."
+    ):
         kms.create_key(Origin="AWS_CLOUDHSM")
 
 

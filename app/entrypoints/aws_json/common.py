@@ -55,6 +55,12 @@ def key_metadata(key: KeyDescription) -> dict[str, Any]:
         metadata["ValidTo"] = epoch(key.valid_to)
     if key.current_material_id is not None:
         metadata["CurrentKeyMaterialId"] = key.current_material_id
+    if key.custom_key_store_id is not None:
+        metadata["CustomKeyStoreId"] = key.custom_key_store_id
+    if key.cloud_hsm_cluster_id is not None:
+        metadata["CloudHsmClusterId"] = key.cloud_hsm_cluster_id
+    if key.xks_key_id is not None:
+        metadata["XksKeyConfiguration"] = {"Id": key.xks_key_id}
     return metadata
 
 

@@ -116,13 +116,10 @@ async def generate_data_key_without_plaintext(
 async def generate_random(
     service: KeyService, caller: Caller, params: dict[str, Any]
 ) -> dict[str, Any]:
-    if params.get("CustomKeyStoreId"):
-        from domain.errors import UnsupportedOperationError
-
-        raise UnsupportedOperationError("Custom key stores are not supported.")
-    return {
-        "Plaintext": b64(await service.crypto.generate_random(caller, params.get("NumberOfBytes")))
-    }
+    plaintext = await service.crypto.generate_random(
+        caller, params.get("NumberOfBytes"), params.get("CustomKeyStoreId")
+    )
+    return {"Plaintext": b64(plaintext)}
 
 
 OPERATIONS: dict[str, Operation] = {

@@ -21,6 +21,7 @@ async def create_key(service: KeyService, caller: Caller, params: dict[str, Any]
         tags=tag_pairs(params),
         multi_region=bool(params.get("MultiRegion")),
         custom_key_store_id=params.get("CustomKeyStoreId"),
+        xks_key_id=params.get("XksKeyId"),
     )
     return {"KeyMetadata": key_metadata(await service.keys.create_key(caller, request))}
 
