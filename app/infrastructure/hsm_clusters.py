@@ -28,6 +28,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.mechanisms import GCMParams
 
+from app.infrastructure.pkcs11_root_key import KEY_BITS, ROOT_KEY_TEMPLATE
 from app.ports import HsmCluster
 from app.support.lru import BoundedLru
 from domain.errors import KeyUnavailableError
@@ -162,20 +163,9 @@ class Pkcs11Clusters:
         self, store: uuid.UUID, cluster_id: str, pin: Callable[[], str], label: str
     ) -> None:
         def generate(session: Any) -> None:
+            # The root key's attributes: usable only inside the token, never readable.
             session.generate_key(
-                KeyType.AES,
-                256,
-                label=label,
-                store=True,
-                template={
-                    Attribute.SENSITIVE: True,
-                    Attribute.EXTRACTABLE: False,
-                    Attribute.ENCRYPT: True,
-                    Attribute.DECRYPT: True,
-                    Attribute.WRAP: False,
-                    Attribute.UNWRAP: False,
-                    Attribute.PRIVATE: True,
-                },
+                KeyType.AES, KEY_BITS, label=label, store=True, template=ROOT_KEY_TEMPLATE
             )
 
         self._in_session(store, cluster_id, pin, generate)
