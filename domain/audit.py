@@ -83,6 +83,11 @@ class AuditedCall(Aggregate):
         error_message: str | None
         resources: list[dict[str, str]]  # [{"arn": key ARN, "account_id": key's account}]
         read_only: bool
+        # What CloudTrail shows of the answer and beside the request, for the few calls
+        # whose record holds more than their parameters (CreateCustomKeyStore's new id,
+        # a store's name and cluster): None for the rest, and in records made before.
+        response_elements: dict[str, Any] | None = None
+        additional_event_data: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -95,6 +100,8 @@ class AuditedCall(Aggregate):
         error_message: str | None,
         resources: list[dict[str, str]],
         read_only: bool,
+        response_elements: dict[str, Any] | None = None,
+        additional_event_data: dict[str, Any] | None = None,
     ) -> None:
         self.event_name = event_name
         self.event_source = event_source
@@ -104,6 +111,8 @@ class AuditedCall(Aggregate):
         self.error_message = error_message
         self.resources = resources
         self.read_only = read_only
+        self.response_elements = response_elements
+        self.additional_event_data = additional_event_data
 
     @classmethod
     def record(
@@ -119,6 +128,8 @@ class AuditedCall(Aggregate):
         error_message: str | None,
         resources: list[dict[str, str]],
         read_only: bool,
+        response_elements: dict[str, Any] | None = None,
+        additional_event_data: dict[str, Any] | None = None,
     ) -> AuditedCall:
         return cls._create(
             cls.CallRecorded,
@@ -132,6 +143,8 @@ class AuditedCall(Aggregate):
             error_message=error_message,
             resources=list(resources),
             read_only=read_only,
+            response_elements=response_elements,
+            additional_event_data=additional_event_data,
         )
 
 

@@ -937,6 +937,9 @@ class AuditTrailProjection(BatchedProjection):
             ],  # a key, unless the call names a type
             read_only=event.read_only,
             event_source=event.event_source,
+            # (records made before these existed have neither)
+            response_elements=getattr(event, "response_elements", None),
+            additional=getattr(event, "additional_event_data", None),
             error_code=event.error_code,
             error_message=event.error_message,
             context_keys=context_keys,

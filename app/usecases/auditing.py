@@ -39,6 +39,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
@@ -67,6 +68,7 @@ from domain.audit import (
     audited_call_id,
     is_read_only,
 )
+from domain.custom_key_stores import CustomKeyStore
 from domain.errors import SerializationError, ThrottlingError, UnknownOperationError
 from domain.keys import Key
 
@@ -125,6 +127,25 @@ EVENT_AUDITED = {
 # Never in a record, whatever the model says: the policy text (KMS logs no GetKeyPolicy
 # answer, and a refused policy is not the key's) and grant tokens (bearer values).
 WITHHELD_MEMBERS = frozenset({"Policy", "GrantTokens", "GrantToken"})
+# The custom key store operations as KMS logs them (AWS's CloudTrail samples, e.g.
+# developerguide/ct-create-keystore.html): the cluster is ``clusterId``; neither the trust
+# anchor nor any credential is logged (KeyStorePassword and both members of
+# XksProxyAuthenticationCredential are sensitive: not even an empty structure is left).
+LOGGED_AS = {"CloudHsmClusterId": "clusterId"}
+WITHHELD_BY_OPERATION = {
+    "CreateCustomKeyStore": frozenset(
+        {"TrustAnchorCertificate", "XksProxyAuthenticationCredential"}
+    ),
+    "UpdateCustomKeyStore": frozenset({"XksProxyAuthenticationCredential"}),
+}
+STORE_CALLS_NAMING_THE_STORE = frozenset(
+    {
+        "UpdateCustomKeyStore",
+        "ConnectCustomKeyStore",
+        "DisconnectCustomKeyStore",
+        "DeleteCustomKeyStore",
+    }
+)
 MAX_MESSAGE = 1024
 # KMS calls that do more after their authorizing command (read a view, check a marker):
 # recorded when they end, at the cost of a commit of their own (none is on the hot path).
@@ -215,16 +236,18 @@ def _redacted_value(shape: Shape, value: Any) -> Any:
     return _DROP
 
 
-def _redacted_structure(shape: Shape, body: dict[str, Any]) -> dict[str, Any]:
+def _redacted_structure(
+    shape: Shape, body: dict[str, Any], withheld: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     members = shape.members  # type: ignore[attr-defined]
     logged: dict[str, Any] = {}
     for name, value in body.items():
         member = members.get(name)
-        if member is None or name in WITHHELD_MEMBERS or value is None:
+        if member is None or name in WITHHELD_MEMBERS or name in withheld or value is None:
             continue
         shown = _redacted_value(member, value)
         if shown is not _DROP:
-            logged[_lower_camel(name)] = shown
+            logged[LOGGED_AS.get(name) or _lower_camel(name)] = shown
     return logged
 
 
@@ -273,7 +296,40 @@ def request_parameters(service: str, operation: str, params: Any) -> dict[str, A
     shape = model.operation_model(operation).input_shape
     if shape is None:
         return {}
-    return _redacted_structure(shape, params)
+    return _redacted_structure(shape, params, WITHHELD_BY_OPERATION.get(operation, frozenset()))
+
+
+# ==== what a custom key store call's record shows beyond its parameters ======================
+@dataclass(frozen=True)
+class StoreFacts:
+    """The custom key store a call acted on, as its record names it."""
+
+    store_id: str
+    name: str
+    cluster_id: str | None  # AWS_CLOUDHSM stores only
+
+    @classmethod
+    def of(cls, store: CustomKeyStore) -> StoreFacts:
+        cluster = store.settings.get("cluster_id") if store.is_cloudhsm else None
+        return cls(store.store_id, store.name, cluster or None)
+
+
+def store_call_details(
+    event_name: str, store: StoreFacts | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(responseElements, additionalEventData) of a successful custom key store call, as
+    KMS logs them: CreateCustomKeyStore answers the new store's id; Update, Connect,
+    Disconnect and Delete name the store (and its cluster) beside their parameters."""
+    if store is None:
+        return None, None
+    if event_name == "CreateCustomKeyStore":
+        return {"customKeyStoreId": store.store_id}, None
+    if event_name in STORE_CALLS_NAMING_THE_STORE:
+        additional: dict[str, Any] = {"customKeyStoreName": store.name}
+        if store.cluster_id:
+            additional["clusterId"] = store.cluster_id
+        return None, additional
+    return None, None
 
 
 def _credential_scope(headers: Sequence[tuple[str, str]], query_string: str) -> tuple[str, str]:
@@ -361,6 +417,7 @@ class AuditedRequest:
         # The keys it touched, if it changed nothing; or what the adapter names (the
         # principal of an IAM call) when it touches no key.
         self.resources: list[dict[str, str]] = []
+        self.store: StoreFacts | None = None  # the custom key store it acted on, if any
         self._token: Token[AuditedRequest | None] | None = None
 
     @property
@@ -406,6 +463,9 @@ class AuditedRequest:
             if service is not None
             else plain_parameters(given)
         )
+        response, additional = (
+            store_call_details(self.event_name, self.store) if error is None else (None, None)
+        )
         return AuditedCall.record(
             call_id=audited_call_id(caller.request_id or self.request_id, self.records),
             now=self.auditor.clock.now(),
@@ -417,6 +477,8 @@ class AuditedRequest:
             error_message=message,
             resources=resources,
             read_only=is_read_only(self.event_name),
+            response_elements=response,
+            additional_event_data=additional,
         )
 
     def add(self, uow: UnitOfWork, resources: list[dict[str, str]], error: Any) -> None:
@@ -500,6 +562,7 @@ class _AuditedCommand(Generic[T]):
                 call.resources = _resources(uow, start) or call.resources  # what it touched
         elif call.record_when_done:
             call.resources = _resources(uow, start) or call.resources
+            call.store = _store(uow, start) or call.store
         elif not call.records and call.caller is not None:
             call.add(uow, _resources(uow, start), None)
         return result
@@ -522,6 +585,12 @@ class _AuditedCommand(Generic[T]):
 
 def _appended(uow: UnitOfWork, start: int) -> bool:
     return any(len(aggregate.pending_events) > count for aggregate, count in uow.accessed[start:])
+
+
+def _store(uow: UnitOfWork, start: int) -> StoreFacts | None:
+    """The custom key store a command acted on (the last it touched), as it stands now."""
+    stores = [a for a, _ in uow.accessed[start:] if isinstance(a, CustomKeyStore)]
+    return StoreFacts.of(stores[-1]) if stores else None
 
 
 def _resources(uow: UnitOfWork, start: int) -> list[dict[str, str]]:
