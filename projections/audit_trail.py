@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import orjson
 import psycopg
 from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
 
 from domain.audit import (
     KEYLEDGER_SOURCE,
@@ -44,7 +45,7 @@ from domain.audit import (
 from domain.custody import RootKeyCustody
 from domain.identity import AccessKey, Account, Principal
 from domain.key_specs import key_algorithms
-from domain.keys import AWS_MANAGED, SOURCE_USE, Alias, Key
+from domain.keys import AWS_MANAGED, SOURCE_USE, Alias, Key, KeyStoreLocation
 from domain.policy import default_key_policy
 from projections import key_views
 from projections.batched import BatchedProjection, error_type
@@ -104,6 +105,15 @@ LAST_USED_SQL = (
     " event_id = EXCLUDED.event_id, request_id = EXCLUDED.request_id"
     " WHERE audit_key_last_usage.used_at <= EXCLUDED.used_at"
 )  # the latest use wins: a ReEncrypt's source key is noted at its destination's event
+
+# Views a migration added after the trail had passed their events (audit_view_backfills):
+# the handlers that build each, and the topics of the events they need.
+BACKFILLS: dict[str, tuple[dict[type, Any], tuple[str, ...]]] = {
+    "audit_custom_key_stores": (
+        key_views.STORE_HANDLERS,
+        tuple(get_topic(kind) for kind in key_views.STORE_HANDLERS),
+    ),
+}
 
 # Used.operation -> (eventName, keyId member, context member, algorithm member or None)
 USED_SHAPES: dict[str, tuple[str, str, str, str | None]] = {
@@ -212,6 +222,7 @@ class KeyFacts:
     key_spec: str
     key_manager: str
     materials: dict[int, str] = field(default_factory=dict)
+    store: KeyStoreLocation | None = None  # a key of a custom key store
 
 
 @dataclass
@@ -243,6 +254,23 @@ class Described:
     context_keys: list[str] = field(default_factory=list)
     # Usage rollups count the call under its first resource, or under each key it names.
     count_each_resource: bool = False
+
+
+def store_metadata(store: KeyStoreLocation) -> dict[str, str]:
+    """KeyMetadata's members naming where a key of a custom key store lives."""
+    found = {"customKeyStoreId": store["custom_key_store_id"]}
+    if store.get("cloud_hsm_cluster_id"):
+        found["cloudHsmClusterId"] = str(store["cloud_hsm_cluster_id"])
+    return found
+
+
+def store_event_data(store: KeyStoreLocation) -> dict[str, str]:
+    """additionalEventData of a cryptographic call with a key of a custom key store: the
+    store, and for an external key store the external key (AWS's records name both)."""
+    found = {"customKeyStoreId": store["custom_key_store_id"]}
+    if store.get("xks_key_id"):
+        found["xksKeyId"] = str(store["xks_key_id"])
+    return found
 
 
 def _is_service_actor(actor: dict[str, Any] | None) -> bool:
@@ -325,12 +353,14 @@ class AuditTrailProjection(BatchedProjection):
         self._principals: dict[uuid.UUID, tuple[str, str, str]] = {}  # arn, account, type
         self._access_keys: dict[uuid.UUID, tuple[str, str, str]] = {}  # id, principal, account
         self._describers: dict[type, Callable[[Any], Described | None]] = self._describer_table()
+        self._backfills_checked = False  # True once audit_view_backfills was read and applied
 
     def reset(self) -> None:
         self._keys.clear()
         self._aliases.clear()
         self._principals.clear()
         self._access_keys.clear()
+        self._backfills_checked = False  # (asked again after a failure: cheap)
 
     # ==== the batch ===========================================================================
     def apply(
@@ -367,6 +397,37 @@ class AuditTrailProjection(BatchedProjection):
         if last_used:
             with conn.cursor() as cursor:
                 cursor.executemany(LAST_USED_SQL, list(last_used.values()))
+
+    # ==== views added after the trail passed their events ========================================
+    def catch_up(self, stop: int | None = None) -> int:
+        if not self._backfills_checked:  # first: later events may change what it adds
+            with self._pool.connection() as conn, conn.transaction():
+                self._backfill(conn)
+            self._backfills_checked = True
+        return super().catch_up(stop)
+
+    def _backfill(self, conn: psycopg.Connection[Any]) -> None:
+        """Apply to each view a migration added (audit_view_backfills) the events the trail
+        had passed when it was made, and forget it, in one transaction. Only the view's
+        own handlers run: the trail's records of those events exist already."""
+        pending = conn.execute(
+            "SELECT view_name, up_to FROM audit_view_backfills ORDER BY view_name FOR UPDATE"
+        ).fetchall()
+        for view, up_to in pending:
+            handlers, topics = BACKFILLS.get(view, ({}, ()))
+            start = 1
+            while handlers and start <= up_to:
+                notifications = self._ledger.recorder.select_notifications(
+                    start=start, limit=self.batch_size, stop=up_to, topics=topics
+                )
+                for notification in notifications:
+                    event = self._ledger.mapper.to_domain_event(notification)
+                    handlers[type(event)](conn, event)
+                if len(notifications) < self.batch_size:
+                    break
+                start = notifications[-1].id + 1
+            conn.execute("DELETE FROM audit_view_backfills WHERE view_name = %s", (view,))
+            log.info("audit trail: view %s caught up to event %s", view, up_to)
 
     # ==== a gap in the trail ====================================================================
     def set_aside(
@@ -476,13 +537,17 @@ class AuditTrailProjection(BatchedProjection):
             for row in conn.execute(
                 "SELECT k.key_id, k.arn, k.account_id, k.region, k.key_spec, k.key_manager,"
                 " coalesce(jsonb_object_agg(m.version, m.material_id)"
-                "  FILTER (WHERE m.version IS NOT NULL), '{}'::jsonb)"
+                "  FILTER (WHERE m.version IS NOT NULL), '{}'::jsonb),"
+                " k.custom_key_store_id, k.cloud_hsm_cluster_id, k.xks_key_id"
                 " FROM audit_keys k LEFT JOIN audit_key_materials m USING (key_id)"
                 " WHERE k.key_id = ANY(%s) GROUP BY k.key_id",
                 (list(keys),),
             ):
                 materials = {int(version): str(mid) for version, mid in row[6].items()}
-                self._keys[row[0]] = KeyFacts(row[1], row[2], row[3], row[4], row[5], materials)
+                store = key_views.store_location(row[7], row[8], row[9])
+                self._keys[row[0]] = KeyFacts(
+                    row[1], row[2], row[3], row[4], row[5], materials, store
+                )
         if aliases:
             for row in conn.execute(
                 "SELECT alias_id, alias_name, account_id, region, target_key_id::text"
@@ -520,6 +585,7 @@ class AuditTrailProjection(BatchedProjection):
                 event.key_spec,
                 event.key_manager,
                 materials,
+                event.store,
             )
         elif kind in (Key.Rotated, Key.MaterialImported):
             facts = self._keys.get(oid)
@@ -588,7 +654,9 @@ class AuditTrailProjection(BatchedProjection):
             parameters[algorithm_member] = event.algorithm
         material_id = facts.materials.get(event.material_version)
         resources = [(facts.arn, facts.account_id, KEY_RESOURCE)]
-        additional = {"keyMaterialId": material_id} if material_id else None
+        additional: dict[str, Any] | None = {"keyMaterialId": material_id} if material_id else None
+        if facts.store is not None:  # KMS names the store (and external key) of its keys
+            additional = {**(additional or {}), **store_event_data(facts.store)}
         context_keys = list(context) if context else []
         source = _source_use(event) if operation == "ReEncryptTo" else None
         source_facts: KeyFacts | None = None
@@ -947,7 +1015,12 @@ class AuditTrailProjection(BatchedProjection):
 
     def _key_created(self, event: Key.Created) -> Described:
         facts = KeyFacts(
-            event.arn, event.account_id, event.region, event.key_spec, event.key_manager
+            event.arn,
+            event.account_id,
+            event.region,
+            event.key_spec,
+            event.key_manager,
+            store=event.store,
         )
         if event.key_manager == AWS_MANAGED:  # made by KMS on first use of alias/aws/...
             return self._service(
@@ -962,6 +1035,11 @@ class AuditTrailProjection(BatchedProjection):
             "bypassPolicyLockoutSafetyCheck": False,
             "multiRegion": False,
         }
+        store = event.store
+        if store is not None:
+            parameters["customKeyStoreId"] = store["custom_key_store_id"]
+            if store.get("xks_key_id"):
+                parameters["xksKeyId"] = store["xks_key_id"]
         partition = event.arn.split(":", 2)[1]
         if event.policy != default_key_policy(partition, event.account_id):
             parameters["policy"] = event.policy
@@ -978,6 +1056,7 @@ class AuditTrailProjection(BatchedProjection):
             "keyUsage": event.key_usage,
             "keyState": "Enabled" if event.material is not None else "PendingImport",
             "origin": event.origin,
+            **(store_metadata(store) if store is not None else {}),
             "keyManager": event.key_manager,
             "customerMasterKeySpec": event.key_spec,
             "keySpec": event.key_spec,
@@ -991,6 +1070,8 @@ class AuditTrailProjection(BatchedProjection):
             if values:
                 metadata[name] = list(values)
         metadata["multiRegion"] = False
+        if store is not None and store.get("xks_key_id"):
+            metadata["xksKeyConfiguration"] = {"id": store["xks_key_id"]}
         return self._on_key(event, facts, "CreateKey", parameters, {"keyMetadata": metadata})
 
     def _deletion_scheduled(self, event: Key.DeletionScheduled) -> Described:

@@ -1,6 +1,7 @@
 """Key state for auditors: each key's state, material and rotation history, aliases, tags,
-current policy and policy history, grants and their history, state timeline; principals,
-their identity policies and access keys.
+current policy and policy history, grants and their history, state timeline, and the
+custom key store it lives in; principals, their identity policies and access keys; custom
+key stores and their connection timelines.
 
 Handlers of the audit_trail projection (one SQL statement or two per event; these events
 are rare next to ``Used``), so these views are exactly-once with the trail itself and are
@@ -16,8 +17,15 @@ from typing import Any
 import psycopg
 
 from domain import key_states
+from domain.custom_key_stores import (
+    CONNECTED,
+    CONNECTING,
+    DISCONNECTED,
+    FAILED,
+    CustomKeyStore,
+)
 from domain.identity import AccessKey, Principal
-from domain.keys import AWS_MANAGED, Alias, Key
+from domain.keys import AWS_MANAGED, Alias, Key, KeyStoreLocation
 from projections.pg_text import json_text
 
 Handler = Callable[[psycopg.Connection[Any], Any], None]
@@ -116,9 +124,23 @@ def _policy_row(conn: psycopg.Connection[Any], event: Any, event_name: str, name
     )
 
 
+def store_location(
+    store_id: str | None, cluster_id: str | None, xks_key_id: str | None
+) -> KeyStoreLocation | None:
+    """A key's custom key store as audit_keys keeps it (None: not in a store)."""
+    if not store_id:
+        return None
+    return {
+        "custom_key_store_id": store_id,
+        "cloud_hsm_cluster_id": cluster_id,
+        "xks_key_id": xks_key_id,
+    }
+
+
 # ==== keys ==================================================================================
 def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
     material = event.material
+    store: KeyStoreLocation | dict[str, str] = event.store or {}
     state = key_states.ENABLED if material is not None else key_states.PENDING_IMPORT
     aws_managed = event.key_manager == AWS_MANAGED
     next_rotation = (
@@ -129,9 +151,9 @@ def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
         " key_spec, key_usage, origin, description, creation_date, current_material_version,"
         " current_material_id, current_material_created, rotation_enabled,"
         " rotation_period_days, next_rotation_date, tags, policy, policy_changed_at,"
-        " policy_changed_by, updated_at)"
+        " policy_changed_by, updated_at, custom_key_store_id, cloud_hsm_cluster_id, xks_key_id)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " %s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
+        " %s, %s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
         (
             event.originator_id,
             event.arn,
@@ -155,6 +177,9 @@ def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
             event.timestamp,
             actor_arn(event),
             event.timestamp,
+            store.get("custom_key_store_id"),
+            store.get("cloud_hsm_cluster_id"),
+            store.get("xks_key_id"),
         ),
     )
     if material is not None:
@@ -455,6 +480,117 @@ def _access_key_deactivated(conn: psycopg.Connection[Any], event: AccessKey.Deac
     )
 
 
+# ==== custom key stores =====================================================================
+# A store's settings (domain.custom_key_stores) -> its audit_custom_key_stores columns.
+STORE_SETTINGS = {
+    "cluster_id": "cloud_hsm_cluster_id",
+    "xks_uri_endpoint": "xks_proxy_uri_endpoint",
+    "xks_uri_path": "xks_proxy_uri_path",
+    "xks_connectivity": "xks_proxy_connectivity",
+    "xks_vpc_endpoint_service_name": "xks_proxy_vpc_endpoint_service_name",
+    "xks_vpc_endpoint_service_owner": "xks_proxy_vpc_endpoint_service_owner",
+    "xks_access_key_id": "xks_proxy_access_key_id",
+}
+DELETED_STORE = "DELETED"  # the timeline's last state of a deleted store
+
+
+def _store_settings(settings: dict[str, str]) -> list[str | None]:
+    """The columns' values, in STORE_SETTINGS' order (an emptied setting is NULL)."""
+    return [settings.get(name) or None for name in STORE_SETTINGS]
+
+
+def _store_timeline(
+    conn: psycopg.Connection[Any],
+    event: Any,
+    state: str,
+    event_name: str,
+    error_code: str | None = None,
+) -> None:
+    conn.execute(
+        "INSERT INTO audit_custom_key_store_states (store_aggregate_id, version, changed_at,"
+        " connection_state, connection_error_code, event_name, principal_arn)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (
+            event.originator_id,
+            event.originator_version,
+            event.timestamp,
+            state,
+            error_code,
+            event_name,
+            "" if (event.actor or {}).get("service") else actor_arn(event),  # KeyLedger's own
+        ),
+    )
+
+
+def _store_created(conn: psycopg.Connection[Any], event: CustomKeyStore.Created) -> None:
+    columns = ", ".join(STORE_SETTINGS.values())
+    conn.execute(
+        "INSERT INTO audit_custom_key_stores (store_aggregate_id, store_id, account_id, region,"
+        f" name, store_type, {columns}, connection_state, creation_date, created_by,"
+        " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s) ON CONFLICT (store_aggregate_id) DO NOTHING",
+        (
+            event.originator_id,
+            event.store_id,
+            event.account_id,
+            event.region,
+            event.name,
+            event.store_type,
+            *_store_settings(event.settings),
+            DISCONNECTED,
+            event.timestamp,
+            actor_arn(event),
+            event.timestamp,
+        ),
+    )
+    _store_timeline(conn, event, DISCONNECTED, "CreateCustomKeyStore")
+
+
+def _store_updated(conn: psycopg.Connection[Any], event: CustomKeyStore.Updated) -> None:
+    assignments = ", ".join(f"{column} = %s" for column in STORE_SETTINGS.values())
+    conn.execute(
+        f"UPDATE audit_custom_key_stores SET name = %s, {assignments}, updated_at = %s"
+        " WHERE store_aggregate_id = %s",
+        (event.name, *_store_settings(event.settings), event.timestamp, event.originator_id),
+    )
+
+
+def _store_connection(state: str, event_name: str) -> Handler:
+    """A change of a store's connection state (Connected and ConnectionFailed are the
+    outcomes of an attempt, recorded by KeyLedger with no caller)."""
+
+    def handler(conn: psycopg.Connection[Any], event: Any) -> None:
+        error_code = getattr(event, "error_code", None) if state == FAILED else None
+        conn.execute(
+            "UPDATE audit_custom_key_stores SET connection_state = %s,"
+            " connection_error_code = %s, updated_at = %s WHERE store_aggregate_id = %s",
+            (state, error_code, event.timestamp, event.originator_id),
+        )
+        _store_timeline(conn, event, state, event_name, error_code)
+
+    return handler
+
+
+def _store_deleted(conn: psycopg.Connection[Any], event: CustomKeyStore.Deleted) -> None:
+    conn.execute(
+        "UPDATE audit_custom_key_stores SET deleted_at = %s, deleted_by = %s, updated_at = %s"
+        " WHERE store_aggregate_id = %s",
+        (event.timestamp, actor_arn(event), event.timestamp, event.originator_id),
+    )
+    _store_timeline(conn, event, DELETED_STORE, "DeleteCustomKeyStore")
+
+
+STORE_HANDLERS: dict[type, Handler] = {
+    CustomKeyStore.Created: _store_created,
+    CustomKeyStore.Updated: _store_updated,
+    CustomKeyStore.ConnectionRequested: _store_connection(CONNECTING, "ConnectCustomKeyStore"),
+    CustomKeyStore.Connected: _store_connection(CONNECTED, "Connected"),
+    CustomKeyStore.ConnectionFailed: _store_connection(FAILED, "ConnectionFailed"),
+    CustomKeyStore.Disconnected: _store_connection(DISCONNECTED, "DisconnectCustomKeyStore"),
+    CustomKeyStore.Deleted: _store_deleted,
+}
+
+
 # ==== aliases ===============================================================================
 def _alias_created(conn: psycopg.Connection[Any], event: Alias.Created) -> None:
     conn.execute(
@@ -515,4 +651,5 @@ HANDLERS: dict[type, Handler] = {
     Alias.Created: _alias_created,
     Alias.Retargeted: _alias_retargeted,
     Alias.Deleted: _alias_deleted,
+    **STORE_HANDLERS,
 }

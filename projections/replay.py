@@ -57,6 +57,8 @@ READ_MODELS: dict[str, tuple[str, ...]] = {
         "audit_principal_policies",
         "audit_access_keys",
         "audit_alias_targets",
+        "audit_custom_key_stores",
+        "audit_custom_key_store_states",
         "audit_key_last_usage",
         "audit_events",
         "audit_usage_hourly",

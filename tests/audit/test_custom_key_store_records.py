@@ -29,8 +29,10 @@ from tests.support.custom_key_stores import (
     clear_stores,
     cloudhsm_store,
     connection_settled,
+    key_in_store,
     store_name,
     store_service,
+    use_key,
     xks_store,
 )
 from tests.support.softhsm import SoftHsm, softhsm_token
@@ -212,3 +214,41 @@ def test_the_outcome_of_a_connection_attempt_makes_no_record(kms, cloudtrail, to
         "DescribeCustomKeyStores",  # (waiting for the outcome)
     }
     assert {r["eventType"] for r in naming} == {"AwsApiCall"}
+
+
+def test_create_key_in_a_store_names_the_store_and_cluster(kms, cloudtrail, token, service):
+    store_id = cloudhsm_store(kms, token)
+    key_arn = key_in_store(service, store_id, cluster_id=CLUSTER)
+    service.runtime.audit.wait_for_current()
+    (record,) = records(cloudtrail, "ResourceName", key_arn)
+    assert record["eventName"] == "CreateKey"
+    assert record["requestParameters"]["customKeyStoreId"] == store_id
+    assert record["requestParameters"]["origin"] == "AWS_CLOUDHSM"
+    metadata = record["responseElements"]["keyMetadata"]
+    assert (metadata["customKeyStoreId"], metadata["cloudHsmClusterId"]) == (store_id, CLUSTER)
+    assert "xksKeyConfiguration" not in metadata
+
+
+def test_create_key_in_an_external_store_names_the_external_key(kms, cloudtrail, service):
+    store_id = xks_store(kms)
+    key_arn = key_in_store(service, store_id, xks_key_id="orders-key-1")
+    service.runtime.audit.wait_for_current()
+    (record,) = records(cloudtrail, "ResourceName", key_arn)
+    assert record["requestParameters"]["xksKeyId"] == "orders-key-1"
+    metadata = record["responseElements"]["keyMetadata"]
+    assert metadata["xksKeyConfiguration"] == {"id": "orders-key-1"}
+    assert metadata["origin"] == "EXTERNAL_KEY_STORE" and "cloudHsmClusterId" not in metadata
+
+
+def test_a_use_of_a_key_in_a_store_names_the_store_and_the_external_key(kms, cloudtrail, service):
+    store_id = xks_store(kms)
+    key_arn = key_in_store(service, store_id, xks_key_id="orders-key-2")
+    request_id = use_key(service, key_arn)
+    service.runtime.audit.wait_for_current()
+    (record,) = [
+        r for r in records(cloudtrail, "ResourceName", key_arn) if r["eventName"] == "Encrypt"
+    ]
+    assert record["requestID"] == request_id
+    assert record["additionalEventData"]["customKeyStoreId"] == store_id
+    assert record["additionalEventData"]["xksKeyId"] == "orders-key-2"
+    assert len(record["additionalEventData"]["keyMaterialId"]) == 64
