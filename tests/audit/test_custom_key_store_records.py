@@ -24,6 +24,7 @@ from tests.conftest import Service
 from tests.support.custom_key_stores import (
     ANCHOR,
     CLUSTER,
+    KEYS_CLUSTER,
     XKS_ACCESS_KEY,
     XKS_SECRET,
     clear_stores,
@@ -216,19 +217,6 @@ def test_the_outcome_of_a_connection_attempt_makes_no_record(kms, cloudtrail, to
     assert {r["eventType"] for r in naming} == {"AwsApiCall"}
 
 
-def test_create_key_in_a_store_names_the_store_and_cluster(kms, cloudtrail, token, service):
-    store_id = cloudhsm_store(kms, token)
-    key_arn = key_in_store(service, store_id, cluster_id=CLUSTER)
-    service.runtime.audit.wait_for_current()
-    (record,) = records(cloudtrail, "ResourceName", key_arn)
-    assert record["eventName"] == "CreateKey"
-    assert record["requestParameters"]["customKeyStoreId"] == store_id
-    assert record["requestParameters"]["origin"] == "AWS_CLOUDHSM"
-    metadata = record["responseElements"]["keyMetadata"]
-    assert (metadata["customKeyStoreId"], metadata["cloudHsmClusterId"]) == (store_id, CLUSTER)
-    assert "xksKeyConfiguration" not in metadata
-
-
 def test_create_key_in_an_external_store_names_the_external_key(kms, cloudtrail, service):
     store_id = xks_store(kms)
     key_arn = key_in_store(service, store_id, xks_key_id="orders-key-1")
@@ -252,3 +240,24 @@ def test_a_use_of_a_key_in_a_store_names_the_store_and_the_external_key(kms, clo
     assert record["additionalEventData"]["customKeyStoreId"] == store_id
     assert record["additionalEventData"]["xksKeyId"] == "orders-key-2"
     assert len(record["additionalEventData"]["keyMaterialId"]) == 64
+
+
+def test_createkey_and_encrypt_through_boto3_name_the_cloudhsm_store(
+    kms, cloudtrail, token, service
+):
+    store_id = cloudhsm_store(kms, token, CloudHsmClusterId=KEYS_CLUSTER)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    assert connection_settled(kms, store_id)["ConnectionState"] == "CONNECTED"
+    created = kms.create_key(CustomKeyStoreId=store_id, Origin="AWS_CLOUDHSM")
+    key_arn = created["KeyMetadata"]["Arn"]
+    encrypted = kms.encrypt(KeyId=key_arn, Plaintext=b"in the token")
+    create = record_of(cloudtrail, "CreateKey", created)
+    assert create["requestParameters"]["customKeyStoreId"] == store_id
+    metadata = create["responseElements"]["keyMetadata"]
+    assert (metadata["customKeyStoreId"], metadata["cloudHsmClusterId"]) == (store_id, KEYS_CLUSTER)
+    assert metadata["origin"] == "AWS_CLOUDHSM"
+    use = record_of(cloudtrail, "Encrypt", encrypted)
+    assert use["additionalEventData"]["customKeyStoreId"] == store_id
+    assert "xksKeyId" not in use["additionalEventData"]
+    kms.schedule_key_deletion(KeyId=key_arn, PendingWindowInDays=7)
+    kms.disconnect_custom_key_store(CustomKeyStoreId=store_id)

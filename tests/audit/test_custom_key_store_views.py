@@ -19,6 +19,7 @@ from projections.replay import replay
 from tests.conftest import Service, start_service
 from tests.support.custom_key_stores import (
     CLUSTER,
+    KEYS_CLUSTER,
     XKS_ACCESS_KEY,
     XKS_SECRET,
     clear_stores,
@@ -85,9 +86,12 @@ def timeline(service: Service, store_id: str) -> list[tuple[str, str | None, str
 
 
 def test_each_key_records_the_store_it_lives_in(kms, service, token):
-    cloudhsm = cloudhsm_store(kms, token)
+    cloudhsm = cloudhsm_store(kms, token, CloudHsmClusterId=KEYS_CLUSTER)
+    kms.connect_custom_key_store(CustomKeyStoreId=cloudhsm)
+    connection_settled(kms, cloudhsm)
+    created = kms.create_key(CustomKeyStoreId=cloudhsm, Origin="AWS_CLOUDHSM")["KeyMetadata"]
+    in_cluster = created["Arn"]
     external = xks_store(kms)
-    in_cluster = key_in_store(service, cloudhsm, cluster_id=CLUSTER)
     in_proxy = key_in_store(service, external, xks_key_id="external-7")
     ordinary = kms.create_key()["KeyMetadata"]["Arn"]
     found = {
@@ -100,10 +104,11 @@ def test_each_key_records_the_store_it_lives_in(kms, service, token):
         )
     }
     assert found == {
-        in_cluster: (cloudhsm, CLUSTER, None),
+        in_cluster: (cloudhsm, KEYS_CLUSTER, None),
         in_proxy: (external, None, "external-7"),
         ordinary: (None, None, None),
     }
+    kms.schedule_key_deletion(KeyId=in_cluster, PendingWindowInDays=7)
 
 
 def test_a_store_is_in_the_views_with_its_configuration_and_no_secret(kms, service, token):

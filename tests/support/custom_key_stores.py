@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from app.ports import UnitOfWork
 from domain.actors import Actor
 from domain.keys import Key, KeyMaterial, KeyStoreLocation
@@ -25,6 +27,9 @@ from tests.conftest import ACCOUNT_ID, REGION, Service, running_service
 from tests.support.softhsm import SoftHsm
 
 CLUSTER = "cluster-abcdefghijk"
+# The same token under a second id: for a store that keeps its keys (and so its cluster)
+# after its test, since they wait 7 days before deletion.
+KEYS_CLUSTER = "cluster-keysinstorexy"
 ANCHOR = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----"
 XKS_ACCESS_KEY = "ABCDEFGHIJKLMNOPQRST2345"
 XKS_SECRET = "Zm9vYmFyYmF6" + "q" * 31  # 43 characters of AWS's RawSecretAccessKey alphabet
@@ -33,7 +38,10 @@ XKS_SECRET = "Zm9vYmFyYmF6" + "q" * 31  # 43 characters of AWS's RawSecretAccess
 @contextmanager
 def store_service(tmp: Path, token: SoftHsm) -> Iterator[Service]:
     """A service of its own (stores are limited to 10 per Region) with ``CLUSTER``."""
-    clusters = {CLUSTER: {"token_label": token.token_label, "trust_anchor": ANCHOR}}
+    clusters = {
+        name: {"token_label": token.token_label, "trust_anchor": ANCHOR}
+        for name in (CLUSTER, KEYS_CLUSTER)
+    }
     with running_service(tmp, cloudhsm_clusters=clusters) as service:
         yield service
 
@@ -80,10 +88,16 @@ def connection_settled(kms: Any, store_id: str) -> dict[str, Any]:
 
 
 def clear_stores(kms: Any) -> None:
+    """Disconnect and delete every store, but those still holding keys (their keys wait
+    7 days before deletion): those are left disconnected."""
     for store in kms.describe_custom_key_stores()["CustomKeyStores"]:
         if store["ConnectionState"] != "DISCONNECTED":
             kms.disconnect_custom_key_store(CustomKeyStoreId=store["CustomKeyStoreId"])
-        kms.delete_custom_key_store(CustomKeyStoreId=store["CustomKeyStoreId"])
+        try:
+            kms.delete_custom_key_store(CustomKeyStoreId=store["CustomKeyStoreId"])
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "CustomKeyStoreHasCMKsException":
+                raise
 
 
 def key_in_store(
