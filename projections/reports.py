@@ -10,6 +10,10 @@
   access-control evaluator; a principal with an identity policy it cannot parse is listed as
   "could not evaluate", never left out), ``inventory`` (with each key's rotation history)
   and ``cost`` (``month``: AWS KMS's published pricing rules, per account).
+* ``custom-key-stores``: every custom key store and the keys that live in it (which keys
+  live in which store), with the state AWS reports for each key; ``unavailable-keys``:
+  KeyLedger's own check (Security Hub has no control for custom key stores), the keys
+  that are Unavailable because their store is not CONNECTED.
 
 ``account`` None reports on every account (the operator account's view).
 """
@@ -50,6 +54,8 @@ REPORTS = (
     "who-can-decrypt",
     "inventory",
     "cost",
+    "custom-key-stores",
+    "unavailable-keys",
 )
 PASSED, FAILED, NOT_APPLICABLE = "PASSED", "FAILED", "NOT_APPLICABLE"
 COULD_NOT_EVALUATE = "could not evaluate"  # who-can-decrypt: a policy it cannot parse
@@ -157,7 +163,8 @@ def _keys(pool: ConnectionPool, account: str | None, *, include_deleted: bool = 
             " key_usage, origin, description, creation_date, deletion_date,"
             " current_material_version, current_material_id, current_material_created,"
             " rotation_enabled, rotation_period_days, next_rotation_date, aliases, tags, policy,"
-            " last_used_operation, last_used_at FROM audit_key_state"
+            " last_used_operation, last_used_at, custom_key_store_id, xks_key_id"
+            " FROM audit_key_state"
             " WHERE (%s::text IS NULL OR account_id = %s) AND (%s OR key_state <> %s)"
             " ORDER BY account_id, region, arn",
             (account, account, include_deleted, key_states.DELETED),
@@ -190,6 +197,8 @@ class _KeyRow:
     policy: str
     last_used_operation: str | None
     last_used_at: datetime | None
+    custom_key_store_id: str | None
+    xks_key_id: str | None
 
 
 def _rotation_checked(key: _KeyRow) -> bool:
@@ -795,6 +804,7 @@ def inventory(pool: ConnectionPool, account: str | None, now: datetime) -> Repor
                 "key_spec": key.key_spec,
                 "key_usage": key.key_usage,
                 "origin": key.origin,
+                "custom_key_store_id": key.custom_key_store_id,
                 "description": key.description,
                 "creation_date": key.creation_date,
                 "aliases": key.aliases,
@@ -826,6 +836,7 @@ def inventory(pool: ConnectionPool, account: str | None, now: datetime) -> Repor
             "key_spec",
             "key_usage",
             "origin",
+            "custom_key_store_id",
             "description",
             "creation_date",
             "aliases",
@@ -841,6 +852,159 @@ def inventory(pool: ConnectionPool, account: str | None, now: datetime) -> Repor
         ),
         rows,
         {"keys": len(rows)},
+    )
+
+
+# ==== custom key stores =========================================================================
+UNAVAILABLE = "Unavailable"  # AWS's state of a key whose custom key store is not CONNECTED
+CONNECTED = "CONNECTED"
+USABLE_STATES = (key_states.ENABLED, key_states.DISABLED)  # the states Unavailable hides
+
+
+@dataclass(frozen=True)
+class _StoreRow:
+    store_id: str
+    account_id: str
+    region: str
+    name: str
+    store_type: str
+    cloud_hsm_cluster_id: str | None
+    xks_proxy_uri_endpoint: str | None
+    xks_proxy_uri_path: str | None
+    connection_state: str
+    connection_error_code: str | None
+    state_since: datetime
+
+
+def _stores(pool: ConnectionPool, account: str | None) -> list[_StoreRow]:
+    """The stores not deleted, each with when its connection state last changed."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT c.store_id, c.account_id, c.region, c.name, c.store_type,"
+            " c.cloud_hsm_cluster_id, c.xks_proxy_uri_endpoint, c.xks_proxy_uri_path,"
+            " c.connection_state, c.connection_error_code,"
+            " coalesce(max(s.changed_at), c.creation_date)"
+            " FROM audit_custom_key_stores c LEFT JOIN audit_custom_key_store_states s"
+            "  USING (store_aggregate_id)"
+            " WHERE c.deleted_at IS NULL AND (%s::text IS NULL OR c.account_id = %s)"
+            " GROUP BY c.store_aggregate_id ORDER BY c.account_id, c.region, c.store_id",
+            (account, account),
+        ).fetchall()
+    return [_StoreRow(*row) for row in rows]
+
+
+def reported_state(key: _KeyRow, store: _StoreRow | None) -> str:
+    """The key state AWS reports: Unavailable while an Enabled or Disabled key's custom
+    key store is not CONNECTED (a key pending deletion stays PendingDeletion)."""
+    if key.custom_key_store_id is None or key.key_state not in USABLE_STATES:
+        return key.key_state
+    return (
+        key.key_state if store is not None and store.connection_state == CONNECTED else UNAVAILABLE
+    )
+
+
+def _keys_by_store(
+    pool: ConnectionPool, account: str | None
+) -> tuple[list[_StoreRow], dict[tuple[str, str, str], list[_KeyRow]]]:
+    """The stores, and the keys (not deleted) of each, by (account, Region, store id)."""
+    keys: dict[tuple[str, str, str], list[_KeyRow]] = defaultdict(list)
+    for key in _keys(pool, account):
+        if key.custom_key_store_id is not None:
+            keys[(key.account_id, key.region, key.custom_key_store_id)].append(key)
+    return _stores(pool, account), keys
+
+
+STORE_COLUMNS = (
+    "custom_key_store_id",
+    "custom_key_store_name",
+    "custom_key_store_type",
+    "connection_state",
+    "connection_error_code",
+    "cloud_hsm_cluster_id",
+    "xks_proxy_uri_endpoint",
+    "account_id",
+    "region",
+)
+
+
+def _store_columns(store: _StoreRow) -> dict[str, Any]:
+    return {
+        "custom_key_store_id": store.store_id,
+        "custom_key_store_name": store.name,
+        "custom_key_store_type": store.store_type,
+        "connection_state": store.connection_state,
+        "connection_error_code": store.connection_error_code,
+        "cloud_hsm_cluster_id": store.cloud_hsm_cluster_id,
+        "xks_proxy_uri_endpoint": store.xks_proxy_uri_endpoint,
+        "account_id": store.account_id,
+        "region": store.region,
+    }
+
+
+def custom_key_stores(pool: ConnectionPool, account: str | None, now: datetime) -> Report:
+    """Which keys live in which store: a row per key of each store (a store without keys
+    has one row, its key columns empty)."""
+    stores, keys = _keys_by_store(pool, account)
+    rows: list[dict[str, Any]] = []
+    unavailable = 0
+    for store in stores:
+        held: list[_KeyRow | None] = [
+            *keys.get((store.account_id, store.region, store.store_id), [])
+        ]
+        for key in held or [None]:
+            row = {**_store_columns(store), "key_arn": None, "key_state": None, "xks_key_id": None}
+            if key is not None:
+                state = reported_state(key, store)
+                if state == UNAVAILABLE:
+                    unavailable += 1
+                row.update(key_arn=key.arn, key_state=state, xks_key_id=key.xks_key_id)
+            rows.append(row)
+    return Report(
+        "custom-key-stores",
+        "Custom key stores and the keys in each",
+        now,
+        _scope(account),
+        (*STORE_COLUMNS, "key_arn", "key_state", "xks_key_id"),
+        rows,
+        {
+            "stores": len(stores),
+            "keys": sum(1 for row in rows if row["key_arn"]),
+            "unavailable_keys": unavailable,
+        },
+    )
+
+
+def unavailable_keys(pool: ConnectionPool, account: str | None, now: datetime) -> Report:
+    """KeyLedger's own check: the keys no cryptographic operation can use because their
+    custom key store is not CONNECTED (disconnected on purpose, or a failed connection)."""
+    stores, keys = _keys_by_store(pool, account)
+    rows = []
+    for store in stores:
+        for key in keys.get((store.account_id, store.region, store.store_id), []):
+            if reported_state(key, store) != UNAVAILABLE:
+                continue
+            rows.append(
+                {
+                    "key_arn": key.arn,
+                    **_store_columns(store),
+                    "key_state": key.key_state,
+                    "unavailable_since": store.state_since,
+                    "last_used_at": key.last_used_at,
+                }
+            )
+    return Report(
+        "unavailable-keys",
+        "KeyLedger check (no Security Hub control): keys Unavailable because their custom"
+        " key store is not connected",
+        now,
+        _scope(account),
+        ("key_arn", *STORE_COLUMNS, "key_state", "unavailable_since", "last_used_at"),
+        rows,
+        {
+            "keys": len(rows),
+            "stores": len({row["custom_key_store_id"] for row in rows}),
+            "status": FAILED if rows else PASSED,
+        },
     )
 
 
@@ -1064,4 +1228,8 @@ def report(
         return inventory(pool, account, now)
     if name == "cost":
         return cost(pool, account, now, month or now.strftime("%Y-%m"))
+    if name == "custom-key-stores":
+        return custom_key_stores(pool, account, now)
+    if name == "unavailable-keys":
+        return unavailable_keys(pool, account, now)
     raise ValidationError(f"Unknown report '{name}'; reports: {', '.join(REPORTS)}")

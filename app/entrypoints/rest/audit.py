@@ -223,7 +223,8 @@ async def compliance_report(
     ),
 ) -> Response:
     """A compliance report: security-hub, cis-rotation, pending-deletion, unused-keys,
-    cryptoperiod, who-can-decrypt, inventory or cost."""
+    cryptoperiod, who-can-decrypt, inventory, cost, custom-key-stores (which keys live in
+    which store) or unavailable-keys (keys of stores that are not connected)."""
     periods: dict[str, int] = {}
     for item in cryptoperiod or []:
         kind, _, days_text = item.partition("=")
