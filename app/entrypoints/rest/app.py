@@ -30,6 +30,7 @@ from app.entrypoints.rest.access import router as access_router
 from app.entrypoints.rest.asymmetric import router as key_spec_router
 from app.entrypoints.rest.audit import router as audit_router
 from app.entrypoints.rest.call_records import CLOUDTRAIL_OPERATIONS, OPERATIONS
+from app.entrypoints.rest.custom_key_stores import router as custom_key_stores_router
 from app.entrypoints.rest.deps import (
     API_PREFIX,
     ERROR_RESPONSES,
@@ -510,6 +511,7 @@ def create_rest_app(runtime: Runtime) -> FastAPI:
 
     app.include_router(key_spec_router)  # first: `router` ends in a /keys/{key_id} catch-all
     app.include_router(router)
+    app.include_router(custom_key_stores_router)
     app.include_router(access_router)
     app.include_router(audit_router)
     app.include_router(ledger_router)

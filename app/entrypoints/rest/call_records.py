@@ -76,6 +76,13 @@ OPERATIONS = {
     "retire_grant": "RetireGrant",
     "revoke_grant": "RevokeGrant",
     "key_last_usage": "GetKeyLastUsage",
+    "list_custom_key_stores": "DescribeCustomKeyStores",
+    "describe_custom_key_store": "DescribeCustomKeyStores",
+    "create_custom_key_store": "CreateCustomKeyStore",
+    "update_custom_key_store": "UpdateCustomKeyStore",
+    "connect_custom_key_store": "ConnectCustomKeyStore",
+    "disconnect_custom_key_store": "DisconnectCustomKeyStore",
+    "delete_custom_key_store": "DeleteCustomKeyStore",
 }
 # The auditors' reads are CloudTrail's LookupEvents.
 CLOUDTRAIL_OPERATIONS = {"audit_events": "LookupEvents"}
