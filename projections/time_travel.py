@@ -64,6 +64,10 @@ class KeyAsOf:
     grants: tuple[dict[str, Any], ...]
     last_used_at: datetime | None
     last_used_operation: str | None
+    # Where a key of a custom key store lives (its store never changes).
+    custom_key_store_id: str | None = None
+    cloud_hsm_cluster_id: str | None = None
+    xks_key_id: str | None = None
 
 
 class TimeTravel:
@@ -167,4 +171,16 @@ def _as_of(key: Key, at: datetime, version: int, changed: datetime, used: Any) -
         ),
         last_used_at=used.timestamp if used is not None else None,
         last_used_operation=used.operation if used is not None else None,
+        **_store_of(key),
     )
+
+
+def _store_of(key: Key) -> dict[str, str | None]:
+    store = key.store
+    if store is None:
+        return {}
+    return {
+        "custom_key_store_id": store["custom_key_store_id"],
+        "cloud_hsm_cluster_id": store.get("cloud_hsm_cluster_id"),
+        "xks_key_id": store.get("xks_key_id"),
+    }

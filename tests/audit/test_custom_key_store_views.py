@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from projections.replay import replay
+from tests.api.test_rest_api import RestClient
 from tests.conftest import Service, start_service
 from tests.support.custom_key_stores import (
     CLUSTER,
@@ -238,3 +239,18 @@ def _stop(running: tuple[Service, Any, threading.Thread]) -> None:
         server.should_exit = True
         thread.join(timeout=10)
         service.runtime.stop()
+
+
+def test_a_key_as_of_any_time_names_its_store(kms, service):
+    store_id = xks_store(kms)
+    key_arn = key_in_store(service, store_id, xks_key_id="as-of-1")
+    client = RestClient(service, service.access_key_id, service.secret_access_key)
+    try:
+        at = service.runtime.clock.now().isoformat()
+        answer = client.get(f"/v1/audit/keys/{key_arn}/as-of", params={"at": at})
+    finally:
+        client.http.close()
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    assert (found["custom_key_store_id"], found["xks_key_id"]) == (store_id, "as-of-1")
+    assert found["cloud_hsm_cluster_id"] is None

@@ -73,6 +73,9 @@ class KeyAsOfPublic(BaseModel):
     grants: list[dict[str, Any]]
     last_used_at: datetime | None
     last_used_operation: str | None
+    custom_key_store_id: str | None = None
+    cloud_hsm_cluster_id: str | None = None
+    xks_key_id: str | None = None
 
 
 class LastUsagePublic(BaseModel):
