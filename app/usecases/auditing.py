@@ -146,6 +146,8 @@ STORE_CALLS_NAMING_THE_STORE = frozenset(
         "DeleteCustomKeyStore",
     }
 )
+# The calls whose record names the store they acted on (app/usecases/custom_key_stores.py).
+STORE_CALLS = STORE_CALLS_NAMING_THE_STORE | {"CreateCustomKeyStore"}
 MAX_MESSAGE = 1024
 # KMS calls that do more after their authorizing command (read a view, check a marker):
 # recorded when they end, at the cost of a commit of their own (none is on the hot path).
@@ -562,7 +564,8 @@ class _AuditedCommand(Generic[T]):
                 call.resources = _resources(uow, start) or call.resources  # what it touched
         elif call.record_when_done:
             call.resources = _resources(uow, start) or call.resources
-            call.store = _store(uow, start) or call.store
+            if call.event_name in STORE_CALLS:
+                call.store = _store(uow, start) or call.store
         elif not call.records and call.caller is not None:
             call.add(uow, _resources(uow, start), None)
         return result
