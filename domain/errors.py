@@ -186,6 +186,18 @@ class XksProxyVpcEndpointServiceInUseError(DomainError):
     """Another external key store uses that VPC endpoint service."""
 
 
+class XksKeyNotFoundError(DomainError):
+    """CreateKey: the external key store proxy does not know the XksKeyId."""
+
+
+class XksKeyInvalidConfigurationError(DomainError):
+    """CreateKey: the external key is not an enabled AES-256 key that encrypts and decrypts."""
+
+
+class XksKeyAlreadyInUseError(DomainError):
+    """CreateKey: another KMS key of the external key store uses that external key."""
+
+
 # --- identity ----------------------------------------------------------------
 class AccessDeniedError(DomainError):
     """The caller is authenticated but not allowed to perform the action."""

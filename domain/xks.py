@@ -2,7 +2,9 @@
 
 The AES-GCM additional data the spec prescribes, the Ciphertext Data Integrity Value, the
 ciphertext metadata KeyLedger writes (the material version), the limits of its members,
-and how AWS KMS surfaces each failure of a proxy to its own callers. No I/O.
+the values a client exchanges with a proxy (request metadata, key metadata, ciphertexts,
+health) and its one failure type, and how AWS KMS surfaces each failure of a proxy to its
+own callers: as an error of each KMS operation family, and as a ConnectionErrorCode. No I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from domain.errors import ValidationError
+from domain.errors import (
+    CustomKeyStoreInvalidStateError,
+    DomainError,
+    InvalidStateError,
+    ValidationError,
+    XksKeyInvalidConfigurationError,
+    XksKeyNotFoundError,
+)
 
 SIGNING_SERVICE = "kms-xks-proxy"
 DEFAULT_URI_PATH = "/kms/xks/v1"
@@ -83,6 +92,79 @@ def is_external_key_id(text: str) -> bool:
     return EXTERNAL_KEY_ID.fullmatch(text) is not None
 
 
+# ==== what a client and a proxy exchange ======================================================
+@dataclass(frozen=True)
+class RequestMetadata:
+    """What AWS KMS tells the proxy about the KMS call behind a proxy call."""
+
+    aws_principal_arn: str
+    kms_operation: str
+    kms_request_id: str
+    kms_key_arn: str | None = None
+    kms_via_service: str | None = None
+
+    def document(self) -> dict[str, str]:
+        members = {
+            "awsPrincipalArn": self.aws_principal_arn,
+            "kmsKeyArn": self.kms_key_arn,
+            "kmsOperation": self.kms_operation,
+            "kmsRequestId": self.kms_request_id,
+            "kmsViaService": self.kms_via_service,
+        }
+        return {name: value for name, value in members.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class XksKeyMetadata:
+    key_spec: str
+    key_usage: tuple[str, ...]
+    key_status: str
+
+
+@dataclass(frozen=True)
+class XksCiphertext:
+    """A proxy's Encrypt answer: what its Decrypt needs back."""
+
+    ciphertext: bytes
+    initialization_vector: bytes
+    authentication_tag: bytes
+    ciphertext_metadata: bytes | None = None
+
+
+@dataclass(frozen=True)
+class XksHealth:
+    fleet_size: int
+    proxy_vendor: str
+    proxy_model: str
+    ekm_vendor: str
+    ekm_fleet: tuple[dict[str, str], ...]
+
+
+class XksProxyError(Exception):
+    """A proxy call that failed: ``failure`` is the proxy's errorName or a transport
+    failure (UNREACHABLE, TIMED_OUT, TLS_FAILURE, MALFORMED_RESPONSE)."""
+
+    def __init__(self, failure: str, detail: str = "", status: int | None = None) -> None:
+        super().__init__(f"{failure}: {detail}" if detail else failure)
+        self.failure = failure
+        self.detail = detail  # the proxy's errorMessage: logged, never shown to KMS callers
+        self.status = status
+
+    def kms_error(self, kms_operation: str) -> tuple[str, str]:
+        """(KMS error code, message) as AWS KMS answers ``kms_operation`` with this failure."""
+        found = surfaced(self.failure)
+        if kms_operation in KEY_STORE_OPERATIONS:
+            return found.key_store, found.message
+        if kms_operation == "CreateKey":
+            return found.create_key, found.message
+        return found.crypto, found.message
+
+
+KEY_STORE_OPERATIONS = frozenset(
+    {"CreateCustomKeyStore", "UpdateCustomKeyStore", "ConnectCustomKeyStore"}
+)
+
+
 # ==== how AWS KMS surfaces a proxy's failures (the spec's "KMS Considerations" table) ========
 @dataclass(frozen=True)
 class Surfaced:
@@ -92,6 +174,9 @@ class Surfaced:
     create_key: str  # CreateKey
     message: str
     crypto: str = "KMSInvalidStateException"  # Encrypt, Decrypt, ReEncrypt, GenerateDataKey*
+    # The store's ConnectionErrorCode when ConnectCustomKeyStore's GetHealthStatus fails so
+    # (AWS's CustomKeyStoresListEntry: the codes of external key stores).
+    connection: str = "XKS_PROXY_INVALID_RESPONSE"
 
 
 _UNINTERPRETABLE = (
@@ -107,9 +192,11 @@ _UNREACHABLE = (
 _STATE = "CustomKeyStoreInvalidStateException"
 _INVALID_RESPONSE = "XksProxyInvalidResponseException"
 _URI_UNREACHABLE = "XksProxyUriUnreachableException"
+_NOT_REACHABLE, _TIMED_OUT = "XKS_PROXY_NOT_REACHABLE", "XKS_PROXY_TIMED_OUT"
 MALFORMED_RESPONSE = "MalformedResponse"
 UNREACHABLE = "Unreachable"
 TIMED_OUT = "Timeout"
+TLS_FAILURE = "TlsFailure"
 SURFACED: dict[str, Surfaced] = {
     "ValidationException": Surfaced(_INVALID_RESPONSE, _STATE, _UNINTERPRETABLE),
     "InvalidStateException": Surfaced(
@@ -118,6 +205,7 @@ SURFACED: dict[str, Surfaced] = {
         "The external key associated with this KMS key in an external key store is not "
         "enabled in the external key manager. Enable the external key in the external key "
         "manager and retry the request.",
+        connection=_NOT_REACHABLE,
     ),
     "InvalidCiphertextException": Surfaced(
         _STATE,
@@ -138,6 +226,7 @@ SURFACED: dict[str, Surfaced] = {
         "The external key store proxy rejected the request because it could not "
         "authenticate AWS KMS. Verify the XKS proxy authentication credentials for your "
         "external key store and update if necessary.",
+        connection="INVALID_CREDENTIALS",
     ),
     "AccessDeniedException": Surfaced(
         _STATE,
@@ -145,6 +234,7 @@ SURFACED: dict[str, Surfaced] = {
         "The external key store proxy denied access to the operation. Verify that the user "
         "and the external key are both authorized for this operation, and try the request "
         "again.",
+        connection="XKS_PROXY_ACCESS_DENIED",
     ),
     "KeyNotFoundException": Surfaced(
         _STATE,
@@ -158,10 +248,13 @@ SURFACED: dict[str, Surfaced] = {
         _STATE,
         "The external key store proxy rejected the request because of an invalid URI path. "
         "Verify the URI path for your external key store and update if necessary.",
+        connection="XKS_PROXY_INVALID_CONFIGURATION",
     ),
     "UnsupportedOperationException": Surfaced(
         _STATE,
-        "XksKeyInvalidResponseException",
+        # The spec's table names XksKeyInvalidResponseException, which KMS's API model does
+        # not define; CreateKey's own error for an external key it cannot use is this one.
+        "XksKeyInvalidConfigurationException",
         "The external key store proxy rejected the request because it does not support the "
         "requested operation. If you see this error repeatedly, report it to your external "
         "key store proxy administrator.",
@@ -172,12 +265,14 @@ SURFACED: dict[str, Surfaced] = {
         "The external key store proxy did not respond to the request in the time allotted. "
         "Retry the request. If you see this error repeatedly, report it to your external key "
         "store proxy administrator.",
+        connection=_TIMED_OUT,
     ),
     "ThrottlingException": Surfaced(
         _URI_UNREACHABLE,
         _STATE,
         "The external key store proxy rejected the request due to a very high request rate. "
         "Reduce the frequency of your calls using KMS keys in this external key store.",
+        connection=_NOT_REACHABLE,
     ),
     "InternalException": Surfaced(
         _INVALID_RESPONSE,
@@ -185,14 +280,23 @@ SURFACED: dict[str, Surfaced] = {
         "The external key store proxy rejected the request because it cannot communicate "
         "with the external key manager. Verify that the external key store proxy "
         "configuration is correct and that the external key manager is available.",
+        connection=_NOT_REACHABLE,
     ),
-    UNREACHABLE: Surfaced(_URI_UNREACHABLE, _STATE, _UNREACHABLE),
+    UNREACHABLE: Surfaced(_URI_UNREACHABLE, _STATE, _UNREACHABLE, connection=_NOT_REACHABLE),
     TIMED_OUT: Surfaced(
         _URI_UNREACHABLE,
         _STATE,
         "AWS KMS rejected the request because the external key store proxy did not respond "
         "in time. Retry the request. If you see this error repeatedly, report it to your "
         "external key store proxy administrator.",
+        connection=_TIMED_OUT,
+    ),
+    TLS_FAILURE: Surfaced(
+        _URI_UNREACHABLE,
+        _STATE,
+        "AWS KMS cannot establish a TLS connection to the external key store proxy. Verify "
+        "the TLS configuration, including its certificate.",
+        connection="XKS_PROXY_INVALID_TLS_CONFIGURATION",
     ),
     MALFORMED_RESPONSE: Surfaced(_INVALID_RESPONSE, _STATE, _UNINTERPRETABLE),
 }
@@ -202,3 +306,49 @@ def surfaced(failure: str) -> Surfaced:
     """How KMS surfaces ``failure`` (a proxy's errorName or one of the transport failures);
     an errorName the spec does not define reads as a malformed response."""
     return SURFACED.get(failure, SURFACED[MALFORMED_RESPONSE])
+
+
+# The domain errors of the names above that CreateKey and the cryptographic operations
+# answer (app.aws.errors gives them back their wire names).
+_KMS_ERRORS: dict[str, type[DomainError]] = {
+    "KMSInvalidStateException": InvalidStateError,
+    "CustomKeyStoreInvalidStateException": CustomKeyStoreInvalidStateError,
+    "XksKeyNotFoundException": XksKeyNotFoundError,
+    "XksKeyInvalidConfigurationException": XksKeyInvalidConfigurationError,
+}
+
+
+def kms_failure(failure: str, kms_operation: str) -> DomainError:
+    """The error AWS KMS answers ``kms_operation`` (CreateKey, or a cryptographic
+    operation) with when its proxy call fails with ``failure``."""
+    name, message = XksProxyError(failure).kms_error(kms_operation)
+    return _KMS_ERRORS.get(name, InvalidStateError)(message)
+
+
+def connection_error(failure: str) -> str:
+    """The ConnectionErrorCode of a store whose GetHealthStatus failed with ``failure``."""
+    return surfaced(failure).connection
+
+
+def health_connection_error(health: XksHealth) -> str | None:
+    """None when the proxy can serve; AWS: a proxy reporting every external key manager
+    UNAVAILABLE fails the connection with XKS_PROXY_NOT_REACHABLE."""
+    if any(member.get("healthStatus") != "UNAVAILABLE" for member in health.ekm_fleet):
+        return None
+    return _NOT_REACHABLE
+
+
+def check_external_key(external_key_id: str, metadata: XksKeyMetadata) -> None:
+    """CreateKey: the external key must be an enabled AES-256 key that encrypts and
+    decrypts (the spec's GetKeyMetadata considerations)."""
+    usable = (
+        metadata.key_spec == KEY_SPEC
+        and {"ENCRYPT", "DECRYPT"} <= set(metadata.key_usage)
+        and metadata.key_status == "ENABLED"
+    )
+    if not usable:
+        # Never the proxy's own words: they are not the caller's to read.
+        raise XksKeyInvalidConfigurationError(
+            f"The external key {external_key_id} is not an enabled {KEY_SPEC} key that can"
+            " encrypt and decrypt. It must be one for a KMS key in an external key store."
+        )

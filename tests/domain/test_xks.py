@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from domain import xks
+from domain import errors, xks
 from domain.errors import ValidationError
 
 
@@ -52,3 +52,83 @@ def test_failures_surface_as_aws_kms_says() -> None:
     assert xks.surfaced("KeyNotFoundException").create_key == "XksKeyNotFoundException"
     assert xks.surfaced(xks.UNREACHABLE).key_store == "XksProxyUriUnreachableException"
     assert xks.surfaced("SomethingNew") == xks.surfaced(xks.MALFORMED_RESPONSE)
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        ("AuthenticationFailedException", "INVALID_CREDENTIALS"),
+        ("AccessDeniedException", "XKS_PROXY_ACCESS_DENIED"),
+        ("InvalidUriPathException", "XKS_PROXY_INVALID_CONFIGURATION"),
+        ("ValidationException", "XKS_PROXY_INVALID_RESPONSE"),
+        ("InternalException", "XKS_PROXY_NOT_REACHABLE"),
+        ("ThrottlingException", "XKS_PROXY_NOT_REACHABLE"),
+        ("DependencyTimeoutException", "XKS_PROXY_TIMED_OUT"),
+        (xks.UNREACHABLE, "XKS_PROXY_NOT_REACHABLE"),
+        (xks.TIMED_OUT, "XKS_PROXY_TIMED_OUT"),
+        (xks.TLS_FAILURE, "XKS_PROXY_INVALID_TLS_CONFIGURATION"),
+        (xks.MALFORMED_RESPONSE, "XKS_PROXY_INVALID_RESPONSE"),
+        ("SomethingNew", "XKS_PROXY_INVALID_RESPONSE"),
+    ],
+)
+def test_a_failed_health_check_is_awss_connection_error_code(failure: str, code: str) -> None:
+    assert xks.connection_error(failure) == code
+
+
+def health(*statuses: str) -> xks.XksHealth:
+    fleet = tuple({"id": str(i), "model": "m", "healthStatus": s} for i, s in enumerate(statuses))
+    return xks.XksHealth(len(statuses), "v", "m", "e", fleet)
+
+
+def test_a_proxy_whose_key_managers_are_all_unavailable_is_not_reachable() -> None:
+    assert xks.health_connection_error(health("UNAVAILABLE", "UNAVAILABLE")) == (
+        "XKS_PROXY_NOT_REACHABLE"
+    )
+    assert xks.health_connection_error(health("UNAVAILABLE", "DEGRADED")) is None
+    assert xks.health_connection_error(health("ACTIVE")) is None
+
+
+def test_proxy_failures_become_the_errors_create_key_and_crypto_answer() -> None:
+    assert isinstance(
+        xks.kms_failure("KeyNotFoundException", "CreateKey"), errors.XksKeyNotFoundError
+    )
+    assert isinstance(
+        xks.kms_failure("InvalidStateException", "CreateKey"),
+        errors.XksKeyInvalidConfigurationError,
+    )
+    assert isinstance(
+        xks.kms_failure(xks.UNREACHABLE, "CreateKey"), errors.CustomKeyStoreInvalidStateError
+    )
+    for operation in ("Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey"):
+        found = xks.kms_failure("InvalidCiphertextException", operation)
+        assert type(found) is errors.InvalidStateError  # KMSInvalidStateException
+        assert "corrupted" in str(found)
+
+
+def test_create_key_answers_only_names_its_api_model_defines() -> None:
+    # The spec's table names XksKeyInvalidResponseException, which KMS's model lacks.
+    names = {entry.create_key for entry in xks.SURFACED.values()}
+    assert names <= {
+        "CustomKeyStoreInvalidStateException",
+        "KMSInvalidStateException",
+        "XksKeyInvalidConfigurationException",
+        "XksKeyNotFoundException",
+    }
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        xks.XksKeyMetadata("AES_128", ("ENCRYPT", "DECRYPT"), "ENABLED"),
+        xks.XksKeyMetadata("AES_256", ("ENCRYPT",), "ENABLED"),
+        xks.XksKeyMetadata("AES_256", ("ENCRYPT", "DECRYPT"), "DISABLED"),
+    ],
+)
+def test_an_external_key_must_be_enabled_aes_256_for_encryption(metadata) -> None:
+    with pytest.raises(errors.XksKeyInvalidConfigurationError):
+        xks.check_external_key("k1", metadata)
+
+
+def test_an_external_key_may_do_more_than_encrypt_and_decrypt() -> None:
+    usage = ("WRAP", "ENCRYPT", "DECRYPT", "UNWRAP")
+    xks.check_external_key("k1", xks.XksKeyMetadata("AES_256", usage, "ENABLED"))
