@@ -1,11 +1,28 @@
 """The symmetric ciphertext blob: self-describing, versioned, authenticated.
 
-Layout (49 bytes of overhead)::
+Format 1, every key's but those in external key stores (49 bytes of overhead)::
 
-    format (1) | key id (16) | material version (4, big endian) | nonce (12) | AES-256-GCM ct+tag
+    format (1) = 1 | key id (16) | material version (4, big endian) | nonce (12)
+    | AES-256-GCM ct+tag
 
 The header and the canonical encryption context are the associated data, so a blob
 cannot be moved to another key, material version or context without failing.
+
+Format 2, keys in external key stores (AWS's double encryption): the format 1 blob of the
+key's own KMS material (the *inner* blob) encrypted again by the external key store's
+proxy under the external key, whose answer is kept whole, as AWS KMS keeps it::
+
+    format (1) = 2 | key id (16) | material version (4)       <- the header
+    | IV length (1) | IV (12 or 16) | tag (16)
+    | metadata length (1) | ciphertextMetadata (0-20)
+    | the proxy's ciphertext of the inner blob (as long as the inner blob)
+
+The header is the proxy's additional authenticated data (it authenticates its own
+ciphertextMetadata besides), so neither layer can be moved to another key; the inner
+blob's own header must name the same key and version. Opening takes the proxy first, then
+the key's material with the encryption context. A format 2 blob never opens as format 1
+(its header differs, so the GCM tag fails) and a key in an external key store accepts
+only format 2: its KMS material alone decrypts nothing.
 """
 
 from __future__ import annotations
@@ -19,19 +36,26 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from domain.errors import InvalidCiphertextError
+from domain.xks import MAX_CIPHERTEXT_METADATA, TAG_BYTES, XksCiphertext
 
 FORMAT_VERSION = 1
+EXTERNAL_FORMAT = 2
 _HEADER = struct.Struct(">B16sI")
 HEADER_SIZE = _HEADER.size
 NONCE_SIZE = 12
 TAG_SIZE = 16
 OVERHEAD = HEADER_SIZE + NONCE_SIZE + TAG_SIZE
+EXTERNAL_IV_SIZES = (12, 16)  # the XKS spec allows either
+# The least a format 2 blob holds: header, a 12-byte IV and its length, tag, an empty
+# metadata's length, and an inner blob of an empty plaintext.
+EXTERNAL_OVERHEAD = HEADER_SIZE + 1 + 12 + TAG_BYTES + 1
 
 
 @dataclass(frozen=True)
 class CiphertextHeader:
     key_id: uuid.UUID
     material_version: int
+    external: bool = False  # format 2: a key in an external key store sealed it
 
 
 def canonical_encryption_context(context: Mapping[str, str] | None) -> bytes:
@@ -47,10 +71,15 @@ def canonical_encryption_context(context: Mapping[str, str] | None) -> bytes:
 
 
 def read_header(blob: bytes) -> CiphertextHeader:
-    if len(blob) < OVERHEAD or blob[0] != FORMAT_VERSION:
+    if len(blob) < OVERHEAD:
         raise InvalidCiphertextError()
-    _, key_bytes, material_version = _HEADER.unpack_from(blob)
-    return CiphertextHeader(uuid.UUID(bytes=key_bytes), material_version)
+    if blob[0] == FORMAT_VERSION:
+        _, key_bytes, material_version = _HEADER.unpack_from(blob)
+        return CiphertextHeader(uuid.UUID(bytes=key_bytes), material_version)
+    if blob[0] == EXTERNAL_FORMAT and len(blob) >= EXTERNAL_OVERHEAD + OVERHEAD:
+        _, key_bytes, material_version = _HEADER.unpack_from(blob)
+        return CiphertextHeader(uuid.UUID(bytes=key_bytes), material_version, external=True)
+    raise InvalidCiphertextError()
 
 
 def seal(
@@ -76,3 +105,63 @@ def open_blob(cipher: AESGCM, blob: bytes, encryption_context: Mapping[str, str]
         return cipher.decrypt(nonce, blob[HEADER_SIZE + NONCE_SIZE :], aad)
     except InvalidTag:
         raise InvalidCiphertextError() from None
+
+
+# ==== format 2: keys in external key stores =================================================
+def external_header(key_id: uuid.UUID, material_version: int) -> bytes:
+    """A format 2 blob's header: what the proxy authenticates as additional data."""
+    return _HEADER.pack(EXTERNAL_FORMAT, key_id.bytes, material_version)
+
+
+def wrap_external(header: bytes, outer: XksCiphertext) -> bytes:
+    """The format 2 blob of the proxy's encryption ``outer`` of an inner blob."""
+    iv, metadata = outer.initialization_vector, outer.ciphertext_metadata or b""
+    if (
+        len(header) != HEADER_SIZE
+        or header[0] != EXTERNAL_FORMAT
+        or len(iv) not in EXTERNAL_IV_SIZES
+        or len(outer.authentication_tag) != TAG_BYTES
+        or len(metadata) > MAX_CIPHERTEXT_METADATA
+    ):
+        raise ValueError("not a format 2 header or not a proxy's ciphertext")
+    return b"".join(
+        (
+            header,
+            bytes((len(iv),)),
+            iv,
+            outer.authentication_tag,
+            bytes((len(metadata),)),
+            metadata,
+            outer.ciphertext,
+        )
+    )
+
+
+def unwrap_external(blob: bytes) -> tuple[bytes, XksCiphertext]:
+    """(header, the proxy's ciphertext) of a format 2 blob; InvalidCiphertextError when it
+    is not one."""
+    if len(blob) < EXTERNAL_OVERHEAD + OVERHEAD or blob[0] != EXTERNAL_FORMAT:
+        raise InvalidCiphertextError()
+    at = HEADER_SIZE
+    iv_size = blob[at]
+    if iv_size not in EXTERNAL_IV_SIZES:
+        raise InvalidCiphertextError()
+    iv = blob[at + 1 : at + 1 + iv_size]
+    at += 1 + iv_size
+    tag = blob[at : at + TAG_BYTES]
+    at += TAG_BYTES
+    metadata_size = blob[at]  # within the least length checked above
+    if metadata_size > MAX_CIPHERTEXT_METADATA:
+        raise InvalidCiphertextError()
+    metadata = blob[at + 1 : at + 1 + metadata_size]
+    ciphertext = blob[at + 1 + metadata_size :]
+    if len(ciphertext) < OVERHEAD:  # the inner blob is a format 1 blob
+        raise InvalidCiphertextError()
+    return blob[:HEADER_SIZE], XksCiphertext(ciphertext, iv, tag, metadata or None)
+
+
+def check_inner(inner: bytes, header: bytes) -> None:
+    """The inner blob the proxy gave back must be a format 1 blob of the same key and
+    material version as the format 2 header."""
+    if len(inner) < OVERHEAD or inner[0] != FORMAT_VERSION or inner[1:HEADER_SIZE] != header[1:]:
+        raise InvalidCiphertextError()
