@@ -25,6 +25,7 @@ from domain.errors import (
     CustomKeyStoreNameInUseError,
     IncorrectOriginError,
     LimitExceededError,
+    XksKeyAlreadyInUseError,
     XksProxyUriEndpointInUseError,
     XksProxyUriInUseError,
     XksProxyVpcEndpointServiceInUseError,
@@ -66,7 +67,12 @@ class CustomKeyStore(Aggregate):
     plain values: ``cluster_id``, ``trust_anchor`` (CloudHSM); ``xks_uri_endpoint``,
     ``xks_uri_path``, ``xks_connectivity``, ``xks_vpc_endpoint_service_name``,
     ``xks_vpc_endpoint_service_owner``, ``xks_access_key_id`` (external). ``sealed_secret``
-    is the KeyStorePassword or the XKS secret access key, sealed by the vault."""
+    is the KeyStorePassword or the XKS secret access key, sealed by the vault. ``key_ids``
+    are its KMS keys; ``external_keys`` maps each external key an external key store's KMS
+    key uses (XksKeyId) to that KMS key."""
+
+    # For stores recorded before external keys existed (events assign, never mutate).
+    external_keys = {}  # type: dict[str, str]
 
     class Event(Aggregate.Event):
         actor: ActorRecord
@@ -243,15 +249,35 @@ class CustomKeyStore(Aggregate):
     # --- its keys ----------------------------------------------------------------------
     class KeyAdded(Event):
         key_id: str
+        # An external key store's key: the external key it uses (XksKeyId). None for a
+        # CloudHSM key store's, and in events recorded before external keys existed.
+        xks_key_id: str | None = None
 
         def apply(self, aggregate: Any) -> None:
             aggregate.key_ids = aggregate.key_ids | {self.key_id}
+            if self.xks_key_id is not None:
+                aggregate.external_keys = {**aggregate.external_keys, self.xks_key_id: self.key_id}
 
     class KeyRemoved(Event):
         key_id: str
 
         def apply(self, aggregate: Any) -> None:
             aggregate.key_ids = aggregate.key_ids - {self.key_id}
+            aggregate.external_keys = {
+                xks_key_id: key_id
+                for xks_key_id, key_id in aggregate.external_keys.items()
+                if key_id != self.key_id
+            }
+
+    def check_external_key_free(self, xks_key_id: str) -> None:
+        """AWS: each KMS key of an external key store uses an external key of its own
+        (a key deleted from the store frees its external key)."""
+        user = self.external_keys.get(xks_key_id)
+        if user is not None:
+            raise XksKeyAlreadyInUseError(
+                f"The external key {xks_key_id} is already associated with KMS key {user} in"
+                f" custom key store {self.store_id}."
+            )
 
     def check_key_creation(self, origin: str) -> None:
         """CreateKey in this store: its type must match the Origin, and it must be
@@ -269,8 +295,19 @@ class CustomKeyStore(Aggregate):
         if self.connection_state != CONNECTED:
             raise _invalid_state(self.store_id, self.connection_state, operation)
 
-    def add_key(self, *, now: datetime, actor: Actor, key_id: str) -> None:
-        self.trigger_event(self.KeyAdded, timestamp=now, actor=actor.record(), key_id=key_id)
+    def add_key(
+        self, *, now: datetime, actor: Actor, key_id: str, xks_key_id: str | None = None
+    ) -> None:
+        """A KMS key now lives in this store (an external key store's: on ``xks_key_id``)."""
+        if xks_key_id is not None:
+            self.check_external_key_free(xks_key_id)
+        self.trigger_event(
+            self.KeyAdded,
+            timestamp=now,
+            actor=actor.record(),
+            key_id=key_id,
+            xks_key_id=xks_key_id,
+        )
 
     def remove_key(self, *, now: datetime, actor: Actor, key_id: str) -> None:
         if key_id in self.key_ids:
