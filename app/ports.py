@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from eventsourcing.domain import Aggregate
 
     from domain.keys import KeyMaterial
+    from domain.xks import RequestMetadata, XksCiphertext, XksHealth, XksKeyMetadata
     from projections.audit_queries import AuditFilter, AuditRow, Position
     from projections.ledger_proofs import (
         CheckpointRow,
@@ -249,6 +250,74 @@ class HsmClusters(Protocol):
 
     def random(self, store: uuid.UUID, cluster_id: str, pin: Callable[[], str], size: int) -> bytes:
         """``size`` random bytes from the token's generator."""
+        ...
+
+
+# ==== XKS proxies (external key stores) ========================================================
+@dataclass(frozen=True)
+class XksProxyAddress:
+    """An external key store's proxy as a call needs it: its endpoint, URI path, Region
+    (the SigV4 scope) and credential, the secret still sealed by the vault. Two stores, or
+    one store before and after an update, have different addresses."""
+
+    store: uuid.UUID
+    region: str
+    endpoint: str  # XksProxyUriEndpoint, as the store has it
+    uri_path: str
+    access_key_id: str
+    sealed_secret: bytes = field(repr=False)
+
+
+class XksProxies(Protocol):
+    """The XKS proxies of this process's external key stores, one client each (bounded).
+    Each call waits for the proxy at most the configured timeout and raises
+    domain.xks.XksProxyError for any failure. ``secret`` opens the store's
+    RawSecretAccessKey; it is asked for only when a client must be made (it blocks)."""
+
+    async def health(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        kms_operation: str,
+        kms_request_id: str,
+    ) -> XksHealth: ...
+
+    async def get_key_metadata(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        external_key_id: str,
+        metadata: RequestMetadata,
+    ) -> XksKeyMetadata: ...
+
+    async def encrypt(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        external_key_id: str,
+        metadata: RequestMetadata,
+        plaintext: bytes,
+        aad: bytes,
+    ) -> XksCiphertext:
+        """AES-GCM under the external key, the answer's integrity value checked."""
+        ...
+
+    async def decrypt(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        external_key_id: str,
+        metadata: RequestMetadata,
+        ciphertext: XksCiphertext,
+        aad: bytes,
+    ) -> bytes: ...
+
+    async def forget(self, store: uuid.UUID) -> None:
+        """Close the store's clients (it was disconnected)."""
+        ...
+
+    def close(self) -> None:
+        """Close every client (the service stops). Blocks."""
         ...
 
 

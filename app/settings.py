@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -59,6 +61,26 @@ _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _XKS_KEY_ID_RE = re.compile(r"[A-Za-z0-9]{4,128}")
 _XKS_URI_PATH_RE = re.compile(r"(/[A-Za-z0-9_-]+)*/kms/xks/v1")
 _PRINCIPAL_RE = re.compile(r"arn:[a-z0-9-]+:iam::\d{12}:\S+")
+# AWS's XksProxyUriEndpoint (botocore's model): HTTPS, a host name, no port, no path.
+_XKS_ENDPOINT_RE = re.compile(r"https://[a-zA-Z0-9.-]+")
+
+
+def _reachable_base(url: str) -> bool:
+    """An XKS proxy base URL: HTTPS, or plain HTTP to a loopback address (never over a
+    network); no path, query or credentials."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.username or parts.query or parts.path not in ("", "/"):
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def _decode_root_key(text: str) -> bytes:
@@ -173,6 +195,11 @@ class Settings(BaseSettings):
     #: and the connections kept to each proxy.
     xks_proxy_timeout_seconds: float = Field(default=0.25, gt=0, le=30)
     xks_proxy_max_connections: int = Field(default=10, ge=1, le=1000)
+    #: Where this process reaches an external key store's proxy: its XksProxyUriEndpoint
+    #: (``https://host``, AWS's form) -> the base URL to connect to instead (JSON), another
+    #: ``https://`` URL (a port, an internal name), or ``http://`` to a loopback address
+    #: only (tests, a proxy on the same host). Endpoints not listed are used as they are.
+    xks_proxy_endpoints: dict[str, str] = Field(default_factory=dict)
     #: Lets tests move the service clock. Never enable in production.
     test_clock: bool = False
 
@@ -287,6 +314,19 @@ class Settings(BaseSettings):
     def _check_xks_uri_path(cls, value: str) -> str:
         if len(value) > 128 or not _XKS_URI_PATH_RE.fullmatch(value):
             raise ValueError("xks_uri_path is [/<prefix>]/kms/xks/v1 (at most 128 characters)")
+        return value
+
+    @field_validator("xks_proxy_endpoints")
+    @classmethod
+    def _check_xks_proxy_endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        for endpoint, base in value.items():
+            if not _XKS_ENDPOINT_RE.fullmatch(endpoint):
+                raise ValueError(f"xks_proxy_endpoints: {endpoint!r} is not https://<host>")
+            if not _reachable_base(base):
+                raise ValueError(
+                    f"xks_proxy_endpoints: {endpoint} -> must be https://..., or http:// to"
+                    " a loopback address"
+                )
         return value
 
     def xks_secrets(self) -> dict[str, str]:

@@ -4,9 +4,10 @@ custom key stores: GetHealthStatus, GetKeyMetadata, Encrypt and Decrypt, SigV4-s
 ``requestMetadata`` AWS KMS sends, asynchronously (httpx.AsyncClient: the event loop never
 waits on a proxy), over a bounded pool, within AWS's 250 ms (configurable).
 
-Every failure is one ``XksProxyError``: the proxy's errorName, or a transport failure
-(``Unreachable``, ``Timeout``, ``MalformedResponse``), and how AWS KMS surfaces it to its own
-callers by operation family (domain.xks.SURFACED): ``kms_error(kms_operation)``.
+Every failure is one ``XksProxyError`` (domain.xks): the proxy's errorName, or a transport
+failure (``Unreachable``, ``Timeout``, ``TlsFailure``, ``MalformedResponse``), and how AWS
+KMS surfaces it to its own callers by operation family (domain.xks.SURFACED):
+``kms_error(kms_operation)``.
 """
 
 from __future__ import annotations
@@ -14,92 +15,53 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
+import ssl
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
 from app.infrastructure.sigv4_signing import sign
+from app.ports import XksProxyAddress
 from domain import xks
-
-KEY_STORE_OPERATIONS = frozenset(
-    {"CreateCustomKeyStore", "UpdateCustomKeyStore", "ConnectCustomKeyStore"}
+from domain.xks import (
+    RequestMetadata,
+    XksCiphertext,
+    XksHealth,
+    XksKeyMetadata,
+    XksProxyError,
 )
+
+__all__ = [
+    "RequestMetadata",
+    "XksCiphertext",
+    "XksClient",
+    "XksCredential",
+    "XksHealth",
+    "XksKeyMetadata",
+    "XksProxyError",
+    "XksProxyPool",
+    "check_endpoint",
+]
+
+log = logging.getLogger("keyledger.xks_client")
+T = TypeVar("T")
+
 MAX_RESPONSE = 64 * 1024
-
-
-class XksProxyError(Exception):
-    """A proxy call that failed: ``failure`` is the proxy's errorName or a transport
-    failure (domain.xks.UNREACHABLE, TIMED_OUT, MALFORMED_RESPONSE)."""
-
-    def __init__(self, failure: str, detail: str = "", status: int | None = None) -> None:
-        super().__init__(f"{failure}: {detail}" if detail else failure)
-        self.failure = failure
-        self.detail = detail  # the proxy's errorMessage: logged, never shown to KMS callers
-        self.status = status
-
-    def kms_error(self, kms_operation: str) -> tuple[str, str]:
-        """(KMS error code, message) as AWS KMS answers ``kms_operation`` with this failure."""
-        surfaced = xks.surfaced(self.failure)
-        if kms_operation in KEY_STORE_OPERATIONS:
-            return surfaced.key_store, surfaced.message
-        if kms_operation == "CreateKey":
-            return surfaced.create_key, surfaced.message
-        return surfaced.crypto, surfaced.message
 
 
 @dataclass(frozen=True)
 class XksCredential:
     access_key_id: str
     secret_access_key: str = field(repr=False)  # never in a repr, a log or an error
-
-
-@dataclass(frozen=True)
-class RequestMetadata:
-    """What AWS KMS tells the proxy about the KMS call behind a proxy call."""
-
-    aws_principal_arn: str
-    kms_operation: str
-    kms_request_id: str
-    kms_key_arn: str | None = None
-    kms_via_service: str | None = None
-
-    def document(self) -> dict[str, str]:
-        members = {
-            "awsPrincipalArn": self.aws_principal_arn,
-            "kmsKeyArn": self.kms_key_arn,
-            "kmsOperation": self.kms_operation,
-            "kmsRequestId": self.kms_request_id,
-            "kmsViaService": self.kms_via_service,
-        }
-        return {name: value for name, value in members.items() if value is not None}
-
-
-@dataclass(frozen=True)
-class XksKeyMetadata:
-    key_spec: str
-    key_usage: tuple[str, ...]
-    key_status: str
-
-
-@dataclass(frozen=True)
-class XksCiphertext:
-    ciphertext: bytes
-    initialization_vector: bytes
-    authentication_tag: bytes
-    ciphertext_metadata: bytes | None = None
-
-
-@dataclass(frozen=True)
-class XksHealth:
-    fleet_size: int
-    proxy_vendor: str
-    proxy_model: str
-    ekm_vendor: str
-    ekm_fleet: tuple[dict[str, str], ...]
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -311,8 +273,22 @@ class XksClient:
         except (TimeoutError, httpx.TimeoutException):
             raise XksProxyError(xks.TIMED_OUT) from None
         except httpx.HTTPError as error:
-            raise XksProxyError(xks.UNREACHABLE, type(error).__name__) from None
+            failure = xks.TLS_FAILURE if _is_tls_failure(error) else xks.UNREACHABLE
+            raise XksProxyError(failure, type(error).__name__) from None
         return _answer(response)
+
+
+def _is_tls_failure(error: BaseException) -> bool:
+    """Whether the connection failed in its TLS handshake (a certificate refused, no
+    common protocol version): httpx keeps the ssl error as a cause or context."""
+    seen: BaseException | None = error
+    for _ in range(8):  # a short chain; never loop on a cyclic one
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _answer(response: httpx.Response) -> dict[str, Any]:
@@ -345,3 +321,193 @@ def _decoded(answer: dict[str, Any], member: str, limit: int) -> bytes:
 
 def _malformed(operation: str) -> XksProxyError:
     return XksProxyError(xks.MALFORMED_RESPONSE, f"malformed {operation} answer")
+
+
+# ==== the clients of this process's external key stores ====================================
+MAX_CLIENTS = 64  # clients kept at once (AWS: 10 stores per account and Region)
+CLOSE_SECONDS = 5.0
+
+
+class XksProxyPool:
+    """The XksProxies port: one XksClient per external key store address, at most
+    ``max_clients`` (the least recently used is closed first), made when first needed.
+
+    The clients run on an event loop of the pool's own, in a daemon thread started by the
+    first call: any event loop may call the pool (the server's, a test's), no client is
+    ever used on a loop it was not made on, and ``close`` closes every connection whatever
+    became of the loop that served the calls. A call costs one hop between threads, paid
+    only by keys in external key stores.
+
+    ``endpoints`` maps a store's XksProxyUriEndpoint (always ``https://host``, AWS's form)
+    to the base URL this process reaches it at (KEYLEDGER_XKS_PROXY_ENDPOINTS): another
+    HTTPS URL (a port, a name inside the network), or plain HTTP to a loopback address.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        max_connections: int,
+        endpoints: dict[str, str] | None = None,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self.endpoints = dict(endpoints or {})
+        self.max_clients = max_clients
+        # Touched only on the pool's loop: no lock.
+        self._clients: OrderedDict[XksProxyAddress, XksClient] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ==== the XksProxies port ================================================================
+    async def health(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        kms_operation: str,
+        kms_request_id: str,
+    ) -> XksHealth:
+        return await self._call(proxy, secret, lambda c: c.health(kms_operation, kms_request_id))
+
+    async def get_key_metadata(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        external_key_id: str,
+        metadata: RequestMetadata,
+    ) -> XksKeyMetadata:
+        return await self._call(
+            proxy, secret, lambda c: c.get_key_metadata(external_key_id, metadata)
+        )
+
+    async def encrypt(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        external_key_id: str,
+        metadata: RequestMetadata,
+        plaintext: bytes,
+        aad: bytes,
+    ) -> XksCiphertext:
+        return await self._call(
+            proxy, secret, lambda c: c.encrypt(external_key_id, metadata, plaintext, aad)
+        )
+
+    async def decrypt(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        external_key_id: str,
+        metadata: RequestMetadata,
+        ciphertext: XksCiphertext,
+        aad: bytes,
+    ) -> bytes:
+        return await self._call(
+            proxy, secret, lambda c: c.decrypt(external_key_id, metadata, ciphertext, aad)
+        )
+
+    async def forget(self, store: uuid.UUID) -> None:
+        loop = self._loop
+        if loop is None:  # no client made yet, or closed
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._forget(store), loop))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close_all(), loop).result(CLOSE_SECONDS)
+        except Exception as error:  # stopping: say so, go on
+            log.warning("XKS clients not closed: %s", type(error).__name__)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(CLOSE_SECONDS)
+        if not thread.is_alive():
+            loop.close()
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    # ==== on the pool's loop ================================================================
+    async def _call(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        use: Callable[[XksClient], Awaitable[T]],
+    ) -> T:
+        on_loop = self._on_loop(proxy, secret, use)
+        try:
+            future = asyncio.run_coroutine_threadsafe(on_loop, self._pool_loop())
+        except XksProxyError:
+            on_loop.close()
+            raise
+        return await asyncio.wrap_future(future)
+
+    async def _on_loop(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        use: Callable[[XksClient], Awaitable[T]],
+    ) -> T:
+        client = self._clients.get(proxy)
+        if client is None:
+            client = await self._new_client(proxy, secret)
+        else:
+            self._clients.move_to_end(proxy)
+        return await use(client)
+
+    async def _new_client(self, proxy: XksProxyAddress, secret: Callable[[], str]) -> XksClient:
+        base = self.endpoints.get(proxy.endpoint, proxy.endpoint)
+        try:
+            check_endpoint(base)
+        except ValueError:  # not HTTPS: no TLS to speak of
+            raise XksProxyError(xks.TLS_FAILURE, "the endpoint is not https://") from None
+        if not xks.URI_PATH.fullmatch(proxy.uri_path):
+            raise XksProxyError("InvalidUriPathException", "not a v1 XKS proxy URI path")
+        credential = XksCredential(proxy.access_key_id, await asyncio.to_thread(secret))
+        client = XksClient(
+            base,
+            proxy.uri_path,
+            credential,
+            proxy.region,
+            timeout=self.timeout,
+            max_connections=self.max_connections,
+        )
+        found = self._clients.get(proxy)  # made meanwhile by a concurrent call
+        if found is not None:
+            await client.aclose()
+            return found
+        self._clients[proxy] = client
+        while len(self._clients) > self.max_clients:
+            _, evicted = self._clients.popitem(last=False)
+            await evicted.aclose()
+        return client
+
+    async def _forget(self, store: uuid.UUID) -> None:
+        for address in [a for a in self._clients if a.store == store]:
+            await self._clients.pop(address).aclose()
+
+    async def _close_all(self) -> None:
+        while self._clients:
+            _, client = self._clients.popitem()
+            await client.aclose()
+
+    def _pool_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closed:
+                raise XksProxyError(xks.UNREACHABLE, "the service is stopping")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="keyledger-xks-clients", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
