@@ -53,6 +53,7 @@ from app.infrastructure.root_keys import (
 from app.infrastructure.shamir_root_key import SealStatus, ShamirRootKey, load_seal
 from app.infrastructure.vault import ROOT_KEY_BYTES, Vault, load_root_key
 from app.infrastructure.writer import LedgerWriter
+from app.infrastructure.xks_client import XksProxyPool
 from app.settings import Settings
 from app.usecases.asymmetric import AsymmetricOperations
 from app.usecases.auditing import AuditedCommands, Auditor
@@ -363,6 +364,7 @@ class Runtime:
                     guard.stop()
         self.writer.stop()
         self.service.custom_key_stores.clusters.close()
+        self.service.custom_key_stores.proxies.close()
         self.denials.close()
         self.vault.close()
         close_root_key(self.vault.root)
@@ -635,7 +637,12 @@ def wire_use_cases(
         runner=runner, vault=vault, clock=clock, denials=denials, partition=partition
     )
     clusters = Pkcs11Clusters(settings.cloudhsm_clusters, str(settings.pkcs11_module))
-    stores = StoreKeys(vault=vault, clusters=clusters)
+    proxies = XksProxyPool(
+        timeout=settings.xks_proxy_timeout_seconds,
+        max_connections=settings.xks_proxy_max_connections,
+        endpoints=settings.xks_proxy_endpoints,
+    )
+    stores = StoreKeys(vault=vault, clusters=clusters, proxies=proxies)
     resolver = KeyResolver(
         access=access, vault=vault, clock=clock, partition=partition, stores=stores
     )
@@ -685,6 +692,7 @@ def wire_use_cases(
             vault=vault,
             clock=clock,
             clusters=clusters,
+            proxies=proxies,
         ),
         jobs=DueJobs(
             runner=runner,
@@ -785,6 +793,7 @@ class InMemoryRuntime:
     def stop(self) -> None:
         self.writer.stop()
         self.service.custom_key_stores.clusters.close()
+        self.service.custom_key_stores.proxies.close()
         self.vault.close()
         self.ledger.close()
 

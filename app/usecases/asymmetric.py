@@ -272,7 +272,8 @@ class AsymmetricOperations:
                 material_id,
             )
 
-        return await run_with_outside_calls(self.runner, command_with, self.resolver.stores.perform)
+        perform = self.resolver.stores.perform
+        return await run_with_outside_calls(self.runner, command_with, perform, caller, operation)
 
     # ==== DeriveSharedSecret ===================================================================
     async def derive_shared_secret(

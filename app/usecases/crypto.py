@@ -28,7 +28,7 @@ from app.usecases.results import DataKey, Decrypted, Encrypted, ReEncrypted
 from app.usecases.store_keys import TokenRandom
 from domain import algorithms
 from domain.ciphertext import read_header
-from domain.errors import UnsupportedOperationError, ValidationError
+from domain.errors import ValidationError
 from domain.key_specs import DATA_KEY_SPECS, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT
 
 MAX_PLAINTEXT = 4096
@@ -81,10 +81,16 @@ class CryptoOperations:
 
             return command
 
-        return await self._run(command_with)
+        return await self._run(command_with, caller, "Encrypt")
 
-    def _run(self, command_with: Callable[[OutsideCalls | None], Command[T]]) -> Awaitable[T]:
-        return run_with_outside_calls(self.runner, command_with, self.resolver.stores.perform)
+    def _run(
+        self,
+        command_with: Callable[[OutsideCalls | None], Command[T]],
+        caller: Caller,
+        operation: str,
+    ) -> Awaitable[T]:
+        perform = self.resolver.stores.perform
+        return run_with_outside_calls(self.runner, command_with, perform, caller, operation)
 
     async def _encrypt_rsa(
         self,
@@ -151,7 +157,7 @@ class CryptoOperations:
 
             return command
 
-        return await self._run(command_with)
+        return await self._run(command_with, caller, "Decrypt")
 
     async def _decrypt_rsa(
         self,
@@ -295,7 +301,7 @@ class CryptoOperations:
                 material_id,
             )
 
-        return await self._run(command_with)
+        return await self._run(command_with, caller, "ReEncrypt")
 
     # ==== GenerateDataKey and GenerateRandom =============================================
     async def generate_data_key(
@@ -334,7 +340,7 @@ class CryptoOperations:
             )
             return DataKey(blob, data_key if with_plaintext else None, key.arn, material_id)
 
-        return await self._run(command_with)
+        return await self._run(command_with, caller, operation)
 
     async def generate_random(
         self, caller: Caller, number_of_bytes: int | None, custom_key_store_id: str | None = None
@@ -350,15 +356,10 @@ class CryptoOperations:
 
         def command(uow: UnitOfWork, calls: OutsideCalls) -> bytes:
             self.access.authorize(uow, caller, "GenerateRandom", None)
-            store = stores.connected_store(uow, caller, custom_key_store_id, "GenerateRandom")
-            if not store.is_cloudhsm:
-                raise UnsupportedOperationError(
-                    f"GenerateRandom is not valid for custom key store {store.store_id} of type"
-                    f" {store.store_type}."
-                )
+            store = stores.store_for_random(uow, caller, custom_key_store_id)
             return bytes(calls.answer(TokenRandom(stores.token_of(store), size)))
 
-        calls = stores.calls()
+        calls = stores.calls(caller, "GenerateRandom")
         return await calls.run(self.runner, lambda uow: command(uow, calls))
 
 

@@ -6,7 +6,9 @@ names no resource type for them). Secrets (a CloudHSM store's KeyStorePassword, 
 store's RawSecretAccessKey) are sealed by the vault under a wrapping key of the store's own
 (shredded when the store is deleted) before any event holds them; they are never answered
 or logged. ConnectCustomKeyStore answers at once with the store CONNECTING; the connection
-is attempted off the event loop and recorded as Connected or ConnectionFailed.
+is attempted off the event loop and recorded as Connected or ConnectionFailed: a login to a
+CloudHSM key store's token, or an external key store proxy's GetHealthStatus (signed with
+the store's credential), whose failure becomes AWS's ConnectionErrorCode.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from datetime import datetime
 import orjson
 
 from app.auth.credentials import SERVICE_ACTOR, Caller
-from app.ports import Clock, CommandRunner, HsmClusters, UnitOfWork, Vault
+from app.ports import Clock, CommandRunner, HsmClusters, UnitOfWork, Vault, XksProxies
+from app.ports import XksProxyAddress as ProxyAddress
 from app.usecases.authorization import AccessControl
 from app.usecases.results import Page
-from app.usecases.store_keys import SECRET_LABEL
+from app.usecases.store_keys import SECRET_LABEL, proxy_address
+from domain import xks
 from domain.custom_key_stores import (
     AWS_CLOUDHSM,
     CONNECTING,
@@ -51,6 +55,18 @@ from domain.errors import (
 log = logging.getLogger("keyledger.custom_key_stores")
 DEFAULT_PAGE = 100  # DescribeCustomKeyStores without Limit (AWS: at most 1000)
 CONNECTION_ERROR = "INTERNAL_ERROR"
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """A connection to attempt, off the writer: a CloudHSM key store's login to its
+    cluster's token, or an external key store's GetHealthStatus at its proxy."""
+
+    store: uuid.UUID
+    secret: str = field(repr=False)  # the KeyStorePassword or the RawSecretAccessKey
+    cluster_id: str = ""
+    proxy: ProxyAddress | None = None
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,12 +145,14 @@ class CustomKeyStoreOperations:
         vault: Vault,
         clock: Clock,
         clusters: HsmClusters,
+        proxies: XksProxies,
     ) -> None:
         self.runner = runner
         self.access = access
         self.vault = vault
         self.clock = clock
         self.clusters = clusters
+        self.proxies = proxies
         self._connecting: set[asyncio.Task[None]] = set()
 
     # ==== reading stores ===============================================================
@@ -351,38 +369,37 @@ class CustomKeyStoreOperations:
 
     # ==== Connect and Disconnect =======================================================
     async def connect(self, caller: Caller, store_id: str) -> None:
-        def command(uow: UnitOfWork) -> tuple[uuid.UUID, str, str] | None:
+        def command(uow: UnitOfWork) -> _Attempt | None:
             self._authorize(uow, caller, "ConnectCustomKeyStore")
             store = self._store(uow, caller, store_id)
             if not store.request_connection(now=self.clock.now(), actor=caller.actor()):
                 return None
-            secret = self.vault.open_for_key(store.id, SECRET_LABEL, store.sealed_secret)
-            target = store.settings.get("cluster_id", "") if store.is_cloudhsm else ""
-            return store.id, target, secret.decode() if secret is not None else ""
+            opened = self.vault.open_for_key(store.id, SECRET_LABEL, store.sealed_secret)
+            secret = opened.decode() if opened is not None else ""
+            if store.is_cloudhsm:
+                return _Attempt(store.id, secret, cluster_id=store.settings.get("cluster_id", ""))
+            return _Attempt(
+                store.id, secret, proxy=proxy_address(store), request_id=caller.request_id
+            )
 
         attempt = await self.runner.run(command)
         if attempt is not None:
-            store_uuid, target, secret = attempt
             # A context of its own: the attempt outlives this call and is no part of it.
             task = asyncio.get_running_loop().create_task(
-                self._settle(store_uuid, target, secret), context=contextvars.Context()
+                self._settle(attempt), context=contextvars.Context()
             )
             self._connecting.add(task)
             task.add_done_callback(self._connecting.discard)
 
-    async def _settle(self, store_uuid: uuid.UUID, cluster_id: str, secret: str) -> None:
+    async def _settle(self, attempt: _Attempt) -> None:
         try:
-            if cluster_id:
-                connect = self.clusters.connect
-                code = await asyncio.to_thread(connect, store_uuid, cluster_id, secret)
-            else:  # external key stores: the XKS proxy client connects them (not yet here)
-                code = CONNECTION_ERROR
+            code = await self._attempt(attempt)
         except Exception as error:  # never the secret: only the error's type
             log.error("custom key store connection failed: %s", type(error).__name__)
             code = CONNECTION_ERROR
 
         def command(uow: UnitOfWork) -> bool:
-            store = uow.get(store_uuid, fresh=True)
+            store = uow.get(attempt.store, fresh=True)
             if not isinstance(store, CustomKeyStore) or store.connection_state != CONNECTING:
                 return False
             store.connection_settled(now=self.clock.now(), actor=SERVICE_ACTOR, error_code=code)
@@ -394,17 +411,45 @@ class CustomKeyStoreOperations:
             log.error("custom key store connection not recorded: %s", type(error).__name__)
             settled = False
         if not settled and code is None:  # disconnected meanwhile: drop the session
+            await self._drop_session(attempt.store, attempt.proxy is None)
+
+    async def _attempt(self, attempt: _Attempt) -> str | None:
+        """None when connected, else AWS's ConnectionErrorCode."""
+        if attempt.proxy is None:
+            connect = self.clusters.connect
+            return await asyncio.to_thread(
+                connect, attempt.store, attempt.cluster_id, attempt.secret
+            )
+        secret = attempt.secret
+        try:
+            health = await self.proxies.health(
+                attempt.proxy, lambda: secret, "ConnectCustomKeyStore", attempt.request_id
+            )
+        except xks.XksProxyError as error:  # the proxy's own words: for the operator's log
+            log.warning(
+                "custom key store %s: its XKS proxy failed GetHealthStatus: %s %s",
+                attempt.store,
+                error.failure,
+                error.detail[:512],
+            )
+            return xks.connection_error(error.failure)
+        return xks.health_connection_error(health)
+
+    async def _drop_session(self, store_uuid: uuid.UUID, cloudhsm: bool) -> None:
+        if cloudhsm:
             await asyncio.to_thread(self.clusters.disconnect, store_uuid)
+        else:
+            await self.proxies.forget(store_uuid)
 
     async def disconnect(self, caller: Caller, store_id: str) -> None:
-        def command(uow: UnitOfWork) -> uuid.UUID:
+        def command(uow: UnitOfWork) -> tuple[uuid.UUID, bool]:
             self._authorize(uow, caller, "DisconnectCustomKeyStore")
             store = self._store(uow, caller, store_id)
             store.disconnect(now=self.clock.now(), actor=caller.actor())
-            return store.id
+            return store.id, store.is_cloudhsm
 
-        store_uuid = await self.runner.run(command)
-        await asyncio.to_thread(self.clusters.disconnect, store_uuid)
+        store_uuid, cloudhsm = await self.runner.run(command)
+        await self._drop_session(store_uuid, cloudhsm)
 
     async def wait_for_connections(self) -> None:
         """Until every connection attempt under way has settled (tests, shutdown)."""

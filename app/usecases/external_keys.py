@@ -177,6 +177,10 @@ def _check_size(data: bytes, member: str) -> None:
 def _check_aes(key: Key) -> None:
     if key.key_spec != SYMMETRIC_DEFAULT or key.key_usage != ENCRYPT_DECRYPT:
         raise InvalidKeyUsageError(f"{key.arn} is not an AES-256 encryption key.")
+    if key.store is not None:
+        # Its material is in a token, or is only one of its two backing keys: raw AES-GCM
+        # with it here would skip the rest.
+        raise InvalidKeyUsageError(f"{key.arn} is in a custom key store.")
 
 
 def _check_usable(key: Key, operation: str) -> None:

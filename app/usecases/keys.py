@@ -77,6 +77,7 @@ from domain.key_specs import (
 )
 from domain.keys import CUSTOMER, Alias, Key, KeyStoreLocation
 from domain.policy import default_key_policy, validate_policy_document
+from domain.xks import check_external_key
 
 STORE_ORIGINS = (AWS_CLOUDHSM, EXTERNAL_KEY_STORE)
 
@@ -195,12 +196,17 @@ class KeyLifecycle:
                 store=None if store is None else _location(store, request),
             )
             if store is not None:
-                store.add_key(now=self.clock.now(), actor=caller.actor(), key_id=key.key_id)
+                store.add_key(
+                    now=self.clock.now(),
+                    actor=caller.actor(),
+                    key_id=key.key_id,
+                    xks_key_id=request.xks_key_id,
+                )
             return KeyDescription.of(key)
 
         if request.custom_key_store_id is None:
             return await self.runner.run(lambda uow: command(uow, None))
-        calls = self.resolver.stores.calls()
+        calls = self.resolver.stores.calls(caller, "CreateKey")
         try:
             return await calls.run(self.runner, lambda uow: command(uow, calls))
         except Exception:
@@ -217,7 +223,9 @@ class KeyLifecycle:
         calls: OutsideCalls | None,
     ) -> CustomKeyStore:
         """The connected store a new key goes in; for a CloudHSM store, its material is
-        generated in the token (an outside call) before the key is recorded."""
+        generated in the token (an outside call) before the key is recorded; for an
+        external key store, the proxy must show the external key usable (an outside call),
+        and no other KMS key of the store may use it."""
         assert request.custom_key_store_id is not None and calls is not None
         found = uow.get(
             store_aggregate_id(caller.account_id, caller.region, request.custom_key_store_id)
@@ -229,6 +237,10 @@ class KeyLifecycle:
         found.check_key_creation(request.origin)
         if in_store is not None:
             calls.answer(TokenGenerateKey(self.resolver.stores.token_of(found), in_store))
+        if request.xks_key_id is not None:
+            found.check_external_key_free(request.xks_key_id)
+            metadata = self.resolver.stores.external_key_metadata(found, request.xks_key_id, calls)
+            check_external_key(request.xks_key_id, metadata)
         return found
 
     async def describe_key(self, caller: Caller, key_id: str) -> KeyDescription:

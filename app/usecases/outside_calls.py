@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.ports import Command, CommandRunner, NeedsOutsideCall
+
+if TYPE_CHECKING:
+    from app.auth.credentials import Caller
 
 T = TypeVar("T")
 # A call at most this many times per request (ReEncrypt between two store keys makes two).
@@ -31,15 +34,19 @@ Perform = Callable[[Any], Awaitable[Any]]
 
 
 class OutsideCalls:
-    """The answers of one request's outside calls (a call: a frozen dataclass)."""
+    """The answers of one request's outside calls (a call: a frozen dataclass), and whose
+    request it is: an external key store's proxy is told the caller, the KMS operation and
+    its request id (``caller`` None: the service's own request)."""
 
-    __slots__ = ("_answers", "_perform", "nonce")
+    __slots__ = ("_answers", "_perform", "caller", "nonce", "operation")
 
-    def __init__(self, perform: Perform) -> None:
+    def __init__(self, perform: Perform, caller: Caller | None = None, operation: str = "") -> None:
         self._perform = perform
         self._answers: dict[Any, Any] = {}
         # One nonce per request, so that a command run again seals the same bytes.
         self.nonce = os.urandom(NONCE_SIZE)
+        self.caller = caller
+        self.operation = operation
 
     def answer(self, call: Any) -> Any:
         """The call's answer; raises it when it is an error, NeedsOutsideCall when the
@@ -81,12 +88,15 @@ async def run_with_outside_calls(
     runner: CommandRunner,
     command_with: Callable[[OutsideCalls | None], Command[T]],
     perform: Perform,
+    caller: Caller | None = None,
+    operation: str = "",
 ) -> T:
     """Run the command ``command_with(None)``; when it turns out to need outside calls (a
     key in a custom key store: it raises NeedsOutsideCall), run ``command_with(calls)``
-    with a request's OutsideCalls instead. Keys outside stores pay nothing more."""
+    with the OutsideCalls of ``caller``'s request ``operation`` instead. Keys outside
+    stores pay nothing more."""
     try:
         return await runner.run(command_with(None))
     except NeedsOutsideCall:
-        calls = OutsideCalls(perform)
+        calls = OutsideCalls(perform, caller, operation)
         return await calls.run(runner, command_with(calls))

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from app.auth.credentials import Caller
-from app.ports import Clock, UnitOfWork, Vault
+from app.ports import Clock, NeedsOutsideCall, UnitOfWork, Vault
 from app.usecases.authorization import AccessControl, AccessRequest
 from app.usecases.outside_calls import OutsideCalls
 from app.usecases.store_keys import StoreKeys
@@ -290,8 +290,12 @@ class KeyResolver:
         calls: OutsideCalls | None = None,
     ) -> tuple[bytes, str]:
         """Seal under the key's current material; a key in a custom key store needs the
-        batch (``uow``) and the request's outside calls."""
+        batch (``uow``) and the request's outside calls. A key in an external key store
+        seals twice: its own material's blob, then the proxy's encryption of it."""
         material = key.current_material
+        external = key.store is not None and key.store["xks_key_id"] is not None
+        if external and (calls is None or uow is None):  # run again with outside calls
+            raise NeedsOutsideCall(None)
         cipher = self._cipher(key, material, uow, calls)
         if cipher is None:
             raise NotFoundError(f"Key '{key.arn}' does not exist")
@@ -303,6 +307,9 @@ class KeyResolver:
             encryption_context=context,
             nonce=calls.nonce if calls is not None else os.urandom(12),
         )
+        if external:
+            assert uow is not None and calls is not None
+            blob = self.stores.seal_external(uow, key, material.version, blob, calls)
         return blob, material.material_id
 
     def _cipher(
@@ -370,6 +377,12 @@ class KeyResolver:
         material = key.material(material_version)
         if material is None:
             raise InvalidCiphertextError()
+        if key.store is not None and key.store["xks_key_id"] is not None:
+            if uow is None:
+                raise InvalidStateError(f"{key.arn} is unavailable.")
+            # Proxy first, then the key's own material. (Every other key refuses a format
+            # 2 blob at open_blob: its header is not format 1's, so the tag fails.)
+            blob = self.stores.open_external(uow, key, blob, calls)
         cipher = self._cipher(key, material, uow, calls)
         if cipher is None:
             raise InvalidCiphertextError()
