@@ -329,7 +329,8 @@ CLOSE_SECONDS = 5.0
 
 
 class XksProxyPool:
-    """The XksProxies port: one XksClient per external key store address, at most
+    """The XksProxies port: one XksClient per external key store, for its latest address
+    (a store's client is replaced when its endpoint, path or credential change), at most
     ``max_clients`` (the least recently used is closed first), made when first needed.
 
     The clients run on an event loop of the pool's own, in a daemon thread started by the
@@ -484,6 +485,7 @@ class XksProxyPool:
         if found is not None:
             await client.aclose()
             return found
+        await self._forget(proxy.store)  # a store's previous address (it was updated)
         self._clients[proxy] = client
         while len(self._clients) > self.max_clients:
             _, evicted = self._clients.popitem(last=False)

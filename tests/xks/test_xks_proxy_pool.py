@@ -67,7 +67,7 @@ def test_a_store_name_reaches_the_mapped_proxy_with_one_client(proxy):
         clients.close()
 
 
-def test_a_new_credential_makes_a_new_client(proxy):
+def test_a_new_credential_replaces_the_stores_client(proxy):
     clients, store = pool(proxy), uuid.uuid4()
     try:
         health(clients, address(store, b"sealed-1"), Secret())
@@ -76,7 +76,7 @@ def test_a_new_credential_makes_a_new_client(proxy):
                 clients, address(store, b"sealed-2"), Secret(base64.b64encode(b"q" * 32).decode())
             )
         assert refused.value.failure == "AuthenticationFailedException"
-        assert clients.client_count == 2
+        assert clients.client_count == 1
     finally:
         clients.close()
 
