@@ -24,8 +24,15 @@ from datetime import datetime
 import orjson
 
 from app.auth.credentials import SERVICE_ACTOR, Caller
-from app.ports import Clock, CommandRunner, HsmClusters, UnitOfWork, Vault, XksProxies
-from app.ports import XksProxyAddress as ProxyAddress
+from app.ports import (
+    Clock,
+    CommandRunner,
+    HsmClusters,
+    UnitOfWork,
+    Vault,
+    XksProxies,
+    XksProxyAddress,
+)
 from app.usecases.authorization import AccessControl
 from app.usecases.results import Page
 from app.usecases.store_keys import SECRET_LABEL, proxy_address
@@ -65,7 +72,7 @@ class _Attempt:
     store: uuid.UUID
     secret: str = field(repr=False)  # the KeyStorePassword or the RawSecretAccessKey
     cluster_id: str = ""
-    proxy: ProxyAddress | None = None
+    proxy: XksProxyAddress | None = None
     request_id: str = ""
 
 

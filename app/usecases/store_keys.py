@@ -341,7 +341,8 @@ class StoreKeys:
             raise
         except Exception as error:  # never the secret: only the error's type
             log.error("XKS proxy call failed: %s", type(error).__name__)
-            raise KeyUnavailableError(f"{call.external_key_id} is unavailable.") from None
+            what = call.metadata.kms_key_arn or "The external key store"
+            raise KeyUnavailableError(f"{what} is unavailable.") from None
 
     def proxy_secret(self, proxy: XksProxyAddress) -> Callable[[], str]:
         """Opens the store's RawSecretAccessKey (blocks), when a client must be made."""

@@ -362,7 +362,7 @@ def test_the_kms_material_alone_never_decrypts(kms, key, proxy):
         kms.decrypt(CiphertextBlob=inner)
 
 
-def test_data_keys_and_re_encryption_to_and_from_an_ordinary_key(kms, key, proxy):
+def test_data_keys_and_re_encryption_to_and_from_an_ordinary_key(kms, key, service, proxy):
     ordinary = kms.create_key()["KeyMetadata"]["KeyId"]
     data_key = kms.generate_data_key(KeyId=key["KeyId"], KeySpec="AES_256")
     assert data_key["CiphertextBlob"][0] == ciphertext.EXTERNAL_FORMAT
@@ -375,6 +375,13 @@ def test_data_keys_and_re_encryption_to_and_from_an_ordinary_key(kms, key, proxy
     assert kms.decrypt(CiphertextBlob=back["CiphertextBlob"])["Plaintext"] == opened
     (metadata,) = b_records(proxy, request_id(back), 1)
     assert metadata["requestParameters"]["requestMetadata"]["kmsOperation"] == "ReEncrypt"
+    (wrapped,) = b_records(proxy, request_id(data_key), 1)
+    assert wrapped["requestParameters"]["requestMetadata"]["kmsOperation"] == "GenerateDataKey"
+    # A's trail: each KMS call once, under the keys it used.
+    generated = a_record(service, request_id(data_key), "GenerateDataKey")
+    assert generated["resources"][0]["ARN"] == key["Arn"]
+    arns = {r["ARN"] for r in a_record(service, request_id(moved), "ReEncrypt")["resources"]}
+    assert key["Arn"] in arns and any(arn.endswith(ordinary) for arn in arns)
     without = kms.generate_data_key_without_plaintext(KeyId=key["KeyId"], NumberOfBytes=16)
     assert len(kms.decrypt(CiphertextBlob=without["CiphertextBlob"])["Plaintext"]) == 16
 
