@@ -467,4 +467,12 @@ class RootKeyRewrap(Protocol):
 
     def rows_to_rewrap(self) -> int: ...
 
-    def rewrap_batch(self, limit: int) -> int: ...
+    def rewrap_batch(self, limit: int, *, wait: bool = False) -> int:
+        """Re-wrap up to ``limit`` rows; rows another transaction holds are skipped, or
+        with ``wait`` waited for (a concurrent shred of the same row)."""
+        ...
+
+    def retire_previous_root_keys(self) -> list[str]:
+        """Destroy the previous root keys the provider keeps and no row needs any more
+        (a Shamir seal's); their ids."""
+        ...

@@ -16,8 +16,23 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from domain.actors import ActorRecord
+from domain.errors import InvalidStateError, ValidationError
 
 CUSTODY_ID = uuid.UUID("6b6c6373-7573-4000-8000-000000000001")  # "klcus..."
+
+
+class RotationUnderWayError(InvalidStateError):
+    """A new root key cannot be introduced while rows are still under a previous one:
+    finish the rotation under way first (``keyledger operator rotate-root-key``)."""
+
+
+class NoPendingSetError(ValidationError):
+    """Shares were given for a new Shamir set, but none is pending."""
+
+
+class SealedKeyElsewhereError(ValidationError):
+    """A Shamir-sealed root key opens only in the unsealed service, never in a CLI process:
+    the rotation must run there (``rotate-root-key --endpoint``)."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +93,18 @@ class RootKeyCustody(Aggregate):
             aggregate.rotating_to = None
 
     def start_rotation(self, *, now: datetime, scope: RotationScope, wrapping_keys: int) -> None:
+        """Record the start, once: a second rotating process (another worker, a retry after
+        a write conflict) joins the rotation under way rather than starting it again."""
+        if self.rotating_to == scope.to_key_id:
+            return
         self.trigger_event(
             self.RotationStarted, timestamp=now, wrapping_keys=wrapping_keys, **scope.fields()
         )
 
     def complete_rotation(self, *, now: datetime, scope: RotationScope, rewrapped: int) -> None:
+        """Record the end, once (the first rotating process to finish records it)."""
+        if self.rotating_to != scope.to_key_id:
+            return
         self.trigger_event(
             self.RotationCompleted, timestamp=now, rewrapped=rewrapped, **scope.fields()
         )

@@ -8,7 +8,8 @@ key for an owner. Providers differ in where the key lives:
   owner's id in the additional data. The format every stored row has had since the start.
 * `Pkcs11RootKey` (pkcs11_root_key.py): a non-extractable key in a PKCS#11 token (an
   HSM), which wraps and unwraps inside the token.
-* others (a Shamir-sealed key) implement the same protocol.
+* `ShamirRootKey` (shamir_root_key.py): sealed in the database until T shares of its
+  unseal key were given.
 
 ``key_id`` names the key without revealing it; it is stored beside every wrapped row
 (``wrapping_keys.root_key_id``), which is how a rotation knows what is left to re-wrap.
@@ -107,11 +108,14 @@ class RotatingRootKey:
 
     @property
     def known_ids(self) -> tuple[str, ...]:
-        ids = [self.current.key_id, *(key.key_id for key in self.previous)]
+        ids = [*self.current.known_ids, *(i for key in self.previous for i in key.known_ids)]
         return tuple(dict.fromkeys(ids))
 
     def wrap(self, owner_id: uuid.UUID, key: bytes) -> bytes:
         return self.current.wrap(owner_id, key)
+
+    def wrap_with_id(self, owner_id: uuid.UUID, key: bytes) -> tuple[bytes, str]:
+        return wrap_with_id(self.current, owner_id, key)
 
     def unwrap(self, owner_id: uuid.UUID, wrapped: bytes) -> bytes:
         try:
@@ -125,6 +129,36 @@ class RotatingRootKey:
             raise
 
 
+def wrap_with_id(root: RootKey, owner_id: uuid.UUID, key: bytes) -> tuple[bytes, str]:
+    """``key`` wrapped, and the id of the root key that wrapped it, taken together: a
+    Shamir-sealed key switched to a new set while the service runs changes its current
+    key, and a row must never be labelled with another key than the one it is under."""
+    together = getattr(root, "wrap_with_id", None)
+    if callable(together):
+        wrapped, key_id = together(owner_id, key)
+        return bytes(wrapped), str(key_id)
+    return root.wrap(owner_id, key), root.key_id
+
+
+def parts(key: RootKey) -> list[RootKey]:
+    """The providers a root key is made of: itself, or a rotation's current and previous."""
+    if isinstance(key, RotatingRootKey):
+        return [found for part in (key.current, *key.previous) for found in parts(part)]
+    return [key]
+
+
+def retire_previous(key: RootKey) -> list[str]:
+    """Destroy what only a rotation's previous keys needed and the provider itself keeps
+    (a Shamir seal's old root key); the ids destroyed. File and token keys are the
+    operator's to destroy (docs/key-custody.md)."""
+    destroyed: list[str] = []
+    for part in parts(key):
+        retire = getattr(part, "retire", None)
+        if callable(retire):
+            destroyed.extend(retire())
+    return destroyed
+
+
 def file_root_key(current: bytes, previous: Sequence[bytes] = ()) -> RootKey:
     """The root key held as bytes, with the previous ones of a rotation in progress."""
     key = AesGcmRootKey(current)
@@ -136,8 +170,9 @@ def file_root_key(current: bytes, previous: Sequence[bytes] = ()) -> RootKey:
 def close_root_key(key: RootKey) -> None:
     """Release what a provider holds (a token session); a key in memory holds nothing."""
     if isinstance(key, RotatingRootKey):
-        for part in (key.current, *key.previous):
+        for part in parts(key):
             close_root_key(part)
+        return
     close = getattr(key, "close", None)
     if callable(close):
         close()

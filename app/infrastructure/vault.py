@@ -46,6 +46,8 @@ from app.infrastructure.root_keys import (
     AesGcmRootKey,
     RootKey,
     RootKeyError,
+    retire_previous,
+    wrap_with_id,
 )
 from app.ports import NeedsLoad
 from app.support.lru import BoundedLru
@@ -130,11 +132,17 @@ class WrappingKeyStore(Protocol):
         ...
 
     def rewrap_batch(
-        self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str, limit: int
+        self,
+        rewrap: Callable[[uuid.UUID, bytes], bytes],
+        root_key_id: str,
+        limit: int,
+        *,
+        wait: bool = False,
     ) -> int:
         """Move up to ``limit`` rows not under ``root_key_id`` to it (a live row's key
         re-wrapped by ``rewrap(owner, wrapped)``; a shredded row just relabelled), in one
-        transaction; how many moved (0: none left)."""
+        transaction; how many moved (0: none left that no other transaction holds; with
+        ``wait``, those are waited for)."""
         ...
 
     async def read_live_on(
@@ -196,13 +204,19 @@ class PostgresWrappingKeys:
             return [owner for (owner,) in conn.execute(SHRED_KEY, (at, key_id, key_id)).fetchall()]
 
     def rewrap_batch(
-        self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str, limit: int
+        self,
+        rewrap: Callable[[uuid.UUID, bytes], bytes],
+        root_key_id: str,
+        limit: int,
+        *,
+        wait: bool = False,
     ) -> int:
         with self.pool.connection() as conn, conn.transaction():
-            # Locked: a shred or a fresh import of the same row waits for this batch.
+            # Locked: a shred or a fresh import of the same row waits for this batch; rows
+            # they hold are skipped, then waited for (``wait``) once only they are left.
             rows = conn.execute(
                 "SELECT owner_id, wrapped_key FROM wrapping_keys WHERE root_key_id <> %s"
-                " ORDER BY owner_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                " ORDER BY owner_id LIMIT %s FOR UPDATE" + ("" if wait else " SKIP LOCKED"),
                 (root_key_id, limit),
             ).fetchall()
             for owner_id, wrapped in rows:
@@ -413,8 +427,14 @@ class Vault:
         return AESGCM(key) if key is not None else None
 
     def _new_row(self, owner_id: uuid.UUID, parent_id: uuid.UUID | None = None) -> WrappingKeyRow:
-        wrapped = self._wrap_under_root(owner_id, AESGCM.generate_key(256))
-        return WrappingKeyRow(owner_id, wrapped, self._root_key_id, parent_id)
+        return self._row(owner_id, AESGCM.generate_key(256), parent_id)
+
+    def _row(
+        self, owner_id: uuid.UUID, key: bytes, parent_id: uuid.UUID | None = None
+    ) -> WrappingKeyRow:
+        """``key`` wrapped, labelled with the root key that wrapped it (read together)."""
+        wrapped, root_key_id = wrap_with_id(self._root, owner_id, key)
+        return WrappingKeyRow(owner_id, wrapped, root_key_id, parent_id)
 
     def _keep_row(self, owner_id: uuid.UUID, wrapped: Any) -> bytes | None:
         """Cache a wrapping_keys row's key (or that it has none: never made, or shredded)."""
@@ -507,10 +527,7 @@ class Vault:
     def _refill_stock(self) -> None:
         try:
             fresh = [(uuid.uuid4(), AESGCM.generate_key(256)) for _ in range(STOCK_SIZE)]
-            rows = [
-                WrappingKeyRow(owner_id, self._wrap_under_root(owner_id, key), self._root_key_id)
-                for owner_id, key in fresh
-            ]
+            rows = [self._row(owner_id, key) for owner_id, key in fresh]
             self._rows.insert_many(rows)
             with self._lock:
                 self._stock.extend(fresh)
@@ -707,14 +724,20 @@ class Vault:
     def previous_root_key_ids(self) -> tuple[str, ...]:
         return tuple(i for i in self._root.known_ids if i != self._root.key_id)
 
-    def rewrap_batch(self, limit: int) -> int:
+    def rewrap_batch(self, limit: int, *, wait: bool = False) -> int:
         """Re-wrap up to ``limit`` rows under the current root key (unwrapped under a
-        previous one); ciphertexts and events are untouched. Blocks: off the event loop."""
+        previous one); ciphertexts and events are untouched. Blocks: off the event loop.
+        Rows another transaction holds are skipped, or with ``wait`` waited for."""
 
         def rewrap(owner_id: uuid.UUID, wrapped: bytes) -> bytes:
             return self._root.wrap(owner_id, self._root.unwrap(owner_id, wrapped))
 
-        return self._rows.rewrap_batch(rewrap, self._root.key_id, limit)
+        return self._rows.rewrap_batch(rewrap, self._root.key_id, limit, wait=wait)
+
+    def retire_previous_root_keys(self) -> list[str]:
+        """Destroy the previous root keys the provider keeps that no row needs (a Shamir
+        seal's old keys); their ids. Blocks: off the event loop."""
+        return retire_previous(self._root)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ When it completes, nothing needs the previous keys any more.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from app.ports import Clock, CommandRunner, RootKeyRewrap, UnitOfWork
 from domain.actors import Actor
@@ -29,6 +30,25 @@ class RotationOutcome:
     to_key_id: str
     rewrapped: int
     resumed: bool  # a rotation to this key had started before (and not completed)
+    # Previous root keys the provider kept and destroyed now that no row needs them (a
+    # Shamir seal's); file and token keys are the operator's to destroy.
+    destroyed: list[str] = field(default_factory=list)
+
+    @property
+    def rotated(self) -> bool:
+        """Whether there was anything to rotate (else every row was under the key)."""
+        return self.rewrapped > 0 or self.resumed
+
+    def public(self) -> dict[str, Any]:
+        """As the CLI and the REST answer show it: root key ids, never keys."""
+        return {
+            "rotated": self.rotated,
+            "resumed": self.resumed,
+            "rewrapped": self.rewrapped,
+            "from_root_key_ids": list(self.from_key_ids),
+            "to_root_key_id": self.to_key_id,
+            "destroyed_root_key_ids": list(self.destroyed),
+        }
 
 
 class RootKeyRotation:
@@ -53,25 +73,39 @@ class RootKeyRotation:
         self,
         batch_size: int = DEFAULT_BATCH,
         progress: Callable[[int, int], None] = lambda done, total: None,
-    ) -> RotationOutcome | None:
-        """Re-wrap every row under the current root key; None when none was left and no
-        rotation was under way."""
+    ) -> RotationOutcome:
+        """Re-wrap every row under the current root key, record the rotation, then destroy
+        the previous keys the provider keeps (`RotationOutcome.rotated` is False when no
+        row was left and no rotation was under way)."""
         to_key = self._vault.root_key_id
         from_keys = list(self._vault.previous_root_key_ids)
         pending = self._vault.rows_to_rewrap()
         self._initial = from_keys[0] if from_keys else to_key
         custody = self._runner.run_sync(self._custody)
         resumed = custody.rotating_to == to_key
-        if pending == 0 and not resumed:
-            return None
-        if not resumed:
-            self._record("start", from_keys, to_key, pending)
         done = 0
-        while moved := self._vault.rewrap_batch(batch_size):
+        if pending or resumed:
+            if not resumed:
+                self._record("start", from_keys, to_key, pending)
+            done = self._rewrap_all(batch_size, lambda moved: progress(moved, pending))
+            self._record("complete", from_keys, to_key, done)
+        destroyed = self._vault.retire_previous_root_keys()
+        return RotationOutcome(from_keys, to_key, done, resumed, destroyed)
+
+    def _rewrap_all(self, batch_size: int, progress: Callable[[int], None]) -> int:
+        """Batches until no row is left under another key: rows another transaction
+        holds (a shred of the same key) are skipped, then waited for, so that completion
+        means every row, not every row that was free."""
+        done = 0
+        while True:
+            moved = self._vault.rewrap_batch(batch_size)
+            if not moved and self._vault.rows_to_rewrap():
+                moved = self._vault.rewrap_batch(batch_size, wait=True)
+            if not moved and not self._vault.rows_to_rewrap():
+                return done
             done += moved
-            progress(done, pending)
-        self._record("complete", from_keys, to_key, done)
-        return RotationOutcome(from_keys, to_key, done, resumed)
+            if moved:
+                progress(done)
 
     def _custody(self, uow: UnitOfWork) -> RootKeyCustody:
         found = uow.get(CUSTODY_ID)

@@ -99,9 +99,14 @@ class MemoryWrappingKeys:
             return owners
 
     def rewrap_batch(
-        self, rewrap: Callable[[uuid.UUID, bytes], bytes], root_key_id: str, limit: int
+        self,
+        rewrap: Callable[[uuid.UUID, bytes], bytes],
+        root_key_id: str,
+        limit: int,
+        *,
+        wait: bool = False,
     ) -> int:
-        with self._lock:
+        with self._lock:  # one lock: never a row held elsewhere, so nothing to wait for
             due = [o for o, r in sorted(self._rows.items()) if r.root_key_id != root_key_id]
             due = due[:limit]
             # All or nothing, as the table's transaction: compute every new row first.
