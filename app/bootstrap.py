@@ -9,7 +9,7 @@ import secrets
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -49,8 +49,17 @@ from app.infrastructure.root_keys import (
     RootKeyError,
     RotatingRootKey,
     close_root_key,
+    root_key_id,
 )
-from app.infrastructure.shamir_root_key import SealStatus, ShamirRootKey, load_seal
+from app.infrastructure.seal_control import LocalSeal, SealControl
+from app.infrastructure.shamir_root_key import (
+    SealStatus,
+    ShamirRootKey,
+    UnsealAuthority,
+    find_seal,
+    load_seal,
+    sealed_part,
+)
 from app.infrastructure.vault import ROOT_KEY_BYTES, Vault, load_root_key
 from app.infrastructure.writer import LedgerWriter
 from app.infrastructure.xks_client import XksProxyPool
@@ -60,6 +69,7 @@ from app.usecases.auditing import AuditedCommands, Auditor
 from app.usecases.auditors import AuditService, OnlineParts
 from app.usecases.authorization import AccessControl
 from app.usecases.crypto import CryptoOperations
+from app.usecases.custody import RootKeyRotation, RotationOutcome
 from app.usecases.custom_key_stores import CustomKeyStoreOperations
 from app.usecases.explain import ExplainOperations
 from app.usecases.external_keys import ExternalKeyOperations
@@ -69,7 +79,9 @@ from app.usecases.keys import DueJobs, KeyLifecycle, KeyService
 from app.usecases.ledger_evidence import LedgerEvidence
 from app.usecases.resolution import KeyResolver
 from app.usecases.store_keys import StoreKeys
-from domain.errors import UnsupportedOperationError
+from domain.actors import Actor
+from domain.custody import RotationUnderWayError
+from domain.errors import SealedError, UnsupportedOperationError
 from domain.keys import Key
 from domain.signed_notes import NoteVerifier
 from projections.audit_trail import AuditTrailProjection
@@ -144,28 +156,44 @@ class Runtime:
     ledger_watch: LedgerWatch | None = None
     # Checkpoints, signers and proofs for auditors (app/usecases/ledger_evidence.py).
     ledger_evidence: LedgerEvidence | None = None
-    # The Shamir-sealed root key (None with other providers): see unseal and seal.
+    # The Shamir-sealed root key, current or previous (None without one): see unseal and
+    # seal; and this process's way to the service's unseal authority (seal_control.py).
     custody: ShamirRootKey | None = None
+    unsealer: SealControl | None = None
     _scheduler_stop: threading.Event = field(default_factory=threading.Event)
     _scheduler: threading.Thread | None = None
     # Serving needs the root key: False from a seal until an unseal has finished (the
     # vault's secrets read, the guards started), not just until the key is held.
     _open: bool = True
     _started: bool = False
+    _unsealer_started: bool = False
     _after_unseal: list[Callable[[], Any]] = field(default_factory=list)
     _seal_lock: threading.Lock = field(default_factory=threading.Lock)
+    _rotation_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        run_migrations: bool = True,
+        seal_control: SealControl | None = None,
+    ) -> Runtime:
+        """Build (not started). ``seal_control``: the way to the service's unseal authority
+        when it is not in this process (a worker of ``keyledger run --workers N``)."""
         # The root key first: a wrong PIN or a missing key fails before anything starts
         # (the Shamir-sealed key is read, sealed, from the migrated database).
-        sealed = settings.root_key_provider == "shamir"
-        early = None if sealed else root_key_from_settings(settings)
+        early = None if settings.sealed_root_key else root_key_from_settings(settings)
         database_url = resolve_database_url(settings)
         if run_migrations:
             migrate(database_url)
         root_key = early if early is not None else root_key_from_settings(settings, database_url)
-        custody = root_key if isinstance(root_key, ShamirRootKey) else None
+        custody = sealed_part(root_key)
+        if custody is None and seal_control is not None:
+            seal_control.close()  # nothing sealed here (a rotation away from it finished)
+            seal_control = None
+        if custody is not None and seal_control is None:
+            seal_control = LocalSeal(UnsealAuthority(database_url))
         ledger = Ledger(
             env=ledger_env(
                 connection_params(database_url)
@@ -234,6 +262,7 @@ class Runtime:
             watch,
             ledger_evidence=LedgerEvidence(store=LedgerProofs(pool), audit=parts.audit_service),
             custody=custody,
+            unsealer=seal_control,
             _open=custody is None,
         )
 
@@ -263,6 +292,19 @@ class Runtime:
                 self._start_guards()
         self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         self._scheduler.start()
+        if writer_on_own_loop:
+            self.start_unsealer()
+
+    def start_unsealer(self) -> None:
+        """Follow the service's unseal authority (once; after the writer runs: a worker of
+        an unsealed service is given the key at once, and what waited for the unseal, the
+        bootstrap administrator, then runs). A server calls it from its lifespan, before
+        it listens (blocks: off the event loop)."""
+        with self._seal_lock:
+            if self.unsealer is None or self._unsealer_started:
+                return
+            self._unsealer_started = True
+        self.unsealer.start(opened=self._open_with, sealed=self._forget)
 
     def _start_guards(self) -> None:
         for guard in (self.checkpointer, self.ledger_watch):
@@ -276,12 +318,15 @@ class Runtime:
         return not self._open
 
     def seal_status(self) -> SealStatus | None:
-        """None when the root key is not sealable (the file provider)."""
-        if self.custody is None:
+        """None when the root key is not sealable (no Shamir-sealed key): the service's
+        unseal progress, and whether this process serves."""
+        if self.unsealer is None:
             return None
-        status = self.custody.status()
-        if not status.sealed and not self._open:  # held, the unseal still finishing
-            return SealStatus(True, status.threshold, status.threshold, status.shares)
+        status = self.unsealer.status()
+        if not status.sealed and not self._open:  # opened, the unseal still finishing here
+            return replace(status, sealed=True, progress=status.threshold)
+        if status.sealed and self._open:  # a seal on its way to this process
+            return replace(status, sealed=False, progress=0)
         return status
 
     def when_unsealed(self, action: Callable[[], Any]) -> None:
@@ -295,27 +340,54 @@ class Runtime:
 
     def unseal(self, share: bytes) -> SealStatus:
         """Give one unseal key share (blocks: call it off the event loop). The share that
-        completes the threshold opens the root key; then the vault reads its secrets, the
-        ledger's guards start and what waited for the unseal runs."""
-        if self.custody is None:
-            raise UnsupportedOperationError("this service's root key is not Shamir-sealed")
-        status, opened = self.custody.submit(share)
-        log.info(
-            "unseal key share accepted: %d of %d%s",
-            status.threshold if opened else status.progress,
-            status.threshold,
-            "; root key opened" if opened else "",
-        )
-        if opened:
-            self._finish_unseal()
+        completes the threshold opens the root key in every process of the service; then
+        each process's vault reads its secrets, the ledger's guards start and what waited
+        for the unseal runs. Once unsealed, shares verify a pending new Shamir set; the
+        last one makes it current (docs/key-custody.md)."""
+        unsealer = self._unsealer()
+        was_sealed = self.sealed
+        status = unsealer.submit(share)
+        if was_sealed:
+            given = status.threshold if not status.sealed else status.progress
+            log.info(
+                "unseal key share accepted: %d of %d%s",
+                given,
+                status.threshold,
+                "; root key opened" if not status.sealed else "",
+            )
+        elif status.new_set is not None:
+            log.info(
+                "new Shamir set's share accepted: %d of %d",
+                status.new_set.progress,
+                status.new_set.threshold,
+            )
         return self.seal_status() or status
 
-    def _finish_unseal(self) -> None:
+    def reset_unseal(self) -> SealStatus:
+        """Forget the shares given so far."""
+        return self._unsealer().reset()
+
+    def _unsealer(self) -> SealControl:
+        if self.unsealer is None:
+            raise UnsupportedOperationError("this service's root key is not Shamir-sealed")
+        return self.unsealer
+
+    def _open_with(self, unseal_key: bytes) -> None:
+        """The unseal key from the authority: open the seal (blocks). Unsealed already, a
+        new Shamir set has become current: the seal is opened again, as it is now."""
         assert self.custody is not None
+        self.custody.open(unseal_key)
+        if self._open:
+            log.warning(
+                "NEW SHAMIR SET in use: root key %s current, %s previous",
+                self.custody.key_id,
+                ", ".join(self.custody.known_ids[1:]) or "none",
+            )
+            return
         try:
             self.vault.check_root_key()  # the grant-token key: read before any call is served
         except Exception:
-            self.custody.seal()
+            self.custody.forget()
             log.exception("unsealed, but the vault could not start: sealed again")
             raise
         with self._seal_lock:
@@ -331,14 +403,19 @@ class Runtime:
                 log.exception("a start-up step waiting for the unseal failed")
 
     def seal(self) -> bool:
-        """Forget the root key and everything unwrapped under it (blocks: off the event
-        loop); whether it was unsealed. The guards stop (they hold the signing key) and are
-        made anew, to start on the next unseal."""
-        if self.custody is None:
-            raise UnsupportedOperationError("this service's root key is not Shamir-sealed")
+        """Forget the root key and everything unwrapped under it, in every process of the
+        service (blocks: off the event loop); whether this process was unsealed."""
+        was_open = self._open
+        self._unsealer().seal()
+        return was_open
+
+    def _forget(self) -> None:
+        """Sealed: the guards stop (they hold the signing key) and are made anew, to start
+        on the next unseal; every key unwrapped here is dropped."""
+        assert self.custody is not None
         with self._seal_lock:
             self._open = False
-            was_open = self.custody.seal()
+            self.custody.forget()
             for guard in (self.checkpointer, self.ledger_watch):
                 if guard is not None:
                     guard.stop()
@@ -348,7 +425,38 @@ class Runtime:
         self.vault.forget()
         self.identity.forget_credentials()
         log.warning("SEALED: the root key and every key unwrapped under it are forgotten")
-        return was_open
+
+    # --- root-key rotation, in the service (docs/key-custody.md) -----------------------------
+    @property
+    def rotating(self) -> bool:
+        """Whether this process is re-wrapping under a new root key now."""
+        return self._rotation_lock.locked()
+
+    def rotate_root_key(
+        self,
+        actor: Actor,
+        batch_size: int,
+        progress: Callable[[int, int], None] = lambda done, total: None,
+    ) -> RotationOutcome:
+        """Re-wrap every wrapping key under the current root key, here (blocks: off the
+        event loop): what ``keyledger operator rotate-root-key --endpoint`` asks for when a
+        Shamir-sealed key, which opens only in the unsealed service, is involved."""
+        if not self._rotation_lock.acquire(blocking=False):
+            raise RotationUnderWayError("this process is rotating the root key already")
+        try:
+            if self.sealed:
+                raise SealedError()
+            rotation = RootKeyRotation(
+                vault=self.vault,
+                runner=self.writer,
+                clock=self.clock,
+                actor=actor,
+                account_id=self.settings.default_account_id,
+                region=self.settings.default_region,
+            )
+            return rotation.run(batch_size, progress)
+        finally:
+            self._rotation_lock.release()
 
     def stop(self) -> None:
         self._scheduler_stop.set()
@@ -362,6 +470,8 @@ class Runtime:
             for guard in (self.checkpointer, self.ledger_watch):
                 if guard is not None:
                     guard.stop()
+        if self.unsealer is not None:
+            self.unsealer.close()
         self.writer.stop()
         self.service.custom_key_stores.clusters.close()
         self.service.custom_key_stores.proxies.close()
@@ -473,20 +583,26 @@ class Runtime:
 
 def root_key_from_settings(settings: Settings, database_url: str | None = None) -> RootKey:
     """The root key the settings name (docs/key-custody.md), with the previous ones of a
-    rotation in progress: file keys (previous_root_keys) and token keys
-    (pkcs11_previous_key_labels), whatever the current key's provider. The shamir
-    provider's is read, sealed, from ``database_url``."""
-    if settings.root_key_provider == "shamir":
-        if database_url is None:
-            raise RootKeyError("the shamir root key provider needs the database")
-        return ShamirRootKey(load_seal(database_url))
+    rotation in progress: file keys (previous_root_keys), token keys
+    (pkcs11_previous_key_labels) and the Shamir-sealed key (shamir_previous), whatever the
+    current key's provider. A Shamir-sealed key, current or previous, is read, sealed,
+    from ``database_url``."""
+    if settings.sealed_root_key and database_url is None:
+        raise RootKeyError("a Shamir-sealed root key is read from the database")
     opened: list[RootKey] = []
     try:
         previous: list[RootKey] = [AesGcmRootKey(k) for k in settings.previous_root_key_bytes()]
         for label in settings.pkcs11_previous_key_labels:
             opened.append(_token_root_key(settings, label))
         previous += opened
-        if settings.root_key_provider == "pkcs11":
+        if settings.shamir_previous:
+            assert database_url is not None
+            previous += _previous_seal(database_url)
+        current: RootKey
+        if settings.root_key_provider == "shamir":
+            assert database_url is not None
+            current = ShamirRootKey(load_seal(database_url), database_url)
+        elif settings.root_key_provider == "pkcs11":
             current = _token_root_key(settings, settings.pkcs11_key_label)
         else:
             current = AesGcmRootKey(
@@ -498,6 +614,39 @@ def root_key_from_settings(settings: Settings, database_url: str | None = None) 
             close_root_key(key)
         raise
     return RotatingRootKey(current, previous) if previous else current
+
+
+def named_root_key_ids(settings: Settings) -> list[str]:
+    """The ids of the root keys held outside the database that the settings name (file
+    keys and token keys, current and previous): what ``keyledger operator init`` accepts
+    rows to be under when a deployment moves to a Shamir-sealed key."""
+    ids = [root_key_id(key) for key in settings.previous_root_key_bytes()]
+    current = settings.root_key_bytes()
+    if settings.root_key_provider == "file" and current is not None:
+        ids.append(root_key_id(current))
+    labels = list(settings.pkcs11_previous_key_labels)
+    if settings.root_key_provider == "pkcs11":
+        labels.append(settings.pkcs11_key_label)
+    for label in labels:
+        key = _token_root_key(settings, label)
+        try:
+            ids.append(key.key_id)
+        finally:
+            close_root_key(key)
+    return ids
+
+
+def _previous_seal(database_url: str) -> list[RootKey]:
+    """The Shamir-sealed key as a previous one; none once a rotation away from it is done
+    (it deleted the seal: nothing needs it)."""
+    seal = find_seal(database_url)
+    if seal is None:
+        log.warning(
+            "KEYLEDGER_SHAMIR_PREVIOUS is set but the database has no sealed root key (a"
+            " rotation away from it completed): nothing needs it; remove the setting"
+        )
+        return []
+    return [ShamirRootKey(seal, database_url, previous=True)]
 
 
 def _token_root_key(settings: Settings, label: str) -> RootKey:
@@ -520,7 +669,7 @@ def ledger_guards(
     unsealed there, so then the workers sign."""
     if not settings.ledger_log:
         return None, None
-    signs_here = settings.run_audit_projection or settings.root_key_provider == "shamir"
+    signs_here = settings.run_audit_projection or settings.sealed_root_key
     return _guards(settings, database_url, lambda: vault, signs_here)
 
 
@@ -530,7 +679,7 @@ def projection_guards(
     """The checkpointer and the watch of ``keyledger projections run`` (the supervisor's
     projection process): its root key and vault are opened in the checkpointer's thread,
     on first use, and retried until they open (the development key may not exist yet)."""
-    if not settings.ledger_log or settings.root_key_provider == "shamir":
+    if not settings.ledger_log or settings.sealed_root_key:
         return None, None
     no_root_key = settings.root_key_provider == "file" and settings.root_key_bytes() is None
     if no_root_key and settings.database_url is not None:  # none here, and never will be

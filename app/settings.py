@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     #: still be wrapped under (base64, comma-separated). Unwrapping tries them after the
     #: current key; wrapping always uses the current one. Empty once the rotation is done.
     previous_root_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    #: During a rotation away from the Shamir-sealed root key (to a file or token key): the
+    #: seal's keys are previous keys; the service starts sealed and opens the rows still
+    #: under them once the old set's shares were given. False once the rotation is done.
+    shamir_previous: bool = False
     bootstrap_access_key_id: str | None = None
     bootstrap_secret_access_key: SecretStr | None = None
     default_account_id: str = "111122223333"
@@ -413,11 +417,16 @@ class Settings(BaseSettings):
             # The point of an HSM is that the root key is never in this process.
             raise ValueError("root_key_provider pkcs11 takes no root_key or root_key_file")
         if self.root_key_provider == "shamir" and (
-            self.root_key is not None or self.root_key_file is not None or self.previous_root_keys
+            self.root_key is not None or self.root_key_file is not None
         ):
             raise ValueError(
                 "root_key_provider shamir keeps the root key sealed in the database:"
-                " set no root_key, root_key_file or previous_root_keys"
+                " set no root_key or root_key_file"
+            )
+        if self.root_key_provider == "shamir" and self.shamir_previous:
+            raise ValueError(
+                "shamir_previous is for a rotation from the Shamir-sealed key to a file or"
+                " PKCS#11 key; between Shamir sets the seal keeps its previous key itself"
             )
         if self.xks_credentials and (
             self.xks_principal_arn is None or not _PRINCIPAL_RE.fullmatch(self.xks_principal_arn)
@@ -428,6 +437,12 @@ class Settings(BaseSettings):
                 "bootstrap_access_key_id and bootstrap_secret_access_key must be set together"
             )
         return self
+
+    @property
+    def sealed_root_key(self) -> bool:
+        """Whether a Shamir-sealed key is among the root keys (current or previous): the
+        service then starts sealed."""
+        return self.root_key_provider == "shamir" or self.shamir_previous
 
     def root_key_bytes(self) -> bytes | None:
         """The 32-byte root key from ``root_key`` or ``root_key_file``; None if neither is set."""

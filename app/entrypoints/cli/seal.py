@@ -6,10 +6,9 @@ default ``http://KEYLEDGER_HOST:KEYLEDGER_PORT``). A share is read from standard
 prompt without echo on a terminal), never from the command line, which other users of
 the machine can read and shells keep in their history.
 
-With ``--workers N`` each worker process holds its own unseal progress and root key; the
-kernel spreads connections over them. So ``unseal`` gives its share again, on new
-connections, until every worker has it (the answers name the worker), and ``seal``
-repeats until every worker says it is sealed.
+Under ``keyledger run --workers N`` the supervisor keeps the service's one unseal
+authority: a share given to any worker counts for all, and a seal seals them all
+(app/entrypoints/server/seal_relay.py), so each command is one call.
 """
 
 from __future__ import annotations
@@ -22,11 +21,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from domain.shamir import DUPLICATE_SHARE
-
-PROCESS_HEADER = "x-keyledger-process-id"  # app/entrypoints/rest/sys.py
-TRIES_PER_WORKER = 25  # connections land on workers at random: enough to reach each
-TIMEOUT_S = 10.0
+TIMEOUT_S = 90.0  # an unseal is answered once every worker has opened the seal
 
 
 def _settings() -> Any:
@@ -44,14 +39,14 @@ def _endpoint(args: argparse.Namespace) -> str:
 
 def _request(
     method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any], str]:
-    """(status, JSON answer, the worker that answered), errors included."""
+) -> tuple[int, dict[str, Any]]:
+    """(status, JSON answer), errors included."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
-            status, text, worker = answer.status, answer.read(), answer.headers.get(PROCESS_HEADER)
+            status, text = answer.status, answer.read()
     except urllib.error.HTTPError as error:
-        status, text, worker = error.code, error.read(), error.headers.get(PROCESS_HEADER)
+        status, text = error.code, error.read()
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise SystemExit(f"error: cannot reach {url}: {reason}") from None
@@ -59,22 +54,31 @@ def _request(
         document = json.loads(text) if text else {}
     except ValueError:
         document = {"message": text.decode("utf-8", "replace")[:200]}
-    return status, document if isinstance(document, dict) else {}, worker or "?"
+    return status, document if isinstance(document, dict) else {}
+
+
+def _refused(status: int, answer: dict[str, Any]) -> int:
+    print(f"error: {answer.get('__type', status)}: {answer.get('message', '')}", file=sys.stderr)
+    return 2
 
 
 # --- init ------------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     import base64
 
-    from app.bootstrap import migrate
+    from app.bootstrap import migrate, named_root_key_ids
     from app.infrastructure.postgres.database import resolve_database_url
     from app.infrastructure.shamir_root_key import initialize
 
     settings = _settings()
     database_url = resolve_database_url(settings)
     migrate(database_url)
-    record, shares = initialize(database_url, args.shares, args.threshold)
-    print(f"Root key {record.root_key_id} initialized, sealed under an unseal key split into")
+    known = [] if args.rotate else named_root_key_ids(settings)
+    record, shares = initialize(
+        database_url, args.shares, args.threshold, known_ids=known, rotate=args.rotate
+    )
+    kind = "A new Shamir set: root key" if args.rotate else "Root key"
+    print(f"{kind} {record.root_key_id} initialized, sealed under an unseal key split into")
     print(f"{record.shares} shares, any {record.threshold} of which unseal it:\n")
     for number, share in enumerate(shares, 1):
         print(f"Unseal key share {number}: {base64.b64encode(share).decode()}")
@@ -83,9 +87,27 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"\nand store them apart: with fewer than {record.threshold} of them the root key, and"
         "\nevery key in this ledger, is lost for good."
     )
-    if settings.root_key_provider != "shamir":
-        print("\nServe with KEYLEDGER_ROOT_KEY_PROVIDER=shamir; the service starts sealed.")
+    print(_next_step(settings, args.rotate, record.threshold))
     return 0
+
+
+def _next_step(settings: Any, rotate: bool, threshold: int) -> str:
+    if rotate:
+        return (
+            f"\nThe new set is pending: {threshold} of its keyholders give their share to the"
+            "\nrunning, unsealed service (keyledger operator unseal); the last one makes it"
+            "\ncurrent (the old set's shares open nothing any more). Then re-wrap:"
+            "\nkeyledger operator rotate-root-key --endpoint <the service>"
+        )
+    moving = settings.previous_root_keys or settings.pkcs11_previous_key_labels
+    if settings.root_key_provider == "shamir" and not moving:
+        return "\nThe service starts sealed: give it the shares (keyledger operator unseal)."
+    return (
+        "\nServe with KEYLEDGER_ROOT_KEY_PROVIDER=shamir (it starts sealed) and, while rows are"
+        "\nunder the old key, that key as previous (KEYLEDGER_PREVIOUS_ROOT_KEYS or"
+        "\nKEYLEDGER_PKCS11_PREVIOUS_KEY_LABELS); once unsealed, re-wrap them:"
+        "\nkeyledger operator rotate-root-key --endpoint <the service>"
+    )
 
 
 # --- unseal ----------------------------------------------------------------------------------
@@ -102,36 +124,24 @@ def cmd_unseal(args: argparse.Namespace) -> int:
         print("error: no unseal key share given on standard input", file=sys.stderr)
         return 2
     body = json.dumps({"key": share}).encode()
-    reached: dict[str, dict[str, Any]] = {}
-    workers, tries = 1, 0
-    while len(reached) < workers:
-        if tries >= TRIES_PER_WORKER * workers:
-            print(f"warning: reached {len(reached)} of {workers} workers; run again")
-            break
-        tries += 1
-        status, answer, worker = _request("POST", url, body, {"content-type": "application/json"})
-        if status == 200:
-            reached[worker] = answer
-            workers = int(answer.get("workers") or 1)
-        elif status == 400 and answer.get("message") == DUPLICATE_SHARE:
-            reached.setdefault(worker, {"progress": "this share given already"})
-        else:
-            print(
-                f"error: {answer.get('__type', status)}: {answer.get('message', '')}",
-                file=sys.stderr,
-            )
-            return 2
-    for worker, answer in sorted(reached.items()):
-        if answer.get("sealed") is False:
-            state = "unsealed"
-        else:
-            state = f"sealed, {answer.get('progress')} of {answer.get('threshold', '?')} shares"
-        print(f"worker {worker}: {state}")
+    status, answer = _request("POST", url, body, {"content-type": "application/json"})
+    if status != 200:
+        return _refused(status, answer)
+    new_set = answer.get("new_set")
+    if answer.get("sealed") is False and new_set:
+        print(
+            f"unsealed; new Shamir set {new_set.get('root_key_id')}: {new_set.get('progress')}"
+            f" of {new_set.get('threshold')} shares verified"
+        )
+    elif answer.get("sealed") is False:
+        print(f"unsealed ({answer.get('workers', 1)} worker(s))")
+    else:
+        print(f"sealed, {answer.get('progress')} of {answer.get('threshold', '?')} shares")
     return 0
 
 
 # --- seal and status ---------------------------------------------------------------------------
-def _signed_headers(url: str, body: bytes) -> dict[str, str]:
+def signed_headers(url: str, body: bytes) -> dict[str, str]:
     """SigV4 (service kms) with the AWS credentials of the environment or profile."""
     import boto3
     from botocore.auth import SigV4Auth
@@ -151,32 +161,18 @@ def _signed_headers(url: str, body: bytes) -> dict[str, str]:
 
 def cmd_seal(args: argparse.Namespace) -> int:
     url = _endpoint(args) + "/v1/sys/seal"
-    sealed: set[str] = set()
-    workers = _workers(args)
-    for _attempt in range(TRIES_PER_WORKER * workers):
-        status, answer, worker = _request("POST", url, b"{}", _signed_headers(url, b"{}"))
-        if status == 200 or (status == 503 and answer.get("__type") == "KMSInternalException"):
-            sealed.add(worker)  # 503: this worker is sealed already
-        else:
-            print(
-                f"error: {answer.get('__type', status)}: {answer.get('message', '')}",
-                file=sys.stderr,
-            )
-            return 2
-        if len(sealed) >= workers:
-            print(f"sealed: {len(sealed)} of {workers} worker(s)")
-            return 0
-    print(f"warning: sealed {len(sealed)} of {workers} workers only; run again", file=sys.stderr)
-    return 1
-
-
-def _workers(args: argparse.Namespace) -> int:
-    status, answer, _ = _request("GET", _endpoint(args) + "/v1/sys/seal-status")
-    return int(answer.get("workers") or 1) if status == 200 else 1
+    status, answer = _request("POST", url, b"{}", signed_headers(url, b"{}"))
+    if status == 503 and answer.get("__type") == "KMSInternalException":
+        print("sealed already")  # nobody can be authenticated while sealed
+        return 0
+    if status != 200:
+        return _refused(status, answer)
+    print(f"sealed ({answer.get('workers', 1)} worker(s))")
+    return 0
 
 
 def cmd_seal_status(args: argparse.Namespace) -> int:
-    status, answer, _ = _request("GET", _endpoint(args) + "/v1/sys/seal-status")
+    status, answer = _request("GET", _endpoint(args) + "/v1/sys/seal-status")
     print(json.dumps(answer, indent=2))
     return 0 if status == 200 else 2
 
@@ -186,6 +182,12 @@ def add_commands(operator: Any) -> None:
     init = operator.add_parser("init", help="make the root key, print its unseal key shares")
     init.add_argument("--shares", type=int, default=5, help="shares to make (default 5)")
     init.add_argument("--threshold", type=int, default=3, help="shares to unseal (default 3)")
+    init.add_argument(
+        "--rotate",
+        action="store_true",
+        help="a new Shamir set (new root key, new shares) for a root-key rotation, pending"
+        " until T of its shares are given to the running service",
+    )
     init.set_defaults(handler=cmd_init)
 
     for name, handler, text in (

@@ -268,8 +268,10 @@ ADMIN_CALLS: dict[str, Describer] = {
         "GetLedgerInclusionProof", {"position": "position", "eventId": "event_id", "size": "size"}
     ),
     "prove_consistency": _keyledger("GetLedgerConsistencyProof", {"from": "from", "to": "to"}),
-    # The Shamir-sealed root key (app/entrypoints/rest/sys.py): a seal is signed.
+    # The root key's custody (app/entrypoints/rest/sys.py): a seal and a rotation are signed
+    # (the rotation's own RotateRootKey service events say when it started and completed).
     "seal": _keyledger("Seal", {}),
+    "rotate_root_key": _keyledger("RotateRootKey", {"batchSize": "batch_size"}),
 }
 # Routes no caller can be named for, so no record can be attributed: the unseal (the share
 # is its credential, and while sealed no signature can be checked) and the seal status.

@@ -1,8 +1,8 @@
-"""REST routes (/v1/sys) of the Shamir-sealed root key (docs/key-custody.md), as Vault's:
+"""REST routes (/v1/sys) of the root key's custody (docs/key-custody.md), as Vault's:
 ``POST /v1/sys/unseal`` and ``GET /v1/sys/seal-status`` answer anyone (the share is the
 credential, and a sealed service could not check a signature: the access keys' secrets are
-wrapped under the root key), ``POST /v1/sys/seal`` only an administrator of the operator
-account, signed like every other call.
+wrapped under the root key); ``POST /v1/sys/seal`` and ``POST /v1/sys/rotate-root-key``
+only an administrator of the operator account, signed like every other call.
 
 The unauthenticated two run on `UnsignedRoute`: the error shape without the authentication
 that LedgerRoute's error answer tries first. The dispatcher (app/entrypoints/server/asgi.py)
@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 import os
-from collections.abc import Callable, Coroutine
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
@@ -29,7 +31,9 @@ from app.aws.errors import aws_error, rest_status
 from app.bootstrap import Runtime
 from app.entrypoints.rest.deps import ERROR_RESPONSES, CallerDep, LedgerRoute, refusal
 from app.entrypoints.rest.schemas import RequestBody
+from app.usecases.custody import DEFAULT_BATCH
 from app.usecases.identities import IdentityAdministration
+from domain.custody import RotationUnderWayError
 from domain.errors import UnsupportedOperationError, ValidationError
 
 log = logging.getLogger("keyledger.seal")
@@ -76,6 +80,13 @@ class UnsealRequest(RequestBody):
     reset: bool = Field(False, description="Forget the shares given so far instead.")
 
 
+class NewSetPublic(BaseModel):
+    root_key_id: str = Field(description="The pending set's root key (its id, never the key).")
+    progress: int = Field(description="Its shares given towards its threshold.")
+    threshold: int
+    shares: int
+
+
 class SealStatusPublic(BaseModel):
     type: str = Field(description="The root key provider (`shamir`, `file`).")
     sealed: bool
@@ -83,7 +94,16 @@ class SealStatusPublic(BaseModel):
     threshold: int
     shares: int
     process_id: int = Field(description="The worker that answered (one of --workers N).")
-    workers: int = Field(description="The worker processes each to be unsealed.")
+    workers: int = Field(description="The worker processes, unsealed and sealed together.")
+    new_set: NewSetPublic | None = Field(
+        None, description="A new Shamir set pending verification (`operator init --rotate`)."
+    )
+
+
+class RotateRootKeyRequest(RequestBody):
+    batch_size: int = Field(
+        DEFAULT_BATCH, ge=1, le=10_000, description="Wrapping keys re-wrapped per transaction."
+    )
 
 
 def _runtime(request: Request) -> Runtime:
@@ -94,6 +114,7 @@ def _runtime(request: Request) -> Runtime:
 def _status(runtime: Runtime) -> SealStatusPublic:
     status = runtime.seal_status()
     settings = runtime.settings
+    new_set = status.new_set if status else None
     return SealStatusPublic(
         type=settings.root_key_provider,
         sealed=status.sealed if status else False,
@@ -102,6 +123,14 @@ def _status(runtime: Runtime) -> SealStatusPublic:
         shares=status.shares if status else 0,
         process_id=os.getpid(),
         workers=settings.workers,
+        new_set=NewSetPublic(
+            root_key_id=new_set.root_key_id,
+            progress=new_set.progress,
+            threshold=new_set.threshold,
+            shares=new_set.shares,
+        )
+        if new_set
+        else None,
     )
 
 
@@ -116,12 +145,13 @@ def _share(text: str) -> bytes:
 async def unseal(body: UnsealRequest, request: Request) -> SealStatusPublic:
     """Give one unseal key share (or reset the shares given so far). 400 for a malformed
     or repeated share, and for a full set that does not open the root key (the shares given
-    so far are then forgotten)."""
+    so far are then forgotten). Once unsealed, shares verify a pending new Shamir set, and
+    the last one makes it current. Every worker is unsealed before the answer."""
     runtime = _runtime(request)
-    if runtime.custody is None:
+    if runtime.unsealer is None:
         raise UnsupportedOperationError("this service's root key is not Shamir-sealed")
     if body.reset:
-        runtime.custody.reset()
+        await asyncio.to_thread(runtime.reset_unseal)
         log.warning("unseal progress reset by a request from %s", _client(request))
         return _status(runtime)
     if body.key is None:
@@ -153,10 +183,11 @@ async def seal(
     admin: Annotated[IdentityAdministration, Depends(administration)],
     request: Request,
 ) -> SealStatusPublic:
-    """Make this process forget the root key (an administrator of the operator account;
-    action ``keyledger:Seal``). Every call then answers 503 until it is unsealed again."""
+    """Make the service forget the root key, every worker (an administrator of the
+    operator account; action ``keyledger:Seal``). Every call then answers 503 until it is
+    unsealed again."""
     runtime = _runtime(request)
-    if runtime.custody is None:
+    if runtime.unsealer is None:
         raise UnsupportedOperationError("this service's root key is not Shamir-sealed")
     await admin.authorize_operator_action(caller, "keyledger:Seal")
     log.warning("seal requested by %s", caller.principal_arn)
@@ -166,3 +197,52 @@ async def seal(
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+@signed.post("/rotate-root-key", response_model=None)
+async def rotate_root_key(
+    caller: CallerDep,
+    admin: Annotated[IdentityAdministration, Depends(administration)],
+    request: Request,
+    body: RotateRootKeyRequest | None = None,
+) -> StreamingResponse:
+    """Re-wrap every wrapping key under the current root key, in this process, while the
+    service serves (an administrator of the operator account; action
+    ``keyledger:RotateRootKey``). The answer streams JSON lines: ``{"progress": {"done",
+    "total"}}`` after each batch, then ``{"outcome": ...}`` or ``{"error": ...}``. The
+    rotation goes on if the caller leaves; run it again to resume one that was stopped."""
+    runtime = _runtime(request)
+    await admin.authorize_operator_action(caller, "keyledger:RotateRootKey")
+    if runtime.rotating:
+        raise RotationUnderWayError("this process is rotating the root key already")
+    batch_size = body.batch_size if body else DEFAULT_BATCH
+    log.warning("root-key rotation requested by %s", caller.principal_arn)
+    lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def tell(message: dict[str, Any] | None) -> None:
+        loop.call_soon_threadsafe(lines.put_nowait, message)
+
+    def rotate() -> None:
+        try:
+            outcome = runtime.rotate_root_key(
+                caller.actor(),
+                batch_size,
+                lambda done, total: tell({"progress": {"done": done, "total": total}}),
+            )
+            tell({"outcome": outcome.public()})
+        except Exception as error:
+            code, _, message = aws_error(error)
+            log.warning("root-key rotation stopped: %s", code)
+            tell({"error": {"__type": code, "message": message}})
+        finally:
+            tell(None)
+
+    # Not tied to the request: a caller that leaves does not stop the rotation.
+    threading.Thread(target=rotate, name="root-key rotation", daemon=True).start()
+
+    async def stream() -> AsyncIterator[bytes]:
+        while (line := await lines.get()) is not None:
+            yield json.dumps(line).encode() + b"\n"
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")

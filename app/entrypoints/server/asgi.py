@@ -26,6 +26,7 @@ from app.entrypoints.server.request_limits import (
 from app.entrypoints.server.request_limits import refuse as refuse_too_large
 from app.entrypoints.xks.handler import XksConfig, XksHandler
 from app.infrastructure.postgres.database import bounded_waits
+from app.infrastructure.seal_control import SupervisedSeal
 from app.settings import load_settings
 from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
 from domain.errors import RequestTooLargeError, SealedError
@@ -157,6 +158,8 @@ class KeyLedgerApp:
                 try:
                     if not self.runtime.writer.started:
                         await self.runtime.writer.start_async()
+                    # Before listening: a restarted worker of an unsealed service opens now.
+                    await asyncio.to_thread(self.runtime.start_unsealer)
                     if self.on_started is not None:
                         await asyncio.to_thread(self.on_started)
                 except Exception as error:
@@ -308,7 +311,12 @@ class WorkerApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan" and self.app is None:
-            runtime = Runtime.build(load_settings(), run_migrations=False)
+            # The supervisor's unseal authority, when a Shamir-sealed key is involved.
+            runtime = Runtime.build(
+                load_settings(),
+                run_migrations=False,
+                seal_control=SupervisedSeal.from_environment(),
+            )
             runtime.start(writer_on_own_loop=False)
             if runtime.custody is not None:  # bootstrapped on unseal (prepare_database could not)
                 runtime.when_unsealed(_bootstrap_after_unseal(runtime))
@@ -330,7 +338,10 @@ def _bootstrap_after_unseal(runtime: Runtime) -> Callable[[], None]:
         try:
             admin_arn, _pair = runtime.bootstrap()
         except Exception as error:  # another worker's bootstrap won the race: it is done
-            log.warning("administrator not bootstrapped by this worker: %s", error)
+            # Every worker unseals at once: this one may have read the pair as missing
+            # just before the winner made it; read it afresh on its first use.
+            runtime.identity.forget_credentials()
+            log.info("administrator not bootstrapped by this worker: %s", error)
             return
         log.info("administrator %s ready", admin_arn)
 
