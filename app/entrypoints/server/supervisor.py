@@ -12,7 +12,9 @@ workers then run none), restarting any that exits, and restarts the embedded Pos
 if it dies. Before all that it takes the port for itself
 (`app.entrypoints.server.workers.hold_port`): a
 second service on the same port would get a share of its connections. Settings come
-from the environment (``keyledger run`` put its command-line overrides there).
+from the environment (``keyledger run`` put its command-line overrides there). With a
+Shamir-sealed root key it also keeps the service's one unseal authority
+(app/entrypoints/server/seal_relay.py), so that every worker unseals and seals together.
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from app.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported only by a service with a Shamir-sealed key
+    from app.entrypoints.server.seal_relay import SealRelay
 
 log = logging.getLogger("keyledger.supervisor")
 PROJECTOR_COMMAND = (
@@ -62,8 +68,10 @@ class Supervised:
         *,
         niceness: int = 0,
         quiet: bool = False,
+        seal: SealRelay | None = None,
     ) -> None:
         self.name = name
+        self._seal = seal  # a worker's channel to the unseal authority, new at each spawn
         self._stdout = subprocess.DEVNULL if quiet else None
         self._command = command
         self._env = env
@@ -84,13 +92,24 @@ class Supervised:
             if niceness:
                 os.nice(niceness)
 
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", self._command],
-            env=self._env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._stdout,
-            preexec_fn=before_exec,
-        )
+        env, channel = self._env, None
+        if self._seal is not None:
+            from app.infrastructure.seal_control import CHANNEL_FD_ENV
+
+            channel = self._seal.attach()
+            env = env | {CHANNEL_FD_ENV: str(channel.fileno())}
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", self._command],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._stdout,
+                preexec_fn=before_exec,
+                pass_fds=(channel.fileno(),) if channel is not None else (),
+            )
+        finally:
+            if channel is not None:  # the worker has its end; the relay keeps the other
+                channel.close()
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
@@ -157,7 +176,15 @@ def main() -> int:
         print("keyledger run: migration or bootstrap failed", file=sys.stderr)
         return 1
     embedded = settings.database_url is None
-    _supervise(_children(settings, port_holder.port), settings, port_holder.port, embedded)
+    try:
+        seal = _seal_relay(settings)
+    except Exception as error:  # RootKeyError: no seal to unseal (init not run)
+        print(f"keyledger run: {error}", file=sys.stderr)
+        return 1
+    children = _children(settings, port_holder.port, seal)
+    _supervise(children, settings, port_holder.port, embedded)
+    if seal is not None:
+        seal.stop()
     port_holder.close()
     if embedded:  # the embedded server stops when this process exits
         from app.infrastructure.postgres.embedded import forget_exited_processes
@@ -212,7 +239,22 @@ def _watch_embedded_postgres(settings: Settings, stop: threading.Event) -> None:
             failing = False
 
 
-def _children(settings: Settings, port: int) -> list[Supervised]:
+def _seal_relay(settings: Settings) -> SealRelay | None:
+    """The unseal authority, when a Shamir-sealed key is among the root keys (and, for a
+    previous one, still in the database)."""
+    if not settings.sealed_root_key:
+        return None
+    from app.entrypoints.server.seal_relay import SealRelay
+    from app.infrastructure.postgres.database import resolve_database_url
+    from app.infrastructure.shamir_root_key import find_seal
+
+    database_url = resolve_database_url(settings)
+    if settings.shamir_previous and find_seal(database_url) is None:
+        return None  # rotated away from already: nothing is sealed
+    return SealRelay(database_url)
+
+
+def _children(settings: Settings, port: int, seal: SealRelay | None = None) -> list[Supervised]:
     """The workers and, unless turned off, the audit projection's own process."""
     env = os.environ | {"KEYLEDGER_PORT": str(port)}
     children = []
@@ -230,7 +272,7 @@ def _children(settings: Settings, port: int) -> list[Supervised]:
     # rather than the audit trail falling behind.
     niceness = WORKER_NICENESS if settings.run_audit_projection else 0
     children.extend(
-        Supervised(f"worker {index}", WORKER_COMMAND, env, niceness=niceness)
+        Supervised(f"worker {index}", WORKER_COMMAND, env, niceness=niceness, seal=seal)
         for index in range(1, settings.workers + 1)
     )
     return children
