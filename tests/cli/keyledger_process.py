@@ -159,6 +159,14 @@ def postmaster(data_dir: Path) -> psutil.Process:
     return psutil.Process(int(pidfile.read_text().splitlines()[0]))
 
 
+def database_url(data_dir: Path, dbname: str = "keyledger") -> str:
+    """A URL of the embedded PostgreSQL of ``data_dir`` (read from its postmaster.pid: no
+    handle on the server is taken, so this process never stops it)."""
+    lines = (data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()
+    port, socket_dir = lines[3].strip(), lines[4].strip()
+    return f"postgresql://postgres@/{dbname}?host={socket_dir}&port={port}"
+
+
 def kill_whole_stack(process: KeyLedgerProcess, data_dir: Path) -> None:
     """SIGKILL at once ``keyledger run``, all its children and the embedded PostgreSQL's
     processes (the server runs in a session of its own, outside the process group)."""

@@ -31,6 +31,7 @@ from tests.cli.keyledger_process import (
     KEYLEDGER,
     Checkout,
     KeyLedgerProcess,
+    database_url,
     free_port,
     private_dir,
 )
@@ -172,11 +173,8 @@ def _foreign_share(given: list[bytes]) -> bytes:
 
 def _database_text(data_dir: Path) -> str:
     """Every row of every table of the service's database, as text (bytea as hex)."""
-    lines = (data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()
-    port, socket_dir = lines[3].strip(), lines[4].strip()
-    url = f"postgresql://postgres@/keyledger?host={socket_dir}&port={port}"
     parts: list[str] = []
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(database_url(data_dir)) as conn:
         tables = conn.execute(
             "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name)"
             " FROM information_schema.tables WHERE table_type = 'BASE TABLE'"

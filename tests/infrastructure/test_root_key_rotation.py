@@ -28,6 +28,7 @@ from app.usecases.custody import RootKeyRotation
 from domain.custody import CUSTODY_ID, RootKeyCustody
 from tests.conftest import ACCOUNT_ID, REGION, Service, start_service
 from tests.support.databases import database_backends, drop, fresh_database
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -208,3 +209,34 @@ def test_a_rotation_that_crashed_resumes_and_is_recorded(deployment: Deployment)
     assert details[1]["fromRootKeyIds"] == [root_key_id(deployment.old)]
     assert records[0][0]["eventSource"] == "keyledger.amazonaws.com"
     assert records[0][0]["recipientAccountId"] == ACCOUNT_ID
+
+
+def test_a_rotation_completes_only_once_rows_another_transaction_held_are_rewrapped(
+    deployment: Deployment,
+) -> None:
+    kms = deployment.serve(deployment.old).client("kms")
+    blobs = _ciphertexts(kms, keys=3)
+    held_key = kms.create_key(Description="being shredded")["KeyMetadata"]["KeyId"]
+    runtime = deployment.serve(deployment.new, [deployment.old]).runtime
+    rotation = RootKeyRotation(
+        vault=runtime.vault,
+        runner=runtime.writer,
+        clock=runtime.clock,
+        actor=OPERATOR_ACTOR,
+        account_id=ACCOUNT_ID,
+        region=REGION,
+    )
+    outcomes: list[Any] = []
+    with psycopg.connect(deployment.url) as holder:  # as a concurrent crypto-shred would
+        holder.execute("SELECT 1 FROM wrapping_keys WHERE owner_id = %s FOR UPDATE", (held_key,))
+        rotating = threading.Thread(target=lambda: outcomes.append(rotation.run(batch_size=2)))
+        rotating.start()
+        assert eventually(lambda: runtime.vault.rows_to_rewrap() == 1, timeout=30)
+        holder.rollback()  # the shred gives the row up
+    rotating.join(timeout=60)
+    assert outcomes and outcomes[0].rotated
+    assert runtime.vault.rows_to_rewrap() == 0
+    assert deployment.root_key_ids() == {root_key_id(deployment.new)}
+    kms = deployment.serve(deployment.new).client("kms")
+    for blob, plaintext in blobs.items():
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == plaintext
