@@ -14,7 +14,12 @@ then measures, with the load generator of `tools.bench.bench`:
 * ``--keys`` keys (seeded through the application layer with the service's root key),
   each used once by Encrypt: the service's RSS;
 * an event store grown to ``--store-events`` events (seeded server-side from a real Used
-  event), after a restart: the figures above again.
+  event), after a restart: the figures above again;
+* root-key rotation under load (``--phases rotation``, issue 14): the crypto load on the
+  hot key while ``keyledger operator rotate-root-key`` re-wraps every wrapping key (the
+  seeded keys' too) under a new root key, against the same load after the same rolling
+  restart with no rotation running: ops/s, latency percentiles, failed requests, and the
+  rotation's own pace.
 
 It prints ONE table (measure | KeyLedger | moto | target | met?) and a profile of every
 cell (writer commands per batch, mean commit time, conflicts, CPU), and writes ``--json``.
@@ -97,7 +102,8 @@ SIGNED_POSITION = (
 )
 USED_TOPIC = "domain.keys:Key.Used"
 PROJECTIONS = ("key_directory", "audit_trail", "merkle_log")
-PHASES = ("throughput", "ledger", "processes", "history", "keys", "store")
+PHASES = ("throughput", "ledger", "processes", "history", "keys", "store", "rotation")
+ROTATION_TIMEOUT_S = 3600.0
 REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
 
@@ -587,6 +593,7 @@ class Suite:
         self.many_keys: list[str] = []
         self.one_process_ops: dict[str, float] = {}
         self.history_seeded = 0
+        self.command: list[str] = []  # how to run ``keyledger`` (open() finds it)
 
     # --- set-up and tear-down --------------------------------------------------------
     def open(self) -> None:
@@ -602,6 +609,7 @@ class Suite:
         self.stack.callback(self._stop_servers)
         keyledger = _venv_script("keyledger")
         base = [keyledger] if keyledger else [sys.executable, "-m", "app"]
+        self.command = base
         env = {k: v for k, v in os.environ.items() if not k.startswith("KEYLEDGER_")}
         env |= {
             "KEYLEDGER_DATABASE_URL": db.url,
@@ -1420,6 +1428,87 @@ class Suite:
         if self.many_keys:
             self.use_many_keys(tag)
 
+    def rotation(self) -> None:
+        """Root-key rotation under load (issue 14's done-criterion, measured): the service
+        restarted with a new root key and the old one previous (the rolling restart of
+        docs/key-custody.md); the crypto load on the hot key (its Decrypt opens a
+        ciphertext made before the rotation) first with nothing else running, then while
+        ``keyledger operator rotate-root-key`` re-wraps every wrapping key."""
+        options = self.options
+        assert self.db is not None
+        if not self.many_keys and options.keys:  # rows enough for the rotation to last
+            if not self.service.running():
+                self.start_service("restart")
+            self.many_keys = self._seed_keys(options.keys, "keyledger suite: rotation")
+        old, new = self.root_key, secrets.token_bytes(32)
+        self._set_root_keys(new, old)
+        self.service.stop()
+        self.start_service("restarted with a new root key, the old one previous")
+        rows = int(self.db.scalar("SELECT count(*) FROM wrapping_keys") or 0)
+        baseline = self._crypto_cell("rotation: the same load, no rotation running")
+        log(f"rotating {rows:,} wrapping keys under load")
+        rotation = RotationRun(self.command, self.service.env, self.tmp / "rotation.log")
+        during = self._crypto_cell("rotation: the load while rotate-root-key runs")
+        seconds, status = rotation.wait(ROTATION_TIMEOUT_S)
+        left = int(
+            self.db.scalar(
+                "SELECT count(*) FROM wrapping_keys WHERE root_key_id <> %s",
+                (_root_key_id(new),),
+            )
+            or 0
+        )
+        self._set_root_keys(new, None)  # the old key destroyed: the later phases use the new
+        self.service.stop()
+        self.start_service("restarted with the new root key only")
+        rate = f"{rows / seconds:,.0f} rows/s" if seconds else "-"
+        # The measured window starts after the warm-up (the load generator's own start
+        # aside): how much of the rotation it saw.
+        overlap = max(0.0, min(seconds, options.warmup + options.duration) - options.warmup)
+        short = " (seed more keys: --keys)" if overlap < options.duration / 2 else ""
+        self.rows.append(
+            Row(
+                f"root-key rotation: {rows:,} wrapping keys re-wrapped online",
+                f"{seconds:.1f} s ({rate}), exit {status}, {left:,} rows left;"
+                f" {overlap:.1f} s of it in the {options.duration:g} s measured{short}",
+                target="completes, every row under the new key",
+                met=status == 0 and left == 0,
+            )
+        )
+        for label, cell in (("without", baseline), ("while", during)):
+            self.rows.append(
+                Row(
+                    f"Encrypt+Decrypt+GenerateDataKey, hot key, c={HOT_CONCURRENCY},"
+                    f" {label} rotating the root key",
+                    _summary(cell),
+                    target="no failed requests" if label == "while" else "(baseline)",
+                    met=cell.errors == 0 if label == "while" else None,
+                )
+            )
+
+    def _crypto_cell(self, label: str) -> Cell:
+        """The three crypto operations at once on the hot key, c=64 in all."""
+        share, extra = divmod(HOT_CONCURRENCY, len(CRYPTO_OPERATIONS))
+        loads = [
+            Load(self.service.target, operation, (self.hot_bodies[operation],), share + (i < extra))
+            for i, operation in enumerate(CRYPTO_OPERATIONS)
+        ]
+        cell = self.run(label, "rotation", loads, self.options.duration, [self.service])
+        cell.operation = "+".join(CRYPTO_OPERATIONS)
+        return cell
+
+    def _set_root_keys(self, current: bytes, previous: bytes | None) -> None:
+        """Every service's root key settings (effective at its next start), and the key
+        this process seeds with."""
+        for server in self.services.values():
+            server.env["KEYLEDGER_ROOT_KEY"] = base64.b64encode(current).decode()
+            server.env.pop("KEYLEDGER_PREVIOUS_ROOT_KEYS", None)
+            if previous is not None:
+                server.env["KEYLEDGER_PREVIOUS_ROOT_KEYS"] = base64.b64encode(previous).decode()
+        self.root_key = current
+        if self._vault_pool is not None:  # opened with the old key: made again when needed
+            self._vault_pool.close()
+        self._vault, self._vault_pool = None, None
+
     def _grow_store(self, events: int) -> int:
         """Add ``events`` events: keys (application layer) with Used events copied
         server-side from a real one, several statements at once."""
@@ -1564,6 +1653,42 @@ class Suite:
             "failures": self.failures,
             "notes": self.notes,
         }
+
+
+class RotationRun:
+    """``keyledger operator rotate-root-key`` in the background, its output in a file."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed by wait()
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [*command, "operator", "rotate-root-key"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent_hook(),
+        )
+
+    def wait(self, timeout: float) -> tuple[float, int]:
+        """(seconds from start to exit, exit status); killed after ``timeout``."""
+        try:
+            status = self.process.wait(timeout=max(0.0, timeout - self.elapsed()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            status = self.process.wait()
+        seconds = self.elapsed()
+        self._log.close()
+        return seconds, status
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _root_key_id(root_key: bytes) -> str:
+    from app.infrastructure.root_keys import root_key_id
+
+    return root_key_id(root_key)
 
 
 def _created_actor(ledger: Ledger, key_uuid: uuid.UUID) -> Actor:
@@ -1715,6 +1840,8 @@ def main(args: argparse.Namespace) -> int:
             suite.phase("many keys", suite.many_keys_phase)
         if options.store_events and "store" in phases:
             suite.phase("large event store", suite.store_phase)
+        if "rotation" in phases:
+            suite.phase("root-key rotation under load", suite.rotation)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted; reporting what was measured")
