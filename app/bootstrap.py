@@ -376,13 +376,15 @@ class Runtime:
         """The unseal key from the authority: open the seal (blocks). Unsealed already, a
         new Shamir set has become current: the seal is opened again, as it is now."""
         assert self.custody is not None
+        was = self.custody.key_id
         self.custody.open(unseal_key)
         if self._open:
-            log.warning(
-                "NEW SHAMIR SET in use: root key %s current, %s previous",
-                self.custody.key_id,
-                ", ".join(self.custody.known_ids[1:]) or "none",
-            )
+            if self.custody.key_id != was:
+                log.warning(
+                    "NEW SHAMIR SET in use: root key %s current, %s previous",
+                    self.custody.key_id,
+                    ", ".join(self.custody.known_ids[1:]) or "none",
+                )
             return
         try:
             self.vault.check_root_key()  # the grant-token key: read before any call is served
@@ -558,9 +560,27 @@ class Runtime:
         except Exception:  # the metrics page must answer even when the store does not
             return float("nan")
 
+    def check_seal(self) -> bool:
+        """Seal this service if another one on the database switched to a new Shamir set
+        (its keyholders unseal it again with the new set); whether it did. The database
+        refuses new rows under the old key meanwhile (migration 016). Blocks."""
+        if self.custody is None or self.sealed or not self.custody.missed_a_switch():
+            return False
+        log.error(
+            "the Shamir set was switched by another service on this database (root key %s is"
+            " no longer current): sealing; unseal with the new set's shares",
+            self.custody.key_id,
+        )
+        self.seal()
+        return True
+
     def _schedule(self) -> None:
         interval = self.settings.scheduler_interval_seconds
         while not self._scheduler_stop.wait(interval):
+            try:
+                self.check_seal()
+            except Exception:
+                log.exception("the seal check failed; retrying next interval")
             if self.sealed:  # rotations and deletions need the root key
                 continue
             try:

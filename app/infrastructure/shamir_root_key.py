@@ -56,11 +56,11 @@ UNSEAL_KEY_BYTES = 32
 SHARE_BYTES = UNSEAL_KEY_BYTES + 1  # y bytes || x
 DEFAULT_SHARES, DEFAULT_THRESHOLD = 5, 3  # vault operator init's defaults
 SEAL_AAD = b"keyledger:root-key-seal:"
-CURRENT, PREVIOUS, PENDING = "current", "previous", "pending"
+CURRENT, PREVIOUS, PENDING, DESTROYED = "current", "previous", "pending", "destroyed"
 
 SELECT_SEAL = (
     "SELECT root_key_id, sealed_key, shares, threshold, state FROM root_key_seal"
-    " ORDER BY created_at, root_key_id"
+    " WHERE state <> 'destroyed' ORDER BY created_at, root_key_id"
 )
 INSERT_SEAL = (
     "INSERT INTO root_key_seal (root_key_id, sealed_key, shares, threshold, state)"
@@ -304,7 +304,7 @@ def switch_to_pending(database_url: str, unseal_key: bytes, new_unseal_key: byte
             )
             for record in (seal.current, *seal.previous)
         ]
-        conn.execute("DELETE FROM root_key_seal WHERE state <> %s", (PENDING,))
+        conn.execute("DELETE FROM root_key_seal WHERE state IN (%s, %s)", (CURRENT, PREVIOUS))
         conn.execute("UPDATE root_key_seal SET state = %s WHERE state = %s", (CURRENT, PENDING))
         with conn.cursor() as cursor:
             cursor.executemany(INSERT_SEAL, [_row(record) for record in carried])
@@ -314,9 +314,12 @@ def switch_to_pending(database_url: str, unseal_key: bytes, new_unseal_key: byte
 
 
 def retire(database_url: str, *, whole_seal: bool) -> list[str]:
-    """Delete the sealed root keys no row is under any more; their ids. The current one
-    stays, unless the whole seal is a previous key (a rotation from Shamir to a file or
-    token key): then the whole seal goes, pending set included, once nothing needs it."""
+    """Destroy the sealed root keys no row is under any more; their ids. Only the id of a
+    destroyed key is kept (so that no process still holding it can put a new row under
+    it: migration 016's trigger). The current one stays, unless the whole seal is a
+    previous key (a rotation from Shamir to a file or token key): then the whole seal
+    goes, a pending set included, once nothing needs it."""
+    destroy = "UPDATE root_key_seal SET state = 'destroyed', sealed_key = NULL"
     with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
         seal = read_seal(conn, lock=True)
         if seal is None:
@@ -328,13 +331,14 @@ def retire(database_url: str, *, whole_seal: bool) -> list[str]:
             ).fetchone()
             if used and used[0]:
                 return []
-            gone = conn.execute("DELETE FROM root_key_seal RETURNING root_key_id").fetchall()
+            gone = conn.execute(
+                destroy + " WHERE state <> 'destroyed' RETURNING root_key_id"
+            ).fetchall()
         else:
             gone = conn.execute(
-                "DELETE FROM root_key_seal s WHERE state = %s AND NOT EXISTS"
-                " (SELECT 1 FROM wrapping_keys w WHERE w.root_key_id = s.root_key_id)"
-                " RETURNING root_key_id",
-                (PREVIOUS,),
+                destroy + " WHERE state = 'previous' AND NOT EXISTS"
+                " (SELECT 1 FROM wrapping_keys w WHERE w.root_key_id = root_key_seal.root_key_id)"
+                " RETURNING root_key_id"
             ).fetchall()
     return [str(key_id) for (key_id,) in gone]
 
@@ -454,6 +458,20 @@ class ShamirRootKey:
         held = keys[0] if len(keys) == 1 else RotatingRootKey(keys[0], keys[1:])
         with self._lock:
             self._seal, self._held = seal, held
+
+    @property
+    def previous(self) -> bool:
+        """Whether the whole seal is a previous key (KEYLEDGER_SHAMIR_PREVIOUS)."""
+        return self._previous
+
+    def missed_a_switch(self) -> bool:
+        """Whether the database's seal has another current root key than the one this
+        process wraps under: another service on the database switched to a new set.
+        (Blocks: reads the database.)"""
+        if self._previous or self._held is None:
+            return False
+        seal = find_seal(self._url)
+        return seal is not None and seal.current.root_key_id != self.key_id
 
     def forget(self) -> bool:
         """Drop the root keys; whether they were held."""

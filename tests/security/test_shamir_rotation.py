@@ -154,7 +154,7 @@ def wrapping_key_ids(url: str) -> set[str]:
 
 
 def seal_rows(url: str) -> dict[str, str]:
-    """root_key_seal: root key id -> state."""
+    """root_key_seal: root key id -> state (a destroyed key keeps its id, nothing else)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT root_key_id, state FROM root_key_seal").fetchall()
     return {str(key_id): str(state) for key_id, state in rows}
@@ -219,6 +219,15 @@ def test_a_shamir_set_moves_to_a_new_shamir_set_without_a_restart(
         status = unseal(service, second, database, tmp_path)
         assert status["sealed"] is False and status["new_set"] is None
         assert seal_rows(database) == {second_id: "current", first_id: "previous"}
+        with (
+            pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState),
+            psycopg.connect(database) as conn,
+        ):  # what a process that missed the switch would do: refused
+            conn.execute(
+                "INSERT INTO wrapping_keys (owner_id, wrapped_key, root_key_id)"
+                " VALUES (gen_random_uuid(), '\\x00', %s)",
+                (first_id,),
+            )
         blobs |= ciphertexts(service)  # made during the switch: under either key, rightly labelled
 
         # The old set's shares open nothing any more; the new set opens both keys.
@@ -234,7 +243,7 @@ def test_a_shamir_set_moves_to_a_new_shamir_set_without_a_restart(
 
         output = rotate_in_service(service, database, tmp_path)
         assert f"destroyed the sealed root key(s) {first_id}" in output
-        assert seal_rows(database) == {second_id: "current"}
+        assert seal_rows(database) == {second_id: "current", first_id: "destroyed"}
         assert wrapping_key_ids(database) == {second_id}
 
     with serving(database, tmp_path, root_key_provider="shamir") as service:
@@ -263,7 +272,7 @@ def test_a_shamir_set_moves_to_a_file_key(database: str, tmp_path: Path) -> None
         assert local.returncode == 2 and "--endpoint" in local.stderr
         output = rotate_in_service(service, database, tmp_path)
         assert "destroyed the sealed root key" in output
-        assert seal_rows(database) == {}
+        assert set(seal_rows(database).values()) == {"destroyed"}
         assert wrapping_key_ids(database) == {root_key_id(base64.b64decode(new))}
 
     with serving(database, tmp_path, root_key=new) as service:
@@ -321,9 +330,36 @@ def test_a_token_key_moves_to_a_shamir_set_and_back_to_a_new_token_key(
     with serving(database, tmp_path, **out) as service:
         unseal(service, shares, database, tmp_path)
         rotate_in_service(service, database, tmp_path)
-        assert seal_rows(database) == {}
+        assert seal_rows(database) == {sealed_id: "destroyed"}
         second_id = service.runtime.vault.root_key_id
         assert wrapping_key_ids(database) == {second_id}
 
     with serving(database, tmp_path, **token.settings(second)) as service:
         decrypts_all(service, blobs)
+
+
+def test_a_replica_that_missed_a_switch_to_a_new_set_seals_itself(
+    database: str, tmp_path: Path
+) -> None:
+    """Two services on one database (replicas): the new set is verified through one; the
+    other, still under the old root key, seals itself at its next check and unseals
+    with the new set."""
+    shamir = {"KEYLEDGER_ROOT_KEY_PROVIDER": "shamir"}
+    first = init(database, tmp_path, env=shamir)
+    with (
+        serving(database, tmp_path / "a", root_key_provider="shamir") as switching,
+        serving(database, tmp_path / "b", root_key_provider="shamir") as replica,
+    ):
+        unseal(switching, first, database, tmp_path)
+        unseal(replica, first, database, tmp_path)
+        blobs = ciphertexts(replica)
+        assert not replica.runtime.check_seal()  # nothing switched yet
+
+        second = init(database, tmp_path, "--rotate", env=shamir)
+        unseal(switching, second, database, tmp_path)
+        assert replica.runtime.check_seal() and is_sealed(replica)
+        assert not is_sealed(switching)
+        unseal(replica, second, database, tmp_path)
+        decrypts_all(replica, blobs)
+        rotate_in_service(switching, database, tmp_path)
+        decrypts_all(replica, blobs)
