@@ -439,15 +439,22 @@ class Runtime:
         actor: Actor,
         batch_size: int,
         progress: Callable[[int, int], None] = lambda done, total: None,
+        *,
+        new_set: str | None = None,
     ) -> RotationOutcome:
         """Re-wrap every wrapping key under the current root key, here (blocks: off the
         event loop): what ``keyledger operator rotate-root-key --endpoint`` asks for when a
-        Shamir-sealed key, which opens only in the unsealed service, is involved."""
+        Shamir-sealed key, which opens only in the unsealed service, is involved. With
+        ``new_set`` (a pending Shamir set's root key id, verified by T of its shares),
+        every process of the service first makes that set current."""
         if not self._rotation_lock.acquire(blocking=False):
             raise RotationUnderWayError("this process is rotating the root key already")
         try:
             if self.sealed:
                 raise SealedError()
+            if new_set is not None:
+                self._unsealer().switch(new_set)
+                log.warning("new Shamir set %s made current by %s", new_set, actor.principal_arn)
             rotation = RootKeyRotation(
                 vault=self.vault,
                 runner=self.writer,

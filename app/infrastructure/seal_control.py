@@ -14,11 +14,12 @@ pair, never a listening socket): the share on its way to the authority and the u
 on its way back, both in memory only, never in a file, a log or the database.
 
 Worker to supervisor: ``{"id": n, "op": "submit", "share": b64}``, ``{"id": n, "op":
-"reset"}``, ``{"id": n, "op": "seal"}``, ``{"op": "ready"}``, ``{"ack": n}``. Supervisor to
-worker: ``{"op": "hello", "status": ..., "key"?: b64}`` first, ``{"reply": n, "status":
-...}`` or ``{"reply": n, "error": {"type", "message"}}``, ``{"push": n, "op": "open", "key":
-b64, "status": ...}``, ``{"push": n, "op": "seal", "status": ...}`` (each acknowledged) and
-``{"op": "status", "status": ...}``.
+"reset"}``, ``{"id": n, "op": "switch", "root_key_id": id}``, ``{"id": n, "op": "seal"}``,
+``{"op": "ready"}``, ``{"ack": n}``. Supervisor to worker: ``{"op": "hello", "status":
+..., "key"?: b64}`` first, ``{"reply": n, "status": ...}`` or ``{"reply": n, "error":
+{"type", "message"}}``, ``{"push": n, "op": "open", "key": b64, "status": ...}``,
+``{"push": n, "op": "seal", "status": ...}`` (each acknowledged) and ``{"op": "status",
+"status": ...}``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from app.infrastructure.shamir_root_key import (
 )
 from domain import shamir
 from domain.custody import NoPendingSetError, RotationUnderWayError
-from domain.errors import DomainError, InternalError, ValidationError
+from domain.errors import InternalError, SealedError, ValidationError
 
 log = logging.getLogger("keyledger.seal")
 
@@ -51,7 +52,7 @@ CHANNEL_FD_ENV = "KEYLEDGER_SEAL_CHANNEL_FD"  # set by the supervisor for its wo
 REPLY_TIMEOUT_S = 90.0  # an unseal waits for every worker to open the seal
 HELLO_TIMEOUT_S = 30.0
 # The errors an authority may answer with, by name (anything else: an internal error).
-WIRE_ERRORS: dict[str, type[DomainError]] = {
+WIRE_ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls
     for cls in (
         shamir.InvalidShareError,
@@ -62,6 +63,7 @@ WIRE_ERRORS: dict[str, type[DomainError]] = {
         NoPendingSetError,
         RotationUnderWayError,
         ValidationError,
+        SealedError,
     )
 }
 
@@ -82,6 +84,11 @@ class SealControl(Protocol):
         ...
 
     def reset(self) -> SealStatus: ...
+
+    def switch(self, root_key_id: str) -> None:
+        """Make the verified pending set current; once answered every process serving
+        wraps under its root key."""
+        ...
 
     def seal(self) -> None: ...
 
@@ -114,6 +121,9 @@ class LocalSeal:
     def reset(self) -> SealStatus:
         return self._authority.reset()
 
+    def switch(self, root_key_id: str) -> None:
+        self._opened(self._authority.switch(root_key_id))
+
     def seal(self) -> None:
         self._authority.seal()
         self._sealed()
@@ -142,6 +152,7 @@ def status_of(document: dict[str, Any]) -> SealStatus:
             int(new_set["progress"]),
             int(new_set["threshold"]),
             int(new_set["shares"]),
+            bool(new_set.get("verified")),
         )
         if new_set
         else None,
@@ -149,8 +160,8 @@ def status_of(document: dict[str, Any]) -> SealStatus:
 
 
 def error_document(error: Exception) -> dict[str, str]:
-    if isinstance(error, DomainError) and type(error).__name__ in WIRE_ERRORS:
-        return {"type": type(error).__name__, "message": error.message}
+    if type(error).__name__ in WIRE_ERRORS:  # their messages never hold a share or a key
+        return {"type": type(error).__name__, "message": str(error)}
     return {"type": "InternalError", "message": "the unseal authority failed"}
 
 
@@ -286,6 +297,9 @@ class SupervisedSeal:
 
     def reset(self) -> SealStatus:
         return self._ask("reset")
+
+    def switch(self, root_key_id: str) -> None:
+        self._ask("switch", root_key_id=root_key_id)
 
     def seal(self) -> None:
         self._ask("seal")

@@ -16,7 +16,10 @@ Three parts:
   result opens the seal (a wrong or foreign share among them: refused, and every share
   given so far forgotten, as Vault does), and keeps the unseal key while the service is
   unsealed so that a worker restarted later can be given it. Shares given while unsealed
-  verify the pending set; at T it becomes the current one (`switch_to_pending`).
+  verify the pending set; it becomes the current one (`switch_to_pending`) only when an
+  administrator's signed rotation names it: the pending row is written to the database by
+  ``init --rotate`` directly, so whoever could write the database must not be able to make
+  the service re-seal its root key under an unseal key of their own.
 * `ShamirRootKey`: the `RootKey` a process wraps and unwraps with. Sealed until given the
   unseal key (`open`); ``forget`` drops what it opened.
 """
@@ -115,12 +118,14 @@ class Seal:
 
 @dataclass(frozen=True, slots=True)
 class SetProgress:
-    """A pending new set's verification: its shares given so far, of its threshold."""
+    """A pending new set's verification: its shares given so far, of its threshold, and
+    whether T of them opened its root key."""
 
     root_key_id: str
     progress: int
     threshold: int
     shares: int
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,7 @@ class SealStatus:
                 "progress": self.new_set.progress,
                 "threshold": self.new_set.threshold,
                 "shares": self.new_set.shares,
+                "verified": self.new_set.verified,
             }
         return answer
 
@@ -356,6 +362,7 @@ class UnsealAuthority:
         self._lock = threading.Lock()
         self._given: list[bytes] = []
         self._unseal_key: bytes | None = None
+        self._verified: tuple[str, bytes] | None = None  # a pending set's id and unseal key
         self._seal = load_seal(database_url)
 
     @property
@@ -372,24 +379,28 @@ class UnsealAuthority:
         sealed = self._unseal_key is None
         new_set = None
         if pending is not None:
-            progress = 0 if sealed else len(self._given)
-            new_set = SetProgress(pending.root_key_id, progress, pending.threshold, pending.shares)
+            verified = self._verified is not None and self._verified[0] == pending.root_key_id
+            progress = pending.threshold if verified else 0 if sealed else len(self._given)
+            new_set = SetProgress(
+                pending.root_key_id, progress, pending.threshold, pending.shares, verified
+            )
         return SealStatus(
             sealed, len(self._given) if sealed else 0, current.threshold, current.shares, new_set
         )
 
     def submit(self, share: bytes) -> tuple[SealStatus, bytes | None]:
         """Take one share: (the status after it, the unseal key if this share opened the
-        seal or made a verified new set current, else None). While sealed the shares are
-        the current set's; while unsealed, a pending new set's (none pending: ignored). A
-        malformed or repeated share is refused (ShamirError) and the others kept; a full
-        set that does not open is refused (IncorrectSharesError) and forgotten."""
+        seal, else None). While sealed the shares are the current set's; while unsealed, a
+        pending new set's, which T of them verify (none pending, or verified already:
+        ignored). A malformed or repeated share is refused (ShamirError) and the others
+        kept; a full set that does not open is refused (IncorrectSharesError) and
+        forgotten."""
         if len(share) != SHARE_BYTES:
             raise shamir.InvalidShareError(f"an unseal key share is {SHARE_BYTES} bytes")
         with self._lock:
             self._seal = load_seal(self._url)  # an init --rotate may have added a set
             target = self._seal.current if self._unseal_key is None else self._seal.pending
-            if target is None:
+            if target is None or (self._unseal_key is not None and self._verified_now()):
                 return self._status(), None
             shamir.check_shares([*self._given, share])
             self._given.append(share)
@@ -397,12 +408,42 @@ class UnsealAuthority:
                 return self._status(), None
             given, self._given = self._given, []
             key = shamir.combine(given)
-            if self._unseal_key is None:
-                open_sealed(target, key)
-            else:
-                self._seal = switch_to_pending(self._url, self._unseal_key, key)
+            open_sealed(target, key)  # IncorrectSharesError: the shares are forgotten
+            if self._unseal_key is not None:  # the pending set verified, not in use yet
+                self._verified = (target.root_key_id, key)
+                return self._status(), None
             self._unseal_key = key
             return self._status(), key
+
+    def _verified_now(self) -> bool:
+        pending = self._seal.pending
+        return (
+            pending is not None
+            and self._verified is not None
+            and self._verified[0] == pending.root_key_id
+        )
+
+    def switch(self, root_key_id: str) -> bytes:
+        """Make the verified pending set ``root_key_id`` current (what an administrator's
+        signed rotation asks for); the new unseal key, for the processes to open the seal
+        again with."""
+        with self._lock:
+            if self._unseal_key is None:
+                raise SealedError()
+            self._seal = load_seal(self._url)
+            pending = self._seal.pending
+            if pending is None or pending.root_key_id != root_key_id:
+                raise NoPendingSetError(f"no new Shamir set {root_key_id} is pending")
+            if not self._verified_now():
+                raise NoPendingSetError(
+                    f"the new Shamir set {root_key_id} is not verified: {pending.threshold} of"
+                    " its shares must be given to the unsealed service first"
+                )
+            assert self._verified is not None
+            key = self._verified[1]
+            self._seal = switch_to_pending(self._url, self._unseal_key, key)
+            self._unseal_key, self._verified = key, None
+            return key
 
     def reset(self) -> SealStatus:
         """Forget the shares given so far (a wrong one among them)."""
@@ -414,7 +455,7 @@ class UnsealAuthority:
         """Forget the unseal key and any share given; whether it was unsealed."""
         with self._lock:
             was_open = self._unseal_key is not None
-            self._unseal_key, self._given = None, []
+            self._unseal_key, self._given, self._verified = None, [], None
             return was_open
 
 

@@ -30,6 +30,7 @@ from app.settings import load_settings
 from tests.conftest import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, Service, start_service
 from tests.support.databases import drop, fresh_database
 from tests.support.softhsm import SoftHsm, new_label, softhsm_token
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.postgres
 REPO = Path(__file__).resolve().parents[2]
@@ -60,13 +61,9 @@ def serving(url: str, tmp: Path, **settings: object) -> Iterator[Service]:
         service.runtime.stop()
 
 
-def keyledger(
-    url: str, tmp: Path, *args: str, env: dict[str, str] | None = None, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """The ``keyledger`` command in a subprocess, on ``url``, signing with the test's
-    administrator when it talks to the service."""
+def _environment(url: str, tmp: Path, env: dict[str, str] | None) -> dict[str, str]:
     variables = {k: v for k, v in os.environ.items() if not k.startswith(("KEYLEDGER_", "AWS_"))}
-    variables |= {
+    return variables | {
         "KEYLEDGER_DATABASE_URL": url,
         "KEYLEDGER_DATA_DIR": str(tmp),
         "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
@@ -75,14 +72,33 @@ def keyledger(
         "AWS_EC2_METADATA_DISABLED": "true",
         **(env or {}),
     }
+
+
+def keyledger(
+    url: str, tmp: Path, *args: str, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """The ``keyledger`` command in a subprocess, on ``url``, signing with the test's
+    administrator when it talks to the service."""
     return subprocess.run(
         [sys.executable, "-m", "app", *args],
         cwd=REPO,
-        env=variables,
+        env=_environment(url, tmp, env),
         input=stdin,
         capture_output=True,
         text=True,
         timeout=180,
+    )
+
+
+def keyledger_in_background(url: str, tmp: Path, *args: str) -> subprocess.Popen[str]:
+    """The ``keyledger`` command started, not waited for (its output: communicate())."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", *args],
+        cwd=REPO,
+        env=_environment(url, tmp, None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -115,7 +131,7 @@ def unseal(service: Service, shares: list[bytes], url: str, tmp: Path) -> dict[s
     return status
 
 
-def rotate_in_service(service: Service, url: str, tmp: Path) -> str:
+def rotate_in_service(service: Service, url: str, tmp: Path, *extra: str) -> str:
     """``rotate-root-key --endpoint``: the service re-wraps; the command's output."""
     done = keyledger(
         url,
@@ -126,6 +142,7 @@ def rotate_in_service(service: Service, url: str, tmp: Path) -> str:
         "2",
         "--endpoint",
         service.endpoint,
+        *extra,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "re-wrapped" in done.stdout and "rotated" in done.stdout
@@ -211,40 +228,71 @@ def test_a_shamir_set_moves_to_a_new_shamir_set_without_a_restart(
     with serving(database, tmp_path, root_key_provider="shamir") as service:
         unseal(service, first, database, tmp_path)
         blobs = ciphertexts(service)
+        held_key = service.client("kms").create_key()["KeyMetadata"]["KeyId"]
 
-        # A new set, pending until T of its shares have been given to the running service.
+        # A new set, pending: its shares given to the running service verify it, and no
+        # more (whoever can write the database could have written a pending set).
         second = init(database, tmp_path, "--rotate", env=shamir)
-        rows = seal_rows(database)
-        (second_id,) = [key_id for key_id, state in rows.items() if state == "pending"]
+        (second_id,) = [k for k, state in seal_rows(database).items() if state == "pending"]
+        early = keyledger(
+            database, tmp_path, "operator", "rotate-root-key", "--endpoint", service.endpoint,
+            "--new-set", second_id,
+        )  # fmt: skip
+        assert early.returncode == 1 and "not verified" in early.stderr
         status = unseal(service, second, database, tmp_path)
-        assert status["sealed"] is False and status["new_set"] is None
-        assert seal_rows(database) == {second_id: "current", first_id: "previous"}
-        with (
-            pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState),
-            psycopg.connect(database) as conn,
-        ):  # what a process that missed the switch would do: refused
-            conn.execute(
-                "INSERT INTO wrapping_keys (owner_id, wrapped_key, root_key_id)"
-                " VALUES (gen_random_uuid(), '\\x00', %s)",
-                (first_id,),
+        assert status["sealed"] is False and status["new_set"]["verified"] is True
+        assert seal_rows(database) == {first_id: "current", second_id: "pending"}
+        wrong = keyledger(
+            database, tmp_path, "operator", "rotate-root-key", "--endpoint", service.endpoint,
+            "--new-set", first_id,
+        )  # fmt: skip
+        assert wrong.returncode == 1 and "is pending" in wrong.stderr
+
+        # An administrator makes it current and re-wraps; a row held by another transaction
+        # keeps the rotation mid-way, to look at it there.
+        with psycopg.connect(database) as holder:
+            holder.execute(
+                "SELECT 1 FROM wrapping_keys WHERE owner_id = %s FOR UPDATE", (held_key,)
             )
-        blobs |= ciphertexts(service)  # made during the switch: under either key, rightly labelled
-
-        # The old set's shares open nothing any more; the new set opens both keys.
-        assert service.runtime.seal()
-        for share in first[:2]:
-            httpx.post(service.endpoint + "/v1/sys/unseal", json={"key": _b64(share)}, timeout=10)
-        wrong = httpx.post(
-            service.endpoint + "/v1/sys/unseal", json={"key": _b64(first[2])}, timeout=10
-        )
-        assert wrong.status_code == 400 and is_sealed(service)
-        unseal(service, second, database, tmp_path)
-        decrypts_all(service, blobs)
-
-        output = rotate_in_service(service, database, tmp_path)
+            rotating = keyledger_in_background(
+                database, tmp_path, "operator", "rotate-root-key", "--batch-size", "2",
+                "--endpoint", service.endpoint, "--new-set", second_id,
+            )  # fmt: skip
+            assert eventually(
+                lambda: (
+                    seal_rows(database) == {second_id: "current", first_id: "previous"}
+                    and wrapping_key_ids(database) == {first_id, second_id}
+                ),
+                timeout=60,
+            )
+            with (
+                pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState),
+                psycopg.connect(database) as conn,
+            ):  # what a process that missed the switch would do: refused
+                conn.execute(
+                    "INSERT INTO wrapping_keys (owner_id, wrapped_key, root_key_id)"
+                    " VALUES (gen_random_uuid(), '\\x00', %s)",
+                    (first_id,),
+                )
+            decrypts_all(service, blobs)  # rows under both keys open
+            blobs |= ciphertexts(service)  # new ones go under the new key
+            holder.rollback()
+            output, _ = rotating.communicate(timeout=120)
+        assert rotating.returncode == 0, output
         assert f"destroyed the sealed root key(s) {first_id}" in output
         assert seal_rows(database) == {second_id: "current", first_id: "destroyed"}
         assert wrapping_key_ids(database) == {second_id}
+
+        # The old set's shares open nothing any more; the new set opens everything.
+        assert service.runtime.seal()
+        for share in first[:2]:
+            httpx.post(service.endpoint + "/v1/sys/unseal", json={"key": _b64(share)}, timeout=10)
+        refused = httpx.post(
+            service.endpoint + "/v1/sys/unseal", json={"key": _b64(first[2])}, timeout=10
+        )
+        assert refused.status_code == 400 and is_sealed(service)
+        unseal(service, second, database, tmp_path)
+        decrypts_all(service, blobs)
 
     with serving(database, tmp_path, root_key_provider="shamir") as service:
         unseal(service, second, database, tmp_path)
@@ -356,10 +404,11 @@ def test_a_replica_that_missed_a_switch_to_a_new_set_seals_itself(
         assert not replica.runtime.check_seal()  # nothing switched yet
 
         second = init(database, tmp_path, "--rotate", env=shamir)
+        (second_id,) = [k for k, state in seal_rows(database).items() if state == "pending"]
         unseal(switching, second, database, tmp_path)
+        assert not replica.runtime.check_seal()  # verified, not in use yet
+        rotate_in_service(switching, database, tmp_path, "--new-set", second_id)
         assert replica.runtime.check_seal() and is_sealed(replica)
         assert not is_sealed(switching)
         unseal(replica, second, database, tmp_path)
-        decrypts_all(replica, blobs)
-        rotate_in_service(switching, database, tmp_path)
         decrypts_all(replica, blobs)

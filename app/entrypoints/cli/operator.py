@@ -36,7 +36,10 @@ def _progress(done: int, total: int) -> None:
 
 def cmd_rotate_root_key(args: argparse.Namespace) -> int:
     if args.endpoint:
-        return _rotate_in_service(args.endpoint.rstrip("/"), args.batch_size)
+        return _rotate_in_service(args.endpoint.rstrip("/"), args.batch_size, args.new_set)
+    if args.new_set:
+        print("keyledger operator rotate-root-key: --new-set needs --endpoint", file=sys.stderr)
+        return 2
     from app.bootstrap import Runtime
 
     settings = load_settings()
@@ -80,13 +83,17 @@ def _report(outcome: dict[str, Any]) -> None:
         )
 
 
-def _rotate_in_service(endpoint: str, batch_size: int) -> int:
-    """POST /v1/sys/rotate-root-key: the service re-wraps and streams its progress, one JSON
-    line at a time; the last line is the outcome (or the error)."""
+def _rotate_in_service(endpoint: str, batch_size: int, new_set: str | None) -> int:
+    """POST /v1/sys/rotate-root-key: the service (first making the verified new Shamir set
+    current, when named) re-wraps and streams its progress, one JSON line at a time; the
+    last line is the outcome (or the error)."""
     from app.entrypoints.cli.seal import signed_headers
 
     url = endpoint + "/v1/sys/rotate-root-key"
-    body = json.dumps({"batch_size": batch_size}).encode()
+    fields: dict[str, Any] = {"batch_size": batch_size}
+    if new_set:
+        fields["new_set"] = new_set
+    body = json.dumps(fields).encode()
     request = urllib.request.Request(url, data=body, method="POST")
     for name, value in signed_headers(url, body).items():
         request.add_header(name, value)
@@ -141,6 +148,12 @@ def add_commands(commands: Any) -> None:
         "--endpoint",
         help="re-wrap in the running service (needed when a Shamir-sealed key is involved;"
         " signed with the environment's AWS credentials)",
+    )
+    rotate.add_argument(
+        "--new-set",
+        metavar="ROOT_KEY_ID",
+        help="first make this pending Shamir set current (the id init --rotate printed; T of"
+        " its shares given to the service); with --endpoint",
     )
     rotate.set_defaults(handler=cmd_rotate_root_key)
 

@@ -87,17 +87,18 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"\nand store them apart: with fewer than {record.threshold} of them the root key, and"
         "\nevery key in this ledger, is lost for good."
     )
-    print(_next_step(settings, args.rotate, record.threshold))
+    print(_next_step(settings, args.rotate, record.threshold, record.root_key_id))
     return 0
 
 
-def _next_step(settings: Any, rotate: bool, threshold: int) -> str:
+def _next_step(settings: Any, rotate: bool, threshold: int, key_id: str) -> str:
     if rotate:
         return (
             f"\nThe new set is pending: {threshold} of its keyholders give their share to the"
-            "\nrunning, unsealed service (keyledger operator unseal); the last one makes it"
-            "\ncurrent (the old set's shares open nothing any more). Then re-wrap:"
-            "\nkeyledger operator rotate-root-key --endpoint <the service>"
+            "\nrunning, unsealed service (keyledger operator unseal), which verifies them;"
+            "\nthen an administrator makes it current and re-wraps every key under it:"
+            f"\nkeyledger operator rotate-root-key --endpoint <the service> --new-set {key_id}"
+            "\n(the old set's shares open nothing afterwards)"
         )
     moving = settings.previous_root_keys or settings.pkcs11_previous_key_labels
     if settings.root_key_provider == "shamir" and not moving:
@@ -128,10 +129,16 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     if status != 200:
         return _refused(status, answer)
     new_set = answer.get("new_set")
-    if answer.get("sealed") is False and new_set:
+    if answer.get("sealed") is False and new_set and new_set.get("verified"):
+        print(
+            f"unsealed; new Shamir set {new_set.get('root_key_id')} verified: make it current"
+            f" and re-wrap with keyledger operator rotate-root-key --endpoint ... --new-set"
+            f" {new_set.get('root_key_id')}"
+        )
+    elif answer.get("sealed") is False and new_set:
         print(
             f"unsealed; new Shamir set {new_set.get('root_key_id')}: {new_set.get('progress')}"
-            f" of {new_set.get('threshold')} shares verified"
+            f" of {new_set.get('threshold')} shares given"
         )
     elif answer.get("sealed") is False:
         print(f"unsealed ({answer.get('workers', 1)} worker(s))")

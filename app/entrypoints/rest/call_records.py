@@ -271,7 +271,9 @@ ADMIN_CALLS: dict[str, Describer] = {
     # The root key's custody (app/entrypoints/rest/sys.py): a seal and a rotation are signed
     # (the rotation's own RotateRootKey service events say when it started and completed).
     "seal": _keyledger("Seal", {}),
-    "rotate_root_key": _keyledger("RotateRootKey", {"batchSize": "batch_size"}),
+    "rotate_root_key": _keyledger(
+        "RotateRootKey", {"batchSize": "batch_size", "newShamirSet": "new_set"}
+    ),
 }
 # Routes no caller can be named for, so no record can be attributed: the unseal (the share
 # is its credential, and while sealed no signature can be checked) and the seal status.

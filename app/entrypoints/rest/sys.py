@@ -85,6 +85,9 @@ class NewSetPublic(BaseModel):
     progress: int = Field(description="Its shares given towards its threshold.")
     threshold: int
     shares: int
+    verified: bool = Field(
+        description="T of its shares opened its key: `rotate-root-key --new-set` may use it."
+    )
 
 
 class SealStatusPublic(BaseModel):
@@ -103,6 +106,14 @@ class SealStatusPublic(BaseModel):
 class RotateRootKeyRequest(RequestBody):
     batch_size: int = Field(
         DEFAULT_BATCH, ge=1, le=10_000, description="Wrapping keys re-wrapped per transaction."
+    )
+    new_set: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[0-9a-f]+$",
+        description="Make this pending Shamir set current first: the root key id `operator"
+        " init --rotate` printed; T of its shares must have been given to the service.",
     )
 
 
@@ -128,6 +139,7 @@ def _status(runtime: Runtime) -> SealStatusPublic:
             progress=new_set.progress,
             threshold=new_set.threshold,
             shares=new_set.shares,
+            verified=new_set.verified,
         )
         if new_set
         else None,
@@ -208,7 +220,8 @@ async def rotate_root_key(
 ) -> StreamingResponse:
     """Re-wrap every wrapping key under the current root key, in this process, while the
     service serves (an administrator of the operator account; action
-    ``keyledger:RotateRootKey``). The answer streams JSON lines: ``{"progress": {"done",
+    ``keyledger:RotateRootKey``), after making a verified pending Shamir set current when
+    ``new_set`` names it. The answer streams JSON lines: ``{"progress": {"done",
     "total"}}`` after each batch, then ``{"outcome": ...}`` or ``{"error": ...}``. The
     rotation goes on if the caller leaves; run it again to resume one that was stopped."""
     runtime = _runtime(request)
@@ -216,6 +229,7 @@ async def rotate_root_key(
     if runtime.rotating:
         raise RotationUnderWayError("this process is rotating the root key already")
     batch_size = body.batch_size if body else DEFAULT_BATCH
+    new_set = body.new_set if body else None
     log.warning("root-key rotation requested by %s", caller.principal_arn)
     lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
@@ -229,6 +243,7 @@ async def rotate_root_key(
                 caller.actor(),
                 batch_size,
                 lambda done, total: tell({"progress": {"done": done, "total": total}}),
+                new_set=new_set,
             )
             tell({"outcome": outcome.public()})
         except Exception as error:

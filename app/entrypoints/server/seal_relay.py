@@ -127,6 +127,9 @@ class SealRelay:
             _status, key = self.authority.submit(decode_key(str(message["share"])))
             if key is not None:  # opened, or a new set made current: every worker opens
                 self._push_to_all({"op": "open", "key": encode_key(key)})
+        elif op == "switch":  # a signed rotation asked for the verified new set
+            key = self.authority.switch(str(message["root_key_id"]))
+            self._push_to_all({"op": "open", "key": encode_key(key)})
         elif op == "reset":
             self.authority.reset()
         elif op == "seal":
