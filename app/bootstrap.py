@@ -81,7 +81,7 @@ from app.usecases.resolution import KeyResolver
 from app.usecases.store_keys import StoreKeys
 from domain.actors import Actor
 from domain.custody import RotationUnderWayError
-from domain.errors import SealedError, UnsupportedOperationError
+from domain.errors import SealedError, UnsupportedOperationError, ValidationError
 from domain.keys import Key
 from domain.signed_notes import NoteVerifier
 from projections.audit_trail import AuditTrailProjection
@@ -441,20 +441,24 @@ class Runtime:
         progress: Callable[[int, int], None] = lambda done, total: None,
         *,
         new_set: str | None = None,
+        to: str | None = None,
     ) -> RotationOutcome:
         """Re-wrap every wrapping key under the current root key, here (blocks: off the
         event loop): what ``keyledger operator rotate-root-key --endpoint`` asks for when a
         Shamir-sealed key, which opens only in the unsealed service, is involved. With
         ``new_set`` (a pending Shamir set's root key id, verified by T of its shares),
-        every process of the service first makes that set current."""
+        every process of the service first makes that set current. Rows are moved under a
+        Shamir-sealed key only when the caller names it (``new_set`` or ``to``): its seal
+        is in the database, which the caller, not the database, must vouch for."""
         if not self._rotation_lock.acquire(blocking=False):
             raise RotationUnderWayError("this process is rotating the root key already")
         try:
             if self.sealed:
                 raise SealedError()
-            if new_set is not None:
+            if new_set is not None and new_set != self.vault.root_key_id:
                 self._unsealer().switch(new_set)
                 log.warning("new Shamir set %s made current by %s", new_set, actor.principal_arn)
+            self._check_rotation_target(new_set or to)
             rotation = RootKeyRotation(
                 vault=self.vault,
                 runner=self.writer,
@@ -466,6 +470,17 @@ class Runtime:
             return rotation.run(batch_size, progress)
         finally:
             self._rotation_lock.release()
+
+    def _check_rotation_target(self, named: str | None) -> None:
+        current = self.vault.root_key_id
+        if named is not None and named != current:
+            raise ValidationError(f"the current root key is {current}, not {named}")
+        sealed_current = self.custody is not None and not self.custody.previous
+        if named is None and sealed_current and self.vault.rows_to_rewrap():
+            raise ValidationError(
+                f"rows would move under the Shamir-sealed root key {current}: name it"
+                " (rotate-root-key --to ID, the id keyledger operator init printed)"
+            )
 
     def stop(self) -> None:
         self._scheduler_stop.set()

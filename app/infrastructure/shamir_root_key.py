@@ -426,11 +426,13 @@ class UnsealAuthority:
     def switch(self, root_key_id: str) -> bytes:
         """Make the verified pending set ``root_key_id`` current (what an administrator's
         signed rotation asks for); the new unseal key, for the processes to open the seal
-        again with."""
+        again with. Current already (a rotation run again to resume): nothing changes."""
         with self._lock:
             if self._unseal_key is None:
                 raise SealedError()
             self._seal = load_seal(self._url)
+            if self._seal.current.root_key_id == root_key_id:  # made current already: resume
+                return self._unseal_key
             pending = self._seal.pending
             if pending is None or pending.root_key_id != root_key_id:
                 raise NoPendingSetError(f"no new Shamir set {root_key_id} is pending")

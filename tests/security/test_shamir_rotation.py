@@ -206,7 +206,11 @@ def test_a_file_key_moves_to_a_new_shamir_set(database: str, tmp_path: Path) -> 
         assert is_sealed(service)
         assert unseal(service, shares, database, tmp_path)["sealed"] is False
         decrypts_all(service, blobs)  # rows still under the file key
-        output = rotate_in_service(service, database, tmp_path)
+        unnamed = keyledger(
+            database, tmp_path, "operator", "rotate-root-key", "--endpoint", service.endpoint
+        )  # the seal is in the database: the administrator names the key rows move under
+        assert unnamed.returncode == 1 and "--to ID" in unnamed.stderr
+        output = rotate_in_service(service, database, tmp_path, "--to", sealed_id)
         assert "no longer needed" in output and root_key_id(old) in output
         assert wrapping_key_ids(database) == {sealed_id}
         decrypts_all(service, blobs)
@@ -244,7 +248,7 @@ def test_a_shamir_set_moves_to_a_new_shamir_set_without_a_restart(
         assert seal_rows(database) == {first_id: "current", second_id: "pending"}
         wrong = keyledger(
             database, tmp_path, "operator", "rotate-root-key", "--endpoint", service.endpoint,
-            "--new-set", first_id,
+            "--new-set", "0123456789abcdef",
         )  # fmt: skip
         assert wrong.returncode == 1 and "is pending" in wrong.stderr
 
@@ -282,6 +286,11 @@ def test_a_shamir_set_moves_to_a_new_shamir_set_without_a_restart(
         assert f"destroyed the sealed root key(s) {first_id}" in output
         assert seal_rows(database) == {second_id: "current", first_id: "destroyed"}
         assert wrapping_key_ids(database) == {second_id}
+        again = keyledger(
+            database, tmp_path, "operator", "rotate-root-key", "--endpoint", service.endpoint,
+            "--new-set", second_id,
+        )  # fmt: skip
+        assert again.returncode == 0 and "nothing to rotate" in again.stdout
 
         # The old set's shares open nothing any more; the new set opens everything.
         assert service.runtime.seal()
@@ -367,7 +376,7 @@ def test_a_token_key_moves_to_a_shamir_set_and_back_to_a_new_token_key(
     into = token.settings(first, root_key_provider="shamir", pkcs11_previous_key_labels=[first])
     with serving(database, tmp_path, **into) as service:
         unseal(service, shares, database, tmp_path)
-        output = rotate_in_service(service, database, tmp_path)
+        output = rotate_in_service(service, database, tmp_path, "--to", sealed_id)
         assert first_id in output and "no longer needed" in output
         assert wrapping_key_ids(database) == {sealed_id}
         decrypts_all(service, blobs)

@@ -36,9 +36,12 @@ def _progress(done: int, total: int) -> None:
 
 def cmd_rotate_root_key(args: argparse.Namespace) -> int:
     if args.endpoint:
-        return _rotate_in_service(args.endpoint.rstrip("/"), args.batch_size, args.new_set)
-    if args.new_set:
-        print("keyledger operator rotate-root-key: --new-set needs --endpoint", file=sys.stderr)
+        return _rotate_in_service(args)
+    if args.new_set or args.to:
+        print(
+            "keyledger operator rotate-root-key: --new-set and --to need --endpoint",
+            file=sys.stderr,
+        )
         return 2
     from app.bootstrap import Runtime
 
@@ -83,16 +86,17 @@ def _report(outcome: dict[str, Any]) -> None:
         )
 
 
-def _rotate_in_service(endpoint: str, batch_size: int, new_set: str | None) -> int:
+def _rotate_in_service(args: argparse.Namespace) -> int:
     """POST /v1/sys/rotate-root-key: the service (first making the verified new Shamir set
     current, when named) re-wraps and streams its progress, one JSON line at a time; the
     last line is the outcome (or the error)."""
     from app.entrypoints.cli.seal import signed_headers
 
-    url = endpoint + "/v1/sys/rotate-root-key"
-    fields: dict[str, Any] = {"batch_size": batch_size}
-    if new_set:
-        fields["new_set"] = new_set
+    url = args.endpoint.rstrip("/") + "/v1/sys/rotate-root-key"
+    fields: dict[str, Any] = {"batch_size": args.batch_size}
+    for name in ("new_set", "to"):
+        if getattr(args, name):
+            fields[name] = getattr(args, name)
     body = json.dumps(fields).encode()
     request = urllib.request.Request(url, data=body, method="POST")
     for name, value in signed_headers(url, body).items():
@@ -154,6 +158,12 @@ def add_commands(commands: Any) -> None:
         metavar="ROOT_KEY_ID",
         help="first make this pending Shamir set current (the id init --rotate printed; T of"
         " its shares given to the service); with --endpoint",
+    )
+    rotate.add_argument(
+        "--to",
+        metavar="ROOT_KEY_ID",
+        help="the root key the rows move under, checked by the service; needed when it is"
+        " Shamir-sealed (the id init printed); with --endpoint",
     )
     rotate.set_defaults(handler=cmd_rotate_root_key)
 

@@ -107,7 +107,7 @@ def _next_step(settings: Any, rotate: bool, threshold: int, key_id: str) -> str:
         "\nServe with KEYLEDGER_ROOT_KEY_PROVIDER=shamir (it starts sealed) and, while rows are"
         "\nunder the old key, that key as previous (KEYLEDGER_PREVIOUS_ROOT_KEYS or"
         "\nKEYLEDGER_PKCS11_PREVIOUS_KEY_LABELS); once unsealed, re-wrap them:"
-        "\nkeyledger operator rotate-root-key --endpoint <the service>"
+        f"\nkeyledger operator rotate-root-key --endpoint <the service> --to {key_id}"
     )
 
 

@@ -272,7 +272,8 @@ ADMIN_CALLS: dict[str, Describer] = {
     # (the rotation's own RotateRootKey service events say when it started and completed).
     "seal": _keyledger("Seal", {}),
     "rotate_root_key": _keyledger(
-        "RotateRootKey", {"batchSize": "batch_size", "newShamirSet": "new_set"}
+        "RotateRootKey",
+        {"batchSize": "batch_size", "newShamirSet": "new_set", "toRootKeyId": "to"},
     ),
 }
 # Routes no caller can be named for, so no record can be attributed: the unseal (the share

@@ -115,6 +115,14 @@ class RotateRootKeyRequest(RequestBody):
         description="Make this pending Shamir set current first: the root key id `operator"
         " init --rotate` printed; T of its shares must have been given to the service.",
     )
+    to: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[0-9a-f]+$",
+        description="The root key the rows are to move under (its id), checked against the"
+        " current one; needed when that is Shamir-sealed (its seal is in the database).",
+    )
 
 
 def _runtime(request: Request) -> Runtime:
@@ -230,6 +238,7 @@ async def rotate_root_key(
         raise RotationUnderWayError("this process is rotating the root key already")
     batch_size = body.batch_size if body else DEFAULT_BATCH
     new_set = body.new_set if body else None
+    to = body.to if body else None
     log.warning("root-key rotation requested by %s", caller.principal_arn)
     lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
@@ -244,6 +253,7 @@ async def rotate_root_key(
                 batch_size,
                 lambda done, total: tell({"progress": {"done": done, "total": total}}),
                 new_set=new_set,
+                to=to,
             )
             tell({"outcome": outcome.public()})
         except Exception as error:
