@@ -3,8 +3,9 @@ embedded PostgreSQL), through boto3, plain HTTP and the ``keyledger`` CLI: it st
 in every worker; wrong shares are refused; T of the N shares, each given once to whichever
 worker the connection reaches, unseal every worker (the supervisor's unseal authority,
 docs/key-custody.md); both workers then answer KMS calls; a worker killed and restarted by
-the supervisor serves again without the keyholders; one seal seals them all. No share, nor
-the unseal key, in the service's output or in the database."""
+the supervisor serves again without the keyholders; a rotation to a new Shamir set, run by
+the service, survives its workers' SIGKILL and resumes; one seal seals them all. No share,
+nor an unseal key, in the service's output or in the database."""
 
 from __future__ import annotations
 
@@ -66,20 +67,32 @@ class SealedService:
         self.endpoint = ""
 
     def command(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        env = self.checkout.env | {
-            "AWS_ACCESS_KEY_ID": self.access_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.secret,
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
         return subprocess.run(
             [str(KEYLEDGER), *args],
             cwd=self.checkout.cwd,
-            env=env,
+            env=self._env(),
             input=stdin,
             capture_output=True,
             text=True,
             timeout=120,
         )
+
+    def command_in_background(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(KEYLEDGER), *args],
+            cwd=self.checkout.cwd,
+            env=self._env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def _env(self) -> dict[str, str]:
+        return self.checkout.env | {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def start(self) -> None:
         self.process = self.checkout.start("--workers", str(WORKERS), "--port", str(free_port()))
@@ -108,6 +121,13 @@ class SealedService:
                 break
         assert len(said) == WORKERS, said
         return said
+
+    def all_serve(self) -> bool:
+        """Whether every worker answers and is unsealed (False while one is restarting)."""
+        try:
+            return set(self.workers_say().values()) == {False}
+        except (httpx.HTTPError, AssertionError):
+            return False
 
     def worker_pids(self) -> set[int]:
         """The live worker processes under the supervisor."""
@@ -257,7 +277,57 @@ def test_a_sealed_multi_worker_service_unseals_and_seals_as_one(
         timeout=60,
         poll=0.2,
     )
-    assert eventually(lambda: set(service.workers_say().values()) == {False}, timeout=60, poll=0.2)
+    assert eventually(service.all_serve, timeout=60, poll=0.2)
+    for n, blob in enumerate(blobs):
+        assert service.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == f"call {n}".encode()
+
+    # A new Shamir set, verified through the workers, made current and re-wrapped by the
+    # service; every worker killed mid-way (one of them rotates), the supervisor restarts
+    # them unsealed (it holds the new unseal key), and the rotation run again resumes.
+    rotate = service.command("operator", "init", "--rotate")
+    assert rotate.returncode == 0, rotate.stderr
+    new_shares = [base64.b64decode(s) for s in SHARE_LINE.findall(rotate.stdout)]
+    new_id = re.search(r"A new Shamir set: root key (\w+)", rotate.stdout)
+    assert new_id is not None
+    for share in new_shares[:THRESHOLD]:
+        given = service.command(
+            "operator", "unseal", "--endpoint", service.endpoint,
+            stdin=base64.b64encode(share).decode() + "\n",
+        )  # fmt: skip
+        assert given.returncode == 0, given.stderr
+    assert "verified" in given.stdout
+    url = database_url(service.checkout.data_dir)
+    with psycopg.connect(url) as holder:
+        holder.execute("SELECT 1 FROM wrapping_keys WHERE owner_id = %s FOR UPDATE", (key,))
+        rotating = service.command_in_background(
+            "operator", "rotate-root-key", "--batch-size", "2", "--endpoint", service.endpoint,
+            "--new-set", new_id.group(1),
+        )  # fmt: skip
+
+        def waiting_for_the_held_row() -> bool:
+            with psycopg.connect(url) as conn:
+                rows = conn.execute(
+                    "SELECT root_key_id, count(*) FROM wrapping_keys GROUP BY 1"
+                ).fetchall()
+            return len(rows) == 2 and sorted(n for _, n in rows)[0] == 1
+
+        assert eventually(waiting_for_the_held_row, timeout=60, poll=0.2)
+        killed = service.worker_pids()
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        holder.rollback()
+    output, _ = rotating.communicate(timeout=60)
+    assert rotating.returncode == 1 and "resumes" in output, output
+    assert eventually(lambda: len(service.worker_pids() - killed) == WORKERS, timeout=60, poll=0.2)
+    assert eventually(service.all_serve, timeout=60, poll=0.2)
+    resumed = service.command(
+        "operator", "rotate-root-key", "--endpoint", service.endpoint,
+        "--new-set", new_id.group(1),
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (
+        "rotated (resumed)" in resumed.stdout and "destroyed the sealed root key" in resumed.stdout
+    )
     for n, blob in enumerate(blobs):
         assert service.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == f"call {n}".encode()
 
@@ -267,9 +337,9 @@ def test_a_sealed_multi_worker_service_unseals_and_seals_as_one(
     assert set(service.workers_say().values()) == {True}
     _every_worker_refuses_as_sealed(service)
 
-    # No share nor the unseal key in the output or the database.
-    unseal_key = shamir.combine(shares[2:])
-    spelled = [f for s in [*shares, unseal_key] for f in (base64.b64encode(s).decode(), s.hex())]
+    # No share nor an unseal key in the output or the database.
+    secrets_ = [*shares, *new_shares, shamir.combine(shares[2:]), shamir.combine(new_shares[:3])]
+    spelled = [f for s in secrets_ for f in (base64.b64encode(s).decode(), s.hex())]
     assert service.process is not None
     output = service.process.output()
     assert "UNSEALED" in output and "SEALED" in output
