@@ -585,7 +585,7 @@ class Runtime:
     def check_seal(self) -> bool:
         """Seal this service if another one on the database switched to a new Shamir set
         (its keyholders unseal it again with the new set); whether it did. The database
-        refuses new rows under the old key meanwhile (migration 016). Blocks."""
+        refuses new rows under the old key meanwhile (migration 017). Blocks."""
         if self.custody is None or self.sealed or not self.custody.missed_a_switch():
             return False
         log.error(

@@ -322,7 +322,7 @@ def switch_to_pending(database_url: str, unseal_key: bytes, new_unseal_key: byte
 def retire(database_url: str, *, whole_seal: bool) -> list[str]:
     """Destroy the sealed root keys no row is under any more; their ids. Only the id of a
     destroyed key is kept (so that no process still holding it can put a new row under
-    it: migration 016's trigger). The current one stays, unless the whole seal is a
+    it: migration 017's trigger). The current one stays, unless the whole seal is a
     previous key (a rotation from Shamir to a file or token key): then the whole seal
     goes, a pending set included, once nothing needs it."""
     destroy = "UPDATE root_key_seal SET state = 'destroyed', sealed_key = NULL"
