@@ -200,7 +200,10 @@ class Channel:
             return None
         if not line:
             return None
-        message = json.loads(line)
+        try:
+            message = json.loads(line)
+        except ValueError:  # never from our own processes: skipped, not fatal
+            return {}
         return message if isinstance(message, dict) else {}
 
     def close(self) -> None:
