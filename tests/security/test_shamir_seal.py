@@ -262,3 +262,44 @@ def test_operator_init_prints_the_shares_once_and_refuses_a_second_init(
         assert keyledger(["operator", "init", "--shares", "2", "--threshold", "3"]) == 2
     finally:
         drop(url)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b"\x00\xff", "application/json"),
+        (b'{"key": 12}', "application/json"),
+        (b"[]", "application/json"),
+        (b"", "application/json"),
+        (b"null", "application/json"),
+        (b"key=abc", "application/x-www-form-urlencoded"),
+        (b"--x\r\n", "multipart/form-data; boundary=x"),
+        (b"{}", "text/plain"),
+        (b'{"key": "\xff\xfe"}', "application/json"),
+    ],
+    ids=[
+        "broken-json",
+        "binary",
+        "wrong-type",
+        "not-an-object",
+        "empty",
+        "null",
+        "form",
+        "broken-multipart",
+        "text",
+        "not-utf-8",
+    ],
+)
+def test_an_unreadable_unseal_request_is_a_400_in_the_error_shape(
+    sealed: tuple[Service, list[bytes], str], body: bytes, content_type: str
+) -> None:
+    service, _shares, _ = sealed
+    answer = httpx.post(
+        service.endpoint + "/v1/sys/unseal",
+        content=body,
+        headers={"content-type": content_type},
+        timeout=10,
+    )
+    assert answer.status_code == 400, answer.text
+    assert set(answer.json()) == {"__type", "message"}

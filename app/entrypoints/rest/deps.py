@@ -119,7 +119,8 @@ def refusal(error: RequestValidationError) -> DomainError:
     return ValidationError(message)
 
 
-def _error_shape(error: Exception, request_id: str) -> tuple[str, int, str]:
+def error_shape(error: Exception, request_id: str) -> tuple[str, int, str]:
+    """(code, HTTP status, message) of any failure of a REST route, logged when a fault."""
     if isinstance(error, RequestValidationError):
         return _validation_error(error)
     if isinstance(error, SerializationError):
@@ -147,7 +148,7 @@ async def error_response(request: Request, error: Exception) -> JSONResponse:
             error = authentication_error
     caller: Caller | None = getattr(request.state, "caller", None)
     request_id = caller.request_id if caller else ""
-    code, status, message = _error_shape(error, request_id)
+    code, status, message = error_shape(error, request_id)
     return JSONResponse({"__type": code, "message": message}, status_code=status)
 
 

@@ -27,9 +27,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-from app.aws.errors import aws_error, rest_status
+from app.aws.errors import aws_error
 from app.bootstrap import Runtime
-from app.entrypoints.rest.deps import ERROR_RESPONSES, CallerDep, LedgerRoute, refusal
+from app.entrypoints.rest.deps import (
+    ERROR_RESPONSES,
+    CallerDep,
+    LedgerRoute,
+    error_shape,
+    refusal,
+)
 from app.entrypoints.rest.schemas import RequestBody
 from app.usecases.custody import DEFAULT_BATCH
 from app.usecases.identities import IdentityAdministration
@@ -54,10 +60,8 @@ class UnsignedRoute(APIRoute):
                 response = await handler(request)
             except Exception as error:
                 failure = refusal(error) if isinstance(error, RequestValidationError) else error
-                code, _, message = aws_error(failure)
-                status = rest_status(failure)
-                if status >= 500:
-                    log.error("%s failed: %s", request.url.path, type(failure).__name__)
+                # The one shape of every REST failure (a body FastAPI could not read too).
+                code, status, message = error_shape(failure, "")
                 response = JSONResponse({"__type": code, "message": message}, status_code=status)
             # Which worker answered: `keyledger operator unseal` goes on until each has.
             response.headers[PROCESS_HEADER] = str(os.getpid())
