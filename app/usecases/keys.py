@@ -354,7 +354,9 @@ class KeyLifecycle:
 
         return await self.runner.run(command)
 
-    async def rotate_key_on_demand(self, caller: Caller, key_id: str) -> str:
+    async def rotate_key_on_demand(self, caller: Caller, key_id: str) -> KeyEntry:
+        """The rotated key's id and ARN (AWS's RotateKeyOnDemand answers the ARN)."""
+
         def change(key: Key, now: Any, actor: Any) -> None:
             # An imported key rotates to the material imported for it (NEW_KEY_MATERIAL).
             material = (
@@ -367,7 +369,7 @@ class KeyLifecycle:
             key.rotate_on_demand(now=now, actor=actor, material=material)
 
         key = await self._change(caller, key_id, "RotateKeyOnDemand", change)
-        return key.key_id
+        return KeyEntry(key.key_id, key.arn)
 
     async def list_key_rotations(
         self,
