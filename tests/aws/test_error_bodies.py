@@ -1,0 +1,92 @@
+"""AWS's error answers byte for byte: HTTP status, ``__type``, and ``message`` with AWS's
+text, or no ``message`` member at all where AWS gives none (an empty string is another
+answer). boto3 reads an absent and an empty message alike, so these read the raw body.
+
+Sources: the error messages recorded against AWS in localstack's
+tests/aws/services/kms/test_kms.snapshot.json (reference: sts-quotas-multiregion-emulators
+§6), where an error with no top-level ``message`` was sent without one.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from tests.aws.conftest import RawResponse, RawSender
+from tests.conftest import ACCOUNT_ID, REGION
+
+ARN_PREFIX = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def assert_error_body(response: RawResponse, body: dict[str, Any]) -> None:
+    assert (response.status, response.body) == (400, body)
+
+
+# --- errors AWS sends without a message ------------------------------------------------------
+def test_an_unknown_operation_has_no_message(raw: RawSender) -> None:
+    response = raw("TrentService.MakeCoffee", {})
+
+    assert_error_body(response, {"__type": "UnknownOperationException"})
+
+
+def test_a_tampered_ciphertext_is_invalid_ciphertext_without_a_message(
+    raw: RawSender, kms: Any, key_id: str
+) -> None:
+    blob = bytearray(kms.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"])
+    blob[-1] ^= 1
+
+    response = raw("TrentService.Decrypt", {"CiphertextBlob": b64(bytes(blob))})
+
+    assert_error_body(response, {"__type": "InvalidCiphertextException"})
+
+
+def test_a_differing_encryption_context_is_invalid_ciphertext_without_a_message(
+    raw: RawSender, kms: Any, key_id: str
+) -> None:
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"x", EncryptionContext={"a": "1"})
+    request = {"CiphertextBlob": b64(blob["CiphertextBlob"]), "EncryptionContext": {"a": "2"}}
+
+    response = raw("TrentService.Decrypt", request)
+
+    assert_error_body(response, {"__type": "InvalidCiphertextException"})
+
+
+def test_a_wrong_signature_is_kms_invalid_signature_without_a_message(
+    raw: RawSender, kms: Any
+) -> None:
+    key_id = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    signature = kms.sign(KeyId=key_id, Message=b"one", SigningAlgorithm="ECDSA_SHA_256")
+
+    response = raw(
+        "TrentService.Verify",
+        {
+            "KeyId": key_id,
+            "Message": b64(b"two"),
+            "Signature": b64(signature["Signature"]),
+            "SigningAlgorithm": "ECDSA_SHA_256",
+        },
+    )
+
+    assert_error_body(response, {"__type": "KMSInvalidSignatureException"})
+
+
+def test_a_wrong_mac_is_kms_invalid_mac_without_a_message(raw: RawSender, kms: Any) -> None:
+    key_id = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"][
+        "KeyId"
+    ]
+
+    response = raw(
+        "TrentService.VerifyMac",
+        {
+            "KeyId": key_id,
+            "Message": b64(b"m"),
+            "Mac": b64(b"\0" * 32),
+            "MacAlgorithm": "HMAC_SHA_256",
+        },
+    )
+
+    assert_error_body(response, {"__type": "KMSInvalidMacException"})
