@@ -644,13 +644,19 @@ class Key(Aggregate):
         if self.is_aws_managed:
             raise UnsupportedOperationError(f"{self.arn} is an AWS managed key.")
         self.check_allowed(operation)
-        if not self.can_rotate_automatically:
+        self.check_rotation_supported()
+
+    def check_rotation_supported(self) -> None:
+        """Automatic and on-demand rotation are for symmetric encryption keys of origin
+        AWS_KMS. AWS names another origin, and gives no text for another key spec
+        (RotateKeyOnDemand and EnableKeyRotation on an RSA_4096 key, as recorded)."""
+        if self.can_rotate_automatically:
+            return
+        if self.origin != "AWS_KMS":
             raise UnsupportedOperationError(
                 f"{self.arn} origin is {self.origin} which is not valid for this operation."
-                if self.origin != "AWS_KMS"
-                else f"{self.arn} key spec is {self.key_spec} which is not valid for this "
-                "operation."
             )
+        raise UnsupportedOperationError()
 
     def enable_rotation(self, *, now: datetime, actor: Actor, period_days: int | None) -> None:
         self._check_rotatable("EnableKeyRotation")

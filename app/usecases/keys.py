@@ -340,10 +340,7 @@ class KeyLifecycle:
     async def get_key_rotation_status(self, caller: Caller, key_id: str) -> RotationStatus:
         def command(uow: UnitOfWork) -> RotationStatus:
             key = self.resolver.resolve(uow, caller, key_id, "GetKeyRotationStatus", fresh=True)
-            if not key.can_rotate_automatically:
-                raise UnsupportedOperationError(
-                    f"{key.arn} key spec is {key.key_spec} which is not valid for this operation."
-                )
+            key.check_rotation_supported()
             enabled = key.rotation_enabled and key.state != key_states.PENDING_DELETION
             return RotationStatus(
                 key.arn,
@@ -384,10 +381,7 @@ class KeyLifecycle:
             key.check_allowed("ListKeyRotations")
             if key.is_external and key.key_spec == SYMMETRIC_DEFAULT:
                 return imported_rotation_entries(key, include_key_material == "ALL_KEY_MATERIAL")
-            if not key.can_rotate_automatically:
-                raise UnsupportedOperationError(
-                    f"{key.arn} key spec is {key.key_spec} which is not valid for this operation."
-                )
+            key.check_rotation_supported()
             first = 0 if include_key_material == "ALL_KEY_MATERIAL" else 1
             return [
                 RotationEntry(key.key_id, m.material_id, m.created, m.rotation_type)

@@ -90,3 +90,38 @@ def test_a_wrong_mac_is_kms_invalid_mac_without_a_message(raw: RawSender, kms: A
     )
 
     assert_error_body(response, {"__type": "KMSInvalidMacException"})
+
+
+def test_rotating_an_asymmetric_key_on_demand_is_unsupported_without_a_message(
+    raw: RawSender, kms: Any
+) -> None:
+    # Recorded: RotateKeyOnDemand on an RSA_4096 key (localstack snapshot, 2025-03).
+    key_id = kms.create_key(KeySpec="RSA_4096", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
+
+    response = raw("TrentService.RotateKeyOnDemand", {"KeyId": key_id})
+
+    assert_error_body(response, {"__type": "UnsupportedOperationException"})
+
+
+def test_enabling_rotation_of_an_hmac_key_is_unsupported_without_a_message(
+    raw: RawSender, kms: Any
+) -> None:
+    # AWS answered EnableKeyRotation on an RSA_4096 key with an empty
+    # UnsupportedOperationException (terraform-aws-modules/terraform-aws-kms#20).
+    key_id = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"][
+        "KeyId"
+    ]
+
+    response = raw("TrentService.EnableKeyRotation", {"KeyId": key_id})
+
+    assert_error_body(response, {"__type": "UnsupportedOperationException"})
+
+
+def test_rotation_status_of_an_imported_key_names_its_origin(raw: RawSender, kms: Any) -> None:
+    # The key-state table: GetKeyRotationStatus on an EXTERNAL key (reference §6, note 6).
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+
+    response = raw("TrentService.GetKeyRotationStatus", {"KeyId": key_id})
+
+    message = f"{ARN_PREFIX}{key_id} origin is EXTERNAL which is not valid for this operation."
+    assert_error_body(response, {"__type": "UnsupportedOperationException", "message": message})
