@@ -125,3 +125,19 @@ def test_rotation_status_of_an_imported_key_names_its_origin(raw: RawSender, kms
 
     message = f"{ARN_PREFIX}{key_id} origin is EXTERNAL which is not valid for this operation."
     assert_error_body(response, {"__type": "UnsupportedOperationException", "message": message})
+
+
+def test_a_malformed_peer_public_key_is_a_validation_error_without_a_message(
+    raw: RawSender, kms: Any
+) -> None:
+    # Recorded: DeriveSharedSecret with PublicKey b"InvalidPublicKey" (localstack snapshot).
+    key_id = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")["KeyMetadata"][
+        "KeyId"
+    ]
+
+    response = raw(
+        "TrentService.DeriveSharedSecret",
+        {"KeyId": key_id, "KeyAgreementAlgorithm": "ECDH", "PublicKey": b64(b"InvalidPublicKey")},
+    )
+
+    assert_error_body(response, {"__type": "ValidationException"})
