@@ -919,7 +919,7 @@ class Key(Aggregate):
             if pending is not None:
                 raise InvalidStateError(
                     f"New key material (id: {material_id}) cannot be imported into KMS key "
-                    f"{self.key_id}, because another key material (id: "
+                    f"{self.arn}, because another key material (id: "
                     f"{pending.material_id}) is pending rotation."
                 )
             return ImportPlan(len(self.materials) + 1, True, chosen)
