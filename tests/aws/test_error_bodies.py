@@ -141,3 +141,43 @@ def test_a_malformed_peer_public_key_is_a_validation_error_without_a_message(
     )
 
     assert_error_body(response, {"__type": "ValidationException"})
+
+
+# --- validation messages -------------------------------------------------------------------------
+def test_an_unknown_mac_algorithm_lists_the_algorithms_in_awss_order(
+    raw: RawSender, kms: Any
+) -> None:
+    # Recorded: GenerateMac and VerifyMac with MacAlgorithm INVALID (localstack snapshot).
+    key_id = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"][
+        "KeyId"
+    ]
+
+    response = raw(
+        "TrentService.GenerateMac",
+        {"KeyId": key_id, "Message": b64(b"m"), "MacAlgorithm": "INVALID"},
+    )
+
+    message = (
+        "1 validation error detected: Value 'INVALID' at 'macAlgorithm' failed to satisfy "
+        "constraint: Member must satisfy enum value set: "
+        "[HMAC_SHA_384, HMAC_SHA_256, HMAC_SHA_224, HMAC_SHA_512]"
+    )
+    assert_error_body(response, {"__type": "ValidationException", "message": message})
+
+
+def test_an_unknown_key_agreement_algorithm_lists_ecdh(raw: RawSender, kms: Any) -> None:
+    # Recorded: DeriveSharedSecret with KeyAgreementAlgorithm INVALID (localstack snapshot).
+    key_id = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")["KeyMetadata"][
+        "KeyId"
+    ]
+
+    response = raw(
+        "TrentService.DeriveSharedSecret",
+        {"KeyId": key_id, "KeyAgreementAlgorithm": "INVALID", "PublicKey": b64(b"k")},
+    )
+
+    message = (
+        "1 validation error detected: Value 'INVALID' at 'keyAgreementAlgorithm' failed to "
+        "satisfy constraint: Member must satisfy enum value set: [ECDH]"
+    )
+    assert_error_body(response, {"__type": "ValidationException", "message": message})

@@ -147,16 +147,42 @@ def test_create_key_rejects_an_unknown_key_usage_with_the_enum_message(kms):
     assert error["message"].startswith(prefix) and error["message"].endswith("]")
     listed = error["message"][len(prefix) : -1].split(", ")
     assert set(listed) == _enum("KeyUsageType")
+    # AWS's order as recorded (2023-04), then the usages AWS added since.
+    assert listed == [
+        "ENCRYPT_DECRYPT",
+        "SIGN_VERIFY",
+        "GENERATE_VERIFY_MAC",
+        "KEY_AGREEMENT",
+        "ENCAPSULATE_DECAPSULATE",
+    ]
 
 
 def test_create_key_rejects_an_unknown_key_spec_with_the_enum_message(kms):
     with aws_error("ValidationException") as error:
         kms.create_key(KeySpec="AES_9000")
 
-    assert error["message"].startswith(
+    prefix = (
         "1 validation error detected: Value 'AES_9000' at 'keySpec' failed to satisfy "
         "constraint: Member must satisfy enum value set: ["
     )
+    assert error["message"].startswith(prefix) and error["message"].endswith("]")
+    listed = error["message"][len(prefix) : -1].split(", ")
+    assert set(listed) == _enum("KeySpec")
+    # AWS's order as recorded (2023-04), then the specs AWS added since, in the model's order.
+    assert listed[:12] == [
+        "RSA_2048",
+        "ECC_NIST_P384",
+        "ECC_NIST_P256",
+        "ECC_NIST_P521",
+        "HMAC_384",
+        "RSA_3072",
+        "ECC_SECG_P256K1",
+        "RSA_4096",
+        "SYMMETRIC_DEFAULT",
+        "HMAC_256",
+        "HMAC_224",
+        "HMAC_512",
+    ]
 
 
 def test_create_key_answers_unsupported_for_a_valid_spec_this_build_cannot_create(kms, service):
