@@ -520,8 +520,7 @@ class Key(Aggregate):
     def untag(self, *, now: datetime, actor: Actor, tag_keys: list[str]) -> None:
         self.check_allowed("UntagResource")
         for tag_key in tag_keys:
-            if tag_key.startswith("aws:"):
-                raise TagError("Tags beginning with aws: are reserved")
+            check_tag_key(tag_key)
         present = [tag_key for tag_key in dict.fromkeys(tag_keys) if tag_key in self.tags]
         if present:
             self.trigger_event(self.Untagged, timestamp=now, actor=actor.record(), tag_keys=present)
@@ -1052,10 +1051,15 @@ def _check_expiration(now: datetime, expiration_model: str, valid_to: datetime |
         )
 
 
+def check_tag_key(tag_key: str) -> None:
+    """The ``aws:`` prefix is AWS's, in any case (``AWS:key1`` is refused, as recorded)."""
+    if tag_key[:4].lower() == "aws:":
+        raise TagError("Tags beginning with aws: are reserved")
+
+
 def check_tags(tags: dict[str, str], *, existing: dict[str, str]) -> None:
     for tag_key in tags:
-        if tag_key.startswith("aws:"):
-            raise TagError("Tags beginning with aws: are reserved")
+        check_tag_key(tag_key)
     if len({**existing, **tags}) > MAX_TAGS:
         raise TagError("Too many tags")
 

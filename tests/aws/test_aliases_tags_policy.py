@@ -282,6 +282,17 @@ def test_tag_resource_refuses_the_reserved_aws_prefix(kms, key_id, service):
     assert tags_of(kms, key_id) == {}
 
 
+@pytest.mark.parametrize("tag_key", ["AWS:createdBy", "Aws:createdBy", "aWs:createdBy"])
+def test_tag_resource_refuses_the_reserved_prefix_in_any_case(kms, key_id, service, tag_key):
+    # Recorded: CreateKey with the tag key AWS:key1 (localstack snapshot, "uppercase_prefix").
+    with (
+        ledger_unchanged(service),
+        aws_error("TagException", "Tags beginning with aws: are reserved"),
+    ):
+        kms.tag_resource(KeyId=key_id, Tags=[{"TagKey": tag_key, "TagValue": "x"}])
+    assert tags_of(kms, key_id) == {}
+
+
 def test_untag_resource_refuses_the_reserved_aws_prefix(kms, key_id):
     with aws_error("TagException", "Tags beginning with aws: are reserved"):
         kms.untag_resource(KeyId=key_id, TagKeys=["aws:createdBy"])

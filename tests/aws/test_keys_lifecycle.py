@@ -105,6 +105,19 @@ def test_create_key_rejects_a_tag_with_the_reserved_aws_prefix(kms, service):
         kms.create_key(Tags=[{"TagKey": "aws:owner", "TagValue": "me"}])
 
 
+def test_create_key_rejects_the_reserved_tag_prefix_in_upper_case(raw, service):
+    # Recorded: CreateKey with the tag key AWS:key1 (localstack snapshot, "uppercase_prefix").
+    with ledger_unchanged(service):
+        response = raw(
+            "TrentService.CreateKey", {"Tags": [{"TagKey": "AWS:key1", "TagValue": "v"}]}
+        )
+
+    assert (response.status, response.body) == (
+        400,
+        {"__type": "TagException", "message": "Tags beginning with aws: are reserved"},
+    )
+
+
 def test_create_key_rejects_a_key_usage_the_symmetric_spec_cannot_have(kms, service):
     with (
         ledger_unchanged(service),
