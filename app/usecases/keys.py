@@ -66,7 +66,13 @@ from domain.errors import (
     UnsupportedOperationError,
     ValidationError,
 )
-from domain.identifiers import alias_aggregate_id, alias_arn, key_arn, validate_alias_name
+from domain.identifiers import (
+    alias_aggregate_id,
+    alias_arn,
+    key_arn,
+    validate_alias_name,
+    validate_new_alias_name,
+)
 from domain.key_specs import (
     AWS_KMS,
     ENCRYPT_DECRYPT,
@@ -392,7 +398,7 @@ class KeyLifecycle:
 
     # ==== aliases ========================================================================
     async def create_alias(self, caller: Caller, alias_name: str, target_key_id: str) -> None:
-        validate_alias_name(alias_name)
+        validate_new_alias_name(alias_name)
 
         def command(uow: UnitOfWork) -> None:
             key = self.resolver.resolve(
@@ -418,7 +424,7 @@ class KeyLifecycle:
         await self.runner.run(command)
 
     async def update_alias(self, caller: Caller, alias_name: str, target_key_id: str) -> None:
-        validate_alias_name(alias_name)
+        validate_new_alias_name(alias_name)
 
         def command(uow: UnitOfWork) -> None:
             alias_id = alias_aggregate_id(caller.account_id, caller.region, alias_name)

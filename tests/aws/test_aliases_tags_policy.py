@@ -71,6 +71,33 @@ def test_create_alias_refuses_characters_outside_the_pattern(kms, key_id):
         kms.create_alias(AliasName="alias/bad name", TargetKeyId=key_id)
 
 
+@pytest.mark.parametrize("operation", ["CreateAlias", "UpdateAlias"])
+def test_an_alias_name_with_a_colon_is_refused_although_the_pattern_admits_it(
+    raw, key_id, service, operation
+):
+    # AWS's answer for alias/my:alias, as moto's tests record it.
+    with ledger_unchanged(service):
+        response = raw(
+            f"TrentService.{operation}", {"AliasName": "alias/my:alias", "TargetKeyId": key_id}
+        )
+
+    assert (response.status, response.body) == (
+        400,
+        {
+            "__type": "ValidationException",
+            "message": "alias/my:alias contains invalid characters for an alias",
+        },
+    )
+
+
+def test_create_alias_accepts_letters_digits_slashes_underscores_and_dashes(kms, key_id):
+    name = new_alias() + "/Az09_-/"
+
+    kms.create_alias(AliasName=name, TargetKeyId=key_id)
+
+    assert kms.describe_key(KeyId=name)["KeyMetadata"]["KeyId"] == key_id
+
+
 def test_create_alias_refuses_the_reserved_aws_prefix(kms, key_id, service):
     with ledger_unchanged(service), aws_error("InvalidAliasNameException"):
         kms.create_alias(AliasName="alias/aws/mine", TargetKeyId=key_id)
