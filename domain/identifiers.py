@@ -10,6 +10,7 @@ from enum import Enum
 from domain.errors import InvalidAliasNameError, InvalidArnError, NotFoundError, ValidationError
 
 KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MULTI_REGION_KEY_ID_PATTERN = re.compile(r"^mrk-[0-9a-f]{32}$")
 ALIAS_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9:/_-]+$")
 ACCOUNT_ID_PATTERN = re.compile(r"^\d{12}$")
 REGION_PATTERN = re.compile(r"^([a-z]+-){2,3}\d+$")
@@ -43,6 +44,20 @@ class KeyReference:
     def is_alias(self) -> bool:
         return self.kind in (ReferenceKind.ALIAS_NAME, ReferenceKind.ALIAS_ARN)
 
+    @property
+    def key_uuid(self) -> uuid.UUID | None:
+        """The aggregate id of the key a key id or key ARN names. None for a multi-Region
+        key id (``mrk-``): well formed, so AWS answers ``Key '<arn>' does not exist`` for
+        one it does not hold, but no multi-Region key exists in this deployment yet."""
+        if self.is_alias or not KEY_ID_PATTERN.match(self.name):
+            return None
+        return uuid.UUID(self.name)
+
+
+def is_key_id(value: str) -> bool:
+    """A key id as AWS writes one: a lowercase UUID, or ``mrk-`` and 32 hex digits."""
+    return bool(KEY_ID_PATTERN.match(value) or MULTI_REGION_KEY_ID_PATTERN.match(value))
+
 
 def key_arn(partition: str, region: str, account_id: str, key_id: str) -> str:
     return f"arn:{partition}:kms:{region}:{account_id}:key/{key_id}"
@@ -66,7 +81,7 @@ def parse_key_reference(
             raise InvalidArnError(f"Invalid arn {value}")
         resource, name = match["resource"], match["name"]
         if resource == "key":
-            if not KEY_ID_PATTERN.match(name):
+            if not is_key_id(name):
                 raise NotFoundError(f"Invalid keyId '{value}'")
             return KeyReference(ReferenceKind.KEY_ARN, match["account"], match["region"], name)
         if not allow_alias:
@@ -78,7 +93,7 @@ def parse_key_reference(
         if not allow_alias:
             raise NotFoundError(f"Invalid keyId '{value}'")
         return KeyReference(ReferenceKind.ALIAS_NAME, account_id, region, value)
-    if KEY_ID_PATTERN.match(value):
+    if is_key_id(value):
         return KeyReference(ReferenceKind.KEY_ID, account_id, region, value)
     raise NotFoundError(f"Invalid keyId '{value}'")
 

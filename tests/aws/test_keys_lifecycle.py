@@ -7,6 +7,7 @@ import json
 import re
 from datetime import timedelta
 
+import pytest
 from botocore.session import get_session
 
 from tests.aws.conftest import (
@@ -249,6 +250,45 @@ def test_describe_key_answers_not_found_for_an_unknown_key_id(kms):
 def test_describe_key_answers_not_found_for_a_value_that_is_no_key_id(kms):
     with aws_error("NotFoundException", "Invalid keyId 'fake-key-id'"):
         kms.describe_key(KeyId="fake-key-id")
+
+
+def test_describe_key_names_an_unknown_multi_region_key_id_by_its_arn(raw):
+    # Recorded: DescribeKey of mrk-d3b9...5762 (localstack snapshot, "valid-id-mrk").
+    missing = "mrk-d3b95762d3b95762d3b95762d3b95762"
+
+    response = raw("TrentService.DescribeKey", {"KeyId": missing})
+
+    message = f"Key '{ARN_PREFIX}{missing}' does not exist"
+    assert (response.status, response.body) == (
+        400,
+        {"__type": "NotFoundException", "message": message},
+    )
+
+
+def test_describe_key_names_an_unknown_multi_region_key_arn_by_that_arn(kms):
+    missing = f"{ARN_PREFIX}mrk-{'0' * 32}"
+
+    with aws_error("NotFoundException", f"Key '{missing}' does not exist"):
+        kms.describe_key(KeyId=missing)
+
+
+@pytest.mark.parametrize("value", ["mrk-fake-key-id", "mrk-" + "0" * 31])
+def test_describe_key_answers_invalid_key_id_for_a_malformed_multi_region_key_id(kms, value):
+    # Recorded: DescribeKey of mrk-fake-key-id (localstack snapshot, "invalid-uuid-mrk").
+    with aws_error("NotFoundException", f"Invalid keyId '{value}'"):
+        kms.describe_key(KeyId=value)
+
+
+def test_operations_on_an_unknown_multi_region_key_answer_not_found(kms):
+    missing = "mrk-" + "1" * 32
+    message = f"Key '{ARN_PREFIX}{missing}' does not exist"
+
+    with aws_error("NotFoundException", message):
+        kms.encrypt(KeyId=missing, Plaintext=b"x")
+    with aws_error("NotFoundException", message):
+        kms.create_alias(AliasName=new_alias(), TargetKeyId=missing)
+    with aws_error("NotFoundException"):
+        kms.retire_grant(KeyId=f"{ARN_PREFIX}{missing}", GrantId="0" * 64)
 
 
 def test_describe_key_answers_not_found_for_an_unknown_alias(kms):
