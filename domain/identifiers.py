@@ -19,6 +19,28 @@ ARN_PATTERN = re.compile(
     r"(?P<resource>key|alias)/(?P<name>.+)$"
 )
 AWS_MANAGED_ALIAS_PREFIX = "alias/aws/"
+# The aliases AWS creates in every account ahead of their AWS managed keys; ListAliases
+# lists one without a TargetKeyId until its key exists (AWS's ListAliases documentation;
+# the names are moto's and LocalStack's list of them).
+PREDEFINED_AWS_ALIASES = tuple(
+    AWS_MANAGED_ALIAS_PREFIX + service
+    for service in (
+        "acm",
+        "dynamodb",
+        "ebs",
+        "elasticfilesystem",
+        "es",
+        "glue",
+        "kinesisvideo",
+        "lambda",
+        "rds",
+        "redshift",
+        "s3",
+        "secretsmanager",
+        "ssm",
+        "xray",
+    )
+)
 ALIAS_PREFIX = "alias/"
 # Deterministic ids for name-keyed aggregates (aliases, accounts, access keys).
 NAMESPACE = uuid.UUID("5b0e3c5e-4a3b-4f43-9d61-6b6579ed6765")

@@ -25,7 +25,15 @@ from typing import Any
 import orjson
 
 from app.auth.credentials import SERVICE_ACTOR, Caller
-from app.ports import Clock, CommandRunner, EventHistory, KeyDirectory, UnitOfWork, Vault
+from app.ports import (
+    Clock,
+    Command,
+    CommandRunner,
+    EventHistory,
+    KeyDirectory,
+    UnitOfWork,
+    Vault,
+)
 from app.usecases.asymmetric import AsymmetricOperations
 from app.usecases.auditors import AuditService
 from app.usecases.authorization import AccessControl, AccessRequest
@@ -67,6 +75,7 @@ from domain.errors import (
     ValidationError,
 )
 from domain.identifiers import (
+    PREDEFINED_AWS_ALIASES,
     alias_aggregate_id,
     alias_arn,
     key_arn,
@@ -480,21 +489,57 @@ class KeyLifecycle:
         target: str | None = None
         if key_id is not None:
             target = (await self.describe_key(caller, key_id)).key_id
-        after = _decode_marker(marker)
+        after, predefined_after = _decode_alias_marker(marker)
         size = limit or 50
-        rows = await asyncio.to_thread(self._list_aliases, caller, target, after, size + 1)
-        entries = [
-            AliasEntry(
-                name,
-                alias_arn(self.partition, caller.region, caller.account_id, name),
-                target_key,
-                created,
-                updated,
-            )
-            for name, target_key, created, updated in rows[:size]
+        entries: list[AliasEntry] = []
+        if predefined_after is None:  # the account's own aliases come first
+            rows = await asyncio.to_thread(self._list_aliases, caller, target, after, size + 1)
+            entries = [
+                AliasEntry(
+                    name,
+                    alias_arn(self.partition, caller.region, caller.account_id, name),
+                    target_key,
+                    created,
+                    updated,
+                )
+                for name, target_key, created, updated in rows[:size]
+            ]
+            if len(rows) > size:
+                return Page(entries, _encode_marker(rows[size - 1][0]))
+            if target is not None:
+                return Page(entries)
+        return await self._with_predefined_aliases(caller, entries, size, predefined_after or "")
+
+    async def _with_predefined_aliases(
+        self, caller: Caller, entries: list[AliasEntry], size: int, after: str
+    ) -> Page[AliasEntry]:
+        """The page filled up with AWS's predefined aliases (those after ``after``) whose
+        AWS managed key does not exist yet: AWS lists them without a TargetKeyId."""
+        waiting = [
+            AliasEntry(name, alias_arn(self.partition, caller.region, caller.account_id, name))
+            for name in await self._predefined_aliases_without_key(caller)
+            if name > after
         ]
-        next_marker = _encode_marker(rows[size - 1][0]) if len(rows) > size else None
-        return Page(entries, next_marker)
+        room = size - len(entries)
+        entries = entries + waiting[:room]
+        if len(waiting) <= room:
+            return Page(entries)
+        return Page(entries, _encode_predefined_marker(entries[-1].alias_name if room else ""))
+
+    async def _predefined_aliases_without_key(self, caller: Caller) -> list[str]:
+        # One command per alias, sent together: the writer reads them in one round.
+        def has_key(name: str) -> Command[bool]:
+            def command(uow: UnitOfWork) -> bool:
+                alias = uow.get(alias_aggregate_id(caller.account_id, caller.region, name))
+                return isinstance(alias, Alias) and alias.exists
+
+            return command
+
+        found = await asyncio.gather(
+            *(self.runner.run(has_key(name)) for name in PREDEFINED_AWS_ALIASES)
+        )
+        pairs = zip(PREDEFINED_AWS_ALIASES, found, strict=True)
+        return [name for name, exists in pairs if not exists]
 
     def _list_aliases(
         self, caller: Caller, target: str | None, after: str | None, limit: int
@@ -809,6 +854,21 @@ def tags_from_pairs(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
 # ==== paging ===========================================================================
 def _encode_marker(after: str) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"after": after})).decode()
+
+
+def _encode_predefined_marker(after: str) -> str:
+    """A ListAliases marker within AWS's predefined aliases (listed after the account's)."""
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after, "predefined": True})).decode()
+
+
+def _decode_alias_marker(marker: str | None) -> tuple[str | None, str | None]:
+    """(the last alias of the account listed, or the last predefined alias listed: None
+    while the account's own aliases are still being listed)."""
+    after = _decode_marker(marker)
+    if marker is None or after is None:
+        return None, None
+    predefined = orjson.loads(base64.urlsafe_b64decode(marker.encode())).get("predefined")
+    return (None, after) if predefined is True else (after, None)
 
 
 def _decode_marker(marker: str | None) -> str | None:

@@ -151,9 +151,10 @@ class RotationEntry:
 class AliasEntry:
     alias_name: str
     alias_arn: str
-    target_key_id: str | None
-    creation_date: datetime | None
-    last_updated: datetime | None
+    # None for a predefined AWS alias whose AWS managed key does not exist yet.
+    target_key_id: str | None = None
+    creation_date: datetime | None = None
+    last_updated: datetime | None = None
 
 
 @dataclass(frozen=True)
