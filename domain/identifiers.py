@@ -94,8 +94,9 @@ def parse_key_reference(
 ) -> KeyReference:
     """Parse a KeyId member (key id, key ARN, alias name or alias ARN).
 
-    Management operations pass ``allow_alias=False``: AWS then answers NotFound for
-    aliases, as it does for any string that names no key.
+    Management operations pass ``allow_alias=False``: AWS then answers NotFound for an
+    alias name, as it does for any string that names no key, and InvalidArn for an alias
+    ARN.
     """
     if value.startswith("arn:"):
         match = ARN_PATTERN.match(value)
@@ -107,7 +108,10 @@ def parse_key_reference(
                 raise NotFoundError(f"Invalid keyId '{value}'")
             return KeyReference(ReferenceKind.KEY_ARN, match["account"], match["region"], name)
         if not allow_alias:
-            raise NotFoundError(f"Invalid keyId '{value}'")
+            # AWS's answer to an alias ARN where only a key will do (as relayed by Lambda's
+            # CreateGrant: "InvalidArnException KMS Message: Key Aliases are not supported
+            # for this operation.").
+            raise InvalidArnError("Key Aliases are not supported for this operation.")
         return KeyReference(
             ReferenceKind.ALIAS_ARN, match["account"], match["region"], f"alias/{name}"
         )

@@ -181,3 +181,25 @@ def test_an_unknown_key_agreement_algorithm_lists_ecdh(raw: RawSender, kms: Any)
         "satisfy constraint: Member must satisfy enum value set: [ECDH]"
     )
     assert_error_body(response, {"__type": "ValidationException", "message": message})
+
+
+# --- key identifiers -----------------------------------------------------------------------------
+def test_an_alias_arn_where_only_a_key_will_do_is_an_invalid_arn(
+    raw: RawSender, kms: Any, key_id: str
+) -> None:
+    # AWS's answer to CreateGrant with an alias ARN, as Lambda relays it: "InvalidArnException
+    # KMS Message: Key Aliases are not supported for this operation."
+    alias = f"alias/arn-{key_id}"
+    kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+
+    response = raw(
+        "TrentService.CreateGrant",
+        {
+            "KeyId": f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:{alias}",
+            "GranteePrincipal": f"arn:aws:iam::{ACCOUNT_ID}:root",
+            "Operations": ["Decrypt"],
+        },
+    )
+
+    message = "Key Aliases are not supported for this operation."
+    assert_error_body(response, {"__type": "InvalidArnException", "message": message})
