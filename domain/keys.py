@@ -455,9 +455,10 @@ class Key(Aggregate):
 
     def schedule_deletion(self, *, now: datetime, actor: Actor, pending_window_days: int) -> None:
         if not MIN_DELETION_WINDOW_DAYS <= pending_window_days <= MAX_DELETION_WINDOW_DAYS:
+            # AWS's text (as it answered ScheduleKeyDeletion with a window of 1 day).
             raise ValidationError(
-                f"PendingWindowInDays value of {pending_window_days} is not valid. "
-                f"It must be between {MIN_DELETION_WINDOW_DAYS} and {MAX_DELETION_WINDOW_DAYS}."
+                f"PendingWindowInDays must be between {MIN_DELETION_WINDOW_DAYS} and "
+                f"{MAX_DELETION_WINDOW_DAYS}"
             )
         self.check_allowed("ScheduleKeyDeletion")
         self.trigger_event(
