@@ -416,7 +416,8 @@ def derive_shared_secret(private_key: ec.EllipticCurvePrivateKey, peer_public_ke
     try:
         peer = serialization.load_der_public_key(peer_public_key)
     except (ValueError, UnsupportedAlgorithm):
-        raise ValidationError("PublicKey is not a valid DER-encoded public key.") from None
+        # AWS answers a malformed PublicKey with a ValidationException and no text (recorded).
+        raise ValidationError() from None
     if not isinstance(peer, ec.EllipticCurvePublicKey) or peer.curve.name != private_key.curve.name:
         raise InvalidKeyUsageError(
             "The public key's key spec is not compatible with the key agreement key's key spec."

@@ -10,6 +10,7 @@ from enum import Enum
 from domain.errors import InvalidAliasNameError, InvalidArnError, NotFoundError, ValidationError
 
 KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MULTI_REGION_KEY_ID_PATTERN = re.compile(r"^mrk-[0-9a-f]{32}$")
 ALIAS_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9:/_-]+$")
 ACCOUNT_ID_PATTERN = re.compile(r"^\d{12}$")
 REGION_PATTERN = re.compile(r"^([a-z]+-){2,3}\d+$")
@@ -18,6 +19,28 @@ ARN_PATTERN = re.compile(
     r"(?P<resource>key|alias)/(?P<name>.+)$"
 )
 AWS_MANAGED_ALIAS_PREFIX = "alias/aws/"
+# The aliases AWS creates in every account ahead of their AWS managed keys; ListAliases
+# lists one without a TargetKeyId until its key exists (AWS's ListAliases documentation;
+# the names are moto's and LocalStack's list of them).
+PREDEFINED_AWS_ALIASES = tuple(
+    AWS_MANAGED_ALIAS_PREFIX + service
+    for service in (
+        "acm",
+        "dynamodb",
+        "ebs",
+        "elasticfilesystem",
+        "es",
+        "glue",
+        "kinesisvideo",
+        "lambda",
+        "rds",
+        "redshift",
+        "s3",
+        "secretsmanager",
+        "ssm",
+        "xray",
+    )
+)
 ALIAS_PREFIX = "alias/"
 # Deterministic ids for name-keyed aggregates (aliases, accounts, access keys).
 NAMESPACE = uuid.UUID("5b0e3c5e-4a3b-4f43-9d61-6b6579ed6765")
@@ -43,6 +66,20 @@ class KeyReference:
     def is_alias(self) -> bool:
         return self.kind in (ReferenceKind.ALIAS_NAME, ReferenceKind.ALIAS_ARN)
 
+    @property
+    def key_uuid(self) -> uuid.UUID | None:
+        """The aggregate id of the key a key id or key ARN names. None for a multi-Region
+        key id (``mrk-``): well formed, so AWS answers ``Key '<arn>' does not exist`` for
+        one it does not hold, but no multi-Region key exists in this deployment yet."""
+        if self.is_alias or not KEY_ID_PATTERN.match(self.name):
+            return None
+        return uuid.UUID(self.name)
+
+
+def is_key_id(value: str) -> bool:
+    """A key id as AWS writes one: a lowercase UUID, or ``mrk-`` and 32 hex digits."""
+    return bool(KEY_ID_PATTERN.match(value) or MULTI_REGION_KEY_ID_PATTERN.match(value))
+
 
 def key_arn(partition: str, region: str, account_id: str, key_id: str) -> str:
     return f"arn:{partition}:kms:{region}:{account_id}:key/{key_id}"
@@ -57,8 +94,9 @@ def parse_key_reference(
 ) -> KeyReference:
     """Parse a KeyId member (key id, key ARN, alias name or alias ARN).
 
-    Management operations pass ``allow_alias=False``: AWS then answers NotFound for
-    aliases, as it does for any string that names no key.
+    Management operations pass ``allow_alias=False``: AWS then answers NotFound for an
+    alias name, as it does for any string that names no key, and InvalidArn for an alias
+    ARN.
     """
     if value.startswith("arn:"):
         match = ARN_PATTERN.match(value)
@@ -66,11 +104,14 @@ def parse_key_reference(
             raise InvalidArnError(f"Invalid arn {value}")
         resource, name = match["resource"], match["name"]
         if resource == "key":
-            if not KEY_ID_PATTERN.match(name):
+            if not is_key_id(name):
                 raise NotFoundError(f"Invalid keyId '{value}'")
             return KeyReference(ReferenceKind.KEY_ARN, match["account"], match["region"], name)
         if not allow_alias:
-            raise NotFoundError(f"Invalid keyId '{value}'")
+            # AWS's answer to an alias ARN where only a key will do (as relayed by Lambda's
+            # CreateGrant: "InvalidArnException KMS Message: Key Aliases are not supported
+            # for this operation.").
+            raise InvalidArnError("Key Aliases are not supported for this operation.")
         return KeyReference(
             ReferenceKind.ALIAS_ARN, match["account"], match["region"], f"alias/{name}"
         )
@@ -78,7 +119,7 @@ def parse_key_reference(
         if not allow_alias:
             raise NotFoundError(f"Invalid keyId '{value}'")
         return KeyReference(ReferenceKind.ALIAS_NAME, account_id, region, value)
-    if KEY_ID_PATTERN.match(value):
+    if is_key_id(value):
         return KeyReference(ReferenceKind.KEY_ID, account_id, region, value)
     raise NotFoundError(f"Invalid keyId '{value}'")
 
@@ -99,6 +140,15 @@ def validate_alias_name(alias_name: str, *, allow_aws_managed: bool = False) -> 
         raise InvalidAliasNameError(
             "Alias names beginning with alias/aws/ are reserved for AWS managed keys."
         )
+
+
+def validate_new_alias_name(alias_name: str) -> None:
+    """CreateAlias and UpdateAlias: the model's pattern admits ':', but KMS refuses an alias
+    named with it (moto's record of AWS's answer: ``alias/my:alias contains invalid
+    characters for an alias``); letters, digits, '/', '_' and '-' remain."""
+    validate_alias_name(alias_name)
+    if ":" in alias_name:
+        raise ValidationError(f"{alias_name} contains invalid characters for an alias")
 
 
 def alias_aggregate_id(account_id: str, region: str, alias_name: str) -> uuid.UUID:

@@ -455,9 +455,10 @@ class Key(Aggregate):
 
     def schedule_deletion(self, *, now: datetime, actor: Actor, pending_window_days: int) -> None:
         if not MIN_DELETION_WINDOW_DAYS <= pending_window_days <= MAX_DELETION_WINDOW_DAYS:
+            # AWS's text (as it answered ScheduleKeyDeletion with a window of 1 day).
             raise ValidationError(
-                f"PendingWindowInDays value of {pending_window_days} is not valid. "
-                f"It must be between {MIN_DELETION_WINDOW_DAYS} and {MAX_DELETION_WINDOW_DAYS}."
+                f"PendingWindowInDays must be between {MIN_DELETION_WINDOW_DAYS} and "
+                f"{MAX_DELETION_WINDOW_DAYS}"
             )
         self.check_allowed("ScheduleKeyDeletion")
         self.trigger_event(
@@ -520,8 +521,7 @@ class Key(Aggregate):
     def untag(self, *, now: datetime, actor: Actor, tag_keys: list[str]) -> None:
         self.check_allowed("UntagResource")
         for tag_key in tag_keys:
-            if tag_key.startswith("aws:"):
-                raise TagError("Tags beginning with aws: are reserved")
+            check_tag_key(tag_key)
         present = [tag_key for tag_key in dict.fromkeys(tag_keys) if tag_key in self.tags]
         if present:
             self.trigger_event(self.Untagged, timestamp=now, actor=actor.record(), tag_keys=present)
@@ -644,13 +644,19 @@ class Key(Aggregate):
         if self.is_aws_managed:
             raise UnsupportedOperationError(f"{self.arn} is an AWS managed key.")
         self.check_allowed(operation)
-        if not self.can_rotate_automatically:
+        self.check_rotation_supported()
+
+    def check_rotation_supported(self) -> None:
+        """Automatic and on-demand rotation are for symmetric encryption keys of origin
+        AWS_KMS. AWS names another origin, and gives no text for another key spec
+        (RotateKeyOnDemand and EnableKeyRotation on an RSA_4096 key, as recorded)."""
+        if self.can_rotate_automatically:
+            return
+        if self.origin != "AWS_KMS":
             raise UnsupportedOperationError(
                 f"{self.arn} origin is {self.origin} which is not valid for this operation."
-                if self.origin != "AWS_KMS"
-                else f"{self.arn} key spec is {self.key_spec} which is not valid for this "
-                "operation."
             )
+        raise UnsupportedOperationError()
 
     def enable_rotation(self, *, now: datetime, actor: Actor, period_days: int | None) -> None:
         self._check_rotatable("EnableKeyRotation")
@@ -913,7 +919,7 @@ class Key(Aggregate):
             if pending is not None:
                 raise InvalidStateError(
                     f"New key material (id: {material_id}) cannot be imported into KMS key "
-                    f"{self.key_id}, because another key material (id: "
+                    f"{self.arn}, because another key material (id: "
                     f"{pending.material_id}) is pending rotation."
                 )
             return ImportPlan(len(self.materials) + 1, True, chosen)
@@ -1046,10 +1052,15 @@ def _check_expiration(now: datetime, expiration_model: str, valid_to: datetime |
         )
 
 
+def check_tag_key(tag_key: str) -> None:
+    """The ``aws:`` prefix is AWS's, in any case (``AWS:key1`` is refused, as recorded)."""
+    if tag_key[:4].lower() == "aws:":
+        raise TagError("Tags beginning with aws: are reserved")
+
+
 def check_tags(tags: dict[str, str], *, existing: dict[str, str]) -> None:
     for tag_key in tags:
-        if tag_key.startswith("aws:"):
-            raise TagError("Tags beginning with aws: are reserved")
+        check_tag_key(tag_key)
     if len({**existing, **tags}) > MAX_TAGS:
         raise TagError("Too many tags")
 

@@ -114,6 +114,15 @@ def aws_error(error: Exception) -> tuple[str, int, str]:
     return "KMSInternalException", 500, "internal error"
 
 
+def error_document(code: str, message: str) -> dict[str, str]:
+    """An AWS JSON 1.1 error body. An error AWS sends without a text (InvalidCiphertext,
+    KMSInvalidSignature, KMSInvalidMac, ...) has no ``message`` member at all: an empty
+    string is not the same answer."""
+    if not message:
+        return {"__type": code}
+    return {"__type": code, "message": message}
+
+
 def rest_status(error: Exception) -> int:
     if is_unavailable(error) and not isinstance(error, errors.DomainError):
         return 503

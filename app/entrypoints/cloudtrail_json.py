@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.auth.sigv4 import IncomingRequest, check_region
-from app.aws.errors import aws_error
+from app.aws.errors import aws_error, error_document
 from app.entrypoints.aws_json.asgi import respond as _respond
 from app.entrypoints.aws_json.shapes import parse_request
 from domain.audit import (
@@ -232,5 +232,5 @@ async def _fail(send: Any, error: Exception, request_id: str) -> None:
             code = "InternalFailure"
         if not isinstance(error, DomainError):
             log.error("request %s failed: %s", request_id, type(error).__name__)
-    body = orjson.dumps({"__type": code, "message": message})
+    body = orjson.dumps(error_document(code, message))
     await _respond(send, status, body, request_id)

@@ -243,5 +243,6 @@ def _key_uuid(key_id: str, caller: Caller | None) -> uuid.UUID:
         ref = parse_key_reference(
             key_id, account_id=caller.account_id if caller else "", region="", allow_alias=False
         )
-        return uuid.UUID(ref.name)
+        if ref.key_uuid is not None:
+            return ref.key_uuid
     raise ValidationError(f"'{key_id}' is not a key id or key ARN.")

@@ -195,11 +195,11 @@ class ExplainOperations:
 def _operator_key(uow: UnitOfWork, key_id: str, account_id: str, region: str | None) -> Key:
     """Any account's key, for the local operator: by id or ARN, or alias (ARN) name."""
     ref = parse_key_reference(key_id, account_id=account_id, region=region or "us-east-1")
-    target: str | None = ref.name
+    target = ref.key_uuid
     if ref.is_alias:
         alias: Alias | None = uow.get(alias_aggregate_id(ref.account_id, ref.region, ref.name))
-        target = alias.target_key_id if alias is not None else None
-    key = uow.get(uuid.UUID(target), fresh=True) if target else None
+        target = uuid.UUID(alias.target_key_id) if alias and alias.target_key_id else None
+    key = uow.get(target, fresh=True) if target else None
     if not isinstance(key, Key) or key.is_deleted:
         raise NotFoundError(f"Key '{key_id}' does not exist")
     return key

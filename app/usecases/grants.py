@@ -302,11 +302,11 @@ class GrantOperations:
             ref = parse_key_reference(
                 key_id, account_id=caller.account_id, region=caller.region, allow_alias=False
             )
-            key_uuid = uuid.UUID(ref.name)
+            key_uuid = ref.key_uuid
             expected: tuple[str, str] | None = (ref.account_id, ref.region)
         else:
             expected = None
-        found = uow.get(key_uuid, fresh=True)
+        found = uow.get(key_uuid, fresh=True) if key_uuid else None
         if (
             not isinstance(found, Key)
             or found.is_deleted

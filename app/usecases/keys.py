@@ -25,7 +25,15 @@ from typing import Any
 import orjson
 
 from app.auth.credentials import SERVICE_ACTOR, Caller
-from app.ports import Clock, CommandRunner, EventHistory, KeyDirectory, UnitOfWork, Vault
+from app.ports import (
+    Clock,
+    Command,
+    CommandRunner,
+    EventHistory,
+    KeyDirectory,
+    UnitOfWork,
+    Vault,
+)
 from app.usecases.asymmetric import AsymmetricOperations
 from app.usecases.auditors import AuditService
 from app.usecases.authorization import AccessControl, AccessRequest
@@ -66,7 +74,14 @@ from domain.errors import (
     UnsupportedOperationError,
     ValidationError,
 )
-from domain.identifiers import alias_aggregate_id, alias_arn, key_arn, validate_alias_name
+from domain.identifiers import (
+    PREDEFINED_AWS_ALIASES,
+    alias_aggregate_id,
+    alias_arn,
+    key_arn,
+    validate_alias_name,
+    validate_new_alias_name,
+)
 from domain.key_specs import (
     AWS_KMS,
     ENCRYPT_DECRYPT,
@@ -340,10 +355,7 @@ class KeyLifecycle:
     async def get_key_rotation_status(self, caller: Caller, key_id: str) -> RotationStatus:
         def command(uow: UnitOfWork) -> RotationStatus:
             key = self.resolver.resolve(uow, caller, key_id, "GetKeyRotationStatus", fresh=True)
-            if not key.can_rotate_automatically:
-                raise UnsupportedOperationError(
-                    f"{key.arn} key spec is {key.key_spec} which is not valid for this operation."
-                )
+            key.check_rotation_supported()
             enabled = key.rotation_enabled and key.state != key_states.PENDING_DELETION
             return RotationStatus(
                 key.arn,
@@ -354,7 +366,9 @@ class KeyLifecycle:
 
         return await self.runner.run(command)
 
-    async def rotate_key_on_demand(self, caller: Caller, key_id: str) -> str:
+    async def rotate_key_on_demand(self, caller: Caller, key_id: str) -> KeyEntry:
+        """The rotated key's id and ARN (AWS's RotateKeyOnDemand answers the ARN)."""
+
         def change(key: Key, now: Any, actor: Any) -> None:
             # An imported key rotates to the material imported for it (NEW_KEY_MATERIAL).
             material = (
@@ -367,7 +381,7 @@ class KeyLifecycle:
             key.rotate_on_demand(now=now, actor=actor, material=material)
 
         key = await self._change(caller, key_id, "RotateKeyOnDemand", change)
-        return key.key_id
+        return KeyEntry(key.key_id, key.arn)
 
     async def list_key_rotations(
         self,
@@ -382,10 +396,7 @@ class KeyLifecycle:
             key.check_allowed("ListKeyRotations")
             if key.is_external and key.key_spec == SYMMETRIC_DEFAULT:
                 return imported_rotation_entries(key, include_key_material == "ALL_KEY_MATERIAL")
-            if not key.can_rotate_automatically:
-                raise UnsupportedOperationError(
-                    f"{key.arn} key spec is {key.key_spec} which is not valid for this operation."
-                )
+            key.check_rotation_supported()
             first = 0 if include_key_material == "ALL_KEY_MATERIAL" else 1
             return [
                 RotationEntry(key.key_id, m.material_id, m.created, m.rotation_type)
@@ -396,7 +407,7 @@ class KeyLifecycle:
 
     # ==== aliases ========================================================================
     async def create_alias(self, caller: Caller, alias_name: str, target_key_id: str) -> None:
-        validate_alias_name(alias_name)
+        validate_new_alias_name(alias_name)
 
         def command(uow: UnitOfWork) -> None:
             key = self.resolver.resolve(
@@ -422,7 +433,7 @@ class KeyLifecycle:
         await self.runner.run(command)
 
     async def update_alias(self, caller: Caller, alias_name: str, target_key_id: str) -> None:
-        validate_alias_name(alias_name)
+        validate_new_alias_name(alias_name)
 
         def command(uow: UnitOfWork) -> None:
             alias_id = alias_aggregate_id(caller.account_id, caller.region, alias_name)
@@ -478,21 +489,57 @@ class KeyLifecycle:
         target: str | None = None
         if key_id is not None:
             target = (await self.describe_key(caller, key_id)).key_id
-        after = _decode_marker(marker)
+        after, predefined_after = _decode_alias_marker(marker)
         size = limit or 50
-        rows = await asyncio.to_thread(self._list_aliases, caller, target, after, size + 1)
-        entries = [
-            AliasEntry(
-                name,
-                alias_arn(self.partition, caller.region, caller.account_id, name),
-                target_key,
-                created,
-                updated,
-            )
-            for name, target_key, created, updated in rows[:size]
+        entries: list[AliasEntry] = []
+        if predefined_after is None:  # the account's own aliases come first
+            rows = await asyncio.to_thread(self._list_aliases, caller, target, after, size + 1)
+            entries = [
+                AliasEntry(
+                    name,
+                    alias_arn(self.partition, caller.region, caller.account_id, name),
+                    target_key,
+                    created,
+                    updated,
+                )
+                for name, target_key, created, updated in rows[:size]
+            ]
+            if len(rows) > size:
+                return Page(entries, _encode_marker(rows[size - 1][0]))
+            if target is not None:
+                return Page(entries)
+        return await self._with_predefined_aliases(caller, entries, size, predefined_after or "")
+
+    async def _with_predefined_aliases(
+        self, caller: Caller, entries: list[AliasEntry], size: int, after: str
+    ) -> Page[AliasEntry]:
+        """The page filled up with AWS's predefined aliases (those after ``after``) whose
+        AWS managed key does not exist yet: AWS lists them without a TargetKeyId."""
+        waiting = [
+            AliasEntry(name, alias_arn(self.partition, caller.region, caller.account_id, name))
+            for name in await self._predefined_aliases_without_key(caller)
+            if name > after
         ]
-        next_marker = _encode_marker(rows[size - 1][0]) if len(rows) > size else None
-        return Page(entries, next_marker)
+        room = size - len(entries)
+        entries = entries + waiting[:room]
+        if len(waiting) <= room:
+            return Page(entries)
+        return Page(entries, _encode_predefined_marker(entries[-1].alias_name if room else ""))
+
+    async def _predefined_aliases_without_key(self, caller: Caller) -> list[str]:
+        # One command per alias, sent together: the writer reads them in one round.
+        def has_key(name: str) -> Command[bool]:
+            def command(uow: UnitOfWork) -> bool:
+                alias = uow.get(alias_aggregate_id(caller.account_id, caller.region, name))
+                return isinstance(alias, Alias) and alias.exists
+
+            return command
+
+        found = await asyncio.gather(
+            *(self.runner.run(has_key(name)) for name in PREDEFINED_AWS_ALIASES)
+        )
+        pairs = zip(PREDEFINED_AWS_ALIASES, found, strict=True)
+        return [name for name, exists in pairs if not exists]
 
     def _list_aliases(
         self, caller: Caller, target: str | None, after: str | None, limit: int
@@ -807,6 +854,21 @@ def tags_from_pairs(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
 # ==== paging ===========================================================================
 def _encode_marker(after: str) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"after": after})).decode()
+
+
+def _encode_predefined_marker(after: str) -> str:
+    """A ListAliases marker within AWS's predefined aliases (listed after the account's)."""
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after, "predefined": True})).decode()
+
+
+def _decode_alias_marker(marker: str | None) -> tuple[str | None, str | None]:
+    """(the last alias of the account listed, or the last predefined alias listed: None
+    while the account's own aliases are still being listed)."""
+    after = _decode_marker(marker)
+    if marker is None or after is None:
+        return None, None
+    predefined = orjson.loads(base64.urlsafe_b64decode(marker.encode())).get("predefined")
+    return (None, after) if predefined is True else (after, None)
 
 
 def _decode_marker(marker: str | None) -> str | None:

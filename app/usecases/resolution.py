@@ -117,7 +117,7 @@ class KeyResolver:
         if ref.is_alias:
             key = self._key_for_alias(uow, caller, ref)
         else:
-            found = uow.get(uuid.UUID(ref.name), fresh=fresh)
+            found = uow.get(ref.key_uuid, fresh=fresh) if ref.key_uuid else None
             if (
                 found is None
                 or not isinstance(found, Key)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from domain import key_states
-from domain.key_specs import key_algorithms
+from domain.key_specs import SYMMETRIC_DEFAULT, key_algorithms
 from domain.keys import Key
 
 
@@ -61,7 +61,7 @@ class KeyDescription:
             key_spec=key.key_spec,
             encryption_algorithms=algorithms.encryption,
             multi_region=False,
-            current_material_id=key.current_material.material_id if key.materials else None,
+            current_material_id=_current_material_id(key),
             signing_algorithms=algorithms.signing,
             mac_algorithms=algorithms.mac,
             key_agreement_algorithms=algorithms.key_agreement,
@@ -72,6 +72,14 @@ class KeyDescription:
             cloud_hsm_cluster_id=key.store["cloud_hsm_cluster_id"] if key.store else None,
             xks_key_id=key.store["xks_key_id"] if key.store else None,
         )
+
+
+def _current_material_id(key: Key) -> str | None:
+    """AWS shows CurrentKeyMaterialId for symmetric encryption keys only (the keys that
+    rotate); HMAC and asymmetric keys, imported or not, have one material and no id shown."""
+    if key.key_spec != SYMMETRIC_DEFAULT or not key.materials:
+        return None
+    return key.current_material.material_id
 
 
 @dataclass(frozen=True)
@@ -143,9 +151,10 @@ class RotationEntry:
 class AliasEntry:
     alias_name: str
     alias_arn: str
-    target_key_id: str | None
-    creation_date: datetime | None
-    last_updated: datetime | None
+    # None for a predefined AWS alias whose AWS managed key does not exist yet.
+    target_key_id: str | None = None
+    creation_date: datetime | None = None
+    last_updated: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from domain.identifiers import PREDEFINED_AWS_ALIASES
 from tests.aws.conftest import aws_error, ledger_unchanged, new_alias
 from tests.conftest import ACCOUNT_ID, REGION
 
@@ -69,6 +70,33 @@ def test_create_alias_refuses_characters_outside_the_pattern(kms, key_id):
         "constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$",
     ):
         kms.create_alias(AliasName="alias/bad name", TargetKeyId=key_id)
+
+
+@pytest.mark.parametrize("operation", ["CreateAlias", "UpdateAlias"])
+def test_an_alias_name_with_a_colon_is_refused_although_the_pattern_admits_it(
+    raw, key_id, service, operation
+):
+    # AWS's answer for alias/my:alias, as moto's tests record it.
+    with ledger_unchanged(service):
+        response = raw(
+            f"TrentService.{operation}", {"AliasName": "alias/my:alias", "TargetKeyId": key_id}
+        )
+
+    assert (response.status, response.body) == (
+        400,
+        {
+            "__type": "ValidationException",
+            "message": "alias/my:alias contains invalid characters for an alias",
+        },
+    )
+
+
+def test_create_alias_accepts_letters_digits_slashes_underscores_and_dashes(kms, key_id):
+    name = new_alias() + "/Az09_-/"
+
+    kms.create_alias(AliasName=name, TargetKeyId=key_id)
+
+    assert kms.describe_key(KeyId=name)["KeyMetadata"]["KeyId"] == key_id
 
 
 def test_create_alias_refuses_the_reserved_aws_prefix(kms, key_id, service):
@@ -209,20 +237,51 @@ def test_list_aliases_accepts_a_key_arn_filter(kms, key_id):
     assert [a["AliasName"] for a in listed] == [alias]
 
 
-def test_list_aliases_pages_with_limit_and_marker(other_account):
+@pytest.mark.parametrize("count", [4, 5])  # the account's aliases end a page, or do not
+def test_list_aliases_pages_with_limit_and_marker(other_account, count):
     kms = other_account.kms
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
-    names = sorted(new_alias() for _ in range(5))
+    names = sorted(new_alias() for _ in range(count))
     for name in names:
         kms.create_alias(AliasName=name, TargetKeyId=key_id)
 
-    first = kms.list_aliases(Limit=2)
-    second = kms.list_aliases(Limit=2, Marker=first["NextMarker"])
-    third = kms.list_aliases(Limit=2, Marker=second["NextMarker"])
+    pages = [kms.list_aliases(Limit=2)]
+    while pages[-1]["Truncated"]:
+        pages.append(kms.list_aliases(Limit=2, Marker=pages[-1]["NextMarker"]))
 
-    assert [first["Truncated"], second["Truncated"], third["Truncated"]] == [True, True, False]
-    listed = [a["AliasName"] for page in (first, second, third) for a in page["Aliases"]]
-    assert listed == names
+    # The account's aliases, then AWS's predefined aliases that have no key yet.
+    expected = names + list(PREDEFINED_AWS_ALIASES)
+    sizes = [2] * (len(expected) // 2) + [1] * (len(expected) % 2)
+    assert [len(page["Aliases"]) for page in pages] == sizes
+    listed = [a["AliasName"] for page in pages for a in page["Aliases"]]
+    assert listed == expected
+
+
+def test_list_aliases_lists_predefined_aliases_without_a_target_key(other_account):
+    # AWS's ListAliases: "The response might also include aliases that have no TargetKeyId
+    # field. These are predefined aliases that AWS has created but has not yet associated
+    # with a KMS key."
+    account = other_account.account_id
+
+    answer = other_account.kms.list_aliases()
+
+    assert answer["Aliases"] == [
+        {"AliasName": name, "AliasArn": f"arn:aws:kms:{REGION}:{account}:{name}"}
+        for name in PREDEFINED_AWS_ALIASES
+    ]
+    assert answer["Truncated"] is False and "NextMarker" not in answer
+
+
+def test_a_predefined_alias_gets_its_target_once_its_aws_managed_key_exists(other_account):
+    kms = other_account.kms
+    managed = kms.describe_key(KeyId="alias/aws/s3")["KeyMetadata"]
+
+    listed = kms.list_aliases()["Aliases"]
+
+    s3 = [a for a in listed if a["AliasName"] == "alias/aws/s3"]
+    assert len(s3) == 1 and s3[0]["TargetKeyId"] == managed["KeyId"]
+    assert all("TargetKeyId" not in a for a in listed if a["AliasName"] != "alias/aws/s3")
+    assert kms.list_aliases(KeyId=managed["KeyId"])["Aliases"] == s3
 
 
 def test_list_aliases_rejects_a_marker_it_did_not_issue(kms):
@@ -279,6 +338,17 @@ def test_tag_resource_refuses_the_reserved_aws_prefix(kms, key_id, service):
         aws_error("TagException", "Tags beginning with aws: are reserved"),
     ):
         kms.tag_resource(KeyId=key_id, Tags=[{"TagKey": "aws:createdBy", "TagValue": "x"}])
+    assert tags_of(kms, key_id) == {}
+
+
+@pytest.mark.parametrize("tag_key", ["AWS:createdBy", "Aws:createdBy", "aWs:createdBy"])
+def test_tag_resource_refuses_the_reserved_prefix_in_any_case(kms, key_id, service, tag_key):
+    # Recorded: CreateKey with the tag key AWS:key1 (localstack snapshot, "uppercase_prefix").
+    with (
+        ledger_unchanged(service),
+        aws_error("TagException", "Tags beginning with aws: are reserved"),
+    ):
+        kms.tag_resource(KeyId=key_id, Tags=[{"TagKey": tag_key, "TagValue": "x"}])
     assert tags_of(kms, key_id) == {}
 
 

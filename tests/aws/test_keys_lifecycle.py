@@ -7,6 +7,7 @@ import json
 import re
 from datetime import timedelta
 
+import pytest
 from botocore.session import get_session
 
 from tests.aws.conftest import (
@@ -105,6 +106,19 @@ def test_create_key_rejects_a_tag_with_the_reserved_aws_prefix(kms, service):
         kms.create_key(Tags=[{"TagKey": "aws:owner", "TagValue": "me"}])
 
 
+def test_create_key_rejects_the_reserved_tag_prefix_in_upper_case(raw, service):
+    # Recorded: CreateKey with the tag key AWS:key1 (localstack snapshot, "uppercase_prefix").
+    with ledger_unchanged(service):
+        response = raw(
+            "TrentService.CreateKey", {"Tags": [{"TagKey": "AWS:key1", "TagValue": "v"}]}
+        )
+
+    assert (response.status, response.body) == (
+        400,
+        {"__type": "TagException", "message": "Tags beginning with aws: are reserved"},
+    )
+
+
 def test_create_key_rejects_a_key_usage_the_symmetric_spec_cannot_have(kms, service):
     with (
         ledger_unchanged(service),
@@ -147,16 +161,42 @@ def test_create_key_rejects_an_unknown_key_usage_with_the_enum_message(kms):
     assert error["message"].startswith(prefix) and error["message"].endswith("]")
     listed = error["message"][len(prefix) : -1].split(", ")
     assert set(listed) == _enum("KeyUsageType")
+    # AWS's order as recorded (2023-04), then the usages AWS added since.
+    assert listed == [
+        "ENCRYPT_DECRYPT",
+        "SIGN_VERIFY",
+        "GENERATE_VERIFY_MAC",
+        "KEY_AGREEMENT",
+        "ENCAPSULATE_DECAPSULATE",
+    ]
 
 
 def test_create_key_rejects_an_unknown_key_spec_with_the_enum_message(kms):
     with aws_error("ValidationException") as error:
         kms.create_key(KeySpec="AES_9000")
 
-    assert error["message"].startswith(
+    prefix = (
         "1 validation error detected: Value 'AES_9000' at 'keySpec' failed to satisfy "
         "constraint: Member must satisfy enum value set: ["
     )
+    assert error["message"].startswith(prefix) and error["message"].endswith("]")
+    listed = error["message"][len(prefix) : -1].split(", ")
+    assert set(listed) == _enum("KeySpec")
+    # AWS's order as recorded (2023-04), then the specs AWS added since, in the model's order.
+    assert listed[:12] == [
+        "RSA_2048",
+        "ECC_NIST_P384",
+        "ECC_NIST_P256",
+        "ECC_NIST_P521",
+        "HMAC_384",
+        "RSA_3072",
+        "ECC_SECG_P256K1",
+        "RSA_4096",
+        "SYMMETRIC_DEFAULT",
+        "HMAC_256",
+        "HMAC_224",
+        "HMAC_512",
+    ]
 
 
 def test_create_key_answers_unsupported_for_a_valid_spec_this_build_cannot_create(kms, service):
@@ -210,6 +250,45 @@ def test_describe_key_answers_not_found_for_an_unknown_key_id(kms):
 def test_describe_key_answers_not_found_for_a_value_that_is_no_key_id(kms):
     with aws_error("NotFoundException", "Invalid keyId 'fake-key-id'"):
         kms.describe_key(KeyId="fake-key-id")
+
+
+def test_describe_key_names_an_unknown_multi_region_key_id_by_its_arn(raw):
+    # Recorded: DescribeKey of mrk-d3b9...5762 (localstack snapshot, "valid-id-mrk").
+    missing = "mrk-d3b95762d3b95762d3b95762d3b95762"
+
+    response = raw("TrentService.DescribeKey", {"KeyId": missing})
+
+    message = f"Key '{ARN_PREFIX}{missing}' does not exist"
+    assert (response.status, response.body) == (
+        400,
+        {"__type": "NotFoundException", "message": message},
+    )
+
+
+def test_describe_key_names_an_unknown_multi_region_key_arn_by_that_arn(kms):
+    missing = f"{ARN_PREFIX}mrk-{'0' * 32}"
+
+    with aws_error("NotFoundException", f"Key '{missing}' does not exist"):
+        kms.describe_key(KeyId=missing)
+
+
+@pytest.mark.parametrize("value", ["mrk-fake-key-id", "mrk-" + "0" * 31])
+def test_describe_key_answers_invalid_key_id_for_a_malformed_multi_region_key_id(kms, value):
+    # Recorded: DescribeKey of mrk-fake-key-id (localstack snapshot, "invalid-uuid-mrk").
+    with aws_error("NotFoundException", f"Invalid keyId '{value}'"):
+        kms.describe_key(KeyId=value)
+
+
+def test_operations_on_an_unknown_multi_region_key_answer_not_found(kms):
+    missing = "mrk-" + "1" * 32
+    message = f"Key '{ARN_PREFIX}{missing}' does not exist"
+
+    with aws_error("NotFoundException", message):
+        kms.encrypt(KeyId=missing, Plaintext=b"x")
+    with aws_error("NotFoundException", message):
+        kms.create_alias(AliasName=new_alias(), TargetKeyId=missing)
+    with aws_error("NotFoundException"):
+        kms.retire_grant(KeyId=f"{ARN_PREFIX}{missing}", GrantId="0" * 64)
 
 
 def test_describe_key_answers_not_found_for_an_unknown_alias(kms):

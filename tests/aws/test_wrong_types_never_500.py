@@ -212,7 +212,9 @@ def assert_aws_shaped(response: RawResponse, what: str) -> None:
     assert response.status < 500, f"{what}: {response.status} {response.body}"
     assert response.headers.get("x-amzn-requestid"), what
     if response.status != 200:
-        assert response.error_type and isinstance(response.body.get("message"), str), (
+        # AWS's shape: a message with text, or none at all (never an empty one).
+        message = response.body.get("message", "absent")
+        assert response.error_type and isinstance(message, str) and message, (
             f"{what}: {response.status} {response.body}"
         )
 

@@ -169,7 +169,7 @@ def test_import_types_first_new_then_existing_and_one_pending_at_a_time() -> Non
     with pytest.raises(InvalidStateError) as raised:
         plan(key, "c" * 64, import_type=NEW_KEY_MATERIAL)
     assert raised.value.message == (
-        f"New key material (id: {'c' * 64}) cannot be imported into KMS key {key.key_id}, "
+        f"New key material (id: {'c' * 64}) cannot be imported into KMS key {key.arn}, "
         f"because another key material (id: {'b' * 64}) is pending rotation."
     )
 

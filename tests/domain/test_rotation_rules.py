@@ -37,7 +37,8 @@ def on_demand(key: Key) -> None:
 @pytest.mark.parametrize("spec", [s for s in KEY_SPECS if s != "SYMMETRIC_DEFAULT"])
 def test_only_symmetric_encryption_keys_rotate(spec: str) -> None:
     key = new_key(key_spec=spec, key_usage=usage_for(spec))
-    message = f"{key.arn} key spec is {spec} which is not valid for this operation."
+    # AWS gives no text here (RotateKeyOnDemand and EnableKeyRotation on RSA_4096, recorded).
+    message = ""
     for command in (
         lambda: key.enable_rotation(now=NOW, actor=ACTOR, period_days=None),
         lambda: key.disable_rotation(now=NOW, actor=ACTOR),

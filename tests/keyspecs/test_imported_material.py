@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from domain.algorithms import imported_material_id
 from tests.aws.conftest import aws_error, ledger_unchanged
 from tests.conftest import ACCOUNT_ID, REGION
 from tests.keyspecs.conftest import (
@@ -431,11 +432,23 @@ def test_rotating_an_imported_key_without_pending_material_is_an_invalid_state(s
 def test_a_second_pending_material_is_refused(service, kms):
     key_id = external_key(kms)
     import_material(kms, key_id, os.urandom(32))
-    import_material(kms, key_id, os.urandom(32), ImportType="NEW_KEY_MATERIAL")
+    pending = import_material(kms, key_id, os.urandom(32), ImportType="NEW_KEY_MATERIAL")
     parameters = _parameters(kms, key_id)
+    refused = os.urandom(32)
+    refused_id = imported_material_id(uuid.UUID(key_id).bytes, refused)
 
-    with ledger_unchanged(service), aws_error("KMSInvalidStateException"):
-        _import_with(kms, key_id, parameters, os.urandom(32), ImportType="NEW_KEY_MATERIAL")
+    # AWS names the key by its ARN here (localstack's snapshot, recorded 2025-11: the only
+    # KeyId it saw was ImportKeyMaterial's, an ARN).
+    with (
+        ledger_unchanged(service),
+        aws_error(
+            "KMSInvalidStateException",
+            f"New key material (id: {refused_id}) cannot be imported into KMS key "
+            f"{ARN_PREFIX}{key_id}, because another key material "
+            f"(id: {pending['KeyMaterialId']}) is pending rotation.",
+        ),
+    ):
+        _import_with(kms, key_id, parameters, refused, ImportType="NEW_KEY_MATERIAL")
 
 
 def test_deleting_old_material_leaves_the_key_enabled_but_its_ciphertexts_unreadable(service, kms):

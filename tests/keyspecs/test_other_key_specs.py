@@ -494,6 +494,57 @@ def test_describe_key_lists_the_algorithms_of_the_spec_and_usage(
     assert listed == {member}
 
 
+@pytest.mark.parametrize(
+    ("spec", "usage"),
+    [
+        ("HMAC_256", "GENERATE_VERIFY_MAC"),
+        ("RSA_2048", "SIGN_VERIFY"),
+        ("ECC_NIST_P256", "SIGN_VERIFY"),
+    ],
+)
+def test_describe_key_shows_no_current_key_material_id_for_hmac_or_asymmetric_keys(
+    kms, generated_key, spec, usage
+):
+    # AWS shows CurrentKeyMaterialId for symmetric encryption keys only (KeyMetadata's
+    # documentation in botocore's model).
+    metadata = kms.describe_key(KeyId=generated_key(spec, usage))["KeyMetadata"]
+
+    assert "CurrentKeyMaterialId" not in metadata
+
+
+def test_describe_key_shows_no_current_key_material_id_for_an_imported_asymmetric_key(
+    kms, imported_key
+):
+    key_id, _ = imported_key("RSA_2048", "ENCRYPT_DECRYPT")
+
+    metadata = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+
+    assert metadata["KeyState"] == "Enabled"
+    assert "CurrentKeyMaterialId" not in metadata
+
+
+def test_rsa_decrypt_and_re_encrypt_name_no_key_material(kms, generated_key, key_id):
+    # AWS: KeyMaterialId (Decrypt), Source/DestinationKeyMaterialId (ReEncrypt) are present
+    # only when a symmetric encryption key is used.
+    rsa_key = generated_key("RSA_2048", "ENCRYPT_DECRYPT")
+    algorithm = "RSAES_OAEP_SHA_256"
+    blob = kms.encrypt(KeyId=rsa_key, Plaintext=b"x", EncryptionAlgorithm=algorithm)[
+        "CiphertextBlob"
+    ]
+
+    decrypted = kms.decrypt(CiphertextBlob=blob, KeyId=rsa_key, EncryptionAlgorithm=algorithm)
+    moved = kms.re_encrypt(
+        CiphertextBlob=blob,
+        SourceKeyId=rsa_key,
+        SourceEncryptionAlgorithm=algorithm,
+        DestinationKeyId=key_id,
+    )
+
+    assert "KeyMaterialId" not in decrypted
+    assert "SourceKeyMaterialId" not in moved
+    assert len(moved["DestinationKeyMaterialId"]) == 64
+
+
 def test_asymmetric_material_is_stored_wrapped(service, generated_key):
     key_id = generated_key("ECC_NIST_P256", "SIGN_VERIFY")
     created = next(e for e in key_events(service, key_id) if type(e).__name__ == "Created")

@@ -10,6 +10,7 @@ from app.auth.credentials import Caller
 from app.bootstrap import InMemoryRuntime
 from app.usecases.keys import CreateKeyRequest
 from domain.errors import AccessDeniedError, AlreadyExistsError, NotFoundError
+from domain.identifiers import PREDEFINED_AWS_ALIASES
 from tests.usecases.conftest import ACCOUNT_ID, call, caller_for, used_operations
 
 
@@ -27,7 +28,11 @@ def test_an_alias_is_created_pointed_resolved_and_deleted(
     sealed = call(crypto.encrypt(admin, "alias/payments", b"by alias", None))
     assert sealed.key_arn.endswith(symmetric_key)
     listed = call(keys.list_aliases(admin, None, None, None)).items
-    assert [(a.alias_name, a.target_key_id) for a in listed] == [("alias/payments", symmetric_key)]
+    # AWS's predefined aliases follow, without a key until their AWS managed key exists.
+    assert [(a.alias_name, a.target_key_id) for a in listed] == [
+        ("alias/payments", symmetric_key),
+        *[(name, None) for name in PREDEFINED_AWS_ALIASES],
+    ]
 
     call(keys.update_alias(admin, "alias/payments", other))
     assert call(crypto.encrypt(admin, "alias/payments", b"x", None)).key_arn.endswith(other)
@@ -39,11 +44,14 @@ def test_an_alias_is_created_pointed_resolved_and_deleted(
     call(keys.delete_alias(admin, "alias/payments"))
     with pytest.raises(NotFoundError):
         call(crypto.encrypt(admin, "alias/payments", b"x", None))
-    assert call(keys.list_aliases(admin, None, None, None)).items == []
+    assert [a.alias_name for a in call(keys.list_aliases(admin, None, None, None)).items] == list(
+        PREDEFINED_AWS_ALIASES
+    )
     call(keys.create_alias(admin, "alias/payments", symmetric_key))  # the name is free again
     assert call(keys.describe_key(admin, "alias/payments")).key_id == symmetric_key
     assert [a.target_key_id for a in call(keys.list_aliases(admin, None, None, None)).items] == [
-        symmetric_key
+        symmetric_key,
+        *[None for _ in PREDEFINED_AWS_ALIASES],
     ]
     # Only the uses are Used events of the keys; alias changes are events of their own.
     assert used_operations(runtime, symmetric_key) == ["Encrypt", "Decrypt"]

@@ -152,7 +152,7 @@ class CallChecks:
             self.no_answer.add(label)
         elif reply.status >= 500:
             self.server_errors.add(label)
-        if reply.status >= 300 and not is_aws_error_shape(reply):
+        if reply.status >= 300 and not is_aws_error_shape(reply, aws_json=aws_json):
             self.bad_shape.add(label)
         if aws_json and reply.status == 200 and not isinstance(reply.json(), dict):
             self.bad_shape.add(f"{what}: a success that is not a JSON object")

@@ -83,15 +83,19 @@ class Reply:
         return f"{self.status} {text}" if self.status > 0 else f"{self.status} {self.error}"
 
 
-def is_aws_error_shape(reply: Reply) -> bool:
-    """An error answer as AWS gives it: a JSON object with a ``__type`` and a ``message``."""
+def is_aws_error_shape(reply: Reply, *, aws_json: bool = False) -> bool:
+    """An error answer as AWS gives it: a JSON object with a ``__type`` and a ``message``.
+    Over AWS JSON the message has text or is left out, as AWS leaves it out of
+    InvalidCiphertextException and a few others (an empty text is not AWS's answer)."""
     document = reply.json()
-    return (
-        isinstance(document, dict)
-        and isinstance(document.get("__type"), str)
-        and bool(document["__type"])
-        and isinstance(document.get("message", document.get("Message")), str)
-    )
+    if not isinstance(document, dict):
+        return False
+    message = document.get("message", document.get("Message"))
+    if aws_json:
+        message_ok = message is None or (isinstance(message, str) and bool(message))
+    else:
+        message_ok = isinstance(message, str)
+    return isinstance(document.get("__type"), str) and bool(document["__type"]) and message_ok
 
 
 class Connection:

@@ -7,6 +7,7 @@ from typing import Any
 from app.auth.credentials import Caller
 from app.entrypoints.aws_json.common import Operation, b64
 from app.usecases.keys import KeyService
+from domain.key_specs import SYMMETRIC_DEFAULT
 
 
 async def encrypt(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
@@ -41,12 +42,14 @@ async def decrypt(service: KeyService, caller: Caller, params: dict[str, Any]) -
         params.get("EncryptionAlgorithm"),
         bool(params.get("DryRun")),
     )
-    return {
+    answer = {
         "KeyId": result.key_arn,
         "Plaintext": b64(result.plaintext),
         "EncryptionAlgorithm": result.algorithm,
-        "KeyMaterialId": result.material_id,
     }
+    if result.algorithm == SYMMETRIC_DEFAULT:  # AWS names material of symmetric keys only
+        answer["KeyMaterialId"] = result.material_id
+    return answer
 
 
 async def re_encrypt(service: KeyService, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
@@ -68,15 +71,19 @@ async def re_encrypt(service: KeyService, caller: Caller, params: dict[str, Any]
         destination_algorithm=params.get("DestinationEncryptionAlgorithm"),
         dry_run=bool(params.get("DryRun")),
     )
-    return {
+    answer = {
         "CiphertextBlob": b64(result.ciphertext),
         "SourceKeyId": result.source_key_arn,
         "KeyId": result.key_arn,
         "SourceEncryptionAlgorithm": result.source_algorithm,
         "DestinationEncryptionAlgorithm": result.destination_algorithm,
-        "SourceKeyMaterialId": result.source_material_id,
-        "DestinationKeyMaterialId": result.destination_material_id,
     }
+    # AWS names the material of symmetric encryption keys only.
+    if result.source_algorithm == SYMMETRIC_DEFAULT:
+        answer["SourceKeyMaterialId"] = result.source_material_id
+    if result.destination_algorithm == SYMMETRIC_DEFAULT:
+        answer["DestinationKeyMaterialId"] = result.destination_material_id
+    return answer
 
 
 async def _data_key(

@@ -16,7 +16,7 @@ import orjson
 
 from app.auth.credentials import Caller, IdentityDirectory
 from app.auth.sigv4 import IncomingRequest, check_region
-from app.aws.errors import aws_error
+from app.aws.errors import aws_error, error_document
 from app.entrypoints.aws_json.aliases import OPERATIONS as ALIAS_OPERATIONS
 from app.entrypoints.aws_json.asgi import respond as _respond
 from app.entrypoints.aws_json.asymmetric import OPERATIONS as KEY_SPEC_OPERATIONS
@@ -137,7 +137,7 @@ class AwsJsonHandler:
             code, status, message = aws_error(error)
             if not isinstance(error, DomainError):
                 log.error("request %s failed: %s", request_id, type(error).__name__)
-        body = orjson.dumps({"__type": code, "message": message})
+        body = orjson.dumps(error_document(code, message))
         await _respond(send, status, body, request_id)
 
 

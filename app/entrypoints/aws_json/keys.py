@@ -107,7 +107,8 @@ async def get_key_rotation_status(
 async def rotate_key_on_demand(
     service: KeyService, caller: Caller, params: dict[str, Any]
 ) -> dict[str, Any]:
-    return {"KeyId": await service.keys.rotate_key_on_demand(caller, params["KeyId"])}
+    rotated = await service.keys.rotate_key_on_demand(caller, params["KeyId"])
+    return {"KeyId": rotated.key_arn}
 
 
 async def list_key_rotations(

@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.model import Shape
 
-from app.aws.model import operation_model
+from app.aws.model import enum_as_listed, operation_model
 from domain.errors import SerializationError, ValidationError
 
 
@@ -44,7 +44,8 @@ def _path(parent: str, member: str) -> str:
 class RequestParser:
     """Decodes one request body (blobs to bytes) and collects constraint violations."""
 
-    def __init__(self) -> None:
+    def __init__(self, service: str) -> None:
+        self.service = service
         self.violations: list[str] = []
 
     def parse(self, shape: Shape, body: Any) -> dict[str, Any]:
@@ -153,7 +154,7 @@ class RequestParser:
     def _string(self, shape: Shape, value: str, path: str) -> None:
         enum = shape.enum  # type: ignore[attr-defined]
         if enum and value not in enum:
-            allowed = ", ".join(enum)
+            allowed = ", ".join(enum_as_listed(self.service, shape))
             self._violation(shape, value, path, f"satisfy enum value set: [{allowed}]")
             return
         self._length(shape, value, len(value), path)
@@ -195,4 +196,4 @@ def parse_request(service: str, operation: str, body: bytes) -> dict[str, Any]:
     shape = model.input_shape
     if shape is None:
         return {}
-    return RequestParser().parse(shape, document)
+    return RequestParser(service).parse(shape, document)

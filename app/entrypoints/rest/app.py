@@ -319,7 +319,8 @@ async def disable_rotation(key_id: KeyId, caller: CallerDep, service: ServiceDep
 @router.post(KEY + "/rotations", tags=["rotation"])
 async def rotate_now(key_id: KeyId, caller: CallerDep, service: ServiceDep) -> RotatedPublic:
     """Rotate the key's material now; earlier ciphertexts stay decryptable."""
-    return RotatedPublic(key_id=await service.keys.rotate_key_on_demand(caller, key_id))
+    rotated = await service.keys.rotate_key_on_demand(caller, key_id)
+    return RotatedPublic(key_id=rotated.key_id)
 
 
 @router.get(KEY + "/rotations", tags=["rotation"])

@@ -49,7 +49,7 @@ from typing import Any
 
 import orjson
 
-from app.aws.errors import aws_error
+from app.aws.errors import aws_error, error_document
 from domain.errors import RequestTooLargeError
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -143,7 +143,7 @@ async def answer_error(
 ) -> None:
     """An error answered by the dispatcher itself, in the protocol's error shape."""
     code, status, message = aws_error(error)
-    body = orjson.dumps({"__type": code, "message": message})
+    body = orjson.dumps(error_document(code, message))
     content_type = REST_CONTENT_TYPE if protocol is Protocol.REST else AWS_JSON_CONTENT_TYPE
     answer_headers = [
         (b"content-type", content_type),
