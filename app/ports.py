@@ -178,6 +178,8 @@ class Vault(Protocol):
 
     def grant_token_mac(self, payload: bytes) -> bytes: ...
 
+    def session_token_mac(self, payload: bytes) -> bytes: ...
+
 
 # ==== CloudHSM clusters (custom key stores) ====================================================
 @dataclass(frozen=True)

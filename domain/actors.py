@@ -30,6 +30,8 @@ class Actor:
     via_service: str | None = None  # kms:ViaService, when a trusted service signed for a caller
     service_principal_arn: str | None = None  # the service principal that signed
     service: str | None = None  # set when the service (KMS) itself acted
+    # An assumed-role session's start (ISO 8601), CloudTrail's sessionContext.creationDate.
+    session_created: str | None = None
 
     def record(self) -> ActorRecord:
         """The dict an event stores: the given fields, in declaration order."""

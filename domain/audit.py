@@ -25,6 +25,9 @@ from domain.identifiers import NAMESPACE
 KMS_SOURCE = "kms.amazonaws.com"
 CLOUDTRAIL_SOURCE = "cloudtrail.amazonaws.com"
 IAM_SOURCE = "iam.amazonaws.com"  # identity administration, as CloudTrail records IAM's calls
+STS_SOURCE = "sts.amazonaws.com"  # GetCallerIdentity, AssumeRole
+# STS calls CloudTrail records as read-only (its AssumeRole records carry readOnly: true).
+READ_ONLY_STS_CALLS = frozenset({"AssumeRole", "GetCallerIdentity"})
 # KeyLedger's own endpoints (explain, the denial log, reports, keys as of a time, accounts,
 # service designations): named like AWS's sources, after the IAM prefix of its own actions
 # ("keyledger:DesignateServicePrincipal").
@@ -61,7 +64,11 @@ READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Lookup", "Simulate", "Explain"
 def is_read_only(event_name: str) -> bool:
     """CloudTrail's readOnly for a call: cryptographic calls and Describe/Get/List (and the
     questions that change nothing: LookupEvents, IAM's Simulate..., KeyLedger's Explain...)."""
-    return event_name.startswith(READ_ONLY_PREFIXES) or event_name in CRYPTOGRAPHIC_CALLS
+    return (
+        event_name.startswith(READ_ONLY_PREFIXES)
+        or event_name in CRYPTOGRAPHIC_CALLS
+        or event_name in READ_ONLY_STS_CALLS
+    )
 
 
 def audited_call_id(request_id: str, sequence: int = 0) -> uuid.UUID:

@@ -223,6 +223,10 @@ class InvalidSignatureError(AuthenticationError):
     """The signature does not match, or the request time is out of range."""
 
 
+class ExpiredTokenError(AuthenticationError):
+    """The temporary credentials' session token has expired (ExpiredTokenException)."""
+
+
 # --- the service itself ------------------------------------------------------
 class InternalError(Exception):
     """A server fault: the caller may retry; the ledger is unchanged."""

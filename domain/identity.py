@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import uuid
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from eventsourcing.domain import Aggregate
@@ -12,12 +15,26 @@ from eventsourcing.domain import Aggregate
 from domain.actors import Actor, ActorRecord
 from domain.errors import NotFoundError, ValidationError
 from domain.identifiers import ACCOUNT_ID_PATTERN
-from domain.policy import IDENTITY_POLICY, SERVICE_PRINCIPAL, validate_policy_document
+from domain.policy import (
+    IDENTITY_POLICY,
+    SERVICE_PRINCIPAL,
+    TRUST_POLICY,
+    validate_policy_document,
+)
+from domain.sts import DEFAULT_MAX_SESSION_DURATION, check_max_session_duration
 
 PRINCIPAL_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,64}$")
 POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
 PRINCIPAL_TYPES = ("user", "role")
 MAX_INLINE_POLICIES = 10
+
+
+@lru_cache(maxsize=65536)
+def principal_id(arn: str) -> str:
+    """A stable principal id in AWS's style (AIDA... users, AROA... roles)."""
+    prefix = "AROA" if ":role/" in arn else "AIDA"
+    digest = base64.b32encode(hashlib.sha256(arn.encode()).digest()).decode()
+    return prefix + digest[:17]
 
 
 def root_arn(partition: str, account_id: str) -> str:
@@ -114,6 +131,50 @@ class Principal(Aggregate):
         """The service this principal stands for (``ec2.amazonaws.com``), if it is trusted."""
         service: str | None = self.__dict__.get("_service_name")
         return service
+
+    @property
+    def trust_policy(self) -> str | None:
+        """A role's trust policy (who may assume it); None: nobody may."""
+        policy: str | None = self.__dict__.get("_trust_policy")
+        return policy
+
+    @property
+    def max_session_duration(self) -> int:
+        """The longest session (seconds) AssumeRole may give of this role."""
+        seconds: int = self.__dict__.get("_max_session_duration", DEFAULT_MAX_SESSION_DURATION)
+        return seconds
+
+    class TrustPolicySet(Aggregate.Event):
+        actor: ActorRecord
+        policy: str
+        max_session_duration: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._trust_policy = self.policy
+            aggregate._max_session_duration = self.max_session_duration
+
+    def set_trust_policy(
+        self,
+        *,
+        now: datetime,
+        actor: Actor,
+        policy: str,
+        max_session_duration: int | None = None,
+    ) -> None:
+        """Set who may assume this role (IAM's UpdateAssumeRolePolicy), and for how long."""
+        if self.principal_type != "role":
+            raise ValidationError(f"Only roles have a trust policy; {self.arn} is a user.")
+        validate_policy_document(policy, kind=TRUST_POLICY, source="trust policy")
+        seconds = max_session_duration or self.max_session_duration
+        check_max_session_duration(seconds)
+        if (policy, seconds) != (self.trust_policy, self.max_session_duration):
+            self.trigger_event(
+                self.TrustPolicySet,
+                timestamp=now,
+                actor=actor.record(),
+                policy=policy,
+                max_session_duration=seconds,
+            )
 
     class PolicyPut(Aggregate.Event):
         actor: ActorRecord

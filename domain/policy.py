@@ -19,6 +19,9 @@ from domain.errors import LimitExceededError, MalformedPolicyDocumentError
 MAX_POLICY_BYTES = 32_768
 MAX_IDENTITY_POLICY_BYTES = 10_240
 KEY_POLICY, IDENTITY_POLICY = "key", "identity"
+# A role's trust policy (who may assume it): a resource policy on the role, with a
+# Principal in every statement and no Resource (IAM: "Has prohibited field Resource").
+TRUST_POLICY = "trust"
 ALLOW, DENY = "Allow", "Deny"
 INVALID_PRINCIPALS = "Policy contains a statement with one or more invalid principals."
 ACTION_PATTERN = re.compile(r"^(\*|[A-Za-z0-9-]+:[A-Za-z0-9*?]+)$")
@@ -254,11 +257,15 @@ def _parse_statement(statement: Any, index: int, kind: str, partition: str) -> S
     effect = statement.get("Effect")
     if effect not in (ALLOW, DENY):
         raise MalformedPolicyDocumentError("Statement Effect must be Allow or Deny.")
-    if kind == KEY_POLICY:
+    if kind in (KEY_POLICY, TRUST_POLICY):
         _exactly_one(statement, "Principal", "NotPrincipal")
     elif "Principal" in statement or "NotPrincipal" in statement:
         raise MalformedPolicyDocumentError("Identity policies must not specify a Principal.")
     _exactly_one(statement, "Action", "NotAction")
+    if kind == TRUST_POLICY:
+        if "Resource" in statement or "NotResource" in statement:
+            raise MalformedPolicyDocumentError("Has prohibited field Resource")
+        statement = {**statement, "Resource": "*"}  # the role it is attached to
     _exactly_one(statement, "Resource", "NotResource")
     action_name = "Action" if "Action" in statement else "NotAction"
     actions = _strings(statement[action_name], action_name)

@@ -106,6 +106,15 @@ class AuthorizationRequest:
     service_principal: str | None = None  # set when a trusted service signs for itself
     new_grant: NewGrant | None = None  # CreateGrant
     target_grant: Grant | None = None  # RetireGrant
+    # An assumed-role session's role: a policy or grant naming the role names its sessions.
+    session_issuer_arn: str | None = None
+
+    def names_caller(self, arn: str | None) -> bool:
+        """Whether ``arn`` is the caller: its own ARN, or its session's role."""
+        return arn is not None and (
+            arn == self.principal_arn
+            or (self.session_issuer_arn is not None and arn == self.session_issuer_arn)
+        )
 
     @property
     def cross_account(self) -> bool:
@@ -191,6 +200,8 @@ def denial_message(request: AuthorizationRequest, decision: Decision) -> str:
 def _principal_match(principals: PrincipalSet, request: AuthorizationRequest) -> str | None:
     """ "caller" when the set names the caller, "account" when it names its account root."""
     if principals.any or request.principal_arn in principals.aws:
+        return "caller"
+    if request.session_issuer_arn is not None and request.session_issuer_arn in principals.aws:
         return "caller"
     if request.service_principal is not None and request.service_principal in principals.services:
         return "caller"
@@ -311,7 +322,7 @@ def _grant_applies(
     grant: Grant, request: AuthorizationRequest, identity_allows: bool
 ) -> tuple[bool, str | None]:
     operation = request.operation
-    if grant.grantee_principal == request.principal_arn:
+    if request.names_caller(grant.grantee_principal):
         pass
     elif grant.grantee_principal == _root(request.principal_arn, request.principal_account):
         if not identity_allows:
@@ -378,12 +389,10 @@ def evaluate(
     target = request.target_grant
     if target is not None and request.action == "kms:RetireGrant":
         retired = (target.grant_id,)
-        if target.retiring_principal == request.principal_arn:
+        if request.names_caller(target.retiring_principal):
             reason = f"the caller is the retiring principal of grant {target.grant_id}"
             return decide(True, ALLOWED, reason, grants=retired, via="retiring principal")
-        if target.grantee_principal == request.principal_arn and (
-            "RetireGrant" in target.operations
-        ):
+        if request.names_caller(target.grantee_principal) and ("RetireGrant" in target.operations):
             reason = f"grant {target.grant_id} lets its grantee retire it"
             return decide(True, ALLOWED, reason, grants=retired, via="grantee")
         if target.retiring_principal == request.account_root and identity_allows:

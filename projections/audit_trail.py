@@ -19,8 +19,6 @@ keyledger.amazonaws.com) under the same notification id: the gap is in the trail
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -43,7 +41,7 @@ from domain.audit import (
     is_read_only,
 )
 from domain.custody import RootKeyCustody
-from domain.identity import AccessKey, Account, Principal
+from domain.identity import AccessKey, Account, Principal, principal_id
 from domain.key_specs import key_algorithms
 from domain.keys import AWS_MANAGED, SOURCE_USE, Alias, Key, KeyStoreLocation
 from domain.policy import default_key_policy
@@ -166,14 +164,6 @@ def event_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@lru_cache(maxsize=65536)
-def principal_id(arn: str) -> str:
-    """A stable principal id in AWS's style (AIDA... users, AROA... roles)."""
-    prefix = "AROA" if ":role/" in arn else "AIDA"
-    digest = base64.b32encode(hashlib.sha256(arn.encode()).digest()).decode()
-    return prefix + digest[:17]
-
-
 def user_identity(actor: dict[str, Any], account_id: str) -> tuple[dict[str, Any], str]:
     """CloudTrail's userIdentity for an event's actor, and the user (or role) name (shared
     by every record of the same caller: never to be changed)."""
@@ -182,17 +172,22 @@ def user_identity(actor: dict[str, Any], account_id: str) -> tuple[dict[str, Any
         str(actor.get("account_id") or account_id),
         str(actor.get("access_key_id") or ""),
         str(actor.get("via_service") or ""),
+        str(actor.get("session_created") or ""),
     )
 
 
 @lru_cache(maxsize=65536)
-def _user_identity(arn: str, account: str, access_key: str, via: str) -> tuple[dict[str, Any], str]:
+def _user_identity(
+    arn: str, account: str, access_key: str, via: str, session_created: str = ""
+) -> tuple[dict[str, Any], str]:
     if not arn.startswith("arn:"):
         return {"type": "Unknown", "accountId": account}, ""
     resource = arn.split(":", 5)[-1]
     name = resource.rsplit("/", 1)[-1]
     identity: dict[str, Any]
-    if resource == "root":
+    if resource.startswith("assumed-role/"):
+        identity, name = _assumed_role_identity(arn, account, session_created)
+    elif resource == "root":
         identity = {"type": "Root", "principalId": account, "arn": arn, "accountId": account}
         name = "root"
     else:
@@ -210,6 +205,34 @@ def _user_identity(arn: str, account: str, access_key: str, via: str) -> tuple[d
     if via:
         identity["invokedBy"] = via.split(".", 1)[0] + ".amazonaws.com"
     return identity, name
+
+
+def _assumed_role_identity(
+    arn: str, account: str, session_created: str
+) -> tuple[dict[str, Any], str]:
+    """An assumed-role session as CloudTrail names it: type AssumedRole, principalId
+    ``AROA...:SESSION``, and the role that issued it in sessionContext.sessionIssuer."""
+    partition = arn.split(":", 2)[1]
+    _, role_name, session_name = arn.split(":", 5)[-1].split("/", 2)
+    role_arn = f"arn:{partition}:iam::{account}:role/{role_name}"
+    role_id = principal_id(role_arn)
+    identity: dict[str, Any] = {
+        "type": "AssumedRole",
+        "principalId": f"{role_id}:{session_name}",
+        "arn": arn,
+        "accountId": account,
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": role_id,
+                "arn": role_arn,
+                "accountId": account,
+                "userName": role_name,
+            },
+            "attributes": {"creationDate": session_created, "mfaAuthenticated": "false"},
+        },
+    }
+    return identity, session_name  # LookupEvents' Username of a session: its name
 
 
 @dataclass
@@ -879,6 +902,7 @@ class AuditTrailProjection(BatchedProjection):
             Principal.PolicyPut: self._principal_policy("Put"),
             Principal.PolicyDeleted: self._principal_policy("Delete"),
             Principal.ServiceDesignated: lambda e: None,
+            Principal.TrustPolicySet: self._trust_policy_set,
             AccessKey.Created: self._access_key_created,
             AccessKey.Deactivated: self._access_key_deactivated,
             RootKeyCustody.Created: lambda e: None,
@@ -1222,6 +1246,26 @@ class AuditTrailProjection(BatchedProjection):
             )
 
         return describe
+
+    def _trust_policy_set(self, event: Any) -> Described | None:
+        """A role's trust policy set: IAM's UpdateAssumeRolePolicy, as CloudTrail logs it."""
+        found = self._principals.get(event.originator_id)
+        if found is None:
+            return None
+        arn, account, _ = found
+        return Described(
+            event_name="UpdateAssumeRolePolicy",
+            actor=event.actor or {},
+            account_id=account,
+            region="us-east-1",
+            request_parameters={
+                "roleName": arn.rsplit("/", 1)[-1],
+                "policyDocument": event.policy,
+            },
+            resources=[(arn, account, "AWS::IAM::Role")],
+            read_only=False,
+            event_source=IAM_SOURCE,
+        )
 
     def _access_key_created(self, event: AccessKey.Created) -> Described:
         name = event.principal_arn.rsplit("/", 1)[-1]

@@ -47,6 +47,12 @@ from domain.identity import (
     root_arn,
 )
 from domain.policy import administrator_policy
+from domain.sts import (
+    RoleSession,
+    check_not_expired,
+    decode_session_token,
+    session_secret,
+)
 
 CREDENTIAL_CACHE_SECONDS = 30.0
 # An unknown access key id or principal is remembered as unknown this long: a flood of
@@ -78,10 +84,19 @@ class Caller:
     service_principal_arn: str = ""
     service_name: str = ""  # the signer's own service name when it calls for itself
     grant_tokens: tuple[str, ...] = ()  # the request's GrantTokens member
+    # Set when the caller signed with temporary credentials of an assumed role (STS).
+    session: RoleSession | None = None
+
+    @property
+    def policy_principal_arn(self) -> str:
+        """The IAM principal whose identity policies apply: a session's role, else the
+        caller itself."""
+        return self.session.role_arn if self.session is not None else self.principal_arn
 
     def actor(self) -> Actor:
         """Who this caller is, as events record it (the via-service fields only when set)."""
         via = bool(self.via_service)
+        session = self.session
         return Actor(
             principal_arn=self.principal_arn,
             account_id=self.account_id,
@@ -92,6 +107,9 @@ class Caller:
             request_id=self.request_id,
             via_service=self.via_service if via else None,
             service_principal_arn=self.service_principal_arn if via else None,
+            session_created=(
+                session.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ") if session is not None else None
+            ),
         )
 
 
@@ -117,6 +135,8 @@ class PrincipalInfo:
     name: str
     policies: dict[str, str]
     service_name: str | None
+    trust_policy: str | None = None
+    max_session_duration: int | None = None
 
 
 class _NeedsRead(Exception):
@@ -216,7 +236,13 @@ class IdentityDirectory:
         spent its failed-authentication budget gets ThrottlingError instead of any error,
         and before any credential it names is read (unless that key was found valid
         recently: see _check_budget)."""
+        token = _session_token(request)
         try:
+            if token is not None:
+                verified, session = self._verify_session(request, token, service)
+                return await self._session_caller(
+                    verified, session, request, source_ip, user_agent, request_id
+                )
             verified, credential = await self._verify(request, source_ip, service)
         except AuthenticationError as error:
             self._known_keys.refresh_if_stale()  # ready before any source spends its budget
@@ -238,6 +264,48 @@ class IdentityDirectory:
         if not on_behalf_of:
             return replace(caller, service_name=service_name or "")
         return await self._acting_for(caller, service_name, on_behalf_of, request)
+
+    def _verify_session(
+        self, request: IncomingRequest, token: str, service: str
+    ) -> tuple[VerifiedCaller, RoleSession]:
+        """Verify a request signed with temporary credentials: the token must be one this
+        service issued (its MAC, no read), unexpired on the service clock, and for the
+        access key id that signed; the secret is derived, never looked up."""
+        mac = self._vault.session_token_mac
+        session = decode_session_token(token, mac)
+        check_not_expired(session, self._clock.now())
+
+        def secret_for(access_key_id: str) -> str | None:
+            if access_key_id != session.access_key_id:
+                return None
+            return session_secret(access_key_id, mac)
+
+        verified = verify_request(request, secret_for, now=datetime.now(UTC), service=service)
+        return verified, session
+
+    async def _session_caller(
+        self,
+        verified: VerifiedCaller,
+        session: RoleSession,
+        request: IncomingRequest,
+        source_ip: str,
+        user_agent: str,
+        request_id: str | None,
+    ) -> Caller:
+        caller = Caller(
+            account_id=session.account_id,
+            principal_arn=session.arn,
+            access_key_id=session.access_key_id,
+            region=verified.region,
+            source_ip=source_ip,
+            user_agent=user_agent,
+            request_id=request_id or str(uuid.uuid4()),
+            session=session,
+        )
+        on_behalf_of = [v for k, v in request.headers if k.lower() == ON_BEHALF_OF_HEADER]
+        if on_behalf_of:  # a session is never a trusted service principal
+            return await self._acting_for(caller, None, on_behalf_of, request)
+        return caller
 
     async def _verify(
         self, request: IncomingRequest, source_ip: str, service: str
@@ -360,9 +428,12 @@ class IdentityDirectory:
         policies: dict[str, str] | None = None,
         service_name: str | None = None,
         actor: Actor | None = None,
+        trust_policy: str | None = None,
+        max_session_duration: int | None = None,
     ) -> str:
         """Create a user or role. Like an IAM principal, it may do nothing until an identity
-        policy (``policies``, or put_principal_policy later) allows it."""
+        policy (``policies``, or put_principal_policy later) allows it; a role may be
+        assumed (STS AssumeRole) by whom its ``trust_policy`` allows."""
         arn = principal_arn(self.partition, account_id, principal_type, name)
 
         def command(uow: UnitOfWork) -> str:
@@ -384,6 +455,13 @@ class IdentityDirectory:
                 principal.put_policy(now=now, actor=who, policy_name=policy_name, policy=policy)
             if service_name is not None:
                 principal.designate_service(now=now, actor=who, service_name=service_name)
+            if trust_policy is not None:
+                principal.set_trust_policy(
+                    now=now,
+                    actor=who,
+                    policy=trust_policy,
+                    max_session_duration=max_session_duration,
+                )
             uow.add(principal)
             return arn
 
@@ -420,6 +498,25 @@ class IdentityDirectory:
             arn, lambda p, now: p.delete_policy(now=now, actor=who, policy_name=policy_name)
         )
 
+    def set_trust_policy(
+        self,
+        arn: str,
+        policy: str,
+        *,
+        max_session_duration: int | None = None,
+        actor: Actor | None = None,
+    ) -> None:
+        """Set who may assume the role ``arn`` (IAM's UpdateAssumeRolePolicy)."""
+        self._change_principal(
+            arn,
+            lambda p, now: p.set_trust_policy(
+                now=now,
+                actor=actor or OPERATOR_ACTOR,
+                policy=policy,
+                max_session_duration=max_session_duration,
+            ),
+        )
+
     def designate_service(
         self, arn: str, service_name: str | None, *, actor: Actor | None = None
     ) -> None:
@@ -443,6 +540,8 @@ class IdentityDirectory:
                 found.name,
                 dict(found.policies),
                 found.service_name,
+                found.trust_policy,
+                found.max_session_duration if found.principal_type == "role" else None,
             )
 
         return self._runner.run_sync(command)
@@ -527,6 +626,20 @@ class IdentityDirectory:
 
     def now(self) -> datetime:
         return self._clock.now()
+
+
+def _session_token(request: IncomingRequest) -> str | None:
+    """The X-Amz-Security-Token the request carries (header or presigned query), if any;
+    sigv4 checks that the signature covers it."""
+    for name, value in request.headers:
+        if name.lower() == "x-amz-security-token":
+            return value
+    if "X-Amz-Security-Token=" in request.query_string:
+        for pair in request.query_string.split("&"):
+            key, _, value = pair.partition("=")
+            if key == "X-Amz-Security-Token":
+                return unquote(value)
+    return None
 
 
 def _signed_headers(request: IncomingRequest) -> set[str]:

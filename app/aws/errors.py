@@ -69,6 +69,7 @@ AWS_ERRORS: dict[type[Exception], tuple[str, int]] = {
     errors.IncompleteSignatureError: ("IncompleteSignatureException", 400),
     errors.UnrecognizedClientError: ("UnrecognizedClientException", 400),
     errors.InvalidSignatureError: ("InvalidSignatureException", 400),
+    errors.ExpiredTokenError: ("ExpiredTokenException", 400),
     errors.DependencyTimeoutError: ("DependencyTimeoutException", 503),
     errors.SealedError: ("KMSInternalException", 503),
     errors.KeyUnavailableError: ("KeyUnavailableException", 500),

@@ -352,6 +352,7 @@ class Vault:
         self._lock = threading.Lock()
         # Grant tokens are MACed under a stored secret (see grant_token_mac), read by start().
         self._grant_token_key: Any = None
+        self._session_token_key: Any = None
 
     # --- start-up ----------------------------------------------------------------
     @property
@@ -392,6 +393,7 @@ class Vault:
             cache.clear()
         self._deferred = {}
         self._grant_token_key = None
+        self._session_token_key = None
 
     def _load_grant_token_key(self) -> None:
         owner = GRANT_TOKEN_KEY_OWNER
@@ -400,6 +402,8 @@ class Vault:
             raise RootKeyError("the grant-token key has been destroyed")
         key = self._unwrap_under_root(owner, bytes(wrapped))
         self._grant_token_key = hmac.new(key, b"keyledger grant tokens", hashlib.sha256)
+        # STS session tokens: the same stored secret, another label (domain separation).
+        self._session_token_key = hmac.new(key, b"keyledger session tokens", hashlib.sha256)
 
     # --- wrapping keys -----------------------------------------------------------
     def _wrap_under_root(self, owner_id: uuid.UUID, key: bytes) -> bytes:
@@ -712,6 +716,18 @@ class Vault:
                 raise RootKeyError("the vault has not been started (check_root_key)")
             self._load_grant_token_key()
         mac = self._grant_token_key.copy()
+        mac.update(payload)
+        return mac.digest()
+
+    def session_token_mac(self, payload: bytes) -> bytes:
+        """HMAC-SHA256 for STS session tokens and their derived secrets (domain/sts.py):
+        under the grant-token secret with a label of its own, so every process holding the
+        root key verifies a session without a read, and nobody without it forges one."""
+        if self._session_token_key is None:
+            if _on_event_loop():
+                raise RootKeyError("the vault has not been started (check_root_key)")
+            self._load_grant_token_key()
+        mac = self._session_token_key.copy()
         mac.update(payload)
         return mac.digest()
 

@@ -62,6 +62,7 @@ from domain.audit import (
     CRYPTOGRAPHIC_CALLS,
     IAM_SOURCE,
     KMS_SOURCE,
+    STS_SOURCE,
     XKS_SOURCE,
     XKS_USES,
     AuditedCall,
@@ -80,7 +81,12 @@ T = TypeVar("T")
 
 # The botocore model a source's request parameters are shaped and redacted by. A source
 # without one (KeyLedger's own endpoints) hands over parameters already in AWS's shape.
-SERVICE_OF_SOURCE = {KMS_SOURCE: "kms", CLOUDTRAIL_SOURCE: "cloudtrail", IAM_SOURCE: "iam"}
+SERVICE_OF_SOURCE = {
+    KMS_SOURCE: "kms",
+    CLOUDTRAIL_SOURCE: "cloudtrail",
+    IAM_SOURCE: "iam",
+    STS_SOURCE: "sts",
+}
 # Calls whose success appends key events: those events are their records.
 EVENT_AUDITED_CALLS = (CRYPTOGRAPHIC_CALLS - {"GenerateRandom"}) | frozenset(
     {
@@ -117,6 +123,7 @@ EVENT_AUDITED_IAM_CALLS = frozenset(
         "DeleteRolePolicy",
         "CreateAccessKey",
         "UpdateAccessKey",
+        "UpdateAssumeRolePolicy",
     }
 )
 EVENT_AUDITED = {

@@ -113,10 +113,12 @@ def condition_context(
         context[name.lower()] = tuple(values)
 
     arn = caller.principal_arn
-    put("aws:PrincipalArn", arn)
+    # For a role session, aws:PrincipalArn is the role's ARN (AWS's global condition keys).
+    put("aws:PrincipalArn", caller.policy_principal_arn)
     put("aws:PrincipalAccount", caller.account_id)
     resource_type = arn.split(":", 5)[-1].split("/", 1)[0] if arn.startswith("arn:") else ""
-    put("aws:PrincipalType", {"user": "User", "role": "AssumedRole"}.get(resource_type, "Account"))
+    principal_types = {"user": "User", "role": "AssumedRole", "assumed-role": "AssumedRole"}
+    put("aws:PrincipalType", principal_types.get(resource_type, "Account"))
     if resource_type == "user":
         put("aws:username", arn.rsplit("/", 1)[-1])
     put("aws:CurrentTime", iso_time(now))
@@ -235,6 +237,7 @@ class AccessControl:
         return AuthorizationRequest(
             principal_arn=caller.principal_arn,
             principal_account=caller.account_id,
+            session_issuer_arn=caller.session.role_arn if caller.session is not None else None,
             action=qualified,
             resource_arn=key.arn if key is not None else (resource_arn or "*"),
             resource_account=key.account_id if key is not None else None,
@@ -267,7 +270,7 @@ class AccessControl:
         resource_arn: str | None = None,
         explain: bool = False,
     ) -> tuple[AuthorizationRequest, Decision]:
-        principal = self.principal(uow, caller.principal_arn)
+        principal = self.principal(uow, caller.policy_principal_arn)
         authorization = self.request_for(
             caller, action, key, request, alias_name=alias_name, resource_arn=resource_arn
         )
@@ -374,7 +377,7 @@ class AccessControl:
                 )
         if bypass_lockout:
             return
-        principal = self.principal(uow, caller.principal_arn)
+        principal = self.principal(uow, caller.policy_principal_arn)
         request = AccessRequest(conditions={"kms:BypassPolicyLockoutSafetyCheck": "false"})
         authorization = self.request_for(caller, "PutKeyPolicy", key, request)
         if key is None:

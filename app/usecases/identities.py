@@ -80,6 +80,8 @@ class IdentityAdministration:
         name: str,
         principal_type: str = "user",
         policies: dict[str, str] | None = None,
+        trust_policy: str | None = None,
+        max_session_duration: int | None = None,
     ) -> str:
         check_account_id(account_id)
         arn = principal_arn(self.identity.partition, account_id, principal_type, name)
@@ -87,6 +89,8 @@ class IdentityAdministration:
         await self._authorize(caller, action, arn, account_id)
         if policies:
             await self._authorize(caller, f"iam:Put{self._kind(arn)}Policy", arn, account_id)
+        if trust_policy is not None:
+            await self._authorize(caller, "iam:UpdateAssumeRolePolicy", arn, account_id)
         return await asyncio.to_thread(
             self.identity.create_principal,
             account_id,
@@ -94,6 +98,8 @@ class IdentityAdministration:
             principal_type,
             policies=policies,
             actor=caller.actor(),
+            trust_policy=trust_policy,
+            max_session_duration=max_session_duration,
         )
 
     async def get_principal(self, caller: Caller, arn: str) -> PrincipalInfo:
@@ -110,6 +116,19 @@ class IdentityAdministration:
         await self._authorize(caller, f"iam:Delete{self._kind(arn)}Policy", arn, self._account(arn))
         await asyncio.to_thread(
             self.identity.delete_principal_policy, arn, policy_name, actor=caller.actor()
+        )
+
+    async def set_trust_policy(
+        self, caller: Caller, arn: str, policy: str, max_session_duration: int | None = None
+    ) -> None:
+        """Who may assume the role ``arn`` (STS AssumeRole), and for how long at most."""
+        await self._authorize(caller, "iam:UpdateAssumeRolePolicy", arn, self._account(arn))
+        await asyncio.to_thread(
+            self.identity.set_trust_policy,
+            arn,
+            policy,
+            max_session_duration=max_session_duration,
+            actor=caller.actor(),
         )
 
     async def designate_service(self, caller: Caller, arn: str, service_name: str | None) -> None:
@@ -160,4 +179,6 @@ def principal_public(info: PrincipalInfo) -> dict[str, Any]:
         "name": info.name,
         "policies": info.policies,
         "service_name": info.service_name,
+        "trust_policy": info.trust_policy,
+        "max_session_duration": info.max_session_duration,
     }

@@ -55,6 +55,20 @@ class PrincipalCreate(RequestBody):
     policies: dict[str, str] = Field(
         default_factory=dict, description="Inline identity policies by name (JSON text)."
     )
+    trust_policy: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_POLICY,
+        description="Roles only: who may assume the role (STS AssumeRole), as on IAM.",
+    )
+    max_session_duration: int | None = Field(
+        None, ge=3600, le=43200, description="Roles only: the longest session, in seconds."
+    )
+
+
+class TrustPolicyPut(RequestBody):
+    policy: str = Field(min_length=1, max_length=MAX_POLICY)
+    max_session_duration: int | None = Field(None, ge=3600, le=43200)
 
 
 class PrincipalPublic(BaseModel):
@@ -66,6 +80,8 @@ class PrincipalPublic(BaseModel):
     service_name: str | None = Field(
         None, description="Set when the principal is a trusted service principal."
     )
+    trust_policy: str | None = None
+    max_session_duration: int | None = None
 
 
 class PolicyPut(RequestBody):
@@ -219,7 +235,13 @@ async def create_principal(
 ) -> PrincipalPublic:
     """Create a user or role. It may do nothing until an identity policy allows it."""
     arn = await admin.create_principal(
-        caller, body.account_id, body.name, body.type, body.policies or None
+        caller,
+        body.account_id,
+        body.name,
+        body.type,
+        body.policies or None,
+        trust_policy=body.trust_policy,
+        max_session_duration=body.max_session_duration,
     )
     return PrincipalPublic(**principal_public(await admin.get_principal(caller, arn)))
 
@@ -237,6 +259,14 @@ async def delete_principal_policy(
     arn: str, policy_name: str, caller: CallerDep, admin: AdminDep
 ) -> None:
     await admin.delete_policy(caller, arn, policy_name)
+
+
+@router.put("/iam/principals/{arn:path}/trust-policy", **NO_CONTENT, tags=["identity"])
+async def put_trust_policy(
+    arn: str, body: TrustPolicyPut, caller: CallerDep, admin: AdminDep
+) -> None:
+    """Set who may assume a role (STS AssumeRole), and its longest session."""
+    await admin.set_trust_policy(caller, arn, body.policy, body.max_session_duration)
 
 
 @router.put("/iam/principals/{arn:path}/service", **NO_CONTENT, tags=["identity"])

@@ -164,6 +164,13 @@ def _principal_policy(verb: str) -> Describer:
     return describe
 
 
+def _put_trust_policy(values: Values, _partition: str, _owner: Callable[[str], str]) -> AdminCall:
+    arn = _text(values, "arn")  # the policy text is the event's to log
+    return AdminCall(
+        IAM_SOURCE, "UpdateAssumeRolePolicy", _name_member(arn), _principal_resource(arn)
+    )
+
+
 def _get_principal(values: Values, _partition: str, _owner: Callable[[str], str]) -> AdminCall:
     arn = _text(values, "arn")
     return AdminCall(IAM_SOURCE, f"Get{_noun(arn)}", _name_member(arn), _principal_resource(arn))
@@ -222,6 +229,7 @@ ADMIN_CALLS: dict[str, Describer] = {
     "put_principal_policy": _principal_policy("Put"),
     "delete_principal_policy": _principal_policy("Delete"),
     "designate_service": _designate_service,
+    "put_trust_policy": _put_trust_policy,
     "create_access_key": _create_access_key,
     "deactivate_access_key": _deactivate_access_key,
     "get_principal": _get_principal,

@@ -24,11 +24,13 @@ from app.entrypoints.server.request_limits import (
     replaying,
 )
 from app.entrypoints.server.request_limits import refuse as refuse_too_large
+from app.entrypoints.sts.handler import StsHandler, is_query_request
 from app.entrypoints.xks.handler import XksConfig, XksHandler
 from app.infrastructure.postgres.database import bounded_waits
 from app.infrastructure.seal_control import SupervisedSeal
 from app.settings import load_settings
-from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
+from app.usecases.sts import SecurityTokenService
+from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE, STS_SOURCE
 from domain.errors import RequestTooLargeError, SealedError
 
 log = logging.getLogger("keyledger")
@@ -48,6 +50,9 @@ class KeyLedgerApp:
         self.aws = AwsJsonHandler(runtime.service, runtime.identity, runtime.auditor, regions)
         self.cloudtrail = CloudTrailHandler(
             runtime.audit_service, runtime.identity, runtime.auditor, regions
+        )
+        self.sts = StsHandler(
+            SecurityTokenService(runtime.service.access), runtime.identity, runtime.auditor, regions
         )
         self.rest = create_rest_app(runtime)
         self.xks = _xks_handler(runtime)
@@ -86,6 +91,8 @@ class KeyLedgerApp:
         elif protocol is Protocol.CLOUDTRAIL:
             assert self.cloudtrail is not None  # _protocol says CloudTrail only when served
             await self.cloudtrail.answer(scope, body, send)
+        elif protocol is Protocol.QUERY:
+            await self.sts.answer(scope, body, send)
         else:
             await self.rest(scope, replaying(body, receive), send)
 
@@ -114,9 +121,7 @@ class KeyLedgerApp:
         """The protocol of an HTTP request (None: the metrics page). At ``POST /`` the
         X-Amz-Target header decides between KMS and CloudTrail."""
         if scope["method"] == "POST" and scope["path"] == "/":
-            if self.cloudtrail is not None and _is_cloudtrail(scope):
-                return Protocol.CLOUDTRAIL
-            return Protocol.KMS
+            return _root_protocol(scope)
         if scope["path"] == "/metrics":
             return None
         return Protocol.REST
@@ -149,6 +154,8 @@ class KeyLedgerApp:
         target = _target(scope)
         if protocol is Protocol.CLOUDTRAIL:
             return CLOUDTRAIL_SOURCE, target.removeprefix(CLOUDTRAIL_TARGET_PREFIX)
+        if protocol is Protocol.QUERY:
+            return STS_SOURCE, ""  # the action is in the body, which was not read
         return KMS_SOURCE, target.removeprefix(KMS_TARGET_PREFIX)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
@@ -299,8 +306,20 @@ def _target(scope: dict[str, Any]) -> str:
     return ""
 
 
-def _is_cloudtrail(scope: dict[str, Any]) -> bool:
-    return is_cloudtrail_target(_target(scope))
+def _root_protocol(scope: dict[str, Any]) -> Protocol:
+    """The protocol of a ``POST /``, in one pass over the headers: X-Amz-Target names KMS
+    or CloudTrail; without one, a form-encoded body is the query protocol (STS)."""
+    target = content_type = ""
+    for name, value in scope["headers"]:
+        lowered = name.lower()
+        if lowered == b"x-amz-target":
+            target = value.decode("latin-1")
+            break
+        if lowered == b"content-type":
+            content_type = value.decode("latin-1")
+    if target:
+        return Protocol.CLOUDTRAIL if is_cloudtrail_target(target) else Protocol.KMS
+    return Protocol.QUERY if is_query_request(content_type) else Protocol.KMS
 
 
 class WorkerApp:

@@ -32,6 +32,10 @@ members)::
     published quota. The limit, 512 KiB (524,288 bytes), is CreateKey's maximum with
     160 KB to spare for those contexts.
 
+STS (the query protocol at ``POST /``): AssumeRole is the largest, with a session policy of
+2,048 characters form-encoded at up to 9 bytes each (18,432), 50 tags and 10 policy ARNs
+(< 25,000): the limit is 64 KiB, as CloudTrail's.
+
 CloudTrail (LookupEvents at ``POST /``): one lookup attribute value of 2,000 characters
 x 6 = 12,000, a NextToken KeyLedger issued (< 300), two times, MaxResults, EventCategory
 and the braces: < 13 KB. The limit is 64 KiB (65,536 bytes).
@@ -50,6 +54,7 @@ from typing import Any
 import orjson
 
 from app.aws.errors import aws_error, error_document
+from app.entrypoints.sts.wire import answer_error as query_error
 from domain.errors import RequestTooLargeError
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -61,6 +66,7 @@ REST_CONTENT_TYPE = b"application/json"
 class Protocol(Enum):
     KMS = "kms"
     CLOUDTRAIL = "cloudtrail"
+    QUERY = "query"  # STS (and IAM's refusals): form-encoded Action=... at POST /
     REST = "rest"
 
 
@@ -69,6 +75,7 @@ KIB = 1024
 BODY_LIMITS: dict[Protocol, int] = {
     Protocol.KMS: 512 * KIB,
     Protocol.CLOUDTRAIL: 64 * KIB,
+    Protocol.QUERY: 64 * KIB,
     Protocol.REST: 512 * KIB,
 }
 
@@ -142,6 +149,9 @@ async def answer_error(
     headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
     """An error answered by the dispatcher itself, in the protocol's error shape."""
+    if protocol is Protocol.QUERY:
+        await query_error(send, error, request_id, close=close)
+        return
     code, status, message = aws_error(error)
     body = orjson.dumps(error_document(code, message))
     content_type = REST_CONTENT_TYPE if protocol is Protocol.REST else AWS_JSON_CONTENT_TYPE
