@@ -383,7 +383,24 @@ class Settings(BaseSettings):
     @classmethod
     def _check_account(cls, value: str) -> str:
         if not _ACCOUNT_RE.match(value):
-            raise ValueError("default_account_id must be 12 digits")
+            raise ValueError(
+                f"KEYLEDGER_DEFAULT_ACCOUNT_ID must be 12 digits (an AWS account id such as "
+                f"111122223333), not '{value}'"
+            )
+        return value
+
+    @field_validator("bootstrap_access_key_id")
+    @classmethod
+    def _check_bootstrap_access_key_id(cls, value: str | None) -> str | None:
+        """Say which setting is wrong and how to fix it, at start-up rather than at the
+        administrator's first request (access key ids: AWS's 16-128 letters and digits)."""
+        if value is not None and not (16 <= len(value) <= 128 and value.isalnum()):
+            raise ValueError(
+                f"KEYLEDGER_BOOTSTRAP_ACCESS_KEY_ID must be 16-128 letters and digits, as AWS "
+                f"access key ids are (e.g. AKLGEXAMPLE00000001); '{value}' has {len(value)} "
+                "characters. Choose a longer id, or unset it and let KeyLedger generate the "
+                "administrator's key pair (saved to <data dir>/credentials)"
+            )
         return value
 
     @field_validator("partition")

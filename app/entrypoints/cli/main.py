@@ -483,11 +483,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:
+        from pydantic import ValidationError as PydanticValidationError
+
         from app.infrastructure.root_keys import RootKeyError
         from domain.errors import DomainError, SealedError
 
         if isinstance(error, DomainError):
             print(f"error: {type(error).__name__}: {error.message}", file=sys.stderr)
+            return 2
+        if isinstance(error, PydanticValidationError):  # a setting: named, with its fix
+            for problem in error.errors():
+                print(f"error: configuration: {problem['msg']}", file=sys.stderr)
             return 2
         if isinstance(error, RootKeyError):  # a start-up error to fix, not a crash
             print(f"error: root key: {error}", file=sys.stderr)
