@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.aws.conftest import KMS_FULL_ACCESS
+from tests.aws.conftest import KMS_FULL_ACCESS, service_now
 from tests.conftest import ACCOUNT_ID, Service
 
 ADMIN_ARN = f"arn:aws:iam::{ACCOUNT_ID}:user/admin"
@@ -98,7 +98,7 @@ def test_assume_role_issues_temporary_credentials_of_the_role(service: Service) 
     role_name = role.rsplit("/", 1)[-1]
     assert credentials["AccessKeyId"].startswith("ASIA")
     assert credentials["SecretAccessKey"] and credentials["SessionToken"]
-    lasts = credentials["Expiration"] - datetime.now(UTC)
+    lasts = credentials["Expiration"] - service_now(service)  # the service clock's time
     assert timedelta(minutes=13) < lasts <= timedelta(minutes=15, seconds=5)
     assert user["Arn"] == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role_name}/build-42"
     assert user["AssumedRoleId"].startswith("AROA") and user["AssumedRoleId"].endswith(":build-42")
