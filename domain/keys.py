@@ -818,6 +818,9 @@ class Key(Aggregate):
 
         region: str
         replica_arn: str
+        # True on the primary, whose event is the ReplicateKey call's record; False on
+        # the replicas that were there before.
+        by_call: bool = True
 
         def apply(self, aggregate: Any) -> None:
             state = aggregate.multi_region
@@ -845,6 +848,7 @@ class Key(Aggregate):
 
         primary_region: str
         next_rotation_date: datetime | None  # the new primary's; replicas have none
+        previous_primary_region: str = ""
 
         def apply(self, aggregate: Any) -> None:
             aggregate.multi_region = {
@@ -923,12 +927,24 @@ class Key(Aggregate):
             rotation_period_days=self.rotation_period_days,
             primary_arn=self.arn,
         )
-        self.note_replica_added(now=now, actor=actor, region=replica_region, arn=replica_arn)
+        self.trigger_event(
+            self.ReplicaAdded,
+            timestamp=now,
+            actor=actor.record(),
+            region=replica_region,
+            replica_arn=replica_arn,
+        )
         return replica
 
     def note_replica_added(self, *, now: datetime, actor: Actor, region: str, arn: str) -> None:
+        """Another key of the set records a replica added by ReplicateKey on the primary."""
         self.trigger_event(
-            self.ReplicaAdded, timestamp=now, actor=actor.record(), region=region, replica_arn=arn
+            self.ReplicaAdded,
+            timestamp=now,
+            actor=actor.record(),
+            region=region,
+            replica_arn=arn,
+            by_call=False,
         )
 
     def note_replica_removed(self, *, now: datetime, actor: Actor, region: str) -> None:
@@ -967,6 +983,7 @@ class Key(Aggregate):
             actor=actor.record(),
             primary_region=primary_region,
             next_rotation_date=next_date,
+            previous_primary_region=self.multi_region["primary_region"],
         )
 
     def synchronize(
