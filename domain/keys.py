@@ -885,6 +885,7 @@ class Key(Aggregate):
         replica_id: uuid.UUID,
         now: datetime,
         actor: Actor,
+        replica_actor: Actor,
         replica_arn: str,
         replica_region: str,
         description: str,
@@ -893,7 +894,8 @@ class Key(Aggregate):
         materials: list[KeyMaterial],
     ) -> Key:
         """The replica in ``replica_region`` (``materials``: this key's, re-wrapped for
-        it). Records ReplicaAdded here; the caller records it on the other replicas."""
+        it), created by ``replica_actor`` (the caller, in the replica's Region). Records
+        ReplicaAdded here; the caller records it on the other replicas."""
         self.check_can_replicate(replica_region)
         check_tags(tags, existing={})
         if [m.material_id for m in materials] != [m.material_id for m in self.materials]:
@@ -904,7 +906,7 @@ class Key(Aggregate):
             Key.Replicated,
             id=replica_id,
             timestamp=now,
-            actor=actor.record(),
+            actor=replica_actor.record(),
             arn=replica_arn,
             account_id=self.account_id,
             region=replica_region,

@@ -155,7 +155,9 @@ class MultiRegionOperations:
                     key_account=primary.account_id,
                     bypass_lockout=request.bypass_policy_lockout_safety_check,
                 )
-            return self._replicate(uow, caller, primary, request, replica_arn, policy, tags)
+            return self._replicate(
+                uow, caller, replica_caller, primary, request, replica_arn, policy, tags
+            )
 
         return await self.runner.run(command)
 
@@ -163,6 +165,7 @@ class MultiRegionOperations:
         self,
         uow: UnitOfWork,
         caller: Caller,
+        replica_caller: Caller,
         primary: Key,
         request: ReplicateKeyRequest,
         replica_arn: str,
@@ -185,6 +188,7 @@ class MultiRegionOperations:
             replica_id=replica_id,
             now=now,
             actor=actor,
+            replica_actor=replica_caller.actor(),
             replica_arn=replica_arn,
             replica_region=request.replica_region,
             description=request.description,
