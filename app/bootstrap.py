@@ -77,6 +77,7 @@ from app.usecases.grants import GrantOperations
 from app.usecases.imported import ImportedMaterial
 from app.usecases.keys import DueJobs, KeyLifecycle, KeyService
 from app.usecases.ledger_evidence import LedgerEvidence
+from app.usecases.multi_region import MultiRegionOperations
 from app.usecases.resolution import KeyResolver
 from app.usecases.store_keys import StoreKeys
 from domain.actors import Actor
@@ -896,6 +897,15 @@ def wire_use_cases(
         ),
         access=access,
         external=ExternalKeyOperations(runner=runner, resolver=resolver),
+        multi_region=MultiRegionOperations(
+            runner=runner,
+            resolver=resolver,
+            access=access,
+            vault=vault,
+            clock=clock,
+            partition=partition,
+            regions=frozenset(settings.regions),
+        ),
     )
     auditor = Auditor(writer, identity, clock, is_unavailable)
     return UseCases(identity, service, auditor, audit_service)

@@ -8,6 +8,13 @@ Format 1, every key's but those in external key stores (49 bytes of overhead)::
 The header and the canonical encryption context are the associated data, so a blob
 cannot be moved to another key, material version or context without failing.
 
+Format 3, multi-Region keys: format 1's layout, but the 16 key id bytes are the hex digits
+of the ``mrk-`` key id, which is the same in every Region of the set, instead of one
+key's aggregate id. Every key of the set has the same materials under the same versions,
+so a blob sealed in one Region opens in any other: Decrypt finds the key of the caller's
+Region from the key id (domain.multi_region). The format byte is in the associated data,
+so a format 3 blob never opens as another format, nor the other way round.
+
 Format 2, keys in external key stores (AWS's double encryption): the format 1 blob of the
 key's own KMS material (the *inner* blob) encrypted again by the external key store's
 proxy under the external key, whose answer is kept whole, as AWS KMS keeps it::
@@ -40,6 +47,7 @@ from domain.xks import MAX_CIPHERTEXT_METADATA, TAG_BYTES, XksCiphertext
 
 FORMAT_VERSION = 1
 EXTERNAL_FORMAT = 2
+MULTI_REGION_FORMAT = 3
 _HEADER = struct.Struct(">B16sI")
 HEADER_SIZE = _HEADER.size
 NONCE_SIZE = 12
@@ -56,6 +64,8 @@ class CiphertextHeader:
     key_id: uuid.UUID
     material_version: int
     external: bool = False  # format 2: a key in an external key store sealed it
+    # format 3: ``key_id`` holds a multi-Region key id's 16 bytes, not an aggregate id
+    multi_region: bool = False
 
 
 def canonical_encryption_context(context: Mapping[str, str] | None) -> bytes:
@@ -76,6 +86,9 @@ def read_header(blob: bytes) -> CiphertextHeader:
     if blob[0] == FORMAT_VERSION:
         _, key_bytes, material_version = _HEADER.unpack_from(blob)
         return CiphertextHeader(uuid.UUID(bytes=key_bytes), material_version)
+    if blob[0] == MULTI_REGION_FORMAT:
+        _, key_bytes, material_version = _HEADER.unpack_from(blob)
+        return CiphertextHeader(uuid.UUID(bytes=key_bytes), material_version, multi_region=True)
     if blob[0] == EXTERNAL_FORMAT and len(blob) >= EXTERNAL_OVERHEAD + OVERHEAD:
         _, key_bytes, material_version = _HEADER.unpack_from(blob)
         return CiphertextHeader(uuid.UUID(bytes=key_bytes), material_version, external=True)
@@ -90,8 +103,11 @@ def seal(
     plaintext: bytes,
     encryption_context: Mapping[str, str] | None,
     nonce: bytes,
+    format_version: int = FORMAT_VERSION,
 ) -> bytes:
-    header = _HEADER.pack(FORMAT_VERSION, key_id.bytes, material_version)
+    """``format_version`` MULTI_REGION_FORMAT with ``key_id`` the 16 bytes of a
+    multi-Region key id; FORMAT_VERSION with every other key's aggregate id."""
+    header = _HEADER.pack(format_version, key_id.bytes, material_version)
     aad = header + canonical_encryption_context(encryption_context)
     return header + nonce + cipher.encrypt(nonce, plaintext, aad)
 

@@ -68,12 +68,20 @@ class KeyReference:
 
     @property
     def key_uuid(self) -> uuid.UUID | None:
-        """The aggregate id of the key a key id or key ARN names. None for a multi-Region
-        key id (``mrk-``): well formed, so AWS answers ``Key '<arn>' does not exist`` for
-        one it does not hold, but no multi-Region key exists in this deployment yet."""
-        if self.is_alias or not KEY_ID_PATTERN.match(self.name):
+        """The aggregate id of the key a key id or key ARN names: the key id itself, or for
+        a multi-Region key id (``mrk-``) its key in this reference's Region. None for an
+        alias."""
+        if self.is_alias:
             return None
-        return uuid.UUID(self.name)
+        if KEY_ID_PATTERN.match(self.name):
+            return uuid.UUID(self.name)
+        return multi_region_aggregate_id(self.name, self.region)
+
+
+def multi_region_aggregate_id(key_id: str, region: str) -> uuid.UUID:
+    """The aggregate id of the key of the multi-Region set ``key_id`` in ``region``
+    (domain.multi_region explains why no account is in it)."""
+    return uuid.uuid5(NAMESPACE, f"multi-region-key:{region}:{key_id}")
 
 
 def is_key_id(value: str) -> bool:

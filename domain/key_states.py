@@ -13,6 +13,10 @@ ENABLED = "Enabled"
 DISABLED = "Disabled"
 PENDING_DELETION = "PendingDeletion"
 PENDING_IMPORT = "PendingImport"
+# A multi-Region primary key scheduled for deletion while replicas remain: it waits for
+# them, then its own window starts (PendingDeletion).
+PENDING_REPLICA_DELETION = "PendingReplicaDeletion"
+PENDING = (PENDING_DELETION, PENDING_REPLICA_DELETION)
 # Internal: the deletion window ended and the material is destroyed; callers see NotFound.
 DELETED = "Deleted"
 
@@ -75,11 +79,13 @@ def check_operation_allowed(state: str, operation: str, key_arn: str) -> None:
     if operation in ANY_STATE:
         return
     if operation == "CancelKeyDeletion":  # the one operation that needs PendingDeletion
-        if state != PENDING_DELETION:
+        if state not in PENDING:
             raise InvalidStateError(f"{key_arn} is not pending deletion.")
         return
     if state == PENDING_DELETION:
         raise InvalidStateError(f"{key_arn} is pending deletion.")
+    if state == PENDING_REPLICA_DELETION:
+        raise InvalidStateError(f"{key_arn} is pending replica deletion.")
     if operation in NOT_PENDING_DELETION:
         return
     if state == PENDING_IMPORT:

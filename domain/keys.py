@@ -32,6 +32,12 @@ from domain.errors import (
 )
 from domain.key_specs import EXTERNAL, SYMMETRIC_DEFAULT
 from domain.key_states import check_operation_allowed
+from domain.multi_region import (
+    MultiRegionState,
+    check_can_replicate_to,
+    check_new_primary,
+    not_primary,
+)
 
 MAX_TAGS = 50
 MAX_ALIASES = 50
@@ -138,6 +144,7 @@ class Key(Aggregate):
     store = None  # type: KeyStoreLocation | None
     imported_materials = {}  # type: dict[str, ImportedMaterialState]
     import_parameters = {}  # type: dict[str, ImportParameters]
+    multi_region = None  # type: MultiRegionState | None
 
     class Event(Aggregate.Event):
         actor: ActorRecord
@@ -157,6 +164,18 @@ class Key(Aggregate):
         # Where a key of a custom key store lives (None for the rest, and for events
         # recorded before custom key stores existed).
         store: KeyStoreLocation | None = None
+        # The set a multi-Region key belongs to (None for every other key).
+        multi_region: MultiRegionState | None = None
+
+    class Replicated(Created):
+        """ReplicateKey created this key, a replica of a multi-Region primary key: with the
+        primary's materials (re-wrapped under this key's own wrapping key) and rotation
+        schedule; its policy, description and tags are its own."""
+
+        materials: list[KeyMaterial] | None = None
+        rotation_enabled: bool = False
+        rotation_period_days: int | None = None
+        primary_arn: str | None = None
 
     def __init__(
         self,
@@ -174,9 +193,15 @@ class Key(Aggregate):
         tags: dict[str, str],
         material: KeyMaterial | None,
         store: KeyStoreLocation | None = None,
+        multi_region: MultiRegionState | None = None,
+        materials: list[KeyMaterial] | None = None,
+        rotation_enabled: bool = False,
+        rotation_period_days: int | None = None,
+        primary_arn: str | None = None,
     ) -> None:
         self.arn = arn
         self.store = store
+        self.multi_region = multi_region
         self.account_id = account_id
         self.region = region
         self.description = description
@@ -205,6 +230,11 @@ class Key(Aggregate):
             else None
         )
         self.on_demand_rotations = 0
+        if materials is not None:  # a replica (Replicated)
+            self.materials = list(materials)
+            self.state = key_states.ENABLED
+            self.rotation_enabled = rotation_enabled
+            self.rotation_period_days = rotation_period_days
         self.last_used_at: datetime | None = None
         self.last_used_operation: str | None = None
         self.last_used_request_id: str | None = None
@@ -228,6 +258,7 @@ class Key(Aggregate):
         tags: dict[str, str],
         material: KeyMaterial | None,
         store: KeyStoreLocation | None = None,
+        multi_region: MultiRegionState | None = None,
     ) -> Key:
         check_tags(tags, existing={})
         return cls._create(
@@ -247,12 +278,32 @@ class Key(Aggregate):
             tags=tags,
             material=material,
             store=store,
+            multi_region=multi_region,
         )
 
     # --- derived views ---------------------------------------------------------
     @property
     def key_id(self) -> str:
+        """The key id callers see: the aggregate id, or a multi-Region key's ``mrk-`` id."""
+        if self.multi_region is not None:
+            return self.multi_region["key_id"]
         return str(self.id)
+
+    @property
+    def is_multi_region_primary(self) -> bool:
+        return self.multi_region is not None and self.multi_region["primary_region"] == self.region
+
+    @property
+    def is_replica(self) -> bool:
+        return self.multi_region is not None and self.multi_region["primary_region"] != self.region
+
+    @property
+    def replica_regions(self) -> list[str]:
+        """The Regions of the set's replicas (the primary's Region left out)."""
+        if self.multi_region is None:
+            return []
+        primary = self.multi_region["primary_region"]
+        return [region for region in self.multi_region["regions"] if region != primary]
 
     @property
     def creation_date(self) -> datetime:
@@ -429,11 +480,18 @@ class Key(Aggregate):
     class DeletionScheduled(Event):
         deletion_date: datetime
         pending_window_days: int
+        # A multi-Region primary key with replicas waits for them (PendingReplicaDeletion);
+        # its window starts when the last replica is gone (ReplicaRemoved).
+        awaiting_replicas: bool = False
 
         def apply(self, aggregate: Any) -> None:
+            aggregate.pending_window_days = self.pending_window_days
+            if self.awaiting_replicas:
+                aggregate.state = key_states.PENDING_REPLICA_DELETION
+                aggregate.deletion_date = None
+                return
             aggregate.state = key_states.PENDING_DELETION
             aggregate.deletion_date = self.deletion_date
-            aggregate.pending_window_days = self.pending_window_days
 
     class DeletionCancelled(Event):
         def apply(self, aggregate: Any) -> None:
@@ -467,11 +525,12 @@ class Key(Aggregate):
             actor=actor.record(),
             deletion_date=now + timedelta(days=pending_window_days),
             pending_window_days=pending_window_days,
+            awaiting_replicas=self.is_multi_region_primary and bool(self.replica_regions),
         )
 
     def cancel_deletion(self, *, now: datetime, actor: Actor) -> None:
         self.check_allowed("CancelKeyDeletion")
-        if self.state != key_states.PENDING_DELETION:
+        if self.state not in key_states.PENDING:
             raise InvalidStateError(f"{self.arn} is not pending deletion.")
         self.trigger_event(self.DeletionCancelled, timestamp=now, actor=actor.record())
 
@@ -645,6 +704,8 @@ class Key(Aggregate):
             raise UnsupportedOperationError(f"{self.arn} is an AWS managed key.")
         self.check_allowed(operation)
         self.check_rotation_supported()
+        if self.is_replica:  # replicas share the primary's rotation
+            raise not_primary(self.arn)
 
     def check_rotation_supported(self) -> None:
         """Automatic and on-demand rotation are for symmetric encryption keys of origin
@@ -723,6 +784,7 @@ class Key(Aggregate):
             and self.rotation_enabled
             and self.next_rotation_date is not None
             and self.next_rotation_date <= now
+            and not self.is_replica
         )
 
     def rotate_automatically(self, *, now: datetime, actor: Actor, material: KeyMaterial) -> None:
@@ -747,6 +809,201 @@ class Key(Aggregate):
             actor=actor.record(),
             material=material,
             next_rotation_date=next_date,
+        )
+
+    # --- multi-Region keys (domain.multi_region) ----------------------------------------
+    class ReplicaAdded(Event):
+        """ReplicateKey added a replica in ``region`` to the set (recorded on every key
+        of the set that was there before; the primary's is the call's record)."""
+
+        region: str
+        replica_arn: str
+        # True on the primary, whose event is the ReplicateKey call's record; False on
+        # the replicas that were there before.
+        by_call: bool = True
+
+        def apply(self, aggregate: Any) -> None:
+            state = aggregate.multi_region
+            regions = sorted({*state["regions"], self.region})
+            aggregate.multi_region = {**state, "regions": regions}
+
+    class ReplicaRemoved(Event):
+        """A replica's deletion window ended. A primary waiting for its replicas
+        (PendingReplicaDeletion) starts its own window when the last one is gone."""
+
+        region: str
+        # Set when this key was waiting for its last replica: its own window ends then.
+        deletion_date: datetime | None = None
+
+        def apply(self, aggregate: Any) -> None:
+            state = aggregate.multi_region
+            regions = [region for region in state["regions"] if region != self.region]
+            aggregate.multi_region = {**state, "regions": regions}
+            if self.deletion_date is not None:
+                aggregate.state = key_states.PENDING_DELETION
+                aggregate.deletion_date = self.deletion_date
+
+    class PrimaryRegionUpdated(Event):
+        """UpdatePrimaryRegion: the set's primary is now the key in ``primary_region``."""
+
+        primary_region: str
+        next_rotation_date: datetime | None  # the new primary's; replicas have none
+        previous_primary_region: str = ""
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.multi_region = {
+                **aggregate.multi_region,
+                "primary_region": self.primary_region,
+            }
+            aggregate.next_rotation_date = self.next_rotation_date
+
+    class Synchronized(Event):
+        """The primary's shared properties copied to this replica (AWS's
+        SynchronizeMultiRegionKey): a new material after a rotation, the rotation
+        schedule. ``material`` is this replica's own wrapped copy."""
+
+        material: KeyMaterial | None
+        rotation_enabled: bool
+        rotation_period_days: int | None
+
+        def apply(self, aggregate: Any) -> None:
+            if self.material is not None:
+                aggregate.materials = [*aggregate.materials, self.material]
+            aggregate.rotation_enabled = self.rotation_enabled
+            aggregate.rotation_period_days = self.rotation_period_days
+
+    def check_can_replicate(self, replica_region: str) -> None:
+        """ReplicateKey: an enabled multi-Region primary key, a Region not in its set."""
+        if not self.is_multi_region_primary or self.multi_region is None:
+            raise not_primary(self.arn)
+        self.check_allowed("ReplicateKey")
+        check_can_replicate_to(self.multi_region, self.arn, replica_region)
+
+    def replicate(
+        self,
+        *,
+        replica_id: uuid.UUID,
+        now: datetime,
+        actor: Actor,
+        replica_actor: Actor,
+        replica_arn: str,
+        replica_region: str,
+        description: str,
+        policy: str,
+        tags: dict[str, str],
+        materials: list[KeyMaterial],
+    ) -> Key:
+        """The replica in ``replica_region`` (``materials``: this key's, re-wrapped for
+        it), created by ``replica_actor`` (the caller, in the replica's Region). Records
+        ReplicaAdded here; the caller records it on the other replicas."""
+        self.check_can_replicate(replica_region)
+        check_tags(tags, existing={})
+        if [m.material_id for m in materials] != [m.material_id for m in self.materials]:
+            raise ValueError("a replica has its primary's materials")
+        assert self.multi_region is not None
+        state = self.multi_region
+        replica = Key._create(
+            Key.Replicated,
+            id=replica_id,
+            timestamp=now,
+            actor=replica_actor.record(),
+            arn=replica_arn,
+            account_id=self.account_id,
+            region=replica_region,
+            description=description,
+            key_spec=self.key_spec,
+            key_usage=self.key_usage,
+            origin=self.origin,
+            key_manager=self.key_manager,
+            policy=policy,
+            tags=tags,
+            material=None,
+            store=None,
+            multi_region=MultiRegionState(
+                key_id=state["key_id"],
+                primary_region=state["primary_region"],
+                regions=sorted({*state["regions"], replica_region}),
+            ),
+            materials=list(materials),
+            rotation_enabled=self.rotation_enabled,
+            rotation_period_days=self.rotation_period_days,
+            primary_arn=self.arn,
+        )
+        self.trigger_event(
+            self.ReplicaAdded,
+            timestamp=now,
+            actor=actor.record(),
+            region=replica_region,
+            replica_arn=replica_arn,
+        )
+        return replica
+
+    def note_replica_added(self, *, now: datetime, actor: Actor, region: str, arn: str) -> None:
+        """Another key of the set records a replica added by ReplicateKey on the primary."""
+        self.trigger_event(
+            self.ReplicaAdded,
+            timestamp=now,
+            actor=actor.record(),
+            region=region,
+            replica_arn=arn,
+            by_call=False,
+        )
+
+    def note_replica_removed(self, *, now: datetime, actor: Actor, region: str) -> None:
+        if self.multi_region is None or region not in self.multi_region["regions"]:
+            return
+        remaining = [r for r in self.multi_region["regions"] if r != region]
+        deletion_date = None
+        if self.state == key_states.PENDING_REPLICA_DELETION and remaining == [self.region]:
+            deletion_date = now + timedelta(days=self.pending_window_days or 30)
+        self.trigger_event(
+            self.ReplicaRemoved,
+            timestamp=now,
+            actor=actor.record(),
+            region=region,
+            deletion_date=deletion_date,
+        )
+
+    def check_can_update_primary(self, primary_region: str, replica_arn: str) -> None:
+        """UpdatePrimaryRegion on this key: an enabled primary, a replica in that Region."""
+        if not self.is_multi_region_primary or self.multi_region is None:
+            raise not_primary(self.arn)
+        self.check_allowed("UpdatePrimaryRegion")
+        check_new_primary(self.multi_region, primary_region, replica_arn)
+
+    def update_primary_region(self, *, now: datetime, actor: Actor, primary_region: str) -> None:
+        """Record the set's new primary on this key (every key of the set records it)."""
+        if self.multi_region is None:
+            raise ValueError("only a multi-Region key has a primary Region")
+        next_date = None
+        if primary_region == self.region and self.rotation_enabled and self.rotation_period_days:
+            since = self.current_material.created
+            next_date = max(since + timedelta(days=self.rotation_period_days), now)
+        self.trigger_event(
+            self.PrimaryRegionUpdated,
+            timestamp=now,
+            actor=actor.record(),
+            primary_region=primary_region,
+            next_rotation_date=next_date,
+            previous_primary_region=self.multi_region["primary_region"],
+        )
+
+    def synchronize(
+        self, *, now: datetime, actor: Actor, primary: Key, material: KeyMaterial | None
+    ) -> None:
+        """Copy ``primary``'s shared properties to this replica (``material``: the
+        primary's newest material re-wrapped for this key, after a rotation)."""
+        if not self.is_replica:
+            raise ValueError("only a replica is synchronized")
+        if material is not None and material.version != len(self.materials) + 1:
+            raise ValueError("material version must follow the current one")
+        self.trigger_event(
+            self.Synchronized,
+            timestamp=now,
+            actor=actor.record(),
+            material=material,
+            rotation_enabled=primary.rotation_enabled,
+            rotation_period_days=primary.rotation_period_days,
         )
 
     # --- imported key material (Origin EXTERNAL) ---------------------------------------

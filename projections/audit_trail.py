@@ -597,10 +597,12 @@ class AuditTrailProjection(BatchedProjection):
         """Update the facts after an event (records are described from the facts before)."""
         kind = type(event)
         oid = event.originator_id
-        if kind is Key.Created:
+        if kind is Key.Created or kind is Key.Replicated:
             materials = (
                 {event.material.version: event.material.material_id} if event.material else {}
             )
+            for material in getattr(event, "materials", None) or []:
+                materials[material.version] = material.material_id
             self._keys[oid] = KeyFacts(
                 event.arn,
                 event.account_id,
@@ -610,7 +612,10 @@ class AuditTrailProjection(BatchedProjection):
                 materials,
                 event.store,
             )
-        elif kind in (Key.Rotated, Key.MaterialImported):
+        elif (kind is Key.Synchronized and event.material is not None) or kind in (
+            Key.Rotated,
+            Key.MaterialImported,
+        ):
             facts = self._keys.get(oid)
             if facts is not None:
                 facts.materials[event.material.version] = event.material.material_id
@@ -853,6 +858,13 @@ class AuditTrailProjection(BatchedProjection):
         return {
             AuditedCall.CallRecorded: self._call_recorded,
             Key.Created: self._key_created,
+            # ReplicateKey: CreateKey in the replica's Region, ReplicateKey in the primary's
+            # (AWS logs both); synchronizing a replica is a service event there.
+            Key.Replicated: self._key_created,
+            Key.ReplicaAdded: self._replica_added,
+            Key.ReplicaRemoved: lambda e: None,  # the replica's DeleteKey is the record
+            Key.PrimaryRegionUpdated: self._primary_region_updated,
+            Key.Synchronized: self._service_event("SynchronizeMultiRegionKey"),
             Key.Enabled: self._key_call("EnableKey"),
             Key.Disabled: self._key_call("DisableKey"),
             Key.DeletionScheduled: self._deletion_scheduled,
@@ -1057,7 +1069,7 @@ class AuditTrailProjection(BatchedProjection):
             "keyUsage": event.key_usage,
             "origin": event.origin,
             "bypassPolicyLockoutSafetyCheck": False,
-            "multiRegion": False,
+            "multiRegion": event.multi_region is not None,
         }
         store = event.store
         if store is not None:
@@ -1072,7 +1084,7 @@ class AuditTrailProjection(BatchedProjection):
         algorithms = key_algorithms(event.key_spec, event.key_usage)
         metadata: dict[str, Any] = {
             "AWSAccountId": event.account_id,
-            "keyId": str(event.originator_id),
+            "keyId": event.arn.rsplit("/", 1)[1],  # a multi-Region key's is its mrk- id
             "arn": event.arn,
             "creationDate": event_time(event.timestamp),
             "enabled": event.material is not None,
@@ -1093,7 +1105,7 @@ class AuditTrailProjection(BatchedProjection):
         ):
             if values:
                 metadata[name] = list(values)
-        metadata["multiRegion"] = False
+        metadata["multiRegion"] = event.multi_region is not None
         if store is not None and store.get("xks_key_id"):
             metadata["xksKeyConfiguration"] = {"id": store["xks_key_id"]}
         return self._on_key(event, facts, "CreateKey", parameters, {"keyMetadata": metadata})
@@ -1101,13 +1113,36 @@ class AuditTrailProjection(BatchedProjection):
     def _deletion_scheduled(self, event: Key.DeletionScheduled) -> Described:
         facts = self._key(event)
         parameters = {"keyId": facts.arn, "pendingWindowInDays": event.pending_window_days}
-        response = {
-            "keyId": facts.arn,
-            "deletionDate": event_time(event.deletion_date),
-            "keyState": "PendingDeletion",
-            "pendingWindowInDays": event.pending_window_days,
-        }
+        response: dict[str, Any] = {"keyId": facts.arn}
+        if event.awaiting_replicas:
+            response["keyState"] = "PendingReplicaDeletion"
+        else:
+            response["deletionDate"] = event_time(event.deletion_date)
+            response["keyState"] = "PendingDeletion"
+        response["pendingWindowInDays"] = event.pending_window_days
         return self._on_key(event, facts, "ScheduleKeyDeletion", parameters, response)
+
+    def _replica_added(self, event: Key.ReplicaAdded) -> Described | None:
+        """ReplicateKey's record in the primary's Region (its CreateKey record is the
+        replica's Replicated event)."""
+        if not event.by_call:
+            return None
+        facts = self._key(event)
+        parameters = {"keyId": facts.arn, "replicaRegion": event.region}
+        return self._on_key(
+            event, facts, "ReplicateKey", parameters, {"replicaKeyArn": event.replica_arn}
+        )
+
+    def _primary_region_updated(self, event: Key.PrimaryRegionUpdated) -> Described | None:
+        """UpdatePrimaryRegion's record, on the old primary and the new one."""
+        facts = self._key(event)
+        if facts.region not in (event.primary_region, event.previous_primary_region):
+            return None
+        old_primary = facts.arn.replace(
+            f":kms:{facts.region}:", f":kms:{event.previous_primary_region}:", 1
+        )
+        parameters = {"keyId": old_primary, "primaryRegion": event.primary_region}
+        return self._on_key(event, facts, "UpdatePrimaryRegion", parameters, None)
 
     def _grant_created(self, event: Key.GrantCreated) -> Described:
         facts = self._key(event)

@@ -55,6 +55,62 @@ def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
     )
 
 
+def _key_replicated(conn: psycopg.Connection[Any], event: Key.Replicated) -> None:
+    """A replica: enabled, with its primary's rotation setting (its primary rotates it)."""
+    conn.execute(
+        "INSERT INTO kms_keys (key_id, account_id, region, arn, key_state, key_manager, key_spec,"
+        " key_usage, description, creation_date, rotation_enabled)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (key_id) DO NOTHING",
+        (
+            event.originator_id,
+            event.account_id,
+            event.region,
+            event.arn,
+            key_states.ENABLED,
+            event.key_manager,
+            event.key_spec,
+            event.key_usage,
+            event.description,
+            event.timestamp,
+            event.rotation_enabled,
+        ),
+    )
+
+
+def _replica_removed(conn: psycopg.Connection[Any], event: Key.ReplicaRemoved) -> None:
+    if event.deletion_date is not None:  # a primary's own window starts
+        conn.execute(
+            "UPDATE kms_keys SET key_state = %s, deletion_date = %s WHERE key_id = %s",
+            (key_states.PENDING_DELETION, event.deletion_date, event.originator_id),
+        )
+
+
+def _primary_region_updated(conn: psycopg.Connection[Any], event: Key.PrimaryRegionUpdated) -> None:
+    conn.execute(
+        "UPDATE kms_keys SET next_rotation_date = %s WHERE key_id = %s",
+        (event.next_rotation_date, event.originator_id),
+    )
+
+
+def _synchronized(conn: psycopg.Connection[Any], event: Key.Synchronized) -> None:
+    conn.execute(
+        "UPDATE kms_keys SET rotation_enabled = %s WHERE key_id = %s",
+        (event.rotation_enabled, event.originator_id),
+    )
+    if event.material is not None:
+        conn.execute(
+            "INSERT INTO kms_rotations (key_id, material_id, rotation_date, rotation_type)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (
+                event.originator_id,
+                event.material.material_id,
+                event.timestamp,
+                event.material.rotation_type or "AUTOMATIC",
+            ),
+        )
+
+
 def _set_state(state: str) -> Handler:
     def handler(conn: psycopg.Connection[Any], event: Any) -> None:
         conn.execute(
@@ -66,9 +122,13 @@ def _set_state(state: str) -> Handler:
 
 
 def _deletion_scheduled(conn: psycopg.Connection[Any], event: Key.DeletionScheduled) -> None:
+    if event.awaiting_replicas:  # PendingReplicaDeletion: no date until the replicas go
+        state, deletion_date = key_states.PENDING_REPLICA_DELETION, None
+    else:
+        state, deletion_date = key_states.PENDING_DELETION, event.deletion_date
     conn.execute(
         "UPDATE kms_keys SET key_state = %s, deletion_date = %s WHERE key_id = %s",
-        (key_states.PENDING_DELETION, event.deletion_date, event.originator_id),
+        (state, deletion_date, event.originator_id),
     )
 
 
@@ -200,6 +260,10 @@ IDLE_PASS_INTERVAL = 1.0
 
 HANDLERS: dict[type, list[Handler]] = {
     Key.Created: [_key_created],
+    Key.Replicated: [_key_replicated],
+    Key.ReplicaRemoved: [_replica_removed],
+    Key.PrimaryRegionUpdated: [_primary_region_updated],
+    Key.Synchronized: [_synchronized],
     Key.Enabled: [_set_state(key_states.ENABLED)],
     Key.Disabled: [_set_state(key_states.DISABLED)],
     Key.DeletionCancelled: [_set_state(key_states.DISABLED)],

@@ -188,6 +188,66 @@ def _key_created(conn: psycopg.Connection[Any], event: Key.Created) -> None:
     _timeline(conn, event, state, "CreateKey")
 
 
+def _key_replicated(conn: psycopg.Connection[Any], event: Key.Replicated) -> None:
+    """A replica (ReplicateKey): its row as CreateKey writes one, then the primary's
+    materials and rotation setting it was created with."""
+    _key_created(conn, event)
+    materials = event.materials or []
+    for material in materials:
+        _material_row(conn, event, material)
+    current = materials[-1] if materials else None
+    conn.execute(
+        "UPDATE audit_keys SET key_state = %s, current_material_version = %s,"
+        " current_material_id = %s, current_material_created = %s, rotation_enabled = %s,"
+        " rotation_period_days = %s WHERE key_id = %s",
+        (
+            key_states.ENABLED,
+            current.version if current else 0,
+            current.material_id if current else None,
+            current.created if current else None,
+            event.rotation_enabled,
+            event.rotation_period_days,
+            event.originator_id,
+        ),
+    )
+
+
+def _synchronized(conn: psycopg.Connection[Any], event: Key.Synchronized) -> None:
+    """A replica took its primary's new material or rotation setting."""
+    material = event.material
+    if material is not None:
+        _material_row(conn, event, material)
+        conn.execute(
+            "UPDATE audit_keys SET current_material_version = %s, current_material_id = %s,"
+            " current_material_created = %s WHERE key_id = %s",
+            (material.version, material.material_id, material.created, event.originator_id),
+        )
+    conn.execute(
+        "UPDATE audit_keys SET rotation_enabled = %s, rotation_period_days = %s,"
+        " updated_at = %s WHERE key_id = %s",
+        (
+            event.rotation_enabled,
+            event.rotation_period_days,
+            event.timestamp,
+            event.originator_id,
+        ),
+    )
+
+
+def _replica_removed(conn: psycopg.Connection[Any], event: Key.ReplicaRemoved) -> None:
+    """A primary waiting for its replicas starts its own window with the last one gone."""
+    if event.deletion_date is None:
+        return
+    _state_change(
+        conn,
+        event,
+        "ScheduleKeyDeletion",
+        "UPDATE audit_keys SET key_state = %s, deletion_date = %s, updated_at = %s"
+        " WHERE key_id = %s RETURNING key_state",
+        (key_states.PENDING_DELETION, event.deletion_date, event.timestamp, event.originator_id),
+    )
+
+
 def _set_state(state: str, event_name: str) -> Handler:
     def handler(conn: psycopg.Connection[Any], event: Any) -> None:
         _state_change(
@@ -209,7 +269,14 @@ def _deletion_scheduled(conn: psycopg.Connection[Any], event: Key.DeletionSchedu
         "ScheduleKeyDeletion",
         "UPDATE audit_keys SET key_state = %s, deletion_date = %s, updated_at = %s"
         " WHERE key_id = %s RETURNING key_state",
-        (key_states.PENDING_DELETION, event.deletion_date, event.timestamp, event.originator_id),
+        (
+            key_states.PENDING_REPLICA_DELETION
+            if event.awaiting_replicas
+            else key_states.PENDING_DELETION,
+            None if event.awaiting_replicas else event.deletion_date,
+            event.timestamp,
+            event.originator_id,
+        ),
     )
 
 
@@ -623,6 +690,9 @@ def _alias_deleted(conn: psycopg.Connection[Any], event: Alias.Deleted) -> None:
 
 HANDLERS: dict[type, Handler] = {
     Key.Created: _key_created,
+    Key.Replicated: _key_replicated,
+    Key.Synchronized: _synchronized,
+    Key.ReplicaRemoved: _replica_removed,
     Key.Enabled: _set_state(key_states.ENABLED, "EnableKey"),
     Key.Disabled: _set_state(key_states.DISABLED, "DisableKey"),
     Key.DeletionScheduled: _deletion_scheduled,

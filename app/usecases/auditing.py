@@ -111,6 +111,8 @@ EVENT_AUDITED_CALLS = (CRYPTOGRAPHIC_CALLS - {"GenerateRandom"}) | frozenset(
         "GetParametersForImport",
         "ImportKeyMaterial",
         "DeleteImportedKeyMaterial",
+        "ReplicateKey",
+        "UpdatePrimaryRegion",
     }
 )
 # Identity administration whose success appends events the trail describes (a principal's

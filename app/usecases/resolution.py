@@ -21,7 +21,7 @@ from app.usecases.authorization import AccessControl, AccessRequest
 from app.usecases.outside_calls import OutsideCalls
 from app.usecases.store_keys import StoreKeys
 from domain import algorithms
-from domain.ciphertext import open_blob, read_header, seal
+from domain.ciphertext import MULTI_REGION_FORMAT, CiphertextHeader, open_blob, read_header, seal
 from domain.errors import (
     DryRunSucceededError,
     IncorrectKeyError,
@@ -37,10 +37,12 @@ from domain.identifiers import (
     alias_aggregate_id,
     alias_arn,
     key_arn,
+    multi_region_aggregate_id,
     parse_key_reference,
 )
 from domain.key_specs import ENCRYPT_DECRYPT, EXTERNAL, SYMMETRIC_DEFAULT
 from domain.keys import AWS_MANAGED, Alias, Key, KeyMaterial, KeyStoreLocation
+from domain.multi_region import key_id_bytes, key_id_from_bytes, primary_state
 from domain.policy import aws_managed_key_policy
 
 DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
@@ -193,11 +195,18 @@ class KeyResolver:
         material_bytes: bytes | None = None,
         in_store: str | None = None,
         store: KeyStoreLocation | None = None,
+        multi_region_key_id: str | None = None,
     ) -> Key:
         """A new key with fresh material (``material_bytes``, or AES-256 when None); keys of
         Origin EXTERNAL start without material, PendingImport. A key of a CloudHSM key
-        store has its material in the token, labelled ``in_store`` (its material id)."""
-        key_uuid = self.vault.new_key_id()  # its wrapping key is stored already
+        store has its material in the token, labelled ``in_store`` (its material id). With
+        ``multi_region_key_id`` (``mrk-...``), the primary key of a new multi-Region set."""
+        if multi_region_key_id is None:
+            key_uuid = self.vault.new_key_id()  # its wrapping key is stored already
+            public_id = str(key_uuid)
+        else:
+            key_uuid = multi_region_aggregate_id(multi_region_key_id, region)
+            public_id = multi_region_key_id
         now = self.clock.now()
         material: KeyMaterial | None
         if in_store is not None:
@@ -212,7 +221,7 @@ class KeyResolver:
             key_id=key_uuid,
             now=now,
             actor=caller.actor(),
-            arn=key_arn(self.partition, region, account_id, str(key_uuid)),
+            arn=key_arn(self.partition, region, account_id, public_id),
             account_id=account_id,
             region=region,
             description=description,
@@ -224,6 +233,9 @@ class KeyResolver:
             tags=tags,
             material=material,
             store=store,
+            multi_region=(
+                None if multi_region_key_id is None else primary_state(multi_region_key_id, region)
+            ),
         )
         uow.add(key)
         return key
@@ -249,13 +261,13 @@ class KeyResolver:
                 alias_name=alias_name,
                 account_id=account_id,
                 region=region,
-                target_key_id=key.key_id,
+                target_key_id=str(key.id),
             )
             uow.add(alias)
         elif alias.target_key_id is None:
-            alias.assign(now=now, actor=actor, target_key_id=key.key_id, alias_arn=arn)
+            alias.assign(now=now, actor=actor, target_key_id=str(key.id), alias_arn=arn)
         else:
-            alias.retarget(now=now, actor=actor, target_key_id=key.key_id, alias_arn=arn)
+            alias.retarget(now=now, actor=actor, target_key_id=str(key.id), alias_arn=arn)
         key.add_alias(now=now, actor=actor, alias_name=alias_name, operation="CreateAlias")
 
     # ==== symmetric ciphertexts ==========================================================
@@ -299,14 +311,26 @@ class KeyResolver:
         cipher = self._cipher(key, material, uow, calls)
         if cipher is None:
             raise NotFoundError(f"Key '{key.arn}' does not exist")
-        blob = seal(
-            cipher,
-            key_id=key.id,
-            material_version=material.version,
-            plaintext=plaintext,
-            encryption_context=context,
-            nonce=calls.nonce if calls is not None else os.urandom(12),
-        )
+        nonce = calls.nonce if calls is not None else os.urandom(12)
+        if key.multi_region is None:
+            blob = seal(
+                cipher,
+                key_id=key.id,
+                material_version=material.version,
+                plaintext=plaintext,
+                encryption_context=context,
+                nonce=nonce,
+            )
+        else:  # named by its mrk- id, so that any key of the set opens it (format 3)
+            blob = seal(
+                cipher,
+                key_id=uuid.UUID(bytes=key_id_bytes(key.multi_region["key_id"])),
+                material_version=material.version,
+                plaintext=plaintext,
+                encryption_context=context,
+                nonce=nonce,
+                format_version=MULTI_REGION_FORMAT,
+            )
         if external:
             assert uow is not None and calls is not None
             blob = self.stores.seal_external(uow, key, material.version, blob, calls)
@@ -339,17 +363,15 @@ class KeyResolver:
         """Find the key that sealed ``blob`` and check the caller may ``action`` it."""
         access = AccessRequest(context, SYMMETRIC_DEFAULT)
         header = read_header(blob)
-        key: Key | None = uow.get(header.key_id)
+        # ReEncrypt may name a source in another Region of this deployment by its ARN.
+        scope = caller
+        if key_id is not None and any_region and key_id.startswith("arn:"):
+            ref = parse_key_reference(key_id, account_id=caller.account_id, region=caller.region)
+            scope = Caller(**{**caller.__dict__, "region": ref.region})
+        key: Key | None = uow.get(_sealing_key_id(header, scope.region))
         if key is None or not isinstance(key, Key):
             raise InvalidCiphertextError()
         if key_id is not None:
-            # ReEncrypt may name a source in another Region of this deployment by its ARN.
-            scope = caller
-            if any_region and key_id.startswith("arn:"):
-                ref = parse_key_reference(
-                    key_id, account_id=caller.account_id, region=caller.region
-                )
-                scope = Caller(**{**caller.__dict__, "region": ref.region})
             named = self.resolve(uow, scope, key_id, action, request=access)
             if named.id != key.id:
                 raise IncorrectKeyError(
@@ -441,3 +463,11 @@ class KeyResolver:
 
     def private_key(self, key: Key) -> Any:
         return algorithms.load_private_key(key.key_spec, self.material_bytes(key))
+
+
+def _sealing_key_id(header: CiphertextHeader, region: str) -> uuid.UUID:
+    """The aggregate that opens a blob: the one its header names, or for a multi-Region
+    key's blob (format 3) the key of the set in ``region``."""
+    if header.multi_region:
+        return multi_region_aggregate_id(key_id_from_bytes(header.key_id.bytes), region)
+    return header.key_id

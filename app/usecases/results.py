@@ -9,6 +9,39 @@ from typing import Generic, TypeVar
 from domain import key_states
 from domain.key_specs import SYMMETRIC_DEFAULT, key_algorithms
 from domain.keys import Key
+from domain.multi_region import PRIMARY, REPLICA
+
+
+@dataclass(frozen=True)
+class RegionalKey:
+    arn: str
+    region: str
+
+
+@dataclass(frozen=True)
+class MultiRegionConfiguration:
+    """AWS's MultiRegionConfiguration: every key of the set answers the whole set."""
+
+    key_type: str  # PRIMARY or REPLICA
+    primary: RegionalKey
+    replicas: tuple[RegionalKey, ...]
+
+    @classmethod
+    def of(cls, key: Key) -> MultiRegionConfiguration | None:
+        state = key.multi_region
+        if state is None:
+            return None
+        prefix = key.arn.split(":kms:", 1)[0]  # arn:<partition>
+        account, key_id = key.account_id, state["key_id"]
+
+        def regional(region: str) -> RegionalKey:
+            return RegionalKey(f"{prefix}:kms:{region}:{account}:key/{key_id}", region)
+
+        return cls(
+            PRIMARY if key.is_multi_region_primary else REPLICA,
+            regional(state["primary_region"]),
+            tuple(regional(region) for region in key.replica_regions),
+        )
 
 
 @dataclass(frozen=True)
@@ -37,6 +70,9 @@ class KeyDescription:
     custom_key_store_id: str | None = None  # keys in custom key stores only
     cloud_hsm_cluster_id: str | None = None
     xks_key_id: str | None = None
+    multi_region_configuration: MultiRegionConfiguration | None = None
+    # A primary waiting for its replicas (PendingReplicaDeletion): its window to come.
+    pending_deletion_window_days: int | None = None
 
     @classmethod
     def of(cls, key: Key, state: str | None = None) -> KeyDescription:
@@ -60,7 +96,7 @@ class KeyDescription:
             key_manager=key.key_manager,
             key_spec=key.key_spec,
             encryption_algorithms=algorithms.encryption,
-            multi_region=False,
+            multi_region=key.multi_region is not None,
             current_material_id=_current_material_id(key),
             signing_algorithms=algorithms.signing,
             mac_algorithms=algorithms.mac,
@@ -71,6 +107,12 @@ class KeyDescription:
             custom_key_store_id=key.store["custom_key_store_id"] if key.store else None,
             cloud_hsm_cluster_id=key.store["cloud_hsm_cluster_id"] if key.store else None,
             xks_key_id=key.store["xks_key_id"] if key.store else None,
+            multi_region_configuration=MultiRegionConfiguration.of(key),
+            pending_deletion_window_days=(
+                key.pending_window_days
+                if key.state == key_states.PENDING_REPLICA_DELETION
+                else None
+            ),
         )
 
 
@@ -120,7 +162,7 @@ class ReEncrypted:
 @dataclass(frozen=True)
 class DeletionScheduled:
     key_arn: str
-    deletion_date: datetime
+    deletion_date: datetime | None  # None while a primary waits for its replicas
     key_state: str
     pending_window_days: int
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from app.auth.credentials import Caller
 from app.usecases.keys import KeyService
-from app.usecases.results import KeyDescription, Page
+from app.usecases.results import KeyDescription, MultiRegionConfiguration, Page
 
 Operation = Callable[[KeyService, Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -61,7 +61,24 @@ def key_metadata(key: KeyDescription) -> dict[str, Any]:
         metadata["CloudHsmClusterId"] = key.cloud_hsm_cluster_id
     if key.xks_key_id is not None:
         metadata["XksKeyConfiguration"] = {"Id": key.xks_key_id}
+    if key.multi_region_configuration is not None:
+        metadata["MultiRegionConfiguration"] = multi_region_configuration(
+            key.multi_region_configuration
+        )
+    if key.pending_deletion_window_days is not None:
+        metadata["PendingDeletionWindowInDays"] = key.pending_deletion_window_days
     return metadata
+
+
+def multi_region_configuration(configuration: MultiRegionConfiguration) -> dict[str, Any]:
+    return {
+        "MultiRegionKeyType": configuration.key_type,
+        "PrimaryKey": {
+            "Arn": configuration.primary.arn,
+            "Region": configuration.primary.region,
+        },
+        "ReplicaKeys": [{"Arn": r.arn, "Region": r.region} for r in configuration.replicas],
+    }
 
 
 def paged(page: Page[Any], name: str, items: list[Any]) -> dict[str, Any]:

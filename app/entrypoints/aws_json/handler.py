@@ -26,6 +26,7 @@ from app.entrypoints.aws_json.crypto import OPERATIONS as CRYPTO_OPERATIONS
 from app.entrypoints.aws_json.custom_key_stores import OPERATIONS as CUSTOM_KEY_STORE_OPERATIONS
 from app.entrypoints.aws_json.grants import OPERATIONS as GRANT_OPERATIONS
 from app.entrypoints.aws_json.keys import OPERATIONS as KEY_OPERATIONS
+from app.entrypoints.aws_json.multi_region import OPERATIONS as MULTI_REGION_OPERATIONS
 from app.entrypoints.aws_json.shapes import parse_request
 from app.usecases.auditing import Auditor
 from app.usecases.keys import KeyService
@@ -46,6 +47,7 @@ OPERATIONS: dict[str, Operation] = {
     **KEY_SPEC_OPERATIONS,
     **AUDIT_OPERATIONS,
     **CUSTOM_KEY_STORE_OPERATIONS,
+    **MULTI_REGION_OPERATIONS,
 }
 
 

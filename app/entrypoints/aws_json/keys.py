@@ -62,12 +62,12 @@ async def schedule_key_deletion(
     result = await service.keys.schedule_key_deletion(
         caller, params["KeyId"], params.get("PendingWindowInDays")
     )
-    return {
-        "KeyId": result.key_arn,
-        "DeletionDate": epoch(result.deletion_date),
-        "KeyState": result.key_state,
-        "PendingWindowInDays": result.pending_window_days,
-    }
+    answer: dict[str, Any] = {"KeyId": result.key_arn}
+    if result.deletion_date is not None:  # none while a primary waits for its replicas
+        answer["DeletionDate"] = epoch(result.deletion_date)
+    answer["KeyState"] = result.key_state
+    answer["PendingWindowInDays"] = result.pending_window_days
+    return answer
 
 
 async def cancel_key_deletion(

@@ -78,6 +78,9 @@ class MemoryKeyDirectory(LedgerFollower):
 
     handlers: ClassVar[dict[type, str]] = {
         Key.Created: "_key_created",
+        Key.Replicated: "_key_created",
+        Key.ReplicaRemoved: "_replica_removed",
+        Key.PrimaryRegionUpdated: "_rotated",
         Key.Enabled: "_enabled",
         Key.Disabled: "_disabled",
         Key.DeletionCancelled: "_disabled",
@@ -178,7 +181,12 @@ class MemoryKeyDirectory(LedgerFollower):
     def _key_created(self, event: Key.Created) -> None:
         if event.originator_id in self._keys:
             return
-        state = key_states.ENABLED if event.material is not None else key_states.PENDING_IMPORT
+        replica = isinstance(event, Key.Replicated)
+        state = (
+            key_states.ENABLED
+            if event.material is not None or replica
+            else key_states.PENDING_IMPORT
+        )
         aws_managed = event.key_manager == "AWS"
         self._keys[event.originator_id] = _KeyRow(
             event.account_id,
@@ -201,7 +209,14 @@ class MemoryKeyDirectory(LedgerFollower):
 
     def _deletion_scheduled(self, event: Key.DeletionScheduled) -> None:
         row = self._keys.get(event.originator_id)
-        if row is not None:
+        if row is not None and event.awaiting_replicas:
+            row.state, row.deletion_date = key_states.PENDING_REPLICA_DELETION, None
+        elif row is not None:
+            row.state, row.deletion_date = key_states.PENDING_DELETION, event.deletion_date
+
+    def _replica_removed(self, event: Key.ReplicaRemoved) -> None:
+        row = self._keys.get(event.originator_id)
+        if row is not None and event.deletion_date is not None:
             row.state, row.deletion_date = key_states.PENDING_DELETION, event.deletion_date
 
     def _material_destroyed(self, event: Key.MaterialDestroyed) -> None:
