@@ -33,14 +33,19 @@ def list_aliases(
     after: str | None,
     limit: int,
 ) -> list[tuple[str, str, datetime, datetime]]:
-    """(alias name, target key id, created, updated) in name order."""
+    """(alias name, target key id, created, updated) in name order. ``key_id`` and the
+    stored targets are aggregate ids; the answer names each target by its key id as AWS
+    does (``mrk-...`` for a multi-Region key: the id its ARN ends with)."""
     with pool.connection() as conn:
         rows = conn.execute(
-            "SELECT alias_name, target_key_id::text, creation_date, last_updated"
-            " FROM kms_aliases WHERE account_id = %s AND region = %s"
-            " AND (%s::uuid IS NULL OR target_key_id = %s::uuid)"
-            " AND (%s::text IS NULL OR alias_name > %s::text)"
-            " ORDER BY alias_name LIMIT %s",
+            "SELECT a.alias_name,"
+            " COALESCE(NULLIF(split_part(k.arn, ':key/', 2), ''), a.target_key_id::text),"
+            " a.creation_date, a.last_updated"
+            " FROM kms_aliases a LEFT JOIN kms_keys k ON k.key_id = a.target_key_id"
+            " WHERE a.account_id = %s AND a.region = %s"
+            " AND (%s::uuid IS NULL OR a.target_key_id = %s::uuid)"
+            " AND (%s::text IS NULL OR a.alias_name > %s::text)"
+            " ORDER BY a.alias_name LIMIT %s",
             (account_id, region, key_id, key_id, after, after, limit),
         ).fetchall()
     return [(row[0], row[1], row[2], row[3]) for row in rows]

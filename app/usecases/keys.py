@@ -84,6 +84,7 @@ from domain.identifiers import (
     alias_aggregate_id,
     alias_arn,
     key_arn,
+    parse_key_reference,
     validate_alias_name,
     validate_new_alias_name,
 )
@@ -517,8 +518,12 @@ class KeyLifecycle:
     ) -> Page[AliasEntry]:
         await self.access.authorize_account_action(caller, "ListAliases")
         target: str | None = None
-        if key_id is not None:
-            target = (await self.describe_key(caller, key_id)).key_id
+        if key_id is not None:  # the aliases name a key by its aggregate id (mrk- keys too)
+            found = (await self.describe_key(caller, key_id)).key_id
+            reference = parse_key_reference(
+                found, account_id=caller.account_id, region=caller.region
+            )
+            target = str(reference.key_uuid)
         after, predefined_after = _decode_alias_marker(marker)
         size = limit or 50
         entries: list[AliasEntry] = []

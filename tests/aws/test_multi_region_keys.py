@@ -225,6 +225,19 @@ def test_aliases_are_each_regions_own(service: Service) -> None:
         kms(service, PRIMARY_REGION).encrypt(KeyId=alias, Plaintext=b"x")
 
 
+def test_list_aliases_of_a_multi_region_key_names_it_by_its_mrk_id(service: Service) -> None:
+    key = new_primary(service)
+    alias = "alias/listed-" + key["KeyId"][-8:]
+    client = kms(service, PRIMARY_REGION)
+    client.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+
+    for named in (key["KeyId"], key["Arn"]):
+        listed = client.list_aliases(KeyId=named)["Aliases"]
+        assert [(a["AliasName"], a["TargetKeyId"]) for a in listed] == [(alias, key["KeyId"])]
+    everything = client.get_paginator("list_aliases").paginate().build_full_result()["Aliases"]
+    assert {a["AliasName"]: a.get("TargetKeyId") for a in everything}[alias] == key["KeyId"]
+
+
 def test_update_primary_region_swaps_primary_and_replica(service: Service) -> None:
     key = new_primary(service)
     replicate(service, key["KeyId"])

@@ -135,7 +135,7 @@ class MemoryKeyDirectory(LedgerFollower):
         target = uuid.UUID(key_id) if key_id is not None else None
         with self._lock:
             rows = sorted(
-                (name, row.target_key_id, row.created, row.updated)
+                (name, self._shown_key_id(row.target_key_id), row.created, row.updated)
                 for (account, reg, name), row in self._aliases.items()
                 if account == account_id
                 and reg == region
@@ -143,6 +143,11 @@ class MemoryKeyDirectory(LedgerFollower):
                 and (after is None or name > after)
             )
         return rows[:limit]
+
+    def _shown_key_id(self, target: str) -> str:
+        """A target as AWS names it: the id its key's ARN ends with (mrk- keys)."""
+        key = self._keys.get(uuid.UUID(target))
+        return key.arn.rsplit(":key/", 1)[-1] if key is not None else target
 
     def keys_due(self, now: datetime) -> list[tuple[uuid.UUID, str]]:
         with self._lock:
