@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -18,8 +18,10 @@ from psycopg_pool import ConnectionPool
 
 from app import ports
 from app.auth.credentials import IdentityDirectory
+from app.auth.emulator import EmulatorIdentityDirectory
 from app.infrastructure.access_denials import DenialLog
 from app.infrastructure.clock import Clock
+from app.infrastructure.emulator_reset import wipe_ledger
 from app.infrastructure.event_store import timeout_env
 from app.infrastructure.hsm_clusters import Pkcs11Clusters
 from app.infrastructure.ledger import Ledger
@@ -210,7 +212,7 @@ class Runtime:
             vault.check_root_key()
         else:  # sealed: its secrets are read on unseal
             vault.refuse_foreign_rows()
-        clock = Clock(adjustable=settings.test_clock)
+        clock = Clock(adjustable=settings.test_clock or settings.emulator)
         writer = LedgerWriter(
             ledger,
             database_url,
@@ -613,6 +615,45 @@ class Runtime:
             except Exception:
                 log.exception("scheduler run failed; retrying next interval")
 
+    # --- emulator mode (docs/emulator.md) -----------------------------------------------
+    def reset_emulator(self) -> None:
+        """Empty the ledger, its views and every cache, then bring the bootstrap
+        administrator back: a fresh service without a restart. Emulator mode only."""
+        if not self.settings.emulator:
+            raise RuntimeError("a reset empties the ledger: emulator mode only")
+        background = self._background_parts()
+        for part in background:
+            part.stop()
+        self.vault.forget()  # its stock of new wrapping keys goes with the rows below
+        self.writer.emptied(lambda: wipe_ledger(self.database_url))
+        self.vault.check_root_key()
+        for projection in (self.directory, self.audit, self.merkle):
+            if projection is not None:
+                projection.forget_position()
+        identity = self.identity
+        if isinstance(identity, EmulatorIdentityDirectory):
+            identity.forget_emulated_accounts()
+        for part in background:
+            part.start()
+        self.bootstrap()
+
+    def advance_clock(self, seconds: float) -> datetime:
+        """Move the service clock forward, then run the jobs that fell due (deletions,
+        rotations, expired imported material), so the caller sees their effect."""
+        if not self.settings.emulator:
+            raise RuntimeError("the service clock moves in emulator mode only")
+        now = self.clock.advance(timedelta(seconds=seconds))
+        self.service.jobs.run_due_jobs()
+        return now
+
+    def _background_parts(self) -> list[Any]:
+        """The projections and guards this process runs (stopped around a reset)."""
+        parts: list[Any] = [self.directory]
+        if self.settings.run_audit_projection:
+            parts += [self.audit, self.merkle]
+        parts += [self.checkpointer, self.ledger_watch]
+        return [part for part in parts if part is not None]
+
     def bootstrap(self) -> tuple[str, tuple[str, str] | None]:
         """The default account and its administrator (with the bootstrap key pair if set)."""
         settings = self.settings
@@ -816,14 +857,29 @@ def wire_use_cases(
     # call (Auditor.call), each goes to the writer with the call's hooks.
     runner = AuditedCommands(writer)
     partition, operator = settings.partition, settings.default_account_id
-    identity = IdentityDirectory(
-        runner,
-        history,
-        vault,
-        clock,
-        partition,
-        denials=denials,
-        active_access_keys=active_access_keys,
+    # Emulator mode (docs/emulator.md) is chosen here, once: normal mode's callers are
+    # verified by the plain IdentityDirectory, with no emulator branch on its path.
+    identity = (
+        EmulatorIdentityDirectory(
+            runner,
+            history,
+            vault,
+            clock,
+            partition,
+            denials=denials,
+            active_access_keys=active_access_keys,
+            default_account_id=settings.default_account_id,
+        )
+        if settings.emulator
+        else IdentityDirectory(
+            runner,
+            history,
+            vault,
+            clock,
+            partition,
+            denials=denials,
+            active_access_keys=active_access_keys,
+        )
     )
     access = AccessControl(
         runner=runner, vault=vault, clock=clock, denials=denials, partition=partition
@@ -946,7 +1002,7 @@ class InMemoryRuntime:
         wrapping_keys = MemoryWrappingKeys()
         vault = Vault(root_key, wrapping_keys, cache_size=settings.key_cache_size)
         vault.check_root_key()
-        clock = Clock(adjustable=settings.test_clock)
+        clock = Clock(adjustable=settings.test_clock or settings.emulator)
         writer = LedgerWriter(
             ledger,
             "",

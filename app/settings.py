@@ -206,6 +206,10 @@ class Settings(BaseSettings):
     xks_proxy_endpoints: dict[str, str] = Field(default_factory=dict)
     #: Lets tests move the service clock. Never enable in production.
     test_clock: bool = False
+    #: Emulator mode for test suites written for moto or LocalStack (docs/emulator.md): any
+    #: access key id is accepted unverified, /_keyledger/reset and /_keyledger/clock are
+    #: served. Never enable in production.
+    emulator: bool = False
 
     # --- the database's absence: fail fast, recover by itself (docs/reliability.md) -------
     #: How long a request may wait on the database: a writer batch's deadline (retries and
@@ -399,7 +403,9 @@ class Settings(BaseSettings):
                 f"KEYLEDGER_BOOTSTRAP_ACCESS_KEY_ID must be 16-128 letters and digits, as AWS "
                 f"access key ids are (e.g. AKLGEXAMPLE00000001); '{value}' has {len(value)} "
                 "characters. Choose a longer id, or unset it and let KeyLedger generate the "
-                "administrator's key pair (saved to <data dir>/credentials)"
+                "administrator's key pair (saved to <data dir>/credentials). For tests written "
+                "for moto or LocalStack, emulator mode (KEYLEDGER_EMULATOR=1 or keyledger run "
+                "--emulator, docs/emulator.md) accepts any access key id without this setting"
             )
         return value
 
@@ -453,6 +459,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "bootstrap_access_key_id and bootstrap_secret_access_key must be set together"
             )
+        if self.emulator and self.workers > 1:
+            # A reset empties one process's caches; other workers would keep stale ones.
+            raise ValueError("KEYLEDGER_EMULATOR runs one process: set KEYLEDGER_WORKERS=1")
         return self
 
     @property

@@ -138,7 +138,9 @@ class BatchedProjection(ABC):
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        """Run in a background thread (it writes only while it holds the leader lock)."""
+        """Run in a background thread (it writes only while it holds the leader lock);
+        again after stop()."""
+        self._stopping.clear()
         self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
         self._thread.start()
 
@@ -275,6 +277,12 @@ class BatchedProjection(ABC):
         return self._ledger.mapper.to_domain_event(notification)
 
     # --- writing ------------------------------------------------------------------------
+    def forget_position(self) -> None:
+        """After the ledger and this view were emptied (emulator mode's reset, while
+        stopped): start again from the first event, with nothing kept in memory."""
+        self._position = 0
+        self.reset()
+
     def reset(self) -> None:  # noqa: B027 - a hook with nothing to forget by default
         """Forget whatever a failed batch left in memory (subclasses keep caches)."""
 

@@ -41,6 +41,7 @@ __all__ = [
     "VerifiedCaller",
     "check_region",
     "is_region_name",
+    "parse_request_unverified",
     "verify_request",
 ]
 
@@ -163,20 +164,7 @@ def verify_request(
     if secret is None:
         raise UnrecognizedClientError(_UNRECOGNIZED)
 
-    _check_time(claim, now, max_skew)
-    if claim.terminator != TERMINATOR:
-        raise InvalidSignatureError(
-            "Credential should be scoped with a valid terminator: "
-            f"'{TERMINATOR}', not '{claim.terminator}'."
-        )
-    if not is_region_name(claim.region):
-        # No Region's name at all; checked before the signing-key cache below keeps it.
-        raise InvalidSignatureError(_INVALID_REGION)
-    if (service is not None and claim.scope_service != service) or (
-        claim.scope_date != claim.amz_date[:8]
-    ):
-        raise InvalidSignatureError(_MISMATCH)
-
+    _check_scope(claim, now, max_skew, service)
     payload_hash = _payload_hash(headers, request.body)
     key = _signing_key(secret, claim.scope_date, claim.region, claim.scope_service)
     scope = f"{claim.scope_date}/{claim.region}/{claim.scope_service}/{TERMINATOR}"
@@ -203,6 +191,47 @@ def verify_request(
                 session_token=claim.session_token,
             )
     raise InvalidSignatureError(_MISMATCH)
+
+
+def parse_request_unverified(
+    request: IncomingRequest,
+    *,
+    now: datetime,
+    service: str | None = "kms",
+    max_skew: timedelta = timedelta(minutes=5),
+) -> VerifiedCaller:
+    """Everything verify_request checks but the signature itself (emulator mode only:
+    app/auth/emulator.py): a malformed, expired or wrongly scoped request fails the same
+    way; any access key id and any signature are taken as they are."""
+    now = _as_utc(now)
+    claim = _parse_claim(_index_headers(request.headers), _query_pairs(request.query_string))
+    if not claim.access_key_id:
+        raise UnrecognizedClientError(_UNRECOGNIZED)
+    _check_scope(claim, now, max_skew, service)
+    return VerifiedCaller(
+        access_key_id=claim.access_key_id,
+        region=claim.region,
+        service=claim.scope_service,
+        request_time=claim.request_time,
+        session_token=claim.session_token,
+    )
+
+
+def _check_scope(claim: _Claim, now: datetime, max_skew: timedelta, service: str | None) -> None:
+    """The request's time and credential scope, checked before its signature."""
+    _check_time(claim, now, max_skew)
+    if claim.terminator != TERMINATOR:
+        raise InvalidSignatureError(
+            "Credential should be scoped with a valid terminator: "
+            f"'{TERMINATOR}', not '{claim.terminator}'."
+        )
+    if not is_region_name(claim.region):
+        # No Region's name at all; checked before the signing-key cache keeps it.
+        raise InvalidSignatureError(_INVALID_REGION)
+    if (service is not None and claim.scope_service != service) or (
+        claim.scope_date != claim.amz_date[:8]
+    ):
+        raise InvalidSignatureError(_MISMATCH)
 
 
 def is_region_name(text: str) -> bool:

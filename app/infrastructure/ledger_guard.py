@@ -62,6 +62,7 @@ class _Loop(ABC):
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stopping.clear()  # again after stop() (emulator mode's reset)
         self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
         self._thread.start()
 

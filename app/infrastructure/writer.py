@@ -159,6 +159,8 @@ class LedgerWriter:
         # unwraps their keys' wrapping keys in one query instead of one per first use).
         self.after_load: list[Callable[[Any, list[Aggregate]], Awaitable[None]]] = []
         self.stats = WriterStats()
+        # Held while a batch runs; emptied() takes it so no batch is half-way through.
+        self._batch_lock = asyncio.Lock()
 
     # --- lifecycle ---------------------------------------------------------------
     async def start_async(self) -> None:
@@ -234,6 +236,21 @@ class LedgerWriter:
         self._wake.set()
         return await future
 
+    def emptied(self, wipe: Callable[[], None], timeout: float = 30.0) -> None:
+        """Run ``wipe`` (which empties the event store) between two batches, then forget
+        every cached aggregate (emulator mode's reset; from a thread, not the writer's loop)."""
+        if self._loop is None:
+            raise DependencyTimeoutError("the ledger writer is not running")
+
+        async def between_batches() -> None:
+            async with self._batch_lock:
+                await self.store.reset()  # its connection may hold a view of the old rows
+                wipe()
+                self._cache.clear()
+                self.last_notification_id = 0
+
+        asyncio.run_coroutine_threadsafe(between_batches(), self._loop).result(timeout=timeout)
+
     # --- the cache -------------------------------------------------------------------
     def _remember(self, aggregate: Aggregate) -> None:
         self._cache.put(aggregate.id, aggregate)
@@ -291,7 +308,8 @@ class LedgerWriter:
             if self._pending:
                 self._wake.set()
             try:
-                await self._process(batch)
+                async with self._batch_lock:
+                    await self._process(batch)
             except Exception:  # never let the writer die: answer and go on
                 log.exception("batch failed")
                 _answer_all(batch, InternalError("internal error"))

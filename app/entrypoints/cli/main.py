@@ -24,6 +24,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    if getattr(args, "emulator", False):
+        overrides["emulator"] = True
     return load_settings(**overrides)
 
 
@@ -37,6 +39,17 @@ def _configure_logging(level: str) -> None:
 
 
 # --- run -------------------------------------------------------------------------------
+EMULATOR_BANNER = "\n".join(
+    [
+        "!" * 78,
+        "!! KEYLEDGER EMULATOR MODE: NOT FOR PRODUCTION",
+        "!! Any access key id is accepted and signatures are NOT verified; anyone who can",
+        "!! reach this port may POST /_keyledger/reset and erase every key. Tests only.",
+        "!" * 78,
+    ]
+)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -57,6 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     port = _hold_port(settings)
     if port is None:
         return 1
+    if settings.emulator:
+        print(EMULATOR_BANNER, file=sys.stderr, flush=True)
     runtime = Runtime.build(settings)
     runtime.start(writer_on_own_loop=False)
 
@@ -375,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="listen address (KEYLEDGER_HOST, default 127.0.0.1)")
     run.add_argument("--port", type=int, help="listen port (KEYLEDGER_PORT, default 8080)")
     run.add_argument("--workers", type=int, help="worker processes (KEYLEDGER_WORKERS)")
+    run.add_argument(
+        "--emulator",
+        action="store_true",
+        help="emulator mode for moto/LocalStack test suites (KEYLEDGER_EMULATOR); never in"
+        " production: docs/emulator.md",
+    )
     run.set_defaults(handler=cmd_run)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")

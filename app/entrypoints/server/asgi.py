@@ -16,6 +16,7 @@ from app.entrypoints.cloudtrail_json import TARGET_PREFIX as CLOUDTRAIL_TARGET_P
 from app.entrypoints.cloudtrail_json import CloudTrailHandler, is_cloudtrail_target
 from app.entrypoints.rest.app import create_rest_app, recorded_operation
 from app.entrypoints.rest.sys import PROCESS_HEADER, UNSIGNED_PATHS
+from app.entrypoints.server.emulator import EmulatorEndpoints
 from app.entrypoints.server.request_limits import (
     BODY_LIMITS,
     Protocol,
@@ -56,6 +57,9 @@ class KeyLedgerApp:
         )
         self.rest = create_rest_app(runtime)
         self.xks = _xks_handler(runtime)
+        # Emulator mode's endpoints exist only in emulator mode: elsewhere their paths are
+        # the REST app's (404).
+        self.emulator = EmulatorEndpoints(runtime) if runtime.settings.emulator else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -66,6 +70,9 @@ class KeyLedgerApp:
             return
         if self.xks is not None and self.xks.serves(scope["path"]):
             await self.xks(scope, receive, send)  # its own limits, errors and sealed answer
+            return
+        if self.emulator is not None and self.emulator.serves(scope["path"]):
+            await self.emulator(scope, receive, send)
             return
         protocol = self._protocol(scope)
         if protocol is None:
