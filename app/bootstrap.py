@@ -912,6 +912,7 @@ def wire_use_cases(
             directory=directory,
             history=history,
             partition=partition,
+            seeded_keys=settings.emulator,
         ),
         crypto=CryptoOperations(runner=runner, resolver=resolver, access=access),
         asymmetric=AsymmetricOperations(runner=runner, resolver=resolver),

@@ -59,6 +59,7 @@ from app.usecases.results import (
     RotationEntry,
     RotationStatus,
 )
+from app.usecases.seeded_keys import SeededKey, seeded_key
 from app.usecases.store_keys import StoreKeys, TokenGenerateKey, TokenStore
 from domain import key_states
 from domain.algorithms import generate_material
@@ -134,9 +135,12 @@ class KeyLifecycle:
         directory: KeyDirectory,
         history: EventHistory,
         partition: str,
+        seeded_keys: bool = False,
     ) -> None:
         self.runner = runner
         self.resolver = resolver
+        # Emulator mode: CreateKey honours LocalStack's _custom_id_ / _custom_key_material_.
+        self.seeded_keys = seeded_keys
         self.access = access
         self.vault = vault
         self.clock = clock
@@ -156,9 +160,18 @@ class KeyLifecycle:
         if request.policy is not None:
             validate_policy_document(request.policy)
         tags = tags_from_pairs(request.tags)
+        seed = SeededKey(key_id=None, material=None, tags=tags)
+        if self.seeded_keys:
+            seed = seeded_key(
+                tags,
+                key_spec=key_spec,
+                origin_is_kms=request.origin == AWS_KMS and request.custom_key_store_id is None,
+                multi_region=request.multi_region,
+            )
+            tags = seed.tags
         policy = request.policy or default_key_policy(self.partition, caller.account_id)
-        material_bytes = None
-        if request.origin == AWS_KMS and key_spec != SYMMETRIC_DEFAULT:
+        material_bytes = seed.material
+        if material_bytes is None and request.origin == AWS_KMS and key_spec != SYMMETRIC_DEFAULT:
             # RSA generation takes up to seconds: never on the writer thread.
             material_bytes = await asyncio.to_thread(generate_material, key_spec)
 
@@ -197,6 +210,8 @@ class KeyLifecycle:
                     key_account=caller.account_id,
                     bypass_lockout=request.bypass_policy_lockout_safety_check,
                 )
+            if seed.key_id is not None and uow.get(seed.key_id) is not None:
+                raise AlreadyExistsError(f"A key with id {seed.key_id} already exists.")
             store = None
             if request.custom_key_store_id is not None:
                 store = self._store_for_key(uow, caller, request, in_store, calls)
@@ -216,6 +231,7 @@ class KeyLifecycle:
                 in_store=in_store,
                 store=None if store is None else _location(store, request),
                 multi_region_key_id=new_multi_region_key_id() if request.multi_region else None,
+                key_uuid=seed.key_id,
             )
             if store is not None:
                 store.add_key(

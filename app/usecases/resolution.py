@@ -196,12 +196,16 @@ class KeyResolver:
         in_store: str | None = None,
         store: KeyStoreLocation | None = None,
         multi_region_key_id: str | None = None,
+        key_uuid: uuid.UUID | None = None,
     ) -> Key:
         """A new key with fresh material (``material_bytes``, or AES-256 when None); keys of
         Origin EXTERNAL start without material, PendingImport. A key of a CloudHSM key
         store has its material in the token, labelled ``in_store`` (its material id). With
-        ``multi_region_key_id`` (``mrk-...``), the primary key of a new multi-Region set."""
-        if multi_region_key_id is None:
+        ``multi_region_key_id`` (``mrk-...``), the primary key of a new multi-Region set.
+        ``key_uuid``: an id the caller chose (emulator mode's ``_custom_id_``), not taken."""
+        if key_uuid is not None:
+            public_id = str(key_uuid)
+        elif multi_region_key_id is None:
             key_uuid = self.vault.new_key_id()  # its wrapping key is stored already
             public_id = str(key_uuid)
         else:
