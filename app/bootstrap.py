@@ -617,8 +617,9 @@ class Runtime:
 
     # --- emulator mode (docs/emulator.md) -----------------------------------------------
     def reset_emulator(self) -> None:
-        """Empty the ledger, its views and every cache, then bring the bootstrap
-        administrator back: a fresh service without a restart. Emulator mode only."""
+        """Empty the ledger, its views and every cache, put the clock back to wall-clock
+        time, then bring the bootstrap administrator back: a fresh service without a
+        restart. Emulator mode only."""
         if not self.settings.emulator:
             raise RuntimeError("a reset empties the ledger: emulator mode only")
         background = self._background_parts()
@@ -626,6 +627,9 @@ class Runtime:
             part.stop()
         self.vault.forget()  # its stock of new wrapping keys goes with the rows below
         self.writer.emptied(lambda: wipe_ledger(self.database_url))
+        # The ledger is empty: the clock may go back to wall-clock time (a test's moved
+        # clock never carries over into the next test).
+        self.clock.reset()
         self.vault.check_root_key()
         for projection in (self.directory, self.audit, self.merkle):
             if projection is not None:

@@ -17,6 +17,14 @@ class Clock:
     def now(self) -> datetime:
         return datetime.now(UTC) + self._offset
 
+    def reset(self) -> datetime:
+        """Back to wall-clock time (emulator mode's reset: nothing recorded is newer)."""
+        if not self._adjustable:
+            raise PermissionError("this clock is not adjustable (set KEYLEDGER_TEST_CLOCK)")
+        with self._lock:
+            self._offset = timedelta(0)
+        return self.now()
+
     def advance(self, delta: timedelta) -> datetime:
         if not self._adjustable:
             raise PermissionError("this clock is not adjustable (set KEYLEDGER_TEST_CLOCK)")

@@ -140,6 +140,14 @@ def test_the_clock_can_be_read(emulator):
     assert datetime.fromisoformat(now.replace("Z", "+00:00")).year >= 2024
 
 
+def test_a_reset_puts_a_moved_clock_back_to_wall_clock_time(emulator):
+    httpx.post(f"{emulator.endpoint}/_keyledger/clock", json={"advance_seconds": 30 * 86400})
+    assert httpx.post(f"{emulator.endpoint}/_keyledger/reset").status_code == 200
+    now = httpx.get(f"{emulator.endpoint}/_keyledger/clock").json()["now"]
+    shown = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    assert abs((shown - datetime.now(UTC)).total_seconds()) < 60
+
+
 def test_the_clock_refuses_a_backward_move(emulator):
     response = httpx.post(f"{emulator.endpoint}/_keyledger/clock", json={"advance_seconds": -1})
     assert response.status_code == 400
