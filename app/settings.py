@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain import xks
+
 ROOT_KEY_BYTES = 32
 
 #: The AWS commercial regions served by default.
@@ -59,10 +61,13 @@ LOG_LEVELS = frozenset({"critical", "error", "warning", "info", "debug", "trace"
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _XKS_KEY_ID_RE = re.compile(r"[A-Za-z0-9]{4,128}")
-_XKS_URI_PATH_RE = re.compile(r"(/[A-Za-z0-9_-]+)*/kms/xks/v1")
 _PRINCIPAL_RE = re.compile(r"arn:[a-z0-9-]+:iam::\d{12}:\S+")
 # AWS's XksProxyUriEndpoint (botocore's model): HTTPS, a host name, no port, no path.
 _XKS_ENDPOINT_RE = re.compile(r"https://[a-zA-Z0-9.-]+")
+
+
+def _comma_separated(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _reachable_base(url: str) -> bool:
@@ -193,7 +198,8 @@ class Settings(BaseSettings):
     #: The KeyLedger principal whose permissions the XKS credentials use (its account's
     #: keys; kms:DescribeKey, kms:Encrypt, kms:Decrypt on them).
     xks_principal_arn: str | None = None
-    #: Where the XKS Proxy API is served: ``[/<prefix>]/kms/xks/v1``.
+    #: Where the XKS Proxy API is served: ``[/<prefix>]/kms/xks/v1``, or several such paths
+    #: (comma-separated), a prefix segment ``*`` standing for any one segment.
     xks_uri_path: str = "/kms/xks/v1"
     #: KeyLedger as an XKS client: the longest a proxy may take to answer (AWS: 250 ms),
     #: and the connections kept to each proxy.
@@ -320,9 +326,16 @@ class Settings(BaseSettings):
     @field_validator("xks_uri_path")
     @classmethod
     def _check_xks_uri_path(cls, value: str) -> str:
-        if len(value) > 128 or not _XKS_URI_PATH_RE.fullmatch(value):
-            raise ValueError("xks_uri_path is [/<prefix>]/kms/xks/v1 (at most 128 characters)")
+        try:
+            xks.served_paths(_comma_separated(value))
+        except ValueError as error:
+            raise ValueError(f"xks_uri_path: {error}") from None
         return value
+
+    @property
+    def xks_uri_paths(self) -> tuple[str, ...]:
+        """The URI paths the XKS Proxy API is served at."""
+        return tuple(_comma_separated(self.xks_uri_path))
 
     @field_validator("xks_proxy_endpoints")
     @classmethod

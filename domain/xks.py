@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from domain.errors import (
@@ -37,6 +38,10 @@ MAX_DATA = 8192  # plaintext or ciphertext bytes (the spec requires at least 430
 MAX_METADATA_TEXT = 2048  # an ARN may be 2048 characters
 EXTERNAL_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 URI_PATH = re.compile(r"(/[A-Za-z0-9_-]+)*/kms/xks/v1")
+MAX_URI_PATH = 128  # AWS's XksProxyUriPath
+# A path a proxy serves: a URI path whose prefix segments may be ``*``, any one segment.
+SERVED_PATH = re.compile(r"(/([A-Za-z0-9_-]+|\*))*/kms/xks/v1")
+_ANY_SEGMENT = "/[A-Za-z0-9_-]+"
 # KeyLedger's ciphertext metadata: b"KL" and the key material's version (4 bytes, big-endian).
 _METADATA_TAG = b"KL"
 
@@ -90,6 +95,25 @@ def b64(data: bytes) -> str:
 
 def is_external_key_id(text: str) -> bool:
     return EXTERNAL_KEY_ID.fullmatch(text) is not None
+
+
+def served_paths(paths: Sequence[str]) -> re.Pattern[str]:
+    """One pattern for the URI paths a proxy serves (each ``[/<prefix>]/kms/xks/v1``, a
+    prefix segment ``*`` standing for any one segment: one proxy for several external key
+    stores, each with a path of its own). It matches, at the start of a request's path,
+    the served path it begins with (followed by ``/`` or nothing). ValueError for a path
+    that is not one."""
+    if not paths:
+        raise ValueError("at least one XKS proxy URI path is served")
+    alternatives = []
+    for path in paths:
+        if len(path) > MAX_URI_PATH or not SERVED_PATH.fullmatch(path):
+            raise ValueError(f"{path!r} is not [/<prefix>]/kms/xks/v1 (at most 128 characters)")
+        segments = path.split("/")[1:]
+        alternatives.append(
+            "".join(_ANY_SEGMENT if s == "*" else re.escape("/" + s) for s in segments)
+        )
+    return re.compile(f"(?:{'|'.join(alternatives)})(?=/|$)")
 
 
 # ==== what a client and a proxy exchange ======================================================

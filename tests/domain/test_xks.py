@@ -45,6 +45,37 @@ def test_b64decode_is_strict_and_bounded() -> None:
             xks.b64decode(bad, "m", limit=2)
 
 
+def served_rest(paths: list[str], path: str) -> str | None:
+    """What of ``path`` follows the served path it begins with (None: not served)."""
+    found = xks.served_paths(paths).match(path)
+    return None if found is None else path[found.end() :]
+
+
+def test_a_served_path_is_matched_at_the_start_of_a_request_path() -> None:
+    assert served_rest(["/kms/xks/v1"], "/kms/xks/v1/health") == "/health"
+    assert served_rest(["/kms/xks/v1"], "/kms/xks/v1") == ""
+    assert served_rest(["/kms/xks/v1"], "/kms/xks/v12/health") is None
+    assert served_rest(["/kms/xks/v1"], "/other/kms/xks/v1/health") is None
+
+
+def test_a_star_segment_serves_any_one_prefix_and_several_paths_are_served() -> None:
+    paths = ["/kms/xks/v1", "/*/kms/xks/v1"]
+    assert served_rest(paths, "/store-1/kms/xks/v1/health") == "/health"
+    assert served_rest(paths, "/kms/xks/v1/keys/k/encrypt") == "/keys/k/encrypt"
+    assert served_rest(paths, "/a/b/kms/xks/v1/health") is None  # one segment only
+    # A path beyond a served one is the proxy's to refuse (InvalidUriPathException).
+    assert served_rest(paths, "/kms/xks/v1/kms/xks/v1/health") == "/kms/xks/v1/health"
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [[], ["/kms/xks/v2"], ["kms/xks/v1"], ["/a/*b/kms/xks/v1"], ["/" + "p" * 120 + "/kms/xks/v1"]],
+)
+def test_served_paths_must_be_xks_v1_paths(paths: list[str]) -> None:
+    with pytest.raises(ValueError):
+        xks.served_paths(paths)
+
+
 def test_failures_surface_as_aws_kms_says() -> None:
     auth = xks.surfaced("AuthenticationFailedException")
     assert auth.key_store == "XksProxyIncorrectAuthenticationCredentialException"

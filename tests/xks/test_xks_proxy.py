@@ -38,10 +38,13 @@ KEY_1, SECRET_1 = "XKSTESTACCESSKEY2345A", base64.b64encode(b"1" * 32).decode()
 KEY_2, SECRET_2 = "XKSTESTACCESSKEY2345B", base64.b64encode(b"2" * 32).decode()
 ADMIN = f"arn:aws:iam::{ACCOUNT_ID}:user/admin"
 PATH = "/kms/xks/v1"
+# One proxy for several external key stores: each store's own prefix is served too.
+SERVED = f"{PATH},/*{PATH}"
 TOO_LONG = {"plaintext": xks.b64(bytes(xks.MAX_DATA + 1)), "encryptionAlgorithm": xks.AES_GCM}
 XKS_SETTINGS = {
     "xks_credentials": f"{KEY_1}:{SECRET_1},{KEY_2}:{SECRET_2}",
     "xks_principal_arn": ADMIN,
+    "xks_uri_path": SERVED,
 }
 
 
@@ -51,9 +54,11 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         yield service
 
 
-def client(service: Service, key: str = KEY_1, secret: str = SECRET_1) -> XksClient:
+def client(
+    service: Service, key: str = KEY_1, secret: str = SECRET_1, path: str = PATH
+) -> XksClient:
     # 250 ms is AWS's bound; a 2-core test machine under the whole suite needs more.
-    return XksClient(service.endpoint, PATH, XksCredential(key, secret), REGION, timeout=5.0)
+    return XksClient(service.endpoint, path, XksCredential(key, secret), REGION, timeout=5.0)
 
 
 def meta(operation: str = "Encrypt", request_id: str | None = None) -> RequestMetadata:
@@ -185,6 +190,15 @@ def test_health_answers_the_fleet_document(proxy: Service) -> None:
     health = run(_with(proxy, lambda c: c.health("KmsHealthCheck", str(uuid.uuid4()))))
     assert health.fleet_size == 1 and health.proxy_vendor == "KeyLedger"
     assert health.ekm_fleet[0]["healthStatus"] == "ACTIVE"
+
+
+def test_every_configured_path_is_served_and_a_star_is_any_one_prefix(proxy: Service) -> None:
+    for path in (PATH, f"/store-1{PATH}", f"/store_2{PATH}"):
+        health = run(_with(proxy, lambda c: c.health("KmsHealthCheck", "r-1"), path=path))
+        assert health.proxy_vendor == "KeyLedger", path
+    # Two prefix segments are no path this proxy serves: its host answers, not the proxy.
+    answer = signed_post(proxy, f"/a/b{PATH}/health", body("KmsHealthCheck"))
+    assert answer.status_code == 404 and "errorName" not in answer.json()
 
 
 # ==== authentication ========================================================================

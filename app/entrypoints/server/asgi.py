@@ -285,7 +285,7 @@ def _xks_handler(runtime: Runtime) -> XksHandler | None:
         return None
     assert settings.xks_principal_arn is not None  # the settings insist on it
     config = XksConfig(
-        uri_path=settings.xks_uri_path,
+        uri_paths=settings.xks_uri_paths,
         secrets=settings.xks_secrets(),
         principal_arn=settings.xks_principal_arn,
         regions=frozenset(settings.regions),

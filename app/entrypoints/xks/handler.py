@@ -1,6 +1,6 @@
 """The XKS Proxy API v1 at ``POST {uri_path}/keys/{externalKeyId}/metadata|encrypt|decrypt``
-and ``POST {uri_path}/health``: a lean ASGI handler, mounted by the dispatcher
-(app.entrypoints.server.asgi) when ``KEYLEDGER_XKS_CREDENTIALS`` is set.
+and ``POST {uri_path}/health``, for each URI path served: a lean ASGI handler, mounted by the
+dispatcher (app.entrypoints.server.asgi) when ``KEYLEDGER_XKS_CREDENTIALS`` is set.
 
 It authenticates (SigV4, service ``kms-xks-proxy``, against the XKS credentials), parses and
 validates the body, calls one use case (app.usecases.external_keys) as the configured
@@ -57,7 +57,7 @@ REQUIRED_METADATA = {
 
 @dataclass(frozen=True)
 class XksConfig:
-    uri_path: str
+    uri_paths: tuple[str, ...]  # [/<prefix>]/kms/xks/v1, a prefix segment "*" is any one
     secrets: Mapping[str, str]  # access key id -> secret access key
     principal_arn: str
     regions: Collection[str]
@@ -75,10 +75,10 @@ class XksHandler:
         self.auditor = auditor
         self.config = config
         self.account_id = config.principal_arn.split(":")[4]
+        self.paths = xks.served_paths(config.uri_paths)
 
     def serves(self, path: str) -> bool:
-        prefix = self.config.uri_path
-        return path == prefix or path.startswith(prefix + "/")
+        return self.paths.match(path) is not None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request_id = str(uuid.uuid4())
@@ -102,7 +102,10 @@ class XksHandler:
 
     def _route(self, scope: dict[str, Any]) -> tuple[str, str]:
         """(operation, externalKeyId) a request's path names."""
-        rest = str(scope["path"])[len(self.config.uri_path) :]
+        path = str(scope["path"])
+        served = self.paths.match(path)
+        assert served is not None  # the dispatcher asked serves() first
+        rest = path[served.end() :]
         parts = rest.split("/")
         if rest == "/health":
             operation, key_id = HEALTH, ""
