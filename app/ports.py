@@ -284,6 +284,18 @@ class XksProxies(Protocol):
         kms_request_id: str,
     ) -> XksHealth: ...
 
+    async def check_health(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        kms_operation: str,
+        kms_request_id: str,
+    ) -> XksHealth:
+        """GetHealthStatus at settings that are not (or not yet) the store's: with a client
+        of its own, closed after the call; the store's own client is left as it was
+        (Create/UpdateCustomKeyStore check a proxy before they record its settings)."""
+        ...
+
     async def get_key_metadata(
         self,
         proxy: XksProxyAddress,

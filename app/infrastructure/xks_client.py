@@ -20,7 +20,7 @@ import ssl
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -332,6 +332,8 @@ class XksProxyPool:
     """The XksProxies port: one XksClient per external key store, for its latest address
     (a store's client is replaced when its endpoint, path or credential change), at most
     ``max_clients`` (the least recently used is closed first), made when first needed.
+    ``check_health`` asks a proxy at settings not yet a store's with a client made for that
+    one call, and leaves the store's own client alone.
 
     The clients run on an event loop of the pool's own, in a daemon thread started by the
     first call: any event loop may call the pool (the server's, a test's), no client is
@@ -372,6 +374,17 @@ class XksProxyPool:
         kms_request_id: str,
     ) -> XksHealth:
         return await self._call(proxy, secret, lambda c: c.health(kms_operation, kms_request_id))
+
+    async def check_health(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        kms_operation: str,
+        kms_request_id: str,
+    ) -> XksHealth:
+        return await self._on_pool_loop(
+            self._checked_health(proxy, secret, kms_operation, kms_request_id)
+        )
 
     async def get_key_metadata(
         self,
@@ -443,7 +456,9 @@ class XksProxyPool:
         secret: Callable[[], str],
         use: Callable[[XksClient], Awaitable[T]],
     ) -> T:
-        on_loop = self._on_loop(proxy, secret, use)
+        return await self._on_pool_loop(self._on_loop(proxy, secret, use))
+
+    async def _on_pool_loop(self, on_loop: Coroutine[Any, Any, T]) -> T:
         try:
             future = asyncio.run_coroutine_threadsafe(on_loop, self._pool_loop())
         except XksProxyError:
@@ -464,7 +479,24 @@ class XksProxyPool:
             self._clients.move_to_end(proxy)
         return await use(client)
 
-    async def _new_client(self, proxy: XksProxyAddress, secret: Callable[[], str]) -> XksClient:
+    async def _checked_health(
+        self,
+        proxy: XksProxyAddress,
+        secret: Callable[[], str],
+        kms_operation: str,
+        kms_request_id: str,
+    ) -> XksHealth:
+        client = await self._make_client(proxy, secret, max_connections=1)
+        try:
+            return await client.health(kms_operation, kms_request_id)
+        finally:
+            await client.aclose()
+
+    async def _make_client(
+        self, proxy: XksProxyAddress, secret: Callable[[], str], *, max_connections: int
+    ) -> XksClient:
+        """A client of ``proxy`` where this process reaches it; a failure to make one is
+        the XksProxyError a call through it would be."""
         base = self.endpoints.get(proxy.endpoint, proxy.endpoint)
         try:
             check_endpoint(base)
@@ -473,14 +505,17 @@ class XksProxyPool:
         if not xks.URI_PATH.fullmatch(proxy.uri_path):
             raise XksProxyError("InvalidUriPathException", "not a v1 XKS proxy URI path")
         credential = XksCredential(proxy.access_key_id, await asyncio.to_thread(secret))
-        client = XksClient(
+        return XksClient(
             base,
             proxy.uri_path,
             credential,
             proxy.region,
             timeout=self.timeout,
-            max_connections=self.max_connections,
+            max_connections=max_connections,
         )
+
+    async def _new_client(self, proxy: XksProxyAddress, secret: Callable[[], str]) -> XksClient:
+        client = await self._make_client(proxy, secret, max_connections=self.max_connections)
         found = self._clients.get(proxy)  # made meanwhile by a concurrent call
         if found is not None:
             await client.aclose()

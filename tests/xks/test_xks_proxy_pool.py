@@ -81,6 +81,39 @@ def test_a_new_credential_replaces_the_stores_client(proxy):
         clients.close()
 
 
+def checked(clients: XksProxyPool, where: XksProxyAddress, secret: Secret) -> xks.XksHealth:
+    return asyncio.run(
+        clients.check_health(where, secret, "UpdateCustomKeyStore", str(uuid.uuid4()))
+    )
+
+
+def test_a_check_uses_a_client_of_its_own_and_leaves_the_stores(proxy):
+    clients, store, secret = pool(proxy), uuid.uuid4(), Secret()
+    try:
+        health(clients, address(store), secret)
+        other = Secret(base64.b64encode(b"q" * 32).decode())
+        with pytest.raises(XksProxyError) as refused:
+            checked(clients, address(store, b"sealed-2"), other)
+        assert refused.value.failure == "AuthenticationFailedException"
+        assert checked(clients, address(store, b"sealed-3"), Secret()).proxy_vendor == "KeyLedger"
+        health(clients, address(store), secret)  # the store's client, still there
+        assert (clients.client_count, secret.opened, other.opened) == (1, 1, 1)
+    finally:
+        clients.close()
+
+
+def test_a_check_of_a_name_nobody_answers_is_unreachable(proxy):
+    clients = XksProxyPool(timeout=2.0, max_connections=1)  # no mapping: a real https name
+    where = XksProxyAddress(uuid.uuid4(), REGION, "https://xks.invalid", "/kms/xks/v1", KEY, b"")
+    try:
+        with pytest.raises(XksProxyError) as failed:
+            checked(clients, where, Secret())
+        assert failed.value.failure == xks.UNREACHABLE
+        assert clients.client_count == 0
+    finally:
+        clients.close()
+
+
 def test_clients_are_bounded_and_forgotten_with_their_store(proxy):
     clients = pool(proxy, max_clients=2)
     try:
