@@ -186,6 +186,24 @@ class XksProxyVpcEndpointServiceInUseError(DomainError):
     """Another external key store uses that VPC endpoint service."""
 
 
+class XksProxyUriUnreachableError(DomainError):
+    """Create/UpdateCustomKeyStore: the external key store proxy could not be reached at the
+    settings given (or did not answer in time, or over TLS), or reports every external key
+    manager unavailable."""
+
+
+class XksProxyIncorrectAuthenticationCredentialError(DomainError):
+    """Create/UpdateCustomKeyStore: the proxy refused the credential given."""
+
+
+class XksProxyInvalidResponseError(DomainError):
+    """Create/UpdateCustomKeyStore: the proxy's answer could not be interpreted."""
+
+
+class XksProxyInvalidConfigurationError(DomainError):
+    """Create/UpdateCustomKeyStore: the proxy refused the URI path given."""
+
+
 class XksKeyNotFoundError(DomainError):
     """CreateKey: the external key store proxy does not know the XksKeyId."""
 

@@ -23,6 +23,10 @@ from domain.errors import (
     ValidationError,
     XksKeyInvalidConfigurationError,
     XksKeyNotFoundError,
+    XksProxyIncorrectAuthenticationCredentialError,
+    XksProxyInvalidConfigurationError,
+    XksProxyInvalidResponseError,
+    XksProxyUriUnreachableError,
 )
 
 SIGNING_SERVICE = "kms-xks-proxy"
@@ -332,19 +336,25 @@ def surfaced(failure: str) -> Surfaced:
     return SURFACED.get(failure, SURFACED[MALFORMED_RESPONSE])
 
 
-# The domain errors of the names above that CreateKey and the cryptographic operations
-# answer (app.aws.errors gives them back their wire names).
+# The domain errors of the names above that Create/UpdateCustomKeyStore, CreateKey and the
+# cryptographic operations answer (app.aws.errors gives them back their wire names).
 _KMS_ERRORS: dict[str, type[DomainError]] = {
     "KMSInvalidStateException": InvalidStateError,
     "CustomKeyStoreInvalidStateException": CustomKeyStoreInvalidStateError,
     "XksKeyNotFoundException": XksKeyNotFoundError,
     "XksKeyInvalidConfigurationException": XksKeyInvalidConfigurationError,
+    _URI_UNREACHABLE: XksProxyUriUnreachableError,
+    "XksProxyIncorrectAuthenticationCredentialException": (
+        XksProxyIncorrectAuthenticationCredentialError
+    ),
+    _INVALID_RESPONSE: XksProxyInvalidResponseError,
+    "XksProxyInvalidConfigurationException": XksProxyInvalidConfigurationError,
 }
 
 
 def kms_failure(failure: str, kms_operation: str) -> DomainError:
-    """The error AWS KMS answers ``kms_operation`` (CreateKey, or a cryptographic
-    operation) with when its proxy call fails with ``failure``."""
+    """The error AWS KMS answers ``kms_operation`` (Create/UpdateCustomKeyStore, CreateKey,
+    or a cryptographic operation) with when its proxy call fails with ``failure``."""
     name, message = XksProxyError(failure).kms_error(kms_operation)
     return _KMS_ERRORS.get(name, InvalidStateError)(message)
 
@@ -360,6 +370,17 @@ def health_connection_error(health: XksHealth) -> str | None:
     if any(member.get("healthStatus") != "UNAVAILABLE" for member in health.ekm_fleet):
         return None
     return _NOT_REACHABLE
+
+
+def check_key_managers(health: XksHealth) -> None:
+    """Create/UpdateCustomKeyStore: AWS refuses a proxy that reports every external key
+    manager UNAVAILABLE (XksProxyUriUnreachableException)."""
+    if health_connection_error(health) is not None:
+        raise XksProxyUriUnreachableError(
+            "The external key store proxy reports that all of its external key manager "
+            "instances are unavailable. Verify that your external key manager instances are "
+            "operating properly and can be reached by the external key store proxy."
+        )
 
 
 def check_external_key(external_key_id: str, metadata: XksKeyMetadata) -> None:

@@ -35,6 +35,13 @@ AWS_ERRORS: dict[type[Exception], tuple[str, int]] = {
         "XksProxyVpcEndpointServiceInUseException",
         400,
     ),
+    errors.XksProxyUriUnreachableError: ("XksProxyUriUnreachableException", 400),
+    errors.XksProxyIncorrectAuthenticationCredentialError: (
+        "XksProxyIncorrectAuthenticationCredentialException",
+        400,
+    ),
+    errors.XksProxyInvalidResponseError: ("XksProxyInvalidResponseException", 400),
+    errors.XksProxyInvalidConfigurationError: ("XksProxyInvalidConfigurationException", 400),
     errors.XksKeyNotFoundError: ("XksKeyNotFoundException", 400),
     errors.XksKeyInvalidConfigurationError: ("XksKeyInvalidConfigurationException", 400),
     errors.XksKeyAlreadyInUseError: ("XksKeyAlreadyInUseException", 400),

@@ -136,6 +136,38 @@ def test_proxy_failures_become_the_errors_create_key_and_crypto_answer() -> None
         assert "corrupted" in str(found)
 
 
+@pytest.mark.parametrize("operation", ["CreateCustomKeyStore", "UpdateCustomKeyStore"])
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (xks.UNREACHABLE, errors.XksProxyUriUnreachableError),
+        (xks.TIMED_OUT, errors.XksProxyUriUnreachableError),
+        (xks.TLS_FAILURE, errors.XksProxyUriUnreachableError),
+        ("AuthenticationFailedException", errors.XksProxyIncorrectAuthenticationCredentialError),
+        ("InvalidUriPathException", errors.XksProxyInvalidConfigurationError),
+        (xks.MALFORMED_RESPONSE, errors.XksProxyInvalidResponseError),
+        ("SomethingNew", errors.XksProxyInvalidResponseError),
+        ("AccessDeniedException", errors.CustomKeyStoreInvalidStateError),
+    ],
+)
+def test_a_failed_check_of_a_stores_proxy_is_the_xks_proxy_error_aws_names(
+    operation: str, failure: str, expected: type[errors.DomainError]
+) -> None:
+    assert type(xks.kms_failure(failure, operation)) is expected
+
+
+def test_every_name_a_store_operation_answers_is_a_domain_error_of_its_own() -> None:
+    for failure in xks.SURFACED:
+        found = xks.kms_failure(failure, "CreateCustomKeyStore")
+        assert type(found) is not errors.InvalidStateError, failure  # never the fallback
+
+
+def test_a_check_refuses_a_proxy_whose_key_managers_are_all_unavailable() -> None:
+    with pytest.raises(errors.XksProxyUriUnreachableError):
+        xks.check_key_managers(health("UNAVAILABLE", "UNAVAILABLE"))
+    xks.check_key_managers(health("UNAVAILABLE", "DEGRADED"))
+
+
 def test_create_key_answers_only_names_its_api_model_defines() -> None:
     # The spec's table names XksKeyInvalidResponseException, which KMS's model lacks.
     names = {entry.create_key for entry in xks.SURFACED.values()}

@@ -30,6 +30,13 @@ def test_every_error_class_ends_in_error() -> None:
         (errors.ExpiredImportTokenError("x"), "ExpiredImportTokenException"),
         (errors.InvalidImportTokenError("x"), "InvalidImportTokenException"),
         (errors.IncorrectKeyMaterialError("x"), "IncorrectKeyMaterialException"),
+        (errors.XksProxyUriUnreachableError("x"), "XksProxyUriUnreachableException"),
+        (
+            errors.XksProxyIncorrectAuthenticationCredentialError("x"),
+            "XksProxyIncorrectAuthenticationCredentialException",
+        ),
+        (errors.XksProxyInvalidResponseError("x"), "XksProxyInvalidResponseException"),
+        (errors.XksProxyInvalidConfigurationError("x"), "XksProxyInvalidConfigurationException"),
     ],
 )
 def test_the_wire_names_of_renamed_errors_are_unchanged(error: Exception, wire: str) -> None:
