@@ -50,15 +50,17 @@ class Service:
         )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def start_service(
-    database_url: str, tmp: Path, **settings: object
+    database_url: str, tmp: Path, *, port: int | None = None, **settings: object
 ) -> tuple[Service, uvicorn.Server, threading.Thread]:
+    """A runtime and its server on loopback HTTP (on ``port``, when a setting must name it
+    before the service starts)."""
     log_path = tmp / "service.log"
     if settings.get("root_key_provider", "file") == "file":
         settings.setdefault("root_key", base64.b64encode(secrets.token_bytes(32)).decode())
@@ -74,7 +76,7 @@ def start_service(
     runtime = Runtime.build(config)
     runtime.start()
     runtime.when_unsealed(runtime.bootstrap)  # at once, unless the root key is sealed
-    port = _free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             KeyLedgerApp(runtime),

@@ -1,7 +1,9 @@
 """Custom key stores through boto3: AWS's six operations, their states and their errors.
 
 A service of the module's own (fresh database: stores are limited to 10 per Region), whose
-one configured CloudHSM "cluster" is the test session's SoftHSM2 token.
+one configured CloudHSM "cluster" is the test session's SoftHSM2 token, and which is the
+XKS proxy of its own external key stores (``https://xks.example.com`` is itself, over
+loopback HTTP, at any one-segment path prefix).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from tests.audit.conftest import records
 from tests.aws.conftest import aws_error
 from tests.conftest import Service, running_service
+from tests.support.custom_key_stores import XKS_ENDPOINT, own_proxy_settings
 from tests.support.softhsm import SoftHsm, softhsm_token
 
 CLUSTER = "cluster-abcdefghijk"
@@ -41,7 +44,8 @@ def store_service(tmp_path_factory: pytest.TempPathFactory, token: SoftHsm) -> I
         CLUSTER: {"token_label": token.token_label, "trust_anchor": ANCHOR},
         OTHER_CLUSTER: {"token_label": "no-such-token"},
     }
-    with running_service(tmp, cloudhsm_clusters=clusters) as service:
+    settings = own_proxy_settings(XKS_ACCESS_KEY, XKS_SECRET)
+    with running_service(tmp, cloudhsm_clusters=clusters, **settings) as service:
         yield service
 
 
@@ -75,7 +79,7 @@ def xks_store(kms: Any, **overrides: Any) -> str:
     params = {
         "CustomKeyStoreName": name(),
         "CustomKeyStoreType": "EXTERNAL_KEY_STORE",
-        "XksProxyUriEndpoint": "https://xks.example.com",
+        "XksProxyUriEndpoint": XKS_ENDPOINT,
         "XksProxyUriPath": f"/{secrets.token_hex(4)}/kms/xks/v1",
         "XksProxyConnectivity": "PUBLIC_ENDPOINT",
         "XksProxyAuthenticationCredential": {

@@ -1,6 +1,6 @@
 """Custom key stores for the audit, report and REST tests: a service whose one CloudHSM
-"cluster" is the session's SoftHSM2 token, stores made through boto3, and keys that live
-in a store.
+"cluster" is the session's SoftHSM2 token and which is its own external key stores' XKS
+proxy, stores made through boto3, and keys that live in a store.
 
 A key is put in a store by appending its ``Key.Created`` event (with ``store``, the
 contract of domain/keys.py) through the service's own writer: the trail, the views and
@@ -23,7 +23,7 @@ from app.ports import UnitOfWork
 from domain.actors import Actor
 from domain.keys import Key, KeyMaterial, KeyStoreLocation
 from domain.policy import default_key_policy
-from tests.conftest import ACCOUNT_ID, REGION, Service, running_service
+from tests.conftest import ACCOUNT_ID, REGION, Service, free_port, running_service
 from tests.support.softhsm import SoftHsm
 
 CLUSTER = "cluster-abcdefghijk"
@@ -35,14 +35,46 @@ XKS_ACCESS_KEY = "ABCDEFGHIJKLMNOPQRST2345"
 XKS_SECRET = "Zm9vYmFyYmF6" + "q" * 31  # 43 characters of AWS's RawSecretAccessKey alphabet
 
 
+# Where a store service's external key stores find their proxy (itself), and where nothing
+# answers. CreateCustomKeyStore asks the proxy of a store with PUBLIC_ENDPOINT connectivity.
+XKS_ENDPOINT = "https://xks.example.com"
+XKS_VPC_ENDPOINT = "https://xks-vpc.example.com"
+XKS_DOWN_ENDPOINT = "https://xks-down.example.com"
+# The path of each store's proxy: the unprefixed one, or any one prefix of its own.
+SERVED_XKS_PATHS = "/kms/xks/v1,/*/kms/xks/v1"
+
+
+def own_proxy_settings(access_key_id: str, secret: str) -> dict[str, object]:
+    """Settings of a service that is its own external key stores' XKS proxy: it serves the
+    XKS Proxy API with the stores' credential (as its administrator) at every path a
+    store may name, and reaches ``XKS_ENDPOINT`` and ``XKS_VPC_ENDPOINT`` at itself over
+    loopback HTTP; the port is chosen before it starts."""
+    port = free_port()
+    itself = f"http://127.0.0.1:{port}"
+    return {
+        "port": port,
+        "xks_credentials": f"{access_key_id}:{secret}",
+        "xks_principal_arn": f"arn:aws:iam::{ACCOUNT_ID}:user/admin",
+        "xks_uri_path": SERVED_XKS_PATHS,
+        "xks_proxy_endpoints": {
+            XKS_ENDPOINT: itself,
+            XKS_VPC_ENDPOINT: itself,
+            XKS_DOWN_ENDPOINT: f"http://127.0.0.1:{free_port()}",
+        },
+        "xks_proxy_timeout_seconds": 5.0,  # AWS's 250 ms is too tight for a busy 2-core box
+    }
+
+
 @contextmanager
 def store_service(tmp: Path, token: SoftHsm) -> Iterator[Service]:
-    """A service of its own (stores are limited to 10 per Region) with ``CLUSTER``."""
+    """A service of its own (stores are limited to 10 per Region) with ``CLUSTER``, the
+    XKS proxy of its own external key stores."""
     clusters = {
         name: {"token_label": token.token_label, "trust_anchor": ANCHOR}
         for name in (CLUSTER, KEYS_CLUSTER)
     }
-    with running_service(tmp, cloudhsm_clusters=clusters) as service:
+    settings = own_proxy_settings(XKS_ACCESS_KEY, XKS_SECRET)
+    with running_service(tmp, cloudhsm_clusters=clusters, **settings) as service:
         yield service
 
 
@@ -65,7 +97,7 @@ def xks_store(kms: Any, **overrides: Any) -> str:
     params = {
         "CustomKeyStoreName": store_name(),
         "CustomKeyStoreType": "EXTERNAL_KEY_STORE",
-        "XksProxyUriEndpoint": "https://xks.example.com",
+        "XksProxyUriEndpoint": XKS_ENDPOINT,
         "XksProxyUriPath": f"/{secrets.token_hex(4)}/kms/xks/v1",
         "XksProxyConnectivity": "PUBLIC_ENDPOINT",
         "XksProxyAuthenticationCredential": {
