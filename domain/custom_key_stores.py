@@ -41,6 +41,18 @@ PUBLIC_ENDPOINT, VPC_ENDPOINT_SERVICE = "PUBLIC_ENDPOINT", "VPC_ENDPOINT_SERVICE
 MAX_STORES_PER_REGION = 10
 # The XKS settings a connected external key store may change (AWS: name and credential).
 XKS_CHANGEABLE_WHILE_CONNECTED = frozenset({"name", "xks_access_key_id"})
+# What says how an external key store reaches its proxy ("secret": its credential's).
+PROXY_SETTINGS = frozenset(
+    {
+        "xks_uri_endpoint",
+        "xks_uri_path",
+        "xks_connectivity",
+        "xks_vpc_endpoint_service_name",
+        "xks_vpc_endpoint_service_owner",
+        "xks_access_key_id",
+        "secret",
+    }
+)
 
 
 def new_store_id() -> str:
@@ -54,6 +66,13 @@ def store_aggregate_id(account_id: str, region: str, store_id: str) -> uuid.UUID
 
 def index_aggregate_id(account_id: str, region: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, f"custom-key-stores:{account_id}:{region}")
+
+
+def proxy_checked_on_creation(settings: dict[str, str]) -> bool:
+    """AWS asks an external key store's proxy (GetHealthStatus) before it creates the store
+    with PUBLIC_ENDPOINT connectivity; one with VPC_ENDPOINT_SERVICE connectivity is first
+    reached when it is connected."""
+    return settings.get("xks_connectivity") == PUBLIC_ENDPOINT
 
 
 def _invalid_state(store_id: str, state: str, operation: str) -> CustomKeyStoreInvalidStateError:
@@ -159,6 +178,37 @@ class CustomKeyStore(Aggregate):
             if self.sealed_secret is not None:
                 aggregate.sealed_secret = self.sealed_secret
 
+    def changes(
+        self, *, name: str | None, settings: dict[str, str], secret_given: bool
+    ) -> frozenset[str]:
+        """What an update would change (``name``, ``secret``, settings), once checked
+        against what AWS allows in the store's state; empty when nothing.
+
+        A CloudHSM key store changes only when DISCONNECTED; a connected external key store
+        may change its name and its proxy credential, nothing else."""
+        new_settings = {**self.settings, **settings}
+        changed = {k for k, v in new_settings.items() if self.settings.get(k) != v}
+        if name is not None and name != self.name:
+            changed.add("name")
+        if secret_given:
+            changed.add("secret")
+        if changed and self.connection_state != DISCONNECTED:
+            allowed = set() if self.is_cloudhsm else XKS_CHANGEABLE_WHILE_CONNECTED | {"secret"}
+            if not changed <= allowed:
+                raise _invalid_state(self.store_id, self.connection_state, "UpdateCustomKeyStore")
+        return frozenset(changed)
+
+    def proxy_checked_on_update(self, changed: frozenset[str], settings: dict[str, str]) -> bool:
+        """Whether AWS asks the proxy (GetHealthStatus, with the new values) before this
+        update: one that changes how an external key store reaches its proxy (endpoint,
+        path, connectivity, VPC endpoint service, credential), when the store then has
+        PUBLIC_ENDPOINT connectivity, or is CONNECTED (its proxy is reached as its keys
+        reach it). A new name alone asks nothing."""
+        if self.is_cloudhsm or not changed & PROXY_SETTINGS:
+            return False
+        connectivity = {**self.settings, **settings}.get("xks_connectivity")
+        return connectivity == PUBLIC_ENDPOINT or self.connection_state == CONNECTED
+
     def update(
         self,
         *,
@@ -168,28 +218,16 @@ class CustomKeyStore(Aggregate):
         settings: dict[str, str],
         sealed_secret: bytes | None,
     ) -> bool:
-        """Apply the changes AWS allows in the store's state; False when nothing changes.
-
-        A CloudHSM key store changes only when DISCONNECTED; a connected external key store
-        may change its name and its proxy credential, nothing else."""
-        new_settings = {**self.settings, **settings}
-        changed = {k for k, v in new_settings.items() if self.settings.get(k) != v}
-        if name is not None and name != self.name:
-            changed.add("name")
-        if sealed_secret is not None:
-            changed.add("secret")
-        if not changed:
+        """Apply the changes AWS allows in the store's state (``changes``); False when
+        nothing changes."""
+        if not self.changes(name=name, settings=settings, secret_given=sealed_secret is not None):
             return False
-        if self.connection_state != DISCONNECTED:
-            allowed = set() if self.is_cloudhsm else XKS_CHANGEABLE_WHILE_CONNECTED | {"secret"}
-            if not changed <= allowed:
-                raise _invalid_state(self.store_id, self.connection_state, "UpdateCustomKeyStore")
         self.trigger_event(
             self.Updated,
             timestamp=now,
             actor=actor.record(),
             name=self.name if name is None else name,
-            settings=new_settings,
+            settings={**self.settings, **settings},
             sealed_secret=sealed_secret,
         )
         return True
@@ -402,14 +440,18 @@ class CustomKeyStoreIndex(Aggregate):
                         f" {other_id}."
                     )
 
-    def enter(self, *, now: datetime, actor: Actor, store_id: str, entry: dict[str, str]) -> None:
-        """A new store, or a store's changed attributes."""
+    def check_entry(self, store_id: str, entry: dict[str, str]) -> None:
+        """What ``enter`` checks, without entering: AWS's quota and uniqueness rules."""
         if store_id not in self.entries and len(self.entries) >= MAX_STORES_PER_REGION:
             raise LimitExceededError(
                 f"You have reached the limit of {MAX_STORES_PER_REGION} custom key stores"
                 " in this Region."
             )
         self.check_unique(store_id, entry)
+
+    def enter(self, *, now: datetime, actor: Actor, store_id: str, entry: dict[str, str]) -> None:
+        """A new store, or a store's changed attributes."""
+        self.check_entry(store_id, entry)
         if self.entries.get(store_id) == entry:
             return
         self.trigger_event(

@@ -8,7 +8,9 @@ store's RawSecretAccessKey) are sealed by the vault under a wrapping key of the 
 or logged. ConnectCustomKeyStore answers at once with the store CONNECTING; the connection
 is attempted off the event loop and recorded as Connected or ConnectionFailed: a login to a
 CloudHSM key store's token, or an external key store proxy's GetHealthStatus (signed with
-the store's credential), whose failure becomes AWS's ConnectionErrorCode.
+the store's credential), whose failure becomes AWS's ConnectionErrorCode. Creating an
+external key store, or changing how one reaches its proxy, asks the proxy's GetHealthStatus
+first, off the writer (app.usecases.proxy_checks): a failure refuses the call.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from app.ports import (
     XksProxyAddress,
 )
 from app.usecases.authorization import AccessControl
+from app.usecases.proxy_checks import ProxyChecks, ProxyHealthCheck, health_check
 from app.usecases.results import Page
 from app.usecases.store_keys import SECRET_LABEL, proxy_address
 from domain import xks
@@ -47,6 +50,7 @@ from domain.custom_key_stores import (
     CustomKeyStoreIndex,
     index_aggregate_id,
     new_store_id,
+    proxy_checked_on_creation,
     store_aggregate_id,
     unique_entry,
 )
@@ -160,6 +164,7 @@ class CustomKeyStoreOperations:
         self.clock = clock
         self.clusters = clusters
         self.proxies = proxies
+        self.checks = ProxyChecks(vault=vault, proxies=proxies)
         self._connecting: set[asyncio.Task[None]] = set()
 
     # ==== reading stores ===============================================================
@@ -178,19 +183,41 @@ class CustomKeyStoreOperations:
 
     # ==== CreateCustomKeyStore =========================================================
     async def create(self, caller: Caller, request: StoreRequest) -> str:
+        """The new store's id. An external key store with PUBLIC_ENDPOINT connectivity is
+        created only once its proxy answered GetHealthStatus (app.usecases.proxy_checks)."""
         store_type = request.store_type or AWS_CLOUDHSM
         settings = self._settings_for_create(store_type, request)
         secret = request.password if store_type == AWS_CLOUDHSM else request.xks.secret_access_key
-        assert secret is not None and request.name is not None
+        name = request.name
+        assert secret is not None and name is not None
         store_id = new_store_id()
         aggregate_id = store_aggregate_id(caller.account_id, caller.region, store_id)
+        entry = unique_entry(name, settings)
+        calls = self.checks.calls(caller, "CreateCustomKeyStore")
+        check = (
+            health_check(
+                store=aggregate_id,
+                region=caller.region,
+                settings=settings,
+                secret=secret,
+                sealed_secret=b"",
+                caller=caller,
+                operation=calls.operation,
+            )
+            if store_type == EXTERNAL_KEY_STORE and proxy_checked_on_creation(settings)
+            else None
+        )
 
         def command(uow: UnitOfWork) -> str:
             self._authorize(uow, caller, "CreateCustomKeyStore")
             if store_type == AWS_CLOUDHSM:
                 self._check_cluster(settings["cluster_id"], request.trust_anchor)
-            now, actor = self.clock.now(), caller.actor()
             index = self._index(uow, caller)
+            if index is not None:
+                index.check_entry(store_id, entry)
+            if check is not None:  # nothing changed yet: the first run stops here
+                self.checks.check(calls, check)
+            now, actor = self.clock.now(), caller.actor()
             if index is None:
                 index = CustomKeyStoreIndex.create(
                     aggregate_id=index_aggregate_id(caller.account_id, caller.region),
@@ -200,10 +227,7 @@ class CustomKeyStoreOperations:
                     region=caller.region,
                 )
                 uow.add(index)
-            assert request.name is not None
-            index.enter(
-                now=now, actor=actor, store_id=store_id, entry=unique_entry(request.name, settings)
-            )
+            index.enter(now=now, actor=actor, store_id=store_id, entry=entry)
             sealed = self.vault.seal_for_key(aggregate_id, SECRET_LABEL, secret.encode())
             uow.add(
                 CustomKeyStore.create(
@@ -213,7 +237,7 @@ class CustomKeyStoreOperations:
                     store_id=store_id,
                     account_id=caller.account_id,
                     region=caller.region,
-                    name=request.name,
+                    name=name,
                     store_type=store_type,
                     settings=settings,
                     sealed_secret=sealed,
@@ -221,7 +245,7 @@ class CustomKeyStoreOperations:
             )
             return store_id
 
-        return await self.runner.run(command)
+        return await calls.run(self.runner, command)
 
     def _settings_for_create(self, store_type: str, request: StoreRequest) -> dict[str, str]:
         if store_type == AWS_CLOUDHSM:
@@ -311,6 +335,11 @@ class CustomKeyStoreOperations:
 
     # ==== UpdateCustomKeyStore =========================================================
     async def update(self, caller: Caller, store_id: str, request: StoreRequest) -> None:
+        """Applies the changes; one that changes how an external key store reaches its
+        proxy is applied only once the proxy answered GetHealthStatus with the new values
+        (``CustomKeyStore.proxy_checked_on_update``)."""
+        calls = self.checks.calls(caller, "UpdateCustomKeyStore")
+
         def command(uow: UnitOfWork) -> None:
             self._authorize(uow, caller, "UpdateCustomKeyStore")
             store = self._store(uow, caller, store_id)
@@ -320,6 +349,11 @@ class CustomKeyStoreOperations:
             index = self._index(uow, caller)
             assert index is not None
             index.check_unique(store.store_id, unique_entry(name, {**store.settings, **settings}))
+            changed = store.changes(
+                name=request.name, settings=settings, secret_given=secret is not None
+            )
+            if store.proxy_checked_on_update(changed, settings):
+                self.checks.check(calls, self._update_check(store, settings, secret, caller))
             sealed = (
                 self.vault.seal_for_key(store.id, SECRET_LABEL, secret.encode())
                 if secret is not None
@@ -335,7 +369,21 @@ class CustomKeyStoreOperations:
                     entry=unique_entry(store.name, store.settings),
                 )
 
-        await self.runner.run(command)
+        await calls.run(self.runner, command)
+
+    @staticmethod
+    def _update_check(
+        store: CustomKeyStore, settings: dict[str, str], secret: str | None, caller: Caller
+    ) -> ProxyHealthCheck:
+        return health_check(
+            store=store.id,
+            region=store.region,
+            settings={**store.settings, **settings},
+            secret=secret,
+            sealed_secret=store.sealed_secret,
+            caller=caller,
+            operation="UpdateCustomKeyStore",
+        )
 
     def _changes(
         self, store: CustomKeyStore, request: StoreRequest

@@ -20,6 +20,7 @@ from tests.support.custom_key_stores import (
     ANCHOR,
     CLUSTER,
     XKS_ACCESS_KEY,
+    XKS_DOWN_ENDPOINT,
     XKS_SECRET,
     clear_stores,
     store_name,
@@ -184,6 +185,17 @@ def test_the_use_cases_rules_answer_in_aws_words_with_rest_statuses(rest, token)
         404,
         "CustomKeyStoreNotFoundException",
     )
+
+
+def test_a_proxy_that_fails_its_check_refuses_the_store_over_rest_too(rest):
+    wrong = {"access_key_id": XKS_ACCESS_KEY, "raw_secret_access_key": "w" * 43}
+    refused = rest.post(STORES, xks_body(xks_proxy_authentication_credential=wrong))
+    assert error(refused) == (400, "XksProxyIncorrectAuthenticationCredentialException")
+    assert "w" * 43 not in refused.text
+    store_id = created(rest, xks_body())
+    moved = rest.patch(f"{STORES}/{store_id}", {"xks_proxy_uri_endpoint": XKS_DOWN_ENDPOINT})
+    assert error(moved) == (400, "XksProxyUriUnreachableException")
+    assert rest.get(STORES).json()["custom_key_stores"] == [described(rest, store_id)]
 
 
 def test_a_principal_without_the_iam_action_is_denied_and_recorded(rest, service, token):

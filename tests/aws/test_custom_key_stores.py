@@ -3,7 +3,8 @@
 A service of the module's own (fresh database: stores are limited to 10 per Region), whose
 one configured CloudHSM "cluster" is the test session's SoftHSM2 token, and which is the
 XKS proxy of its own external key stores (``https://xks.example.com`` is itself, over
-loopback HTTP, at any one-segment path prefix).
+loopback HTTP, at any one-segment path prefix): CreateCustomKeyStore and
+UpdateCustomKeyStore ask that proxy's GetHealthStatus before they record anything.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ from typing import Any
 
 import psycopg
 import pytest
+from botocore.exceptions import ClientError
 
+from domain.audit import XKS_SOURCE
 from tests.audit.conftest import records
-from tests.aws.conftest import aws_error
+from tests.aws.conftest import aws_error, ledger_unchanged
 from tests.conftest import Service, running_service
-from tests.support.custom_key_stores import XKS_ENDPOINT, own_proxy_settings
+from tests.support.custom_key_stores import (
+    XKS_DOWN_ENDPOINT,
+    XKS_ENDPOINT,
+    XKS_VPC_ENDPOINT,
+    own_proxy_settings,
+)
 from tests.support.softhsm import SoftHsm, softhsm_token
 
 CLUSTER = "cluster-abcdefghijk"
@@ -30,6 +38,8 @@ UNKNOWN_CLUSTER = "cluster-mnopqrstuvw"
 ANCHOR = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----"
 XKS_ACCESS_KEY = "ABCDEFGHIJKLMNOPQRST2345"
 XKS_SECRET = "s" * 43
+WRONG_SECRET = "w" * 43
+VPC_SERVICE = "com.amazonaws.vpce.us-east-1.vpce-svc-0123456789abcdefg"
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +99,32 @@ def xks_store(kms: Any, **overrides: Any) -> str:
         **overrides,
     }
     return str(kms.create_custom_key_store(**params)["CustomKeyStoreId"])
+
+
+def credential(secret: str = XKS_SECRET) -> dict[str, str]:
+    return {"AccessKeyId": XKS_ACCESS_KEY, "RawSecretAccessKey": secret}
+
+
+def vpc_store(kms: Any, **overrides: Any) -> str:
+    """An external key store with VPC_ENDPOINT_SERVICE connectivity at the service itself."""
+    vpc = {
+        "XksProxyUriEndpoint": XKS_VPC_ENDPOINT,
+        "XksProxyConnectivity": "VPC_ENDPOINT_SERVICE",
+        "XksProxyVpcEndpointServiceName": VPC_SERVICE,
+    }
+    return xks_store(kms, **{**vpc, **overrides})
+
+
+def health_checks(service: Service, answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GetHealthStatus calls its proxy (the service itself) recorded for a KMS call."""
+    kms_request_id = answer["ResponseMetadata"]["RequestId"]
+    service.runtime.audit.wait_for_current()
+    return [
+        r
+        for r in records(service.client("cloudtrail"), "EventSource", XKS_SOURCE)
+        if ((r.get("requestParameters") or {}).get("requestMetadata") or {}).get("kmsRequestId")
+        == kms_request_id
+    ]
 
 
 def describe(kms: Any, store_id: str) -> dict[str, Any]:
@@ -182,6 +218,91 @@ def test_create_stops_at_ten_stores_per_region(kms):
         xks_store(kms)
     with aws_error("LimitExceededException"):
         xks_store(kms)
+
+
+# --- CreateCustomKeyStore: the proxy's check -----------------------------------------------
+# AWS: "While creating an external key store with public endpoint connectivity, AWS KMS tests
+# the connection by sending a status request to the external key store proxy ... If this
+# test request fails, the operation to create the external key store fails." (developer
+# guide, create-xks-keystore); its errors by the XKS Proxy API's "KMS Considerations" table.
+def test_create_asks_the_proxys_health_with_the_given_credential(kms, store_service):
+    answer = kms.create_custom_key_store(
+        CustomKeyStoreName=name(),
+        CustomKeyStoreType="EXTERNAL_KEY_STORE",
+        XksProxyUriEndpoint=XKS_ENDPOINT,
+        XksProxyUriPath=f"/{secrets.token_hex(4)}/kms/xks/v1",
+        XksProxyConnectivity="PUBLIC_ENDPOINT",
+        XksProxyAuthenticationCredential=credential(),
+    )
+    (health,) = health_checks(store_service, answer)
+    assert health["eventName"] == "GetHealthStatus" and "errorCode" not in health
+    assert health["userIdentity"]["accessKeyId"] == XKS_ACCESS_KEY
+    sent = health["requestParameters"]["requestMetadata"]
+    assert sent["kmsOperation"] == "CreateCustomKeyStore"
+    assert describe(kms, answer["CustomKeyStoreId"])["ConnectionState"] == "DISCONNECTED"
+
+
+def test_create_refuses_a_credential_the_proxy_rejects_and_records_nothing(
+    kms, store_service, caplog
+):
+    store_name = name()
+    with (
+        ledger_unchanged(store_service),
+        aws_error("XksProxyIncorrectAuthenticationCredentialException") as refused,
+    ):
+        xks_store(
+            kms,
+            CustomKeyStoreName=store_name,
+            XksProxyAuthenticationCredential=credential(WRONG_SECRET),
+        )
+    assert "could not authenticate" in refused["message"]
+    with aws_error("CustomKeyStoreNotFoundException"):
+        kms.describe_custom_key_stores(CustomKeyStoreName=store_name)
+    assert WRONG_SECRET not in str(refused) and WRONG_SECRET not in caplog.text
+
+
+def test_create_refuses_a_proxy_nobody_answers(kms, store_service):
+    with ledger_unchanged(store_service), aws_error("XksProxyUriUnreachableException"):
+        xks_store(kms, XksProxyUriEndpoint=XKS_DOWN_ENDPOINT)
+    assert kms.describe_custom_key_stores()["CustomKeyStores"] == []
+
+
+def test_create_refuses_an_answer_that_is_no_xks_proxys(kms, store_service):
+    # Two prefix segments: a path the service does not serve as a proxy; its REST API answers.
+    with ledger_unchanged(store_service), aws_error("XksProxyInvalidResponseException"):
+        xks_store(kms, XksProxyUriPath="/not/served/kms/xks/v1")
+    assert kms.describe_custom_key_stores()["CustomKeyStores"] == []
+
+
+def test_create_refuses_a_path_the_proxy_refuses(kms, store_service):
+    # Under the served /kms/xks/v1, but no route of it: the proxy's InvalidUriPathException.
+    with ledger_unchanged(store_service), aws_error("XksProxyInvalidConfigurationException"):
+        xks_store(kms, XksProxyUriPath="/kms/xks/v1/kms/xks/v1")
+    assert kms.describe_custom_key_stores()["CustomKeyStores"] == []
+
+
+def test_a_refused_create_is_recorded_with_its_error(kms, store_service):
+    with pytest.raises(ClientError) as refused:
+        xks_store(kms, XksProxyUriEndpoint=XKS_DOWN_ENDPOINT)
+    request_id = refused.value.response["ResponseMetadata"]["RequestId"]
+    store_service.runtime.audit.wait_for_current()
+    found = [
+        r
+        for r in records(store_service.client("cloudtrail"), "EventName", "CreateCustomKeyStore")
+        if r["requestID"] == request_id
+    ]
+    assert [r["errorCode"] for r in found] == ["XksProxyUriUnreachableException"]
+
+
+def test_a_vpc_store_is_created_unchecked_and_checked_when_connected(kms):
+    # AWS tests VPC endpoint service connectivity when the store is connected.
+    store_id = vpc_store(kms, XksProxyUriEndpoint=XKS_DOWN_ENDPOINT)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    store = settled(kms, store_id)
+    assert (store["ConnectionState"], store["ConnectionErrorCode"]) == (
+        "FAILED",
+        "XKS_PROXY_NOT_REACHABLE",
+    )
 
 
 # --- DescribeCustomKeyStores ---------------------------------------------------------------
@@ -310,6 +431,86 @@ def test_update_changes_an_external_stores_proxy_path(kms):
     store_id = xks_store(kms)
     kms.update_custom_key_store(CustomKeyStoreId=store_id, XksProxyUriPath="/new/kms/xks/v1")
     assert describe(kms, store_id)["XksProxyConfiguration"]["UriPath"] == "/new/kms/xks/v1"
+
+
+# AWS: "Before updating the properties your external key store, AWS KMS sends a
+# GetHealthStatus request to the external key store proxy using the new values. ... If the
+# request fails, the edit operation fails" (developer guide, update-xks-keystore).
+def test_update_checks_a_new_credential_and_changes_nothing_when_refused(kms, store_service):
+    store_id = xks_store(kms)
+    before = describe(kms, store_id)
+    with (
+        ledger_unchanged(store_service),
+        aws_error("XksProxyIncorrectAuthenticationCredentialException"),
+    ):
+        kms.update_custom_key_store(
+            CustomKeyStoreId=store_id, XksProxyAuthenticationCredential=credential(WRONG_SECRET)
+        )
+    assert describe(kms, store_id) == before
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)  # the old credential still holds
+    assert settled(kms, store_id)["ConnectionState"] == "CONNECTED"
+
+
+def test_update_checks_a_new_path_and_endpoint_with_the_stores_credential(kms, store_service):
+    store_id = xks_store(kms)
+    answer = kms.update_custom_key_store(
+        CustomKeyStoreId=store_id, XksProxyUriPath=f"/{secrets.token_hex(4)}/kms/xks/v1"
+    )
+    (health,) = health_checks(store_service, answer)
+    assert health["requestParameters"]["requestMetadata"]["kmsOperation"] == (
+        "UpdateCustomKeyStore"
+    )
+    assert health["userIdentity"]["accessKeyId"] == XKS_ACCESS_KEY and "errorCode" not in health
+    before = describe(kms, store_id)
+    with ledger_unchanged(store_service):
+        with aws_error("XksProxyUriUnreachableException"):
+            kms.update_custom_key_store(
+                CustomKeyStoreId=store_id, XksProxyUriEndpoint=XKS_DOWN_ENDPOINT
+            )
+        with aws_error("XksProxyInvalidConfigurationException"):
+            kms.update_custom_key_store(
+                CustomKeyStoreId=store_id, XksProxyUriPath="/kms/xks/v1/kms/xks/v1"
+            )
+    assert describe(kms, store_id) == before
+
+
+def test_update_of_the_name_alone_asks_no_proxy(kms, store_service):
+    store_id = xks_store(kms)
+    answer = kms.update_custom_key_store(CustomKeyStoreId=store_id, NewCustomKeyStoreName=name())
+    assert health_checks(store_service, answer) == []
+
+
+def test_a_connected_store_is_checked_before_its_credential_changes(kms, store_service):
+    store_id = xks_store(kms)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    assert settled(kms, store_id)["ConnectionState"] == "CONNECTED"
+    with (
+        ledger_unchanged(store_service),
+        aws_error("XksProxyIncorrectAuthenticationCredentialException"),
+    ):
+        kms.update_custom_key_store(
+            CustomKeyStoreId=store_id, XksProxyAuthenticationCredential=credential(WRONG_SECRET)
+        )
+    assert describe(kms, store_id)["ConnectionState"] == "CONNECTED"
+
+
+def test_a_vpc_store_is_checked_on_update_only_while_connected(kms, store_service):
+    store_id = vpc_store(kms)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    assert settled(kms, store_id)["ConnectionState"] == "CONNECTED"
+    wrong = credential(WRONG_SECRET)
+    with (
+        ledger_unchanged(store_service),
+        aws_error("XksProxyIncorrectAuthenticationCredentialException"),
+    ):
+        kms.update_custom_key_store(
+            CustomKeyStoreId=store_id, XksProxyAuthenticationCredential=wrong
+        )
+    kms.disconnect_custom_key_store(CustomKeyStoreId=store_id)
+    # Disconnected, it has no endpoint to be reached at (AWS: no interface endpoint).
+    kms.update_custom_key_store(CustomKeyStoreId=store_id, XksProxyAuthenticationCredential=wrong)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    assert settled(kms, store_id)["ConnectionErrorCode"] == "INVALID_CREDENTIALS"
 
 
 def test_update_of_an_unknown_store_is_not_found(kms):

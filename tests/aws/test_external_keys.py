@@ -4,10 +4,15 @@ PostgreSQL, A driven with boto3.
 
 A reaches B's proxy over loopback HTTP through KEYLEDGER_XKS_PROXY_ENDPOINTS (the store's
 XksProxyUriEndpoint stays an https:// name, as AWS's API requires). Every test checks what
-AWS documents: ConnectCustomKeyStore's GetHealthStatus and its ConnectionErrorCodes,
-CreateKey's GetKeyMetadata checks, double encryption (A's own material, then B's external
-key), the errors of a failing proxy, the Unavailable state of a disconnected store, and
-both ledgers recording their side of every call.
+AWS documents: CreateCustomKeyStore's and ConnectCustomKeyStore's GetHealthStatus and the
+latter's ConnectionErrorCodes, CreateKey's GetKeyMetadata checks, double encryption (A's
+own material, then B's external key), the errors of a failing proxy, the Unavailable state
+of a disconnected store, and both ledgers recording their side of every call.
+
+A store with PUBLIC_ENDPOINT connectivity whose proxy fails GetHealthStatus is never
+created (tests/aws/test_custom_key_stores.py); the connection failures are those of stores
+with VPC_ENDPOINT_SERVICE connectivity, whose proxy AWS first reaches when they connect
+(KeyLedger reaches it at its endpoint: there is no VPC here).
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from app.infrastructure.xks_client import RequestMetadata, XksClient, XksCredential
 from domain import ciphertext
 from domain.audit import XKS_SOURCE
 from tests.audit.conftest import records
-from tests.aws.conftest import aws_error
+from tests.aws.conftest import aws_error, ledger_unchanged
 from tests.conftest import ACCOUNT_ID, REGION, Service, running_service
 from tests.support.waiting import eventually
 
@@ -40,7 +46,7 @@ WRONG_SECRET = base64.b64encode(b"y" * 32).decode()
 ADMIN = f"arn:aws:iam::{ACCOUNT_ID}:user/admin"
 PATH = "/kms/xks/v1"
 # The names A's stores give B's proxy (each store needs an XksProxyUri of its own).
-B_NAMES = [f"https://xks-b{i}.keyledger.test" for i in range(6)]
+B_NAMES = [f"https://xks-b{i}.keyledger.test" for i in range(8)]
 TLS_NAME = "https://xks-tls.keyledger.test"  # B's plain HTTP port, spoken to in TLS
 DOWN_NAME = "https://xks-down.keyledger.test"  # nothing listens there
 TIMEOUT = 5.0  # AWS's 250 ms is too tight for a 2-core machine running the suite
@@ -85,13 +91,38 @@ def b_kms(proxy: Service) -> Any:
 
 
 def create_store(kms: Any, endpoint: str, secret: str = XKS_SECRET) -> str:
-    return str(
+    return str(create_store_answer(kms, endpoint, secret)["CustomKeyStoreId"])
+
+
+def create_store_answer(kms: Any, endpoint: str, secret: str = XKS_SECRET) -> dict[str, Any]:
+    return dict(
         kms.create_custom_key_store(
             CustomKeyStoreName=f"xks-{secrets.token_hex(4)}",
             CustomKeyStoreType="EXTERNAL_KEY_STORE",
             XksProxyUriEndpoint=endpoint,
             XksProxyUriPath=PATH,
             XksProxyConnectivity="PUBLIC_ENDPOINT",
+            XksProxyAuthenticationCredential={
+                "AccessKeyId": XKS_KEY,
+                "RawSecretAccessKey": secret,
+            },
+        )
+    )
+
+
+def create_vpc_store(kms: Any, endpoint: str, secret: str = XKS_SECRET) -> str:
+    """A store with VPC_ENDPOINT_SERVICE connectivity (each its own endpoint and service):
+    created without asking its proxy, which is first reached when it connects."""
+    return str(
+        kms.create_custom_key_store(
+            CustomKeyStoreName=f"xks-{secrets.token_hex(4)}",
+            CustomKeyStoreType="EXTERNAL_KEY_STORE",
+            XksProxyUriEndpoint=endpoint,
+            XksProxyUriPath=PATH,
+            XksProxyConnectivity="VPC_ENDPOINT_SERVICE",
+            XksProxyVpcEndpointServiceName=(
+                f"com.amazonaws.vpce.{REGION}.vpce-svc-{secrets.token_hex(9)[:17]}"
+            ),
             XksProxyAuthenticationCredential={
                 "AccessKeyId": XKS_KEY,
                 "RawSecretAccessKey": secret,
@@ -189,7 +220,7 @@ def test_connect_asks_the_proxys_health_with_the_stores_credential(kms, proxy, s
 
 def test_a_wrong_credential_fails_the_connection_with_invalid_credentials(kms):
     # AWS's ConnectionErrorCode for a credential the proxy does not accept (its 401).
-    store = create_store(kms, B_NAMES[1], secret=WRONG_SECRET)
+    store = create_vpc_store(kms, B_NAMES[1], secret=WRONG_SECRET)
     found = connect(kms, store)
     assert (found["ConnectionState"], found["ConnectionErrorCode"]) == (
         "FAILED",
@@ -199,7 +230,7 @@ def test_a_wrong_credential_fails_the_connection_with_invalid_credentials(kms):
 
 
 def test_a_corrected_credential_connects_after_a_failure(kms):
-    store = create_store(kms, B_NAMES[2], secret=WRONG_SECRET)
+    store = create_vpc_store(kms, B_NAMES[2], secret=WRONG_SECRET)
     assert connect(kms, store)["ConnectionState"] == "FAILED"
     kms.disconnect_custom_key_store(CustomKeyStoreId=store)
     kms.update_custom_key_store(
@@ -210,7 +241,7 @@ def test_a_corrected_credential_connects_after_a_failure(kms):
 
 
 def test_a_proxy_nobody_answers_is_not_reachable(kms):
-    found = connect(kms, create_store(kms, DOWN_NAME))
+    found = connect(kms, create_vpc_store(kms, DOWN_NAME))
     assert (found["ConnectionState"], found["ConnectionErrorCode"]) == (
         "FAILED",
         "XKS_PROXY_NOT_REACHABLE",
@@ -218,11 +249,37 @@ def test_a_proxy_nobody_answers_is_not_reachable(kms):
 
 
 def test_a_proxy_without_tls_is_an_invalid_tls_configuration(kms):
-    found = connect(kms, create_store(kms, TLS_NAME))
+    found = connect(kms, create_vpc_store(kms, TLS_NAME))
     assert (found["ConnectionState"], found["ConnectionErrorCode"]) == (
         "FAILED",
         "XKS_PROXY_INVALID_TLS_CONFIGURATION",
     )
+
+
+# --- CreateCustomKeyStore asks the proxy first -------------------------------------------------
+def test_create_asks_the_proxys_health_and_both_ledgers_record_it(kms, proxy, service):
+    answer = create_store_answer(kms, B_NAMES[6])
+    (health,) = b_records(proxy, request_id(answer), 1)
+    assert health["eventName"] == "GetHealthStatus" and "errorCode" not in health
+    assert health["requestParameters"]["requestMetadata"]["kmsOperation"] == (
+        "CreateCustomKeyStore"
+    )
+    assert health["userIdentity"]["accessKeyId"] == XKS_KEY
+    record = a_record(service, request_id(answer), "CreateCustomKeyStore")
+    assert record["responseElements"] == {"customKeyStoreId": answer["CustomKeyStoreId"]}
+    kms.delete_custom_key_store(CustomKeyStoreId=answer["CustomKeyStoreId"])  # 10 per Region
+
+
+def test_a_credential_the_proxy_refuses_creates_nothing_but_the_calls_record(kms, service):
+    with ledger_unchanged(service), pytest.raises(ClientError) as refused:
+        create_store(kms, B_NAMES[7], secret=WRONG_SECRET)
+    error = refused.value.response
+    assert error["Error"]["Code"] == "XksProxyIncorrectAuthenticationCredentialException"
+    record = a_record(service, request_id(error), "CreateCustomKeyStore")
+    assert record["errorCode"] == "XksProxyIncorrectAuthenticationCredentialException"
+    assert WRONG_SECRET not in str(record) + str(error)
+    # Never created: the endpoint and path are still free.
+    kms.delete_custom_key_store(CustomKeyStoreId=create_store(kms, B_NAMES[7]))
 
 
 def test_a_stores_proxy_endpoint_is_https_whatever_this_process_maps(kms):
@@ -459,9 +516,8 @@ def test_no_secret_or_plaintext_reaches_either_trail_or_the_log(kms, key, servic
     plaintext = secrets.token_hex(16).encode()
     sealed = kms.encrypt(KeyId=key["KeyId"], Plaintext=plaintext)
     kms.decrypt(CiphertextBlob=sealed["CiphertextBlob"])
-    assert connect(kms, create_store(kms, B_NAMES[5], secret=WRONG_SECRET))["ConnectionState"] == (
-        "FAILED"
-    )
+    failed = create_vpc_store(kms, B_NAMES[5], secret=WRONG_SECRET)
+    assert connect(kms, failed)["ConnectionState"] == "FAILED"
     text = str(a_record(service, request_id(sealed), "Encrypt")) + str(
         b_records(proxy, request_id(sealed), 1)
     )
