@@ -39,8 +39,11 @@ DISCONNECTED, DISCONNECTING = "DISCONNECTED", "DISCONNECTING"
 PUBLIC_ENDPOINT, VPC_ENDPOINT_SERVICE = "PUBLIC_ENDPOINT", "VPC_ENDPOINT_SERVICE"
 # AWS's quota: custom key stores per account and Region (not adjustable).
 MAX_STORES_PER_REGION = 10
-# The XKS settings a connected external key store may change (AWS: name and credential).
-XKS_CHANGEABLE_WHILE_CONNECTED = frozenset({"name", "xks_access_key_id"})
+# What a connected external key store may change (AWS's UpdateCustomKeyStore: its name,
+# XksProxyAuthenticationCredential and XksProxyUriPath "when it is in the CONNECTED or
+# DISCONNECTED state"; its endpoint, connectivity and VPC endpoint service only when
+# DISCONNECTED).
+XKS_CHANGEABLE_WHILE_CONNECTED = frozenset({"name", "xks_access_key_id", "xks_uri_path"})
 # What says how an external key store reaches its proxy ("secret": its credential's).
 PROXY_SETTINGS = frozenset(
     {
@@ -185,7 +188,7 @@ class CustomKeyStore(Aggregate):
         against what AWS allows in the store's state; empty when nothing.
 
         A CloudHSM key store changes only when DISCONNECTED; a connected external key store
-        may change its name and its proxy credential, nothing else."""
+        may change its name, its proxy credential and its proxy URI path, nothing else."""
         new_settings = {**self.settings, **settings}
         changed = {k for k, v in new_settings.items() if self.settings.get(k) != v}
         if name is not None and name != self.name:

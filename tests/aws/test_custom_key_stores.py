@@ -494,6 +494,23 @@ def test_a_connected_store_is_checked_before_its_credential_changes(kms, store_s
     assert describe(kms, store_id)["ConnectionState"] == "CONNECTED"
 
 
+def test_a_connected_external_store_may_change_its_proxy_path(kms):
+    # AWS: XksProxyUriPath "You can change this value when the external key store is
+    # connected or disconnected." (UpdateCustomKeyStore); its endpoint only disconnected.
+    store_id = xks_store(kms)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    assert settled(kms, store_id)["ConnectionState"] == "CONNECTED"
+    path = f"/{secrets.token_hex(4)}/kms/xks/v1"
+    kms.update_custom_key_store(CustomKeyStoreId=store_id, XksProxyUriPath=path)
+    store = describe(kms, store_id)
+    assert (store["ConnectionState"], store["XksProxyConfiguration"]["UriPath"]) == (
+        "CONNECTED",
+        path,
+    )
+    with aws_error("CustomKeyStoreInvalidStateException"):
+        kms.update_custom_key_store(CustomKeyStoreId=store_id, XksProxyUriEndpoint=XKS_VPC_ENDPOINT)
+
+
 def test_a_vpc_store_is_checked_on_update_only_while_connected(kms, store_service):
     store_id = vpc_store(kms)
     kms.connect_custom_key_store(CustomKeyStoreId=store_id)

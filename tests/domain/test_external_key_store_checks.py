@@ -85,6 +85,19 @@ def test_a_vpc_store_is_checked_on_update_only_while_connected() -> None:
     assert checked(store(VPC, connected=True), secret=True)
 
 
+def test_a_connected_store_may_change_its_name_credential_and_path_only() -> None:
+    connected = store(PUBLIC, connected=True)
+    assert connected.changes(
+        name="renamed", settings={"xks_uri_path": "/new/kms/xks/v1"}, secret_given=True
+    ) == {"name", "xks_uri_path", "secret"}
+    for change in (
+        {"xks_uri_endpoint": "https://xks2.example.com"},
+        {"xks_connectivity": "VPC_ENDPOINT_SERVICE"},
+    ):
+        with pytest.raises(CustomKeyStoreInvalidStateError):
+            connected.changes(name=None, settings=change, secret_given=False)
+
+
 def test_a_change_the_state_forbids_is_refused_before_any_check() -> None:
     with pytest.raises(CustomKeyStoreInvalidStateError):
         checked(store(PUBLIC, connected=True), xks_uri_endpoint="https://xks2.example.com")
