@@ -275,6 +275,8 @@ class XksClient:
         except httpx.HTTPError as error:
             failure = xks.TLS_FAILURE if _is_tls_failure(error) else xks.UNREACHABLE
             raise XksProxyError(failure, type(error).__name__) from None
+        except httpx.InvalidURL:  # a name AWS's pattern allows, no URL allows (999.1.1.1)
+            raise XksProxyError(xks.UNREACHABLE, "InvalidURL") from None
         return _answer(response)
 
 

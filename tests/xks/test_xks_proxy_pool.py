@@ -102,9 +102,16 @@ def test_a_check_uses_a_client_of_its_own_and_leaves_the_stores(proxy):
         clients.close()
 
 
-def test_a_check_of_a_name_nobody_answers_is_unreachable(proxy):
+@pytest.mark.parametrize(
+    "name",
+    [
+        "https://xks.invalid",  # never resolves (RFC 6761)
+        "https://999.1.1.1",  # AWS's pattern allows it; no URL does
+    ],
+)
+def test_a_check_of_a_name_nobody_answers_is_unreachable(proxy, name):
     clients = XksProxyPool(timeout=2.0, max_connections=1)  # no mapping: a real https name
-    where = XksProxyAddress(uuid.uuid4(), REGION, "https://xks.invalid", "/kms/xks/v1", KEY, b"")
+    where = XksProxyAddress(uuid.uuid4(), REGION, name, "/kms/xks/v1", KEY, b"")
     try:
         with pytest.raises(XksProxyError) as failed:
             checked(clients, where, Secret())
