@@ -195,15 +195,7 @@ class CustomKeyStoreOperations:
         entry = unique_entry(name, settings)
         calls = self.checks.calls(caller, "CreateCustomKeyStore")
         check = (
-            health_check(
-                store=aggregate_id,
-                region=caller.region,
-                settings=settings,
-                secret=secret,
-                sealed_secret=b"",
-                caller=caller,
-                operation=calls.operation,
-            )
+            _create_check(aggregate_id, settings, secret, caller)
             if store_type == EXTERNAL_KEY_STORE and proxy_checked_on_creation(settings)
             else None
         )
@@ -353,7 +345,7 @@ class CustomKeyStoreOperations:
                 name=request.name, settings=settings, secret_given=secret is not None
             )
             if store.proxy_checked_on_update(changed, settings):
-                self.checks.check(calls, self._update_check(store, settings, secret, caller))
+                self.checks.check(calls, _update_check(store, settings, secret, caller))
             sealed = (
                 self.vault.seal_for_key(store.id, SECRET_LABEL, secret.encode())
                 if secret is not None
@@ -370,20 +362,6 @@ class CustomKeyStoreOperations:
                 )
 
         await calls.run(self.runner, command)
-
-    @staticmethod
-    def _update_check(
-        store: CustomKeyStore, settings: dict[str, str], secret: str | None, caller: Caller
-    ) -> ProxyHealthCheck:
-        return health_check(
-            store=store.id,
-            region=store.region,
-            settings={**store.settings, **settings},
-            secret=secret,
-            sealed_secret=store.sealed_secret,
-            caller=caller,
-            operation="UpdateCustomKeyStore",
-        )
 
     def _changes(
         self, store: CustomKeyStore, request: StoreRequest
@@ -525,6 +503,38 @@ class CustomKeyStoreOperations:
 
         store_uuid = await self.runner.run(command)
         await asyncio.to_thread(self.vault.shred, store_uuid, self.clock.now())
+
+
+# ==== the checks of a store's proxy ===============================================
+def _create_check(
+    store: uuid.UUID, settings: dict[str, str], secret: str, caller: Caller
+) -> ProxyHealthCheck:
+    """CreateCustomKeyStore's GetHealthStatus, with the credential given."""
+    return health_check(
+        store=store,
+        region=caller.region,
+        settings=settings,
+        secret=secret,
+        sealed_secret=b"",
+        caller=caller,
+        operation="CreateCustomKeyStore",
+    )
+
+
+def _update_check(
+    store: CustomKeyStore, settings: dict[str, str], secret: str | None, caller: Caller
+) -> ProxyHealthCheck:
+    """UpdateCustomKeyStore's GetHealthStatus at the store's settings as they would be, with
+    the credential given, or the store's own."""
+    return health_check(
+        store=store.id,
+        region=store.region,
+        settings={**store.settings, **settings},
+        secret=secret,
+        sealed_secret=store.sealed_secret,
+        caller=caller,
+        operation="UpdateCustomKeyStore",
+    )
 
 
 # ==== checks that need no store ===================================================
