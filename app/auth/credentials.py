@@ -7,6 +7,7 @@ import contextlib
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -201,6 +202,21 @@ class IdentityDirectory:
         the SigV4 signing keys derived from them."""
         self._credentials.forget_all()
         forget_signing_keys()
+
+    def session_claim(
+        self, access_key_id: str, headers: Sequence[tuple[str, str]], query_string: str
+    ) -> RoleSession | None:
+        """The assumed-role session a refused request was signed for: its token is one this
+        service issued (its MAC verifies) for ``access_key_id``, expired or not. Whom the
+        refusal's record names; never a reason to accept the request."""
+        token = _session_token(IncomingRequest("", "", query_string, headers, b""))
+        if token is None:
+            return None
+        try:
+            session = decode_session_token(token, self._vault.session_token_mac)
+        except (AuthenticationError, ValueError, TypeError):
+            return None
+        return session if session.access_key_id == access_key_id else None
 
     def cached_credential(self, access_key_id: str) -> Credential | None:
         """The credential if this process holds it; never reads."""

@@ -673,8 +673,9 @@ class Auditor:
 
     async def authentication_failed(self, call: AuditedRequest, error: BaseException) -> None:
         """Record a call refused before its caller was known, when the access key it was
-        signed with is one of ours (an unknown key names nobody to attribute it to). The
-        record is bounded whatever was sent: see ``refusal_record``."""
+        signed with is one of ours: a stored access key, or temporary credentials whose
+        session token this service issued (an unknown key names nobody to attribute it
+        to). The record is bounded whatever was sent: see ``refusal_record``."""
         access_key_id, region = _credential_scope(call.headers, call.query_string)
         if not _ACCESS_KEY_ID.fullmatch(access_key_id) or isinstance(error, ThrottlingError):
             return  # a refusal for its rate is counted (app.auth.limiter), not recorded
@@ -682,15 +683,22 @@ class Auditor:
             credential = self.identity.cached_credential(access_key_id)
         else:
             credential = await self.identity.credential_async(access_key_id)
-        if credential is None:
-            return
+        session = None
+        if credential is None:  # temporary credentials: their token names the session
+            session = self.identity.session_claim(access_key_id, call.headers, call.query_string)
+            if session is None:
+                return
+            account_id, principal_arn = session.account_id, session.arn
+        else:
+            account_id, principal_arn = credential.account_id, credential.principal_arn
         claimed = Caller(
-            account_id=credential.account_id,
-            principal_arn=credential.principal_arn,
+            account_id=account_id,
+            principal_arn=principal_arn,
             access_key_id=access_key_id,
             region=region if is_region_name(region) else "",
             source_ip=_source_ip(call.source_ip),
             request_id=call.request_id,
+            session=session,
         )
         record = self.refusal_record(call, claimed, error)
 

@@ -235,3 +235,24 @@ def test_cloudtrail_names_the_assumed_role_and_its_session(service: Service) -> 
     assert any(
         json.loads(e["CloudTrailEvent"])["eventSource"] == "sts.amazonaws.com" for e in assumed
     )
+
+
+def test_a_refused_call_signed_with_temporary_credentials_is_recorded_for_the_session(
+    service: Service,
+) -> None:
+    role = new_role(service, trust(ADMIN_ARN), policies={"Kms": KMS_FULL_ACCESS})
+    answer = assume(service, role, "refused")
+    credentials = dict(answer["Credentials"], SecretAccessKey="not-the-session-secret")
+    kms, _ = session_clients(service, credentials)
+    with pytest.raises(ClientError) as raised:
+        kms.list_keys()
+    assert raised.value.response["Error"]["Code"] == "InvalidSignatureException"
+    access_key_id = answer["Credentials"]["AccessKeyId"]
+    events = service.client("cloudtrail").lookup_events(
+        LookupAttributes=[{"AttributeKey": "AccessKeyId", "AttributeValue": access_key_id}]
+    )["Events"]
+    refused = [json.loads(e["CloudTrailEvent"]) for e in events if e["EventName"] == "ListKeys"]
+    assert len(refused) == 1
+    assert refused[0]["errorCode"] == "InvalidSignatureException"
+    assert refused[0]["userIdentity"]["arn"] == answer["AssumedRoleUser"]["Arn"]
+    assert refused[0]["userIdentity"]["type"] == "AssumedRole"
