@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_REGIONS))
     scheduler_interval_seconds: float = Field(default=30.0, gt=0)
     log_level: str = "info"
+    #: ``text`` (for people) or ``json`` (one object a line, for a log pipeline).
+    log_format: str = "text"
     workers: int = Field(default=1, ge=1)
     #: Keys each process keeps in memory (aggregate, wrapping key, materials), least
     #: recently used first out. Bounds memory whatever the number of keys; a key out of
@@ -428,6 +430,14 @@ class Settings(BaseSettings):
         if not value or not re.fullmatch(r"[a-z0-9-]+", value):
             raise ValueError(f"invalid partition: {value!r}")
         return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        log_format = value.strip().lower()
+        if log_format not in ("text", "json"):
+            raise ValueError("log_format must be text or json")
+        return log_format
 
     @field_validator("log_level")
     @classmethod

@@ -52,6 +52,7 @@ from app.infrastructure.postgres.database import (
 )
 from app.ports import Command, CommandFailed, CommandHooks, NeedsLoad, NeedsOutsideCall
 from app.support.lru import BoundedLru
+from app.support.metrics import WriterPublisher
 from domain.errors import DependencyTimeoutError, DomainError, InternalError
 
 log = logging.getLogger("keyledger.writer")
@@ -79,6 +80,7 @@ class WriterStats:
     retries: int = 0  # attempts run again after the database failed to answer
     settled: int = 0  # commits whose connection was lost, found to have landed
     unavailable: int = 0  # commands answered 503: the database did not answer in time
+    cache_hits: int = 0  # aggregates a batch found in the cache (its misses are ``loads``)
 
 
 class UnitOfWork:
@@ -110,6 +112,7 @@ class UnitOfWork:
             raise NeedsLoad(aggregate_id)
         self.touched[aggregate_id] = cached
         self.accessed.append((cached, len(cached.pending_events)))
+        self._writer.stats.cache_hits += 1
         return cached
 
     def add(self, aggregate: Aggregate) -> None:
@@ -161,6 +164,7 @@ class LedgerWriter:
         self.stats = WriterStats()
         # Held while a batch runs; emptied() takes it so no batch is half-way through.
         self._batch_lock = asyncio.Lock()
+        self._metrics = WriterPublisher()
 
     # --- lifecycle ---------------------------------------------------------------
     async def start_async(self) -> None:
@@ -313,6 +317,7 @@ class LedgerWriter:
             except Exception:  # never let the writer die: answer and go on
                 log.exception("batch failed")
                 _answer_all(batch, InternalError("internal error"))
+            self._metrics.publish(self.stats)  # once per batch, not per command
 
     async def _process(self, batch: list[Entry]) -> None:
         live = [entry for entry in batch if not entry[1].done()]

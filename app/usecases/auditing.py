@@ -36,6 +36,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar, Token
@@ -57,6 +58,8 @@ from app.ports import (
     Unavailability,
     UnitOfWork,
 )
+from app.support.logs import CALLS_LOGGER
+from app.support.metrics import observe_call
 from domain.audit import (
     CLOUDTRAIL_SOURCE,
     CRYPTOGRAPHIC_CALLS,
@@ -77,6 +80,14 @@ if TYPE_CHECKING:
     from app.auth.credentials import IdentityDirectory
 
 log = logging.getLogger("keyledger.audit")
+calls_log = logging.getLogger(CALLS_LOGGER)
+SOURCE_LABELS = {  # the event source's short name in metrics and log lines
+    KMS_SOURCE: "kms",
+    CLOUDTRAIL_SOURCE: "cloudtrail",
+    IAM_SOURCE: "iam",
+    STS_SOURCE: "sts",
+    XKS_SOURCE: "xks",
+}
 T = TypeVar("T")
 
 # The botocore model a source's request parameters are shaped and redacted by. A source
@@ -429,7 +440,9 @@ class AuditedRequest:
         # principal of an IAM call) when it touches no key.
         self.resources: list[dict[str, str]] = []
         self.store: StoreFacts | None = None  # the custom key store it acted on, if any
+        self.key_arn: str | None = None  # the key its events were appended to, for its log line
         self._token: Token[AuditedRequest | None] | None = None
+        self._started = time.perf_counter()
 
     @property
     def caller(self) -> Caller | None:
@@ -461,6 +474,44 @@ class AuditedRequest:
                 await self._record_later(None)  # e.g. DisableKey on a disabled key
         except Exception as failure:  # the call's own answer matters more than its record
             log.error("call %s not recorded: %s", self.request_id, type(failure).__name__)
+        self._observe(error)
+
+    def _observe(self, error: BaseException | None) -> None:
+        """Count the call and its latency (app.support.metrics) and write its log line."""
+        seconds = time.perf_counter() - self._started
+        outcome = error_code_of(error)[0] if error is not None else "Success"
+        source = SOURCE_LABELS.get(self.event_source, "keyledger")
+        observe_call(source, self.event_name, outcome, seconds)
+        if calls_log.isEnabledFor(logging.INFO):
+            self._log(source, outcome, seconds)
+
+    def _log(self, source: str, outcome: str, seconds: float) -> None:
+        """The call's one line: who, what, on which key, how it ended; never a parameter,
+        message or body (docs/operations.md, "Logs")."""
+        caller = self.caller
+        key_arn = self.key_arn or next((r["arn"] for r in self.resources if "arn" in r), None)
+        fields = {
+            "request_id": self.request_id,
+            "source_ip": self.source_ip,
+            "principal_arn": caller.principal_arn if caller is not None else None,
+            "source": source,
+            "operation": self.event_name,
+            "key_arn": key_arn,
+            "outcome": outcome,
+            "latency_ms": round(seconds * 1000, 3),
+        }
+        calls_log.info(
+            "%s %s %s %.1fms principal=%s key=%s ip=%s request=%s",
+            source,
+            self.event_name,
+            outcome,
+            seconds * 1000,
+            fields["principal_arn"],
+            key_arn,
+            self.source_ip,
+            self.request_id,
+            extra={"call": fields},
+        )
 
     # --- records ---------------------------------------------------------------------------------
     def record(self, resources: list[dict[str, str]], error: BaseException | None) -> AuditedCall:
@@ -569,6 +620,7 @@ class _AuditedCommand(Generic[T]):
         if call.event_audited:
             if _appended(uow, start):  # its events are its record
                 uow.after_commit.append(lambda: setattr(call, "appended", True))
+                call.key_arn = _first_key_arn(uow, start)
             elif not call.appended:  # it changed nothing: the record made at the end names
                 call.resources = _resources(uow, start) or call.resources  # what it touched
         elif call.record_when_done:
@@ -597,6 +649,10 @@ class _AuditedCommand(Generic[T]):
 
 def _appended(uow: UnitOfWork, start: int) -> bool:
     return any(len(aggregate.pending_events) > count for aggregate, count in uow.accessed[start:])
+
+
+def _first_key_arn(uow: UnitOfWork, start: int) -> str | None:
+    return next((a.arn for a, _ in uow.accessed[start:] if isinstance(a, Key)), None)
 
 
 def _store(uow: UnitOfWork, start: int) -> StoreFacts | None:

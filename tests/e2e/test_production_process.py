@@ -63,7 +63,7 @@ def test_encrypt_and_decrypt_through_two_workers_land_in_the_audit_trail(workdir
             # The projection process builds the Merkle log; one worker signs its head.
             metrics = httpx.get(endpoint + "/metrics", timeout=10).text
             assert "keyledger_ledger_verification_failed 0" in metrics, metrics
-            return "keyledger_ledger_checkpoint_lag_seconds 0.000000" in metrics
+            return "keyledger_ledger_checkpoint_lag_seconds 0.0\n" in metrics
 
         assert eventually(under_a_signed_checkpoint, timeout=30, poll=0.2), process.output()
     finally:

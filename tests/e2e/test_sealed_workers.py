@@ -142,17 +142,16 @@ class SealedService:
         return found
 
     def commands_per_worker(self) -> dict[int, float]:
-        """keyledger_writer_commands_total of each worker (its /metrics, new connections)."""
-        found: dict[int, float] = {}
-        for _ in range(TRIES):
-            with httpx.Client() as client:
-                text = client.get(self.endpoint + "/metrics", timeout=30).text
-            pid = re.search(r"^keyledger_process_id (\d+)$", text, re.MULTILINE)
-            done = re.search(r"^keyledger_writer_commands_total (\S+)$", text, re.MULTILINE)
-            assert pid and done, text
-            found[int(pid.group(1))] = float(done.group(1))
-            if len(found) == WORKERS:
-                break
+        """The commands each live worker's writer ran (keyledger_worker_commands, one
+        series a worker in any worker's /metrics)."""
+        text = httpx.get(self.endpoint + "/metrics", timeout=30).text
+        found = {
+            int(pid): float(value)
+            for pid, value in re.findall(
+                r'^keyledger_worker_commands\{pid="(\d+)"\} (\S+)$', text, re.MULTILINE
+            )
+        }
+        assert found, text
         return found
 
 

@@ -90,7 +90,6 @@ STOP_TIMEOUT_S = 20.0
 PROJECTION_TIMEOUT_S = 900.0
 MAX_KEYS_PASS_S = 900.0  # give up using every key once after this long
 PROGRESS_EVERY_S = 5.0
-METRICS_POLLS = 40
 TARGET_AUDIT_LAG_S = 1.0
 TARGET_CHECKPOINT_LAG_S = 2.0  # newest event not yet under a signed checkpoint (issue 13)
 TARGET_LOG_COST = 0.05  # throughput the Merkle log may cost at c=64 (issue 13)
@@ -371,24 +370,10 @@ class Server:
         return total
 
     def metrics(self) -> dict[str, float]:
-        """The service's /metrics counters summed over its worker processes (empty for
-        servers without them). Each poll is answered by whichever worker accepts it, so
-        poll until every worker (``keyledger_process_id``) has answered."""
-        by_process: dict[float, dict[str, float]] = {}
-        for _ in range(METRICS_POLLS):
-            values = self._metrics_once()
-            if not values:
-                break
-            by_process[values.get("keyledger_process_id", 0.0)] = values
-            if len(by_process) >= self.workers:
-                break
-        if len(by_process) < self.workers:
-            return {}  # a worker never answered: no sums rather than wrong ones
-        summed: dict[str, float] = {}
-        for values in by_process.values():
-            for name, value in values.items():
-                summed[name] = summed.get(name, 0.0) + value
-        return summed
+        """The service's /metrics values (empty for servers without them). Its counters
+        are totals over every worker process (prometheus_client's multiprocess mode), so
+        one scrape, whichever worker answers it, is enough."""
+        return self._metrics_once()
 
     def _metrics_once(self) -> dict[str, float]:
         try:

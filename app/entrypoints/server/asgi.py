@@ -9,6 +9,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from app.bootstrap import Runtime
 from app.entrypoints.aws_json.handler import TARGET_PREFIX as KMS_TARGET_PREFIX
 from app.entrypoints.aws_json.handler import AwsJsonHandler
@@ -30,6 +33,7 @@ from app.entrypoints.xks.handler import XksConfig, XksHandler
 from app.infrastructure.postgres.database import bounded_waits
 from app.infrastructure.seal_control import SupervisedSeal
 from app.settings import load_settings
+from app.support.metrics import exposition
 from app.usecases.sts import SecurityTokenService
 from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE, STS_SOURCE
 from domain.errors import RequestTooLargeError, SealedError
@@ -186,68 +190,51 @@ class KeyLedgerApp:
                 return
 
     async def _metrics(self, send: Any) -> None:
-        """Prometheus text format: the writer's group-commit counters."""
-        stats = self.runtime.writer.stats
-        lines = [
-            "# TYPE keyledger_writer_commands_total counter",
-            f"keyledger_writer_commands_total {stats.commands}",
-            "# HELP keyledger_process_id the worker process that answered (one per worker)",
-            "# TYPE keyledger_process_id gauge",
-            f"keyledger_process_id {os.getpid()}",
-            "# TYPE keyledger_writer_batches_total counter",
-            f"keyledger_writer_batches_total {stats.batches}",
-            "# TYPE keyledger_writer_events_total counter",
-            f"keyledger_writer_events_total {stats.events}",
-            "# TYPE keyledger_writer_conflicts_total counter",
-            f"keyledger_writer_conflicts_total {stats.conflicts}",
-            "# TYPE keyledger_writer_commit_seconds_total counter",
-            f"keyledger_writer_commit_seconds_total {stats.commit_seconds:.6f}",
-            "# HELP keyledger_writer_retries_total batch attempts run again after the "
-            "database failed to answer",
-            "# TYPE keyledger_writer_retries_total counter",
-            f"keyledger_writer_retries_total {stats.retries}",
-            "# HELP keyledger_writer_settled_total lost commits found to have landed",
-            "# TYPE keyledger_writer_settled_total counter",
-            f"keyledger_writer_settled_total {stats.settled}",
-            "# HELP keyledger_writer_unavailable_total commands answered 503: no database",
-            "# TYPE keyledger_writer_unavailable_total counter",
-            f"keyledger_writer_unavailable_total {stats.unavailable}",
-            "# HELP keyledger_database_available 0 while the writer waits for the database",
-            "# TYPE keyledger_database_available gauge",
-            f"keyledger_database_available {int(self.runtime.writer.available)}",
-        ]
+        """Prometheus text format: every worker's counts (app.support.metrics) and what
+        this process reads now (lags, the ledger's verification, the sealed state)."""
         # All bounded, and read at once: the page answers within the longest bound.
         gaps, lag, checkpoint_lag = await asyncio.gather(
             self.runtime.projection_gaps(), self.runtime.audit_lag(), self.runtime.checkpoint_lag()
         )
+        read_now: list[Metric] = [
+            _gauge("keyledger_process_id", "the worker process that answered", os.getpid()),
+            _gauge(
+                "keyledger_database_available",
+                "0 while the writer waits for the database",
+                int(self.runtime.writer.available),
+            ),
+            _gauge("keyledger_sealed", "1 while the root key is sealed", int(self.runtime.sealed)),
+        ]
         if gaps is not None:
-            lines += [
-                "# HELP keyledger_projection_events_set_aside events a view could not apply"
-                " and set aside (projection_dead_letters)",
-                "# TYPE keyledger_projection_events_set_aside gauge",
-            ] + [
-                f'keyledger_projection_events_set_aside{{projection="{name}"}} {gap.count}'
-                for name, gap in gaps.items()
-            ]
+            set_aside = GaugeMetricFamily(
+                "keyledger_projection_events_set_aside",
+                "events a view could not apply and set aside (projection_dead_letters)",
+                labels=["projection"],
+            )
+            for name, gap in gaps.items():
+                set_aside.add_metric([name], gap.count)
+            read_now.append(set_aside)
         if self.runtime.audit is not None:  # (its lag is NaN when the store did not answer)
-            lines += [
-                "# HELP keyledger_audit_lag_seconds newest event time minus newest audited",
-                "# TYPE keyledger_audit_lag_seconds gauge",
-                f"keyledger_audit_lag_seconds {lag:.6f}",
-            ]
-        lines += _ledger_lines(self.runtime, checkpoint_lag)
-        body = ("\n".join(lines) + "\n").encode()
+            read_now.append(
+                _gauge("keyledger_audit_lag_seconds", "newest event time minus newest audited", lag)
+            )
+        read_now += _ledger_metrics(self.runtime, checkpoint_lag)
+        body = await asyncio.to_thread(exposition, read_now)  # reads every worker's files
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"text/plain; version=0.0.4")],
+                "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())],
             }
         )
         await send({"type": "http.response.body", "body": body})
 
 
-def _ledger_lines(runtime: Runtime, checkpoint_lag: float) -> list[str]:
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _ledger_metrics(runtime: Runtime, checkpoint_lag: float) -> list[Metric]:
     """The verifiable ledger's gauges (docs/verifiable-ledger.md); none with the log off."""
     status = runtime.ledger_status()
     if status is None:
@@ -255,26 +242,36 @@ def _ledger_lines(runtime: Runtime, checkpoint_lag: float) -> list[str]:
     signed = runtime.checkpointer.signed if runtime.checkpointer is not None else 0
     failed = int(bool(status.failure or status.signer_problem))
     return [
-        "# HELP keyledger_ledger_verification_failed 1 once this process found the ledger"
-        " tampered with (see /readyz and the log)",
-        "# TYPE keyledger_ledger_verification_failed gauge",
-        f"keyledger_ledger_verification_failed {failed}",
-        "# HELP keyledger_ledger_checkpoint_size the newest checkpoint this process verified",
-        "# TYPE keyledger_ledger_checkpoint_size gauge",
-        f"keyledger_ledger_checkpoint_size {status.checkpoint_size}",
-        "# HELP keyledger_ledger_verified_size leaves this process recomputed from the events",
-        "# TYPE keyledger_ledger_verified_size gauge",
-        f"keyledger_ledger_verified_size {status.verified_size}",
-        "# HELP keyledger_ledger_sampled_total older leaves this process checked by sampling",
-        "# TYPE keyledger_ledger_sampled_total counter",
-        f"keyledger_ledger_sampled_total {status.sampled}",
-        "# HELP keyledger_ledger_checkpoints_signed_total checkpoints this process signed",
-        "# TYPE keyledger_ledger_checkpoints_signed_total counter",
-        f"keyledger_ledger_checkpoints_signed_total {signed}",
-        "# HELP keyledger_ledger_checkpoint_lag_seconds age of the oldest event not yet under"
-        " a signed checkpoint",
-        "# TYPE keyledger_ledger_checkpoint_lag_seconds gauge",
-        f"keyledger_ledger_checkpoint_lag_seconds {checkpoint_lag:.6f}",
+        _gauge(
+            "keyledger_ledger_verification_failed",
+            "1 once this process found the ledger tampered with (see /readyz and the log)",
+            failed,
+        ),
+        _gauge(
+            "keyledger_ledger_checkpoint_size",
+            "the newest checkpoint this process verified",
+            status.checkpoint_size,
+        ),
+        _gauge(
+            "keyledger_ledger_verified_size",
+            "leaves this process recomputed from the events",
+            status.verified_size,
+        ),
+        CounterMetricFamily(
+            "keyledger_ledger_sampled",
+            "older leaves this process checked by sampling",
+            value=status.sampled,
+        ),
+        CounterMetricFamily(
+            "keyledger_ledger_checkpoints_signed",
+            "checkpoints this process signed",
+            value=signed,
+        ),
+        _gauge(
+            "keyledger_ledger_checkpoint_lag_seconds",
+            "age of the oldest event not yet under a signed checkpoint",
+            checkpoint_lag,
+        ),
     ]
 
 

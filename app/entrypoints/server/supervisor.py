@@ -32,6 +32,7 @@ import time
 from typing import TYPE_CHECKING
 
 from app.settings import Settings, load_settings
+from app.support.logs import configure_logging
 
 if TYPE_CHECKING:  # imported only by a service with a Shamir-sealed key
     from app.entrypoints.server.seal_relay import SealRelay
@@ -118,6 +119,7 @@ class Supervised:
             if self._stopping.is_set():
                 return
             log.warning("%s exited (%s); restarting", self.name, code)
+            _forget_live_metrics(self._process.pid)
             if self._stopping.wait(RESTART_DELAY_S):
                 return
             self._spawn()
@@ -140,10 +142,21 @@ class Supervised:
             process.wait()
 
 
+def _forget_live_metrics(pid: int) -> None:
+    """A dead worker's live gauges leave /metrics; its counts stay in the totals."""
+    from app.support.metrics import mark_process_dead
+
+    try:
+        mark_process_dead(pid)
+    except OSError as error:  # a metrics file gone already: nothing to forget
+        log.warning("metrics of process %s not cleaned up: %s", pid, error)
+
+
 def prepare(settings: Settings) -> None:
     """Migrate, bootstrap the administrator and print its credentials (in a child)."""
     from app.entrypoints.cli.main import prepare_database
 
+    configure_logging(settings.log_level, settings.log_format)
     prepare_database(settings)
 
 
@@ -151,8 +164,12 @@ def main() -> int:
     from app.entrypoints.server.workers import PortInUseError, hold_port
     from app.infrastructure.postgres.database import resolve_database_url
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    # Before any child starts: each then counts into the directory every worker sums.
+    from app.support.metrics import prepare_multiprocess_directory
+
+    prepare_multiprocess_directory(settings.data_dir)
     try:
         # Held (bound, never listening) for the supervisor's life: no other service can
         # take the port, and it gives the workers the port when 0 asked for any.
@@ -172,6 +189,7 @@ def main() -> int:
     )
     child.start()
     child.join()
+    _forget_live_metrics(child.pid or 0)
     if child.exitcode != 0:
         print("keyledger run: migration or bootstrap failed", file=sys.stderr)
         return 1

@@ -14,7 +14,6 @@ in the environment.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
 import sys
@@ -22,6 +21,7 @@ import tempfile
 from typing import IO
 
 from app.settings import load_settings
+from app.support.logs import configure_logging
 
 LINUX = sys.platform.startswith("linux")
 
@@ -129,13 +129,8 @@ def main() -> int:
     from app.entrypoints.server.http_protocol import CoalescingHttpToolsProtocol
 
     settings = load_settings()
-    # Uvicorn configures its own loggers only: without this, KeyLedger's warnings reached
-    # stderr through Python's last-resort handler, with no time, level or logger name.
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # a line per reconnect
+    # Every logger, uvicorn's too, in the configured format (app.support.logs).
+    configure_logging(settings.log_level, settings.log_format)
     sock = reuse_port_socket(settings.host, settings.port)
     config = uvicorn.Config(
         "app.entrypoints.server.asgi:create_app",
@@ -143,6 +138,7 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through ours
         lifespan="on",
         access_log=False,
         proxy_headers=False,

