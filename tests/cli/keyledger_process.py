@@ -183,7 +183,7 @@ def answering_process(endpoint: str) -> int:
     """The pid of the worker that answers a request on a new connection."""
     with httpx.Client() as client:  # one connection, closed after
         metrics = client.get(endpoint + "/metrics", timeout=10).text
-    found = re.search(r"^keyledger_process_id (\d+)$", metrics, re.MULTILINE)
+    found = re.search(r"^keyledger_process_id (\d+)(?:\.0)?$", metrics, re.MULTILINE)
     assert found, metrics
     return int(found.group(1))
 

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -179,3 +180,17 @@ def test_no_plaintext_credential_or_bootstrap_secret_reaches_the_logs(service: S
         for shown in (secret, base64.b64encode(secret)):
             assert shown.decode() not in output
     assert base64.b64encode(blob).decode() not in output
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_service_exports(service: Service) -> None:
+    kms = service.kms()
+    kms.encrypt(KeyId=kms.create_key()["KeyMetadata"]["KeyId"], Plaintext=b"x")
+    exported = set(re.findall(r"^(keyledger_\w+)", _scrape_text(service), re.MULTILINE))
+    dashboard = (Path(__file__).parents[2] / "docs" / "grafana" / "keyledger.json").read_text()
+    used = set(re.findall(r"keyledger_\w+", dashboard)) - {"keyledger"}
+    assert used, "the dashboard reads no metric"
+    assert used <= exported, used - exported
+
+
+def _scrape_text(service: Service) -> str:
+    return httpx.get(service.endpoint + "/metrics", timeout=30).text
