@@ -101,9 +101,20 @@ def mark_process_dead(pid: int) -> None:
 
 
 def observe_call(source: str, operation: str, outcome: str, seconds: float) -> None:
-    """Count one answered call and its latency (the per-request work: one of each)."""
-    REQUESTS.labels(source, operation, outcome).inc()
-    REQUEST_SECONDS.labels(source, operation, outcome).observe(seconds)
+    """Count one answered call and its latency (the per-request work: one of each).
+    The caller bounds the labels' values (an operation name is one of the protocol's)."""
+    series = _series.get((source, operation, outcome))
+    if series is None:
+        series = _series[(source, operation, outcome)] = (
+            REQUESTS.labels(source, operation, outcome),
+            REQUEST_SECONDS.labels(source, operation, outcome),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
+
+
+# Each label set's series, looked up once (labels() takes a lock and builds a key per call).
+_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
 @dataclass

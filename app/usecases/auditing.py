@@ -33,6 +33,7 @@ hand over what they parsed; they never shape records.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
@@ -379,6 +380,13 @@ def refused_operation(event_source: str, name: str) -> str:
     return name if known else UNKNOWN_OPERATION
 
 
+@functools.lru_cache(maxsize=1024)
+def _operation_label(event_source: str, name: str) -> str:
+    """The operation as a metric label: one of its protocol's, never whatever a request
+    named (the series a caller could make must be bounded)."""
+    return refused_operation(event_source, name)
+
+
 def refusal_message(message: str) -> str | None:
     """The constant part of a refusal's message, or None when it has none."""
     return next((text for text in REFUSAL_MESSAGES if message.startswith(text)), None)
@@ -481,11 +489,12 @@ class AuditedRequest:
         seconds = time.perf_counter() - self._started
         outcome = error_code_of(error)[0] if error is not None else "Success"
         source = SOURCE_LABELS.get(self.event_source, "keyledger")
-        observe_call(source, self.event_name, outcome, seconds)
+        operation = _operation_label(self.event_source, self.event_name)
+        observe_call(source, operation, outcome, seconds)
         if calls_log.isEnabledFor(logging.INFO):
-            self._log(source, outcome, seconds)
+            self._log(source, operation, outcome, seconds)
 
-    def _log(self, source: str, outcome: str, seconds: float) -> None:
+    def _log(self, source: str, operation: str, outcome: str, seconds: float) -> None:
         """The call's one line: who, what, on which key, how it ended; never a parameter,
         message or body (docs/operations.md, "Logs")."""
         caller = self.caller
@@ -495,7 +504,7 @@ class AuditedRequest:
             "source_ip": self.source_ip,
             "principal_arn": caller.principal_arn if caller is not None else None,
             "source": source,
-            "operation": self.event_name,
+            "operation": operation,
             "key_arn": key_arn,
             "outcome": outcome,
             "latency_ms": round(seconds * 1000, 3),
@@ -503,7 +512,7 @@ class AuditedRequest:
         calls_log.info(
             "%s %s %s %.1fms principal=%s key=%s ip=%s request=%s",
             source,
-            self.event_name,
+            operation,
             outcome,
             seconds * 1000,
             fields["principal_arn"],

@@ -19,7 +19,7 @@ CHECKPOINT_LAG = "keyledger_ledger_checkpoint_lag_seconds"
 
 
 def _pattern(metric: str) -> re.Pattern[bytes]:
-    return re.compile(rb"^" + metric.encode() + rb" ([0-9.eE+-]+|nan)$", re.MULTILINE)
+    return re.compile(rb"^" + metric.encode() + rb" ([0-9.eE+-]+|nan|NaN)$", re.MULTILINE)
 
 
 class LagSampler:
@@ -49,7 +49,7 @@ class LagSampler:
                     found = self._pattern.search(client.get(self.url).content)
                 except httpx.HTTPError:
                     continue
-                if found and found.group(1) != b"nan":
+                if found and found.group(1).lower() != b"nan":  # (prometheus_client writes NaN)
                     self.samples.append(float(found.group(1)))
 
     def summary(self) -> dict[str, float] | None:
