@@ -76,9 +76,11 @@ CACHE_LOOKUPS = Counter(
     "Keys and other aggregates a batch asked the writer's cache for, by result (hit, miss)",
     ["cache", "result"],
 )
+# Labelled, so that a process whose writer ran nothing (the projection's) has no series.
 WORKER_COMMANDS = Gauge(
     "keyledger_worker_commands",
     "Commands each live worker's writer ran (pid label under --workers N)",
+    ["writer"],
     multiprocess_mode="liveall",
 )
 
@@ -141,7 +143,7 @@ class WriterPublisher:
         commands = current.get("commands", 0.0) - last.get("commands", 0.0)
         if commands > 0:
             BATCH_SIZE.observe(commands)
-            WORKER_COMMANDS.set(current.get("commands", 0.0))
+            WORKER_COMMANDS.labels("ledger").set(current.get("commands", 0.0))
         committed = current.get("commit_seconds", 0.0) - last.get("commit_seconds", 0.0)
         if committed > 0:
             BATCH_COMMIT_SECONDS.observe(committed)

@@ -146,9 +146,9 @@ class SealedService:
         series a worker in any worker's /metrics)."""
         text = httpx.get(self.endpoint + "/metrics", timeout=30).text
         found = {
-            int(pid): float(value)
-            for pid, value in re.findall(
-                r'^keyledger_worker_commands\{pid="(\d+)"\} (\S+)$', text, re.MULTILINE
+            int(re.search(r'pid="(\d+)"', labels).group(1)): float(value)  # type: ignore[union-attr]
+            for labels, value in re.findall(
+                r"^keyledger_worker_commands\{([^}]*)\} (\S+)$", text, re.MULTILINE
             )
         }
         assert found, text
