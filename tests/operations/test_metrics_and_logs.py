@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,9 +72,17 @@ class Service:
         return sum(counts), int(float(pid.group(1)))
 
     def call_lines(self) -> list[dict[str, Any]]:
-        """The JSON log lines of calls so far."""
+        """The JSON log lines of calls so far (a thread writes them after the answers:
+        read once the output stops growing)."""
+        output, deadline = self.process.output(), time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            newer = self.process.output()
+            if newer == output:
+                break
+            output = newer
         lines = []
-        for line in self.process.output().splitlines():
+        for line in output.splitlines():
             if line.startswith("{"):
                 document = json.loads(line)
                 if document.get("logger") == "keyledger.calls":
