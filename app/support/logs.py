@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from app.support.metrics import LOG_LINES_DROPPED
+
 LOG_FORMATS = frozenset({"text", "json"})
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CALLS_LOGGER = "keyledger.calls"
@@ -56,8 +58,9 @@ def formatter(log_format: str) -> logging.Formatter:
 
 class BackgroundHandler(QueueHandler):
     """Hands each record to a thread that formats and writes it: a call's line costs the
-    event loop a record and a put, never a format or a write. ``dropped`` counts the
-    records refused while MAX_WAITING_RECORDS waited."""
+    event loop a record and a put, never a format or a write. ``dropped`` (and the
+    metric keyledger_log_lines_dropped_total) counts the records refused while
+    MAX_WAITING_RECORDS waited."""
 
     def __init__(self, waiting: queue.Queue[logging.LogRecord]) -> None:
         super().__init__(waiting)
@@ -71,6 +74,7 @@ class BackgroundHandler(QueueHandler):
             self.queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
+            LOG_LINES_DROPPED.inc()
 
 
 _listener: QueueListener | None = None

@@ -76,6 +76,10 @@ CACHE_LOOKUPS = Counter(
     "Keys and other aggregates a batch asked the writer's cache for, by result (hit, miss)",
     ["cache", "result"],
 )
+LOG_LINES_DROPPED = Counter(
+    "keyledger_log_lines_dropped",
+    "Log lines dropped because 100,000 were already waiting for the writing thread",
+)
 # Labelled, so that a process whose writer ran nothing (the projection's) has no series.
 WORKER_COMMANDS = Gauge(
     "keyledger_worker_commands",
