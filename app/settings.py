@@ -12,6 +12,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -64,6 +65,15 @@ _XKS_KEY_ID_RE = re.compile(r"[A-Za-z0-9]{4,128}")
 _PRINCIPAL_RE = re.compile(r"arn:[a-z0-9-]+:iam::\d{12}:\S+")
 # AWS's XksProxyUriEndpoint (botocore's model): HTTPS, a host name, no port, no path.
 _XKS_ENDPOINT_RE = re.compile(r"https://[a-zA-Z0-9.-]+")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container's cpuset sets
+    it), at least one."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _comma_separated(value: str) -> list[str]:
@@ -166,7 +176,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     #: ``text`` (for people) or ``json`` (one object a line, for a log pipeline).
     log_format: str = "text"
-    workers: int = Field(default=1, ge=1)
+    #: Worker processes of ``keyledger run``. Unset: one per core this process may use
+    #: (one in emulator mode, whose reset must reach every cache).
+    workers: int = Field(default_factory=lambda: available_cores(), ge=1)
     #: Keys each process keeps in memory (aggregate, wrapping key, materials), least
     #: recently used first out. Bounds memory whatever the number of keys; a key out of
     #: the cache is read back in bulk with others (~0.3 ms a batch) on its next use.
@@ -482,6 +494,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "bootstrap_access_key_id and bootstrap_secret_access_key must be set together"
             )
+        if self.emulator and "workers" not in self.model_fields_set:
+            self.workers = 1
         if self.emulator and self.workers > 1:
             # A reset empties one process's caches; other workers would keep stale ones.
             raise ValueError("KEYLEDGER_EMULATOR runs one process: set KEYLEDGER_WORKERS=1")

@@ -6,7 +6,6 @@ import base64
 import contextlib
 import re
 import secrets
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from app.ports import (
     UnitOfWork,
     Vault,
 )
+from app.support.request_ids import new_request_id
 from domain.actors import Actor
 from domain.errors import (
     AccessDeniedError,
@@ -78,7 +78,7 @@ class Caller:
     region: str
     source_ip: str = ""
     user_agent: str = ""
-    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    request_id: str = field(default_factory=new_request_id)
     # Set when a trusted service principal signed for ``principal_arn``: the kms:ViaService
     # value ("ec2.us-east-1.amazonaws.com") and the service principal that signed.
     via_service: str = ""
@@ -272,7 +272,7 @@ class IdentityDirectory:
             region=verified.region,
             source_ip=source_ip,
             user_agent=user_agent,
-            request_id=request_id or str(uuid.uuid4()),
+            request_id=request_id or new_request_id(),
         )
         signer = await self._principals.get(caller.principal_arn)
         service_name = signer.service_name if signer is not None else None
@@ -315,7 +315,7 @@ class IdentityDirectory:
             region=verified.region,
             source_ip=source_ip,
             user_agent=user_agent,
-            request_id=request_id or str(uuid.uuid4()),
+            request_id=request_id or new_request_id(),
             session=session,
         )
         on_behalf_of = [v for k, v in request.headers if k.lower() == ON_BEHALF_OF_HEADER]

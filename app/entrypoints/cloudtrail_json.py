@@ -11,7 +11,6 @@ use case (app/usecases/auditors.py) and shapes the answer; the call itself is au
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws.errors import aws_error, error_document
 from app.entrypoints.aws_json.asgi import respond as _respond
 from app.entrypoints.aws_json.shapes import parse_request
+from app.support.request_ids import new_request_id
 from domain.audit import (
     CLOUDTRAIL_SOURCE,
     InvalidEventCategoryError,
@@ -166,7 +166,7 @@ class CloudTrailHandler:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         target = next((v for k, v in headers if k.lower() == "x-amz-target"), "")
         name = target[len(TARGET_PREFIX) :]
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         client = scope.get("client") or ("", 0)
         user_agent = next((v for k, v in headers if k.lower() == "user-agent"), "")
         query_string = scope.get("query_string", b"").decode("latin-1")

@@ -38,7 +38,6 @@ import ipaddress
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from app.ports import (
 )
 from app.support.logs import CALLS_LOGGER
 from app.support.metrics import observe_call
+from app.support.request_ids import new_request_id
 from domain.audit import (
     CLOUDTRAIL_SOURCE,
     CRYPTOGRAPHIC_CALLS,
@@ -422,7 +422,7 @@ class AuditedRequest:
         self.auditor = auditor
         self.event_name = event_name[:128] or "UnknownOperation"
         self.event_source = event_source
-        self.request_id = request_id or str(uuid.uuid4())
+        self.request_id = request_id or new_request_id()
         self.headers = headers
         self.query_string = query_string
         self.source_ip = source_ip

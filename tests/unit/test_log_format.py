@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import queue
 
-from app.support.logs import CALLS_LOGGER, BackgroundHandler, formatter
+from app.support.logs import CALLS_LOGGER, BackgroundHandler, LineWriter, formatter
 from app.support.metrics import LOG_LINES_DROPPED
 
 
@@ -34,11 +35,36 @@ def test_the_text_format_is_one_human_line() -> None:
 
 
 def test_a_full_queue_drops_and_counts_a_line_instead_of_waiting() -> None:
-    waiting: queue.Queue[logging.LogRecord] = queue.Queue(2)
-    handler = BackgroundHandler(waiting)
+    waiting: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = BackgroundHandler(waiting, limit=2)
     before = LOG_LINES_DROPPED._value.get()
     for _ in range(5):
         handler.handle(_record())
     assert waiting.qsize() == 2
     assert handler.dropped == 3
     assert LOG_LINES_DROPPED._value.get() - before == 3
+
+
+def test_the_writing_thread_writes_every_waiting_line_in_order_before_it_stops() -> None:
+    waiting: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    stream = io.StringIO()
+    writer = LineWriter(waiting, stream, logging.Formatter("%(message)s"))
+    handler = BackgroundHandler(waiting)
+    for number in range(2_500):  # more than one write's worth
+        handler.handle(logging.LogRecord("t", logging.INFO, "", 0, "line %d", (number,), None))
+    writer.start()
+    writer.stop()
+    assert not writer.is_alive()
+    assert stream.getvalue().splitlines() == [f"line {n}" for n in range(2_500)]
+
+
+def test_a_record_that_cannot_be_formatted_costs_its_own_line_only() -> None:
+    waiting: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    stream = io.StringIO()
+    writer = LineWriter(waiting, stream, logging.Formatter("%(message)s"))
+    waiting.put(logging.LogRecord("lib", logging.INFO, "", 0, "%d items", ("x",), None))
+    waiting.put(logging.LogRecord("t", logging.INFO, "", 0, "after", (), None))
+    writer.start()
+    writer.stop()
+    lines = stream.getvalue().splitlines()
+    assert lines == ["(unformattable log record from lib: TypeError)", "after"]

@@ -7,7 +7,6 @@ use case of the KeyService, and shapes the answer. It decides nothing itself.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
@@ -28,6 +27,7 @@ from app.entrypoints.aws_json.grants import OPERATIONS as GRANT_OPERATIONS
 from app.entrypoints.aws_json.keys import OPERATIONS as KEY_OPERATIONS
 from app.entrypoints.aws_json.multi_region import OPERATIONS as MULTI_REGION_OPERATIONS
 from app.entrypoints.aws_json.shapes import parse_request
+from app.support.request_ids import new_request_id
 from app.usecases.auditing import Auditor
 from app.usecases.keys import KeyService
 from domain.errors import DomainError, UnknownOperationError
@@ -75,7 +75,7 @@ class AwsJsonHandler:
         if name == NOOP:
             await _respond(send, 200, b"{}", "")
             return
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         try:
             async with self._audit(name or target, scope, headers, body, request_id) as audit:
                 caller = audit.caller = await self._authenticate(scope, headers, body, request_id)

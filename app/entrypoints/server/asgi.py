@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +33,7 @@ from app.infrastructure.postgres.database import bounded_waits
 from app.infrastructure.seal_control import SupervisedSeal
 from app.settings import load_settings
 from app.support.metrics import exposition
+from app.support.request_ids import new_request_id
 from app.usecases.sts import SecurityTokenService
 from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE, STS_SOURCE
 from domain.errors import RequestTooLargeError, SealedError
@@ -125,7 +125,7 @@ class KeyLedgerApp:
             close = False
         worker = ((PROCESS_HEADER.encode(), str(os.getpid()).encode()),)
         await answer_error(
-            send, protocol, SealedError(), str(uuid.uuid4()), close=close, headers=worker
+            send, protocol, SealedError(), new_request_id(), close=close, headers=worker
         )
 
     def _protocol(self, scope: dict[str, Any]) -> Protocol | None:
@@ -142,7 +142,7 @@ class KeyLedgerApp:
     ) -> None:
         """Answer an oversized request, after a bounded record of it (app.usecases.auditing) when it
         names one of our access keys."""
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         auditor = self.runtime.auditor
         if auditor is not None:
             source, name = self._operation(protocol, scope)

@@ -152,11 +152,24 @@ def _forget_live_metrics(pid: int) -> None:
         log.warning("metrics of process %s not cleaned up: %s", pid, error)
 
 
+CONFIGURATION_ERROR = 2  # the exit status of a setting to fix, as ``keyledger run`` alone
+
+
 def prepare(settings: Settings) -> None:
-    """Migrate, bootstrap the administrator and print its credentials (in a child)."""
+    """Check the root key's settings, migrate, bootstrap the administrator and print its
+    credentials (in a child). A root key that cannot be opened exits CONFIGURATION_ERROR
+    with the reason, before the database is touched, as one process would."""
+    from app.bootstrap import root_key_from_settings
     from app.entrypoints.cli.main import prepare_database
+    from app.infrastructure.root_keys import RootKeyError, close_root_key
 
     configure_logging(settings.log_level, settings.log_format)
+    if not settings.sealed_root_key:  # a sealed key is read from the database, then unsealed
+        try:
+            close_root_key(root_key_from_settings(settings))
+        except RootKeyError as error:
+            print(f"error: root key: {error}", file=sys.stderr, flush=True)
+            sys.exit(CONFIGURATION_ERROR)
     prepare_database(settings)
 
 
@@ -190,6 +203,8 @@ def main() -> int:
     child.start()
     child.join()
     _forget_live_metrics(child.pid or 0)
+    if child.exitcode == CONFIGURATION_ERROR:
+        return CONFIGURATION_ERROR
     if child.exitcode != 0:
         print("keyledger run: migration or bootstrap failed", file=sys.stderr)
         return 1

@@ -10,7 +10,6 @@ the query protocol's XML error shape.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from app.entrypoints.sts.wire import (
     respond,
     result_xml,
 )
+from app.support.request_ids import new_request_id
 from domain.audit import IAM_SOURCE, STS_SOURCE
 from domain.errors import DomainError, UnknownOperationError, ValidationError
 
@@ -74,7 +74,7 @@ class StsHandler:
         action, version = form.get("Action", ""), form.get("Version", "")
         iam = version == IAM_VERSION
         namespace = IAM_NAMESPACE if iam else STS_NAMESPACE
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         client = scope.get("client") or ("", 0)
         user_agent = next((v for k, v in headers if k.lower() == "user-agent"), "")
         query_string = scope.get("query_string", b"").decode("latin-1")

@@ -12,7 +12,6 @@ nothing itself.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +25,7 @@ from app.auth.sigv4 import IncomingRequest, check_region, verify_request
 from app.entrypoints.server.request_limits import read_body
 from app.entrypoints.xks.errors import XksMethodError, XksRouteError, xks_error
 from app.infrastructure.postgres.database import bounded_waits
+from app.support.request_ids import new_request_id
 from app.usecases.auditing import Auditor
 from app.usecases.external_keys import ExternalCiphertext, ExternalKeyOperations
 from domain import xks
@@ -81,7 +81,7 @@ class XksHandler:
         return self.paths.match(path) is not None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         try:
             body = await read_body(scope, receive, MAX_BODY)
         except RequestTooLargeError:
