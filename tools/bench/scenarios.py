@@ -746,7 +746,7 @@ class Suite:
             lag = sampling.enter_context(LagSampler(servers[0].url)) if servers else None
             checkpoint_lag = (
                 sampling.enter_context(
-                    LagSampler(servers[0].url, interval=0.5, metric=CHECKPOINT_LAG)
+                    LagSampler(servers[0].url, interval=1.0, metric=CHECKPOINT_LAG)
                 )
                 if servers
                 else None
