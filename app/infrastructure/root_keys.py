@@ -65,6 +65,8 @@ def root_key_id(root_key: bytes) -> str:
 class AesGcmRootKey:
     """A root key held in this process's memory (file, environment, development key)."""
 
+    in_process = True  # wraps and unwraps in microseconds, without I/O
+
     def __init__(self, key: bytes) -> None:
         if len(key) != ROOT_KEY_BYTES:
             raise RootKeyError(f"a root key is {ROOT_KEY_BYTES} bytes")
@@ -145,6 +147,12 @@ def parts(key: RootKey) -> list[RootKey]:
     if isinstance(key, RotatingRootKey):
         return [found for part in (key.current, *key.previous) for found in parts(part)]
     return [key]
+
+
+def opens_in_process(key: RootKey) -> bool:
+    """Whether every provider of ``key`` wraps and unwraps in this process's memory (a
+    token's call may take milliseconds, and is kept off an event loop)."""
+    return all(getattr(part, "in_process", False) for part in parts(key))
 
 
 def retire_previous(key: RootKey) -> list[str]:

@@ -468,6 +468,8 @@ class ShamirRootKey:
     ``previous``: the whole seal is a previous key of a rotation to a file or token key
     (KEYLEDGER_SHAMIR_PREVIOUS); then, once no row is under it, retiring it deletes it."""
 
+    in_process = True  # once unsealed, the key is in memory (sealed, it refuses at once)
+
     def __init__(self, seal: Seal, database_url: str, *, previous: bool = False) -> None:
         self._seal = seal
         self._url = database_url

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn, Protocol
+from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -46,6 +46,7 @@ from app.infrastructure.root_keys import (
     AesGcmRootKey,
     RootKey,
     RootKeyError,
+    opens_in_process,
     retire_previous,
     wrap_with_id,
 )
@@ -54,6 +55,7 @@ from app.support.lru import BoundedLru
 from domain.keys import KeyMaterial
 
 log = logging.getLogger("keyledger.vault")
+_T = TypeVar("_T")
 
 IDENTITY_WRAPPING_KEY_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
 # The ledger's checkpoint-signing key (app/infrastructure/ledger_signing.py): its 32 bytes
@@ -442,13 +444,17 @@ class Vault:
 
     def _keep_row(self, owner_id: uuid.UUID, wrapped: Any) -> bytes | None:
         """Cache a wrapping_keys row's key (or that it has none: never made, or shredded)."""
-        if wrapped is None:
+        key = None if wrapped is None else self._unwrap_under_root(owner_id, bytes(wrapped))
+        self._keep_opened(owner_id, key)
+        return key
+
+    def _keep_opened(self, owner_id: uuid.UUID, key: bytes | None) -> None:
+        """Cache a row's unwrapped key, or that the row has none."""
+        if key is None:
             self._wrapping_keys.pop(owner_id)
             self._absent.put(owner_id, True)
-            return None
-        key = self._unwrap_under_root(owner_id, bytes(wrapped))
+            return
         self._keep_wrapping_key(owner_id, key)
-        return key
 
     def _keep_wrapping_key(self, owner_id: uuid.UUID, key: bytes) -> None:
         self._wrapping_keys.put(owner_id, _Unwrapped(key, time.monotonic()))
@@ -469,8 +475,9 @@ class Vault:
         self._forget_done(owner_ids)  # a key read again is checked again
         missing = [owner_id for owner_id in owner_ids if owner_id not in self._wrapping_keys]
         if missing:
-            for owner_id, wrapped in await self._rows.read_live_on(conn, missing):
-                self._keep_row(owner_id, wrapped)
+            rows = await self._rows.read_live_on(conn, missing)
+            for owner_id, key in await self._off_loop(self._open_rows, rows):
+                self._keep_opened(owner_id, key)
         work, self._deferred = list(self._deferred.values()), {}
         for item in work:
             await self._run_deferred(conn, item)
@@ -492,11 +499,30 @@ class Vault:
             self._done.put((SHRED_IMPORTED, owner), work.parent or owner)
             return
         if work.kind == IMPORT:
-            await self._rows.replace_imported_on(conn, self._new_row(owner, work.parent))
+            row = await self._off_loop(self._new_row, owner, work.parent)
+            await self._rows.replace_imported_on(conn, row)
             self._done.pop((SHRED_IMPORTED, owner))
             self._done.put((IMPORT, owner), work.parent or owner)
-        create = self._new_row(owner) if work.kind == CREATE else None
-        self._keep_row(owner, await self._rows.read_on(conn, owner, create=create))
+        create = await self._off_loop(self._new_row, owner) if work.kind == CREATE else None
+        wrapped = await self._rows.read_on(conn, owner, create=create)
+        for owner_id, key in await self._off_loop(self._open_rows, [(owner, wrapped)]):
+            self._keep_opened(owner_id, key)
+
+    async def _off_loop(self, work: Callable[..., _T], *args: Any) -> _T:
+        """``work`` (wrapping or unwrapping under the root key) in a thread when the root
+        key is a token's, whose calls take milliseconds; in line when it is in memory."""
+        if opens_in_process(self._root):
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
+
+    def _open_rows(
+        self, rows: Sequence[tuple[uuid.UUID, Any]]
+    ) -> list[tuple[uuid.UUID, bytes | None]]:
+        """Each row's wrapping key unwrapped (None for a row without one)."""
+        return [
+            (owner, None if wrapped is None else self._unwrap_under_root(owner, bytes(wrapped)))
+            for owner, wrapped in rows
+        ]
 
     def committed(self, _notification_id: int, events: list[Any]) -> None:
         """A writer commit listener: what was done for a key's commands is done with."""

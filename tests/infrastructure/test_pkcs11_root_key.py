@@ -4,6 +4,7 @@ The service running on it: tests/security/test_hsm_root_key_service.py."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pkcs11 import exceptions as p11
 
 from app.bootstrap import root_key_from_settings
 from app.infrastructure import pkcs11_root_key as module
+from app.infrastructure.memory.wrapping_keys import MemoryWrappingKeys
 from app.infrastructure.pkcs11_root_key import (
     FORMAT,
     Pkcs11Config,
@@ -28,6 +30,8 @@ from app.infrastructure.pkcs11_root_key import (
     create_hsm_key,
 )
 from app.infrastructure.root_keys import AesGcmRootKey, RootKeyError, RotatingRootKey
+from app.infrastructure.vault import Vault, WrappingKeyRow
+from app.ports import NeedsLoad
 from app.settings import load_settings
 from tests.support.softhsm import SoftHsm, new_label, softhsm_token
 
@@ -278,3 +282,43 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --- the writer's event loop never waits on the token -------------------------------------
+def test_the_writers_loop_hands_token_calls_to_a_thread(token: SoftHsm) -> None:
+    """Keys read into the writer's cache (prefetch) and keys created there are unwrapped
+    and wrapped by the token in a thread: a token call takes milliseconds (a network HSM
+    more), and the writer shares the event loop with every request."""
+    with root_key(token) as hsm:
+        threads: list[threading.Thread] = []
+        unwrap, wrap = hsm.unwrap, hsm.wrap
+
+        def recording_unwrap(owner: uuid.UUID, wrapped: bytes) -> bytes:
+            threads.append(threading.current_thread())
+            return unwrap(owner, wrapped)
+
+        def recording_wrap(owner: uuid.UUID, key: bytes) -> bytes:
+            threads.append(threading.current_thread())
+            return wrap(owner, key)
+
+        hsm.unwrap, hsm.wrap = recording_unwrap, recording_wrap  # type: ignore[method-assign]
+        store = MemoryWrappingKeys()
+        stored = [uuid.uuid4() for _ in range(3)]  # rows another process left
+        store.insert_many(
+            [WrappingKeyRow(o, wrap(o, secrets.token_bytes(32)), hsm.key_id) for o in stored]
+        )
+        vault = Vault(hsm, store)
+        created = uuid.uuid4()
+
+        async def as_the_writer() -> threading.Thread:
+            with pytest.raises(NeedsLoad):  # not held: left to the writer's prefetch
+                vault.seal_for_key(created, b"test", b"data")
+            await vault.prefetch(None, [*stored, created])
+            for owner in (*stored, created):  # now held: answered on the loop at once
+                sealed = vault.seal_for_key(owner, b"test", b"data")
+                assert vault.open_for_key(owner, b"test", sealed) == b"data"
+            return threading.current_thread()
+
+        loop_thread = asyncio.run(as_the_writer())
+        assert len(threads) == len(stored) + 2  # three unwraps; the new key wrapped, unwrapped
+        assert loop_thread not in threads
