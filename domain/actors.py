@@ -35,9 +35,13 @@ class Actor:
 
     def record(self) -> ActorRecord:
         """The dict an event stores: the given fields, in declaration order."""
-        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not None}
+        return {name: value for name in _ACTOR_FIELDS if (value := getattr(self, name)) is not None}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Actor:
         """The actor a stored record describes (unknown keys are refused)."""
         return cls(**{name: str(value) for name, value in record.items()})
+
+
+# In declaration order; looked up once (dataclasses.fields() builds a tuple per call).
+_ACTOR_FIELDS = tuple(f.name for f in fields(Actor))

@@ -6,6 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 from domain.errors import InvalidAliasNameError, InvalidArnError, NotFoundError, ValidationError
 
@@ -74,7 +75,7 @@ class KeyReference:
         if self.is_alias:
             return None
         if KEY_ID_PATTERN.match(self.name):
-            return uuid.UUID(self.name)
+            return _uuid_of(self.name)
         return multi_region_aggregate_id(self.name, self.region)
 
 
@@ -173,3 +174,9 @@ def principal_aggregate_id(principal_arn: str) -> uuid.UUID:
 
 def access_key_aggregate_id(access_key_id: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, f"access-key:{access_key_id}")
+
+
+@lru_cache(maxsize=4096)
+def _uuid_of(key_id: str) -> uuid.UUID:
+    """A key id's UUID: parsed once for the keys in use (two parses a call otherwise)."""
+    return uuid.UUID(key_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from domain.conditions import NULL, Condition, condition_value_text, parse_operator
@@ -83,6 +83,12 @@ class PolicyDocument:
     kind: str  # KEY_POLICY or IDENTITY_POLICY
     version: str | None
     statements: tuple[Statement, ...]
+
+    @cached_property
+    def unconditional(self) -> bool:
+        """Whether no statement has a Condition: its verdict on a request then depends
+        only on the principal, action and resource (the authorization decision cache)."""
+        return not any(statement.conditions for statement in self.statements)
 
     def named_principals(self) -> frozenset[str]:
         """Every AWS principal ARN the document names (for the principals-exist check)."""

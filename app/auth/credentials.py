@@ -265,6 +265,9 @@ class IdentityDirectory:
             if not self.limiter.charge(source_ip):
                 raise self.limiter.refuse(source_ip) from error
             raise
+        signer = await self._principals.get(credential.principal_arn)
+        service_name = signer.service_name if signer is not None else None
+        on_behalf_of = [v for k, v in request.headers if k.lower() == ON_BEHALF_OF_HEADER]
         caller = Caller(
             account_id=credential.account_id,
             principal_arn=credential.principal_arn,
@@ -273,12 +276,11 @@ class IdentityDirectory:
             source_ip=source_ip,
             user_agent=user_agent,
             request_id=request_id or new_request_id(),
+            # Its service's name only once it acts for itself (_acting_for sets it then).
+            service_name=(service_name or "") if not on_behalf_of else "",
         )
-        signer = await self._principals.get(caller.principal_arn)
-        service_name = signer.service_name if signer is not None else None
-        on_behalf_of = [v for k, v in request.headers if k.lower() == ON_BEHALF_OF_HEADER]
         if not on_behalf_of:
-            return replace(caller, service_name=service_name or "")
+            return caller
         return await self._acting_for(caller, service_name, on_behalf_of, request)
 
     def _verify_session(

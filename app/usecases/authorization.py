@@ -53,6 +53,8 @@ ACCESS_DENIED = "AccessDeniedException"
 # (one small read per principal per interval); changes made here are seen at once.
 PRINCIPAL_REFRESH_SECONDS = 1.0
 PRINCIPAL_CACHE_SIZE = 100_000
+DECISION_CACHE_SIZE = 10_000  # allow decisions kept (caller, action, key and their policies)
+DECISION_CACHE_MAX_GRANTS = 32  # a key with more grants is decided afresh each time
 LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."
 ConditionValue = str | Sequence[str]
 
@@ -192,6 +194,8 @@ class AccessControl:
         self._refreshed: BoundedLru[uuid.UUID, bool] = BoundedLru(
             PRINCIPAL_CACHE_SIZE, ttl=PRINCIPAL_REFRESH_SECONDS
         )
+        # Allow decisions that depend on nothing but their key (_decision_key).
+        self._allowed: BoundedLru[tuple[Any, ...], Decision] = BoundedLru(DECISION_CACHE_SIZE)
 
     # ==== identity policies ====================================================================
     def principal(self, uow: UnitOfWork, principal_arn: str) -> Principal | None:
@@ -286,6 +290,51 @@ class AccessControl:
             _read_before_denying(uow, key, principal)
         return authorization, decision
 
+    def _decision_key(
+        self,
+        uow: UnitOfWork,
+        caller: Caller,
+        action: str,
+        key: Key | None,
+        request: AccessRequest | None,
+        resource_arn: str | None,
+    ) -> tuple[Any, ...] | None:
+        """What an allow decision depends on, when nothing else can change it; None when
+        it must be decided afresh: a statement with a Condition (it may read the time, the
+        source address, the encryption context...), a grant with constraints, a grant
+        operation (its own grant is an input), or a key with many grants.
+
+        The key holds the inputs themselves (the policies' texts, the grants' ids, the
+        principal's identity policies), not versions of them: a changed policy or grant is
+        another key, so no event has to invalidate anything, and a decision is never
+        served stale. The principal is refreshed as decide() refreshes it."""
+        if key is None or (request is not None and (request.new_grant or request.target_grant)):
+            return None
+        grants = key.grants
+        if len(grants) > DECISION_CACHE_MAX_GRANTS or any(
+            record.get("constraints") for record in grants.values()
+        ):
+            return None
+        if not self._key_policy(key).unconditional:  # type: ignore[union-attr]
+            return None
+        principal = self.principal(uow, caller.policy_principal_arn)
+        identity = self.identity_policies(principal)
+        if not all(policy.unconditional for policy in identity):
+            return None
+        return (
+            caller.principal_arn,
+            caller.account_id,
+            caller.policy_principal_arn,
+            caller.service_name,
+            action,
+            key.arn,
+            key.account_id,
+            resource_arn,
+            key.policy,
+            tuple(sorted(principal.policies.items())) if principal is not None else (),
+            tuple(grants),
+        )
+
     def _key_policy(self, key: Key | None) -> PolicyDocument | None:
         if key is None:
             return None
@@ -308,9 +357,16 @@ class AccessControl:
         without a key, ``resource_arn`` (default "*") is what identity policies must allow.
         """
         self.check_grant_tokens(caller)
+        cache_key = self._decision_key(uow, caller, action, key, request, resource_arn)
+        if cache_key is not None:
+            cached = self._allowed.get(cache_key)
+            if cached is not None:
+                return cached
         authorization, decision = self.decide(
             uow, caller, action, key, request, alias_name=alias_name, resource_arn=resource_arn
         )
+        if decision.allowed and cache_key is not None:
+            self._allowed.put(cache_key, decision)
         if not decision.allowed:
             self.deny(
                 caller,
