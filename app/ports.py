@@ -430,6 +430,13 @@ class AuditStore(Protocol):
         """(operation, used at, event id, request id) of the key's last use, or None."""
         ...
 
+    def usage_by_hour(
+        self, key_arn: str, start: datetime, end: datetime, account: str | None
+    ) -> list[tuple[datetime, str, int, int]]:
+        """(hour, operation, requests, errors) of the key's calls in [start, end), oldest
+        first; only a key of ``account`` when one is given."""
+        ...
+
     def report(
         self,
         name: str,
