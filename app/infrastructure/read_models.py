@@ -92,6 +92,14 @@ class AuditReads:
                 (key_id,),
             ).fetchone()
 
+    def who_can_decrypt_as_of(
+        self, key_id: uuid.UUID, at: datetime, account: str | None, now: datetime
+    ) -> reports.Report | None:
+        found = self._time_travel.key_as_of(key_id, at)
+        if found is None or (account is not None and found.account_id != account):
+            return None
+        return reports.who_can_decrypt(self._pool, account, now, str(key_id), as_of=found)
+
     def usage_by_hour(
         self, key_arn: str, start: datetime, end: datetime, account: str | None
     ) -> list[tuple[datetime, str, int, int]]:

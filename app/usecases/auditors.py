@@ -198,6 +198,23 @@ class AuditService:
             raise NotFoundError(f"Key '{key_id}' did not exist at {at.isoformat()}")
         return found
 
+    async def who_can_decrypt_as_of(
+        self, caller: Caller | None, key_id: str, at: datetime
+    ) -> reports.Report:
+        """The who-can-decrypt report under the key policy and grants the key had at
+        ``at`` (identity policies as they are now)."""
+        account = await self.scope(caller)
+        key_uuid = _key_uuid(key_id, caller)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        await self._current()
+        found = await asyncio.to_thread(
+            self.store.who_can_decrypt_as_of, key_uuid, at, account, self.clock.now()
+        )
+        if found is None:
+            raise NotFoundError(f"Key '{key_id}' did not exist at {at.isoformat()}")
+        return found
+
     # ==== usage per hour ======================================================================
     async def key_usage_by_hour(
         self, caller: Caller | None, key_arn: str, hours: int = USAGE_HOURS

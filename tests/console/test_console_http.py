@@ -4,6 +4,7 @@ who sees what, escaping, and the records its use leaves (docs/console.md)."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -215,3 +216,35 @@ def test_opening_a_key_is_recorded_as_the_api_calls_it_makes(
     described = _trail(service, "DescribeKey", auditor)
     assert any(r["requestParameters"] == {"keyId": key_id} for r in described)
     _trail(service, "ListGrants", auditor)
+
+
+def test_who_can_decrypt_as_of_a_date_uses_the_policy_the_key_had_then(
+    service: Service, identities: Identities
+) -> None:
+    account = identities.account()
+    admin = identities.principal(
+        account, policies={"All": policy(allow(), allow("cloudtrail:LookupEvents"))}
+    )
+    later = identities.principal(account, name=f"added-later-{uuid.uuid4().hex[:6]}", role=True)
+    key_id = admin.kms.create_key(Description="as of")["KeyMetadata"]["KeyId"]
+    document = json.loads(admin.kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+    document["Statement"].append(
+        {
+            "Sid": "AddedLater",
+            "Effect": "Allow",
+            "Principal": {"AWS": later.arn},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+        }
+    )
+    admin.kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(document))
+    created = next(iter(service.runtime.service.keys.history.history(uuid.UUID(key_id)))).timestamp
+
+    console = signed_in(service, admin)
+    now = console.get(f"/keys/{key_id}").text
+    then = console.get(f"/keys/{key_id}", as_of=created.isoformat()).text
+
+    assert later.arn in now.split('id="access"')[1].split("As of a date")[0]
+    access_then = then.split("As of a date")[1].split("<h4>")[0]
+    assert later.arn not in access_then
+    assert "identity policies as they are now" in access_then

@@ -499,7 +499,7 @@ class Console:
             parameters={"reportName": "who-can-decrypt", "key": key.arn},
         )
         as_of_text = _field(request.query_params.get("as_of"))
-        as_of = as_of_error = None
+        as_of = as_of_error = who_then = who_then_error = None
         if as_of_text:
             moment = _parse_time(as_of_text)
             if moment is None:
@@ -512,6 +512,18 @@ class Console:
                     source=KEYLEDGER_SOURCE,
                     parameters={"keyId": key.arn, "at": moment.isoformat()},
                 )
+                if as_of is not None:
+                    who_then, who_then_error = await self.attempt(
+                        view,
+                        "GetComplianceReport",
+                        lambda c: audit.who_can_decrypt_as_of(c, key.arn, moment),
+                        source=KEYLEDGER_SOURCE,
+                        parameters={
+                            "reportName": "who-can-decrypt",
+                            "key": key.arn,
+                            "at": moment.isoformat(),
+                        },
+                    )
         return self.page(
             view,
             "key.html",
@@ -540,6 +552,8 @@ class Console:
             as_of=as_of,
             as_of_policy=pretty_policy(as_of.policy) if as_of is not None else "",
             as_of_error=as_of_error,
+            who_then=who_then,
+            who_then_error=who_then_error,
         )
 
     # ==== the trail ==========================================================================

@@ -30,4 +30,4 @@ class NoAuditStore:
         raise AuditTrailNotInMemory(WHY)
 
     wait_for_current = find_events = iter_events = key_as_of = last_usage = _refuse
-    usage_by_hour = report = _refuse
+    usage_by_hour = who_can_decrypt_as_of = report = _refuse
