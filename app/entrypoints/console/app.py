@@ -182,14 +182,8 @@ class Console:
         return response
 
     def _set_session_cookie(self, request: Request, response: Response, token: str) -> None:
-        response.set_cookie(
-            SESSION_COOKIE,
-            token,
-            max_age=int(self.sessions.idle.total_seconds()),
-            path=PREFIX,
-            httponly=True,
-            secure=request.url.scheme == "https",
-            samesite="strict",
+        set_cookie(
+            response, request, SESSION_COOKIE, token, int(self.sessions.idle.total_seconds())
         )
 
     async def view(self, request: Request) -> View | None:
@@ -265,15 +259,7 @@ class Console:
             caller=None,
             active="sign_in.html",
         )
-        response.set_cookie(
-            SIGN_IN_CSRF_COOKIE,
-            csrf,
-            max_age=3600,
-            path=PREFIX,
-            httponly=True,
-            secure=request.url.scheme == "https",
-            samesite="strict",
-        )
+        set_cookie(response, request, SIGN_IN_CSRF_COOKIE, csrf, 3600)
         return response
 
     async def sign_in(self, request: Request) -> Response:
@@ -732,6 +718,20 @@ class Console:
 
 
 KEY_STATES = ("Enabled", "Disabled", "PendingDeletion", "PendingImport", "Unavailable")
+
+
+def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
+    """The console's cookies: HttpOnly, SameSite=Strict, only under /console, and Secure
+    when the request came over TLS (behind a proxy: as the server was told it did)."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=PREFIX,
+        httponly=True,
+        secure=request.url.scheme == "https",
+        samesite="strict",
+    )
 
 
 def _matches(row: dict[str, Any], filters: dict[str, str]) -> bool:
