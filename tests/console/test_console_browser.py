@@ -146,7 +146,10 @@ def test_a_keys_page_shows_its_timeline_and_policy_diff(page: Any, scene: Scene)
     assert "AllowPaymentsDecrypt" in added.all_inner_texts().__str__()
     assert "batch-reader" in page.locator("#grants").inner_text()
     assert page.locator("#usage svg rect.bar").count() == 48
-    shoot(page, "key")
+    shoot(page, "key", full=False)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#policy").screenshot(path=str(SHOTS / "console-key-policy.png"))
+    page.locator("#usage").screenshot(path=str(SHOTS / "console-key-usage.png"))
 
 
 def test_the_trail_is_searched_by_event_name_and_shows_each_records_json(
