@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -248,3 +249,39 @@ def test_who_can_decrypt_as_of_a_date_uses_the_policy_the_key_had_then(
     access_then = then.split("As of a date")[1].split("<h4>")[0]
     assert later.arn not in access_then
     assert "identity policies as they are now" in access_then
+
+
+def test_hostile_paths_and_queries_never_fail_the_console(
+    service: Service, auditor: Principal
+) -> None:
+    console = signed_in(service, auditor)
+    odd = ["\x00", "%00", "x" * 5000, "alias/../../etc", "💥" * 300, "'\"><svg onload=1>", " "]
+    in_paths = [quote(value, safe="/") for value in odd]
+    paths = [f"/keys/{value}" for value in in_paths] + [f"/reports/{value}" for value in in_paths]
+    queries = (
+        [("/keys", {"q": value, "state": value, "marker": value, "spec": value}) for value in odd]
+        + [
+            ("/trail", {"next_token": value, "start": value, "end": value, "event_name": value})
+            for value in odd
+        ]
+        + [("/reports/unused-keys", {"days": value}) for value in odd]
+        + [("/reports/cost", {"month": value}) for value in odd]
+        + [("/reports/who-can-decrypt", {"key": value}) for value in odd]
+        + [("/trail", {"start": "2026-02-01", "end": "2026-01-01"})]
+    )
+
+    answers = [console.http.get("/console" + path) for path in paths]
+    answers += [console.get(path, **params) for path, params in queries]
+
+    assert [a.status_code for a in answers if a.status_code >= 500] == []
+    for answer in answers:
+        assert "<svg onload" not in answer.text
+
+
+def test_a_sign_in_with_an_unknown_access_key_is_refused_without_a_record(
+    console: Console,
+) -> None:
+    answer = console.sign_in("AKLGNOSUCHKEY0000001", "whatever")
+
+    assert answer.status_code == 401
+    assert "Sign-in failed" in answer.text
