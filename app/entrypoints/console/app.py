@@ -23,6 +23,7 @@ import hmac
 import itertools
 import json
 import logging
+import os
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,7 @@ T = TypeVar("T")
 
 PREFIX = "/console"
 SESSION_COOKIE = "keyledger_console"
+PROCESS_HEADER = "x-keyledger-process-id"  # as the REST API's operator routes say it
 SIGN_IN_CSRF_COOKIE = "keyledger_console_csrf"
 MAX_FORM_BYTES = 8192
 MAX_FIELD = 2048  # longest filter or form value taken (longer: cut)
@@ -179,6 +181,7 @@ class Console:
             **context,
         )
         self._set_session_cookie(view.request, response, view.session.token)
+        response.headers[PROCESS_HEADER] = str(os.getpid())  # which worker answered
         return response
 
     def _set_session_cookie(self, request: Request, response: Response, token: str) -> None:
