@@ -1,5 +1,6 @@
-"""A key's history as people read it: its state timeline (every event but its uses) and
-its policy's versions (who set which text, when), from the key's own events.
+"""A key's history as people read it: its state timeline (every event but its uses), its
+policy's versions (who set which text, when) and its material versions, from the key's own
+events.
 
 Pure: the events come from ``KeyManagement.key_timeline`` (authorized like DescribeKey).
 What an entry shows is fail-closed: plain values only, never key material or bytes.
@@ -39,11 +40,23 @@ class PolicyVersion:
 
 
 @dataclass(frozen=True)
+class MaterialVersion:
+    """A version of the key's material, as the event that brought it names it."""
+
+    version: int  # the material's version (written into ciphertext headers)
+    material_id: str
+    created: datetime
+    event: str  # Created, Rotated, MaterialImported, ...
+    rotation_type: str | None
+
+
+@dataclass(frozen=True)
 class KeyTimeline:
     entries: list[TimelineEntry]  # oldest first, uses left out
     policies: list[PolicyVersion]  # oldest first: the creation's policy, then each change
     uses: int  # Used events read (and left out)
     truncated: bool  # the history was longer than was read
+    materials: list[MaterialVersion] = field(default_factory=list)  # oldest first
 
 
 def actor_arn(event: Any) -> str:
@@ -57,6 +70,7 @@ def key_timeline(events: Iterable[Any], *, truncated: bool = False) -> KeyTimeli
     """The timeline and policy versions of a key's events (oldest first)."""
     entries: list[TimelineEntry] = []
     policies: list[PolicyVersion] = []
+    materials: list[MaterialVersion] = []
     uses = 0
     for event in events:
         name = type(event).__name__
@@ -73,6 +87,17 @@ def key_timeline(events: Iterable[Any], *, truncated: bool = False) -> KeyTimeli
                 details=public_details(event),
             )
         )
+        material = getattr(event, "material", None)
+        if isinstance(material, KeyMaterial):
+            materials.append(
+                MaterialVersion(
+                    version=material.version,
+                    material_id=material.material_id,
+                    created=material.created,
+                    event=name,
+                    rotation_type=material.rotation_type,
+                )
+            )
         policy = getattr(event, "policy", None)
         if isinstance(policy, str) and policy:
             policies.append(
@@ -83,7 +108,7 @@ def key_timeline(events: Iterable[Any], *, truncated: bool = False) -> KeyTimeli
                     policy=policy,
                 )
             )
-    return KeyTimeline(entries, policies, uses, truncated)
+    return KeyTimeline(entries, policies, uses, truncated, materials)
 
 
 def public_details(event: Any) -> dict[str, Any]:

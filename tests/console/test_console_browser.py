@@ -145,6 +145,9 @@ def test_a_keys_page_shows_its_timeline_and_policy_diff(page: Any, scene: Scene)
     added = diff.locator("tr.diff-insert, tr.diff-replace")
     assert "AllowPaymentsDecrypt" in added.all_inner_texts().__str__()
     assert "batch-reader" in page.locator("#grants").inner_text()
+    materials = page.locator("#materials").inner_text()
+    assert "Material versions" in materials
+    assert "ON_DEMAND" in materials
     assert page.locator("#usage svg rect.bar").count() == 48
     shoot(page, "key", full=False)
     SHOTS.mkdir(parents=True, exist_ok=True)

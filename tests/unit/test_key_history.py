@@ -64,3 +64,21 @@ def test_an_events_details_never_show_key_material_or_bytes() -> None:
     details = public_details(event)
 
     assert details == {"material": {"version": 2, "material_id": "ab" * 32}}
+
+
+def test_material_versions_come_from_the_events_that_brought_them() -> None:
+    first = KeyMaterial(
+        version=1, material_id="01" * 32, wrapped=b"w", created=T0, rotation_type=None
+    )
+    second = KeyMaterial(
+        version=2, material_id="02" * 32, wrapped=b"w", created=T0, rotation_type="AUTOMATIC"
+    )
+    events = [_event("Created", 1, material=first), _event("Rotated", 2, material=second)]
+
+    materials = key_timeline(events).materials
+
+    assert [(m.version, m.material_id, m.event) for m in materials] == [
+        (1, "01" * 32, "Created"),
+        (2, "02" * 32, "Rotated"),
+    ]
+    assert materials[1].rotation_type == "AUTOMATIC"
