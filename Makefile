@@ -2,7 +2,7 @@
 #
 #   make run     install (if needed) and run the service (embedded PostgreSQL by default)
 #   make test    install dev tools and SoftHSM2 (if needed), then lint and every test tier
-#   make system-packages  install the Debian packages the tests need (softhsm2), if missing
+#   make system-packages  install the Debian packages the tests need (softhsm2, chromium), if missing
 #   make test-fast  the in-memory tiers only (no PostgreSQL, no server, no lint): seconds
 #   make bench   run the benchmark (tools/bench; ARGS=--suite for every figure)
 #   make chaos   attack a real service: kill -9, outages, floods, fuzzing (ARGS=--short for CI)
@@ -69,11 +69,12 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# System packages the tests need: SoftHSM2, the PKCS#11 token of the HSM root-key tests.
-# Installed with apt-get when missing and this user may (root or sudo -n); otherwise the
-# script says what to install (and fails under CI=true).
+# System packages the tests need: SoftHSM2, the PKCS#11 token of the HSM root-key tests, and
+# chromium, the browser of the console's Playwright tests. Installed with apt-get when
+# missing and this user may (root or sudo -n); otherwise the script says what to install
+# (and fails under CI=true).
 system-packages:
-	@bash tools/install-softhsm2.sh
+	@bash tools/install-system-packages.sh
 
 # `python -m pytest` puts the repo root on sys.path, so `tests.support` imports work.
 # pytest exit code 5 ("no tests collected") fails the target like any other failure.

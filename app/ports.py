@@ -430,6 +430,20 @@ class AuditStore(Protocol):
         """(operation, used at, event id, request id) of the key's last use, or None."""
         ...
 
+    def who_can_decrypt_as_of(
+        self, key_id: uuid.UUID, at: datetime, account: str | None, now: datetime
+    ) -> Report | None:
+        """The who-can-decrypt report under the key policy and grants the key had at
+        ``at`` (None: the key did not exist then, or not in ``account``)."""
+        ...
+
+    def usage_by_hour(
+        self, key_arn: str, start: datetime, end: datetime, account: str | None
+    ) -> list[tuple[datetime, str, int, int]]:
+        """(hour, operation, requests, errors) of the key's calls in [start, end), oldest
+        first; only a key of ``account`` when one is given."""
+        ...
+
     def report(
         self,
         name: str,

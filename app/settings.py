@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     #: The regions this deployment serves.
     regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_REGIONS))
     scheduler_interval_seconds: float = Field(default=30.0, gt=0)
+    #: The auditor's console (/console, docs/console.md): a session ends this long after
+    #: its last page view, and this long after its sign-in whatever its use.
+    console_idle_seconds: float = Field(default=900.0, gt=0)
+    console_session_seconds: float = Field(default=8 * 3600.0, gt=0)
     log_level: str = "info"
     #: ``text`` (for people) or ``json`` (one object a line, for a log pipeline).
     log_format: str = "text"

@@ -35,6 +35,10 @@ KEYLEDGER_SOURCE = "keyledger.amazonaws.com"
 # The XKS Proxy API KeyLedger serves (app.entrypoints.xks): its calls are recorded under the
 # proxy's operation names (GetKeyMetadata, Encrypt, Decrypt, GetHealthStatus).
 XKS_SOURCE = "xks-proxy.keyledger.amazonaws.com"
+# The console's sign-in (app.entrypoints.console): recorded as AWS records a sign-in to its
+# console, ConsoleLogin from signin.amazonaws.com, whose records' eventType is AwsConsoleSignIn.
+SIGNIN_SOURCE = "signin.amazonaws.com"
+CONSOLE_LOGIN = "ConsoleLogin"
 # Used.operation of a use through the XKS Proxy API -> its record's eventName.
 XKS_USES = {"XksEncrypt": "Encrypt", "XksDecrypt": "Decrypt"}
 # CloudTrail's Event history: LookupEvents sees the last 90 days of management events.

@@ -35,6 +35,7 @@ from eventsourcing.utils import get_topic
 from domain.audit import (
     KEYLEDGER_SOURCE,
     KMS_SOURCE,
+    SIGNIN_SOURCE,
     XKS_SOURCE,
     XKS_USES,
     AuditedCall,
@@ -790,7 +791,13 @@ class AuditTrailProjection(BatchedProjection):
             {"accountId": account, "type": kind, "ARN": arn}
             for arn, account, kind in described.resources
         ]
-        record["eventType"] = "AwsServiceEvent" if service else "AwsApiCall"
+        record["eventType"] = (
+            "AwsServiceEvent"
+            if service
+            else "AwsConsoleSignIn"
+            if described.event_source == SIGNIN_SOURCE
+            else "AwsApiCall"
+        )
         record["managementEvent"] = True
         record["recipientAccountId"] = ""
         if len(recipients) > 1:

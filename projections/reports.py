@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg_pool import ConnectionPool
 
@@ -44,6 +44,9 @@ from domain.grants import Grant
 from domain.keys import AWS_MANAGED, CUSTOMER
 from domain.policy import IDENTITY_POLICY, KEY_POLICY, PolicyDocument, Statement, parse_policy
 from domain.policy_evaluation import EXPLICIT_DENY, AuthorizationRequest, evaluate
+
+if TYPE_CHECKING:
+    from projections.time_travel import KeyAsOf
 
 REPORTS = (
     "security-hub",
@@ -595,8 +598,16 @@ def _context(principal_arn: str, account: str) -> dict[str, tuple[str, ...]]:
 
 
 def who_can_decrypt(
-    pool: ConnectionPool, account: str | None, now: datetime, key_ref: str
+    pool: ConnectionPool,
+    account: str | None,
+    now: datetime,
+    key_ref: str,
+    *,
+    as_of: KeyAsOf | None = None,
 ) -> Report:
+    """Who can decrypt with the key now; with ``as_of`` (the key at a past moment, from
+    projections.time_travel), under the key policy and grants it had then (identity
+    policies are read as they are now: the summary says so)."""
     with pool.connection() as conn:
         found = conn.execute(
             "SELECT key_id::text, arn, account_id, policy, key_state FROM audit_keys"
@@ -606,7 +617,7 @@ def who_can_decrypt(
         if found is None:
             raise NotFoundError(f"Key '{key_ref}' does not exist")
         key_id, key_arn, key_account, policy_text, state = found
-        grants = conn.execute(
+        grants: list[Any] = conn.execute(
             "SELECT grant_id, name, grantee_principal, retiring_principal, operations,"
             " constraints, issuing_account FROM audit_key_grants WHERE key_id = %s"
             " AND ended_at IS NULL",
@@ -618,6 +629,20 @@ def who_can_decrypt(
             " FROM audit_principals p LEFT JOIN audit_principal_policies pp USING (principal_id)"
             " GROUP BY p.arn, p.account_id ORDER BY p.arn"
         ).fetchall()
+    if as_of is not None:  # the key's own policy, state and grants at that moment
+        policy_text, state = as_of.policy, as_of.key_state
+        grants = [
+            (
+                g["grant_id"],
+                g.get("name") or "",
+                g["grantee_principal"],
+                g.get("retiring_principal"),
+                list(g["operations"]),
+                g.get("constraints"),
+                g["issuing_account"],
+            )
+            for g in as_of.grants
+        ]
     partition = key_arn.split(":", 2)[1]
     key_policy = parse_policy(policy_text, kind=KEY_POLICY, partition=partition)
     grant_objects = tuple(
@@ -757,20 +782,26 @@ def who_can_decrypt(
                     "basis": f"grant {grant.grant_id}",
                 }
             )
+    summary: dict[str, Any] = {
+        "key_arn": key_arn,
+        "key_state": state,
+        "principals": len(rows),
+        "evaluated_principals": len(known) - unevaluated,
+        "could_not_evaluate": unevaluated,
+    }
+    title = f"Who can decrypt with {key_arn}"
+    if as_of is not None:
+        title += f" as of {as_of.as_of.isoformat()}"
+        summary["as_of"] = as_of.as_of.isoformat()
+        summary["identity_policies"] = "as they are now"
     return Report(
         "who-can-decrypt",
-        f"Who can decrypt with {key_arn}",
+        title,
         now,
         _scope(account),
         ("principal", "account_id", "access", "basis"),
         rows,
-        {
-            "key_arn": key_arn,
-            "key_state": state,
-            "principals": len(rows),
-            "evaluated_principals": len(known) - unevaluated,
-            "could_not_evaluate": unevaluated,
-        },
+        summary,
     )
 
 

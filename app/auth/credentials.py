@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hmac
 import re
 import secrets
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from domain.errors import (
     AlreadyExistsError,
     AuthenticationError,
     NotFoundError,
+    UnrecognizedClientError,
     ValidationError,
 )
 from domain.identifiers import (
@@ -66,6 +68,11 @@ PRINCIPAL_CACHE_SECONDS = 5.0
 ADMINISTRATOR_POLICY_NAME = "AdministratorAccess"
 # Who changed an identity when no signed caller did (the keyledger CLI, the bootstrap).
 OPERATOR_ACTOR = Actor(principal_arn="keyledger-operator")
+# The console's sign-in (verify_secret): AWS's AccessKeyIdType, and a bound on the secret.
+_SIGN_IN_ACCESS_KEY_ID = re.compile(r"[A-Za-z0-9]{16,128}")
+MAX_SECRET_LENGTH = 256
+# What a refused sign-in is told (and its record says), as CloudTrail's ConsoleLogin.
+FAILED_SIGN_IN_MESSAGE = "Failed authentication"
 
 
 @dataclass(frozen=True)
@@ -282,6 +289,34 @@ class IdentityDirectory:
         if not on_behalf_of:
             return caller
         return await self._acting_for(caller, service_name, on_behalf_of, request)
+
+    async def verify_secret(
+        self, access_key_id: str, secret_access_key: str, *, source_ip: str
+    ) -> Credential:
+        """The active credential whose secret is ``secret_access_key`` (the console's sign-in:
+        no request to sign, the pair itself is presented), or UnrecognizedClientError. Held
+        to the same failed-authentication budget as signed requests: a source that spent it
+        gets ThrottlingError before anything is read (unless the key is one it holds)."""
+        well_formed = (
+            _SIGN_IN_ACCESS_KEY_ID.fullmatch(access_key_id) is not None
+            and 0 < len(secret_access_key) <= MAX_SECRET_LENGTH
+        )
+        credential = None
+        if well_formed:
+            self._check_budget(access_key_id, source_ip)
+            credential = await self._credentials.get(access_key_id)
+        if (
+            credential is None
+            or not credential.active
+            or not hmac.compare_digest(
+                credential.secret_access_key.encode(), secret_access_key.encode("utf-8", "replace")
+            )
+        ):
+            self._known_keys.refresh_if_stale()
+            if not self.limiter.charge(source_ip):
+                raise self.limiter.refuse(source_ip)
+            raise UnrecognizedClientError(FAILED_SIGN_IN_MESSAGE)
+        return credential
 
     def _verify_session(
         self, request: IncomingRequest, token: str, service: str

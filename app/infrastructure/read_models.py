@@ -92,6 +92,29 @@ class AuditReads:
                 (key_id,),
             ).fetchone()
 
+    def who_can_decrypt_as_of(
+        self, key_id: uuid.UUID, at: datetime, account: str | None, now: datetime
+    ) -> reports.Report | None:
+        found = self._time_travel.key_as_of(key_id, at)
+        if found is None or (account is not None and found.account_id != account):
+            return None
+        return reports.who_can_decrypt(self._pool, account, now, str(key_id), as_of=found)
+
+    def usage_by_hour(
+        self, key_arn: str, start: datetime, end: datetime, account: str | None
+    ) -> list[tuple[datetime, str, int, int]]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT hour, operation, sum(requests)::bigint, sum(errors)::bigint"
+                " FROM audit_usage_hourly WHERE key_arn = %s AND hour >= %s AND hour < %s"
+                " AND (%s::text IS NULL OR key_account_id = %s)"
+                " GROUP BY hour, operation ORDER BY hour, operation",
+                (key_arn, start, end, account, account),
+            ).fetchall()
+        return [
+            (hour, operation, int(count), int(failed)) for hour, operation, count, failed in rows
+        ]
+
     def report(
         self,
         name: str,

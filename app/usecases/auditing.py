@@ -448,6 +448,10 @@ class AuditedRequest:
         # principal of an IAM call) when it touches no key.
         self.resources: list[dict[str, str]] = []
         self.store: StoreFacts | None = None  # the custom key store it acted on, if any
+        # What the record shows of the answer and beside the request, when the use case
+        # says (a console sign-in's {"ConsoleLogin": "Success"}); else store_call_details.
+        self.response_elements: dict[str, Any] | None = None
+        self.additional_event_data: dict[str, Any] | None = None
         self.key_arn: str | None = None  # the key its events were appended to, for its log line
         self._token: Token[AuditedRequest | None] | None = None
         self._started = time.perf_counter()
@@ -537,6 +541,8 @@ class AuditedRequest:
         response, additional = (
             store_call_details(self.event_name, self.store) if error is None else (None, None)
         )
+        response = self.response_elements or response
+        additional = self.additional_event_data or additional
         return AuditedCall.record(
             call_id=audited_call_id(caller.request_id or self.request_id, self.records),
             now=self.auditor.clock.now(),

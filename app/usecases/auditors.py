@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 AUDITOR_ACTION = "cloudtrail:LookupEvents"
 READ_YOUR_WRITES_SECONDS = 5.0
+USAGE_HOURS = 48
+MAX_USAGE_HOURS = 24 * 31
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,19 @@ class LastUsage:
     timestamp: datetime | None
     cloudtrail_event_id: str | None
     request_id: str | None
+
+
+@dataclass(frozen=True)
+class HourlyUsage:
+    """One hour of a key's calls: requests per operation, and how many failed."""
+
+    hour: datetime
+    operations: dict[str, int]
+    errors: int
+
+    @property
+    def requests(self) -> int:
+        return sum(self.operations.values())
 
 
 @dataclass(frozen=True)
@@ -182,6 +197,50 @@ class AuditService:
         if found is None or (account is not None and found.account_id != account):
             raise NotFoundError(f"Key '{key_id}' did not exist at {at.isoformat()}")
         return found
+
+    async def who_can_decrypt_as_of(
+        self, caller: Caller | None, key_id: str, at: datetime
+    ) -> reports.Report:
+        """The who-can-decrypt report under the key policy and grants the key had at
+        ``at`` (identity policies as they are now)."""
+        account = await self.scope(caller)
+        key_uuid = _key_uuid(key_id, caller)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        await self._current()
+        found = await asyncio.to_thread(
+            self.store.who_can_decrypt_as_of, key_uuid, at, account, self.clock.now()
+        )
+        if found is None:
+            raise NotFoundError(f"Key '{key_id}' did not exist at {at.isoformat()}")
+        return found
+
+    # ==== usage per hour ======================================================================
+    async def key_usage_by_hour(
+        self, caller: Caller | None, key_arn: str, hours: int = USAGE_HOURS
+    ) -> list[HourlyUsage]:
+        """The key's calls per hour over the last ``hours`` hours (service clock), each
+        hour present (zeros included), oldest first, from the trail's hourly rollups."""
+        if not 1 <= hours <= MAX_USAGE_HOURS:
+            raise ValidationError(f"hours must be between 1 and {MAX_USAGE_HOURS}")
+        account = await self.scope(caller)
+        end = self.clock.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        start = end - timedelta(hours=hours)
+        await self._current()
+        rows = await asyncio.to_thread(self.store.usage_by_hour, key_arn, start, end, account)
+        by_hour: dict[datetime, dict[str, int]] = {}
+        errors: dict[datetime, int] = {}
+        for hour, operation, requests, failed in rows:
+            by_hour.setdefault(hour, {})[operation] = requests
+            errors[hour] = errors.get(hour, 0) + failed
+        return [
+            HourlyUsage(
+                hour=start + timedelta(hours=index),
+                operations=by_hour.get(start + timedelta(hours=index), {}),
+                errors=errors.get(start + timedelta(hours=index), 0),
+            )
+            for index in range(hours)
+        ]
 
     # ==== GetKeyLastUsage =====================================================================
     async def key_last_usage(self, caller: Caller, key_id: str) -> LastUsage:

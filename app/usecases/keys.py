@@ -43,6 +43,7 @@ from app.usecases.explain import ExplainOperations
 from app.usecases.external_keys import ExternalKeyOperations
 from app.usecases.grants import GrantOperations
 from app.usecases.imported import ImportedMaterial, imported_rotation_entries
+from app.usecases.key_history import KeyTimeline, key_timeline
 from app.usecases.multi_region import (
     MultiRegionOperations,
     note_replica_gone,
@@ -103,6 +104,9 @@ from domain.policy import default_key_policy, validate_policy_document
 from domain.xks import check_external_key
 
 STORE_ORIGINS = (AWS_CLOUDHSM, EXTERNAL_KEY_STORE)
+
+TIMELINE_PAGE = 1000
+TIMELINE_MAX_EVENTS = 20_000  # a key page's history: read at most this many events
 
 
 @dataclass(frozen=True)
@@ -715,6 +719,29 @@ class KeyLifecycle:
         return await asyncio.to_thread(
             lambda: list(history.history(key.id, gt=after_version, limit=limit))
         )
+
+    async def key_timeline(
+        self, caller: Caller, key_id: str, *, max_events: int = TIMELINE_MAX_EVENTS
+    ) -> KeyTimeline:
+        """The key's timeline and policy versions (app.usecases.key_history), authorized as
+        DescribeKey: its first ``max_events`` events read a page at a time (a key used a
+        million times says it was truncated rather than reading them all)."""
+        key = await self._read(caller, key_id, "DescribeKey")
+        history = self.history
+
+        def read() -> tuple[list[Any], bool]:
+            events: list[Any] = []
+            after = 0
+            while len(events) < max_events:
+                page = list(history.history(key.id, gt=after, limit=TIMELINE_PAGE))
+                events.extend(page)
+                if len(page) < TIMELINE_PAGE:
+                    return events[:max_events], len(events) > max_events
+                after = page[-1].originator_version
+            return events[:max_events], True
+
+        events, truncated = await asyncio.to_thread(read)
+        return key_timeline(events, truncated=truncated)
 
 
 class DueJobs:

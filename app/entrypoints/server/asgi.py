@@ -16,6 +16,8 @@ from app.entrypoints.aws_json.handler import TARGET_PREFIX as KMS_TARGET_PREFIX
 from app.entrypoints.aws_json.handler import AwsJsonHandler
 from app.entrypoints.cloudtrail_json import TARGET_PREFIX as CLOUDTRAIL_TARGET_PREFIX
 from app.entrypoints.cloudtrail_json import CloudTrailHandler, is_cloudtrail_target
+from app.entrypoints.console.app import create_console_app
+from app.entrypoints.console.app import serves as console_serves
 from app.entrypoints.rest.app import create_rest_app, recorded_operation
 from app.entrypoints.rest.sys import PROCESS_HEADER, UNSIGNED_PATHS
 from app.entrypoints.server.emulator import EmulatorEndpoints
@@ -60,6 +62,7 @@ class KeyLedgerApp:
             SecurityTokenService(runtime.service.access), runtime.identity, runtime.auditor, regions
         )
         self.rest = create_rest_app(runtime)
+        self.console = create_console_app(runtime)  # the auditor's console, /console
         self.xks = _xks_handler(runtime)
         # Emulator mode's endpoints exist only in emulator mode: elsewhere their paths are
         # the REST app's (404).
@@ -104,6 +107,8 @@ class KeyLedgerApp:
             await self.cloudtrail.answer(scope, body, send)
         elif protocol is Protocol.QUERY:
             await self.sts.answer(scope, body, send)
+        elif console_serves(scope["path"]):
+            await self.console(scope, replaying(body, receive), send)
         else:
             await self.rest(scope, replaying(body, receive), send)
 
@@ -300,6 +305,8 @@ def _needs_root_key(protocol: Protocol, scope: dict[str, Any]) -> bool:
     if protocol is not Protocol.REST:
         return True
     path: str = scope["path"]
+    if console_serves(path):  # its sign-in reads secrets wrapped under the root key
+        return True
     return path.startswith("/v1/") and path.rstrip("/") not in UNSIGNED_PATHS
 
 

@@ -29,4 +29,5 @@ class NoAuditStore:
     def _refuse(self, *_: Any, **__: Any) -> NoReturn:
         raise AuditTrailNotInMemory(WHY)
 
-    wait_for_current = find_events = iter_events = key_as_of = last_usage = report = _refuse
+    wait_for_current = find_events = iter_events = key_as_of = last_usage = _refuse
+    usage_by_hour = who_can_decrypt_as_of = report = _refuse

@@ -1,0 +1,1 @@
+"""The auditor's console (/console): server-rendered HTML over the use cases."""
