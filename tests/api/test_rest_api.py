@@ -6,6 +6,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -57,7 +58,9 @@ class RestClient:
                 secret_access_key=self.secret_access_key,
                 region=REGION,
                 service="kms",
-                now=self.service.runtime.clock.now(),
+                # The time the server checks signatures against: the wall clock, never the
+                # service clock other tests move (rotation, deletion windows).
+                now=datetime.now(UTC),
             )
         sent = content if sent_content is None else sent_content
         return self.http.request(method, url, content=sent, headers=headers)
@@ -662,7 +665,7 @@ def test_body_sent_without_json_content_type_fails_with_400(service: Service) ->
         secret_access_key=service.secret_access_key,
         region=REGION,
         service="kms",
-        now=service.runtime.clock.now(),
+        now=datetime.now(UTC),
     )
     response = httpx.post(url, content=b"{}", headers=headers)
     body = assert_error(response, 400, "ValidationException")
