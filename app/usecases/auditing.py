@@ -74,7 +74,12 @@ from domain.audit import (
     is_read_only,
 )
 from domain.custom_key_stores import CustomKeyStore
-from domain.errors import SerializationError, ThrottlingError, UnknownOperationError
+from domain.errors import (
+    QuotaExceededError,
+    SerializationError,
+    ThrottlingError,
+    UnknownOperationError,
+)
 from domain.keys import Key
 
 if TYPE_CHECKING:
@@ -477,7 +482,9 @@ class AuditedRequest:
             self._token = None
         try:
             if error is not None:
-                if isinstance(error, Exception) and not self.failure_recorded:
+                if isinstance(error, QuotaExceededError) and not error.recorded:
+                    pass  # counted and sampled (app.usecases.quotas): a flood adds no record
+                elif isinstance(error, Exception) and not self.failure_recorded:
                     if self.auditor.unavailable(error):  # answered now, not after a 2nd wait
                         self.auditor.record_meanwhile(self._record_later(error), self.request_id)
                     else:
