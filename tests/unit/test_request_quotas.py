@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from pydantic import ValidationError
 
 from app.auth.credentials import Caller
+from app.settings import load_settings
 from app.usecases.quotas import RequestQuotas
 from domain.errors import THROTTLING_MESSAGE, QuotaExceededError, ThrottlingError
 
@@ -198,3 +200,35 @@ def test_the_buckets_tracked_are_bounded_least_recently_used_first_out(clock):
     assert len(limits._buckets) == 3
     assert admitted(limits, caller("000000000002"), "CreateKey")  # a full bucket again
     assert not admitted(limits, caller("000000000001"), "CreateKey")
+
+
+# --- settings ------------------------------------------------------------------------------
+@pytest.fixture
+def no_quota_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KEYLEDGER_QUOTAS", raising=False)  # the suite's services turn them off
+
+
+@pytest.mark.usefixtures("no_quota_setting")
+def test_quotas_are_on_by_default_and_off_in_emulator_mode():
+    assert load_settings().quotas_enabled
+    assert not load_settings(emulator=True).quotas_enabled
+
+
+@pytest.mark.usefixtures("no_quota_setting")
+def test_quotas_may_be_turned_on_in_emulator_mode_and_off_elsewhere():
+    assert load_settings(emulator=True, quotas="aws").quotas_enabled
+    assert not load_settings(quotas="off").quotas_enabled
+
+
+def test_an_unknown_quota_name_stops_the_start_and_lists_the_names():
+    with pytest.raises(ValidationError) as raised:
+        load_settings(quota_rates={"CreateKeys": 10})
+
+    message = raised.value.errors()[0]["msg"]
+    assert "'CreateKeys' is not a quota" in message and "CreateKey, " in message
+
+
+@pytest.mark.parametrize("rate", [0, -1, float("inf")])
+def test_a_quota_rate_must_be_above_zero_and_finite(rate):
+    with pytest.raises(ValidationError):
+        load_settings(quota_rates={"CreateKey": rate})
