@@ -134,7 +134,9 @@ def quota_of(operation: str, parameters: Mapping[str, Any]) -> str | None:
         return quota
     member = _ALGORITHM_MEMBER.get(operation)
     if member is not None:
-        algorithm = parameters.get(member) or "SYMMETRIC_DEFAULT"
+        algorithm = parameters.get(member)
+        if algorithm is None:  # AWS's default: SYMMETRIC_DEFAULT
+            return SYMMETRIC
         return _ALGORITHM_QUOTAS.get(algorithm) if isinstance(algorithm, str) else None
     if operation in _DATA_KEY_PAIRS:
         name = DATA_KEY_PAIR + str(parameters.get("KeyPairSpec"))

@@ -23,6 +23,9 @@ one ``CallRecorded`` event (``domain.audit.AuditedCall``):
   the error code and the constant part of its message, the source IP, the access key id
   and a Region name. Never its body, parameters or user agent: its record has a constant
   bound whatever was sent.
+* A call refused over its account's request quota (app.usecases.quotas) is recorded only
+  when its refusal is the sample the quotas chose (one a minute per account, Region and
+  quota): a flood of throttled calls is counted, never recorded one by one.
 
 Request parameters are kept in AWS's shape (lowerCamelCase member names) with KMS's logging
 rules applied: no plaintext, ciphertext, message, signature, MAC, key material, import
