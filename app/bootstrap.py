@@ -972,7 +972,7 @@ def wire_use_cases(
         quotas=RequestQuotas(
             enabled=settings.quotas_enabled,
             rates=settings.quota_rates,
-            share=settings.workers * settings.quota_nodes,
+            share=settings.quota_share,
         ),
     )
     auditor = Auditor(writer, identity, clock, is_unavailable)

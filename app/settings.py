@@ -406,6 +406,15 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def quota_share(self) -> int:
+        """The processes an account's quotas are divided among: the workers, times the
+        nodes. ``keyledger run --workers N`` names N to each worker; a process whose workers
+        were never named (one ``keyledger run`` process, tests, an embedded runtime) serves
+        alone, whatever the default would start."""
+        workers = self.workers if "workers" in self.model_fields_set else 1
+        return workers * self.quota_nodes
+
+    @property
     def quotas_enabled(self) -> bool:
         """Whether request quotas are enforced: ``aws``, or unset outside emulator mode."""
         return self.quotas == "aws" or (self.quotas is None and not self.emulator)

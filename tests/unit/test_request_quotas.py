@@ -232,3 +232,11 @@ def test_an_unknown_quota_name_stops_the_start_and_lists_the_names():
 def test_a_quota_rate_must_be_above_zero_and_finite(rate):
     with pytest.raises(ValidationError):
         load_settings(quota_rates={"CreateKey": rate})
+
+
+@pytest.mark.usefixtures("no_quota_setting")
+def test_the_quotas_are_shared_by_the_workers_named_and_the_nodes(monkeypatch):
+    monkeypatch.delenv("KEYLEDGER_WORKERS", raising=False)
+    assert load_settings(workers=4, quota_nodes=3).quota_share == 12
+    # A process whose workers were never named serves alone (tests, an embedded runtime).
+    assert load_settings(quota_nodes=3).quota_share == 3
