@@ -80,6 +80,7 @@ from app.usecases.imported import ImportedMaterial
 from app.usecases.keys import DueJobs, KeyLifecycle, KeyService
 from app.usecases.ledger_evidence import LedgerEvidence
 from app.usecases.multi_region import MultiRegionOperations
+from app.usecases.quotas import RequestQuotas
 from app.usecases.resolution import KeyResolver
 from app.usecases.store_keys import StoreKeys
 from domain.actors import Actor
@@ -966,6 +967,12 @@ def wire_use_cases(
             clock=clock,
             partition=partition,
             regions=frozenset(settings.regions),
+        ),
+        # Each process enforces its share of an account's quotas (docs/operations.md).
+        quotas=RequestQuotas(
+            enabled=settings.quotas_enabled,
+            rates=settings.quota_rates,
+            share=settings.quota_share,
         ),
     )
     auditor = Auditor(writer, identity, clock, is_unavailable)

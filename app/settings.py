@@ -22,6 +22,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain import xks
+from domain.quotas import QUOTA_NAMES
 
 ROOT_KEY_BYTES = 32
 
@@ -234,6 +235,17 @@ class Settings(BaseSettings):
     #: access key id is accepted unverified, /_keyledger/reset and /_keyledger/clock are
     #: served. Never enable in production.
     emulator: bool = False
+    # --- request quotas (docs/operations.md#request-quotas) -------------------------------
+    #: AWS KMS's request quotas per account and Region, answered ThrottlingException when
+    #: exceeded: ``aws`` (AWS's default rates) or ``off``. Unset: ``aws``, except in emulator
+    #: mode, where it is ``off``.
+    quotas: Literal["aws", "off"] | None = None
+    #: Rates in requests per second that replace AWS's defaults, by quota name (a JSON
+    #: object: ``{"symmetric": 20000, "CreateKey": 50}``; names in docs/operations.md).
+    quota_rates: dict[str, float] = Field(default_factory=dict)
+    #: The service nodes (replicas behind one load balancer) an account's quotas are shared
+    #: by: each process enforces rate / (workers x nodes).
+    quota_nodes: int = Field(default=1, ge=1)
 
     # --- the database's absence: fail fast, recover by itself (docs/reliability.md) -------
     #: How long a request may wait on the database: a writer batch's deadline (retries and
@@ -372,6 +384,40 @@ class Settings(BaseSettings):
         """The XKS credentials: access key id -> secret access key."""
         pairs = (pair.get_secret_value().partition(":") for pair in self.xks_credentials)
         return {key_id: secret for key_id, _, secret in pairs}
+
+    @field_validator("quotas", mode="before")
+    @classmethod
+    def _blank_quotas_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
+
+    @field_validator("quota_rates")
+    @classmethod
+    def _check_quota_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, rate in value.items():
+            if name not in QUOTA_NAMES:
+                raise ValueError(
+                    f"quota_rates: {name[:64]!r} is not a quota; the quotas are "
+                    f"{', '.join(sorted(QUOTA_NAMES))}"
+                )
+            if not (0 < rate < float("inf")):
+                raise ValueError(f"quota_rates: {name} needs a rate above 0 (requests a second)")
+        return value
+
+    @property
+    def quota_share(self) -> int:
+        """The processes an account's quotas are divided among: the workers, times the
+        nodes. ``keyledger run --workers N`` names N to each worker; a process whose workers
+        were never named (one ``keyledger run`` process, tests, an embedded runtime) serves
+        alone, whatever the default would start."""
+        workers = self.workers if "workers" in self.model_fields_set else 1
+        return workers * self.quota_nodes
+
+    @property
+    def quotas_enabled(self) -> bool:
+        """Whether request quotas are enforced: ``aws``, or unset outside emulator mode."""
+        return self.quotas == "aws" or (self.quotas is None and not self.emulator)
 
     @field_validator("ledger_trusted_keys", mode="before")
     @classmethod

@@ -284,3 +284,15 @@ class ThrottlingError(DomainError):
 
     def __init__(self, message: str = THROTTLING_MESSAGE) -> None:
         super().__init__(message)
+
+
+class QuotaExceededError(ThrottlingError):
+    """A call over its account's request quota in its Region (domain.quotas): AWS's
+    ThrottlingException. ``recorded`` says whether the audit trail keeps this refusal: one
+    a minute per account, Region and quota is kept, the others only counted
+    (docs/operations.md, "Request quotas")."""
+
+    def __init__(self, quota: str, *, recorded: bool = False) -> None:
+        super().__init__()
+        self.quota = quota
+        self.recorded = recorded

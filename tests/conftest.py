@@ -160,6 +160,9 @@ def key_id(kms) -> str:  # type: ignore[no-untyped-def]
 
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# Tests create keys faster than AWS's CreateKey quota (5 a second) allows: the services they
+# start run without request quotas, except tests/aws/test_quotas.py's own.
+os.environ.setdefault("KEYLEDGER_QUOTAS", "off")
 
 
 # --- tiers (docs/testing.md) ---------------------------------------------------------------

@@ -80,6 +80,12 @@ LOG_LINES_DROPPED = Counter(
     "keyledger_log_lines_dropped",
     "Log lines dropped because 100,000 were already waiting for the writing thread",
 )
+QUOTA_THROTTLED = Counter(
+    "keyledger_quota_throttled",
+    "Calls refused ThrottlingException over an account's request quota in a Region, by "
+    'quota (docs/operations.md, "Request quotas")',
+    ["quota"],
+)
 # Labelled, so that a process whose writer ran nothing (the projection's) has no series.
 WORKER_COMMANDS = Gauge(
     "keyledger_worker_commands",
@@ -195,6 +201,7 @@ _KEYLEDGER_COLLECTORS = (
     BATCH_SIZE,
     BATCH_COMMIT_SECONDS,
     CACHE_LOOKUPS,
+    QUOTA_THROTTLED,
     WORKER_COMMANDS,
     *WRITER_COUNTERS.values(),
 )

@@ -23,6 +23,9 @@ one ``CallRecorded`` event (``domain.audit.AuditedCall``):
   the error code and the constant part of its message, the source IP, the access key id
   and a Region name. Never its body, parameters or user agent: its record has a constant
   bound whatever was sent.
+* A call refused over its account's request quota (app.usecases.quotas) is recorded only
+  when its refusal is the sample the quotas chose (one a minute per account, Region and
+  quota): a flood of throttled calls is counted, never recorded one by one.
 
 Request parameters are kept in AWS's shape (lowerCamelCase member names) with KMS's logging
 rules applied: no plaintext, ciphertext, message, signature, MAC, key material, import
@@ -74,7 +77,12 @@ from domain.audit import (
     is_read_only,
 )
 from domain.custom_key_stores import CustomKeyStore
-from domain.errors import SerializationError, ThrottlingError, UnknownOperationError
+from domain.errors import (
+    QuotaExceededError,
+    SerializationError,
+    ThrottlingError,
+    UnknownOperationError,
+)
 from domain.keys import Key
 
 if TYPE_CHECKING:
@@ -477,7 +485,9 @@ class AuditedRequest:
             self._token = None
         try:
             if error is not None:
-                if isinstance(error, Exception) and not self.failure_recorded:
+                if isinstance(error, QuotaExceededError) and not error.recorded:
+                    pass  # counted and sampled (app.usecases.quotas): a flood adds no record
+                elif isinstance(error, Exception) and not self.failure_recorded:
                     if self.auditor.unavailable(error):  # answered now, not after a 2nd wait
                         self.auditor.record_meanwhile(self._record_later(error), self.request_id)
                     else:

@@ -50,6 +50,7 @@ from app.usecases.multi_region import (
     synchronize_replicas,
 )
 from app.usecases.outside_calls import OutsideCalls
+from app.usecases.quotas import RequestQuotas
 from app.usecases.resolution import KeyResolver
 from app.usecases.results import (
     AliasEntry,
@@ -857,6 +858,7 @@ class KeyService:
     access: AccessControl
     external: ExternalKeyOperations  # the XKS Proxy API KeyLedger serves
     multi_region: MultiRegionOperations
+    quotas: RequestQuotas  # checked by adapters once a call is authenticated and parsed
 
 
 # ==== checks that need no key ==========================================================

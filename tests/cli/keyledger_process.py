@@ -53,6 +53,8 @@ def clean_env(home: Path, **variables: str) -> dict[str, str]:
         if not name.startswith(("KEYLEDGER_", "AWS_"))
     }
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", AWS_EC2_METADATA_DISABLED="true")
+    # Tests create keys faster than AWS's CreateKey quota; tests/aws/test_quotas.py turns it on.
+    env.update(KEYLEDGER_QUOTAS="off")
     env.update(variables)
     return env
 

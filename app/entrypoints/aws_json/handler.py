@@ -83,6 +83,7 @@ class AwsJsonHandler:
                 if operation is None:
                     raise UnknownOperationError("")
                 params = audit.parameters = parse_request("kms", name, body)
+                self.service.quotas.admit(caller, name, params)  # before any work
                 if params.get("GrantTokens"):  # request context the service's checks read
                     caller = replace(caller, grant_tokens=tuple(params["GrantTokens"]))
                 answer = await operation(self.service, caller, params)

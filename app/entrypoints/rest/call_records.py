@@ -388,6 +388,9 @@ async def audited(
     elif source == KMS_SOURCE:
         call.parameters = rest_parameters(operation, values)
     async with call:
+        caller = call.caller  # a KMS call counts against its quota as its AWS twin does
+        if source == KMS_SOURCE and caller is not None and runtime is not None:
+            runtime.service.quotas.admit(caller, operation, call.parameters or {})
         yield
 
 
