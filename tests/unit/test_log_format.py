@@ -68,3 +68,9 @@ def test_a_record_that_cannot_be_formatted_costs_its_own_line_only() -> None:
     writer.stop()
     lines = stream.getvalue().splitlines()
     assert lines == ["(unformattable log record from lib: TypeError)", "after"]
+
+
+def test_dropped_lines_are_on_the_metrics_page_of_a_single_process() -> None:
+    from app.support.metrics import exposition
+
+    assert "keyledger_log_lines_dropped_total " in exposition([]).decode()
