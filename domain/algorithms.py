@@ -386,6 +386,13 @@ def rsa_encrypt(public_key: rsa.RSAPublicKey, algorithm: str, plaintext: bytes) 
     return public_key.encrypt(plaintext, _oaep(algorithm))
 
 
+def check_rsa_ciphertext(key_spec: str, ciphertext: bytes) -> None:
+    """An RSAES-OAEP ciphertext is exactly as long as the key's modulus: any other length
+    can never decrypt (checked from the spec alone, so a dry run refuses it too)."""
+    if len(ciphertext) != _RSA_BITS[key_spec] // 8:
+        raise InvalidCiphertextError()
+
+
 def rsa_decrypt(private_key: rsa.RSAPrivateKey, algorithm: str, ciphertext: bytes) -> bytes:
     try:
         return private_key.decrypt(ciphertext, _oaep(algorithm))
@@ -411,17 +418,30 @@ def mac_matches(key: bytes, algorithm: str, message: bytes, tag: bytes) -> bool:
 
 
 # --- key agreement and encapsulation ------------------------------------------------------
-def derive_shared_secret(private_key: ec.EllipticCurvePrivateKey, peer_public_key: bytes) -> bytes:
-    """ECDH (the cofactor is 1 on NIST curves): the raw shared secret, the x coordinate."""
+def peer_public_key(key_spec: str, peer_public_key: bytes) -> ec.EllipticCurvePublicKey:
+    """The peer's DER public key, on the curve of ``key_spec`` (read from the spec, not
+    from the key's material: a dry run checks it too)."""
     try:
         peer = serialization.load_der_public_key(peer_public_key)
     except (ValueError, UnsupportedAlgorithm):
         # AWS answers a malformed PublicKey with a ValidationException and no text (recorded).
         raise ValidationError() from None
-    if not isinstance(peer, ec.EllipticCurvePublicKey) or peer.curve.name != private_key.curve.name:
+    curve = _CURVES.get(key_spec)
+    if (
+        not isinstance(peer, ec.EllipticCurvePublicKey)
+        or curve is None
+        or peer.curve.name != curve.name
+    ):
         raise InvalidKeyUsageError(
             "The public key's key spec is not compatible with the key agreement key's key spec."
         )
+    return peer
+
+
+def derive_shared_secret(
+    private_key: ec.EllipticCurvePrivateKey, peer: ec.EllipticCurvePublicKey
+) -> bytes:
+    """ECDH (the cofactor is 1 on NIST curves): the raw shared secret, the x coordinate."""
     return private_key.exchange(ec.ECDH(), peer)
 
 
@@ -435,6 +455,17 @@ def encapsulate(public_key: Any) -> Encapsulated:
     """ML-KEM (FIPS 203) encapsulation to the key's public half."""
     shared_secret, ciphertext = public_key.encapsulate()
     return Encapsulated(shared_secret, ciphertext)
+
+
+# FIPS 203, table 3: the ciphertext size of each parameter set.
+_ML_KEM_CIPHERTEXT_BYTES = {"ML_KEM_768": 1088, "ML_KEM_1024": 1568}
+
+
+def check_kem_ciphertext(key_spec: str, ciphertext: bytes) -> None:
+    """A ciphertext of another size than the parameter set's is InvalidCiphertext (from the
+    spec alone, so a dry run refuses it too)."""
+    if len(ciphertext) != _ML_KEM_CIPHERTEXT_BYTES.get(key_spec, -1):
+        raise InvalidCiphertextError()
 
 
 def decapsulate(private_key: Any, ciphertext: bytes) -> bytes:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from app.auth.credentials import Caller
 from app.ports import Command, CommandRunner, UnitOfWork
+from app.usecases.authorization import AccessRequest
 from app.usecases.outside_calls import OutsideCalls, run_with_outside_calls
 from app.usecases.resolution import KeyResolver, check_key_use, stop_if_dry_run
 from domain import algorithms
@@ -35,6 +36,7 @@ from domain.key_specs import (
     KEY_AGREEMENT,
     SIGN_VERIFY,
     SUPPORTED_DATA_KEY_PAIR_SPECS,
+    SYMMETRIC_DEFAULT,
     KeyAlgorithms,
     key_algorithms,
 )
@@ -235,10 +237,12 @@ class AsymmetricOperations:
             raise UnsupportedOperationError(
                 f"KeyPairSpec {key_pair_spec} is not supported by this KeyLedger version."
             )
-        if key_pair_spec.startswith("RSA_"):
-            # Check before spending seconds on an RSA pair the request cannot use.
+        access = AccessRequest(encryption_context, SYMMETRIC_DEFAULT)
+        if dry_run or key_pair_spec.startswith("RSA_"):
+            # Check before spending seconds on an RSA pair the request cannot use; a dry run
+            # stops here, with no pair made.
             def check(uow: UnitOfWork) -> None:
-                key = self.resolver.resolve(uow, caller, key_id, operation)
+                key = self.resolver.resolve(uow, caller, key_id, operation, request=access)
                 self.resolver.check_usable(key, operation, dry_run, uow)
 
             await self.runner.run(check)
@@ -250,7 +254,7 @@ class AsymmetricOperations:
             return lambda uow: command(uow, calls)
 
         def command(uow: UnitOfWork, calls: OutsideCalls | None) -> DataKeyPair:
-            key = self.resolver.resolve(uow, caller, key_id, operation)
+            key = self.resolver.resolve(uow, caller, key_id, operation, request=access)
             self.resolver.check_usable(key, operation, dry_run, uow)
             blob, material_id = self.resolver.seal(
                 key, private_key, encryption_context, uow=uow, calls=calls
@@ -291,10 +295,11 @@ class AsymmetricOperations:
                 raise InvalidKeyUsageError(
                     f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}."
                 )
-            private_key = self.resolver.private_key(key)
-            # Parse the peer's key before the dry run: a bad key fails either way.
-            secret = algorithms.derive_shared_secret(private_key, public_key)
+            # The peer's key is checked against the key spec, before the dry run stops and
+            # before any material is unwrapped: a bad key fails either way.
+            peer = algorithms.peer_public_key(key.key_spec, public_key)
             stop_if_dry_run(dry_run)
+            secret = algorithms.derive_shared_secret(self.resolver.private_key(key), peer)
             self.resolver.record_use(key, "DeriveSharedSecret", caller, algorithm, key_id)
             return SharedSecret(key.arn, secret, algorithm, key.origin)
 
@@ -332,6 +337,7 @@ class AsymmetricOperations:
         def command(uow: UnitOfWork) -> Encapsulation:
             key = self.resolver.resolve(uow, caller, key_id, "Decapsulate")
             self._check_encapsulation(key, "Decapsulate", algorithm)
+            algorithms.check_kem_ciphertext(key.key_spec, ciphertext)
             stop_if_dry_run(dry_run)
             secret = algorithms.decapsulate(self.resolver.private_key(key), ciphertext)
             self.resolver.record_use(key, "Decapsulate", caller, algorithm, key_id)

@@ -141,7 +141,9 @@ class CryptoOperations:
                 key, version = resolver.open(
                     uow, caller, blob, key_id, encryption_context, "Decrypt"
                 )
-                resolver.check_usable(key, "Decrypt", dry_run, uow)
+                resolver.check_usable(key, "Decrypt", False, uow)
+                resolver.check_material_version(key, version)
+                stop_if_dry_run(dry_run)  # the blob's tag needs the material: never opened
                 plaintext, material_id = resolver.decrypt_blob(
                     key, blob, version, encryption_context, uow=uow, calls=calls
                 )
@@ -180,6 +182,7 @@ class CryptoOperations:
             check_key_use(key, "Decrypt", ENCRYPT_DECRYPT)
             chosen = algorithms.check_rsa_encryption(key.key_spec, algorithm, None)
             refuse_encryption_context(encryption_context)
+            algorithms.check_rsa_ciphertext(key.key_spec, ciphertext)
             stop_if_dry_run(dry_run)
             plaintext = algorithms.rsa_decrypt(resolver.private_key(key), chosen, ciphertext)
             resolver.record_use(key, "Decrypt", caller, chosen, key_id)
@@ -241,6 +244,7 @@ class CryptoOperations:
             )
             if symmetric_source:
                 resolver.check_usable(source, "ReEncryptFrom", False, uow)
+                resolver.check_material_version(source, version)
                 source_chosen = SYMMETRIC_DEFAULT
             else:
                 check_key_use(source, "ReEncryptFrom", ENCRYPT_DECRYPT)
@@ -248,6 +252,7 @@ class CryptoOperations:
                     source.key_spec, source_algorithm, None
                 )
                 refuse_encryption_context(source_context)
+                algorithms.check_rsa_ciphertext(source.key_spec, blob)
                 version = source.current_material.version
             if symmetric_destination:
                 resolver.check_usable(destination, "ReEncryptTo", dry_run, uow)

@@ -296,6 +296,13 @@ class KeyResolver:
         if dry_run:
             raise DryRunSucceededError(DRY_RUN_MESSAGE)
 
+    @staticmethod
+    def check_material_version(key: Key, material_version: int) -> None:
+        """The material version a ciphertext's header names is one the key has (read from
+        the key's state, no material unwrapped: a dry run of Decrypt checks it too)."""
+        if key.material(material_version) is None:
+            raise InvalidCiphertextError()
+
     def seal(
         self,
         key: Key,

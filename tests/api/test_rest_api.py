@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REGION, Service
+from tests.conftest import ACCOUNT_ID, REGION, Service
 from tests.support.signing import sign_request
 
 OTHER_ACCOUNT_ID = "444455556666"
@@ -344,6 +344,29 @@ def test_encrypt_through_an_alias_uses_its_target_key(rest: RestClient, key: dic
 def test_encrypt_dry_run_fails_with_412_dry_run_operation(rest: RestClient, key: dict) -> None:
     response = rest.encrypt(key["key_id"], b"x", dry_run=True)
     assert_error(response, 412, "DryRunOperationException")
+
+
+def test_revoking_a_grant_as_a_dry_run_fails_with_412_and_leaves_it(
+    rest: RestClient, key: dict
+) -> None:
+    created = rest.post(
+        "/v1/grants",
+        {
+            "key_id": key["key_id"],
+            "grantee_principal": f"arn:aws:iam::{ACCOUNT_ID}:root",
+            "operations": ["Encrypt"],
+        },
+    )
+    assert created.status_code == 201, created.text
+    grant_id = created.json()["grant_id"]
+
+    response = rest.delete(
+        f"/v1/grants/{grant_id}", params={"key_id": key["key_id"], "dry_run": "true"}
+    )
+
+    assert_error(response, 412, "DryRunOperationException")
+    listed = rest.get("/v1/grants", params={"key_id": key["key_id"]}).json()["grants"]
+    assert [g["grant_id"] for g in listed] == [grant_id]
 
 
 def test_data_key_plaintext_is_what_its_ciphertext_decrypts_to(rest: RestClient, key: dict) -> None:

@@ -445,5 +445,6 @@ async def revoke_grant(
     caller: CallerDep,
     service: ServiceDep,
     key_id: Annotated[str, Query(min_length=1, max_length=MAX_KEY_ID)],
+    dry_run: Annotated[bool, Query(description="Check everything, revoke nothing (412).")] = False,
 ) -> None:
-    await service.grants.revoke_grant(caller, key_id, grant_id)
+    await service.grants.revoke_grant(caller, key_id, grant_id, dry_run)
