@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from app.ports import ActiveAccessKeys
 from app.support.lru import BoundedLru
+from app.support.metrics import cache_counters
 from domain.errors import ThrottlingError
 
 log = logging.getLogger("keyledger.identity")
@@ -64,9 +65,17 @@ class CachedReads(Generic[T]):
     """
 
     def __init__(
-        self, read: Callable[[str], T | None], slots: ReadSlots, *, ttl: float, miss_ttl: float
+        self,
+        read: Callable[[str], T | None],
+        slots: ReadSlots,
+        *,
+        ttl: float,
+        miss_ttl: float,
+        cache: str | None = None,
     ) -> None:
+        """``cache``: its name in keyledger_cache_lookups_total (app.support.metrics)."""
         self._read = read
+        self._hits, self._misses = cache_counters(cache)
         self._slots = slots
         self._found: BoundedLru[str, T] = BoundedLru(CACHE_SIZE, ttl=ttl)
         self._missing: BoundedLru[str, bool] = BoundedLru(CACHE_SIZE, ttl=miss_ttl)
@@ -76,6 +85,14 @@ class CachedReads(Generic[T]):
     def cached(self, name: str) -> T | None:
         """What the cache holds for ``name``; never reads."""
         return self._found.get(name)
+
+    def lookup(self, name: str) -> T | None:
+        """What the cache holds for ``name``, never reading; counted a hit when the cache
+        answers (found, or known missing), else left for the read that follows to count."""
+        found = self._found.get(name)
+        if found is not None or name in self._missing:
+            self._hits.inc()
+        return found
 
     def known_missing(self, name: str) -> bool:
         return name in self._missing
@@ -95,7 +112,9 @@ class CachedReads(Generic[T]):
     async def get(self, name: str) -> T | None:
         found = self._found.get(name)
         if found is not None or name in self._missing:
+            self._hits.inc()
             return found
+        self._misses.inc()  # a read, or a wait for one under way
         reading = self._reading.get(name)
         if reading is None:
             reading = self._reading[name] = asyncio.ensure_future(self._read_into_cache(name))
@@ -107,7 +126,9 @@ class CachedReads(Generic[T]):
         _refuse_on_event_loop()
         found = self._found.get(name)
         if found is not None or name in self._missing:
+            self._hits.inc()
             return found
+        self._misses.inc()
         return self._keep(name, self._read(name))
 
     async def _read_into_cache(self, name: str) -> T | None:

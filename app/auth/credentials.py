@@ -186,12 +186,14 @@ class IdentityDirectory:
             self.read_slots,
             ttl=CREDENTIAL_CACHE_SECONDS,
             miss_ttl=MISS_CACHE_SECONDS,
+            cache="credentials",
         )
         self._principals = CachedReads(
             self._read_principal,
             self.read_slots,
             ttl=PRINCIPAL_CACHE_SECONDS,
             miss_ttl=MISS_CACHE_SECONDS,
+            cache="principals",
         )
 
     # --- credentials ------------------------------------------------------------------
@@ -371,7 +373,7 @@ class IdentityDirectory:
             if access_key_id in read:
                 credential = read[access_key_id]
             else:
-                credential = self._credentials.cached(access_key_id)
+                credential = self._credentials.lookup(access_key_id)
                 if credential is None and not self._credentials.known_missing(access_key_id):
                     self._check_budget(access_key_id, source_ip)  # before any read
                     raise _NeedsRead(access_key_id)

@@ -52,6 +52,7 @@ from app.infrastructure.root_keys import (
 )
 from app.ports import NeedsLoad
 from app.support.lru import BoundedLru
+from app.support.metrics import cache_counters
 from domain.keys import KeyMaterial
 
 log = logging.getLogger("keyledger.vault")
@@ -339,6 +340,10 @@ class Vault:
         # rotated key's older versions beside every cached key's current one.
         self._wrapping_keys: BoundedLru[uuid.UUID, _Unwrapped] = BoundedLru(cache_size)
         self._materials: BoundedLru[tuple[uuid.UUID, int], bytes] = BoundedLru(2 * cache_size)
+        # keyledger_cache_lookups_total: a wrapping key found cached, or unwrapped under the
+        # root key; a material found cached, or unwrapped under its wrapping key.
+        self._wrapping_key_hits, self._wrapping_key_misses = cache_counters("wrapping_keys")
+        self._material_hits, self._material_misses = cache_counters("materials")
         # Wrapping keys read just now and found missing (shredded): for the re-runs.
         self._absent: BoundedLru[uuid.UUID, bool] = BoundedLru(cache_size, ttl=ABSENT_SECONDS)
         # Work left to the writer, and the changes it made for commands not yet committed:
@@ -419,6 +424,7 @@ class Vault:
         On the event loop, one this process does not hold is left to the writer."""
         cached = self._wrapping_keys.get(owner_id)
         if cached is not None:
+            self._wrapping_key_hits.inc()
             return AESGCM(cached.key)
         if _on_event_loop():
             if owner_id in self._absent:
@@ -454,6 +460,7 @@ class Vault:
             self._wrapping_keys.pop(owner_id)
             self._absent.put(owner_id, True)
             return
+        self._wrapping_key_misses.inc()  # unwrapped under the root key just now
         self._keep_wrapping_key(owner_id, key)
 
     def _keep_wrapping_key(self, owner_id: uuid.UUID, key: bytes) -> None:
@@ -631,7 +638,9 @@ class Vault:
         """One material version's bytes; None once it (or its key) is shredded."""
         cached = self._materials.get((key_id, material.version))
         if cached is not None:
+            self._material_hits.inc()
             return cached
+        self._material_misses.inc()
         owner = material_owner(key_id, material)
         aad = material_aad(key_id, material.version, material.material_id)
         wrapped = material.wrapped

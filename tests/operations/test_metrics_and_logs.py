@@ -207,3 +207,43 @@ def test_the_grafana_dashboard_reads_only_metrics_the_service_exports(service: S
 
 def _scrape_text(service: Service) -> str:
     return httpx.get(service.endpoint + "/metrics", timeout=30).text
+
+
+CACHE_LOOKUPS = re.compile(r"^keyledger_cache_lookups_total\{([^}]*)\} (\S+)$", re.MULTILINE)
+COUNTED_CACHES = ("aggregates", "credentials", "principals", "wrapping_keys", "materials")
+
+
+def _cache_lookups(service: Service) -> dict[tuple[str, str], float]:
+    """{(cache, result): lookups} summed over the workers, from one scrape."""
+    found: dict[tuple[str, str], float] = {}
+    for labels, value in CACHE_LOOKUPS.findall(_scrape_text(service)):
+        named = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        series = (named["cache"], named["result"])
+        found[series] = found.get(series, 0.0) + float(value)
+    return found
+
+
+def test_every_cache_reports_its_hits_and_misses_and_they_move_with_use(
+    service: Service,
+) -> None:
+    before = _cache_lookups(service)
+    assert {(c, r) for c in COUNTED_CACHES for r in ("hit", "miss")} <= set(before), before
+
+    kms = service.kms()
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    for n in range(20):  # new clients, new connections: both workers serve some of them
+        client = service.kms()
+        blob = client.encrypt(KeyId=key_id, Plaintext=f"call {n}".encode())["CiphertextBlob"]
+        client.decrypt(CiphertextBlob=blob)
+    after = _cache_lookups(service)
+
+    def lookups(counts: dict[tuple[str, str], float], cache: str) -> float:
+        return counts.get((cache, "hit"), 0.0) + counts.get((cache, "miss"), 0.0)
+
+    for cache in ("aggregates", "credentials", "wrapping_keys", "materials"):
+        assert lookups(after, cache) > lookups(before, cache), cache
+    # Each of the 41 calls authenticated against the cached credential (after each
+    # worker's first read of it), and each of the 40 uses found the key's material.
+    assert after[("credentials", "hit")] - before[("credentials", "hit")] >= 39
+    assert lookups(after, "materials") - lookups(before, "materials") >= 40
+    assert all(after[series] >= count for series, count in before.items())
