@@ -13,12 +13,14 @@ recorded against AWS (LocalStack's snapshot ``..._dry_run`` -> ``dryrun_exceptio
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import httpx
 import pytest
 from botocore import xform_name
 from botocore.exceptions import ClientError
@@ -622,6 +624,29 @@ def test_a_decrypt_dry_run_does_not_open_the_ciphertext(service: Service, keys: 
 
     assert dry == (DRY_RUN, MESSAGE, 400)
     assert real[0] == "InvalidCiphertextException"
+
+
+MATERIAL_LOOKUPS = re.compile(
+    r'^keyledger_cache_lookups_total\{(?=[^}]*cache="materials")[^}]*\} (\S+)$', re.MULTILINE
+)
+
+
+def material_lookups(service: Service) -> float:
+    """How often the service looked for a key's material (hit or miss), from /metrics."""
+    text = httpx.get(service.endpoint + "/metrics", timeout=30).text
+    return sum(float(value) for value in MATERIAL_LOOKUPS.findall(text))
+
+
+@pytest.mark.parametrize("operation", sorted(CASES))
+def test_a_dry_run_uses_no_key_material(service: Service, keys: Keys, operation: str) -> None:
+    request = CASES[operation].request(keys)
+    before = material_lookups(service)
+
+    refusal(keys.kms, operation, request, DryRun=True)
+
+    assert material_lookups(service) == before
+    call(keys.kms, operation, request)  # (the same call without DryRun does use it)
+    assert operation.endswith("Grant") or material_lookups(service) > before
 
 
 def test_a_verify_dry_run_does_not_check_the_signature(keys: Keys) -> None:
