@@ -59,7 +59,8 @@ def settle_versions(
 ) -> list[StoredEvent]:
     """The batch with each aggregate's events renumbered as ``keyledger_append`` does.
 
-    ``stream(originator_id)`` gives the stored (version, topic) pairs of an aggregate."""
+    ``stream(originator_id, after)`` gives an aggregate's stored (version, topic) pairs
+    above version ``after``, newest first, and its head version (None: no event)."""
     expected: dict[Any, int] = {}
     for event in stored:
         key = event.originator_id
@@ -68,11 +69,11 @@ def settle_versions(
     for originator_id, first in expected.items():
         version, by = first - 1, 0
         if version >= 1:
-            existing = list(stream(originator_id))
-            if all(topic in commutative for v, topic in existing if v > version):
+            head, newer = stream(originator_id, version)
+            if all(topic in commutative for _, topic in newer):
                 # coalesce(max(version), version) - version: as the SQL, also when a
                 # stream's head is below the version read (never by the writer).
-                by = max((v for v, _ in existing), default=version) - version
+                by = (version if head is None else head) - version
         shift[originator_id] = by
     return [
         StoredEvent(
@@ -102,9 +103,18 @@ class MemoryRecorder(POPOApplicationRecorder):
         super().__init__()
         self._settled = threading.local()
 
-    def _stream(self, originator_id: Any) -> list[tuple[int, str]]:
+    def _stream(self, originator_id: Any, after: int) -> tuple[int | None, list[tuple[int, str]]]:
+        """The head and the (version, topic) pairs above ``after``, read from the newest
+        back (a hot key's whole stream is never walked: a batch costs what it appends)."""
         index = self._stored_events_index.get(str(originator_id), {})
-        return [(version, self._stored_events[at].topic) for version, at in index.items()]
+        newer: list[tuple[int, str]] = []
+        head = None
+        for version in reversed(index):  # versions are inserted in increasing order
+            head = version if head is None else head
+            if version <= after:
+                break
+            newer.append((version, self._stored_events[index[version]].topic))
+        return head, newer
 
     def append(self, stored: Sequence[StoredEvent]) -> tuple[list[int], dict[uuid.UUID, int]]:
         """Insert a batch (all or nothing): its notification ids in commit order and each
