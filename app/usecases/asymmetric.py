@@ -140,7 +140,9 @@ class AsymmetricOperations:
         kind = message_type or algorithms.RAW
 
         def command(uow: UnitOfWork) -> Signed:
-            key = self.resolver.resolve(uow, caller, key_id, "Sign")
+            key = self.resolver.resolve(
+                uow, caller, key_id, "Sign", request=_signing_request(algorithm, kind)
+            )
             check_key_use(key, "Sign", SIGN_VERIFY)
             algorithms.check_signing_request(key.key_spec, algorithm, kind, message)
             stop_if_dry_run(dry_run)
@@ -165,7 +167,9 @@ class AsymmetricOperations:
         kind = message_type or algorithms.RAW
 
         def command(uow: UnitOfWork) -> Verified:
-            key = self.resolver.resolve(uow, caller, key_id, "Verify")
+            key = self.resolver.resolve(
+                uow, caller, key_id, "Verify", request=_signing_request(algorithm, kind)
+            )
             check_key_use(key, "Verify", SIGN_VERIFY)
             algorithms.check_signing_request(key.key_spec, algorithm, kind, message)
             stop_if_dry_run(dry_run)
@@ -182,7 +186,9 @@ class AsymmetricOperations:
         self, caller: Caller, key_id: str, message: bytes, algorithm: str, dry_run: bool = False
     ) -> Mac:
         def command(uow: UnitOfWork) -> Mac:
-            key = self.resolver.resolve(uow, caller, key_id, "GenerateMac")
+            key = self.resolver.resolve(
+                uow, caller, key_id, "GenerateMac", request=_mac_request(algorithm)
+            )
             check_key_use(key, "GenerateMac", GENERATE_VERIFY_MAC)
             algorithms.check_mac_algorithm(key.key_spec, algorithm)
             stop_if_dry_run(dry_run)
@@ -204,7 +210,9 @@ class AsymmetricOperations:
         """Succeeds only for the right MAC; otherwise KMSInvalidMacError, nothing recorded."""
 
         def command(uow: UnitOfWork) -> Mac:
-            key = self.resolver.resolve(uow, caller, key_id, "VerifyMac")
+            key = self.resolver.resolve(
+                uow, caller, key_id, "VerifyMac", request=_mac_request(algorithm)
+            )
             check_key_use(key, "VerifyMac", GENERATE_VERIFY_MAC)
             algorithms.check_mac_algorithm(key.key_spec, algorithm)
             stop_if_dry_run(dry_run)
@@ -289,7 +297,13 @@ class AsymmetricOperations:
         dry_run: bool = False,
     ) -> SharedSecret:
         def command(uow: UnitOfWork) -> SharedSecret:
-            key = self.resolver.resolve(uow, caller, key_id, "DeriveSharedSecret")
+            key = self.resolver.resolve(
+                uow,
+                caller,
+                key_id,
+                "DeriveSharedSecret",
+                request=AccessRequest(conditions={"kms:KeyAgreementAlgorithm": algorithm}),
+            )
             check_key_use(key, "DeriveSharedSecret", KEY_AGREEMENT)
             if algorithm not in key_algorithms(key.key_spec, key.key_usage).key_agreement:
                 raise InvalidKeyUsageError(
@@ -344,3 +358,15 @@ class AsymmetricOperations:
             return Encapsulation(key.arn, secret, ciphertext, algorithm)
 
         return await self.runner.run(command)
+
+
+# The request's own condition keys (AWS KMS condition keys): a policy may allow or deny
+# by them, so the decision must see them.
+def _signing_request(algorithm: str, message_type: str) -> AccessRequest:
+    return AccessRequest(
+        conditions={"kms:SigningAlgorithm": algorithm, "kms:MessageType": message_type}
+    )
+
+
+def _mac_request(algorithm: str) -> AccessRequest:
+    return AccessRequest(conditions={"kms:MacAlgorithm": algorithm})

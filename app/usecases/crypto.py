@@ -105,7 +105,9 @@ class CryptoOperations:
         resolver = self.resolver
 
         def command(uow: UnitOfWork) -> Encrypted:
-            key = resolver.resolve(uow, caller, key_id, "Encrypt")
+            key = resolver.resolve(
+                uow, caller, key_id, "Encrypt", request=AccessRequest(None, algorithm)
+            )
             check_key_use(key, "Encrypt", ENCRYPT_DECRYPT)
             chosen = algorithms.check_rsa_encryption(key.key_spec, algorithm, plaintext)
             refuse_encryption_context(encryption_context)
@@ -178,7 +180,9 @@ class CryptoOperations:
         resolver = self.resolver
 
         def command(uow: UnitOfWork) -> Decrypted:
-            key = resolver.resolve(uow, caller, key_id, "Decrypt")
+            key = resolver.resolve(
+                uow, caller, key_id, "Decrypt", request=AccessRequest(None, algorithm)
+            )
             check_key_use(key, "Decrypt", ENCRYPT_DECRYPT)
             chosen = algorithms.check_rsa_encryption(key.key_spec, algorithm, None)
             refuse_encryption_context(encryption_context)
@@ -238,7 +242,13 @@ class CryptoOperations:
                 )
             else:
                 assert source_key_id is not None
-                source = resolver.resolve(uow, caller, source_key_id, "ReEncryptFrom")
+                source = resolver.resolve(
+                    uow,
+                    caller,
+                    source_key_id,
+                    "ReEncryptFrom",
+                    request=AccessRequest(None, source_algorithm),
+                )
             destination = resolver.resolve_destination(
                 uow, caller, destination_key_id, request=destination_request
             )
