@@ -61,7 +61,7 @@ from app.ports import (
     Unavailability,
     UnitOfWork,
 )
-from app.support.logs import CALLS_LOGGER
+from app.support.logs import CALLS_LOGGER, call_message, write_call_line
 from app.support.metrics import observe_call
 from app.support.request_ids import new_request_id
 from domain.audit import (
@@ -523,18 +523,8 @@ class AuditedRequest:
             "outcome": outcome,
             "latency_ms": round(seconds * 1000, 3),
         }
-        calls_log.info(
-            "%s %s %s %.1fms principal=%s key=%s ip=%s request=%s",
-            source,
-            operation,
-            outcome,
-            seconds * 1000,
-            fields["principal_arn"],
-            key_arn,
-            self.source_ip,
-            self.request_id,
-            extra={"call": fields},
-        )
+        if not write_call_line(fields):  # no writing thread: through `logging`
+            calls_log.info("%s", call_message(fields), extra={"call": fields})
 
     # --- records ---------------------------------------------------------------------------------
     def record(self, resources: list[dict[str, str]], error: BaseException | None) -> AuditedCall:

@@ -19,7 +19,7 @@ from domain.keys import KeyMaterial
 USED = "Used"
 _ENVELOPE = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp"})
 _NOT_SHOWN = frozenset({"actor", "policy"})  # the policy is shown by its versions
-_OMIT: Any = object()
+OMITTED: Any = object()
 
 
 @dataclass(frozen=True)
@@ -118,13 +118,15 @@ def public_details(event: Any) -> dict[str, Any]:
     for name, value in vars(event).items():
         if name in _ENVELOPE or name in _NOT_SHOWN:
             continue
-        public = _public_value(value)
-        if public is not _OMIT and public not in (None, {}, []):
+        public = public_value(value)
+        if public is not OMITTED and public not in (None, {}, []):
             shown[name] = public
     return shown
 
 
-def _public_value(value: Any) -> Any:
+def public_value(value: Any) -> Any:
+    """``value`` as an auditor may see it, or OMITTED: plain values, key material as its
+    version and id only; fails closed on bytes and any type not known to be harmless."""
     if isinstance(value, KeyMaterial):
         return {"version": value.version, "material_id": value.material_id}
     if value is None or isinstance(value, str | int | float | bool | datetime):
@@ -132,8 +134,8 @@ def _public_value(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dict):
-        items = ((str(k), _public_value(v)) for k, v in value.items())
-        return {k: v for k, v in items if v is not _OMIT}
+        items = ((str(k), public_value(v)) for k, v in value.items())
+        return {k: v for k, v in items if v is not OMITTED}
     if isinstance(value, list | tuple):
-        return [v for v in map(_public_value, value) if v is not _OMIT]
-    return _OMIT
+        return [v for v in map(public_value, value) if v is not OMITTED]
+    return OMITTED

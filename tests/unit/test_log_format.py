@@ -7,7 +7,16 @@ import json
 import logging
 import queue
 
-from app.support.logs import CALLS_LOGGER, BackgroundHandler, LineWriter, formatter
+import pytest
+
+from app.support.logs import (
+    CALLS_LOGGER,
+    BackgroundHandler,
+    CallLine,
+    LineWriter,
+    call_message,
+    formatter,
+)
 from app.support.metrics import LOG_LINES_DROPPED
 
 
@@ -74,3 +83,44 @@ def test_dropped_lines_are_on_the_metrics_page_of_a_single_process() -> None:
     from app.support.metrics import exposition
 
     assert "keyledger_log_lines_dropped_total " in exposition([]).decode()
+
+
+CALL_FIELDS = {
+    "request_id": "r-1",
+    "source_ip": "192.0.2.7",
+    "principal_arn": "arn:aws:iam::111122223333:user/alice",
+    "source": "kms",
+    "operation": "Encrypt",
+    "key_arn": "arn:aws:kms:us-east-1:111122223333:key/k",
+    "outcome": "Success",
+    "latency_ms": 1.25,
+}
+
+
+def _through_logging(log_format: str, created: float) -> str:
+    record = logging.LogRecord(
+        CALLS_LOGGER, logging.INFO, "", 0, "%s", (call_message(CALL_FIELDS),), None
+    )
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    record.call = CALL_FIELDS  # type: ignore[attr-defined]
+    return formatter(log_format).format(record)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_call_line_reads_exactly_as_the_same_line_through_logging(log_format: str) -> None:
+    """The event loop hands a call's fields over without a LogRecord; the writing thread
+    must still write what `logging` would have."""
+    created = 1_765_000_000.4567
+    waiting: queue.SimpleQueue[CallLine] = queue.SimpleQueue()
+    stream = io.StringIO()
+    writer = LineWriter(waiting, stream, formatter(log_format))
+    waiting.put(CallLine(created, dict(CALL_FIELDS)))
+    writer.start()
+    writer.stop()
+    written = stream.getvalue().rstrip("\n")
+    expected = _through_logging(log_format, created)
+    if log_format == "json":
+        assert json.loads(written) == json.loads(expected)
+    else:
+        assert written == expected
+    assert "Encrypt Success 1.2ms principal=arn:aws:iam::111122223333:user/alice" in written

@@ -14,9 +14,7 @@ routes are registered after every sub-resource route.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
@@ -81,9 +79,9 @@ from app.entrypoints.rest.schemas import (
 )
 from app.entrypoints.rest.sys import signed as sys_signed_router
 from app.entrypoints.rest.sys import unsigned as sys_unsigned_router
+from app.usecases.key_history import OMITTED, public_value
 from app.usecases.keys import CreateKeyRequest
 from domain.audit import CLOUDTRAIL_SOURCE, KMS_SOURCE
-from domain.keys import KeyMaterial
 from projections.batched import DeadLetter
 
 log = logging.getLogger("keyledger.rest")
@@ -451,16 +449,15 @@ async def update_key(
 
 # ==== history rendering ====================================================================
 _ENVELOPE = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp"})
-_OMIT = object()
 
 
 def event_public(event: Any) -> EventPublic:
     """A domain event as the API shows it: never any key material, never any bytes."""
-    fields = {name: _public_value(value) for name, value in vars(event).items()}
+    fields = {name: public_value(value) for name, value in vars(event).items()}
     details = {
         name: value
         for name, value in fields.items()
-        if name not in _ENVELOPE and name != "actor" and value is not _OMIT
+        if name not in _ENVELOPE and name != "actor" and value is not OMITTED
     }
     actor = fields.get("actor")
     return EventPublic(
@@ -472,23 +469,6 @@ def event_public(event: Any) -> EventPublic:
     )
 
 
-def _public_value(value: Any) -> Any:
-    # Fails closed: bytes, and any type not known to be harmless, are left out.
-    if isinstance(value, KeyMaterial):
-        return {"version": value.version, "material_id": value.material_id}
-    if value is None or isinstance(value, str | int | float | bool | datetime):
-        return value
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dict):
-        items = ((str(k), _public_value(v)) for k, v in value.items())
-        return {k: v for k, v in items if v is not _OMIT}
-    if isinstance(value, list | tuple):
-        return [v for v in map(_public_value, value) if v is not _OMIT]
-    return _OMIT
-
-
-# ==== the application ======================================================================
 def _without_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """FastAPI documents 422 for invalid input; this API answers those 400 (ErrorBody)."""
     generate = app.openapi
