@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws.errors import aws_error, error_document
 from app.entrypoints.aws_json.asgi import respond as _respond
 from app.entrypoints.aws_json.shapes import parse_request
+from app.entrypoints.signed_requests import authenticate_request
 from app.support.request_ids import new_request_id
 from domain.audit import (
     CLOUDTRAIL_SOURCE,
@@ -183,22 +183,15 @@ class CloudTrailHandler:
                 user_agent=user_agent,
                 body=body,
             ) as audit:
-                request = IncomingRequest(
-                    method=scope["method"],
-                    path=scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0] or "/",
-                    query_string=query_string,
-                    headers=headers,
-                    body=body,
-                )
-                caller = await self.identity.authenticate(
-                    request,
-                    source_ip=client[0],
-                    user_agent=user_agent,
+                caller = await authenticate_request(
+                    self.identity,
+                    scope,
+                    headers,
+                    body,
                     request_id=request_id,
                     service="cloudtrail",
+                    regions=self.regions,
                 )
-                if self.regions is not None:  # before the caller counts as authenticated
-                    check_region(caller.region, self.regions)
                 audit.caller = caller
                 if name != "LookupEvents":
                     raise UnknownOperationError("")

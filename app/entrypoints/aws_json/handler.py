@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 
 from app.auth.credentials import Caller, IdentityDirectory
-from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws.errors import aws_error, error_document
 from app.entrypoints.aws_json.aliases import OPERATIONS as ALIAS_OPERATIONS
 from app.entrypoints.aws_json.asgi import respond as _respond
@@ -27,6 +26,7 @@ from app.entrypoints.aws_json.grants import OPERATIONS as GRANT_OPERATIONS
 from app.entrypoints.aws_json.keys import OPERATIONS as KEY_OPERATIONS
 from app.entrypoints.aws_json.multi_region import OPERATIONS as MULTI_REGION_OPERATIONS
 from app.entrypoints.aws_json.shapes import parse_request
+from app.entrypoints.signed_requests import authenticate_request
 from app.support.request_ids import new_request_id
 from app.usecases.auditing import Auditor
 from app.usecases.keys import KeyService
@@ -115,21 +115,9 @@ class AwsJsonHandler:
     async def _authenticate(
         self, scope: dict[str, Any], headers: list[tuple[str, str]], body: bytes, request_id: str
     ) -> Caller:
-        request = IncomingRequest(
-            method=scope["method"],
-            path=scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0] or "/",
-            query_string=scope.get("query_string", b"").decode("latin-1"),
-            headers=headers,
-            body=body,
+        return await authenticate_request(
+            self.identity, scope, headers, body, request_id=request_id, regions=self.regions
         )
-        client = scope.get("client") or ("", 0)
-        user_agent = next((v for k, v in headers if k.lower() == "user-agent"), "")
-        caller = await self.identity.authenticate(
-            request, source_ip=client[0], user_agent=user_agent, request_id=request_id
-        )
-        if self.regions is not None:
-            check_region(caller.region, self.regions)
-        return caller
 
     async def _fail(self, send: Any, error: Exception, request_id: str) -> None:
         if isinstance(error, UnknownOperationError):

@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from app.auth.sigv4 import IncomingRequest, check_region
 from app.aws.model import operation_model
 from app.entrypoints.aws_json.shapes import RequestParser
+from app.entrypoints.signed_requests import authenticate_request
 from app.entrypoints.sts.wire import (
     IAM_NAMESPACE,
     IAM_VERSION,
@@ -90,22 +90,15 @@ class StsHandler:
                 source_ip=client[0],
                 user_agent=user_agent,
             ) as audit:
-                request = IncomingRequest(
-                    method=scope["method"],
-                    path=scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0] or "/",
-                    query_string=query_string,
-                    headers=headers,
-                    body=body,
-                )
-                caller = await self.identity.authenticate(
-                    request,
-                    source_ip=client[0],
-                    user_agent=user_agent,
+                caller = await authenticate_request(
+                    self.identity,
+                    scope,
+                    headers,
+                    body,
                     request_id=request_id,
                     service="iam" if iam else "sts",
+                    regions=None if iam else self.regions,  # IAM is global
                 )
-                if self.regions is not None and not iam:
-                    check_region(caller.region, self.regions)
                 audit.caller = caller
                 if iam or action not in ("GetCallerIdentity", "AssumeRole"):
                     raise UnknownOperationError(
