@@ -485,9 +485,10 @@ class AuditedRequest:
             self._token = None
         try:
             if error is not None:
-                if isinstance(error, QuotaExceededError) and not error.recorded:
-                    pass  # counted and sampled (app.usecases.quotas): a flood adds no record
-                elif isinstance(error, Exception) and not self.failure_recorded:
+                # A throttled call that is not its minute's sample is only counted
+                # (app.usecases.quotas): a flood adds no record.
+                sampled_out = isinstance(error, QuotaExceededError) and not error.recorded
+                if isinstance(error, Exception) and not sampled_out and not self.failure_recorded:
                     if self.auditor.unavailable(error):  # answered now, not after a 2nd wait
                         self.auditor.record_meanwhile(self._record_later(error), self.request_id)
                     else:
