@@ -24,6 +24,16 @@ def _key(runtime: InMemoryRuntime, admin: Caller, spec: str, usage: str, *extra:
     return call(runtime.service.keys.create_key(admin, request)).key_id
 
 
+def _allowed_unless(caller: Caller, action: str, key: str, value: str) -> list[dict]:
+    """An Allow of ``action`` for ``caller`` and a Deny of it when condition ``key`` is
+    ``value``."""
+    condition = {"StringEquals": {key: value}}
+    return [
+        stmt(principal=aws(caller.principal_arn), action=action, sid="allow"),
+        stmt("Deny", principal=aws(caller.principal_arn), action=action, condition=condition),
+    ]
+
+
 @pytest.fixture
 def app(runtime: InMemoryRuntime) -> Caller:
     return caller_for(runtime.identity.create_principal(ACCOUNT_ID, "signer"))
@@ -37,14 +47,7 @@ def test_a_deny_on_the_message_type_holds(
         admin,
         "ECC_NIST_P256",
         "SIGN_VERIFY",
-        stmt(principal=aws(app.principal_arn), action="kms:Sign", sid="sign"),
-        stmt(
-            "Deny",
-            principal=aws(app.principal_arn),
-            action="kms:Sign",
-            condition={"StringEquals": {"kms:MessageType": "DIGEST"}},
-            sid="no digests",
-        ),
+        *_allowed_unless(app, "kms:Sign", "kms:MessageType", "DIGEST"),
     )
     sign = runtime.service.asymmetric.sign
     call(sign(app, key, b"a message", "RAW", "ECDSA_SHA_256"))
@@ -82,14 +85,7 @@ def test_a_deny_on_the_mac_algorithm_holds(
         admin,
         "HMAC_256",
         "GENERATE_VERIFY_MAC",
-        stmt(principal=aws(app.principal_arn), action="kms:GenerateMac", sid="mac"),
-        stmt(
-            "Deny",
-            principal=aws(app.principal_arn),
-            action="kms:GenerateMac",
-            condition={"StringEquals": {"kms:MacAlgorithm": "HMAC_SHA_256"}},
-            sid="no sha-256",
-        ),
+        *_allowed_unless(app, "kms:GenerateMac", "kms:MacAlgorithm", "HMAC_SHA_256"),
     )
     with pytest.raises(AccessDeniedError):
         call(runtime.service.asymmetric.generate_mac(app, key, b"m", "HMAC_SHA_256"))
