@@ -138,6 +138,27 @@ def fold(hashes: Sequence[bytes]) -> bytes:
     return acc
 
 
+def perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """The root of a perfect subtree from its 2**k descendants at one level, in order
+    (a node a store does not keep is rebuilt from the nearest level it does)."""
+    count = len(hashes)
+    if count == 0 or count & (count - 1):
+        raise ValueError(f"{count} nodes are not a perfect subtree's level")
+    level = list(hashes)
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def descendants(node: NodeId, level: int) -> list[NodeId]:
+    """The nodes at `level` (<= the node's) under `node`, left to right."""
+    depth = node.level - level
+    if depth < 0:
+        raise ValueError(f"level {level} is above {node}")
+    first = node.index << depth
+    return [NodeId(level, first + i) for i in range(1 << depth)]
+
+
 # --- proof plans: which stored nodes a proof needs ------------------------------
 ProofPlan = tuple[tuple[NodeId, ...], ...]
 """One entry per proof hash: the perfect nodes to fold (largest first) into that hash."""
@@ -372,6 +393,33 @@ class CompactRange:
     def append_leaf(self, leaf: bytes) -> list[tuple[NodeId, bytes]]:
         """Appends a leaf input (hashed here with the 0x00 prefix)."""
         return self.append(leaf_hash(leaf))
+
+    def extend(self, leaf_hashes: bytes, every: int = 0) -> list[tuple[int, int, bytes]]:
+        """Appends the leaf hashes concatenated in `leaf_hashes` (32 bytes each); returns
+        the (level, index, hash) of the nodes they complete at the levels that are
+        multiples of `every` (0: none). `append` for a batch, without its per-node
+        objects: the Merkle log appends every event of the ledger through it."""
+        if len(leaf_hashes) % HASH_SIZE:
+            raise ValueError(f"leaf hashes are {HASH_SIZE} bytes each")
+        sha256, prefix = hashlib.sha256, NODE_PREFIX
+        frontier, size = self._hashes, self._size
+        completed: list[tuple[int, int, bytes]] = []
+        keep = completed.append if every else None
+        for offset in range(0, len(leaf_hashes), HASH_SIZE):
+            h = leaf_hashes[offset : offset + HASH_SIZE]
+            if keep is not None:
+                keep((0, size, h))
+            carry, level = size, 0
+            while carry & 1:
+                h = sha256(prefix + frontier.pop() + h).digest()
+                carry >>= 1
+                level += 1
+                if keep is not None and level % every == 0:
+                    keep((level, carry, h))
+            frontier.append(h)
+            size += 1
+        self._size = size
+        return completed
 
     def root(self) -> bytes:
         return fold(self._hashes) if self._hashes else EMPTY_ROOT

@@ -19,6 +19,7 @@ from domain.ledger_leaves import encode_leaf
 from domain.merkle import NodeId, leaf_hash
 from projections.ledger_checkpoints import StoredCheckpoint
 from projections.ledger_checkpoints import newest_checkpoint as newest_checkpoint
+from projections.merkle_log import read_nodes
 
 
 class LedgerExportError(RuntimeError):
@@ -81,17 +82,12 @@ def signer_keys(conn: psycopg.Connection[Any]) -> list[str]:
 
 
 def stored_nodes(conn: psycopg.Connection[Any], ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
-    """The stored hashes of these perfect nodes (LedgerExportError if one is missing)."""
+    """The hashes of these perfect nodes, stored or rebuilt from the stored level below
+    (projections.merkle_log.read_nodes; LedgerExportError if one is missing)."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = conn.execute(
-        "SELECT n.level, n.index, n.hash FROM ledger_tree_nodes n"
-        " JOIN unnest(%s::smallint[], %s::bigint[]) AS f(level, index)"
-        " ON n.level = f.level AND n.index = f.index",
-        ([n.level for n in wanted], [n.index for n in wanted]),
-    ).fetchall()
-    found = {NodeId(int(level), int(index)): bytes(h) for level, index, h in rows}
+    found = read_nodes(conn, wanted)
     missing = [node for node in wanted if node not in found]
     if missing:
         raise LedgerExportError(f"the stored tree lacks the nodes {missing[:5]}")

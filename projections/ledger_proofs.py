@@ -39,6 +39,7 @@ from domain.merkle import (
     verify_inclusion,
 )
 from projections.ledger_checkpoints import StoredCheckpoint
+from projections.merkle_log import read_nodes
 
 MAX_SIZE = 2**63 - 1  # sizes and positions are PostgreSQL bigints
 MAX_PAGE = 1000
@@ -123,11 +124,6 @@ _LEAF = (
     " WHERE t.id"
 )
 _TREE = "SELECT size FROM ledger_tree WHERE id"
-_NODES = (
-    "SELECT n.level, n.index, n.hash FROM ledger_tree_nodes n"
-    " JOIN unnest(%s::smallint[], %s::bigint[]) AS f(level, index)"
-    " ON n.level = f.level AND n.index = f.index"
-)
 
 
 def _checkpoint(row: Any) -> CheckpointRow:
@@ -146,12 +142,11 @@ def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]
 
 
 def _nodes(conn: psycopg.Connection[Any], wanted: frozenset[NodeId]) -> dict[NodeId, bytes]:
-    """The stored perfect nodes `wanted`, in one query; every one must be there."""
+    """The perfect nodes `wanted`, stored or rebuilt from the stored level below
+    (projections.merkle_log.read_nodes); every one must be there."""
     if not wanted:
         return {}
-    ids = sorted(wanted)
-    rows = conn.execute(_NODES, ([n.level for n in ids], [n.index for n in ids])).fetchall()
-    found = {NodeId(int(level), int(index)): bytes(h) for level, index, h in rows}
+    found = read_nodes(conn, sorted(wanted))
     missing = wanted - found.keys()
     if missing:
         raise LedgerInconsistentError(

@@ -54,10 +54,15 @@ CHECKPOINT_AT_MOST = (
 )
 # PostgreSQL computes the leaf hashes (projections.merkle_log.LEAF_HASH_SQL: the states need
 # not cross the wire); `keyledger audit verify` hashes the stored bytes itself.
+# As one row (the last position, the leaf hashes concatenated): the per-event work on this
+# side is only the tree's (CompactRange.extend).
 EVENTS_AFTER = (
-    "SELECT notification_id, "
+    "SELECT max(notification_id), count(*),"
+    " string_agg(leaf_hash, ''::bytea ORDER BY notification_id)"
+    " FROM (SELECT notification_id, "
     + LEAF_HASH_SQL
-    + " FROM keyledger_events WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+    + " AS leaf_hash FROM keyledger_events WHERE notification_id > %s"
+    " ORDER BY notification_id LIMIT %s) AS recent"
 )
 LEAVES_AT = (
     "SELECT index, notification_id, hash FROM ledger_tree_nodes WHERE level = 0 AND index = ANY(%s)"
@@ -177,9 +182,10 @@ def _recent(
     wanted = target.size - compact.size
     extended = compact.copy()
     last = state.last_position
-    for position, leaf in conn.execute(EVENTS_AFTER, (state.last_position, wanted)):
-        extended.append(bytes(leaf))
-        last = int(position)
+    row = conn.execute(EVENTS_AFTER, (state.last_position, wanted)).fetchone()
+    if row is not None and row[1]:
+        extended.extend(bytes(row[2]))
+        last = int(row[0])
     if extended.size < target.size or extended.root() != target.root:
         return (
             f"the events after event {state.last_position} do not hash to the signed"

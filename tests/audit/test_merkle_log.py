@@ -223,12 +223,16 @@ def _tail_truncated(conn: psycopg.Connection[Any], skipped: int) -> int:
 
 
 def _tree_node_altered(conn: psycopg.Connection[Any], skipped: int) -> int:
-    # As the tables' owner could: around the append-only trigger. Node (1, 2) covers leaves
-    # 4 and 5; leaf 5's event completes it.
+    # As the tables' owner could: around the append-only trigger. Node (4, 0) (a stored
+    # level: projections.merkle_log.STORED_LEVEL_STRIDE) covers leaves 0 to 15; leaf 15's
+    # event completes it.
     conn.execute("ALTER TABLE ledger_tree_nodes DISABLE TRIGGER ledger_tree_nodes_append_only")
-    conn.execute("UPDATE ledger_tree_nodes SET hash = sha256(hash) WHERE level = 1 AND index = 2")
+    altered = conn.execute(
+        "UPDATE ledger_tree_nodes SET hash = sha256(hash) WHERE level = 4 AND index = 0"
+    )
+    assert altered.rowcount == 1
     row = conn.execute(
-        "SELECT notification_id FROM ledger_tree_nodes WHERE level = 0 AND index = 5"
+        "SELECT notification_id FROM ledger_tree_nodes WHERE level = 0 AND index = 15"
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -340,10 +344,10 @@ class _Poisoned(MerkleLogProjection):
     poison = 0
     retry_delay = 0.0
 
-    def apply(self, conn: psycopg.Connection[Any], events: Any, ids: Any) -> None:
-        if self.poison in ids:
+    def _append(self, conn: psycopg.Connection[Any], positions: list[int], hashes: bytes) -> None:
+        if self.poison in positions:  # in a pass and when taken alone
             raise ValueError("cannot take it")
-        super().apply(conn, events, ids)
+        super()._append(conn, positions, hashes)
 
 
 def test_an_event_the_log_cannot_take_stops_it_and_is_never_set_aside(

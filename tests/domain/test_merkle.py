@@ -30,10 +30,12 @@ from domain.merkle import (
     MemoryTree,
     NodeId,
     consistency_plan,
+    descendants,
     frontier_nodes,
     inclusion_plan,
     leaf_hash,
     merkle_tree_hash,
+    perfect_root,
     plan_nodes,
     root_from_inclusion_proof,
     subtree_nodes,
@@ -561,3 +563,45 @@ def test_consistency_proofs_agree_with_the_rfc_and_verify(
             verify_consistency(m, n, proof, ref_mth(forked[:m]), r2)
     else:
         assert proof == []
+
+
+# --- appending a batch --------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 70), st.integers(1, 70), st.sampled_from([1, 2, 4]))
+def test_extend_completes_the_nodes_append_does(start: int, count: int, every: int) -> None:
+    hashes = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(start + count)]
+    one_by_one = CompactRange()
+    for h in hashes[:start]:
+        one_by_one.append(h)
+    batched = one_by_one.copy()
+    expected = [
+        (node.level, node.index, value)
+        for h in hashes[start:]
+        for node, value in one_by_one.append(h)
+        if node.level % every == 0
+    ]
+    assert batched.extend(b"".join(hashes[start:]), every=every) == expected
+    assert (batched.size, batched.root()) == (one_by_one.size, one_by_one.root())
+
+
+def test_extend_without_keeping_nodes_only_moves_the_range() -> None:
+    compact = CompactRange()
+    assert compact.extend(b"\x01" * 32 * 5) == []
+    assert compact.size == 5
+    with pytest.raises(ValueError):
+        compact.extend(b"\x01" * 31)
+
+
+def test_a_node_is_the_perfect_root_of_its_descendants_at_any_level() -> None:
+    hashes = [hashlib.sha256(bytes([i])).digest() for i in range(16)]
+    compact = CompactRange()
+    store = {node: value for h in hashes for node, value in compact.append(h)}
+    node = NodeId(3, 1)  # leaves 8 to 15
+    for level in range(4):
+        parts = descendants(node, level)
+        assert len(parts) == 1 << (3 - level)
+        assert perfect_root([store[p] for p in parts]) == store[node]
+    with pytest.raises(ValueError):
+        perfect_root(hashes[:3])
+    with pytest.raises(ValueError):
+        descendants(node, 4)

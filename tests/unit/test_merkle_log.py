@@ -11,9 +11,24 @@ from dataclasses import dataclass, replace
 import pytest
 
 from domain.ledger_leaves import leaf_of
-from domain.merkle import CompactRange, NodeId, leaf_hash, node_hash, root_at, split_point
+from domain.merkle import (
+    CompactRange,
+    NodeId,
+    leaf_hash,
+    node_hash,
+    perfect_root,
+    root_at,
+    split_point,
+)
 from projections.ledger_verify import EventRow, Reason, StoredLeaf, verify_ledger
-from projections.merkle_log import MerkleLogError, append_events
+from projections.merkle_log import (
+    MerkleLogError,
+    NodeRow,
+    append_leaves,
+    event_leaf_hash,
+    is_stored_level,
+    stored_parts,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,18 @@ def rows(count: int, skip: frozenset[int] = frozenset()) -> list[Row]:
     return found
 
 
+def append_events(compact: CompactRange, last: int, events: list[Row]) -> tuple[list[NodeRow], int]:
+    """What the projection writes for these stored rows, and the last position."""
+    hashes = b"".join(event_leaf_hash(e) for e in events)
+    rows = append_leaves(compact, last, [e.id for e in events], hashes)
+    return rows, events[-1].id if events else last
+
+
+def lookup(store: dict[NodeId, bytes]):  # type: ignore[no-untyped-def]
+    """Read a node as projections.merkle_log.read_nodes does (rebuilt when not stored)."""
+    return lambda node: perfect_root([store[part] for part in stored_parts(node)])
+
+
 def naive_mth(leaves: list[bytes]) -> bytes:
     """RFC 9162's recursive MTH over leaf inputs, written here from the RFC."""
     if not leaves:
@@ -60,7 +87,7 @@ def leaves_of(events: list[Row]) -> list[bytes]:
     return [leaf_of(e.id, e.originator_id, e.originator_version, e.topic, e.state) for e in events]
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, 7, 8, 9, 33])
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 8, 9, 16, 33, 70])
 def test_the_stored_nodes_give_the_naive_root_at_every_size_with_gaps(count: int) -> None:
     events = rows(count, skip=frozenset({3, 4, 11}))
     store: dict[NodeId, bytes] = {}
@@ -79,8 +106,9 @@ def test_the_stored_nodes_give_the_naive_root_at_every_size_with_gaps(count: int
     assert last == events[-1].id
     assert [positions[i] for i in range(count)] == [e.id for e in events]  # gaps absent
     leaves = leaves_of(events)
+    assert all(is_stored_level(node.level) for node in store)
     for size in range(count + 1):
-        assert root_at(size, store) == naive_mth(leaves[:size])
+        assert root_at(size, lookup(store)) == naive_mth(leaves[:size])
     assert compact.root() == naive_mth(leaves)
 
 
@@ -90,7 +118,7 @@ def test_a_restored_compact_range_continues_the_same_tree() -> None:
     compact = CompactRange()
     node_rows, last = append_events(compact, 0, events[:13])
     store.update({NodeId(lv, ix): h for lv, ix, h, _ in node_rows})
-    restored = CompactRange.restore(13, store)
+    restored = CompactRange.restore(13, lookup(store))
     node_rows, last = append_events(restored, last, events[13:])
     assert restored.root() == naive_mth(leaves_of(events))
 
@@ -111,7 +139,7 @@ def stored_tree(events: list[Row]) -> tuple[list[StoredLeaf], int, bytes, dict[i
     roots = {}
     store = {NodeId(lv, ix): h for lv, ix, h, _ in node_rows}
     for size in range(len(events) + 1):
-        roots[size] = root_at(size, store)
+        roots[size] = root_at(size, lookup(store))
     return leaves, compact.size, compact.root(), roots
 
 
@@ -199,9 +227,18 @@ def test_a_stored_root_or_size_that_is_not_the_leaves_is_the_tree() -> None:
     assert failure is not None and failure.reason == Reason.TREE
 
 
-def internal_streams(events: list[Row], altered: NodeId | None = None):  # type: ignore[no-untyped-def]
+def internal_streams(events: list[Row], altered: NodeId | None = None, every_level: bool = False):  # type: ignore[no-untyped-def]
+    """The stored levels' streams as the verifier reads them; `every_level`: a tree
+    written before only every fourth level was stored."""
     compact = CompactRange()
-    node_rows, _ = append_events(compact, 0, events)
+    if every_level:
+        node_rows = [
+            (node.level, node.index, value, None)
+            for e in events
+            for node, value in compact.append(event_leaf_hash(e))
+        ]
+    else:
+        node_rows, _ = append_events(compact, 0, events)
     by_level: dict[int, list[tuple[int, bytes]]] = {}
     for level, index, value, _ in node_rows:
         if level:
@@ -216,10 +253,33 @@ def internal_streams(events: list[Row], altered: NodeId | None = None):  # type:
 def test_every_stored_node_above_the_leaves_is_compared() -> None:
     ok = verify_ledger(as_events(EVENTS), LEAVES, SIZE, ROOT, (), internal_streams(EVENTS))
     assert ok.ok, ok.failure
-    bad = internal_streams(EVENTS, altered=NodeId(2, 1))
+    bad = internal_streams(EVENTS, altered=NodeId(4, 0))
     failure = verify_ledger(as_events(EVENTS), LEAVES, SIZE, ROOT, (), bad).failure
     assert failure is not None and failure.reason == Reason.TREE
-    assert failure.index == 7  # the leaf that completes node (2, 1): leaves 4 to 7
+    assert failure.index == 15  # the leaf that completes node (4, 0): leaves 0 to 15
     missing = internal_streams(EVENTS[:8])  # nodes of the first 8 leaves only
     failure = verify_ledger(as_events(EVENTS), LEAVES, SIZE, ROOT, (), missing).failure
     assert failure is not None and failure.reason == Reason.TREE and "not stored" in failure.detail
+
+
+def test_only_every_fourth_level_is_stored() -> None:
+    rows_, _ = append_events(CompactRange(), 0, rows(64))
+    assert sorted({level for level, *_ in rows_}) == [0, 4]
+    assert len(rows_) == 64 + 4  # a row per leaf, one per 16 leaves
+
+
+def test_a_tree_stored_at_every_level_still_verifies_and_its_extra_nodes_are_compared() -> None:
+    older = internal_streams(EVENTS[:12], every_level=True)  # written before, then continued
+    newer = internal_streams(EVENTS)
+
+    def mixed(level: int) -> list[tuple[int, bytes]]:
+        found = dict(newer(level))
+        found.update(older(level))
+        return sorted(found.items())
+
+    ok = verify_ledger(as_events(EVENTS), LEAVES, SIZE, ROOT, (), mixed)
+    assert ok.ok, ok.failure
+    bad_older = internal_streams(EVENTS[:12], altered=NodeId(2, 1), every_level=True)
+    failure = verify_ledger(as_events(EVENTS), LEAVES, SIZE, ROOT, (), bad_older).failure
+    assert failure is not None and failure.reason == Reason.TREE
+    assert failure.index == 7  # the leaf that completes node (2, 1): leaves 4 to 7
