@@ -113,7 +113,7 @@ _SIGNERS = (
 )
 _BY_EVENT_ID = "SELECT notification_id FROM audit_events WHERE event_id = %s"
 _IN_SCOPE = "SELECT 1 FROM audit_events WHERE notification_id = %s AND recipient_account_id = %s"
-# The tree's row, the leaf at a position (unique index, migrations/014) and its event; the
+# The tree's row, the leaf at a position (BRIN index, migrations/020) and its event; the
 # state's SHA-256 is computed by the server, so the state bytes never travel.
 _LEAF = (
     "SELECT t.size, t.notification_id, l.index, l.hash,"
