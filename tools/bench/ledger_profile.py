@@ -24,7 +24,6 @@ import argparse
 import cProfile
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tools.bench.scenarios import Database, _code_version, _cpu_model
+from tools.bench.scenarios import Database, provenance
 
 EVENTS_PER_AGGREGATE = 1_000
 SEED_SQL = """
@@ -188,10 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in STEPS
     }
     return {
-        "tool": "python -m tools.bench.ledger_profile",
-        "code": _code_version(),
-        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "platform": platform.platform()},
-        "python": platform.python_version(),
+        **provenance("python -m tools.bench.ledger_profile"),
         "events": args.events,
         "batch": args.batch,
         "state_bytes": args.state_bytes,

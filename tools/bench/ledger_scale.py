@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tools.bench.scenarios import Database, _code_version, _cpu_model
+from tools.bench.scenarios import Database, provenance
 
 SEED_CHUNK = 500_000
 EVENTS_PER_AGGREGATE = 1_000
@@ -154,10 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             db.drop()
     return {
-        "tool": "python -m tools.bench.ledger_scale",
-        "code": _code_version(),
-        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "platform": platform.platform()},
-        "python": platform.python_version(),
+        **provenance("python -m tools.bench.ledger_scale"),
         "events": args.events,
         "steps": [{k: v for k, v in s.items() if k != "outcome"} for s in steps],
     }

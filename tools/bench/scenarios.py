@@ -1818,6 +1818,16 @@ def _code_version() -> str:
     return commit + ("+changes" if dirty else "")
 
 
+def provenance(tool: str) -> dict[str, Any]:
+    """What a tool's figures came from: the tool, the commit, the machine, the Python."""
+    return {
+        "tool": tool,
+        "code": _code_version(),
+        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "platform": platform.platform()},
+        "python": platform.python_version(),
+    }
+
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
