@@ -339,6 +339,14 @@ def _text(value: str | None) -> str:
     return value
 
 
+# An audit_events row: its values (COLUMNS order), or its line of COPY text already written.
+Row = tuple[Any, ...] | str
+
+
+def _copy_text(rows: list[Row]) -> str:
+    return "".join(row if isinstance(row, str) else _copy_line(row) for row in rows)
+
+
 def _copy_line(row: tuple[Any, ...]) -> str:
     """One audit_events row (COLUMNS order, the event time as ISO text) in COPY's text format."""
     (
@@ -462,6 +470,104 @@ def _source_use(event: Any) -> tuple[uuid.UUID, int] | None:
     return uuid.UUID(str(found[0])), int(found[1])
 
 
+# Uses whose record names one key, through KMS (not the XKS proxy API): _simple_use writes them.
+SIMPLE_USES = frozenset(
+    operation
+    for operation, (_, key_member, context_member, _) in USED_SHAPES.items()
+    if key_member == "keyId"
+    and operation not in XKS_USES
+    and not operation.startswith("ReEncrypt")
+    and context_member in ("encryptionContext", "")
+)
+_RECORD_END = ',"eventCategory":"Management"}'
+
+
+@lru_cache(maxsize=1024)
+def recipient_json(account: str) -> str:
+    return orjson.dumps(account).decode()
+
+
+@dataclass(frozen=True)
+class _UseTemplate:
+    """What every record of one caller's uses of one key by one operation shares, as JSON
+    and COPY text, written once by _emit's own rules (a record's members are in the order
+    _emit writes them; orjson writes an object as its members joined by commas)."""
+
+    record_head: str  # up to the eventTime value
+    record_middle: str  # from after eventTime up to requestParameters (with the comma)
+    record_resources: str  # readOnly ... up to recipientAccountId's value
+    # Per account that receives a copy: its id, then the COPY text between the event time
+    # and the request id, and between the request id and the context keys.
+    recipients: tuple[tuple[str, str, str], ...]
+    principal_arn: str
+    caller_account: str
+
+    @classmethod
+    def of(cls, actor: dict[str, Any], facts: KeyFacts, operation: str) -> _UseTemplate | None:
+        """None when a value needs COPY escaping (the general path writes those)."""
+        event_name = USED_SHAPES[operation][0]
+        identity, username = user_identity(actor, facts.account_id)
+        caller_account = identity["accountId"]
+        recipients = [caller_account]
+        if facts.account_id and facts.account_id != caller_account:
+            recipients.append(facts.account_id)
+        via = str(actor.get("via_service") or "")
+        source_ip = str((identity.get("invokedBy") if via else actor.get("source_ip")) or "")
+        user_agent = str((identity.get("invokedBy") if via else actor.get("user_agent")) or "")
+        region = str(actor.get("region") or facts.region)
+        principal_arn = str(actor.get("principal_arn") or "")
+        head = orjson.dumps({"eventVersion": EVENT_VERSION, "userIdentity": identity}).decode()
+        middle = orjson.dumps(
+            {
+                "eventSource": KMS_SOURCE,
+                "eventName": event_name,
+                "awsRegion": region,
+                "sourceIPAddress": source_ip,
+                "userAgent": user_agent[:MAX_USER_AGENT],
+            }
+        ).decode()
+        resources = orjson.dumps(
+            {
+                "readOnly": True,
+                "resources": [
+                    {"accountId": facts.account_id, "type": KEY_RESOURCE, "ARN": facts.arn}
+                ],
+                "eventType": "AwsApiCall",
+                "managementEvent": True,
+            }
+        ).decode()
+        before = "\t".join(
+            (
+                KMS_SOURCE,
+                event_name,
+                "t",
+                caller_account,
+                principal_arn,
+                username,
+                str(actor.get("access_key_id") or ""),
+                source_ip,
+                region,
+                "",
+            )
+        )
+        resource_array = _array([facts.arn])
+        after = "\t".join(("", NULL, KEY_RESOURCE, facts.arn, resource_array, ""))
+        texts = (head, middle, resources, before, facts.arn, resource_array, *recipients)
+        if any(_copy_special(text.replace("\t", "")) for text in texts):
+            return None
+        return cls(
+            record_head=head[:-1] + ',"eventTime":"',
+            record_middle='",' + middle[1:-1] + ",",
+            record_resources="," + resources[1:-1] + ',"recipientAccountId":',
+            recipients=tuple((recipient, before, after) for recipient in recipients),
+            principal_arn=principal_arn,
+            caller_account=caller_account,
+        )
+
+
+_NO_TEMPLATE: Any = object()  # (None is cached too: a caller whose text COPY must escape)
+
+
 USED_TOPIC = get_topic(Key.Used)
 
 
@@ -526,6 +632,7 @@ class AuditTrailProjection(BatchedProjection):
         self._describers: dict[type, Callable[[Any], Described | None]] = self._describer_table()
         self._backfills_checked = False  # True once audit_view_backfills was read and applied
         self._plain_mapper = plain_json_mapper(self._ledger.mapper)
+        self._templates: dict[tuple[Any, ...], _UseTemplate | None] = {}
 
     def _decode(self, notification: Notification | StoredEvent) -> Any:
         if self._plain_mapper and notification.topic == USED_TOPIC:
@@ -535,6 +642,7 @@ class AuditTrailProjection(BatchedProjection):
         return super()._decode(notification)
 
     def reset(self) -> None:
+        self._templates.clear()
         self._keys.clear()
         self._aliases.clear()
         self._principals.clear()
@@ -545,10 +653,10 @@ class AuditTrailProjection(BatchedProjection):
     def apply(
         self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
     ) -> None:
-        if len(self._keys) > MAX_CACHED:
+        if len(self._keys) > MAX_CACHED or len(self._templates) > MAX_CACHED:
             self.reset()
         self._prefetch(conn, events)
-        rows: list[tuple[Any, ...]] = []
+        rows: list[Row] = []
         rollups: dict[tuple[datetime, str, str, str], list[Any]] = {}
         last_used: dict[uuid.UUID, tuple[Any, ...]] = {}
         used = Key.Used
@@ -567,7 +675,7 @@ class AuditTrailProjection(BatchedProjection):
                 self._emit(event, notification_id, described, rows, rollups)
         if rows:
             with conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
-                copy.write("".join(_copy_line(row) for row in rows))
+                copy.write(_copy_text(rows))
         if rollups:
             with conn.cursor() as cursor:
                 cursor.executemany(
@@ -628,10 +736,10 @@ class AuditTrailProjection(BatchedProjection):
         described = self._unavailable(conn, notification, event, error)
         moment = event.timestamp if event is not None else self._time_before(conn, notification)
         stand_in = _SetAside(notification.originator_id, notification.originator_version, moment)
-        rows: list[tuple[Any, ...]] = []
+        rows: list[Row] = []
         self._emit(stand_in, notification.id, described, rows, {})
         with conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
-            copy.write("".join(_copy_line(row) for row in rows))
+            copy.write(_copy_text(rows))
 
     def _unavailable(
         self,
@@ -820,7 +928,7 @@ class AuditTrailProjection(BatchedProjection):
         self,
         event: Any,
         notification_id: int,
-        rows: list[tuple[Any, ...]],
+        rows: list[Row],
         rollups: dict[tuple[datetime, str, str, str], list[Any]],
         last_used: dict[uuid.UUID, tuple[Any, ...]],
     ) -> None:
@@ -829,6 +937,13 @@ class AuditTrailProjection(BatchedProjection):
         if given is not None and operation == "ReEncryptFrom":
             return  # the ReEncryptTo event of the same call writes its record (domain.keys.Used)
         facts = self._key(event)
+        if (
+            given is not None
+            and facts.store is None  # (a custom key store's use names the store too)
+            and operation in SIMPLE_USES
+            and self._simple_use(event, facts, given, notification_id, rows, rollups, last_used)
+        ):
+            return
         shape = USED_SHAPES.get(operation)
         if shape is None:
             shape = (operation, "keyId", "encryptionContext", None)
@@ -892,13 +1007,104 @@ class AuditTrailProjection(BatchedProjection):
             if known is None or known[2] <= use[2]:
                 last_used[key_id] = use
 
+    def _simple_use(
+        self,
+        event: Any,
+        facts: KeyFacts,
+        given: dict[str, Any],
+        notification_id: int,
+        rows: list[Row],
+        rollups: dict[tuple[datetime, str, str, str], list[Any]],
+        last_used: dict[uuid.UUID, tuple[Any, ...]],
+    ) -> bool:
+        """The record of a use of one key through KMS (Encrypt, Decrypt, GenerateDataKey...),
+        written from its caller's template (_UseTemplate): the bytes _used's general path
+        writes, with a few dict lookups and one small JSON encoding per use. False, with
+        nothing written, when the template does not apply (the general path then writes it)."""
+        actor = event.actor
+        get = actor.get
+        caller = (
+            get("principal_arn"),
+            get("account_id"),
+            get("access_key_id"),
+            get("region"),
+            get("source_ip"),
+            get("user_agent"),
+            get("via_service"),
+            get("session_created"),
+            event.originator_id,
+            event.operation,
+        )
+        template = self._templates.get(caller, _NO_TEMPLATE)
+        if template is _NO_TEMPLATE:
+            template = self._templates[caller] = _UseTemplate.of(actor, facts, event.operation)
+        if template is None:
+            return False
+        event_name, _, context_member, algorithm_member = USED_SHAPES[event.operation]
+        parameters = dict(given)
+        context = event.encryption_context
+        if context_member and context:
+            parameters[context_member] = context
+        if algorithm_member is not None:
+            parameters[algorithm_member] = event.algorithm
+        varying: dict[str, Any] = {"requestParameters": parameters, "responseElements": None}
+        material_id = facts.materials.get(event.material_version)
+        if material_id:
+            varying["additionalEventData"] = {"keyMaterialId": material_id}
+        request_id = str(get("request_id") or "")
+        if request_id:
+            varying["requestID"] = request_id
+        members = orjson.dumps(varying).decode()[1:-1]  # (its members, in the record's order)
+        context_keys = _array(list(context)) if context else "{}"
+        if _copy_special(request_id) or _copy_special(context_keys) or _copy_special(members):
+            return False  # text COPY must escape: the general path does
+        moment = event.timestamp
+        iso = moment.isoformat()
+        if moment.year < 1000:
+            return False
+        base = f"{event.originator_id}:{event.originator_version}"
+        base_id = event_id(base)
+        shared = len(template.recipients) > 1
+        ending = f',"sharedEventID":"{base_id}"{_RECORD_END}' if shared else _RECORD_END
+        owner_copy = base_id
+        for index, (recipient, before_id, after_id) in enumerate(template.recipients):
+            copy_id = base_id if index == 0 else event_id(f"{base}:{recipient}")
+            if recipient == facts.account_id:
+                owner_copy = copy_id
+            record = (
+                f'{template.record_head}{iso[:19]}Z{template.record_middle}{members},"eventID":"'
+                f'{copy_id}"{template.record_resources}{recipient_json(recipient)}{ending}'
+            )
+            rows.append(
+                f"{notification_id}\t{recipient}\t{copy_id}\t{base_id if shared else NULL}\t"
+                f"{iso}\t{before_id}{request_id}{after_id}{context_keys}\t{record}\n"
+            )
+        group = (_hour(moment), facts.arn, template.principal_arn, event_name)
+        totals = rollups.get(group)
+        if totals is None:
+            rollups[group] = [template.caller_account, facts.account_id or "", 1, 0]
+        else:
+            totals[2] += 1
+        key_id = event.originator_id
+        use = (
+            key_id,
+            event_name,
+            moment,
+            owner_copy,
+            str(get("request_id") or event.request_id or ""),
+        )
+        known = last_used.get(key_id)
+        if known is None or known[2] <= moment:
+            last_used[key_id] = use
+        return True
+
     # ==== records =============================================================================
     def _emit(
         self,
         event: Any,
         notification_id: int,
         described: Described,
-        rows: list[tuple[Any, ...]],
+        rows: list[Row],
         rollups: dict[tuple[datetime, str, str, str], list[Any]],
     ) -> dict[str | None, str]:
         """Append the record's copies to ``rows`` and count it; return the eventID of the
