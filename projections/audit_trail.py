@@ -501,9 +501,12 @@ class _UseTemplate:
     recipients: tuple[tuple[str, str, str], ...]
     principal_arn: str
     caller_account: str
+    key_id: str  # str(the key's UUID), as event ids name it
 
     @classmethod
-    def of(cls, actor: dict[str, Any], facts: KeyFacts, operation: str) -> _UseTemplate | None:
+    def of(
+        cls, actor: dict[str, Any], key_id: uuid.UUID, facts: KeyFacts, operation: str
+    ) -> _UseTemplate | None:
         """None when a value needs COPY escaping (the general path writes those)."""
         event_name = USED_SHAPES[operation][0]
         identity, username = user_identity(actor, facts.account_id)
@@ -562,6 +565,7 @@ class _UseTemplate:
             recipients=tuple((recipient, before, after) for recipient in recipients),
             principal_arn=principal_arn,
             caller_account=caller_account,
+            key_id=str(key_id),
         )
 
 
@@ -658,7 +662,7 @@ class AuditTrailProjection(BatchedProjection):
         self._prefetch(conn, events)
         rows: list[Row] = []
         rollups: dict[tuple[datetime, str, str, str], list[Any]] = {}
-        last_used: dict[uuid.UUID, tuple[Any, ...]] = {}
+        last_used: dict[str, tuple[Any, ...]] = {}
         used = Key.Used
         handlers = key_views.HANDLERS
         for event, notification_id in zip(events, ids, strict=True):
@@ -930,7 +934,7 @@ class AuditTrailProjection(BatchedProjection):
         notification_id: int,
         rows: list[Row],
         rollups: dict[tuple[datetime, str, str, str], list[Any]],
-        last_used: dict[uuid.UUID, tuple[Any, ...]],
+        last_used: dict[str, tuple[Any, ...]],
     ) -> None:
         given: dict[str, Any] | None = event.request_parameters
         operation = event.operation
@@ -1003,9 +1007,9 @@ class AuditTrailProjection(BatchedProjection):
                 copies.get(key.account_id, copies[None]),
                 request_id,
             )
-            known = last_used.get(key_id)
+            known = last_used.get(key.arn)  # (keyed by ARN, one per key: its hash is kept)
             if known is None or known[2] <= use[2]:
-                last_used[key_id] = use
+                last_used[key.arn] = use
 
     def _simple_use(
         self,
@@ -1015,7 +1019,7 @@ class AuditTrailProjection(BatchedProjection):
         notification_id: int,
         rows: list[Row],
         rollups: dict[tuple[datetime, str, str, str], list[Any]],
-        last_used: dict[uuid.UUID, tuple[Any, ...]],
+        last_used: dict[str, tuple[Any, ...]],
     ) -> bool:
         """The record of a use of one key through KMS (Encrypt, Decrypt, GenerateDataKey...),
         written from its caller's template (_UseTemplate): the bytes _used's general path
@@ -1032,12 +1036,14 @@ class AuditTrailProjection(BatchedProjection):
             get("user_agent"),
             get("via_service"),
             get("session_created"),
-            event.originator_id,
+            facts.arn,  # (a str: its hash is kept, a UUID's is computed in Python)
             event.operation,
         )
         template = self._templates.get(caller, _NO_TEMPLATE)
         if template is _NO_TEMPLATE:
-            template = self._templates[caller] = _UseTemplate.of(actor, facts, event.operation)
+            template = self._templates[caller] = _UseTemplate.of(
+                actor, event.originator_id, facts, event.operation
+            )
         if template is None:
             return False
         event_name, _, context_member, algorithm_member = USED_SHAPES[event.operation]
@@ -1062,7 +1068,7 @@ class AuditTrailProjection(BatchedProjection):
         iso = moment.isoformat()
         if moment.year < 1000:
             return False
-        base = f"{event.originator_id}:{event.originator_version}"
+        base = f"{template.key_id}:{event.originator_version}"
         base_id = event_id(base)
         shared = len(template.recipients) > 1
         ending = f',"sharedEventID":"{base_id}"{_RECORD_END}' if shared else _RECORD_END
@@ -1093,9 +1099,9 @@ class AuditTrailProjection(BatchedProjection):
             owner_copy,
             str(get("request_id") or event.request_id or ""),
         )
-        known = last_used.get(key_id)
+        known = last_used.get(facts.arn)
         if known is None or known[2] <= moment:
-            last_used[key_id] = use
+            last_used[facts.arn] = use
         return True
 
     # ==== records =============================================================================
