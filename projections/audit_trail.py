@@ -484,6 +484,7 @@ _RECORD_END = ',"eventCategory":"Management"}'
 
 @lru_cache(maxsize=1024)
 def recipient_json(account: str) -> str:
+    """An account id as the record's JSON writes it."""
     return orjson.dumps(account).decode()
 
 
@@ -496,9 +497,9 @@ class _UseTemplate:
     record_head: str  # up to the eventTime value
     record_middle: str  # from after eventTime up to requestParameters (with the comma)
     record_resources: str  # readOnly ... up to recipientAccountId's value
-    # Per account that receives a copy: its id, then the COPY text between the event time
-    # and the request id, and between the request id and the context keys.
-    recipients: tuple[tuple[str, str, str], ...]
+    recipients: tuple[str, ...]  # the accounts that receive a copy, the caller's first
+    copy_before: str  # the COPY text between the event time and the request id
+    copy_after: str  # and between the request id and the context keys
     principal_arn: str
     caller_account: str
     key_id: str  # str(the key's UUID), as event ids name it
@@ -539,30 +540,21 @@ class _UseTemplate:
                 "managementEvent": True,
             }
         ).decode()
-        before = "\t".join(
-            (
-                KMS_SOURCE,
-                event_name,
-                "t",
-                caller_account,
-                principal_arn,
-                username,
-                str(actor.get("access_key_id") or ""),
-                source_ip,
-                region,
-                "",
-            )
-        )
+        access_key = str(actor.get("access_key_id") or "")
         resource_array = _array([facts.arn])
-        after = "\t".join(("", NULL, KEY_RESOURCE, facts.arn, resource_array, ""))
-        texts = (head, middle, resources, before, facts.arn, resource_array, *recipients)
-        if any(_copy_special(text.replace("\t", "")) for text in texts):
+        columns = (caller_account, principal_arn, username, access_key, source_ip, region)
+        texts = (head, middle, resources, event_name, *columns, facts.arn, resource_array)
+        if any(_copy_special(text) for text in (*texts, *recipients)):
             return None
+        before = "\t".join((KMS_SOURCE, event_name, "t", *columns, ""))
+        after = "\t".join(("", NULL, KEY_RESOURCE, facts.arn, resource_array, ""))
         return cls(
             record_head=head[:-1] + ',"eventTime":"',
             record_middle='",' + middle[1:-1] + ",",
             record_resources="," + resources[1:-1] + ',"recipientAccountId":',
-            recipients=tuple((recipient, before, after) for recipient in recipients),
+            recipients=tuple(recipients),
+            copy_before=before,
+            copy_after=after,
             principal_arn=principal_arn,
             caller_account=caller_account,
             key_id=str(key_id),
@@ -1073,7 +1065,7 @@ class AuditTrailProjection(BatchedProjection):
         shared = len(template.recipients) > 1
         ending = f',"sharedEventID":"{base_id}"{_RECORD_END}' if shared else _RECORD_END
         owner_copy = base_id
-        for index, (recipient, before_id, after_id) in enumerate(template.recipients):
+        for index, recipient in enumerate(template.recipients):
             copy_id = base_id if index == 0 else event_id(f"{base}:{recipient}")
             if recipient == facts.account_id:
                 owner_copy = copy_id
@@ -1083,7 +1075,8 @@ class AuditTrailProjection(BatchedProjection):
             )
             rows.append(
                 f"{notification_id}\t{recipient}\t{copy_id}\t{base_id if shared else NULL}\t"
-                f"{iso}\t{before_id}{request_id}{after_id}{context_keys}\t{record}\n"
+                f"{iso}\t{template.copy_before}{request_id}{template.copy_after}{context_keys}\t"
+                f"{record}\n"
             )
         group = (_hour(moment), facts.arn, template.principal_arn, event_name)
         totals = rollups.get(group)
