@@ -12,6 +12,13 @@ value (event ids included) derives from the events alone.
 A cross-account call gets one copy per account that receives it (the caller's, and the
 key owner's unless it was refused), as CloudTrail delivers it.
 
+The hot path, a use of one key through KMS (``_simple_use``), skips the general one's
+per-event work where the result is the same: Used rows decoded with orjson
+(``decode_used``), each caller's record parts written once per key and operation
+(``_UseTemplate``), COPY text without per-value escaping when nothing needs it. Every
+shortcut writes the general path's bytes, or steps aside for it (tests/audit/
+test_record_bytes.py pins them; tests/unit/test_audit_*.py compare both paths).
+
 An event the trail cannot apply even alone is set aside (projections.batched); in its
 place the trail holds an ``AuditRecordUnavailable`` record (eventSource
 keyledger.amazonaws.com) under the same notification id: the gap is in the trail itself.

@@ -43,6 +43,7 @@ from app.bootstrap import Runtime
 from app.settings import load_settings
 from app.usecases.keys import CreateKeyRequest
 from projections.audit_trail import PROJECTION_NAME, AuditTrailProjection
+from tools.bench.scenarios import provenance
 
 ACCOUNT_ID = "111122223333"
 REGION = "us-east-1"
@@ -274,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         + f"; {rounds[-1].batches} passes of <= {options.batch})"
     )
     print(f"  of which decoding the events alone: {statistics.median(decoding):.1f} us")
+    origin = provenance("python -m tools.bench.projection_profile")
+    machine = origin["machine"]
+    print(
+        f"  code {origin['code']}, {machine['cpus']} x {machine['cpu']}, Python {origin['python']}"
+    )
     return 0
 
 
