@@ -34,6 +34,7 @@ from domain.grants import (
 from domain.identifiers import principal_aggregate_id
 from domain.identity import Principal
 from domain.key_specs import SYMMETRIC_DEFAULT
+from domain.multi_region import PRIMARY, REPLICA
 from domain.policy import IDENTITY_POLICY, KEY_POLICY, PolicyDocument, parse_policy
 from domain.policy_evaluation import (
     DENIED_CROSS_ACCOUNT,
@@ -144,7 +145,9 @@ def condition_context(
         put("kms:KeyUsage", key.key_usage)
         put("kms:CustomerMasterKeyUsage", key.key_usage)
         put("kms:KeyOrigin", key.origin)
-        put("kms:MultiRegion", "false")
+        put("kms:MultiRegion", "true" if key.multi_region is not None else "false")
+        if key.multi_region is not None:  # AWS: only multi-Region keys have the property
+            put("kms:MultiRegionKeyType", REPLICA if key.is_replica else PRIMARY)
         if key.aliases:
             put("kms:ResourceAliases", *key.aliases)
         for tag_key, tag_value in key.tags.items():

@@ -100,7 +100,7 @@ from domain.key_specs import (
     USAGES_BY_SPEC,
 )
 from domain.keys import CUSTOMER, Alias, Key, KeyStoreLocation
-from domain.multi_region import new_multi_region_key_id
+from domain.multi_region import PRIMARY, new_multi_region_key_id
 from domain.policy import default_key_policy, validate_policy_document
 from domain.xks import check_external_key
 
@@ -192,6 +192,8 @@ class KeyLifecycle:
                 request.bypass_policy_lockout_safety_check
             ).lower(),
         }
+        if request.multi_region:  # CreateKey makes a set's primary (ReplicateKey its replicas)
+            key_conditions["kms:MultiRegionKeyType"] = PRIMARY
 
         def command(uow: UnitOfWork, calls: OutsideCalls | None) -> KeyDescription:
             self.access.authorize(

@@ -21,6 +21,8 @@ KEY = SimpleNamespace(
     origin="AWS_KMS",
     aliases=["alias/finance", "alias/payroll"],
     tags={"Team": "payments"},
+    multi_region=None,
+    is_replica=False,
 )
 
 
