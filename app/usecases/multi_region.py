@@ -23,6 +23,7 @@ from domain.actors import Actor
 from domain.errors import NotFoundError, UnsupportedOperationError
 from domain.identifiers import key_arn, multi_region_aggregate_id
 from domain.keys import Key, KeyMaterial, check_tags
+from domain.multi_region import REPLICA
 from domain.policy import default_key_policy, validate_policy_document
 
 
@@ -128,15 +129,27 @@ class MultiRegionOperations:
 
         def command(uow: UnitOfWork) -> Replicated:
             primary = self.resolver.resolve(
-                uow, caller, request.key_id, "ReplicateKey", allow_alias=False
+                uow,
+                caller,
+                request.key_id,
+                "ReplicateKey",
+                allow_alias=False,
+                request=AccessRequest(conditions={"kms:ReplicaRegion": request.replica_region}),
             )
             primary.check_can_replicate(request.replica_region)
             assert primary.multi_region is not None
             replica_caller = Caller(**{**caller.__dict__, "region": request.replica_region})
             # AWS: the caller needs kms:CreateKey in the replica Region (and TagResource
-            # with tags), as for CreateKey.
+            # with tags), as for CreateKey, whose condition keys describe the new replica.
             self.access.authorize(
-                uow, replica_caller, "CreateKey", None, AccessRequest(request_tags=tags or None)
+                uow,
+                replica_caller,
+                "CreateKey",
+                None,
+                AccessRequest(
+                    request_tags=tags or None,
+                    conditions=_replica_conditions(primary, request),
+                ),
             )
             replica_arn = key_arn(
                 self.partition,
@@ -208,9 +221,11 @@ class MultiRegionOperations:
     async def update_primary_region(self, caller: Caller, key_id: str, primary_region: str) -> None:
         self._check_region(primary_region)
 
+        access = AccessRequest(conditions={"kms:PrimaryRegion": primary_region})
+
         def command(uow: UnitOfWork) -> None:
             primary = self.resolver.resolve(
-                uow, caller, key_id, "UpdatePrimaryRegion", allow_alias=False
+                uow, caller, key_id, "UpdatePrimaryRegion", allow_alias=False, request=access
             )
             if primary.multi_region is None:
                 raise UnsupportedOperationError(f"{primary.arn} is not a multi-region primary key.")
@@ -225,6 +240,9 @@ class MultiRegionOperations:
             )
             if not isinstance(new_primary, Key) or new_primary.is_deleted:
                 raise NotFoundError(f"Key '{new_arn}' does not exist")
+            # AWS: kms:UpdatePrimaryRegion is needed on the replica too, in its Region.
+            replica_caller = Caller(**{**caller.__dict__, "region": primary_region})
+            self.access.authorize(uow, replica_caller, "UpdatePrimaryRegion", new_primary, access)
             new_primary.check_allowed("UpdatePrimaryRegion")
             self._record_new_primary(uow, primary, primary_region, caller.actor())
 
@@ -244,3 +262,21 @@ class MultiRegionOperations:
             raise UnsupportedOperationError(
                 f"Region {region} is not a Region this KeyLedger deployment serves."
             )
+
+
+def _replica_conditions(primary: Key, request: ReplicateKeyRequest) -> dict[str, str]:
+    """The CreateKey condition keys of the replica ReplicateKey makes: its properties are
+    the primary's shared ones (AWS KMS condition keys: kms:KeySpec, kms:MultiRegion,
+    kms:MultiRegionKeyType... describe the key that CreateKey creates)."""
+    return {
+        "kms:KeySpec": primary.key_spec,
+        "kms:KeyUsage": primary.key_usage,
+        "kms:KeyOrigin": primary.origin,
+        "kms:CustomerMasterKeySpec": primary.key_spec,
+        "kms:CustomerMasterKeyUsage": primary.key_usage,
+        "kms:MultiRegion": "true",
+        "kms:MultiRegionKeyType": REPLICA,
+        "kms:BypassPolicyLockoutSafetyCheck": str(
+            request.bypass_policy_lockout_safety_check
+        ).lower(),
+    }
