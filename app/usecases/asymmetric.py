@@ -245,7 +245,11 @@ class AsymmetricOperations:
             raise UnsupportedOperationError(
                 f"KeyPairSpec {key_pair_spec} is not supported by this KeyLedger version."
             )
-        access = AccessRequest(encryption_context, SYMMETRIC_DEFAULT)
+        access = AccessRequest(
+            encryption_context,
+            SYMMETRIC_DEFAULT,
+            conditions={"kms:DataKeyPairSpec": key_pair_spec},
+        )
         if dry_run or key_pair_spec.startswith("RSA_"):
             # Check before spending seconds on an RSA pair the request cannot use; a dry run
             # stops here, with no pair made.
