@@ -10,6 +10,7 @@ is recorded.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from app.usecases.resolution import (
     check_key_use,
     is_symmetric_algorithm,
     refuse_encryption_context,
+    sealing_key_id,
     stop_if_dry_run,
 )
 from app.usecases.results import DataKey, Decrypted, Encrypted, ReEncrypted
@@ -220,15 +222,25 @@ class CryptoOperations:
             raise ValidationError(
                 f"SourceKeyId is required when SourceEncryptionAlgorithm is {source_algorithm}."
             )
-        destination_request = (
-            AccessRequest(destination_context, SYMMETRIC_DEFAULT) if symmetric_destination else None
-        )
         resolver = self.resolver
 
         def command_with(calls: OutsideCalls | None) -> Command[ReEncrypted]:
             return lambda uow: command(uow, calls)
 
         def command(uow: UnitOfWork, calls: OutsideCalls | None) -> ReEncrypted:
+            # Both halves carry kms:ReEncryptOnSameKey, so it is known before either is
+            # authorized: the key that sealed the blob (or SourceKeyId) is the destination.
+            source_id: uuid.UUID | None
+            if symmetric_source:
+                source_id = sealing_key_id(caller, blob, source_key_id, any_region=True)
+            else:
+                assert source_key_id is not None
+                source_id = resolver.identify(uow, caller, source_key_id)
+            same_key = (
+                source_id is not None
+                and resolver.identify(uow, caller, destination_key_id) == source_id
+            )
+            conditions = {"kms:ReEncryptOnSameKey": "true" if same_key else "false"}
             version = 0
             if symmetric_source:
                 source, version = resolver.open(
@@ -239,6 +251,7 @@ class CryptoOperations:
                     source_context,
                     "ReEncryptFrom",
                     any_region=True,
+                    conditions=conditions,
                 )
             else:
                 assert source_key_id is not None
@@ -247,8 +260,13 @@ class CryptoOperations:
                     caller,
                     source_key_id,
                     "ReEncryptFrom",
-                    request=AccessRequest(None, source_algorithm),
+                    request=AccessRequest(None, source_algorithm, conditions=conditions),
                 )
+            destination_request = (
+                AccessRequest(destination_context, SYMMETRIC_DEFAULT, conditions=conditions)
+                if symmetric_destination
+                else AccessRequest(None, destination_algorithm, conditions=conditions)
+            )
             destination = resolver.resolve_destination(
                 uow, caller, destination_key_id, request=destination_request
             )

@@ -17,12 +17,13 @@ from typing import Any
 
 from app.auth.credentials import Caller
 from app.ports import Clock, NeedsOutsideCall, UnitOfWork, Vault
-from app.usecases.authorization import AccessControl, AccessRequest
+from app.usecases.authorization import AccessControl, AccessRequest, ConditionValue
 from app.usecases.outside_calls import OutsideCalls
 from app.usecases.store_keys import StoreKeys
 from domain import algorithms
 from domain.ciphertext import MULTI_REGION_FORMAT, CiphertextHeader, open_blob, read_header, seal
 from domain.errors import (
+    DomainError,
     DryRunSucceededError,
     IncorrectKeyError,
     InvalidCiphertextError,
@@ -116,8 +117,24 @@ class KeyResolver:
         )
         if ref.region != caller.region:  # an ARN naming another Region
             raise NotFoundError(f"Invalid arn {ref.region}")
+        key = self._find(uow, caller, ref, fresh=fresh, create=True)
+        alias_name = ref.name if ref.is_alias else None
+        self.access.authorize(uow, caller, action, key, request, alias_name=alias_name)
+        return key
+
+    def _find(
+        self, uow: UnitOfWork, caller: Caller, ref: KeyReference, *, fresh: bool, create: bool
+    ) -> Key:
         if ref.is_alias:
-            key = self._key_for_alias(uow, caller, ref)
+            if create:
+                key = self._key_for_alias(uow, caller, ref)
+            else:
+                alias = uow.get(alias_aggregate_id(ref.account_id, ref.region, ref.name))
+                target = alias.target_key_id if isinstance(alias, Alias) else None
+                found_key = uow.get(uuid.UUID(target)) if target is not None else None
+                if not isinstance(found_key, Key):
+                    raise NotFoundError(f"Alias {self.arn(ref)} is not found.")
+                key = found_key
         else:
             found = uow.get(ref.key_uuid, fresh=fresh) if ref.key_uuid else None
             if (
@@ -130,9 +147,16 @@ class KeyResolver:
             key = found
         if key.is_deleted:
             raise NotFoundError(f"Key '{key.arn}' does not exist")
-        alias_name = ref.name if ref.is_alias else None
-        self.access.authorize(uow, caller, action, key, request, alias_name=alias_name)
         return key
+
+    def identify(self, uow: UnitOfWork, caller: Caller, key_id: str) -> uuid.UUID | None:
+        """The key a KeyId names (in any Region, by ARN), found without authorizing or
+        creating anything; None when it names none (resolving it later raises the error)."""
+        try:
+            ref = parse_key_reference(key_id, account_id=caller.account_id, region=caller.region)
+            return self._find(uow, caller, ref, fresh=False, create=False).id
+        except DomainError:
+            return None
 
     def resolve_destination(
         self, uow: UnitOfWork, caller: Caller, key_id: str, request: AccessRequest | None = None
@@ -370,15 +394,13 @@ class KeyResolver:
         action: str,
         *,
         any_region: bool = False,
+        conditions: Mapping[str, ConditionValue] | None = None,
     ) -> tuple[Key, int]:
-        """Find the key that sealed ``blob`` and check the caller may ``action`` it."""
-        access = AccessRequest(context, SYMMETRIC_DEFAULT)
+        """Find the key that sealed ``blob`` and check the caller may ``action`` it
+        (``conditions``: the request's further condition keys)."""
+        access = AccessRequest(context, SYMMETRIC_DEFAULT, conditions=conditions or {})
         header = read_header(blob)
-        # ReEncrypt may name a source in another Region of this deployment by its ARN.
-        scope = caller
-        if key_id is not None and any_region and key_id.startswith("arn:"):
-            ref = parse_key_reference(key_id, account_id=caller.account_id, region=caller.region)
-            scope = Caller(**{**caller.__dict__, "region": ref.region})
+        scope = _opening_scope(caller, key_id, any_region)
         key: Key | None = uow.get(_sealing_key_id(header, scope.region))
         if key is None or not isinstance(key, Key):
             raise InvalidCiphertextError()
@@ -474,6 +496,20 @@ class KeyResolver:
 
     def private_key(self, key: Key) -> Any:
         return algorithms.load_private_key(key.key_spec, self.material_bytes(key))
+
+
+def sealing_key_id(caller: Caller, blob: bytes, key_id: str | None, any_region: bool) -> uuid.UUID:
+    """The aggregate id of the key that opens ``blob`` for ``caller`` (as ``open`` finds
+    it), read from its header alone."""
+    return _sealing_key_id(read_header(blob), _opening_scope(caller, key_id, any_region).region)
+
+
+def _opening_scope(caller: Caller, key_id: str | None, any_region: bool) -> Caller:
+    """ReEncrypt may name a source in another Region of this deployment by its ARN."""
+    if key_id is not None and any_region and key_id.startswith("arn:"):
+        ref = parse_key_reference(key_id, account_id=caller.account_id, region=caller.region)
+        return Caller(**{**caller.__dict__, "region": ref.region})
+    return caller
 
 
 def _sealing_key_id(header: CiphertextHeader, region: str) -> uuid.UUID:
