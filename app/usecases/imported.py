@@ -17,6 +17,7 @@ from datetime import datetime
 
 from app.auth.credentials import SERVICE_ACTOR, Caller
 from app.ports import Clock, CommandRunner, UnitOfWork, Vault
+from app.usecases.authorization import AccessRequest
 from app.usecases.resolution import KeyResolver
 from app.usecases.results import RotationEntry
 from domain import algorithms
@@ -107,9 +108,16 @@ class ImportedMaterial:
                 f"{wrapping_key_spec} is not supported by this KeyLedger version."
             )
 
+        access = AccessRequest(
+            conditions={
+                "kms:WrappingAlgorithm": wrapping_algorithm,
+                "kms:WrappingKeySpec": wrapping_key_spec,
+            }
+        )
+
         def check(uow: UnitOfWork) -> None:
             key = self.resolver.resolve(
-                uow, caller, key_id, "GetParametersForImport", allow_alias=False
+                uow, caller, key_id, "GetParametersForImport", allow_alias=False, request=access
             )
             key.check_can_import("GetParametersForImport")
 
@@ -122,7 +130,7 @@ class ImportedMaterial:
 
         def command(uow: UnitOfWork) -> ImportParametersResult:
             key = self.resolver.resolve(
-                uow, caller, key_id, "GetParametersForImport", allow_alias=False
+                uow, caller, key_id, "GetParametersForImport", allow_alias=False, request=access
             )
             key.check_can_import("GetParametersForImport")
             wrapped = self.vault.seal_for_key(
@@ -167,8 +175,16 @@ class ImportedMaterial:
                 "KEY_MATERIAL_DOES_NOT_EXPIRE"
             )
 
+        # The effective model counts when the request leaves it out (AWS's default applies).
+        conditions = {"kms:ExpirationModel": model}
+        if valid_to is not None:  # kms:ValidTo is Unix time, as AWS writes it ("1546257599.0")
+            conditions["kms:ValidTo"] = str(valid_to.timestamp())
+        access = AccessRequest(conditions=conditions)
+
         def command(uow: UnitOfWork) -> MaterialChange:
-            key = self.resolver.resolve(uow, caller, key_id, "ImportKeyMaterial", allow_alias=False)
+            key = self.resolver.resolve(
+                uow, caller, key_id, "ImportKeyMaterial", allow_alias=False, request=access
+            )
             key.check_can_import("ImportKeyMaterial")
             now = self.clock.now()
             token_id, parameters = key.import_parameters_for(import_token, now)
