@@ -65,6 +65,16 @@ class GrantEntry:
     constraints: dict[str, dict[str, str]] | None
 
 
+def _for_aws_resource(caller: Caller) -> str:
+    """kms:GrantIsForAWSResource: an AWS service integrated with KMS calls for the caller."""
+    return "true" if caller.via_service else "false"
+
+
+def _grant_request(caller: Caller) -> AccessRequest:
+    """ListGrants and RevokeGrant carry kms:GrantIsForAWSResource too (AWS KMS condition keys)."""
+    return AccessRequest(conditions={"kms:GrantIsForAWSResource": _for_aws_resource(caller)})
+
+
 def _entry(key_arn: str, grant: Grant) -> GrantEntry:
     return GrantEntry(
         key_arn,
@@ -131,7 +141,7 @@ class GrantOperations:
         conditions: dict[str, str | tuple[str, ...]] = {
             "kms:GrantOperations": wanted,
             "kms:GranteePrincipal": grantee_principal,
-            "kms:GrantIsForAWSResource": "true" if caller.via_service else "false",
+            "kms:GrantIsForAWSResource": _for_aws_resource(caller),
         }
         if retiring_principal is not None:
             conditions["kms:RetiringPrincipal"] = retiring_principal
@@ -195,7 +205,13 @@ class GrantOperations:
 
         def command(uow: UnitOfWork) -> tuple[str, list[Grant]]:
             key = self.resolver.resolve(
-                uow, caller, key_id, "ListGrants", allow_alias=False, fresh=True
+                uow,
+                caller,
+                key_id,
+                "ListGrants",
+                allow_alias=False,
+                fresh=True,
+                request=_grant_request(caller),
             )
             return key.arn, list(AccessControl.grants_of(key))
 
@@ -322,7 +338,14 @@ class GrantOperations:
         check_grant_id(grant_id)
 
         def command(uow: UnitOfWork) -> None:
-            key = self.resolver.resolve(uow, caller, key_id, "RevokeGrant", allow_alias=False)
+            key = self.resolver.resolve(
+                uow,
+                caller,
+                key_id,
+                "RevokeGrant",
+                allow_alias=False,
+                request=_grant_request(caller),
+            )
             if grant_id not in key.grants:
                 raise NotFoundError(f"Grant ID {grant_id} not found")
             if dry_run:
