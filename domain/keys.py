@@ -719,9 +719,13 @@ class Key(Aggregate):
             )
         raise UnsupportedOperationError()
 
+    def rotation_period_for(self, period_days: int | None) -> int:
+        """The period EnableKeyRotation sets: the request's, else the key's own, else 365."""
+        return period_days or self.rotation_period_days or DEFAULT_ROTATION_PERIOD_DAYS
+
     def enable_rotation(self, *, now: datetime, actor: Actor, period_days: int | None) -> None:
         self._check_rotatable("EnableKeyRotation")
-        period = period_days or self.rotation_period_days or DEFAULT_ROTATION_PERIOD_DAYS
+        period = self.rotation_period_for(period_days)
         if not MIN_ROTATION_PERIOD_DAYS <= period <= MAX_ROTATION_PERIOD_DAYS:
             raise ValidationError(
                 f"1 validation error detected: Value '{period}' at 'rotationPeriodInDays' "

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -364,13 +365,22 @@ class KeyLifecycle:
     async def enable_key_rotation(
         self, caller: Caller, key_id: str, period_days: int | None
     ) -> None:
-        period = {"kms:RotationPeriodInDays": str(period_days)} if period_days else {}
+        def access(uow: UnitOfWork) -> AccessRequest:
+            # kms:RotationPeriodInDays is the period this call sets, also when the request
+            # leaves it out (the key's own, or 365): read from the key before authorizing.
+            found = self.resolver.identify(uow, caller, key_id)
+            key = uow.get(found) if found is not None else None
+            period = key.rotation_period_for(period_days) if isinstance(key, Key) else period_days
+            return AccessRequest(
+                conditions={"kms:RotationPeriodInDays": str(period)} if period else {}
+            )
+
         await self._change_shared(
             caller,
             key_id,
             "EnableKeyRotation",
             lambda k, now, a: k.enable_rotation(now=now, actor=a, period_days=period_days),
-            request=AccessRequest(conditions=period),
+            request=access,
         )
 
     async def disable_key_rotation(self, caller: Caller, key_id: str) -> None:
@@ -389,14 +399,15 @@ class KeyLifecycle:
         change: Any,
         *,
         rotated: bool = False,
-        request: AccessRequest | None = None,
+        request: AccessRequest | Callable[[UnitOfWork], AccessRequest] | None = None,
     ) -> Key:
         """``_change`` of a property a multi-Region primary shares with its replicas: they
-        record the same in the same batch."""
+        record the same in the same batch. ``request`` may be read from the batch."""
 
         def command(uow: UnitOfWork) -> Key:
+            access = request(uow) if callable(request) else request
             key = self.resolver.resolve(
-                uow, caller, key_id, action, allow_alias=False, request=request
+                uow, caller, key_id, action, allow_alias=False, request=access
             )
             now = self.clock.now()
             change(key, now, caller.actor())

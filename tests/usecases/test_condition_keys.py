@@ -2,9 +2,10 @@
 keys": kms:DataKeyPairSpec, kms:ReEncryptOnSameKey, kms:EncryptionAlgorithm on ReEncrypt to
 an RSA key, kms:WrappingAlgorithm, kms:WrappingKeySpec, kms:ExpirationModel, kms:ValidTo,
 kms:ReplicaRegion, kms:PrimaryRegion, kms:MultiRegion, kms:MultiRegionKeyType,
-kms:GrantIsForAWSResource on ListGrants and RevokeGrant): a Deny naming the request's value
-holds, and an Allow naming another value refuses the call. Without the key in the request
-context, the Deny never applied (fail open) and the Allow refused every call."""
+kms:GrantIsForAWSResource on ListGrants and RevokeGrant, kms:RotationPeriodInDays when the
+request leaves the period out): a Deny naming the request's value holds, and an Allow naming
+another value refuses the call. Without the key in the request context, the Deny never
+applied (fail open) and the Allow refused every call."""
 
 from __future__ import annotations
 
@@ -158,6 +159,17 @@ def _valid_to_limit(runtime: InMemoryRuntime) -> str:
     return str((runtime.clock.now() + timedelta(days=30)).timestamp())
 
 
+def _rotating_every_90_days(runtime: InMemoryRuntime, admin: Caller, policy: str) -> Made:
+    key = _new_key(runtime, admin, policy)
+    call(runtime.service.keys.enable_key_rotation(admin, key, 90))
+    return {"key": key}
+
+
+def _enable_rotation(runtime: InMemoryRuntime, app: Caller, made: Made, days: str) -> None:
+    period = None if days == "left out" else int(days)  # left out: the key keeps its 90
+    call(runtime.service.keys.enable_key_rotation(app, made["key"], period))
+
+
 def _primary(runtime: InMemoryRuntime, admin: Caller, policy: str) -> Made:
     return {"key": _new_key(runtime, admin, policy, multi_region=True)}
 
@@ -308,6 +320,16 @@ CASES = [
         _external,
         _import_valid_for,
         policy_value=_valid_to_limit,
+    ),
+    Case(
+        "kms:RotationPeriodInDays",
+        "kms:EnableKeyRotation",
+        "NumericLessThan",
+        "180",
+        "left out",
+        "200",
+        _rotating_every_90_days,
+        _enable_rotation,
     ),
     Case(
         "kms:ReplicaRegion",
