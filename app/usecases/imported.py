@@ -181,13 +181,12 @@ class ImportedMaterial:
             conditions["kms:ValidTo"] = str(valid_to.timestamp())
         access = AccessRequest(conditions=conditions)
 
-        def command(uow: UnitOfWork) -> MaterialChange:
+        def open_token(uow: UnitOfWork) -> tuple[str, str, bytes, str]:
             key = self.resolver.resolve(
                 uow, caller, key_id, "ImportKeyMaterial", allow_alias=False, request=access
             )
             key.check_can_import("ImportKeyMaterial")
-            now = self.clock.now()
-            token_id, parameters = key.import_parameters_for(import_token, now)
+            token_id, parameters = key.import_parameters_for(import_token, self.clock.now())
             wrapping_key = self.vault.open_for_key(
                 key.id,
                 _IMPORT_WRAPPING_KEY_LABEL + token_id.encode(),
@@ -195,10 +194,26 @@ class ImportedMaterial:
             )
             if wrapping_key is None:
                 raise InvalidImportTokenError("The import token is not valid.")
-            raw = algorithms.unwrap_imported_material(
-                wrapping_key, parameters["wrapping_algorithm"], encrypted_key_material
+            return token_id, str(parameters["wrapping_algorithm"]), wrapping_key, key.key_spec
+
+        # Unwrapping and checking the material is RSA work (checking an RSA-4096 private
+        # key alone takes ~0.5 s on a slow core): in a thread, between two commands, never
+        # on the writer's event loop, which every request shares.
+        opened = await self.runner.run(open_token)
+        opened_token, wrapping_algorithm, wrapping_key, key_spec = opened
+        material_bytes = await asyncio.to_thread(
+            _unwrap_checked, wrapping_key, wrapping_algorithm, encrypted_key_material, key_spec
+        )
+
+        def command(uow: UnitOfWork) -> MaterialChange:
+            key = self.resolver.resolve(
+                uow, caller, key_id, "ImportKeyMaterial", allow_alias=False, request=access
             )
-            material_bytes = algorithms.normalize_imported_material(key.key_spec, raw)
+            key.check_can_import("ImportKeyMaterial")
+            now = self.clock.now()
+            token_id, _ = key.import_parameters_for(import_token, now)
+            if token_id != opened_token:  # the key's import parameters changed meanwhile
+                raise InvalidImportTokenError("The import token is not valid.")
             material_id = algorithms.imported_material_id(key.id.bytes, material_bytes)
             plan = key.plan_import(
                 now=now,
@@ -273,3 +288,13 @@ class ImportedMaterial:
             key.expire_material(now=now, actor=SERVICE_ACTOR, material_id=material_id)
             done += 1
         return done
+
+
+def _unwrap_checked(
+    wrapping_key: bytes, wrapping_algorithm: str, encrypted_key_material: bytes, key_spec: str
+) -> bytes:
+    """The imported material, unwrapped and checked against the key spec (canonical bytes)."""
+    raw = algorithms.unwrap_imported_material(
+        wrapping_key, wrapping_algorithm, encrypted_key_material
+    )
+    return algorithms.normalize_imported_material(key_spec, raw)
