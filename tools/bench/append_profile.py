@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -187,7 +187,15 @@ async def _round(database_url: str, options: argparse.Namespace, profile: str | 
             key.record_use(
                 operation="Encrypt",
                 now=datetime.now(UTC),
-                actor=replace(CALLER, request_id=request_id),
+                actor=Actor(  # as app.auth.credentials.Caller.actor() makes it
+                    principal_arn=CALLER.principal_arn,
+                    account_id=ACCOUNT_ID,
+                    access_key_id=CALLER.access_key_id,
+                    region=REGION,
+                    source_ip=CALLER.source_ip,
+                    user_agent=CALLER.user_agent,
+                    request_id=request_id,
+                ),
                 material_version=1,
                 encryption_context=None,
                 algorithm="SYMMETRIC_DEFAULT",
