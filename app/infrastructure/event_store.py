@@ -113,7 +113,7 @@ class NotCommitted(DependencyTimeoutError):
 class LedgerRecorder(PostgresApplicationRecorder):
     """The library's recorder (the Ledger's reads, and its ``save`` for seeding and tools),
     appending through keyledger_append like the writer: one version-settling rule, in SQL
-    (migrations/010_append_function.sql), whichever path writes."""
+    (migrations/019_append_function_lean.sql), whichever path writes."""
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -224,7 +224,7 @@ class LedgerPostgresFactory(PostgresFactory):
 class AsyncEventStore:
     """The writer's asynchronous path to the same tables, on the event loop.
 
-    Writes call keyledger_append (migrations/010_append_function.sql): the same table
+    Writes call keyledger_append (migrations/019_append_function_lean.sql): the same table
     lock, NOTIFY and settled-version insert as LedgerRecorder, in one round trip. Reads
     return domain events decoded by the application's own mapper.
     """
@@ -359,7 +359,7 @@ class AsyncEventStore:
         conn = await self._connection()
         params = _append_params(stored)
         try:
-            # One round trip: keyledger_append (migrations/010) locks, notifies, settles
+            # One round trip: keyledger_append (migrations/019) locks, notifies, settles
             # versions and inserts inside the statement's own transaction. Binary results:
             # no uuid or bigint text to format and parse.
             cursor = await conn.execute(APPEND_CALL, params, prepare=True, binary=True)
