@@ -15,7 +15,8 @@ Per event it prints, the median of ``rounds`` rounds:
   encoding (the mapper: JSON transcoding), and the rest (the writer's loop, psycopg and libpq,
   asyncio);
 * PostgreSQL's CPU (psutil): the writer's backend, and every process of the server (WAL
-  writer, checkpointer... too; only when the server runs on this machine).
+  writer, checkpointer... too; only when the server runs on this machine, and other users'
+  sessions count there: give it an embedded server of its own, ``--data-dir``).
 
 CPU time, not wall time, so it is steady on a busy machine; ``--profile`` writes a cProfile
 of the last round (``python -m pstats FILE``).
@@ -121,26 +122,36 @@ def _new_key(now: datetime) -> Key:
 
 
 def _server_processes(database_url: str) -> list[psutil.Process]:
-    """The server's processes (the postmaster and its children), if it runs here."""
+    """The server's processes (the postmaster and its children, but this probe's own
+    session), if it runs here. On a server others use, their sessions count too."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        probe = int(row[0]) if row else 0
         try:  # while this backend lives: its parent is the postmaster
-            postmaster = psutil.Process(int(row[0]) if row else 0).parent()
+            postmaster = psutil.Process(probe).parent()
             children = [] if postmaster is None else postmaster.children()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return []
-    return [] if postmaster is None else [postmaster, *children]
+    if postmaster is None:
+        return []
+    return [postmaster, *(child for child in children if child.pid != probe)]
 
 
-def _cpu(processes: list[psutil.Process]) -> float:
-    total = 0.0
+def _cpu(processes: list[psutil.Process]) -> dict[int, float]:
+    """CPU seconds of each process still running."""
+    seconds = {}
     for process in processes:
         try:
             times = process.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        total += times.user + times.system
-    return total
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings by the processes running at both."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
 
 
 @contextmanager
@@ -223,8 +234,8 @@ async def _round(database_url: str, options: argparse.Namespace, profile: str | 
             process=process,
             commands=commands.seconds,
             encoding=encoding.seconds,
-            backend=_cpu(backend) - began[1],
-            server=_cpu(server) - began[2] if server else None,
+            backend=_spent(began[1], _cpu(backend)),
+            server=_spent(began[2], _cpu(server)) if server else None,
         )
     finally:
         await writer.aclose()
