@@ -576,12 +576,15 @@ USED_TOPIC = get_topic(Key.Used)
 
 def plain_json_mapper(mapper: Mapper[Any]) -> bool:
     """Whether ``mapper`` stores events as decode_used reads them: JSON, neither
-    encrypted nor compressed, times by the library's ISO transcoding."""
+    encrypted nor compressed, decoded by the library's JSONTranscoder (a subclass may
+    only encode faster, as the ledger's does), times by the library's ISO transcoding."""
     transcoder = mapper.transcoder
     return (
         mapper.cipher is None
         and mapper.compressor is None
-        and type(transcoder) is JSONTranscoder
+        and isinstance(transcoder, JSONTranscoder)
+        and type(transcoder).decode is JSONTranscoder.decode
+        and type(transcoder)._decode_obj is JSONTranscoder._decode_obj
         and type(transcoder.names.get("datetime_iso")) is DatetimeAsISO
     )
 

@@ -48,6 +48,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from app.infrastructure.postgres import binary_arrays
 from app.infrastructure.postgres.database import (
     DEFAULT_IO_TIMEOUT,
     POOL_RECONNECT_TIMEOUT,
@@ -71,6 +72,7 @@ log = logging.getLogger("keyledger.event_store")
 # Events that no state check reads: others' may precede ours without a conflict.
 COMMUTATIVE_TOPICS = (get_topic(Key.Used),)
 
+_COMMUTATIVE = binary_arrays.text_array(COMMUTATIVE_TOPICS)
 APPEND_CALL = (
     b"SELECT * FROM keyledger_append(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], %b::text[])"
 )
@@ -111,7 +113,7 @@ class NotCommitted(DependencyTimeoutError):
 class LedgerRecorder(PostgresApplicationRecorder):
     """The library's recorder (the Ledger's reads, and its ``save`` for seeding and tools),
     appending through keyledger_append like the writer: one version-settling rule, in SQL
-    (migrations/010_append_function.sql), whichever path writes."""
+    (migrations/019_append_function_lean.sql), whichever path writes."""
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -130,17 +132,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
             super()._insert_stored_events(curs, stored_events)
             return
         # The function takes the table lock and sends the NOTIFY itself.
-        curs.execute(
-            APPEND_CALL,
-            (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-                list(COMMUTATIVE_TOPICS),
-            ),
-            prepare=True,
-        )
+        binary_arrays.register(curs)
+        curs.execute(APPEND_CALL, _append_params(stored_events), prepare=True)
 
     def _fetch_ids_after_insert_events(
         self,
@@ -231,7 +224,7 @@ class LedgerPostgresFactory(PostgresFactory):
 class AsyncEventStore:
     """The writer's asynchronous path to the same tables, on the event loop.
 
-    Writes call keyledger_append (migrations/010_append_function.sql): the same table
+    Writes call keyledger_append (migrations/019_append_function_lean.sql): the same table
     lock, NOTIFY and settled-version insert as LedgerRecorder, in one round trip. Reads
     return domain events decoded by the application's own mapper.
     """
@@ -332,6 +325,7 @@ class AsyncEventStore:
             except TimeoutError:
                 message = f"no connection to the database in {left:.2f} s"
                 raise DatabaseTimeoutError(message) from None
+            binary_arrays.register(conn)
             self._conn, self._backend_pid = conn, conn.info.backend_pid
             await _prefer_cancelling_autovacuum(conn)
         return self._conn
@@ -363,17 +357,12 @@ class AsyncEventStore:
         """
         stored = [self._mapper.to_stored_event(event) for event in events]
         conn = await self._connection()
-        params = (
-            [e.originator_id for e in stored],
-            [e.originator_version for e in stored],
-            [e.topic for e in stored],
-            [e.state for e in stored],
-            list(COMMUTATIVE_TOPICS),
-        )
+        params = _append_params(stored)
         try:
-            # One round trip: keyledger_append (migrations/010) locks, notifies, settles
-            # versions and inserts inside the statement's own transaction.
-            cursor = await conn.execute(APPEND_CALL, params, prepare=True)
+            # One round trip: keyledger_append (migrations/019) locks, notifies, settles
+            # versions and inserts inside the statement's own transaction. Binary results:
+            # no uuid or bigint text to format and parse.
+            cursor = await conn.execute(APPEND_CALL, params, prepare=True, binary=True)
             rows: list[Any] = await cursor.fetchall()
         except DeadlinePassedError:
             raise  # nothing was sent
@@ -473,6 +462,20 @@ class AsyncEventStore:
         )
 
 
+def _append_params(stored: Sequence[StoredEvent]) -> tuple[Any, ...]:
+    """keyledger_append's parameters: the rows as four arrays, packed in bulk
+    (app.infrastructure.postgres.binary_arrays), and the commutative topics."""
+    return (
+        *binary_arrays.rows(
+            [e.originator_id for e in stored],
+            [e.originator_version for e in stored],
+            [e.topic for e in stored],
+            [e.state for e in stored],
+        ),
+        _COMMUTATIVE,
+    )
+
+
 def _answered(conn: psycopg.AsyncConnection[Any], error: psycopg.Error) -> bool:
     """Whether ``error`` is the server's answer on a live session (the statement's
     transaction rolled back, e.g. a version conflict) rather than a lost connection."""
@@ -486,8 +489,19 @@ def _answered(conn: psycopg.AsyncConnection[Any], error: psycopg.Error) -> bool:
 
 def _ids_and_heads(rows: list[Any]) -> tuple[list[int], dict[uuid.UUID, int]]:
     heads: dict[uuid.UUID, int] = {}
+    # Rows come an aggregate's events at a time: its head is looked up once per run, not
+    # once per row (each lookup hashes a UUID in Python).
+    current: uuid.UUID | None = None
+    top = 0
     for _, originator_id, version in rows:
-        heads[originator_id] = max(version, heads.get(originator_id, 0))
+        if originator_id != current:
+            if current is not None:
+                heads[current] = max(top, heads.get(current, 0))
+            current, top = originator_id, version
+        elif version > top:
+            top = version
+    if current is not None:
+        heads[current] = max(top, heads.get(current, 0))
     return [row[0] for row in rows], heads
 
 

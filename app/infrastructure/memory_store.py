@@ -3,7 +3,7 @@
 Two parts, like the PostgreSQL store's:
 
 * `MemoryRecorder`, eventsourcing's POPO application recorder that settles versions the
-  way ``keyledger_append`` (migrations/010_append_function.sql) and `LedgerRecorder` do;
+  way ``keyledger_append`` (migrations/019_append_function_lean.sql) and `LedgerRecorder` do;
   `MemoryFactory` makes it the Ledger's recorder (``PERSISTENCE_MODULE`` =
   `MEMORY_PERSISTENCE_MODULE`, the library's "POPO mode" with our rule);
 * `MemoryEventStore`, the writer's interface of `AsyncEventStore` (``insert``,
@@ -70,10 +70,13 @@ def settle_versions(
         version, by = first - 1, 0
         if version >= 1:
             head, newer = stream(originator_id, version)
-            if all(topic in commutative for _, topic in newer):
-                # coalesce(max(version), version) - version: as the SQL, also when a
-                # stream's head is below the version read (never by the writer).
-                by = (version if head is None else head) - version
+            if (
+                head is not None
+                and head > version
+                and all(topic in commutative for _, topic in newer)
+            ):
+                # As the SQL (migrations/019): only others' appends renumber ours.
+                by = head - version
         shift[originator_id] = by
     return [
         StoredEvent(

@@ -124,8 +124,12 @@ class UnitOfWork:
     def pending(self) -> list[Aggregate]:
         return [a for a in self.touched.values() if a.pending_events]
 
-    def pending_count(self) -> int:
-        return sum(len(a.pending_events) for a in self.touched.values())
+    def changed_since(self, mark: int) -> bool:
+        """Whether an aggregate handed out since ``len(accessed)`` was ``mark`` has changed
+        since: what a command changed, as commands reach aggregates only through get and
+        add. (Counting every touched aggregate's events before and after each command cost
+        O(aggregates) per command.)"""
+        return any(len(a.pending_events) != count for a, count in self.accessed[mark:])
 
 
 class LedgerWriter:
@@ -452,7 +456,7 @@ class LedgerWriter:
             needed: set[uuid.UUID] = set()
             deferred: list[int] = []
             for index in waiting:
-                before = uow.pending_count()
+                mark = len(uow.accessed)
                 try:
                     outcomes[index] = (True, live[index][0](uow))
                     continue
@@ -461,7 +465,7 @@ class LedgerWriter:
                     deferred.append(index)
                 except NeedsOutsideCall as need:  # not a failure: answered as it is
                     outcomes[index] = (False, need)
-                    if uow.pending_count() == before:
+                    if not uow.changed_since(mark):
                         continue
                 except DomainError as error:
                     outcomes[index] = (False, error)
@@ -472,7 +476,7 @@ class LedgerWriter:
                         log.exception("command failed")
                         error = InternalError("internal error")
                     outcomes[index] = (False, error)
-                if uow.pending_count() != before:
+                if uow.changed_since(mark):
                     uow.unmet = needed
                     return self._poison(outcomes)
                 failed = outcomes[index]

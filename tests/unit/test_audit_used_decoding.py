@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -53,6 +53,16 @@ def _same_as_the_mapper(stored: StoredEvent) -> Any:
 
 def test_the_ledger_stores_events_as_the_trail_decodes_them() -> None:
     assert plain_json_mapper(LEDGER.mapper)
+
+
+def test_a_transcoder_that_decodes_otherwise_is_left_to_the_mapper() -> None:
+    class Lenient(JSONTranscoder):
+        def decode(self, data: bytes) -> Any:
+            return super().decode(data.strip())
+
+    transcoder = Lenient()
+    LEDGER.register_transcodings(transcoder)
+    assert not plain_json_mapper(Mapper(transcoder=transcoder))
 
 
 def test_a_use_decodes_to_the_event_the_mapper_gives() -> None:

@@ -1,0 +1,97 @@
+"""keyledger_append (migrations/019_append_function_lean.sql) called as the writer calls it.
+
+A batch is first inserted as sent; only a taken version makes it settle versions and
+insert again. These pin what each path answers: one row per event of the batch, in batch
+order, with the versions settled by the rule, and nothing stored when a conflict stays."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import psycopg.errors
+import pytest
+
+from app.bootstrap import migrate
+from app.infrastructure.event_store import _COMMUTATIVE, APPEND_CALL
+from app.infrastructure.postgres import binary_arrays
+from tests.support.databases import drop, fresh_database
+
+pytestmark = pytest.mark.postgres
+
+USED = "domain.keys:Key.Used"
+DISABLED = "domain.keys:Key.Disabled"
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[psycopg.Connection[Any]]:
+    url = fresh_database("embedded")
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as connection:
+        binary_arrays.register(connection)
+        yield connection
+    drop(url)
+
+
+def append(
+    conn: psycopg.Connection[Any], *events: tuple[uuid.UUID, int, str]
+) -> list[tuple[int, uuid.UUID, int]]:
+    ids, versions, topics = zip(*events, strict=True)
+    states = [f"{i}".encode() for i in range(len(events))]
+    params = (*binary_arrays.rows(ids, versions, topics, states), _COMMUTATIVE)
+    return [tuple(row) for row in conn.execute(APPEND_CALL, params, binary=True).fetchall()]
+
+
+def stream(conn: psycopg.Connection[Any], key: uuid.UUID) -> list[tuple[int, str]]:
+    rows = conn.execute(
+        "SELECT originator_version, topic FROM keyledger_events WHERE originator_id = %s"
+        " ORDER BY originator_version",
+        (key,),
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]
+
+
+def versions_of(answer: list[tuple[int, uuid.UUID, int]]) -> list[tuple[uuid.UUID, int]]:
+    return [(key, version) for _, key, version in answer]
+
+
+def test_a_batch_on_free_versions_is_stored_as_sent(conn: psycopg.Connection[Any]) -> None:
+    key = uuid.uuid4()
+    answer = append(conn, (key, 1, DISABLED), (key, 2, USED))
+    assert versions_of(answer) == [(key, 1), (key, 2)]
+    assert answer[0][0] < answer[1][0]
+
+
+def test_a_batch_behind_others_used_events_follows_them_once(
+    conn: psycopg.Connection[Any],
+) -> None:
+    hot, fresh = uuid.uuid4(), uuid.uuid4()
+    append(conn, (hot, 1, DISABLED), (hot, 2, USED), (hot, 3, USED))
+    # Read at version 1: versions 2 and 3 were taken by another writer's Used events.
+    answer = append(conn, (hot, 2, USED), (fresh, 1, DISABLED), (hot, 3, USED))
+
+    assert versions_of(answer) == [(hot, 4), (fresh, 1), (hot, 5)]
+    assert [row[0] for row in answer] == sorted(row[0] for row in answer)
+    assert stream(conn, hot) == [(1, DISABLED)] + [(v, USED) for v in (2, 3, 4, 5)]
+    assert stream(conn, fresh) == [(1, DISABLED)]
+
+
+def test_a_batch_behind_a_state_change_fails_and_stores_nothing(
+    conn: psycopg.Connection[Any],
+) -> None:
+    key, other = uuid.uuid4(), uuid.uuid4()
+    append(conn, (key, 1, USED), (key, 2, DISABLED))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        append(conn, (other, 1, USED), (key, 2, USED))
+    assert stream(conn, key) == [(1, USED), (2, DISABLED)]
+    assert stream(conn, other) == []
+
+
+def test_a_new_aggregate_whose_id_is_taken_fails(conn: psycopg.Connection[Any]) -> None:
+    key = uuid.uuid4()
+    append(conn, (key, 1, DISABLED), (key, 2, USED))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        append(conn, (key, 1, DISABLED))
+    assert stream(conn, key) == [(1, DISABLED), (2, USED)]
