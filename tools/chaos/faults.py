@@ -214,7 +214,7 @@ def _assess_ready(h: Harness) -> None:
         if ok:
             correct += 1
             continue
-        shown = "no answer" if probe.status <= 0 else str(probe.status)
+        shown = f"no answer ({probe.error[:200]})" if probe.status <= 0 else str(probe.status)
         wrong_all.append(
             [round(probe.sent - h.started, 3), round(elapsed, 3), probe.status, expected]
         )

@@ -251,6 +251,7 @@ class Probe:
     sent: float
     done: float
     status: int  # HTTP status, 0 connection failed, -1 no answer within the timeout
+    error: str = ""  # the transport failure, if any (what a "no answer" was)
 
 
 class ReadyProbe:
@@ -286,7 +287,7 @@ class ReadyProbe:
         while not self._stop.is_set():
             reply = self._connection.send("GET", "/readyz", b"", {})
             self._connection.close()
-            self.probes.append(Probe(reply.sent, reply.done, reply.status))
+            self.probes.append(Probe(reply.sent, reply.done, reply.status, reply.error))
             next_at = max(next_at + self.interval, time.monotonic())
             if self._stop.wait(max(0.0, next_at - time.monotonic())):
                 return
