@@ -95,6 +95,12 @@ TARGET_AUDIT_LAG_S = 1.0
 TARGET_CHECKPOINT_LAG_S = 2.0  # newest event not yet under a signed checkpoint (issue 13)
 TARGET_LOG_COST = 0.05  # throughput the Merkle log may cost at c=64 (issue 13)
 LEDGER_ROUNDS = 2  # log on / log off rounds, interleaved
+# After a log-off spell the signer's watch recomputes the events the log then took as its
+# recent range, at most WATCH_MAX_EVENTS a pass every WATCH_INTERVAL_S (the defaults of
+# projections.ledger_watch.watch_pass and ledger_watch_interval_seconds): a one-off cost of
+# the restart, which the cells must not measure as the log's steady cost.
+WATCH_MAX_EVENTS = 100_000
+WATCH_INTERVAL_S = 10.0
 # The notification id of the newest event under a signed checkpoint.
 SIGNED_POSITION = (
     "SELECT notification_id FROM ledger_tree_nodes WHERE level = 0"
@@ -462,6 +468,11 @@ class Database:
             )
         )
         return int(head) - min(int(positions.get(name) or 0) for name in PROJECTIONS)
+
+    def merkle_backlog(self) -> int:
+        """Events not under a signed checkpoint (what a log turned back on will take)."""
+        head = int(self.scalar("SELECT max(notification_id) FROM keyledger_events") or 0)
+        return max(0, head - int(self.scalar(SIGNED_POSITION) or 0))
 
     def wait_for_merkle_log(self, timeout: float = PROJECTION_TIMEOUT_S) -> float:
         """Seconds until a signed checkpoint covers the head of the log (a service with the
@@ -976,10 +987,18 @@ class Suite:
         for round_ in range(1, LEDGER_ROUNDS + 1):
             for logged, server in ((True, on), (False, off)):
                 (off if logged else on).stop()
+                backlog = self.db.merkle_backlog() if logged and self.db is not None else 0
                 server.start()
                 if logged and self.db is not None:
                     waited = self.db.wait_for_merkle_log()
                     log(f"Merkle log caught up and signed in {waited:.1f} s")
+                    if backlog:
+                        passes = -(-backlog // WATCH_MAX_EVENTS) + 1
+                        log(
+                            f"waiting {passes} watch passes ({passes * WATCH_INTERVAL_S:g} s):"
+                            f" the watch recomputes the {backlog:,} events the log just took"
+                        )
+                        time.sleep(passes * WATCH_INTERVAL_S)
                 for operation in CRYPTO_OPERATIONS:
                     cell = self.single(
                         f"{operation} c={HOT_CONCURRENCY} log {'on' if logged else 'off'}"
