@@ -18,6 +18,7 @@ Decoding is the library's.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,11 +36,10 @@ class OrjsonTranscoder(JSONTranscoder):
     def encode(self, obj: Any) -> bytes:
         if type(obj) is dict and type(self.types.get(datetime)) is DatetimeAsISO:
             state = _with_wrapped_datetimes(obj, self.types[datetime].name)
-            if state is not None:
-                try:
+            # orjson refuses an int beyond 64 bits: the library's encoder writes those.
+            with contextlib.suppress(orjson.JSONEncodeError):
+                if state is not None:
                     return orjson.dumps(state)
-                except orjson.JSONEncodeError:
-                    pass  # (an int beyond 64 bits) the library's encoder manages
         return super().encode(obj)
 
 
