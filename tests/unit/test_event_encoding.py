@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from app.infrastructure.ledger import Ledger
 from domain.actors import Actor
-from domain.keys import SOURCE_USE, Key, KeyMaterial
+from domain.keys import SOURCE_USE, Key
+from tests.domain.builders import new_key
 
 NOW = datetime(2026, 1, 1, 12, 30, 15, 250_000, tzinfo=UTC)
 
@@ -32,26 +33,6 @@ def library_transcoder(ledger: Ledger) -> JSONTranscoder:
     transcoder = JSONTranscoder()
     ledger.register_transcodings(transcoder)
     return transcoder
-
-
-def new_key() -> Key:
-    key_id = uuid.uuid4()
-    return Key.create(
-        key_id=key_id,
-        now=NOW,
-        actor=Actor(principal_arn="p"),
-        arn=f"arn:aws:kms:us-east-1:111122223333:key/{key_id}",
-        account_id="111122223333",
-        region="us-east-1",
-        description="",
-        key_spec="SYMMETRIC_DEFAULT",
-        key_usage="ENCRYPT_DECRYPT",
-        origin="AWS_KMS",
-        key_manager="CUSTOMER",
-        policy="{}",
-        tags={},
-        material=KeyMaterial(1, "1" * 64, b"wrapped", NOW, None),
-    )
 
 
 def state_of(ledger: Ledger, event: Any) -> dict[str, Any]:
