@@ -66,6 +66,11 @@ TUNING: dict[str, str] = {
     # Autovacuum of the events table is cancelled once a commit has waited this long for
     # its lock (app/infrastructure/event_store.py); the default, 1 s, is the whole request deadline.
     "deadlock_timeout": "100ms",
+    # A new 16 MB WAL segment is otherwise zero-filled and fsynced by the committing
+    # backend, inside the append that holds the events table's lock: every writer stalled
+    # ~60 ms about once a second under load, until checkpoints had segments to recycle
+    # (docs/performance.md). Off writes only the last byte; the WAL is still fsynced.
+    "wal_init_zero": "off",
 }
 
 _process_lock = threading.Lock()
