@@ -64,6 +64,7 @@ from app.infrastructure.postgres.database import (
     libpq_options,
     time_left,
 )
+from app.support.lru import BoundedLru
 from domain.errors import DependencyTimeoutError
 from domain.keys import Key
 
@@ -74,8 +75,15 @@ COMMUTATIVE_TOPICS = (get_topic(Key.Used),)
 
 _COMMUTATIVE = binary_arrays.text_array(COMMUTATIVE_TOPICS)
 APPEND_CALL = (
-    b"SELECT * FROM keyledger_append(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], %b::text[])"
+    b"SELECT * FROM keyledger_append(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], %b::text[],"
+    b" %b::uuid[])"
 )
+# Aggregates an append here had renumbered after another writer's Used events, within
+# the last CONTENDED_SECONDS: keyledger_append settles them before inserting
+# (migrations/021). A bound, not a cache: an aggregate forgotten is settled after a failed
+# insert instead, as before.
+CONTENDED_AGGREGATES = 1024
+CONTENDED_SECONDS = 1.0
 APPEND_TABLE = "keyledger_events"  # the table keyledger_append is written for
 WRITER_DEADLOCK_TIMEOUT = "100ms"  # see _prefer_cancelling_autovacuum
 # How long settling a lost commit may outlast the request's deadline (see insert).
@@ -113,7 +121,7 @@ class NotCommitted(DependencyTimeoutError):
 class LedgerRecorder(PostgresApplicationRecorder):
     """The library's recorder (the Ledger's reads, and its ``save`` for seeding and tools),
     appending through keyledger_append like the writer: one version-settling rule, in SQL
-    (migrations/019_append_function_lean.sql), whichever path writes."""
+    (migrations/019_append_function_lean.sql, 021), whichever path writes."""
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -224,7 +232,7 @@ class LedgerPostgresFactory(PostgresFactory):
 class AsyncEventStore:
     """The writer's asynchronous path to the same tables, on the event loop.
 
-    Writes call keyledger_append (migrations/019_append_function_lean.sql): the same table
+    Writes call keyledger_append (migrations/019 and 021): the same table
     lock, NOTIFY and settled-version insert as LedgerRecorder, in one round trip. Reads
     return domain events decoded by the application's own mapper.
     """
@@ -245,6 +253,9 @@ class AsyncEventStore:
         self._conn: BoundedAsyncConnection[Any] | None = None
         self._backend_pid = 0  # the server process of the current connection
         self.settled = 0  # lost commits found to have landed
+        self._contended: BoundedLru[uuid.UUID | str, bool] = BoundedLru(
+            CONTENDED_AGGREGATES, ttl=CONTENDED_SECONDS
+        )
         self._io_timeout = io_timeout
         self._connection_class = bounded_async_connection_class(io_timeout)
         self._options = self._connect_options(io_timeout, statement_timeout)
@@ -357,9 +368,9 @@ class AsyncEventStore:
         """
         stored = [self._mapper.to_stored_event(event) for event in events]
         conn = await self._connection()
-        params = _append_params(stored)
+        params = _append_params(stored, self._contended)
         try:
-            # One round trip: keyledger_append (migrations/019) locks, notifies, settles
+            # One round trip: keyledger_append (migrations/021) locks, notifies, settles
             # versions and inserts inside the statement's own transaction. Binary results:
             # no uuid or bigint text to format and parse.
             cursor = await conn.execute(APPEND_CALL, params, prepare=True, binary=True)
@@ -376,7 +387,9 @@ class AsyncEventStore:
             # to ask: a short grace gets a verdict; a frozen server still gets none.
             with grace_after_deadline(SETTLE_GRACE_SECONDS):
                 return await self._settle(stored, lost_pid)
-        return _ids_and_heads(rows)
+        ids, heads = _ids_and_heads(rows)
+        _note_contention(self._contended, stored, heads)
+        return ids, heads
 
     async def _settle(
         self, stored: Sequence[StoredEvent], lost_pid: int
@@ -462,18 +475,49 @@ class AsyncEventStore:
         )
 
 
-def _append_params(stored: Sequence[StoredEvent]) -> tuple[Any, ...]:
+def _append_params(
+    stored: Sequence[StoredEvent], contended: BoundedLru[uuid.UUID | str, bool] | None = None
+) -> tuple[Any, ...]:
     """keyledger_append's parameters: the rows as four arrays, packed in bulk
-    (app.infrastructure.postgres.binary_arrays), and the commutative topics."""
+    (app.infrastructure.postgres.binary_arrays), the commutative topics, and the batch's
+    aggregates expected to have moved since they were read."""
+    ids = [e.originator_id for e in stored]
     return (
         *binary_arrays.rows(
-            [e.originator_id for e in stored],
+            ids,
             [e.originator_version for e in stored],
             [e.topic for e in stored],
             [e.state for e in stored],
         ),
         _COMMUTATIVE,
+        binary_arrays.uuid_array(
+            [i for i in _distinct(ids) if contended.get(i)] if contended is not None else ()
+        ),
     )
+
+
+def _distinct(ids: Sequence[uuid.UUID | str]) -> list[uuid.UUID | str]:
+    # A batch names few aggregates, each many times by the same object: deduplicated by
+    # identity (a UUID hashes in Python, an id() in C), then by value.
+    return list(set({id(i): i for i in ids}.values()))
+
+
+def _note_contention(
+    contended: BoundedLru[uuid.UUID | str, bool],
+    stored: Sequence[StoredEvent],
+    heads: dict[uuid.UUID, int],
+) -> None:
+    """Remember the aggregates the store renumbered: another writer appended to them since
+    they were read, and likely will again. Two writers on one hot key alternate, but not
+    strictly: one stored as sent stays remembered until its entry expires."""
+    # By identity first, as _distinct; an aggregate's versions rise through the batch.
+    last_sent = {id(e.originator_id): (e.originator_id, e.originator_version) for e in stored}
+    sent: dict[uuid.UUID | str, int] = {}
+    for aggregate_id, version in last_sent.values():
+        sent[aggregate_id] = max(version, sent.get(aggregate_id, version))
+    for aggregate_id, head in heads.items():
+        if head != sent.get(aggregate_id, head):
+            contended.put(aggregate_id, True)
 
 
 def _answered(conn: psycopg.AsyncConnection[Any], error: psycopg.Error) -> bool:

@@ -1,8 +1,11 @@
-"""keyledger_append (migrations/019_append_function_lean.sql) called as the writer calls it.
+"""keyledger_append (migrations/019_append_function_lean.sql, 021's hint) called as the
+writer calls it.
 
 A batch is first inserted as sent; only a taken version makes it settle versions and
-insert again. These pin what each path answers: one row per event of the batch, in batch
-order, with the versions settled by the rule, and nothing stored when a conflict stays."""
+insert again. An aggregate the caller names as contended is settled first instead. These
+pin what each path answers: one row per event of the batch, in batch order, with the
+versions settled by the rule, and nothing stored when a conflict stays; and that the hint
+changes which path runs, never the answer."""
 
 from __future__ import annotations
 
@@ -36,11 +39,14 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
 
 
 def append(
-    conn: psycopg.Connection[Any], *events: tuple[uuid.UUID, int, str]
+    conn: psycopg.Connection[Any],
+    *events: tuple[uuid.UUID, int, str],
+    contended: tuple[uuid.UUID, ...] = (),
 ) -> list[tuple[int, uuid.UUID, int]]:
     ids, versions, topics = zip(*events, strict=True)
     states = [f"{i}".encode() for i in range(len(events))]
-    params = (*binary_arrays.rows(ids, versions, topics, states), _COMMUTATIVE)
+    rows = binary_arrays.rows(ids, versions, topics, states)
+    params = (*rows, _COMMUTATIVE, binary_arrays.uuid_array(contended))
     return [tuple(row) for row in conn.execute(APPEND_CALL, params, binary=True).fetchall()]
 
 
@@ -95,3 +101,51 @@ def test_a_new_aggregate_whose_id_is_taken_fails(conn: psycopg.Connection[Any]) 
     with pytest.raises(psycopg.errors.UniqueViolation):
         append(conn, (key, 1, DISABLED))
     assert stream(conn, key) == [(1, DISABLED), (2, USED)]
+
+
+@pytest.mark.parametrize("hinted", [False, True], ids=["unhinted", "hinted"])
+def test_a_contended_aggregate_follows_others_used_events_either_way(
+    conn: psycopg.Connection[Any], hinted: bool
+) -> None:
+    hot, fresh = uuid.uuid4(), uuid.uuid4()
+    append(conn, (hot, 1, DISABLED), (hot, 2, USED), (hot, 3, USED))
+    answer = append(
+        conn, (hot, 2, USED), (fresh, 1, DISABLED), (hot, 3, USED), contended=(hot,) * hinted
+    )
+    assert versions_of(answer) == [(hot, 4), (fresh, 1), (hot, 5)]
+    assert stream(conn, hot) == [(1, DISABLED)] + [(v, USED) for v in (2, 3, 4, 5)]
+
+
+@pytest.mark.parametrize("hinted", [False, True], ids=["unhinted", "hinted"])
+def test_only_a_hinted_aggregate_is_settled_without_a_failed_insert(
+    conn: psycopg.Connection[Any], hinted: bool
+) -> None:
+    hot = uuid.uuid4()
+    append(conn, (hot, 1, DISABLED), (hot, 2, USED))
+    newest = append(conn, (uuid.uuid4(), 1, DISABLED))[0][0]
+
+    answer = append(conn, (hot, 2, USED), (hot, 3, USED), contended=(hot,) * hinted)
+
+    assert versions_of(answer) == [(hot, 3), (hot, 4)]
+    # A failed insert uses notification ids it then leaves unused: a gap.
+    gapless = [row[0] for row in answer] == [newest + 1, newest + 2]
+    assert gapless == hinted
+
+
+def test_a_contended_aggregate_behind_a_state_change_still_fails(
+    conn: psycopg.Connection[Any],
+) -> None:
+    key = uuid.uuid4()
+    append(conn, (key, 1, USED), (key, 2, DISABLED))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        append(conn, (key, 2, USED), contended=(key,))
+    assert stream(conn, key) == [(1, USED), (2, DISABLED)]
+
+
+def test_a_hint_naming_an_aggregate_nobody_appended_to_stores_the_batch_as_sent(
+    conn: psycopg.Connection[Any],
+) -> None:
+    key, elsewhere = uuid.uuid4(), uuid.uuid4()
+    append(conn, (key, 1, DISABLED))
+    answer = append(conn, (key, 2, USED), contended=(key, elsewhere))
+    assert versions_of(answer) == [(key, 2)]
