@@ -274,9 +274,11 @@ class IdentityDirectory:
             if not self.limiter.charge(source_ip):
                 raise self.limiter.refuse(source_ip) from error
             raise
-        signer = await self._principals.get(credential.principal_arn)
+        signer = self._principals.lookup(credential.principal_arn)  # no coroutine if cached
+        if signer is None and not self._principals.known_missing(credential.principal_arn):
+            signer = await self._principals.get(credential.principal_arn)
         service_name = signer.service_name if signer is not None else None
-        on_behalf_of = [v for k, v in request.headers if k.lower() == ON_BEHALF_OF_HEADER]
+        on_behalf_of = request.header_index().get(ON_BEHALF_OF_HEADER) or []
         caller = Caller(
             account_id=credential.account_id,
             principal_arn=credential.principal_arn,
@@ -357,7 +359,7 @@ class IdentityDirectory:
             request_id=request_id or new_request_id(),
             session=session,
         )
-        on_behalf_of = [v for k, v in request.headers if k.lower() == ON_BEHALF_OF_HEADER]
+        on_behalf_of = request.header_index().get(ON_BEHALF_OF_HEADER) or []
         if on_behalf_of:  # a session is never a trusted service principal
             return await self._acting_for(caller, None, on_behalf_of, request)
         return caller
@@ -686,9 +688,9 @@ class IdentityDirectory:
 def _session_token(request: IncomingRequest) -> str | None:
     """The X-Amz-Security-Token the request carries (header or presigned query), if any;
     sigv4 checks that the signature covers it."""
-    for name, value in request.headers:
-        if name.lower() == "x-amz-security-token":
-            return value
+    values = request.header_index().get("x-amz-security-token")
+    if values:
+        return values[0]
     if "X-Amz-Security-Token=" in request.query_string:
         for pair in request.query_string.split("&"):
             key, _, value = pair.partition("=")

@@ -27,6 +27,7 @@ from typing import Protocol
 from urllib.parse import quote, unquote, unquote_plus
 
 from domain.errors import (
+    AuthenticationError,
     IncompleteSignatureError,
     InvalidSignatureError,
     MissingAuthenticationTokenError,
@@ -55,6 +56,10 @@ _HEX_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 _AUTH_FIELD_SPLIT_RE = re.compile(r"[\s,]+")
 _REGION_NAME_RE = re.compile(r"(?:[a-z]+-){2,3}\d+")  # KMS's RegionType
 _MAX_REGION_NAME = 32
+# How SDKs end an Authorization header; what precedes it is the same on every request of a
+# client (and cached, up to this length: no header line of a real client is near it).
+_SIGNATURE_SEPARATOR = ", Signature="
+_MAX_CACHED_PREFIX = 1024
 _RFC3986_SAFE = "-_.~"
 # Characters a client may leave unescaped in a path (RFC 3986 pchar plus '/' and '%'); used
 # to put a caller's URL path into the form an HTTP client would send.
@@ -108,6 +113,15 @@ class IncomingRequest:
     headers: Sequence[tuple[str, str]]
     body: bytes
 
+    def header_index(self) -> dict[str, list[str]]:
+        """The header values by lower-case name, in the order received; built once per
+        request (verification and the caller's look-ups share it). Do not modify it."""
+        index: dict[str, list[str]] | None = self.__dict__.get("_header_index")
+        if index is None:
+            # Outside the dataclass's fields: a cache of them, not part of its value.
+            index = self.__dict__["_header_index"] = _index_headers(self.headers)
+        return index
+
 
 @dataclass(frozen=True)
 class VerifiedCaller:
@@ -125,15 +139,28 @@ class SecretLookup(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class _Scope:
+    """The credential and signed headers a request names: what every request of a client
+    shares (so cached per credential and header list), parsed but not yet checked."""
+
+    access_key_id: str
+    date: str
+    region: str
+    service: str
+    terminator: str
+    signed_headers: str
+    signed: frozenset[str]  # lower case
+    # (name as signed, its lower case) in signing order, for the canonical headers.
+    names: tuple[tuple[str, str], ...]
+    region_is_name: bool  # is_region_name(region), raised on in its turn (_check_scope)
+    string: str  # date/region/service/aws4_request, as the string to sign has it
+
+
+@dataclass(slots=True)
 class _Claim:
     """What the request says about its own signature, before any of it is checked."""
 
-    access_key_id: str
-    scope_date: str
-    region: str
-    scope_service: str
-    terminator: str
-    signed_headers: str
+    scope: _Scope
     signature: str
     amz_date: str
     request_time: datetime
@@ -156,37 +183,35 @@ def verify_request(
     `service=None` accepts any service in the credential scope (it is returned).
     """
     now = _as_utc(now)
-    headers = _index_headers(request.headers)
+    headers = request.header_index()
     pairs = _query_pairs(request.query_string)
     claim = _parse_claim(headers, pairs)
+    scope = claim.scope
 
-    secret = secret_for(claim.access_key_id) if claim.access_key_id else None
+    secret = secret_for(scope.access_key_id) if scope.access_key_id else None
     if secret is None:
         raise UnrecognizedClientError(_UNRECOGNIZED)
 
     _check_scope(claim, now, max_skew, service)
     payload_hash = _payload_hash(headers, request.body)
-    key = _signing_key(secret, claim.scope_date, claim.region, claim.scope_service)
-    scope = f"{claim.scope_date}/{claim.region}/{claim.scope_service}/{TERMINATOR}"
+    key = _signing_key(secret, scope.date, scope.region, scope.service)
     # The canonical request around the query string, which may have two acceptable forms.
     head = f"{request.method.upper()}\n{_canonical_uri(request.path)}\n"
-    tail = (
-        f"\n{_canonical_headers(claim.signed_headers.split(';'), headers)}\n"
-        f"{claim.signed_headers}\n{payload_hash}"
-    )
+    tail = f"\n{_canonical_headers(scope.names, headers)}\n{scope.signed_headers}\n{payload_hash}"
     provided = claim.signature.encode("utf-8", "surrogatepass")
     if claim.presigned:
         # X-Amz-Signature is the only query parameter not covered by the signature.
         pairs = [(k, v) for k, v in pairs if unquote(k) != "X-Amz-Signature"]
-    normalised = _canonical_query(pairs)
-    for query in _query_forms(normalised, pairs):
+    # No query string (every AWS JSON call) has the one form "".
+    forms = _query_forms(_canonical_query(pairs), pairs) if pairs else ("",)
+    for query in forms:
         canonical_request = f"{head}{query}{tail}"
-        expected = _signature(key, claim.amz_date, scope, canonical_request)
+        expected = _signature(key, claim.amz_date, scope.string, canonical_request)
         if hmac.compare_digest(expected.encode(), provided):
             return VerifiedCaller(
-                access_key_id=claim.access_key_id,
-                region=claim.region,
-                service=claim.scope_service,
+                access_key_id=scope.access_key_id,
+                region=scope.region,
+                service=scope.service,
                 request_time=claim.request_time,
                 session_token=claim.session_token,
             )
@@ -204,14 +229,15 @@ def parse_request_unverified(
     app/auth/emulator.py): a malformed, expired or wrongly scoped request fails the same
     way; any access key id and any signature are taken as they are."""
     now = _as_utc(now)
-    claim = _parse_claim(_index_headers(request.headers), _query_pairs(request.query_string))
-    if not claim.access_key_id:
+    claim = _parse_claim(request.header_index(), _query_pairs(request.query_string))
+    scope = claim.scope
+    if not scope.access_key_id:
         raise UnrecognizedClientError(_UNRECOGNIZED)
     _check_scope(claim, now, max_skew, service)
     return VerifiedCaller(
-        access_key_id=claim.access_key_id,
-        region=claim.region,
-        service=claim.scope_service,
+        access_key_id=scope.access_key_id,
+        region=scope.region,
+        service=scope.service,
         request_time=claim.request_time,
         session_token=claim.session_token,
     )
@@ -220,17 +246,16 @@ def parse_request_unverified(
 def _check_scope(claim: _Claim, now: datetime, max_skew: timedelta, service: str | None) -> None:
     """The request's time and credential scope, checked before its signature."""
     _check_time(claim, now, max_skew)
-    if claim.terminator != TERMINATOR:
+    scope = claim.scope
+    if scope.terminator != TERMINATOR:
         raise InvalidSignatureError(
             "Credential should be scoped with a valid terminator: "
-            f"'{TERMINATOR}', not '{claim.terminator}'."
+            f"'{TERMINATOR}', not '{scope.terminator}'."
         )
-    if not is_region_name(claim.region):
+    if not scope.region_is_name:
         # No Region's name at all; checked before the signing-key cache keeps it.
         raise InvalidSignatureError(_INVALID_REGION)
-    if (service is not None and claim.scope_service != service) or (
-        claim.scope_date != claim.amz_date[:8]
-    ):
+    if (service is not None and scope.service != service) or (scope.date != claim.amz_date[:8]):
         raise InvalidSignatureError(_MISMATCH)
 
 
@@ -268,13 +293,75 @@ def _parse_claim(headers: dict[str, list[str]], pairs: list[tuple[str, str]]) ->
                 "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter "
                 "or the Authorization header should be specified"
             )
+        claim = _usual_authorization_header(authorization[0], headers)
+        if claim is not None:
+            return claim
         return _parse_authorization_header(authorization[0], headers)
     if params.keys() & {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature"}:
         return _parse_presigned_query(params, headers)
     raise MissingAuthenticationTokenError(_MISSING_TOKEN)
 
 
-def _parse_authorization_header(value: str, headers: dict[str, list[str]]) -> _Claim:
+def _usual_authorization_header(value: str, headers: dict[str, list[str]]) -> _Claim | None:
+    """The claim of an Authorization header as SDKs write it, from the parse of its part
+    before the signature cached (_authorization_prefix); None for anything else, which
+    _parse_authorization_header then parses (and refuses) in full.
+
+    Only where the full parse would give the same claim: the header ends in
+    ``, Signature=<letters and digits>`` and its prefix parses without error or Signature
+    field of its own, there is an X-Amz-Date in the basic format, and a security token, if
+    any, is signed.
+    """
+    prefix, separator, signature = value.rpartition(_SIGNATURE_SEPARATOR)
+    if not (separator and signature.isalnum()) or len(prefix) > _MAX_CACHED_PREFIX:
+        return None
+    date_values = headers.get("x-amz-date")
+    if not date_values:
+        return None  # a Date header (or none): the full parse
+    try:
+        scope = _authorization_prefix(prefix)
+        amz_date, request_time = _basic_format_time(date_values[0].strip())
+    except (AuthenticationError, _UnusualHeader, ValueError):
+        return None
+    token_values = headers.get("x-amz-security-token")
+    if token_values and "x-amz-security-token" not in scope.signed:
+        return None
+    return _Claim(
+        scope=scope,
+        signature=signature,
+        amz_date=amz_date,
+        request_time=request_time,
+        expires=None,
+        session_token=token_values[0] if token_values else None,
+        presigned=False,
+    )
+
+
+class _UnusualHeader(Exception):
+    """An Authorization prefix the cache does not hold (it is parsed in full each time)."""
+
+
+@lru_cache(maxsize=512)  # a client sends the same prefix all day; bounded, exact-string keys
+def _authorization_prefix(prefix: str) -> _Scope:
+    """The scope an Authorization header ``<prefix>, Signature=<letters and digits>``
+    names, whatever its signature; raises (and so caches nothing) for any prefix whose
+    header the full parse would refuse on grounds of the prefix, or read differently."""
+    if "Signature=" in prefix:  # a Signature field of its own would win over the last one
+        raise _UnusualHeader
+    algorithm, fields = _authorization_fields(f"{prefix}{_SIGNATURE_SEPARATOR}0", "")
+    if (
+        algorithm != ALGORITHM
+        or not fields.get("Credential")
+        or "SignedHeaders" not in fields
+        or fields.get("Signature") != "0"
+    ):
+        raise _UnusualHeader
+    return _credential_scope(fields["Credential"], fields["SignedHeaders"])
+
+
+def _authorization_fields(value: str, whole: str) -> tuple[str, dict[str, str]]:
+    """The algorithm and the key=value fields of an Authorization header (the first of
+    each name); ``whole`` is the header quoted when a field has no '='."""
     algorithm, _, rest = value.strip().partition(" ")
     fields: dict[str, str] = {}
     for item in _AUTH_FIELD_SPLIT_RE.split(rest):
@@ -284,10 +371,14 @@ def _parse_authorization_header(value: str, headers: dict[str, list[str]]) -> _C
         if not equals:
             raise IncompleteSignatureError(
                 f"'{name}' not a valid key=value pair (missing equal-sign) in "
-                f"Authorization header: '{value}'."
+                f"Authorization header: '{whole}'."
             )
         fields.setdefault(name, field)
+    return algorithm, fields
 
+
+def _parse_authorization_header(value: str, headers: dict[str, list[str]]) -> _Claim:
+    algorithm, fields = _authorization_fields(value, value)
     message = "".join(
         f"Authorization header requires '{name}' parameter. "
         for name in ("Credential", "Signature", "SignedHeaders")
@@ -309,24 +400,15 @@ def _parse_authorization_header(value: str, headers: dict[str, list[str]]) -> _C
     amz_date, request_time = _parse_request_time(
         date_values[0], allow_http_date="x-amz-date" not in headers
     )
-    access_key_id, scope_date, region, scope_service, terminator = _split_credential(
-        fields["Credential"]
-    )
-    signed_headers = fields["SignedHeaders"]
-    signed = _require_host_signed(signed_headers)
+    scope = _credential_scope(fields["Credential"], fields["SignedHeaders"])
     token_values = headers.get("x-amz-security-token")
-    if token_values and "x-amz-security-token" not in signed:
+    if token_values and "x-amz-security-token" not in scope.signed:
         # An unsigned token could be swapped in transit; callers pass it on, so insist.
         raise InvalidSignatureError(
             "'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization."
         )
     return _Claim(
-        access_key_id=access_key_id,
-        scope_date=scope_date,
-        region=region,
-        scope_service=scope_service,
-        terminator=terminator,
-        signed_headers=signed_headers,
+        scope=scope,
         signature=fields["Signature"],
         amz_date=amz_date,
         request_time=request_time,
@@ -360,26 +442,17 @@ def _parse_presigned_query(params: dict[str, str], headers: dict[str, list[str]]
                 "X-Amz-Expires must be less than a week (in seconds); that is, the given "
                 f"X-Amz-Expires must be less than {MAX_PRESIGN_EXPIRES} seconds"
             )
-    access_key_id, scope_date, region, scope_service, terminator = _split_credential(
-        params["X-Amz-Credential"]
-    )
-    signed_headers = params["X-Amz-SignedHeaders"]
-    signed = _require_host_signed(signed_headers)
+    scope = _credential_scope(params["X-Amz-Credential"], params["X-Amz-SignedHeaders"])
     token = params.get("X-Amz-Security-Token")  # covered by the canonical query string
     if token is None:
         token_values = headers.get("x-amz-security-token")
-        if token_values and "x-amz-security-token" not in signed:
+        if token_values and "x-amz-security-token" not in scope.signed:
             raise InvalidSignatureError(
                 "'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization."
             )
         token = token_values[0] if token_values else None
     return _Claim(
-        access_key_id=access_key_id,
-        scope_date=scope_date,
-        region=region,
-        scope_service=scope_service,
-        terminator=terminator,
-        signed_headers=signed_headers,
+        scope=scope,
         signature=params["X-Amz-Signature"],
         amz_date=amz_date,
         request_time=request_time,
@@ -392,16 +465,11 @@ def _parse_presigned_query(params: dict[str, str], headers: dict[str, list[str]]
 def _parse_request_time(value: str, *, allow_http_date: bool) -> tuple[str, datetime]:
     """Return the basic-format timestamp that goes into the string to sign, and its time."""
     value = value.strip()
-    if _AMZ_DATE_RE.fullmatch(value):
-        try:  # by hand: strptime costs more than the whole rest of a verification
-            year, month, day = int(value[0:4]), int(value[4:6]), int(value[6:8])
-            hour, minute, second = int(value[9:11]), int(value[11:13]), int(value[13:15])
-            moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-        except ValueError:
-            pass
-        else:
-            return value, moment
-    elif allow_http_date:
+    try:
+        return _basic_format_time(value)
+    except ValueError:
+        pass
+    if allow_http_date and not _AMZ_DATE_RE.fullmatch(value):
         # botocore signs the basic-format form of the same instant when it sends `Date`.
         try:
             parsed = parsedate_to_datetime(value)
@@ -417,22 +485,45 @@ def _parse_request_time(value: str, *, allow_http_date: bool) -> tuple[str, date
     )
 
 
-def _split_credential(credential: str) -> tuple[str, str, str, str, str]:
+@lru_cache(maxsize=1024)  # the requests of a second share their X-Amz-Date; bounded
+def _basic_format_time(value: str) -> tuple[str, datetime]:
+    """``value`` (already stripped: what is cached is 16 characters) in the basic format,
+    and its time; ValueError (never cached) when it is not a valid one."""
+    if not _AMZ_DATE_RE.fullmatch(value):
+        raise ValueError("not in the basic format")
+    # By hand: strptime costs more than the whole rest of a verification.
+    year, month, day = int(value[0:4]), int(value[4:6]), int(value[6:8])
+    hour, minute, second = int(value[9:11]), int(value[11:13]), int(value[13:15])
+    return value, datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+def _credential_scope(credential: str, signed_headers: str) -> _Scope:
+    """The scope a credential and a signed-header list name; raises when the credential
+    is not 5 slash-delimited elements or Host is not signed. Not cached itself (its inputs
+    may be long): the usual header's is, with its prefix (_authorization_prefix)."""
     parts = credential.split("/")
     if len(parts) != 5:
         raise IncompleteSignatureError(
             "Credential must have exactly 5 slash-delimited elements, "
             f"e.g. keyid/date/region/service/term, got '{credential}'"
         )
-    return parts[0], parts[1], parts[2], parts[3], parts[4]
-
-
-@lru_cache(maxsize=256)  # a client signs the same header list on every request
-def _require_host_signed(signed_headers: str) -> frozenset[str]:
-    signed = frozenset(name.lower() for name in signed_headers.split(";"))
+    access_key_id, date, region, service, terminator = parts
+    names = tuple((name, name.lower()) for name in signed_headers.split(";"))
+    signed = frozenset(lower for _, lower in names)
     if "host" not in signed:
         raise InvalidSignatureError("'Host' must be a 'SignedHeader' in the AWS Authorization.")
-    return signed
+    return _Scope(
+        access_key_id=access_key_id,
+        date=date,
+        region=region,
+        service=service,
+        terminator=terminator,
+        signed_headers=signed_headers,
+        signed=signed,
+        names=names,
+        region_is_name=is_region_name(region),
+        string=f"{date}/{region}/{service}/{TERMINATOR}",
+    )
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -477,19 +568,25 @@ def _payload_hash(headers: dict[str, list[str]], body: bytes) -> str:
 def _index_headers(headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     index: dict[str, list[str]] = {}
     for name, value in headers:
-        index.setdefault(name.lower(), []).append(value)
+        key = name.lower()
+        values = index.get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
     return index
 
 
-def _canonical_headers(names: Iterable[str], index: dict[str, list[str]]) -> str:
-    """One `name:value` line per signed header, each ending in a newline.
+def _canonical_headers(names: Iterable[tuple[str, str]], index: dict[str, list[str]]) -> str:
+    """One `name:value` line per signed header (name as signed, its lower case), each
+    ending in a newline.
 
     Values are trimmed and inner whitespace runs collapsed with str.split(), exactly as
     botocore does; repeated headers are joined with ',' in the order received.
     """
     lines = []
-    for name in names:
-        values = index.get(name.lower(), ())
+    for name, lower in names:
+        values = index.get(lower, ())
         # One value is the common case; skip the generator machinery for it.
         if len(values) == 1:
             value = " ".join(values[0].split())
@@ -556,13 +653,16 @@ def _hmac(key: bytes, message: str) -> bytes:
 
 
 @lru_cache(maxsize=1024)
-def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    # The derived key changes only daily per (secret, region, service): caching it saves four
-    # HMACs per request. Keyed by the secret itself, so a rotated secret never hits stale keys.
+def _signing_key(secret: str, date: str, region: str, service: str) -> hmac.HMAC:
+    """HMAC-SHA256 keyed with the derived signing key, to be copied (never updated itself).
+
+    The derived key changes only daily per (secret, region, service): caching it saves four
+    HMACs per request, and keeping it keyed saves hashing its pads again on each. Keyed by
+    the secret itself, so a rotated secret never hits stale keys."""
     key = _hmac(f"AWS4{secret}".encode("utf-8", "surrogatepass"), date)
     key = _hmac(key, region)
     key = _hmac(key, service)
-    return _hmac(key, TERMINATOR)
+    return hmac.new(_hmac(key, TERMINATOR), digestmod=hashlib.sha256)
 
 
 def forget_signing_keys() -> None:
@@ -570,10 +670,11 @@ def forget_signing_keys() -> None:
     _signing_key.cache_clear()
 
 
-def _signature(key: bytes, amz_date: str, scope: str, canonical_request: str) -> str:
+def _signature(key: hmac.HMAC, amz_date: str, scope: str, canonical_request: str) -> str:
     digest = hashlib.sha256(canonical_request.encode("utf-8", "surrogatepass")).hexdigest()
-    string_to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
-    return hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()  # one C call
+    mac = key.copy()  # a copy per request: the cached object is shared across threads
+    mac.update(f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}".encode())
+    return mac.hexdigest()
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -11,11 +11,6 @@ from app.auth.credentials import Caller, IdentityDirectory
 from app.auth.sigv4 import IncomingRequest, check_region
 
 
-def header(headers: list[tuple[str, str]], name: str) -> str:
-    """The first value of the header ``name`` (lower case), or ""."""
-    return next((value for key, value in headers if key.lower() == name), "")
-
-
 async def authenticate_request(
     identity: IdentityDirectory,
     scope: dict[str, Any],
@@ -39,7 +34,7 @@ async def authenticate_request(
     caller = await identity.authenticate(
         request,
         source_ip=client[0],
-        user_agent=header(headers, "user-agent"),
+        user_agent=(request.header_index().get("user-agent") or ("",))[0],
         request_id=request_id,
         service=service,
     )

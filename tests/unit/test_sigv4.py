@@ -20,6 +20,7 @@ from botocore.utils import percent_encode_sequence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.auth import sigv4
 from app.auth.sigv4 import IncomingRequest, VerifiedCaller, verify_request
 from domain.errors import (
     AuthenticationError,
@@ -699,3 +700,119 @@ def test_sign_request_output_always_verifies(params: dict[str, str], body: bytes
     query = percent_encode_sequence(params)
     signed = our_signed("POST", f"{ENDPOINT}/?{query}", {}, body)
     verify(IncomingRequest("POST", "/", query, list(signed.items()), body))
+
+
+# --- what is cached per client is still checked per request ---------------------------------------
+UNSIGNED_TOKEN = "'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization."
+
+
+@pytest.fixture
+def cold_caches() -> Iterator[None]:
+    sigv4._authorization_prefix.cache_clear()
+    sigv4._basic_format_time.cache_clear()
+    yield
+
+
+def cached_request() -> IncomingRequest:
+    """A request whose Authorization prefix and X-Amz-Date are cached by verifying it."""
+    request = kms_request()
+    verify(request)
+    return request
+
+
+def with_signature(request: IncomingRequest, signature: str) -> IncomingRequest:
+    prefix, _, _ = header(request, "Authorization").rpartition(", Signature=")
+    return with_header(request, "Authorization", f"{prefix}, Signature={signature}")
+
+
+@pytest.mark.usefixtures("cold_caches")
+def test_a_clients_authorization_prefix_is_parsed_once() -> None:
+    parse = mock.patch.object(sigv4, "_authorization_fields", wraps=sigv4._authorization_fields)
+    with parse as parsed:
+        for body in (b"{}", b'{"KeyId": "a"}', b'{"KeyId": "b"}'):
+            verify(kms_request(body=body))
+    assert parsed.call_count == 1
+
+
+@pytest.mark.usefixtures("cold_caches")
+def test_a_cached_prefix_still_checks_the_signature() -> None:
+    rejects(with_signature(cached_request(), "0" * 64), InvalidSignatureError, MISMATCH)
+
+
+@pytest.mark.usefixtures("cold_caches")
+def test_a_cached_prefix_still_covers_every_signed_header() -> None:
+    request = with_header(cached_request(), "X-Amz-Target", "TrentService.Decrypt")
+    rejects(request, InvalidSignatureError, MISMATCH)
+
+
+@pytest.mark.usefixtures("cold_caches")
+def test_a_cached_prefix_is_not_shared_with_another_access_key() -> None:
+    request = cached_request()
+    other = "AKIDOTHER0000001"
+    relabelled = with_header(
+        request, "Authorization", header(request, "Authorization").replace(AKID, other)
+    )
+    with pytest.raises(InvalidSignatureError) as caught:
+        verify_request(relabelled, {AKID: SECRET, other: "another-secret"}.get, now=NOW)
+    assert caught.value.message == MISMATCH
+    with pytest.raises(UnrecognizedClientError):
+        verify(relabelled)
+
+
+@pytest.mark.usefixtures("cold_caches")
+def test_a_cached_prefix_still_refuses_an_unsigned_security_token() -> None:
+    request = with_header(cached_request(), "X-Amz-Security-Token", "smuggled")
+    rejects(request, InvalidSignatureError, UNSIGNED_TOKEN)
+
+
+@pytest.mark.usefixtures("cold_caches")
+@pytest.mark.parametrize("earlier", ["0", "0" * 64])
+def test_with_two_signature_fields_the_first_is_checked_as_without_the_cache(
+    earlier: str,
+) -> None:
+    request = cached_request()
+    valid = header(request, "Authorization").rpartition(", Signature=")[2]
+    for _ in range(2):  # the first time parses in full, the second could use a cache
+        rejects(
+            with_signature(request, f"{earlier}, Signature={valid}"),
+            InvalidSignatureError,
+            MISMATCH,
+        )
+
+
+@pytest.mark.usefixtures("cold_caches")
+def test_a_cached_request_time_is_still_checked_against_the_clock() -> None:
+    request = cached_request()
+    with pytest.raises(InvalidSignatureError) as caught:
+        verify(request, now=NOW + timedelta(minutes=5, seconds=1))
+    assert caught.value.message.startswith("Signature expired: 20260101T120000Z")
+
+
+@pytest.mark.usefixtures("cold_caches")
+def test_an_authorization_header_too_long_to_cache_still_verifies() -> None:
+    many = {f"X-Amz-Meta-Header-{n:03d}": "v" for n in range(80)}
+    request = kms_request(headers={**KMS_HEADERS, **many})
+    assert len(header(request, "Authorization")) > 1024 + len(", Signature=") + 64
+    assert verify(request).access_key_id == AKID
+    assert sigv4._authorization_prefix.cache_info().currsize == 0
+    rejects(with_signature(request, "0" * 64), InvalidSignatureError, MISMATCH)
+
+
+@pytest.mark.usefixtures("cold_caches")
+def test_made_up_prefixes_and_dates_do_not_grow_the_caches_past_their_bounds() -> None:
+    request = kms_request()
+    authorization = header(request, "Authorization")
+    prefixes = sigv4._authorization_prefix.cache_info().maxsize
+    dates = sigv4._basic_format_time.cache_info().maxsize
+    assert prefixes is not None and dates is not None
+    for n in range(max(prefixes, dates) + 10):
+        forged = with_header(
+            request, "Authorization", authorization.replace(AKID, f"AKIDFLOOD{n:07d}")
+        )
+        moment = NOW + timedelta(seconds=n)
+        forged = with_header(forged, "X-Amz-Date", moment.strftime("%Y%m%dT%H%M%SZ"))
+        with pytest.raises(UnrecognizedClientError):
+            verify(forged)
+    assert sigv4._authorization_prefix.cache_info().currsize == prefixes
+    assert sigv4._basic_format_time.cache_info().currsize == dates
+    assert verify(request).access_key_id == AKID  # and the client's own still verifies
