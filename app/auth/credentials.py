@@ -95,6 +95,38 @@ class Caller:
     # Set when the caller signed with temporary credentials of an assumed role (STS).
     session: RoleSession | None = None
 
+    def __init__(
+        self,
+        account_id: str,
+        principal_arn: str,
+        access_key_id: str,
+        region: str,
+        source_ip: str = "",
+        user_agent: str = "",
+        request_id: str | None = None,
+        via_service: str = "",
+        service_principal_arn: str = "",
+        service_name: str = "",
+        grant_tokens: tuple[str, ...] = (),
+        session: RoleSession | None = None,
+    ) -> None:
+        # The generated __init__ less its object.__setattr__ per field: one Caller is built
+        # per request (tests/unit/test_hand_written_inits.py holds it to the fields).
+        self.__dict__.update(
+            account_id=account_id,
+            principal_arn=principal_arn,
+            access_key_id=access_key_id,
+            region=region,
+            source_ip=source_ip,
+            user_agent=user_agent,
+            request_id=new_request_id() if request_id is None else request_id,
+            via_service=via_service,
+            service_principal_arn=service_principal_arn,
+            service_name=service_name,
+            grant_tokens=grant_tokens,
+            session=session,
+        )
+
     @property
     def policy_principal_arn(self) -> str:
         """The IAM principal whose identity policies apply: a session's role, else the
