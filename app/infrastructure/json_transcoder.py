@@ -150,16 +150,21 @@ def _stored_used(attributes: dict[str, Any], datetime_name: str) -> StoredEvent 
     or None where this path would not write the same bytes."""
     if tuple(attributes) != _USED_ATTRIBUTES:
         return None  # decoded from an older version, say: its own order
-    timestamp = attributes["timestamp"]
+    # In _USED_ATTRIBUTES's order, as just checked.
+    (
+        originator_id,
+        originator_version,
+        timestamp,
+        actor,
+        operation,
+        material_version,
+        context,
+        algorithm,
+        request_id,
+        parameters,
+    ) = attributes.values()
     if type(timestamp) is not datetime or timestamp.tzinfo is not UTC:
         return None
-    operation = attributes["operation"]
-    material_version = attributes["material_version"]
-    actor = attributes["actor"]
-    context = attributes["encryption_context"]
-    algorithm = attributes["algorithm"]
-    request_id = attributes["request_id"]
-    parameters = attributes["request_parameters"]
     if not (
         type(operation) is str
         and type(algorithm) is str
@@ -193,8 +198,8 @@ def _stored_used(attributes: dict[str, Any], datetime_name: str) -> StoredEvent 
         stored,
         "__dict__",
         {
-            "originator_id": attributes["originator_id"],
-            "originator_version": attributes["originator_version"],
+            "originator_id": originator_id,
+            "originator_version": originator_version,
             "topic": _USED_TOPIC,
             "state": state,
         },
