@@ -13,10 +13,10 @@ from eventsourcing.application import (
     ProcessingEvent,
     Repository,
 )
-from eventsourcing.persistence import JSONTranscoder, Transcoder, Transcoding
+from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoder, Transcoding
 
 from app.infrastructure.event_store import POOL_TIMEOUT_KEY
-from app.infrastructure.json_transcoder import OrjsonTranscoder
+from app.infrastructure.json_transcoder import LedgerMapper, OrjsonTranscoder
 from app.infrastructure.postgres.database import database_deadline
 from domain.keys import Key, KeyMaterial
 
@@ -137,6 +137,15 @@ class Ledger(Application):
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+    def construct_mapper(self) -> Mapper[Any]:
+        # Used events stored by a path of their own (json_transcoder.LedgerMapper), unless
+        # the environment names another mapper.
+        if self.env.get(self.factory.MAPPER_TOPIC):
+            return super().construct_mapper()
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=LedgerMapper
+        )
 
     def construct_transcoder(self) -> Transcoder:
         # The library's JSON, byte for byte, mostly written by orjson (json_transcoder.py).

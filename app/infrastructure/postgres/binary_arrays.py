@@ -61,7 +61,8 @@ def _header(kind: type[PackedArray], count: int) -> bytes:
 def uuid_array(values: Sequence[uuid.UUID | str]) -> UuidArray:
     # A batch names few aggregates, each many times by the same object: each one's bytes
     # are made once, found by identity (a UUID hashes in Python, an id() in C).
-    packed = {id(value): _UUID_LENGTH + _uuid_bytes(value) for value in values}
+    distinct = {id(value): value for value in values}
+    packed = {key: _UUID_LENGTH + _uuid_bytes(value) for key, value in distinct.items()}
     return UuidArray(_header(UuidArray, len(values)) + b"".join([packed[id(v)] for v in values]))
 
 
