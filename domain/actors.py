@@ -11,7 +11,7 @@ were dicts: a signed caller records the seven request fields (plus ``via_service
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 ActorRecord = dict[str, Any]
@@ -35,11 +35,13 @@ class Actor:
 
     def record(self) -> ActorRecord:
         """The dict an event stores: the given fields, in declaration order."""
-        # __init__ sets every field, in declaration order: the instance's own dict has them
-        # in that order (one pass over it, not a getattr per field).
-        return {name: value for name, value in self.__dict__.items() if value is not None}
+        return {name: value for name in _ACTOR_FIELDS if (value := getattr(self, name)) is not None}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Actor:
         """The actor a stored record describes (unknown keys are refused)."""
         return cls(**{name: str(value) for name, value in record.items()})
+
+
+# In declaration order; looked up once (dataclasses.fields() builds a tuple per call).
+_ACTOR_FIELDS = tuple(f.name for f in fields(Actor))
