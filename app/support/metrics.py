@@ -251,6 +251,8 @@ def _schedule_flush() -> None:
     except RuntimeError:  # no event loop in this thread: no pass to batch with
         flush_deferred_counts()
         return
+    # (A loop closed before running it leaves the flag set: the publisher's next flush,
+    # within a second, clears it.)
     loop.call_soon(flush_deferred_counts)
 
 
