@@ -389,10 +389,11 @@ def refused_operation(event_source: str, name: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _operation_label(event_source: str, name: str) -> str:
-    """The operation as a metric label: one of its protocol's, never whatever a request
-    named (the series a caller could make must be bounded)."""
-    return refused_operation(event_source, name)
+def _call_labels(event_source: str, name: str) -> tuple[str, str]:
+    """The call's source and operation as metric labels: the operation one of its
+    protocol's, never whatever a request named (the series a caller could make must be
+    bounded). One cached lookup per call for both."""
+    return SOURCE_LABELS.get(event_source, "keyledger"), refused_operation(event_source, name)
 
 
 def refusal_message(message: str) -> str | None:
@@ -503,8 +504,7 @@ class AuditedRequest:
         """Count the call and its latency (app.support.metrics) and write its log line."""
         seconds = time.perf_counter() - self._started
         outcome = error_code_of(error)[0] if error is not None else "Success"
-        source = SOURCE_LABELS.get(self.event_source, "keyledger")
-        operation = _operation_label(self.event_source, self.event_name)
+        source, operation = _call_labels(self.event_source, self.event_name)
         observe_call(source, operation, outcome, seconds)
         if calls_log.isEnabledFor(logging.INFO):
             self._log(source, operation, outcome, seconds)
