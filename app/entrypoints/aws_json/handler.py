@@ -35,6 +35,7 @@ from domain.errors import DomainError, UnknownOperationError
 log = logging.getLogger("keyledger.aws")
 
 TARGET_PREFIX = "TrentService."
+_PREFIX_LENGTH = len(TARGET_PREFIX)
 # Answered with {} before authentication: measures the HTTP stack's ceiling (tools/bench).
 NOOP = "Noop"
 
@@ -69,15 +70,16 @@ class AwsJsonHandler:
 
     async def answer(self, scope: dict[str, Any], body: bytes, send: Any) -> None:
         """Answer the request ``scope`` whose body (within its limit) was read already."""
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        target = next((v for k, v in headers if k.lower() == "x-amz-target"), "")
-        name = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
+        headers, target, user_agent = _read_headers(scope["headers"])
+        name = target[_PREFIX_LENGTH:] if target.startswith(TARGET_PREFIX) else ""
         if name == NOOP:
             await _respond(send, 200, b"{}", "")
             return
         request_id = new_request_id()
         try:
-            async with self._audit(name or target, scope, headers, body, request_id) as audit:
+            async with self._audit(
+                name or target, scope, headers, user_agent, body, request_id
+            ) as audit:
                 caller = audit.caller = await self._authenticate(scope, headers, body, request_id)
                 operation = OPERATIONS.get(name)
                 if operation is None:
@@ -96,6 +98,7 @@ class AwsJsonHandler:
         name: str,
         scope: dict[str, Any],
         headers: list[tuple[str, str]],
+        user_agent: str,
         body: bytes,
         request_id: str,
     ) -> Any:
@@ -109,7 +112,7 @@ class AwsJsonHandler:
             body=body,
             query_string=scope.get("query_string", b"").decode("latin-1"),
             source_ip=client[0],
-            user_agent=next((v for k, v in headers if k.lower() == "user-agent"), ""),
+            user_agent=user_agent,
         )
 
     async def _authenticate(
@@ -130,6 +133,23 @@ class AwsJsonHandler:
                 log.error("request %s failed: %s", request_id, type(error).__name__)
         body = orjson.dumps(error_document(code, message))
         await _respond(send, status, body, request_id)
+
+
+def _read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[str, str]], str, str]:
+    """The headers as text, and the first X-Amz-Target and User-Agent ("" when absent), in
+    one pass over them."""
+    headers = []
+    target = user_agent = None
+    for raw_name, raw_value in raw:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        headers.append((name, value))
+        if target is None or user_agent is None:
+            lowered = name.lower()
+            if target is None and lowered == "x-amz-target":
+                target = value
+            elif user_agent is None and lowered == "user-agent":
+                user_agent = value
+    return headers, target or "", user_agent or ""
 
 
 class _NotAudited:
