@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from app.ports import Clock, CommandRunner, DenialLog, DenialRecord, NeedsLoad, UnitOfWork, Vault
@@ -192,7 +193,6 @@ class AccessControl:
         self.clock = clock
         self.partition = partition
         self.denials = denials
-        self._principal_ids: BoundedLru[str, uuid.UUID] = BoundedLru(PRINCIPAL_CACHE_SIZE)
         # Principals read from the store within the last interval.
         self._refreshed: BoundedLru[uuid.UUID, bool] = BoundedLru(
             PRINCIPAL_CACHE_SIZE, ttl=PRINCIPAL_REFRESH_SECONDS
@@ -204,10 +204,7 @@ class AccessControl:
     def principal(self, uow: UnitOfWork, principal_arn: str) -> Principal | None:
         """The principal as of now: refreshed from the store at most once per interval, by
         the writer's own (asynchronous) read, never by a read on the event loop."""
-        principal_id = self._principal_ids.get(principal_arn)
-        if principal_id is None:
-            principal_id = principal_aggregate_id(principal_arn)
-            self._principal_ids.put(principal_arn, principal_id)
+        principal_id = _principal_id(principal_arn)
         due = principal_id not in self._refreshed
         found = uow.get(principal_id, fresh=due)  # NeedsLoad: the writer reads, then re-runs
         if due:
@@ -303,9 +300,10 @@ class AccessControl:
         resource_arn: str | None,
     ) -> tuple[Any, ...] | None:
         """What an allow decision depends on, when nothing else can change it; None when
-        it must be decided afresh: a statement with a Condition (it may read the time, the
-        source address, the encryption context...), a grant with constraints, a grant
-        operation (its own grant is an input), or a key with many grants.
+        it must be decided afresh: no key, or a grant operation (its own grant is an
+        input). Whether a decision with this key may be kept is ``_cacheable``'s to say;
+        the key holds everything that answer reads, so a decision found under it was
+        cacheable when it was kept and is still.
 
         The key holds the inputs themselves (the policies' texts, the grants' ids, the
         principal's identity policies), not versions of them: a changed policy or grant is
@@ -313,17 +311,7 @@ class AccessControl:
         served stale. The principal is refreshed as decide() refreshes it."""
         if key is None or (request is not None and (request.new_grant or request.target_grant)):
             return None
-        grants = key.grants
-        if len(grants) > DECISION_CACHE_MAX_GRANTS or any(
-            record.get("constraints") for record in grants.values()
-        ):
-            return None
-        if not self._key_policy(key).unconditional:  # type: ignore[union-attr]
-            return None
         principal = self.principal(uow, caller.policy_principal_arn)
-        identity = self.identity_policies(principal)
-        if not all(policy.unconditional for policy in identity):
-            return None
         return (
             caller.principal_arn,
             caller.account_id,
@@ -335,8 +323,22 @@ class AccessControl:
             resource_arn,
             key.policy,
             tuple(sorted(principal.policies.items())) if principal is not None else (),
-            tuple(grants),
+            tuple(key.grants),
         )
+
+    def _cacheable(self, uow: UnitOfWork, caller: Caller, key: Key) -> bool:
+        """Whether an allow on ``key`` reads nothing but its decision key: not when a
+        statement has a Condition (it may read the time, the source address, the
+        encryption context...), a grant has constraints, or the key has many grants."""
+        grants = key.grants
+        if len(grants) > DECISION_CACHE_MAX_GRANTS or any(
+            record.get("constraints") for record in grants.values()
+        ):
+            return False
+        if not self._key_policy(key).unconditional:  # type: ignore[union-attr]
+            return False
+        principal = self.principal(uow, caller.policy_principal_arn)
+        return all(policy.unconditional for policy in self.identity_policies(principal))
 
     def _key_policy(self, key: Key | None) -> PolicyDocument | None:
         if key is None:
@@ -369,7 +371,9 @@ class AccessControl:
             uow, caller, action, key, request, alias_name=alias_name, resource_arn=resource_arn
         )
         if decision.allowed and cache_key is not None:
-            self._allowed.put(cache_key, decision)
+            assert key is not None  # a decision key names one
+            if self._cacheable(uow, caller, key):
+                self._allowed.put(cache_key, decision)
         if not decision.allowed:
             self.deny(
                 caller,
@@ -472,6 +476,12 @@ class AccessControl:
         """
         for token in caller.grant_tokens:
             self.read_grant_token(token)
+
+
+@lru_cache(maxsize=PRINCIPAL_CACHE_SIZE)
+def _principal_id(principal_arn: str) -> uuid.UUID:
+    """A principal's aggregate id (a name-based UUID: worked out once per principal)."""
+    return principal_aggregate_id(principal_arn)
 
 
 def _read_before_denying(uow: UnitOfWork, *aggregates: Any) -> None:

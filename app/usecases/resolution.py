@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from app.auth.credentials import Caller
@@ -47,6 +48,8 @@ from domain.multi_region import key_id_bytes, key_id_from_bytes, primary_state
 from domain.policy import aws_managed_key_policy
 
 DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
+# KeyId members kept parsed (_reference); each at most 2 KB (the model's limit).
+REFERENCE_CACHE_SIZE = 4096
 
 
 # ==== checks of a resolved key ==============================================================
@@ -112,20 +115,26 @@ class KeyResolver:
         A key of another account is found only by its key ARN or alias ARN (a bare id or
         alias name means the caller's own account); its key policy then decides.
         """
-        ref = parse_key_reference(
-            key_id, account_id=caller.account_id, region=caller.region, allow_alias=allow_alias
-        )
+        ref, key_uuid = _reference(key_id, caller.account_id, caller.region, allow_alias)
         if ref.region != caller.region:  # an ARN naming another Region
             raise NotFoundError(f"Invalid arn {ref.region}")
-        key = self._find(uow, caller, ref, fresh=fresh, create=True)
-        alias_name = ref.name if ref.is_alias else None
+        key = self._find(uow, caller, ref, key_uuid, fresh=fresh, create=True)
+        alias_name = ref.name if key_uuid is None else None
         self.access.authorize(uow, caller, action, key, request, alias_name=alias_name)
         return key
 
     def _find(
-        self, uow: UnitOfWork, caller: Caller, ref: KeyReference, *, fresh: bool, create: bool
+        self,
+        uow: UnitOfWork,
+        caller: Caller,
+        ref: KeyReference,
+        key_uuid: uuid.UUID | None,
+        *,
+        fresh: bool,
+        create: bool,
     ) -> Key:
-        if ref.is_alias:
+        """``key_uuid``: ``ref.key_uuid`` (None for an alias), as ``_reference`` gives it."""
+        if key_uuid is None:
             if create:
                 key = self._key_for_alias(uow, caller, ref)
             else:
@@ -136,7 +145,7 @@ class KeyResolver:
                     raise NotFoundError(f"Alias {self.arn(ref)} is not found.")
                 key = found_key
         else:
-            found = uow.get(ref.key_uuid, fresh=fresh) if ref.key_uuid else None
+            found = uow.get(key_uuid, fresh=fresh)
             if (
                 found is None
                 or not isinstance(found, Key)
@@ -153,8 +162,8 @@ class KeyResolver:
         """The key a KeyId names (in any Region, by ARN), found without authorizing or
         creating anything; None when it names none (resolving it later raises the error)."""
         try:
-            ref = parse_key_reference(key_id, account_id=caller.account_id, region=caller.region)
-            return self._find(uow, caller, ref, fresh=False, create=False).id
+            ref, key_uuid = _reference(key_id, caller.account_id, caller.region, True)
+            return self._find(uow, caller, ref, key_uuid, fresh=False, create=False).id
         except DomainError:
             return None
 
@@ -496,6 +505,17 @@ class KeyResolver:
 
     def private_key(self, key: Key) -> Any:
         return algorithms.load_private_key(key.key_spec, self.material_bytes(key))
+
+
+@lru_cache(maxsize=REFERENCE_CACHE_SIZE)
+def _reference(
+    key_id: str, account_id: str, region: str, allow_alias: bool
+) -> tuple[KeyReference, uuid.UUID | None]:
+    """A KeyId member parsed (domain.identifiers.parse_key_reference), with the aggregate
+    id it names (None for an alias). Pure, so kept for the references in use: the same
+    few arrive on every call. One that fails raises every time (lru_cache keeps none)."""
+    ref = parse_key_reference(key_id, account_id=account_id, region=region, allow_alias=allow_alias)
+    return ref, ref.key_uuid
 
 
 def sealing_key_id(caller: Caller, blob: bytes, key_id: str | None, any_region: bool) -> uuid.UUID:
