@@ -38,6 +38,7 @@ import struct
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -53,6 +54,7 @@ HEADER_SIZE = _HEADER.size
 NONCE_SIZE = 12
 TAG_SIZE = 16
 OVERHEAD = HEADER_SIZE + NONCE_SIZE + TAG_SIZE
+HEADER_CACHE_SIZE = 4096  # headers kept parsed (read_header): one per key material version
 EXTERNAL_IV_SIZES = (12, 16)  # the XKS spec allows either
 # The least a format 2 blob holds: header, a 12-byte IV and its length, tag, an empty
 # metadata's length, and an inner blob of an empty plaintext.
@@ -83,16 +85,25 @@ def canonical_encryption_context(context: Mapping[str, str] | None) -> bytes:
 def read_header(blob: bytes) -> CiphertextHeader:
     if len(blob) < OVERHEAD:
         raise InvalidCiphertextError()
-    if blob[0] == FORMAT_VERSION:
-        _, key_bytes, material_version = _HEADER.unpack_from(blob)
-        return CiphertextHeader(uuid.UUID(bytes=key_bytes), material_version)
-    if blob[0] == MULTI_REGION_FORMAT:
-        _, key_bytes, material_version = _HEADER.unpack_from(blob)
-        return CiphertextHeader(uuid.UUID(bytes=key_bytes), material_version, multi_region=True)
-    if blob[0] == EXTERNAL_FORMAT and len(blob) >= EXTERNAL_OVERHEAD + OVERHEAD:
-        _, key_bytes, material_version = _HEADER.unpack_from(blob)
-        return CiphertextHeader(uuid.UUID(bytes=key_bytes), material_version, external=True)
+    format_version = blob[0]
+    if format_version in (FORMAT_VERSION, MULTI_REGION_FORMAT) or (
+        format_version == EXTERNAL_FORMAT and len(blob) >= EXTERNAL_OVERHEAD + OVERHEAD
+    ):
+        return _parsed_header(bytes(blob[:HEADER_SIZE]))
     raise InvalidCiphertextError()
+
+
+@lru_cache(maxsize=HEADER_CACHE_SIZE)
+def _parsed_header(header: bytes) -> CiphertextHeader:
+    """A header of a known format, parsed once: every blob of one key's material version
+    has the same header (Decrypt reads it twice a call), and the header is immutable."""
+    format_version, key_bytes, material_version = _HEADER.unpack(header)
+    return CiphertextHeader(
+        uuid.UUID(bytes=key_bytes),
+        material_version,
+        external=format_version == EXTERNAL_FORMAT,
+        multi_region=format_version == MULTI_REGION_FORMAT,
+    )
 
 
 def seal(
