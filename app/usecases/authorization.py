@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from app.ports import Clock, CommandRunner, DenialLog, DenialRecord, NeedsLoad, UnitOfWork, Vault
@@ -73,6 +74,19 @@ class AccessRequest:
     tag_keys: Sequence[str] | None = None  # UntagResource
     # Further condition keys, named as AWS writes them ("kms:RotationPeriodInDays": "90").
     conditions: Mapping[str, ConditionValue] = field(default_factory=dict)
+
+
+# The request of a symmetric operation without an encryption context: the same for every
+# such call (Encrypt, Decrypt, GenerateDataKey), so made once (it is immutable).
+_SYMMETRIC_WITHOUT_CONTEXT = AccessRequest(None, SYMMETRIC_DEFAULT, conditions=MappingProxyType({}))
+
+
+def symmetric_request(encryption_context: Mapping[str, str] | None) -> AccessRequest:
+    """``AccessRequest(encryption_context, SYMMETRIC_DEFAULT)``: what a symmetric
+    operation's authorization reads; one shared instance when there is no context."""
+    if encryption_context is None:
+        return _SYMMETRIC_WITHOUT_CONTEXT
+    return AccessRequest(encryption_context, SYMMETRIC_DEFAULT)
 
 
 class _LazyContext(Mapping[str, tuple[str, ...]]):
@@ -492,7 +506,3 @@ def _read_before_denying(uow: UnitOfWork, *aggregates: Any) -> None:
     for aggregate in aggregates:
         if aggregate is not None and not aggregate.pending_events and aggregate.id not in uow.read:
             raise NeedsLoad(aggregate.id)
-
-
-def default_algorithm(algorithm: str | None) -> str:
-    return algorithm or SYMMETRIC_DEFAULT

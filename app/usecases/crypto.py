@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from app.auth.credentials import Caller
 from app.ports import Command, CommandRunner, UnitOfWork
-from app.usecases.authorization import AccessControl, AccessRequest, default_algorithm
+from app.usecases.authorization import AccessControl, AccessRequest, symmetric_request
 from app.usecases.outside_calls import OutsideCalls, run_with_outside_calls
 from app.usecases.resolution import (
     KeyResolver,
@@ -62,7 +62,7 @@ class CryptoOperations:
                 caller, key_id, plaintext, encryption_context, algorithm, dry_run
             )
         resolver = self.resolver
-        access = AccessRequest(encryption_context, default_algorithm(algorithm))
+        access = symmetric_request(encryption_context)  # the algorithm is SYMMETRIC_DEFAULT
 
         def command_with(calls: OutsideCalls | None) -> Command[Encrypted]:
             def command(uow: UnitOfWork) -> Encrypted:
@@ -350,7 +350,7 @@ class CryptoOperations:
     ) -> DataKey:
         size = _data_key_size(number_of_bytes, key_spec)
         operation = "GenerateDataKey" if with_plaintext else "GenerateDataKeyWithoutPlaintext"
-        access = AccessRequest(encryption_context, SYMMETRIC_DEFAULT)
+        access = symmetric_request(encryption_context)
         resolver = self.resolver
         data_key = os.urandom(size)  # here: a command run again seals the same data key
 

@@ -18,7 +18,12 @@ from typing import Any
 
 from app.auth.credentials import Caller
 from app.ports import Clock, NeedsOutsideCall, UnitOfWork, Vault
-from app.usecases.authorization import AccessControl, AccessRequest, ConditionValue
+from app.usecases.authorization import (
+    AccessControl,
+    AccessRequest,
+    ConditionValue,
+    symmetric_request,
+)
 from app.usecases.outside_calls import OutsideCalls
 from app.usecases.store_keys import StoreKeys
 from domain import algorithms
@@ -407,7 +412,11 @@ class KeyResolver:
     ) -> tuple[Key, int]:
         """Find the key that sealed ``blob`` and check the caller may ``action`` it
         (``conditions``: the request's further condition keys)."""
-        access = AccessRequest(context, SYMMETRIC_DEFAULT, conditions=conditions or {})
+        access = (
+            AccessRequest(context, SYMMETRIC_DEFAULT, conditions=conditions)
+            if conditions
+            else symmetric_request(context)
+        )
         header = read_header(blob)
         scope = _opening_scope(caller, key_id, any_region)
         key: Key | None = uow.get(_sealing_key_id(header, scope.region))

@@ -4,10 +4,14 @@ Python cannot read is left unchecked rather than answered with an internal error
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from app.aws.model import operation_model, service_model
+from app.entrypoints.aws_json import shapes
 from app.entrypoints.aws_json.shapes import RequestParser, _rule
+from domain.errors import UnknownOperationError
 
 
 @pytest.mark.parametrize("model_name", ["kms", "sts", "cloudtrail"])
@@ -32,3 +36,27 @@ def test_a_java_pattern_member_is_accepted_unchecked() -> None:
         },
     )
     assert parsed["Tags"] == [{"Key": "team", "Value": "payments"}]
+
+
+def test_an_operations_input_rule_is_read_from_the_model_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handler parses every request against its operation's rule: the model is not
+    asked again for an operation it was asked about (issue 17)."""
+    asked: list[str] = []
+
+    def counting(service: str, name: str) -> Any:
+        asked.append(name)
+        return operation_model(service, name)
+
+    monkeypatch.setattr(shapes, "operation_model", counting)
+    body = b'{"KeyId": "alias/x", "Plaintext": "eA=="}'
+    for _ in range(3):
+        assert shapes.parse_request("kms", "Encrypt", body)["Plaintext"] == b"x"
+    assert len(asked) <= 1
+
+
+def test_an_unknown_operation_is_refused_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(UnknownOperationError):
+            shapes.parse_request("kms", "NoSuchOperation", b"{}")
