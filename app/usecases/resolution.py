@@ -53,8 +53,10 @@ from domain.multi_region import key_id_bytes, key_id_from_bytes, primary_state
 from domain.policy import aws_managed_key_policy
 
 DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
-# KeyId members kept parsed (_reference); each at most 2 KB (the model's limit).
+# KeyId members kept parsed (_reference), when no longer than an alias ARN can be (an
+# alias name is at most 256 characters); the model lets a KeyId reach 2,048.
 REFERENCE_CACHE_SIZE = 4096
+LONGEST_KEPT_REFERENCE = 512
 
 
 # ==== checks of a resolved key ==============================================================
@@ -516,15 +518,25 @@ class KeyResolver:
         return algorithms.load_private_key(key.key_spec, self.material_bytes(key))
 
 
-@lru_cache(maxsize=REFERENCE_CACHE_SIZE)
 def _reference(
     key_id: str, account_id: str, region: str, allow_alias: bool
 ) -> tuple[KeyReference, uuid.UUID | None]:
     """A KeyId member parsed (domain.identifiers.parse_key_reference), with the aggregate
     id it names (None for an alias). Pure, so kept for the references in use: the same
     few arrive on every call. One that fails raises every time (lru_cache keeps none)."""
+    if len(key_id) > LONGEST_KEPT_REFERENCE:  # no real one: not worth the memory
+        return _parsed_reference(key_id, account_id, region, allow_alias)
+    return _kept_reference(key_id, account_id, region, allow_alias)
+
+
+def _parsed_reference(
+    key_id: str, account_id: str, region: str, allow_alias: bool
+) -> tuple[KeyReference, uuid.UUID | None]:
     ref = parse_key_reference(key_id, account_id=account_id, region=region, allow_alias=allow_alias)
     return ref, ref.key_uuid
+
+
+_kept_reference = lru_cache(maxsize=REFERENCE_CACHE_SIZE)(_parsed_reference)
 
 
 def sealing_key_id(caller: Caller, blob: bytes, key_id: str | None, any_region: bool) -> uuid.UUID:

@@ -59,3 +59,14 @@ def test_a_remembered_allow_reads_no_policy_again(
     monkeypatch.setattr(access, "identity_policies", unread)
     monkeypatch.setattr(access, "_key_policy", unread)
     assert call(crypto.encrypt(admin, symmetric_key, b"x", None)).key_arn.endswith(symmetric_key)
+
+
+def test_a_key_id_longer_than_any_real_one_is_parsed_but_not_kept(
+    runtime: InMemoryRuntime, admin: Caller
+) -> None:
+    kept = resolution._kept_reference.cache_info().currsize
+    long_alias = "alias/" + "a" * resolution.LONGEST_KEPT_REFERENCE
+    for _ in range(2):
+        with pytest.raises(NotFoundError):
+            call(runtime.service.crypto.encrypt(admin, long_alias, b"x", None))
+    assert resolution._kept_reference.cache_info().currsize == kept
