@@ -7,7 +7,7 @@ use case of the KeyService, and shapes the answer. It decides nothing itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from dataclasses import replace
 from typing import Any
 
@@ -115,10 +115,11 @@ class AwsJsonHandler:
             user_agent=user_agent,
         )
 
-    async def _authenticate(
+    def _authenticate(
         self, scope: dict[str, Any], headers: list[tuple[str, str]], body: bytes, request_id: str
-    ) -> Caller:
-        return await authenticate_request(
+    ) -> Awaitable[Caller]:
+        """The authentication's own awaitable (no coroutine of this method's in between)."""
+        return authenticate_request(
             self.identity, scope, headers, body, request_id=request_id, regions=self.regions
         )
 
