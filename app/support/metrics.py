@@ -295,6 +295,20 @@ _COMMIT_SECONDS = _WRITER_FIELDS.index("commit_seconds")
 _BATCH_SIZE_BOUNDS = _bounds(BATCH_SIZE_BUCKETS)
 
 
+def _new_writer_histograms() -> list[_PlainHistogram]:
+    return [
+        _PlainHistogram(BATCH_SIZE, _BATCH_SIZE_BOUNDS),
+        _PlainHistogram(BATCH_COMMIT_SECONDS, _LATENCY_BOUNDS),
+    ]
+
+
+# The batch-size and commit-time series are the process's, not a writer's: published by
+# setting their values to totals, one histogram per writer would overwrite another's (a
+# process may run several writers, one after another or at once, each on its own thread).
+_writer_histograms = _new_writer_histograms()
+_writer_histograms_lock = threading.Lock()
+
+
 class WriterPublisher:
     """Publishes a writer's running totals (app.infrastructure.writer.WriterStats): what
     grew since the previous batch, and the batch's size and commit time, noted in plain
@@ -306,8 +320,6 @@ class WriterPublisher:
         self._published = [0.0] * len(WRITER_COUNTERS)
         self._commands = 0.0  # the writer's commands at its last batch
         self._commands_published = 0.0
-        self._batch_size = _PlainHistogram(BATCH_SIZE, _BATCH_SIZE_BOUNDS)
-        self._commit_seconds = _PlainHistogram(BATCH_COMMIT_SECONDS, _LATENCY_BOUNDS)
         self._cache_hits, self._cache_misses = cache_counters("aggregates")
         _writers.add(self)
 
@@ -320,12 +332,15 @@ class WriterPublisher:
             if delta > 0:  # (a writer's stats never decrease; a new writer's start at 0)
                 gained[index] += delta
         commands = current[_COMMANDS] - last[_COMMANDS]
-        if commands > 0:
-            self._batch_size.observe(commands)
-            self._commands = float(current[_COMMANDS])
         committed = current[_COMMIT_SECONDS] - last[_COMMIT_SECONDS]
-        if committed > 0:
-            self._commit_seconds.observe(committed)
+        if commands > 0 or committed > 0:
+            with _writer_histograms_lock:
+                if commands > 0:
+                    _writer_histograms[0].observe(commands)
+                if committed > 0:
+                    _writer_histograms[1].observe(committed)
+        if commands > 0:
+            self._commands = float(current[_COMMANDS])
         hits, misses = current[-2] - last[-2], current[-1] - last[-1]
         if hits > 0:
             self._cache_hits.inc(hits)
@@ -342,8 +357,8 @@ class WriterPublisher:
             if total > self._published[index]:
                 counter.inc(total - self._published[index])
                 self._published[index] = total
-        self._batch_size.publish()
-        self._commit_seconds.publish()
+        for histogram in _writer_histograms:  # (several writers: published by each, alike)
+            histogram.publish()
         commands = self._commands
         if commands != self._commands_published:
             WORKER_COMMANDS.labels("ledger").set(commands)
@@ -389,8 +404,7 @@ def _after_fork_in_child() -> None:
     for writer in list(_writers):
         writer._published = list(writer._gained)
         writer._commands_published = writer._commands
-        writer._batch_size = _PlainHistogram(BATCH_SIZE, _BATCH_SIZE_BOUNDS)
-        writer._commit_seconds = _PlainHistogram(BATCH_COMMIT_SECONDS, _LATENCY_BOUNDS)
+    _writer_histograms[:] = _new_writer_histograms()
     if _publisher is not None:
         _publisher = None
         _start_publisher()

@@ -50,6 +50,28 @@ def test_calls_answered_in_an_event_loop_pass_are_published_by_its_end() -> None
     assert asyncio.run(answer_calls()) == 3.0
 
 
+def test_batches_of_two_writers_in_one_process_add_up_in_the_histogram() -> None:
+    from app.infrastructure.writer import WriterStats
+    from app.support.metrics import WriterPublisher
+
+    samples = (
+        'keyledger_writer_batch_size_bucket{le="1.0"}',
+        'keyledger_writer_batch_size_bucket{le="4.0"}',
+        "keyledger_writer_batch_size_count",
+    )
+    before = {sample: _value(exposition([]).decode(), sample) for sample in samples}
+    first, second = WriterStats(), WriterStats()
+    first_publisher, second_publisher = WriterPublisher(), WriterPublisher()
+    first.commands, first.batches = 3, 1
+    first_publisher.publish(first)  # a batch of 3
+    exposition([])
+    second.commands, second.batches = 4, 1
+    second_publisher.publish(second)  # then another writer's batch of 4: the same bucket
+    page = exposition([]).decode()
+    gained = {sample: _value(page, sample) - before[sample] for sample in samples}
+    assert gained == dict(zip(samples, (0.0, 2.0, 2.0), strict=True))
+
+
 def _value(page: str, sample: str) -> float:
     """The value of one sample given in full (name and labels), 0 if absent."""
     for line in page.splitlines():
