@@ -61,6 +61,12 @@ def formatter(log_format: str) -> logging.Formatter:
 
 # What the writing thread takes at most per write: a burst becomes a few large writes.
 MAX_LINES_PER_WRITE = 1_000
+# After a write, the writing thread rests this long before it looks again, so that under
+# load it wakes a few times a second and takes hundreds of lines each time, instead of
+# being woken by every call's put (a thread wake-up and a GIL hand-over per call: about
+# 9 % of Encrypt's throughput, measured; docs/performance.md). A line waits at most this
+# long; an idle service's first line is written at once. A full write does not rest.
+WRITE_INTERVAL = 0.05
 _STOP = object()  # tells the writing thread to write what waits, then end
 
 
@@ -126,10 +132,15 @@ class LineWriter(threading.Thread):
     one flush (a line per call would otherwise cost a write system call per call)."""
 
     def __init__(
-        self, waiting: queue.SimpleQueue[Any], stream: TextIO, line_format: logging.Formatter
+        self,
+        waiting: queue.SimpleQueue[Any],
+        stream: TextIO,
+        line_format: logging.Formatter,
+        interval: float = WRITE_INTERVAL,
     ) -> None:
         super().__init__(name="keyledger log writer", daemon=True)
         self.waiting = waiting
+        self.interval = interval
         self.stream = stream
         self.line_format = line_format
         self._pid = os.getpid()
@@ -147,6 +158,8 @@ class LineWriter(threading.Thread):
                 self._write("\n".join(lines) + "\n")
             if _STOP in batch:
                 return
+            if len(batch) < MAX_LINES_PER_WRITE:  # else more waits: no rest
+                time.sleep(self.interval)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what waits, then end (at exit, and before a new configuration)."""

@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import queue
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -124,3 +126,45 @@ def test_a_call_line_reads_exactly_as_the_same_line_through_logging(log_format: 
     else:
         assert written == expected
     assert "Encrypt Success 1.2ms principal=arn:aws:iam::111122223333:user/alice" in written
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_lines_put_while_the_writer_rests_go_out_in_one_write_not_one_wake_up_each() -> None:
+    waiting: queue.SimpleQueue[object] = queue.SimpleQueue()
+    stream = _CountingStream()
+    writer = LineWriter(waiting, stream, logging.Formatter("%(message)s"), interval=0.2)
+    writer.start()
+    waiting.put(_record())
+    _wait_for(lambda: stream.writes == 1)  # an idle writer's first line goes out at once
+    for _ in range(200):  # while it rests
+        waiting.put(_record())
+    writer.stop()
+    assert stream.getvalue().count("kms Encrypt\n") == 201
+    assert stream.writes == 2
+
+
+def test_a_writer_behind_by_more_than_one_write_does_not_rest_between_writes() -> None:
+    waiting: queue.SimpleQueue[object] = queue.SimpleQueue()
+    stream = _CountingStream()
+    for _ in range(5_000):
+        waiting.put(_record())
+    writer = LineWriter(waiting, stream, logging.Formatter("%(message)s"), interval=10.0)
+    writer.start()
+    _wait_for(lambda: stream.getvalue().count("\n") == 5_000, seconds=5.0)
+    writer.stop(timeout=0.0)
