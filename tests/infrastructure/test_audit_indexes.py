@@ -36,10 +36,26 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
             for n in range(20_000):
                 arn = f"arn:aws:kms:us-east-1:111122223333:key/{n % 400}"
                 copy.write_row(
-                    (n, f"{n % 100:012d}", f"00000000-0000-0000-0000-{n:012d}",
-                     start + timedelta(seconds=n), "kms.amazonaws.com", "Encrypt", True,
-                     "111122223333", f"arn:aws:iam::111122223333:user/u{n % 300}", "u",
-                     "AKIA", "127.0.0.1", "us-east-1", "r", arn, [arn], [], "{}")
+                    (
+                        n,
+                        f"{n % 100:012d}",
+                        f"00000000-0000-0000-0000-{n:012d}",
+                        start + timedelta(seconds=n),
+                        "kms.amazonaws.com",
+                        "Encrypt",
+                        True,
+                        "111122223333",
+                        f"arn:aws:iam::111122223333:user/u{n % 300}",
+                        "u",
+                        "AKIA",
+                        "127.0.0.1",
+                        "us-east-1",
+                        "r",
+                        arn,
+                        [arn],
+                        [],
+                        "{}",
+                    )
                 )
         connection.execute("ANALYZE audit_events")
         yield connection
