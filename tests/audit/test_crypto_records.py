@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -27,14 +27,15 @@ from tests.conftest import ACCOUNT_ID, Service
 KEY_RESOURCE = "AWS::KMS::Key"
 
 
-def _since() -> datetime:
-    return datetime.now(UTC) - timedelta(seconds=2)
+def _since(service: Service) -> datetime:
+    """A moment just before now on the service's clock (tests elsewhere move it ahead)."""
+    return service.runtime.clock.now() - timedelta(seconds=2)
 
 
 def _record(cloudtrail: Any, key_arn: str, answer: dict[str, Any]) -> dict[str, Any]:
     """The one record (the caller's copy) of the call that gave ``answer``."""
     (found,) = by_request(
-        records(cloudtrail, "ResourceName", key_arn, StartTime=_since() - timedelta(minutes=5)),
+        records(cloudtrail, "ResourceName", key_arn),
         request_id(answer),
     )
     return found
@@ -218,7 +219,7 @@ def test_a_re_encrypt_is_one_record_naming_both_keys_and_both_contexts(
     destination = kms.create_key(Description="destination")["KeyMetadata"]
     alias = f"alias/archive-{uuid.uuid4().hex[:10]}"
     kms.create_alias(AliasName=alias, TargetKeyId=destination["KeyId"])
-    since = _since()
+    since = _since(service)
     blob = kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", EncryptionContext={"from": "a"})
     moved = kms.re_encrypt(
         CiphertextBlob=blob["CiphertextBlob"],
@@ -287,7 +288,7 @@ def test_a_re_encrypt_logs_the_source_key_id_as_given(
 
 
 def test_a_cross_account_re_encrypt_is_delivered_to_each_account_once(
-    kms: Any, cloudtrail: Any, identities: Identities
+    service: Service, kms: Any, cloudtrail: Any, identities: Identities
 ) -> None:
     account = identities.account()
     user: Principal = identities.principal(account, policies={"Kms": KMS_ALL})
@@ -303,7 +304,7 @@ def test_a_cross_account_re_encrypt_is_delivered_to_each_account_once(
         )
     )["KeyMetadata"]
     destination = user.kms.create_key()["KeyMetadata"]
-    since = _since()
+    since = _since(service)
     blob = kms.encrypt(KeyId=source["KeyId"], Plaintext=b"x")["CiphertextBlob"]
     moved = user.kms.re_encrypt(
         CiphertextBlob=blob, SourceKeyId=source["Arn"], DestinationKeyId=destination["KeyId"]
@@ -338,7 +339,7 @@ def test_a_used_event_stored_before_version_2_still_gives_its_record(
     event = Key.Used(
         originator_id=key_uuid,
         originator_version=2,
-        timestamp=datetime.now(UTC),
+        timestamp=service.runtime.clock.now(),
         actor={
             "principal_arn": f"arn:aws:iam::{ACCOUNT_ID}:user/admin",
             "account_id": ACCOUNT_ID,

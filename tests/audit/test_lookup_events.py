@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -27,14 +27,15 @@ from tests.conftest import ACCOUNT_ID, REGION, Service
 PLAINTEXT = b"the secret order 4111-1111-1111-1111"
 
 
-def _since() -> datetime:
-    return datetime.now(UTC) - timedelta(seconds=2)
+def _since(service: Service) -> datetime:
+    """A moment just before now on the service's clock (tests elsewhere move it ahead)."""
+    return service.runtime.clock.now() - timedelta(seconds=2)
 
 
 @pytest.fixture
-def calls(kms: Any, identities: Identities) -> dict[str, Any]:
+def calls(service: Service, kms: Any, identities: Identities) -> dict[str, Any]:
     """Calls of every kind on one new key: create, encrypt, decrypt, describe, a denial."""
-    since = _since()
+    since = _since(service)
     created = kms.create_key(Description="audited")
     key = created["KeyMetadata"]
     encrypted = kms.encrypt(
@@ -160,9 +161,9 @@ def test_cryptographic_records_log_the_context_and_never_plaintext_or_ciphertext
 
 
 def test_read_only_calls_are_recorded_and_get_key_policy_answers_are_not(
-    kms: Any, cloudtrail: Any
+    service: Service, kms: Any, cloudtrail: Any
 ) -> None:
-    since = _since()
+    since = _since(service)
     key = kms.create_key(Policy=key_policy_doc(), Description="policy")["KeyMetadata"]
     answers = {
         "GetKeyPolicy": kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default"),
@@ -186,9 +187,9 @@ def test_read_only_calls_are_recorded_and_get_key_policy_answers_are_not(
 
 
 def test_calls_refused_by_validation_and_failed_calls_are_recorded(
-    kms: Any, cloudtrail: Any, raw: RawSender
+    service: Service, kms: Any, cloudtrail: Any, raw: RawSender
 ) -> None:
-    since = _since()
+    since = _since(service)
     refused = raw("TrentService.DescribeKey", {"KeyId": ""})
     assert refused.error_type == "ValidationException"
     key = kms.create_key()["KeyMetadata"]
@@ -207,7 +208,7 @@ def test_calls_refused_by_validation_and_failed_calls_are_recorded(
 def test_a_failed_signature_with_a_known_access_key_is_recorded(
     service: Service, cloudtrail: Any, identities: Identities, raw: RawSender
 ) -> None:
-    since = _since()
+    since = _since(service)
     principal = identities.principal(ACCOUNT_ID, policies={"All": KMS_ALL})
     answer = raw(
         "TrentService.ListKeys",
@@ -222,8 +223,10 @@ def test_a_failed_signature_with_a_known_access_key_is_recorded(
     assert record["userIdentity"]["arn"] == principal.arn
 
 
-def test_lookups_are_newest_first_and_page_with_next_token(kms: Any, cloudtrail: Any) -> None:
-    since = _since()
+def test_lookups_are_newest_first_and_page_with_next_token(
+    service: Service, kms: Any, cloudtrail: Any
+) -> None:
+    since = _since(service)
     key = kms.create_key()["KeyMetadata"]
     for n in range(5):
         kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", EncryptionContext={"n": str(n)})
@@ -249,7 +252,9 @@ def test_lookups_are_newest_first_and_page_with_next_token(kms: Any, cloudtrail:
     ]
     assert contexts == ["4", "3", "2", "1", "0"]
     window = cloudtrail.lookup_events(
-        LookupAttributes=attribute, StartTime=since, EndTime=datetime.now(UTC) + timedelta(1)
+        LookupAttributes=attribute,
+        StartTime=since,
+        EndTime=service.runtime.clock.now() + timedelta(1),
     )
     assert len(window["Events"]) == 6
     before = cloudtrail.lookup_events(LookupAttributes=attribute, EndTime=since)
@@ -377,7 +382,7 @@ def test_get_key_last_usage_names_the_last_cryptographic_use(kms: Any, cloudtrai
 
 
 def test_management_calls_are_recorded_from_their_events(
-    kms: Any, cloudtrail: Any, identities: Identities
+    service: Service, kms: Any, cloudtrail: Any, identities: Identities
 ) -> None:
     key = kms.create_key()["KeyMetadata"]
     other = kms.create_key()["KeyMetadata"]
@@ -395,7 +400,9 @@ def test_management_calls_are_recorded_from_their_events(
         "ScheduleKeyDeletion": kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7),
         "DisableKey": kms.disable_key(KeyId=other["KeyId"]),
     }
-    found = records(cloudtrail, "ResourceType", "AWS::KMS::Key", StartTime=_since() - timedelta(60))
+    found = records(
+        cloudtrail, "ResourceType", "AWS::KMS::Key", StartTime=_since(service) - timedelta(60)
+    )
     shaped = {name: by_request(found, request_id(answer)) for name, answer in calls.items()}
     assert {name: [r["eventName"] for r in rs] for name, rs in shaped.items()} == {
         name: [name] for name in calls

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ def test_keys_pending_deletion(service: Service, estate: Estate) -> None:
 
 def test_unused_keys(service: Service, estate: Estate) -> None:
     assert _report(service, estate, "unused-keys", days=30).rows == []
-    later = datetime.now(UTC) + timedelta(days=40)
+    later = service.runtime.clock.now() + timedelta(days=40)
     found = _report(service, estate, "unused-keys", days=30, now=later)
     rows = {row["key_arn"]: row for row in found.rows}
     used = rows[estate.keys["not-rotating"]["Arn"]]
@@ -193,7 +193,7 @@ def test_unused_keys(service: Service, estate: Estate) -> None:
 
 def test_keys_past_their_cryptoperiod(service: Service, estate: Estate) -> None:
     assert not any(r["past_cryptoperiod"] for r in _report(service, estate, "cryptoperiod").rows)
-    later = datetime.now(UTC) + timedelta(days=800)  # symmetric 730 days, signature 1095
+    later = service.runtime.clock.now() + timedelta(days=800)  # symmetric 730 days, signature 1095
     found = _report(service, estate, "cryptoperiod", now=later)
     past = {row["key_arn"]: row["past_cryptoperiod"] for row in found.rows}
     assert past[estate.keys["not-rotating"]["Arn"]] is True
