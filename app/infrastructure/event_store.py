@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg
 from eventsourcing import persistence
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -43,9 +43,9 @@ from eventsourcing.postgres import (
     PostgresRecorder,
 )
 from eventsourcing.utils import Environment, get_topic
-from psycopg import Cursor
+from psycopg import Cursor, sql
 from psycopg.pq import TransactionStatus
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from app.infrastructure.postgres import binary_arrays
@@ -165,8 +165,49 @@ class LedgerRecorder(PostgresApplicationRecorder):
             return _within_budget(self, PostgresApplicationRecorder.max_notification_id)
 
     def select_notifications(self, *args: Any, **kwargs: Any) -> Any:
-        method = PostgresApplicationRecorder.select_notifications
-        return _within_budget(self, method, *args, **kwargs)
+        return _within_budget(self, LedgerRecorder._select_notifications, *args, **kwargs)
+
+    def _select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> list[Notification]:
+        """The library's select_notifications (same rows, same Notifications), read as
+        tuples: every projection reads every event through it, and the library's dict
+        rows were ~10 % of the projection process's time (docs/performance.md)."""
+        clauses: list[sql.Composable] = []
+        params: list[Any] = []
+        if start is not None:
+            clauses.append(
+                sql.SQL("notification_id >= %s" if inclusive_of_start else "notification_id > %s")
+            )
+            params.append(start)
+        if stop is not None:
+            clauses.append(sql.SQL("notification_id <= %s"))
+            params.append(stop)
+        if topics:
+            clauses.append(sql.SQL("topic = ANY(%s)"))
+            params.append(list(topics))
+        where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
+        statement = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM {schema}.{table}{where} ORDER BY notification_id LIMIT %s"
+        ).format(
+            schema=sql.Identifier(self.datastore.schema),
+            table=sql.Identifier(self.events_table_name),
+            where=where,
+        )
+        params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(statement, params, prepare=True)
+            return [
+                Notification(originator_id, version, topic, bytes(state), notification_id)
+                for notification_id, originator_id, version, topic, state in curs.fetchall()
+            ]
 
     def select_events(self, *args: Any, **kwargs: Any) -> Any:
         return _within_budget(self, PostgresApplicationRecorder.select_events, *args, **kwargs)
