@@ -632,7 +632,10 @@ class Suite:
             "KEYLEDGER_ROOT_KEY": base64.b64encode(self.root_key).decode(),
             "KEYLEDGER_BOOTSTRAP_ACCESS_KEY_ID": self.creds.access_key_id,
             "KEYLEDGER_BOOTSTRAP_SECRET_ACCESS_KEY": self.creds.secret_access_key,
-            "KEYLEDGER_LOG_LEVEL": "warning",
+            # The default log level, as `keyledger run` starts: every call's line is written
+            # (to the cell's log file), a cost every deployment pays. Before 2026-12-07 the
+            # suite ran at "warning", so its figures left that cost out.
+            "KEYLEDGER_LOG_LEVEL": "info",
             "KEYLEDGER_DATA_DIR": str(self.tmp / "data"),
             "KEYLEDGER_DEFAULT_ACCOUNT_ID": ACCOUNT_ID,
             "KEYLEDGER_DEFAULT_REGION": REGION,
