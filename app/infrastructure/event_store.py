@@ -85,6 +85,9 @@ APPEND_CALL = (
 CONTENDED_AGGREGATES = 1024
 CONTENDED_SECONDS = 1.0
 APPEND_TABLE = "keyledger_events"  # the table keyledger_append is written for
+# The advisory lock keyledger_append holds to its commit (migrations/023), one append at a
+# time; beside the projections', checkpointer's and migrations' lock ids.
+APPEND_LOCK_ID = 0x6B6C6170  # "klap"
 WRITER_DEADLOCK_TIMEOUT = "100ms"  # see _prefer_cancelling_autovacuum
 # How long settling a lost commit may outlast the request's deadline (see insert).
 SETTLE_GRACE_SECONDS = 0.4
@@ -591,11 +594,13 @@ def _ids_and_heads(rows: list[Any]) -> tuple[list[int], dict[uuid.UUID, int]]:
 
 
 async def _prefer_cancelling_autovacuum(conn: BoundedAsyncConnection[Any]) -> None:
-    """Autovacuum and autoanalyze of the events table (after a few hundred thousand
-    appends) hold a lock that keyledger_append's table lock waits for; PostgreSQL cancels
-    them only after the waiter's deadlock_timeout (1 s by default), which a commit with a
-    1 s deadline does not outlive. The writer's session asks for 100 ms where the role may
-    (a superuser's; the embedded server sets it for every session)."""
+    """Autovacuum and autoanalyze of the events table hold a lock that keyledger_append's
+    table lock waited for, until migrations/023 made it an advisory lock that nothing but
+    appends takes. PostgreSQL cancels them only after the waiter's deadlock_timeout (1 s by
+    default), which a commit with a 1 s deadline does not outlive: kept at 100 ms for a
+    database whose keyledger_append predates 023 (a writer started before `keyledger
+    migrate` ran). The writer's session asks for it where the role may (a superuser's; the
+    embedded server sets it for every session)."""
     try:
         await conn.execute(f"SET deadlock_timeout = '{WRITER_DEADLOCK_TIMEOUT}'")
     except psycopg.errors.InsufficientPrivilege:

@@ -29,13 +29,18 @@ DISABLED = "domain.keys:Key.Disabled"
 
 
 @pytest.fixture(scope="module")
-def conn() -> Iterator[psycopg.Connection[Any]]:
+def database_url() -> Iterator[str]:
     url = fresh_database("embedded")
     migrate(url)
-    with psycopg.connect(url, autocommit=True) as connection:
+    yield url
+    drop(url)
+
+
+@pytest.fixture(scope="module")
+def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(database_url, autocommit=True) as connection:
         binary_arrays.register(connection)
         yield connection
-    drop(url)
 
 
 def append(
@@ -149,3 +154,47 @@ def test_a_hint_naming_an_aggregate_nobody_appended_to_stores_the_batch_as_sent(
     append(conn, (key, 1, DISABLED))
     answer = append(conn, (key, 2, USED), contended=(key, elsewhere))
     assert versions_of(answer) == [(key, 2)]
+
+
+# --- the lock (migrations/023) -------------------------------------------------------
+@pytest.fixture
+def other_session(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A second session on the database, in a transaction until the test ends it."""
+    with psycopg.connect(database_url) as connection:
+        binary_arrays.register(connection)
+        yield connection
+        connection.rollback()
+
+
+def impatient(conn: psycopg.Connection[Any]) -> None:
+    """From now on, a statement of ``conn`` that waits 0.5 s is cancelled."""
+    conn.execute("SET statement_timeout = '500ms'")
+
+
+def test_an_append_does_not_wait_for_a_vacuum_or_an_analyze_of_the_table(
+    conn: psycopg.Connection[Any], other_session: psycopg.Connection[Any]
+) -> None:
+    # The lock VACUUM, ANALYZE and autovacuum hold on the table they work on.
+    other_session.execute("LOCK TABLE keyledger_events IN SHARE UPDATE EXCLUSIVE MODE")
+    impatient(conn)
+    try:
+        key = uuid.uuid4()
+        assert versions_of(append(conn, (key, 1, DISABLED))) == [(key, 1)]
+    finally:
+        conn.execute("RESET statement_timeout")
+
+
+def test_appends_still_take_turns_from_their_lock_to_their_commit(
+    conn: psycopg.Connection[Any], other_session: psycopg.Connection[Any]
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    (earlier,) = append(other_session, (first, 1, DISABLED))  # not committed yet
+    impatient(conn)
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            append(conn, (second, 1, DISABLED))
+        other_session.commit()
+        (later,) = append(conn, (second, 1, DISABLED))
+    finally:
+        conn.execute("RESET statement_timeout")
+    assert earlier[0] < later[0]
