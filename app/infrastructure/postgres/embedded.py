@@ -63,11 +63,12 @@ TUNING: dict[str, str] = {
     "min_wal_size": "256MB",
     "random_page_cost": "1.1",
     "effective_io_concurrency": "200",
-    # Autovacuum of the events table is cancelled once a commit has waited this long for
-    # its lock (app/infrastructure/event_store.py); the default, 1 s, is the whole request deadline.
+    # Autovacuum of the events table was cancelled once a commit had waited this long for
+    # its lock (app/infrastructure/event_store.py); appends take no lock it conflicts with
+    # since migrations/023, and this stays for a database not yet migrated.
     "deadlock_timeout": "100ms",
     # A new 16 MB WAL segment is otherwise zero-filled and fsynced by the committing
-    # backend, inside the append that holds the events table's lock: every writer stalled
+    # backend, inside the append that holds the append lock: every writer stalled
     # ~60 ms about once a second under load, until checkpoints had segments to recycle
     # (docs/performance.md). Off writes only the last byte; the WAL is still fsynced.
     "wal_init_zero": "off",
