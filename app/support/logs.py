@@ -63,8 +63,8 @@ def formatter(log_format: str) -> logging.Formatter:
 MAX_LINES_PER_WRITE = 1_000
 # After a write, the writing thread rests this long before it looks again, so that under
 # load it wakes a few times a second and takes hundreds of lines each time, instead of
-# being woken by every call's put (a thread wake-up and a GIL hand-over per call: about
-# 9 % of Encrypt's throughput, measured; docs/performance.md). A line waits at most this
+# being woken by every call's put (a thread wake-up and a GIL hand-over per call: 2-7 %
+# of Encrypt's throughput, measured; docs/performance.md). A line waits at most this
 # long; an idle service's first line is written at once. A full write does not rest.
 WRITE_INTERVAL = 0.05
 _STOP = object()  # tells the writing thread to write what waits, then end

@@ -18,7 +18,7 @@ import psycopg.errors
 import pytest
 
 from app.bootstrap import migrate
-from app.infrastructure.event_store import _COMMUTATIVE, APPEND_CALL
+from app.infrastructure.event_store import _COMMUTATIVE, APPEND_CALL, APPEND_LOCK_ID
 from app.infrastructure.postgres import binary_arrays
 from tests.support.databases import drop, fresh_database
 
@@ -189,6 +189,12 @@ def test_appends_still_take_turns_from_their_lock_to_their_commit(
 ) -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
     (earlier,) = append(other_session, (first, 1, DISABLED))  # not committed yet
+    held = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND classid = 0 AND objid = %s AND objsubid = 1 AND pid <> pg_backend_pid()",
+        (APPEND_LOCK_ID,),
+    ).fetchone()
+    assert held == (1,)  # the append lock, app/infrastructure/event_store.py's id
     impatient(conn)
     try:
         with pytest.raises(psycopg.errors.QueryCanceled):
