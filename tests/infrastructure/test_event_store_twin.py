@@ -73,19 +73,10 @@ def memory_backend() -> Backend:
 
 @pytest.fixture(scope="module")
 def postgres_backend() -> Iterator[Backend]:
-    from app.infrastructure.postgres.database import connection_params
-    from app.infrastructure.postgres.migrate import apply_migrations
-    from tests.support.databases import drop, fresh_database
+    from tests.support.databases import migrated_ledger
 
-    url = fresh_database("embedded")
-    Ledger(env=connection_params(url) | {"CREATE_TABLE": "y"}).close()
-    apply_migrations(url)
-    ledger = Ledger(env=connection_params(url) | {"CREATE_TABLE": "n"})
-    try:
+    with migrated_ledger() as (url, ledger):
         yield Backend("postgres", ledger, lambda: open_event_store(ledger, url))
-    finally:
-        ledger.close()
-        drop(url)
 
 
 @pytest.fixture(

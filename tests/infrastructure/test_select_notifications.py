@@ -15,10 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.infrastructure.event_store import LedgerRecorder
-from app.infrastructure.ledger import Ledger
-from app.infrastructure.postgres.database import connection_params
-from app.infrastructure.postgres.migrate import apply_migrations
-from tests.support.databases import drop, fresh_database
+from tests.support.databases import migrated_ledger
 
 pytestmark = pytest.mark.postgres
 
@@ -28,11 +25,7 @@ EVENTS = 60
 
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[LedgerRecorder]:
-    url = fresh_database("embedded")
-    Ledger(env=connection_params(url) | {"CREATE_TABLE": "y"}).close()
-    apply_migrations(url)
-    ledger = Ledger(env=connection_params(url) | {"CREATE_TABLE": "n"})
-    try:
+    with migrated_ledger() as (_, ledger):
         recorder = ledger.recorder
         assert isinstance(recorder, LedgerRecorder)
         aggregates = [uuid.uuid4() for _ in range(3)]
@@ -45,9 +38,6 @@ def recorder() -> Iterator[LedgerRecorder]:
             ]
         )
         yield recorder
-    finally:
-        ledger.close()
-        drop(url)
 
 
 def library_answer(recorder: LedgerRecorder, *args: Any, **kwargs: Any) -> list[Any]:

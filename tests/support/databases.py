@@ -24,7 +24,9 @@ import os
 import re
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -154,3 +156,24 @@ def drop(url: str) -> None:
     if admin_url is None:
         admin_url = url_with_database(url, "postgres")
     drop_database(admin_url, name)
+
+
+@contextlib.contextmanager
+def migrated_ledger(backend: str = EMBEDDED) -> Iterator[tuple[str, Any]]:
+    """A fresh database with the library's tables and every migration, and a Ledger on it
+    (as the service opens one); both dropped at the end. Yields (url, ledger)."""
+    from app.infrastructure.ledger import Ledger
+    from app.infrastructure.postgres.database import connection_params
+    from app.infrastructure.postgres.migrate import apply_migrations
+
+    url = fresh_database(backend)
+    try:
+        Ledger(env=connection_params(url) | {"CREATE_TABLE": "y"}).close()
+        apply_migrations(url)
+        ledger = Ledger(env=connection_params(url) | {"CREATE_TABLE": "n"})
+        try:
+            yield url, ledger
+        finally:
+            ledger.close()
+    finally:
+        drop(url)
