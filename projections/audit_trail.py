@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from hashlib import sha1
+from hashlib import sha1, sha256
 from typing import Any, ClassVar
 
 import orjson
@@ -102,8 +102,16 @@ COLUMNS = (
     "resources",
     "encryption_context_keys",
     "record",
+    "template_id",
+    "record_members",
 )
-COPY_SQL = f"COPY audit_events ({', '.join(COLUMNS)}) FROM STDIN"
+# The rows behind the view audit_events (migrations/024): a record is either whole (record)
+# or composed when read from a template and the row's own members (_UseTemplate).
+COPY_SQL = f"COPY audit_event_rows ({', '.join(COLUMNS)}) FROM STDIN"
+TEMPLATES_SQL = (
+    "INSERT INTO audit_record_templates (template_id, head, middle, tail)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT (template_id) DO NOTHING"
+)
 # COPY's text format is written directly: a few times cheaper than adapting each value.
 ROLLUP_SQL = (
     "INSERT INTO audit_usage_hourly (hour, key_arn, principal_arn, operation,"
@@ -411,7 +419,7 @@ def _copy_line(row: tuple[Any, ...]) -> str:
                 f"{notification_id}\t{recipient}\t{record_id}\t{shared}\t{moment}\t"
                 f"{event_source}\t{event_name}\t{flag}\t{account}\t{principal}\t{username}\t"
                 f"{access_key}\t{source_ip}\t{region}\t{request_id}\t{NULL}\t{resource_type}\t"
-                f"{resource_arn}\t{resources}\t{context_keys}\t{record}\n"
+                f"{resource_arn}\t{resources}\t{context_keys}\t{record}\t{NULL}\t{NULL}\n"
             )
     return _escaped_copy_line(row)
 
@@ -440,6 +448,8 @@ def _escaped_copy_line(row: tuple[Any, ...]) -> str:
         "t" if read_only else "f",
         *(_text(value) for value in texts[3:]),
         _text(record),
+        NULL,  # template_id, record_members: a whole record
+        NULL,
     ]
     return "\t".join(fields) + "\n"
 
@@ -486,13 +496,29 @@ SIMPLE_USES = frozenset(
     and not operation.startswith("ReEncrypt")
     and context_member in ("encryptionContext", "")
 )
-_RECORD_END = ',"eventCategory":"Management"}'
 
 
 @lru_cache(maxsize=1024)
 def recipient_json(account: str) -> str:
     """An account id as the record's JSON writes it."""
     return orjson.dumps(account).decode()
+
+
+@dataclass(frozen=True)
+class StoredTemplate:
+    """The parts of a record a template holds (audit_record_templates, migrations/024): the
+    view puts the row's event time between head and middle, and its members and eventID
+    between middle and tail. Named by its text, so writing it again changes nothing."""
+
+    template_id: str
+    head: str
+    middle: str
+    tail: str
+
+    @classmethod
+    def of(cls, head: str, middle: str, tail: str) -> StoredTemplate:
+        digest = sha256("\x00".join((head, middle, tail)).encode()).digest()[:16]
+        return cls(str(uuid.UUID(bytes=digest)), head, middle, tail)
 
 
 @dataclass(frozen=True)
@@ -510,6 +536,7 @@ class _UseTemplate:
     principal_arn: str
     caller_account: str
     key_id: str  # str(the key's UUID), as event ids name it
+    stored: tuple[StoredTemplate, ...]  # each recipient's copy's
 
     @classmethod
     def of(
@@ -555,16 +582,25 @@ class _UseTemplate:
             return None
         before = "\t".join((KMS_SOURCE, event_name, "t", *columns, ""))
         after = "\t".join(("", NULL, KEY_RESOURCE, facts.arn, resource_array, ""))
+        record_head = head[:-1] + ',"eventTime":"'
+        record_middle = '",' + middle[1:-1] + ","
+        record_resources = "," + resources[1:-1] + ',"recipientAccountId":'
         return cls(
-            record_head=head[:-1] + ',"eventTime":"',
-            record_middle='",' + middle[1:-1] + ",",
-            record_resources="," + resources[1:-1] + ',"recipientAccountId":',
+            record_head=record_head,
+            record_middle=record_middle,
+            record_resources=record_resources,
             recipients=tuple(recipients),
             copy_before=before,
             copy_after=after,
             principal_arn=principal_arn,
             caller_account=caller_account,
             key_id=str(key_id),
+            stored=tuple(
+                StoredTemplate.of(
+                    record_head, record_middle, record_resources + recipient_json(recipient)
+                )
+                for recipient in recipients
+            ),
         )
 
 
@@ -639,6 +675,8 @@ class AuditTrailProjection(BatchedProjection):
         self._backfills_checked = False  # True once audit_view_backfills was read and applied
         self._plain_mapper = plain_json_mapper(self._ledger.mapper)
         self._templates: dict[tuple[Any, ...], _UseTemplate | None] = {}
+        self._stored_templates: set[str] = set()  # ids in audit_record_templates
+        self._new_templates: dict[str, StoredTemplate] = {}  # for this batch to store
 
     def _decode(self, notification: Notification | StoredEvent) -> Any:
         if self._plain_mapper and notification.topic == USED_TOPIC:
@@ -649,6 +687,8 @@ class AuditTrailProjection(BatchedProjection):
 
     def reset(self) -> None:
         self._templates.clear()
+        self._stored_templates.clear()  # (a failed batch's were rolled back)
+        self._new_templates.clear()
         self._keys.clear()
         self._aliases.clear()
         self._principals.clear()
@@ -659,7 +699,7 @@ class AuditTrailProjection(BatchedProjection):
     def apply(
         self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
     ) -> None:
-        if len(self._keys) > MAX_CACHED or len(self._templates) > MAX_CACHED:
+        if len(self._keys) > MAX_CACHED or len(self._stored_templates) > MAX_CACHED:
             self.reset()
         self._prefetch(conn, events)
         rows: list[Row] = []
@@ -680,6 +720,7 @@ class AuditTrailProjection(BatchedProjection):
             if described is not None:
                 self._emit(event, notification_id, described, rows, rollups)
         if rows:
+            self.store_templates(conn)  # (before the rows that name them)
             with conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
                 copy.write(_copy_text(rows))
         if rollups:
@@ -696,6 +737,18 @@ class AuditTrailProjection(BatchedProjection):
                         for key, op, at, copy_id, rid in last_used.values()
                     ],
                 )
+
+    def store_templates(self, conn: psycopg.Connection[Any]) -> None:
+        """Write the templates this batch's rows name that the table may not hold yet."""
+        if not self._new_templates:
+            return
+        new = self._new_templates.values()
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                TEMPLATES_SQL, [(t.template_id, t.head, t.middle, t.tail) for t in new]
+            )
+        self._stored_templates.update(self._new_templates)
+        self._new_templates.clear()
 
     # ==== views added after the trail passed their events ========================================
     def catch_up(self, stop: int | None = None) -> int:
@@ -1068,25 +1121,26 @@ class AuditTrailProjection(BatchedProjection):
             return False  # text COPY must escape: the general path does
         moment = event.timestamp
         iso = moment.isoformat()
-        if moment.year < 1000:
-            return False
+        if moment.year < 1000 or not iso.endswith("+00:00"):
+            return False  # the view writes eventTime from the UTC time: the general path does
         base = f"{template.key_id}:{event.originator_version}"
         base_id = event_id(base)
         shared = len(template.recipients) > 1
-        ending = f',"sharedEventID":"{base_id}"{_RECORD_END}' if shared else _RECORD_END
         owner_copy = base_id
+        stored_templates = self._stored_templates
         for index, recipient in enumerate(template.recipients):
             copy_id = base_id if index == 0 else event_id(f"{base}:{recipient}")
             if recipient == facts.account_id:
                 owner_copy = copy_id
-            record = (
-                f'{template.record_head}{iso[:19]}Z{template.record_middle}{members},"eventID":"'
-                f'{copy_id}"{template.record_resources}{recipient_json(recipient)}{ending}'
-            )
+            stored = template.stored[index]
+            if stored.template_id not in stored_templates:
+                self._new_templates[stored.template_id] = stored
+            # The record is composed when read (audit_events): no record, its template,
+            # and what only this use's record says.
             rows.append(
                 f"{notification_id}\t{recipient}\t{copy_id}\t{base_id if shared else NULL}\t"
                 f"{iso}\t{template.copy_before}{request_id}{template.copy_after}{context_keys}\t"
-                f"{record}\n"
+                f"{NULL}\t{stored.template_id}\t{members}\n"
             )
         group = (_hour(moment), facts.arn, template.principal_arn, event_name)
         totals = rollups.get(group)

@@ -74,9 +74,13 @@ def test_replay_reports_a_view_row_altered_by_hand(
     assert service.runtime.audit.wait_for_current()  # the rows to alter must be there
     with psycopg.connect(service.runtime.database_url, autocommit=True) as conn:
         conn.execute("UPDATE audit_keys SET description = 'tampered' WHERE key_id = %s", (key_id,))
+        # The row rewritten as a whole record (migrations/024: most are composed when read).
         conn.execute(
-            "UPDATE audit_events SET record = replace(record, '\"Decrypt\"', '\"Encrypt\"')"
-            " WHERE event_name = 'Decrypt' AND resource_arn = %s",
+            "UPDATE audit_event_rows r SET template_id = NULL, record_members = NULL,"
+            " record = replace(v.record, '\"Decrypt\"', '\"Encrypt\"') FROM audit_events v"
+            " WHERE (v.notification_id, v.recipient_account_id)"
+            " = (r.notification_id, r.recipient_account_id)"
+            " AND r.event_name = 'Decrypt' AND r.resource_arn = %s",
             (ledger_with_history["Arn"],),
         )
         try:
@@ -87,7 +91,7 @@ def test_replay_reports_a_view_row_altered_by_hand(
                 "UPDATE audit_keys SET description = 'replayed' WHERE key_id = %s", (key_id,)
             )
             conn.execute(
-                'UPDATE audit_events SET record = replace(record, \'"eventName":"Encrypt"\','
+                'UPDATE audit_event_rows SET record = replace(record, \'"eventName":"Encrypt"\','
                 " '\"eventName\":\"Decrypt\"') WHERE event_name = 'Decrypt' AND resource_arn = %s",
                 (ledger_with_history["Arn"],),
             )

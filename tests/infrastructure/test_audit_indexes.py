@@ -28,7 +28,7 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(url, autocommit=True) as connection:
         start = datetime(2026, 1, 1, tzinfo=UTC)
         with connection.cursor().copy(
-            "COPY audit_events (notification_id, recipient_account_id, event_id, event_time,"
+            "COPY audit_event_rows (notification_id, recipient_account_id, event_id, event_time,"
             " event_source, event_name, read_only, account_id, principal_arn, username,"
             " access_key_id, source_ip, region, request_id, resource_arn, resources,"
             " encryption_context_keys, record) FROM STDIN"
@@ -57,7 +57,7 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
                         "{}",
                     )
                 )
-        connection.execute("ANALYZE audit_events")
+        connection.execute("ANALYZE audit_event_rows")
         yield connection
     drop(url)
 
@@ -69,7 +69,7 @@ def plan(conn: psycopg.Connection[Any], where: str, order: str) -> str:
 
 def test_the_time_ordered_indexes_are_ascending() -> None:
     sql = (
-        "SELECT indexdef FROM pg_indexes WHERE tablename = 'audit_events'"
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'audit_event_rows'"
         " AND indexname IN ('audit_events_by_time', 'audit_events_by_recipient',"
         " 'audit_events_by_resource', 'audit_events_by_principal')"
     )

@@ -53,7 +53,12 @@ USER_AGENT = (
     "Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 os/linux#6.8.0 md/arch#x86_64 lang/python#3.11.7"
     " md/pyimpl#CPython cfg/retry-mode#legacy Botocore/1.35.0"
 )
-AUDIT_ROWS = ("audit_events", "audit_usage_hourly", "audit_key_last_usage")
+AUDIT_ROWS = (
+    "audit_event_rows",
+    "audit_record_templates",
+    "audit_usage_hourly",
+    "audit_key_last_usage",
+)
 
 
 @dataclass
@@ -61,6 +66,8 @@ class Round:
     python_us: float  # per event: the catch-up thread's CPU
     postgres_us: float  # per event: the PostgreSQL server's processes' CPU
     batches: int
+    wal_bytes: float  # per event: the WAL the round wrote (the cluster's, nothing else runs)
+    row_bytes: float  # per record: an audit_event_rows row's size
 
 
 def _caller() -> Caller:
@@ -151,9 +158,10 @@ def _cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
 def _rewind(url: str, start: int) -> None:
     """The trail as it stood at ``start``, without the usage rows (each round starts empty)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DELETE FROM audit_events WHERE notification_id > %s", (start,))
+        conn.execute("DELETE FROM audit_event_rows WHERE notification_id > %s", (start,))
         conn.execute("DELETE FROM audit_usage_hourly")
         conn.execute("DELETE FROM audit_key_last_usage")
+        conn.execute("DELETE FROM audit_record_templates")
         conn.execute(
             "UPDATE projection_tracking SET notification_id = %s WHERE projection_name = %s",
             (start, PROJECTION_NAME),
@@ -170,6 +178,7 @@ def _round(
     _rewind(url, start)
     trail = AuditTrailProjection(runtime.ledger, runtime.pool, url, batch_size=batch)
     trail.catch_up_to(start)  # the backfill check and the tracking read: not per event
+    wal_before = _wal_position(url)
     server_before = _server_cpu(url)
     began = time.thread_time()
     if profiler is not None:
@@ -183,7 +192,22 @@ def _round(
     python = time.thread_time() - began
     postgres = _cpu_between(server_before, _server_cpu(url))
     events = head - start
-    return Round(1e6 * python / events, 1e6 * postgres / events, batches)
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s),"
+            " avg(pg_column_size(r.*)) FROM audit_event_rows r WHERE notification_id > %s",
+            (wal_before, start),
+        ).fetchone()
+    assert row is not None
+    wal, row_bytes = float(row[0]), float(row[1] or 0)
+    return Round(1e6 * python / events, 1e6 * postgres / events, batches, wal / events, row_bytes)
+
+
+def _wal_position(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def _decoding_us(runtime: Runtime, start: int, head: int, batch: int) -> float:
@@ -275,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         + f"; {rounds[-1].batches} passes of <= {options.batch})"
     )
     print(f"  of which decoding the events alone: {statistics.median(decoding):.1f} us")
+    wal = statistics.median(r.wal_bytes for r in rounds)
+    print(
+        f"  WAL written: {wal:,.0f} bytes per Used event; an audit_event_rows row:"
+        f" {rounds[-1].row_bytes:,.0f} bytes"
+    )
     origin = provenance("python -m tools.bench.projection_profile")
     machine = origin["machine"]
     print(
