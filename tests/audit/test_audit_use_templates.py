@@ -99,10 +99,11 @@ def _use(
     return Key.Used(**fields)
 
 
-def _write(
-    conn: psycopg.Connection[Any], uses: list[Key.Used]
+def _stored(
+    conn: psycopg.Connection[Any], uses: list[Key.Used], query: str
 ) -> tuple[list[tuple[Any, ...]], Any, Any]:
-    """The rows of ``uses`` as the audit_events view shows them, the rollups, the last use."""
+    """Write ``uses`` as the trail does (templates, then the rows), and return what
+    ``query`` reads of them, the rollups and the last use; the tables are emptied after."""
     projection = _projection()
     rows: list[trail.Row] = []
     rollups: dict[Any, list[Any]] = {}
@@ -113,11 +114,17 @@ def _write(
         projection.store_templates(conn)
         with conn.cursor() as cursor, cursor.copy(trail.COPY_SQL) as copy:
             copy.write(trail._copy_text(rows))
-        shown = conn.execute(
-            "SELECT * FROM audit_events ORDER BY notification_id, recipient_account_id"
-        ).fetchall()
+        found = conn.execute(query).fetchall()
         conn.execute("TRUNCATE audit_event_rows, audit_record_templates")
-    return shown, rollups, last_used
+    return found, rollups, last_used
+
+
+def _write(
+    conn: psycopg.Connection[Any], uses: list[Key.Used]
+) -> tuple[list[tuple[Any, ...]], Any, Any]:
+    """The rows of ``uses`` as the audit_events view shows them, the rollups, the last use."""
+    shown = "SELECT * FROM audit_events ORDER BY notification_id, recipient_account_id"
+    return _stored(conn, uses, shown)
 
 
 CALLS = st.lists(
@@ -160,19 +167,11 @@ def test_the_template_path_stores_each_template_once_and_no_whole_record(
 ) -> None:
     actor = {"principal_arn": f"arn:aws:iam::{OWNER}:user/alice", "account_id": OWNER}
     uses = [_use(2 + n, actor, "Encrypt", {}, {}, 1, f"r{n}") for n in range(5)]
-    projection = _projection()
-    rows: list[trail.Row] = []
-    for index, use in enumerate(uses):
-        projection._used(use, 100 + index, rows, {}, {})
-    with conn.transaction():
-        projection.store_templates(conn)
-        with conn.cursor() as cursor, cursor.copy(trail.COPY_SQL) as copy:
-            copy.write(trail._copy_text(rows))
-        stored = conn.execute(
-            "SELECT count(*) FILTER (WHERE record IS NULL), count(*),"
-            " (SELECT count(*) FROM audit_record_templates) FROM audit_event_rows"
-        ).fetchone()
-        conn.execute("TRUNCATE audit_event_rows, audit_record_templates")
+    counts = (
+        "SELECT count(*) FILTER (WHERE record IS NULL), count(*),"
+        " (SELECT count(*) FROM audit_record_templates) FROM audit_event_rows"
+    )
+    (stored,), _, _ = _stored(conn, uses, counts)
     assert stored == (5, 5, 1)
 
 
