@@ -181,7 +181,7 @@ def test_a_writer_of_the_version_before_still_writes_whole_records(
     """During an upgrade, a process of the version before migrations/024 COPYs whole records
     into audit_events (then a table): they are kept, and read back unchanged."""
     columns = trail.COLUMNS[: trail.COLUMNS.index("record") + 1]
-    row = (
+    row: tuple[Any, ...] = (
         7,
         OWNER,
         "b86f17f3-0ddb-54f9-a9e0-9aa69b5709c8",
