@@ -160,7 +160,9 @@ def test_values_orjson_writes_otherwise_are_encoded_as_the_library_encodes_them(
     assert ledger.mapper.transcoder.encode(state) == library_transcoder(ledger).encode(state)
 
 
-@pytest.mark.parametrize("value", [object(), Colour.RED], ids=repr)  # (orjson writes "red")
+@pytest.mark.parametrize(
+    "value", [object(), Colour.RED], ids=["a plain object", "an enum member"]
+)  # (orjson writes "red")
 def test_a_value_no_transcoding_knows_fails_as_the_library_fails(value: Any) -> None:
     ledger = in_memory_ledger()
     state = {"timestamp": NOW, "value": value}

@@ -210,7 +210,9 @@ def test_a_used_event_with_values_orjson_writes_otherwise_is_stored_as_the_libra
     assert ours == theirs
 
 
-@pytest.mark.parametrize("value", [object(), Colour.RED], ids=repr)  # (orjson writes "red")
+@pytest.mark.parametrize(
+    "value", [object(), Colour.RED], ids=["a plain object", "an enum member"]
+)  # (orjson writes "red")
 def test_a_used_event_with_a_value_no_transcoding_knows_fails_as_the_library_fails(
     value: Any,
 ) -> None:
