@@ -699,7 +699,8 @@ class AuditTrailProjection(BatchedProjection):
     def apply(
         self, conn: psycopg.Connection[Any], events: Sequence[Any], ids: Sequence[int]
     ) -> None:
-        if len(self._keys) > MAX_CACHED or len(self._stored_templates) > MAX_CACHED:
+        caches = (self._keys, self._templates, self._stored_templates)
+        if max(len(cache) for cache in caches) > MAX_CACHED:
             self.reset()
         self._prefetch(conn, events)
         rows: list[Row] = []

@@ -215,3 +215,19 @@ def test_a_writer_of_the_version_before_still_writes_whole_records(
         conn.execute("TRUNCATE audit_event_rows, audit_record_templates")
     assert stored == [('{"whole":1}', None, None)]
     assert shown == [('{"whole":1}',)]
+
+
+def test_callers_without_a_template_still_keep_the_trails_caches_bounded(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller whose text COPY must escape has no template (None is remembered, nothing is
+    stored): many such callers must not grow the projection's memory without bound."""
+    monkeypatch.setattr(trail, "MAX_CACHED", 3)
+    projection = _projection()
+    for n in range(5):
+        actor = {"principal_arn": f"arn:aws:iam::{OWNER}:user/a", "user_agent": f"ua\t{n}"}
+        projection._used(_use(2 + n, actor, "Encrypt", {}, {}, 1, "r"), 100 + n, [], {}, {})
+    assert len(projection._templates) == 5 and not projection._stored_templates
+    with conn.transaction():
+        projection.apply(conn, [], [])
+    assert projection._templates == {}
