@@ -14,10 +14,12 @@ key owner's unless it was refused), as CloudTrail delivers it.
 
 The hot path, a use of one key through KMS (``_simple_use``), skips the general one's
 per-event work where the result is the same: Used rows decoded with orjson
-(``decode_used``), each caller's record parts written once per key and operation
-(``_UseTemplate``), COPY text without per-value escaping when nothing needs it. Every
-shortcut writes the general path's bytes, or steps aside for it (tests/audit/
-test_record_bytes.py pins them; tests/unit/test_audit_*.py compare both paths).
+(``decode_used``), each caller's record parts stored once per key and operation as a
+template (``_UseTemplate``, audit_record_templates) and the record composed when read by
+the view audit_events (migrations/024), COPY text without per-value escaping when nothing
+needs it. Every shortcut reads back as the general path's bytes, or steps aside for it
+(tests/audit/test_record_bytes.py pins them; tests/audit/test_audit_use_templates.py and
+tests/unit/test_audit_*.py compare both paths).
 
 An event the trail cannot apply even alone is set aside (projections.batched); in its
 place the trail holds an ``AuditRecordUnavailable`` record (eventSource
@@ -527,9 +529,6 @@ class _UseTemplate:
     and COPY text, written once by _emit's own rules (a record's members are in the order
     _emit writes them; orjson writes an object as its members joined by commas)."""
 
-    record_head: str  # up to the eventTime value
-    record_middle: str  # from after eventTime up to requestParameters (with the comma)
-    record_resources: str  # readOnly ... up to recipientAccountId's value
     recipients: tuple[str, ...]  # the accounts that receive a copy, the caller's first
     copy_before: str  # the COPY text between the event time and the request id
     copy_after: str  # and between the request id and the context keys
@@ -582,13 +581,12 @@ class _UseTemplate:
             return None
         before = "\t".join((KMS_SOURCE, event_name, "t", *columns, ""))
         after = "\t".join(("", NULL, KEY_RESOURCE, facts.arn, resource_array, ""))
+        # The record up to the eventTime value; from after it up to requestParameters; and
+        # from readOnly up to (here, with) recipientAccountId's value.
         record_head = head[:-1] + ',"eventTime":"'
         record_middle = '",' + middle[1:-1] + ","
         record_resources = "," + resources[1:-1] + ',"recipientAccountId":'
         return cls(
-            record_head=record_head,
-            record_middle=record_middle,
-            record_resources=record_resources,
             recipients=tuple(recipients),
             copy_before=before,
             copy_after=after,
