@@ -140,8 +140,22 @@ class Connection:
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             self._used = False
-        self._conn.request(method, path, body=body or None, headers=headers)
-        response = self._conn.getresponse()
+        try:
+            self._conn.request(method, path, body=body or None, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may answer before reading the whole body (a 413 for an oversized
+            # one) and close: read that answer, as urllib3 does. Retrying instead would
+            # send the call twice (two records), or lose the answer.
+            try:
+                response = self._conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                pass
+            else:
+                return self._finish(response, sent)
+            raise
+        return self._finish(self._conn.getresponse(), sent)
+
+    def _finish(self, response: http.client.HTTPResponse, sent: float) -> Reply:
         data = response.read()
         self._used = True
         request_id = response.getheader("x-amzn-requestid") or ""

@@ -232,6 +232,11 @@ def _server(data_dir: Path) -> Any:
     wheel = _import_wheel()
     pgdata = _pgdata(data_dir)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # The wheel checks, then creates pgdata (exist_ok=False): two processes starting on a
+    # new data directory at once (test workers, `keyledger run` beside a CLI command) both
+    # pass the check and the second fails. Creating it here first closes that race; the
+    # wheel initialises an empty pgdata under its inter-process lock.
+    pgdata.mkdir(exist_ok=True)
     _warn_about_opened_ancestors(pgdata)
     server_cls = wheel.PostgresServer
     with _process_lock:
