@@ -23,6 +23,9 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --no-input -q
 RUN_STAMP := $(VENV)/.keyledger-run.stamp
 DEV_STAMP := $(VENV)/.keyledger-dev.stamp
 PYTEST_ARGS ?=
+# pytest-xdist processes for `make test` (0: none, all in one process). Two is what CI runs;
+# each process holds its own services' connections to the shared PostgreSQL servers (100 each).
+PYTEST_WORKERS ?= 2
 ARGS ?=
 
 .PHONY: help run test test-fast bench chaos lint clean distclean system-packages
@@ -78,8 +81,10 @@ system-packages:
 
 # `python -m pytest` puts the repo root on sys.path, so `tests.support` imports work.
 # pytest exit code 5 ("no tests collected") fails the target like any other failure.
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist): each has its own databases and
+# services, and they share the embedded server (tests/support/databases.py).
 test: lint system-packages
-	@status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; \
 	exit $$status
 
