@@ -204,3 +204,47 @@ def test_appends_still_take_turns_from_their_lock_to_their_commit(
     finally:
         conn.execute("RESET statement_timeout")
     assert earlier[0] < later[0]
+
+
+# --- a long history (migrations/025) -------------------------------------------------
+HISTORY = 60_000  # one key's events: most of the table, as a hot key's are
+HOT_KEY = uuid.uuid4()
+
+
+@pytest.fixture(scope="module")
+def long_history_url() -> Iterator[str]:
+    """A database whose events are mostly one key's Used events, analyzed: the statistics
+    under which 021's check read the whole table."""
+    url = fresh_database("embedded")
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO keyledger_events (originator_id, originator_version, topic, state)"
+            " SELECT %s, v, CASE WHEN v = 1 THEN %s ELSE %s END, '\\x00'"
+            " FROM generate_series(1, %s) AS v",
+            (HOT_KEY, DISABLED, USED, HISTORY),
+        )
+        connection.execute("ANALYZE keyledger_events")
+    yield url
+    drop(url)
+
+
+@pytest.mark.parametrize("hinted", [False, True], ids=["unhinted", "hinted"])
+def test_settling_behind_a_long_history_reads_only_the_events_above_it(
+    long_history_url: str, hinted: bool
+) -> None:
+    with psycopg.connect(long_history_url) as connection:  # one transaction, rolled back
+        binary_arrays.register(connection)
+        behind = HISTORY - 5  # others appended five Used events since this batch read
+        answer = append(
+            connection,
+            (HOT_KEY, behind + 1, USED),
+            (HOT_KEY, behind + 2, USED),
+            contended=(HOT_KEY,) * hinted,
+        )
+        scans = connection.execute(
+            "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'keyledger_events'"
+        ).fetchone()
+        connection.rollback()
+    assert versions_of(answer) == [(HOT_KEY, HISTORY + 1), (HOT_KEY, HISTORY + 2)]
+    assert scans == (0,)  # never the whole table
