@@ -367,3 +367,20 @@ def test_an_event_the_log_cannot_take_stops_it_and_is_never_set_aside(
         assert row is not None and row[0] == 0
         assert _tree(conn)[1] == head - 3  # everything before the poison, nothing after
         assert verify_database(conn).ok
+
+
+def test_leaf_positions_are_summarized_by_vacuum_not_queued_per_range(
+    quiet_ledger: Runtime,
+) -> None:
+    # Under load a range filled every ~0.3 s; autovacuum takes queued summarization
+    # requests once a minute, so the queue overflowed into ~3 server-log lines a second
+    # (migrations/026). The table's vacuum summarizes the ranges instead.
+    with psycopg.connect(quiet_ledger.database_url) as conn:
+        row = conn.execute(
+            "SELECT am.amname, c.reloptions FROM pg_class c JOIN pg_am am ON am.oid = c.relam"
+            " WHERE c.relname = 'ledger_tree_leaves_by_position_brin'"
+        ).fetchone()
+    assert row is not None
+    method, options = row
+    assert method == "brin"
+    assert "autosummarize=off" in options
